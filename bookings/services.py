@@ -1,0 +1,80 @@
+"""The booking lifecycle, pending -> confirmed -> cancelled, with its rules in one place.
+
+Each service runs in a transaction and locks the workspace row while checking overlaps, so
+two confirmations racing for one slot cannot both succeed.
+"""
+from django.db import transaction
+
+from .models import Booking, Workspace
+
+
+class BookingError(Exception):
+    """A rule of the lifecycle was broken. `field` names the input at fault, if any."""
+
+    def __init__(self, message, field=None, code="invalid"):
+        super().__init__(message)
+        self.field, self.code = field, code
+
+
+def _check_times(start, end):
+    if start is None or end is None:
+        raise BookingError("Start and end are required.", field="start")
+    if end <= start:
+        raise BookingError("End must be after start.", field="end")
+
+
+def _check_free(booking):
+    clash = Booking.objects.filter(
+        workspace_id=booking.workspace_id, status=Booking.Status.CONFIRMED, start__lt=booking.end, end__gt=booking.start
+    ).exclude(pk=booking.pk)
+    if clash.exists():
+        raise BookingError("The workspace is already booked at that time.", field="start", code="overlap")
+
+
+def _lock(booking_id):
+    booking = Booking.objects.select_for_update().get(pk=booking_id)
+    Workspace.objects.select_for_update().get(pk=booking.workspace_id)
+    return booking
+
+
+def create_booking(*, user, workspace, title, start, end):
+    _check_times(start, end)
+    return Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=end)
+
+
+@transaction.atomic
+def confirm_booking(booking):
+    booking = _lock(booking.pk)
+    if booking.status == Booking.Status.CANCELLED:
+        raise BookingError("A cancelled booking cannot be confirmed.", code="invalid_transition")
+    if booking.status == Booking.Status.CONFIRMED:
+        return booking
+    _check_free(booking)
+    booking.status = Booking.Status.CONFIRMED
+    booking.save(update_fields=["status", "updated_at"])
+    return booking
+
+
+@transaction.atomic
+def cancel_booking(booking):
+    booking = _lock(booking.pk)
+    if booking.status != Booking.Status.CANCELLED:
+        booking.status = Booking.Status.CANCELLED
+        booking.save(update_fields=["status", "updated_at"])
+    return booking
+
+
+@transaction.atomic
+def update_booking(booking, *, title=None, start=None, end=None):
+    """Retitle and/or reschedule. A cancelled booking cannot change."""
+    booking = _lock(booking.pk)
+    if booking.status == Booking.Status.CANCELLED:
+        raise BookingError("A cancelled booking cannot be changed.", code="invalid_transition")
+    booking.title = booking.title if title is None else title
+    booking.start = booking.start if start is None else start
+    booking.end = booking.end if end is None else end
+    _check_times(booking.start, booking.end)
+    if booking.status == Booking.Status.CONFIRMED:
+        _check_free(booking)
+    booking.save(update_fields=["title", "start", "end", "updated_at"])
+    return booking

@@ -1,0 +1,45 @@
+"""One error hierarchy; provider errors are classified once, where they are raised."""
+from django.core.exceptions import ImproperlyConfigured
+
+
+class CalendarSyncError(Exception):
+    """Base of every error the app raises about talking to a calendar provider.
+
+    `code` is a short machine-readable reason (shown in APIs and redirects); `status`
+    is the provider's HTTP status when there was one. Never carries a token.
+    """
+
+    code = "error"
+
+    def __init__(self, message="", *, code=None, status=None):
+        super().__init__(message)
+        self.code = code or self.code
+        self.status = status
+
+
+class TransientError(CalendarSyncError):
+    """Network trouble, 5xx, 429 or a rate-limit 403: retry later (after `retry_after`)."""
+
+    code = "transient"
+
+    def __init__(self, message="", *, retry_after=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class AuthorizationLost(CalendarSyncError):
+    """The grant is gone (invalid_grant, 401 after refresh): the member must reconnect."""
+
+    code = "authorization_lost"
+
+
+class PermanentError(CalendarSyncError):
+    """The provider refused the request for good (bad request, calendar gone, forbidden)."""
+
+    code = "permanent"
+
+
+class ConfigurationError(CalendarSyncError, ImproperlyConfigured):
+    """A setting is missing or wrong (including a key that cannot decrypt stored tokens)."""
+
+    code = "configuration"

@@ -1,0 +1,59 @@
+"""Encrypted token storage that fails loudly on a wrong key.
+
+django-fernet-encrypted-fields silently returns the ciphertext when no key can decrypt
+it, which would send `gAAAA...` to Google as a token. `SecretField` raises instead, and
+derives its keys from the *current* settings (cached per key set), so a rotation or an
+`override_settings` is honoured without a restart.
+"""
+import base64
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from django.conf import settings
+from encrypted_fields.fields import EncryptedTextField
+
+from .exceptions import ConfigurationError
+
+
+@lru_cache(maxsize=8)
+def _fernet(secret_keys, salts):
+    """Same derivation as django-fernet-encrypted-fields, so either can read the other's data."""
+    keys = []
+    for secret in secret_keys:
+        for salt in salts:
+            kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt.encode(), iterations=100_000)
+            keys.append(Fernet(base64.urlsafe_b64encode(kdf.derive(secret.encode()))))
+    return keys[0] if len(keys) == 1 else MultiFernet(keys)
+
+
+def current_fernet():
+    salts = settings.SALT_KEY if isinstance(settings.SALT_KEY, (list, tuple)) else [settings.SALT_KEY]
+    if not salts or not all(salts):
+        raise ConfigurationError("SALT_KEY is not set: calendar tokens cannot be encrypted.")
+    secrets = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", []))
+    return _fernet(tuple(secrets), tuple(salts))
+
+
+class SecretField(EncryptedTextField):
+    """An EncryptedTextField that never hands ciphertext back as if it were the secret."""
+
+    @property
+    def f(self):
+        return current_fernet()
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or value == "":
+            return value
+        try:
+            return self.f.decrypt(value.encode()).decode()
+        except InvalidToken:
+            raise ConfigurationError(
+                f"{self.model.__name__}.{self.name} cannot be decrypted with the configured "
+                "SECRET_KEY/SECRET_KEY_FALLBACKS and SALT_KEY. Restore the key the tokens were "
+                "written with (as a fallback) and run `manage.py calendar_sync_rotate_keys`."
+            ) from None
+
+    def to_python(self, value):
+        return value

@@ -1,0 +1,98 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from .fields import SecretField
+
+
+class Provider(models.TextChoices):
+    GOOGLE = "google", "Google"
+
+
+class CalendarToken(models.Model):
+    """A member's connection to their calendar provider. Tokens are encrypted at rest."""
+
+    SECRET_FIELDS = ("access_token", "refresh_token")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        NEEDS_REAUTH = "needs_reauth", "Needs reauthorization"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_token")
+    provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.GOOGLE)
+    access_token = SecretField()
+    refresh_token = SecretField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    calendar_id = models.CharField(max_length=1024, default="primary")
+    scopes = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "calendar connection"
+
+    def __str__(self):
+        return f"{self.get_provider_display()} calendar of {self.user}"
+
+    def __repr__(self):
+        # Never let a token reach a log line or a traceback through repr().
+        return f"<CalendarToken {self.pk} user={self.user_id} provider={self.provider} status={self.status}>"
+
+    @property
+    def is_active(self):
+        return self.status == self.Status.ACTIVE
+
+
+class OAuthState(models.Model):
+    """A pending authorization: single use (deleted when consumed), keeps the PKCE verifier server-side."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    code_verifier = SecretField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __repr__(self):
+        return f"<OAuthState {self.pk} user={self.user_id}>"
+
+
+class SyncRecord(models.Model):
+    """The durable "this object's event must match it" record (the outbox).
+
+    Written in the same transaction as the watched object. `version` is bumped on each
+    change that matters; a sync that read version N only marks the record synced if it is
+    still N, so late or reordered work can never overwrite newer state.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SYNCED = "synced", "Synced"
+        FAILED = "failed", "Failed"
+        NOT_CONNECTED = "not_connected", "Not connected"
+
+    source = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveBigIntegerField(default=1)
+    synced_version = models.PositiveBigIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # Set before the first create is attempted, cleared after a delete: lets a record whose
+    # object never needed an event finish without calling the provider.
+    remote_may_exist = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "object_id"], name="calendar_sync_record_unique")]
+        indexes = [models.Index(fields=["state", "updated_at"]), models.Index(fields=["user", "state"])]
+
+    def __str__(self):
+        return f"{self.source}:{self.object_id} ({self.state})"

@@ -1,0 +1,315 @@
+"""Google: OAuth through google-auth-oauthlib / google-auth, Calendar v3 through
+google-api-python-client. Every endpoint comes from settings; every error is classified here.
+"""
+import datetime as dt
+import json
+import logging
+import socket
+from contextlib import nullcontext
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import google.auth.exceptions
+import google_auth_httplib2
+import httplib2
+import requests
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2.credentials import Credentials
+from google_auth_oauthlib.flow import Flow
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
+
+from ..conf import get_setting
+from ..exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
+from .base import BaseProvider, Calendar, TokenSet
+
+logger = logging.getLogger(__name__)
+
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
+GONE_STATUSES = {404, 410}
+WRITABLE_ROLES = {"owner", "writer"}
+
+
+def _utc(naive):
+    return naive.replace(tzinfo=dt.timezone.utc) if naive is not None else None
+
+
+def _retry_after(value):
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def classify_http_error(exc):
+    """Turn a googleapiclient HttpError into our hierarchy (status and reason, no body text)."""
+    status = int(exc.resp.status)
+    reason = ""
+    message = ""
+    try:
+        error = json.loads(exc.content or b"{}").get("error", {})
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        reason = (error.get("errors") or [{}])[0].get("reason", "") if isinstance(error, dict) else ""
+    except (ValueError, AttributeError):
+        pass
+    text = f"Google Calendar API {status} {reason or ''}: {message}".strip()
+    if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
+        return TransientError(text, status=status, code=reason or "unavailable", retry_after=_retry_after(exc.resp.get("retry-after")))
+    if status == 401:
+        return AuthorizationLost(text, status=status, code="unauthorized")
+    if status in GONE_STATUSES:
+        return PermanentError(text, status=status, code="not_found")
+    if status == 409:
+        return PermanentError(text, status=status, code="duplicate")
+    return PermanentError(text, status=status, code=reason or "rejected")
+
+
+def classify(exc):
+    if isinstance(exc, CalendarSyncError):
+        return exc
+    if isinstance(exc, HttpError):
+        return classify_http_error(exc)
+    if isinstance(exc, google.auth.exceptions.RefreshError):
+        # A batch part got 401 and the client tried to refresh credentials we give it no means to refresh.
+        return AuthorizationLost("Google rejected the access token (401).", status=401, code="unauthorized")
+    if isinstance(exc, (httplib2.HttpLib2Error, OSError, socket.timeout, requests.RequestException)):
+        return TransientError(f"Network error talking to Google: {type(exc).__name__}", code="network")
+    raise exc
+
+
+class _TimeoutRequest(GoogleAuthRequest):
+    """google-auth's requests transport with our timeout instead of its 120 s default."""
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        return super().__call__(url, method, body, headers, timeout=get_setting("HTTP_TIMEOUT"), **kwargs)
+
+
+@lru_cache(maxsize=4)
+def _service(api_root):
+    # Built once per API root from the bundled discovery document; requests carry their own http.
+    return build(
+        "calendar",
+        "v3",
+        http=httplib2.Http(),
+        static_discovery=True,
+        cache_discovery=False,
+        client_options={"api_endpoint": f"{api_root}calendar/v3/"},
+    )
+
+
+class GoogleProvider(BaseProvider):
+    name = "google"
+
+    @property
+    def required_scopes(self):
+        return tuple(get_setting("GOOGLE_SCOPES"))
+
+    # --- OAuth -----------------------------------------------------------------------------
+    def _flow(self, code_verifier):
+        config = {
+            "web": {
+                "client_id": get_setting("GOOGLE_CLIENT_ID"),
+                "client_secret": get_setting("GOOGLE_CLIENT_SECRET"),
+                "auth_uri": get_setting("GOOGLE_OAUTH_AUTH_URI"),
+                "token_uri": get_setting("GOOGLE_OAUTH_TOKEN_URI"),
+                "redirect_uris": [get_setting("GOOGLE_REDIRECT_URI")],
+            }
+        }
+        return Flow.from_client_config(
+            config,
+            scopes=list(self.required_scopes),
+            redirect_uri=get_setting("GOOGLE_REDIRECT_URI"),
+            code_verifier=code_verifier,
+            autogenerate_code_verifier=False,
+        )
+
+    def authorization_url(self, *, state, code_verifier):
+        url, _ = self._flow(code_verifier).authorization_url(
+            access_type="offline", prompt="consent", include_granted_scopes="true", state=state
+        )
+        return url
+
+    def exchange_code(self, *, code, code_verifier):
+        flow = self._flow(code_verifier)
+        try:
+            token = flow.fetch_token(code=code, timeout=get_setting("HTTP_TIMEOUT"))
+        except Warning as changed:  # oauthlib: granted scopes differ from requested; we check them ourselves
+            token = changed.token
+        except InsecureTransportError:
+            raise ConfigurationError(
+                "GOOGLE_OAUTH_TOKEN_URI must be https (plain http is for calendar_sync.testing only)."
+            ) from None
+        except OAuth2Error as exc:
+            raise PermanentError(f"Google refused the authorization code: {exc.error}", code="exchange_failed") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"Google token endpoint unreachable: {type(exc).__name__}", code="provider_unreachable") from None
+        scope = token.get("scope") or []
+        scopes = scope.split() if isinstance(scope, str) else list(scope)
+        expires_at = token.get("expires_at")
+        return TokenSet(
+            access_token=token["access_token"],
+            refresh_token=token.get("refresh_token"),
+            expires_at=dt.datetime.fromtimestamp(expires_at, dt.timezone.utc) if expires_at else None,
+            scopes=scopes,
+        )
+
+    def refresh(self, refresh_token):
+        creds = Credentials(
+            token=None,
+            refresh_token=refresh_token,
+            token_uri=get_setting("GOOGLE_OAUTH_TOKEN_URI"),
+            client_id=get_setting("GOOGLE_CLIENT_ID"),
+            client_secret=get_setting("GOOGLE_CLIENT_SECRET"),
+        )
+        try:
+            creds.refresh(_TimeoutRequest())
+        except google.auth.exceptions.RefreshError as exc:
+            if "invalid_grant" in str(exc):
+                raise AuthorizationLost("Google says the grant is no longer valid (invalid_grant).", code="invalid_grant") from None
+            if exc.retryable:
+                raise TransientError("Google token endpoint is unavailable.", code="refresh_unavailable") from None
+            raise PermanentError(f"Google refused the token refresh: {str(exc).split(':')[0]}", code="refresh_failed") from None
+        except google.auth.exceptions.TransportError as exc:
+            raise TransientError(f"Google token endpoint unreachable: {type(exc).__name__}", code="network") from None
+        return TokenSet(
+            access_token=creds.token,
+            refresh_token=creds.refresh_token or refresh_token,
+            expires_at=_utc(creds.expiry),
+            scopes=list(creds.granted_scopes or []),
+        )
+
+    def revoke(self, token):
+        try:
+            response = requests.post(
+                get_setting("GOOGLE_OAUTH_REVOKE_URI"),
+                data={"token": token},
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=get_setting("HTTP_TIMEOUT"),
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"Google revoke endpoint unreachable: {type(exc).__name__}", code="network") from None
+        if response.status_code == 400:
+            raise AuthorizationLost("Google says the token was already invalid.", code="already_invalid")
+        if response.status_code != 200:
+            raise TransientError(f"Google revoke endpoint answered {response.status_code}.", status=response.status_code)
+
+    # --- Calendar API ----------------------------------------------------------------------
+    def _http(self, access_token):
+        return google_auth_httplib2.AuthorizedHttp(
+            Credentials(token=access_token),
+            http=httplib2.Http(timeout=get_setting("HTTP_TIMEOUT")),
+            refresh_status_codes=(),  # refreshing is ours: proactive, locked and persisted
+        )
+
+    def _execute(self, request, http):
+        try:
+            return request.execute(http=http)
+        except Exception as exc:  # noqa: BLE001 - classified, unknown errors re-raised
+            raise classify(exc) from None
+
+    def list_calendars(self, access_token):
+        service, http = _service(get_setting("GOOGLE_API_ROOT")), self._http(access_token)
+        calendars, page = [], None
+        while True:
+            result = self._execute(service.calendarList().list(minAccessRole="writer", pageToken=page), http)
+            for item in result.get("items", []):
+                if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted"):
+                    calendars.append(
+                        Calendar(item["id"], item.get("summaryOverride") or item.get("summary", ""), bool(item.get("primary")), item["accessRole"])
+                    )
+            page = result.get("nextPageToken")
+            if not page:
+                return calendars
+
+    def event_body(self, operation):
+        event = operation.event
+        zone = ZoneInfo(event.time_zone)
+        source, _, object_id = operation.object_ref.partition(":")
+        return {
+            "id": operation.event_id,
+            "status": "confirmed",
+            "summary": event.summary,
+            "location": event.location,
+            "description": event.description,
+            "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+            "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+            "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
+        }
+
+    def _request(self, service, calendar_id, operation, step):
+        events = service.events()
+        if step == "delete":
+            return events.delete(calendarId=calendar_id, eventId=operation.event_id, sendUpdates="none")
+        body = self.event_body(operation)
+        if step == "insert":
+            return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
+        return events.patch(calendarId=calendar_id, eventId=operation.event_id, body=body, sendUpdates="none")
+
+    @staticmethod
+    def _next_step(step, error):
+        """The idempotent repair for an error, or None when the error stands (or is success)."""
+        if error is None:
+            return None
+        if step == "insert" and error.status == 409:
+            return "patch"  # already there (maybe cancelled): patch it back
+        if step == "patch" and error.status in GONE_STATUSES:
+            return "insert"  # gone for good: create it under the same id
+        return None
+
+    def apply(self, access_token, calendar_id, operations, limiter=None):
+        service, http = _service(get_setting("GOOGLE_API_ROOT")), self._http(access_token)
+        results = [None] * len(operations)
+        pending = {
+            i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
+            for i, op in enumerate(operations)
+        }
+        for _ in range(3):  # first attempt, repair, repair of a racing repair
+            if not pending:
+                break
+            errors = self._run(service, http, calendar_id, operations, pending, limiter)
+            next_pending = {}
+            for i, step in pending.items():
+                error = errors[i]
+                if step == "delete" and error is not None and error.status in GONE_STATUSES:
+                    error = None  # deleting what is already gone is success
+                results[i] = error
+                repair = self._next_step(step, error)
+                if repair:
+                    next_pending[i] = repair
+            pending = next_pending
+        return results
+
+    def _run(self, service, http, calendar_id, operations, pending, limiter):
+        """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
+        errors = {}
+        items = list(pending.items())
+        if len(items) == 1:
+            (i, step), = items
+            try:
+                with limiter.slot(1) if limiter else nullcontext():
+                    self._execute(self._request(service, calendar_id, operations[i], step), http)
+                errors[i] = None
+            except CalendarSyncError as exc:
+                errors[i] = exc
+            return errors
+        size = get_setting("BATCH_SIZE")
+        root = get_setting("GOOGLE_API_ROOT")
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+
+            def callback(request_id, response, exception):
+                errors[int(request_id)] = classify(exception) if exception is not None else None
+
+            batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
+            for i, step in chunk:
+                batch.add(self._request(service, calendar_id, operations[i], step), request_id=str(i))
+            try:
+                with limiter.slot(len(chunk)) if limiter else nullcontext():
+                    batch.execute(http=http)
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed: every item shares it
+                error = classify(exc)
+                for i, _ in chunk:
+                    errors[i] = error
+        return errors

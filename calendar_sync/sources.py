@@ -1,0 +1,95 @@
+"""How a host model becomes calendar events. The app knows no model of its own.
+
+The host subclasses `EventSource` and names it in `CALENDAR_SYNC["SOURCES"]`::
+
+    CALENDAR_SYNC = {"SOURCES": {"booking": "bookings.calendar.BookingSource"}}
+"""
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from django.apps import apps
+from django.utils.module_loading import import_string
+
+from .conf import get_setting
+from .exceptions import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Event:
+    """Provider-neutral description of the event one object should have."""
+
+    summary: str
+    start: datetime
+    end: datetime
+    time_zone: str = "UTC"
+    location: str = ""
+    description: str = ""
+
+
+class EventSource:
+    """Base class: subclass it in the host project."""
+
+    #: "app_label.ModelName" of the watched model.
+    model = ""
+    #: Saves that change none of these fields cause no sync work (empty: every save does).
+    watched_fields = ()
+    #: Optional model field that records the remote event id (null when there is none).
+    event_id_field = None
+
+    key = ""  # set from the CALENDAR_SYNC["SOURCES"] key
+
+    def get_model(self):
+        return apps.get_model(self.model)
+
+    def get_queryset(self):
+        """Objects as the sync reads them; add select_related() for what event() uses."""
+        return self.get_model()._default_manager.all()
+
+    def owner_id(self, obj):
+        """Primary key of the user whose calendar shows this object."""
+        raise NotImplementedError
+
+    def should_exist(self, obj):
+        """True when the object should have an event now (e.g. a confirmed booking)."""
+        raise NotImplementedError
+
+    def event(self, obj):
+        """The `Event` for this object."""
+        raise NotImplementedError
+
+    def upcoming(self, user_id):
+        """Objects of this user to sync when they connect (upcoming ones that should exist)."""
+        raise NotImplementedError
+
+    def event_id(self, object_id):
+        """Deterministic event id: base32hex of a hash of source and pk, so retries never duplicate."""
+        digest = hashlib.sha256(f"{self.key}:{object_id}".encode()).digest()[:20]
+        return base64.b32hexencode(digest).decode().lower()
+
+
+@lru_cache(maxsize=4)
+def _load(items):
+    sources = {}
+    for key, path in items:
+        try:
+            source = import_string(path)()
+        except ImportError as exc:
+            raise ConfigurationError(f'CALENDAR_SYNC["SOURCES"][{key!r}]: cannot import {path!r} ({exc})') from exc
+        source.key = key
+        sources[key] = source
+    return sources
+
+
+def get_sources():
+    """{key: EventSource instance} from settings."""
+    return _load(tuple(sorted(get_setting("SOURCES").items())))
+
+
+def get_source(key):
+    try:
+        return get_sources()[key]
+    except KeyError:
+        raise ConfigurationError(f'No calendar source {key!r} in CALENDAR_SYNC["SOURCES"]') from None

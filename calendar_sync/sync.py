@@ -1,0 +1,242 @@
+"""The level-triggered core: make the remote calendar match the object as it is *now*.
+
+Plain functions, no Celery. Every trigger (save, retry, sweep, reconnect, resync) asks for
+the same work, so duplicate, late or reordered deliveries converge on the right result.
+"""
+import logging
+import time
+from collections import deque
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import oauth
+from .conf import get_setting
+from .exceptions import AuthorizationLost, PermanentError, TransientError
+from .models import CalendarToken, SyncRecord
+from .providers import get_provider
+from .providers.base import Operation
+from .sources import get_source, get_sources
+
+logger = logging.getLogger(__name__)
+State = SyncRecord.State
+MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
+
+
+def mark_changed(source, obj):
+    """Record (in the caller's transaction) that `obj`'s event must be brought up to date."""
+    object_id, owner_id = str(obj.pk), source.owner_id(obj)
+    changes = {"version": F("version") + 1, "state": State.PENDING, "user_id": owner_id, "attempts": 0,
+               "retry_at": None, "last_error": "", "updated_at": timezone.now()}
+    if SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes):
+        return
+    if not source.should_exist(obj):
+        return  # never had an event and needs none: nothing to record
+    try:
+        with transaction.atomic():
+            SyncRecord.objects.create(source=source.key, object_id=object_id, user_id=owner_id)
+    except IntegrityError:  # created concurrently: bump it instead
+        SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes)
+
+
+class RateLimiter:
+    """Sliding-window limit on requests sent for one member (Google counts batch parts too).
+
+    A request counts from the moment its response is back, so however long the provider
+    takes to process a batch, no window of its clock sees more than `limit` requests.
+    """
+
+    def __init__(self, limit=None, window=None):
+        self.limit = limit or get_setting("RATE_LIMIT_PER_MINUTE")
+        self.window = window or get_setting("RATE_LIMIT_WINDOW")
+        self.sent = deque()
+
+    @contextmanager
+    def slot(self, n):
+        n = min(n, self.limit)
+        while True:
+            now = time.monotonic()
+            while self.sent and now - self.sent[0] >= self.window:
+                self.sent.popleft()
+            if len(self.sent) + n <= self.limit:
+                break
+            time.sleep(self.window - (now - self.sent[len(self.sent) + n - self.limit - 1]) + 0.001)
+        try:
+            yield
+        finally:
+            self.sent.extend([time.monotonic()] * n)
+
+
+def _run(token, operations, limiter=None):
+    """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost."""
+    provider = get_provider(token.provider)
+    results = provider.apply(oauth.access_token(token), token.calendar_id, operations, limiter)
+    retry = [i for i, r in enumerate(results) if isinstance(r, AuthorizationLost)]
+    if retry:
+        access = oauth.access_token(token, force=True)
+        for i, r in zip(retry, provider.apply(access, token.calendar_id, [operations[i] for i in retry], limiter)):
+            if isinstance(r, AuthorizationLost):
+                oauth.mark_needs_reauth(token, r)
+                raise r
+            results[i] = r
+    return results
+
+
+def _operation(source, object_id, obj):
+    wanted = obj is not None and source.should_exist(obj)
+    known = bool(obj is not None and source.event_id_field and getattr(obj, source.event_id_field))
+    return Operation(
+        event_id=source.event_id(object_id),
+        event=source.event(obj) if wanted else None,
+        object_ref=f"{source.key}:{object_id}",
+        known_to_exist=known,
+    )
+
+
+def _finish(record, version, state, error=None, source=None, obj=None, operation=None):
+    """Write the outcome if nobody changed the object meanwhile (compare-and-set on version)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = SyncRecord.objects.select_for_update().filter(pk=record.pk).first()
+        if locked is None or locked.version != version:
+            return False
+        if state == State.SYNCED and obj is None:
+            locked.delete()  # the object itself is gone and so is its event
+            return True
+        if state == State.SYNCED and source.event_id_field:
+            event_id = None if operation.is_delete else operation.event_id
+            if getattr(obj, source.event_id_field) != event_id:
+                type(obj)._default_manager.filter(pk=obj.pk).update(**{source.event_id_field: event_id})
+        locked.state = state
+        locked.last_error = "" if error is None else str(error)[:2000]
+        if state == State.SYNCED:
+            locked.synced_version, locked.synced_at, locked.attempts = version, now, 0
+            locked.remote_may_exist = not operation.is_delete
+        locked.retry_at = None
+        locked.save()
+    return True
+
+
+def record_transient(record, error, retry_in):
+    """Remember a transient failure; the record stays pending until `retry_in` seconds pass."""
+    SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
+        attempts=F("attempts") + 1,
+        last_error=str(error)[:2000],
+        retry_at=timezone.now() + timedelta(seconds=retry_in),
+        updated_at=timezone.now(),
+    )
+
+
+def give_up(source_key, object_id, error):
+    """Retries are exhausted: mark failed; the sweeper tries again later if it was transient."""
+    later = timezone.now() + timedelta(seconds=get_setting("RETRY_BACKOFF_MAX"))
+    SyncRecord.objects.filter(source=source_key, object_id=str(object_id), state=State.PENDING).update(
+        state=State.FAILED, last_error=str(error)[:2000], retry_at=later, updated_at=timezone.now()
+    )
+
+
+def sync_object(source_key, object_id):
+    """Bring one object's event up to date. Returns the record state.
+
+    Raises TransientError for the caller to retry later; every other outcome is recorded.
+    """
+    source = get_source(source_key)
+    object_id = str(object_id)
+    for _ in range(MAX_ROUNDS):
+        record = SyncRecord.objects.filter(source=source_key, object_id=object_id).first()
+        if record is None:
+            return State.SYNCED  # nothing was ever asked, or the object and its event are gone
+        if record.state == State.SYNCED and record.synced_version == record.version:
+            return State.SYNCED
+        version = record.version
+        obj = source.get_queryset().filter(pk=object_id).first()
+        owner_id = source.owner_id(obj) if obj is not None else record.user_id
+        token = CalendarToken.objects.filter(user_id=owner_id).first()
+        if token is None or not token.is_active:
+            error = None if token is None else "Reconnect your calendar to resume syncing."
+            if _finish(record, version, State.NOT_CONNECTED, error):
+                return State.NOT_CONNECTED
+            continue
+        operation = _operation(source, object_id, obj)
+        if operation.is_delete and not record.remote_may_exist:
+            if _finish(record, version, State.SYNCED, None, source, obj, operation):
+                return State.SYNCED
+            continue
+        if not operation.is_delete and not record.remote_may_exist:
+            SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
+        try:
+            error = _run(token, [operation])[0]
+        except AuthorizationLost as exc:
+            if _finish(record, version, State.NOT_CONNECTED, exc):
+                return State.NOT_CONNECTED
+            continue
+        if isinstance(error, TransientError):
+            record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
+            raise error
+        state = State.FAILED if error is not None else State.SYNCED
+        if _finish(record, version, state, error, source, obj, operation):
+            if error is not None:
+                logger.warning("calendar sync failed for %s:%s: %s", source_key, object_id, error)
+            return state
+    # Changed on every round: leave it pending; the task that the last change enqueued converges.
+    return State.PENDING
+
+
+def backfill_user(user_id):
+    """Sync a member's upcoming objects and anything left pending, in batches within the rate limit.
+
+    Run on connect and reconnect. Returns {state: count}.
+    """
+    token = CalendarToken.objects.filter(user_id=user_id, status=CalendarToken.Status.ACTIVE).first()
+    if token is None:
+        return {}
+    upcoming = {}
+    for source in get_sources().values():
+        ids = upcoming[source.key] = {str(pk) for pk in source.upcoming(user_id).values_list("pk", flat=True)}
+        SyncRecord.objects.bulk_create(
+            [SyncRecord(source=source.key, object_id=i, user_id=user_id) for i in ids], ignore_conflicts=True
+        )
+        SyncRecord.objects.filter(source=source.key, object_id__in=ids).exclude(state=State.PENDING).update(
+            state=State.PENDING, version=F("version") + 1, updated_at=timezone.now()
+        )
+    records = list(SyncRecord.objects.filter(Q(user_id=user_id) & ~Q(state=State.SYNCED)).order_by("created_at"))
+    work = []
+    for key, source in get_sources().items():
+        mine = [r for r in records if r.source == key]
+        objects = source.get_queryset().in_bulk([r.object_id for r in mine])
+        for record in mine:
+            obj = objects.get(_pk(source, record.object_id))
+            operation = _operation(source, record.object_id, obj)
+            if operation.is_delete and not record.remote_may_exist:
+                _finish(record, record.version, State.SYNCED, None, source, obj, operation)
+            elif operation.is_delete or record.object_id in upcoming[key]:
+                work.append((record, source, obj, operation))  # past events are not created after the fact
+    SyncRecord.objects.filter(pk__in=[w[0].pk for w in work if not w[3].is_delete]).update(remote_may_exist=True)
+    if not work:
+        return {}
+    counts = {}
+    try:
+        results = _run(token, [w[3] for w in work], RateLimiter())
+    except AuthorizationLost as exc:
+        results = [exc] * len(work)
+    from .tasks import enqueue  # late: tasks imports this module
+
+    for (record, source, obj, operation), error in zip(work, results):
+        if isinstance(error, TransientError):
+            record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
+            enqueue(source.key, record.object_id, countdown=error.retry_after or get_setting("RETRY_BACKOFF"))
+            state = State.PENDING
+        else:
+            state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
+            if not _finish(record, record.version, state, error, source, obj, operation):
+                enqueue(source.key, record.object_id)  # changed meanwhile: sync it on its own
+        counts[state] = counts.get(state, 0) + 1
+    logger.info("calendar backfill for user=%s: %s", user_id, counts)
+    return counts
+
+
+def _pk(source, object_id):
+    return source.get_model()._meta.pk.to_python(object_id)

@@ -1,0 +1,89 @@
+"""Thin Celery wrappers. Tasks take primary keys only: never instances, never tokens."""
+import logging
+import random
+
+from celery import shared_task
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import sync
+from .conf import get_setting
+from .exceptions import TransientError
+from .models import OAuthState, SyncRecord
+from .sources import get_source
+
+logger = logging.getLogger(__name__)
+
+
+def backoff(retries, retry_after=None):
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    base = min(get_setting("RETRY_BACKOFF_MAX"), get_setting("RETRY_BACKOFF") * 2**retries)
+    return max(retry_after or 0, random.uniform(base / 2, base))
+
+
+def enqueue(source_key, object_id, countdown=None):
+    """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
+    try:
+        sync_task.apply_async((source_key, str(object_id)), countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the durable record covers it
+        logger.warning("calendar sync not enqueued for %s:%s (%s); the sweeper will pick it up", source_key, object_id, type(exc).__name__)
+
+
+def resync(records):
+    """Mark SyncRecords pending again (new version) and enqueue them. Returns how many."""
+    rows = list(records.values_list("pk", "source", "object_id"))
+    SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
+        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
+    )
+    for _, source_key, object_id in rows:
+        enqueue(source_key, object_id)
+    return len(rows)
+
+
+def resync_objects(source_key, objects):
+    """Resync these objects of one source, creating records for any never synced."""
+    source = get_source(source_key)
+    ids = [str(obj.pk) for obj in objects]
+    SyncRecord.objects.bulk_create(
+        [SyncRecord(source=source_key, object_id=str(o.pk), user_id=source.owner_id(o)) for o in objects], ignore_conflicts=True
+    )
+    return resync(SyncRecord.objects.filter(source=source_key, object_id__in=ids))
+
+
+@shared_task(name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def sync_task(self, source_key, object_id):
+    try:
+        return sync.sync_object(source_key, object_id)
+    except TransientError as exc:
+        if self.request.is_eager:
+            return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
+        if self.request.retries >= get_setting("MAX_RETRIES"):
+            sync.give_up(source_key, object_id, exc)
+            return SyncRecord.State.FAILED
+        raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
+
+
+@shared_task(name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True)
+def backfill_task(user_id):
+    return sync.backfill_user(user_id)
+
+
+@shared_task(name="calendar_sync.tasks.sweep")
+def sweep():
+    """Re-enqueue work left behind (broker down at commit, retries exhausted), bounded per run."""
+    now = timezone.now()
+    stale = now - timezone.timedelta(seconds=get_setting("SWEEP_STALE_AFTER"))
+    due = Q(retry_at__isnull=True) | Q(retry_at__lte=now)
+    left = (
+        SyncRecord.objects.filter((Q(state=SyncRecord.State.PENDING, updated_at__lt=stale) & due) | Q(state=SyncRecord.State.FAILED, retry_at__lte=now))
+        .order_by("updated_at")
+        .values_list("source", "object_id")[: get_setting("SWEEP_BATCH")]
+    )
+    count = 0
+    for source_key, object_id in left:
+        enqueue(source_key, object_id)
+        count += 1
+    OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
+    if count:
+        logger.info("calendar sweep re-enqueued %s syncs", count)
+    return count

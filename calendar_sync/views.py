@@ -1,0 +1,154 @@
+"""REST API: connect, callback, status, calendars, calendar selection, disconnect."""
+import logging
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from django.db import transaction
+from django.http import Http404, HttpResponseRedirect
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import oauth, tasks
+from .conf import get_setting
+from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
+from .models import CalendarToken, SyncRecord
+from .providers import PROVIDERS
+from .serializers import (
+    AuthorizationURLSerializer,
+    CalendarSerializer,
+    DisconnectSerializer,
+    SelectCalendarSerializer,
+    StatusSerializer,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(code, detail, http_status):
+    return Response({"code": code, "detail": detail}, status=http_status)
+
+
+def provider_error_response(exc):
+    """Map our error hierarchy to HTTP once, for every view."""
+    if isinstance(exc, ConfigurationError):
+        return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)
+    if isinstance(exc, AuthorizationLost):
+        return error_response("needs_reauth", "Reconnect your calendar: the provider no longer accepts this connection.", 409)
+    if isinstance(exc, TransientError):
+        return error_response("provider_unavailable", "The calendar provider is unavailable; try again shortly.", 503)
+    return error_response(exc.code, str(exc), 502)
+
+
+def _token_or_none(user):
+    return CalendarToken.objects.filter(user=user).first()
+
+
+class BaseView(APIView):
+    def handle_exception(self, exc):
+        if isinstance(exc, CalendarSyncError):
+            logger.warning("calendar sync API error: %s (%s)", exc.code, type(exc).__name__)
+            return provider_error_response(exc)
+        return super().handle_exception(exc)
+
+
+class ProviderMixin:
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if kwargs.get("provider") not in PROVIDERS:
+            raise Http404("Unknown calendar provider.")
+
+
+class AuthorizationURLView(ProviderMixin, BaseView):
+    """Start connecting: returns the provider's consent URL for the current member."""
+
+    serializer_class = AuthorizationURLSerializer
+
+    def get(self, request, provider):
+        url = oauth.start_authorization(request.user, provider)
+        return Response(AuthorizationURLSerializer({"authorization_url": url}).data)
+
+
+class CallbackView(ProviderMixin, BaseView):
+    """Where the provider sends the browser back. Always redirects to FRONTEND_URL."""
+
+    permission_classes = [AllowAny]
+    serializer_class = None
+
+    def get(self, request, provider):
+        try:
+            token = oauth.complete_authorization(request.query_params, request.user, provider)
+        except oauth.ConnectError as exc:
+            logger.info("calendar connect failed: %s", exc.code)
+            return self._redirect(calendar_sync="error", reason=exc.code)
+        except ConfigurationError as exc:
+            logger.error("calendar connect misconfigured: %s", exc)
+            return self._redirect(calendar_sync="error", reason="not_configured")
+        transaction.on_commit(lambda: tasks.backfill_task.delay(token.user_id))
+        return self._redirect(calendar_sync="connected")
+
+    @staticmethod
+    def _redirect(**params):
+        scheme, netloc, path, query, fragment = urlsplit(get_setting("FRONTEND_URL") or "/")
+        query = urlencode([*parse_qsl(query), *params.items()])
+        return HttpResponseRedirect(urlunsplit((scheme, netloc, path, query, fragment)))
+
+
+class StatusView(BaseView):
+    serializer_class = StatusSerializer
+
+    def get(self, request):
+        return Response(StatusSerializer.for_user(request.user).data)
+
+
+class CalendarsView(BaseView):
+    """The member's calendars they can write to (for the picker)."""
+
+    serializer_class = CalendarSerializer
+
+    def get(self, request):
+        token = _token_or_none(request.user)
+        if token is None:
+            return error_response("not_connected", "Connect a calendar first.", 409)
+        calendars = oauth.calendars(token)
+        rows = [{**c.__dict__, "selected": c.id == token.calendar_id or (c.primary and token.calendar_id == "primary")} for c in calendars]
+        return Response(CalendarSerializer(rows, many=True).data)
+
+
+class SelectCalendarView(BaseView):
+    """Choose the calendar events go to; only ids from the member's writable calendars."""
+
+    serializer_class = SelectCalendarSerializer
+
+    def put(self, request):
+        serializer = SelectCalendarSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = _token_or_none(request.user)
+        if token is None:
+            return error_response("not_connected", "Connect a calendar first.", 409)
+        wanted = serializer.validated_data["calendar_id"]
+        calendars = oauth.calendars(token)
+        if wanted != "primary" and wanted not in {c.id for c in calendars}:
+            return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
+        if wanted != token.calendar_id:
+            CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
+            transaction.on_commit(lambda: tasks.backfill_task.delay(request.user.pk))
+        return Response(StatusSerializer.for_user(request.user).data)
+
+
+class DisconnectView(BaseView):
+    """Revoke and delete the connection. 204, or 200 saying why the revoke did not happen."""
+
+    serializer_class = DisconnectSerializer
+
+    def delete(self, request):
+        token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(user=request.user).first()
+        if token is None:
+            return error_response("not_connected", "No calendar is connected.", 404)
+        revoked, reason = oauth.disconnect(token)
+        SyncRecord.objects.filter(user=request.user).exclude(state=SyncRecord.State.SYNCED).update(
+            state=SyncRecord.State.NOT_CONNECTED
+        )
+        if revoked:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": reason}).data)

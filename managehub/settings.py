@@ -1,0 +1,139 @@
+"""ManageHub settings, read from the environment (and `.env`) with django-environ.
+
+Every variable is documented in `.env.example`. With nothing set, the project runs on
+SQLite with Celery tasks executed eagerly in-process: no server needed.
+"""
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# Salt(s) for the token encryption key; a comma-separated list rotates (first one encrypts).
+SALT_KEY = env.list("SALT_KEY", default=["dev-only-insecure-salt"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "calendar_sync",
+    "bookings",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "managehub.urls"
+WSGI_APPLICATION = "managehub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "bookings.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ManageHub API",
+    "DESCRIPTION": "Workspaces, bookings and Google Calendar sync.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery: with no broker configured, tasks run eagerly in the request (quick local runs).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
+CELERY_BEAT_SCHEDULE = {
+    "calendar-sync-sweep": {
+        "task": "calendar_sync.tasks.sweep",
+        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_SWEEP_SECONDS", default=60)),
+    },
+}
+
+CALENDAR_SYNC = {
+    "GOOGLE_CLIENT_ID": env.str("GOOGLE_CLIENT_ID", default=""),
+    "GOOGLE_CLIENT_SECRET": env.str("GOOGLE_CLIENT_SECRET", default=""),
+    "GOOGLE_REDIRECT_URI": env.str(
+        "GOOGLE_REDIRECT_URI", default="http://127.0.0.1:8000/api/calendar-sync/auth/google/callback" if DEBUG else ""
+    ),
+    "GOOGLE_OAUTH_AUTH_URI": env.str("GOOGLE_OAUTH_AUTH_URI", default="https://accounts.google.com/o/oauth2/auth"),
+    "GOOGLE_OAUTH_TOKEN_URI": env.str("GOOGLE_OAUTH_TOKEN_URI", default="https://oauth2.googleapis.com/token"),
+    "GOOGLE_OAUTH_REVOKE_URI": env.str("GOOGLE_OAUTH_REVOKE_URI", default="https://oauth2.googleapis.com/revoke"),
+    "GOOGLE_API_ROOT": env.str("GOOGLE_API_ROOT", default="https://www.googleapis.com/"),
+    "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/"),
+    "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
+    "SOURCES": {"booking": "bookings.calendar.BookingSource"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # These libraries log raw OAuth token responses and headers at DEBUG: never below WARNING.
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("requests_oauthlib", "oauthlib", "urllib3", "google_auth_httplib2", "googleapiclient", "google.auth", "httplib2")
+    },
+}

@@ -1,0 +1,108 @@
+import os
+import urllib.parse
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from bookings.models import Booking, Workspace
+from calendar_sync.testing import FakeGoogle
+from managehub.celery import app as celery_app
+
+IN_CI = bool(os.environ.get("CI"))
+FRONTEND = "https://app.example.com/integrations/calendar"
+REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def eager_celery():
+    """Unit tests run tasks in-process; tests marked `worker` use a real worker instead."""
+    celery_app.conf.task_always_eager = True
+    yield
+
+
+@pytest.fixture(scope="session")
+def google_server():
+    with FakeGoogle() as google:
+        yield google
+
+
+@pytest.fixture
+def fake_google(google_server, settings):
+    google_server.reset()
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        **google_server.settings(),
+        "GOOGLE_REDIRECT_URI": REDIRECT,
+        "FRONTEND_URL": FRONTEND,
+    }
+    return google_server
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username, **extra):
+        return get_user_model().objects.create_user(username=username, password="pw-" + username, email=f"{username}@example.com", **extra)
+
+    return make
+
+
+@pytest.fixture
+def member(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff", is_staff=True)
+
+
+def client_for(user):
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def api(member):
+    return client_for(member)
+
+
+@pytest.fixture
+def workspace(db):
+    return Workspace.objects.create(name="The Loft", address="1 Harbour St, Lisbon", time_zone="Europe/Lisbon")
+
+
+@pytest.fixture
+def make_booking(workspace):
+    def make(user, hours_from_now=24, duration=2, status=Booking.Status.PENDING, title="Deep work", ws=None):
+        start = timezone.now().replace(microsecond=0) + timezone.timedelta(hours=hours_from_now)
+        return Booking.objects.create(
+            user=user, workspace=ws or workspace, title=title, start=start, end=start + timezone.timedelta(hours=duration), status=status
+        )
+
+    return make
+
+
+def connect(client, google, account="member@example.com", allow=True):
+    """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect."""
+    response = client.get("/api/calendar-sync/auth/google")
+    assert response.status_code == 200, response.content
+    location = google.consent(response.json()["authorization_url"], account=account, allow=allow)
+    assert location.startswith(REDIRECT)
+    query = urllib.parse.urlsplit(location).query
+    return client.get(f"/api/calendar-sync/auth/google/callback?{query}")
+
+
+def landing(response):
+    """The query parameters of the callback's redirect to the frontend."""
+    assert response.status_code == 302, response.content
+    assert response["Location"].startswith(FRONTEND)
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))
