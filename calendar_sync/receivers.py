@@ -28,8 +28,8 @@ def _saved(source, attnames, instance, created, raw=False, **kwargs):
 
 
 def _changed(source, instance, **kwargs):
-    sync.mark_changed(source, instance)
-    transaction.on_commit(partial(tasks.enqueue, source.key, instance.pk))
+    if sync.mark_changed(source, instance):
+        transaction.on_commit(partial(tasks.enqueue, source.key, instance.pk))
 
 
 def connect():

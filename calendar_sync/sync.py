@@ -3,13 +3,14 @@
 Plain functions, no Celery. Every trigger (save, retry, sweep, reconnect, resync) asks for
 the same work, so duplicate, late or reordered deliveries converge on the right result.
 """
+import hashlib
 import logging
 import time
 from collections import deque
 from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -27,19 +28,23 @@ MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
 
 
 def mark_changed(source, obj):
-    """Record (in the caller's transaction) that `obj`'s event must be brought up to date."""
+    """Record (in the caller's transaction) that `obj`'s event must be brought up to date.
+
+    Returns False when there is nothing to do: no record yet and no event wanted.
+    """
     object_id, owner_id = str(obj.pk), source.owner_id(obj)
     changes = {"version": F("version") + 1, "state": State.PENDING, "user_id": owner_id, "attempts": 0,
                "retry_at": None, "last_error": "", "updated_at": timezone.now()}
     if SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes):
-        return
+        return True
     if not source.should_exist(obj):
-        return  # never had an event and needs none: nothing to record
+        return False  # never had an event and needs none
     try:
         with transaction.atomic():
             SyncRecord.objects.create(source=source.key, object_id=object_id, user_id=owner_id)
     except IntegrityError:  # created concurrently: bump it instead
         SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes)
+    return True
 
 
 class RateLimiter:
@@ -85,9 +90,11 @@ def _run(token, operations, limiter=None):
     return results
 
 
-def _operation(source, object_id, obj):
+def _operation(source, record, obj):
+    """What the provider must do for this object now. Patch first when an event may already exist."""
+    object_id = record.object_id
     wanted = obj is not None and source.should_exist(obj)
-    known = bool(obj is not None and source.event_id_field and getattr(obj, source.event_id_field))
+    known = record.remote_may_exist or bool(obj is not None and source.event_id_field and getattr(obj, source.event_id_field))
     return Operation(
         event_id=source.event_id(object_id),
         event=source.event(obj) if wanted else None,
@@ -100,6 +107,8 @@ def _finish(record, version, state, error=None, source=None, obj=None, operation
     """Write the outcome if nobody changed the object meanwhile (compare-and-set on version)."""
     now = timezone.now()
     with transaction.atomic():
+        if obj is not None:  # lock in the order saves do (object, then record): no deadlock
+            list(type(obj)._default_manager.select_for_update().filter(pk=obj.pk).values_list("pk"))
         locked = SyncRecord.objects.select_for_update().filter(pk=record.pk).first()
         if locked is None or locked.version != version:
             return False
@@ -138,6 +147,36 @@ def give_up(source_key, object_id, error):
     )
 
 
+def _lock_key(source_key, object_id):
+    digest = hashlib.blake2b(f"calendar_sync:{source_key}:{object_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _advisory(function, keys):
+    """Call a PostgreSQL advisory-lock function per key; other databases go without (all True)."""
+    if connection.vendor != "postgresql" or not keys:
+        return [True] * len(keys)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i", [keys])
+        return [row[0] is not False for row in cursor.fetchall()]
+
+
+@contextmanager
+def _exclusive(source_key, object_id):
+    """Serialize syncs of one object across workers (a PostgreSQL session advisory lock).
+
+    Without it a stale task's write could land after a newer task's, and a crash right then
+    would leave the calendar wrong while the record says synced. The lock dies with the
+    connection, so a killed worker never leaves it held. Other databases run without it.
+    """
+    keys = [_lock_key(source_key, object_id)]
+    _advisory("pg_advisory_lock", keys)
+    try:
+        yield
+    finally:
+        _advisory("pg_advisory_unlock", keys)
+
+
 def sync_object(source_key, object_id):
     """Bring one object's event up to date. Returns the record state.
 
@@ -145,44 +184,47 @@ def sync_object(source_key, object_id):
     """
     source = get_source(source_key)
     object_id = str(object_id)
-    for _ in range(MAX_ROUNDS):
-        record = SyncRecord.objects.filter(source=source_key, object_id=object_id).first()
-        if record is None:
-            return State.SYNCED  # nothing was ever asked, or the object and its event are gone
-        if record.state == State.SYNCED and record.synced_version == record.version:
-            return State.SYNCED
-        version = record.version
-        obj = source.get_queryset().filter(pk=object_id).first()
-        owner_id = source.owner_id(obj) if obj is not None else record.user_id
-        token = CalendarToken.objects.filter(user_id=owner_id).first()
-        if token is None or not token.is_active:
-            error = None if token is None else "Reconnect your calendar to resume syncing."
-            if _finish(record, version, State.NOT_CONNECTED, error):
-                return State.NOT_CONNECTED
-            continue
-        operation = _operation(source, object_id, obj)
-        if operation.is_delete and not record.remote_may_exist:
-            if _finish(record, version, State.SYNCED, None, source, obj, operation):
-                return State.SYNCED
-            continue
-        if not operation.is_delete and not record.remote_may_exist:
-            SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
-        try:
-            error = _run(token, [operation])[0]
-        except AuthorizationLost as exc:
-            if _finish(record, version, State.NOT_CONNECTED, exc):
-                return State.NOT_CONNECTED
-            continue
-        if isinstance(error, TransientError):
-            record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
-            raise error
-        state = State.FAILED if error is not None else State.SYNCED
-        if _finish(record, version, state, error, source, obj, operation):
-            if error is not None:
-                logger.warning("calendar sync failed for %s:%s: %s", source_key, object_id, error)
-            return state
-    # Changed on every round: leave it pending; the task that the last change enqueued converges.
+    with _exclusive(source_key, object_id):
+        for round_ in range(MAX_ROUNDS):
+            state = _sync_round(source, object_id, first=round_ == 0)
+            if state is not None:
+                return state
+    # Changed on every round: leave it pending; the task the last change enqueued converges.
     return State.PENDING
+
+
+def _sync_round(source, object_id, first):
+    """One read-apply-compare round; None when the object changed meanwhile (go again)."""
+    record = SyncRecord.objects.filter(source=source.key, object_id=object_id).first()
+    if record is None:
+        return State.SYNCED  # nothing was ever asked, or the object and its event are gone
+    if first and record.state == State.SYNCED and record.synced_version == record.version:
+        return State.SYNCED
+    version = record.version
+    obj = source.get_queryset().filter(pk=object_id).first()
+    owner_id = source.owner_id(obj) if obj is not None else record.user_id
+    token = CalendarToken.objects.filter(user_id=owner_id).first()
+    if token is None or not token.is_active:
+        error = None if token is None else "Reconnect your calendar to resume syncing."
+        return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, error) else None
+    operation = _operation(source, record, obj)
+    if operation.is_delete and not record.remote_may_exist and first:
+        return State.SYNCED if _finish(record, version, State.SYNCED, None, source, obj, operation) else None
+    if not operation.is_delete and not record.remote_may_exist:
+        SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
+    try:
+        error = _run(token, [operation])[0]
+    except AuthorizationLost as exc:
+        return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, exc) else None
+    if isinstance(error, TransientError):
+        record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
+        raise error
+    state = State.FAILED if error is not None else State.SYNCED
+    if not _finish(record, version, state, error, source, obj, operation):
+        return None
+    if error is not None:
+        logger.warning("calendar sync failed for %s:%s: %s", source.key, object_id, error)
+    return state
 
 
 def backfill_user(user_id):
@@ -209,7 +251,7 @@ def backfill_user(user_id):
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
         for record in mine:
             obj = objects.get(_pk(source, record.object_id))
-            operation = _operation(source, record.object_id, obj)
+            operation = _operation(source, record, obj)
             if operation.is_delete and not record.remote_may_exist:
                 _finish(record, record.version, State.SYNCED, None, source, obj, operation)
             elif operation.is_delete or record.object_id in upcoming[key]:
@@ -217,13 +259,21 @@ def backfill_user(user_id):
     SyncRecord.objects.filter(pk__in=[w[0].pk for w in work if not w[3].is_delete]).update(remote_may_exist=True)
     if not work:
         return {}
+    from .tasks import enqueue  # late: tasks imports this module
+
+    keys = [_lock_key(w[1].key, w[0].object_id) for w in work]
+    locked = _advisory("pg_try_advisory_lock", keys)
+    for (record, source, _, _), ok in zip(work, locked):
+        if not ok:  # a sync of it is running right now: let it finish, then sync it on its own
+            enqueue(source.key, record.object_id)
+    work = [w for w, ok in zip(work, locked) if ok]
     counts = {}
     try:
         results = _run(token, [w[3] for w in work], RateLimiter())
     except AuthorizationLost as exc:
         results = [exc] * len(work)
-    from .tasks import enqueue  # late: tasks imports this module
-
+    finally:
+        _advisory("pg_advisory_unlock", [k for k, ok in zip(keys, locked) if ok])
     for (record, source, obj, operation), error in zip(work, results):
         if isinstance(error, TransientError):
             record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))

@@ -1,0 +1,266 @@
+"""The real stack: a Celery worker process on the configured Redis, PostgreSQL, the fake Google.
+
+Exactly one event per confirmed booking (none per cancelled one) whatever happens: duplicate
+and racing deliveries, a worker killed mid-task, the broker unreachable at commit, 5xx/429
+bursts with Retry-After, and a revoked grant.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+from bookings.models import Booking
+from calendar_sync import tasks
+from calendar_sync.models import CalendarToken, SyncRecord
+from calendar_sync.sources import get_source
+from managehub.celery import app as celery_app
+from tests.conftest import FRONTEND, IN_CI, REDIRECT, client_for, connect, landing
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "member@example.com"
+
+
+def wait_until(condition, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _database_url():
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def broker_url():
+    url = os.environ.get("CELERY_BROKER_URL")
+    if not url or os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql", "psql", "pgsql"):
+        message = "needs CELERY_BROKER_URL (Redis) and a PostgreSQL DATABASE_URL"
+        if IN_CI:
+            pytest.fail(f"CI asked for the real stack but it is missing: {message}")
+        pytest.skip(message)
+    return url
+
+
+class Worker:
+    """A `celery -A managehub worker` process with the same settings, pointed at the fake Google."""
+
+    def __init__(self, env):
+        self.env, self.proc = env, None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", "--concurrency=2", "-l", os.environ.get("TEST_WORKER_LOGLEVEL", "warning"), "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+        wait_until(lambda: celery_app.control.ping(timeout=0.5), timeout=30, what="the worker to answer")
+
+    def kill(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def stack(broker_url, fake_google, settings):
+    """The worker (not yet started) and the settings it shares with this process."""
+    env = {
+        **os.environ,
+        **fake_google.env(),
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_VISIBILITY_TIMEOUT": "5",
+        "GOOGLE_REDIRECT_URI": REDIRECT,
+        "FRONTEND_URL": FRONTEND,
+        "DJANGO_SETTINGS_MODULE": "managehub.settings",
+    }
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SWEEP_STALE_AFTER": 0}
+    w = Worker(env)
+    yield w
+    w.stop()
+    celery_app.control.purge()
+    celery_app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def connected(stack, fake_google, member):
+    """A connected member's API client; the connect (and its empty backfill) ran before the worker started."""
+    api = client_for(member)
+    assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
+    celery_app.conf.task_always_eager = False
+    celery_app.control.purge()
+    stack.start()
+    return api
+
+
+@pytest.fixture
+def worker(connected, stack):
+    return stack
+
+
+def event_id(booking):
+    return get_source("booking").event_id(booking.pk)
+
+
+def settled(fake_google, bookings):
+    """Every booking's record is synced at its latest version."""
+    ids = [str(b.pk) for b in bookings]
+    return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
+
+
+def matches(fake_google, bookings):
+    """The calendar holds exactly one event per confirmed booking and none for the others."""
+    events = fake_google.events(ACCOUNT)
+    wanted = {event_id(b) for b in Booking.objects.filter(pk__in=[b.pk for b in bookings], status="confirmed")}
+    return set(events) == wanted
+
+
+def test_lifecycle_through_a_real_worker(connected, fake_google, member, make_booking):
+    booking = make_booking(member)
+    connected.post(f"/api/bookings/{booking.pk}/confirm/")
+    wait_until(lambda: event_id(booking) in fake_google.events(ACCOUNT) and settled(fake_google, [booking]), what="the event")
+    later = booking.start + timezone.timedelta(days=1)
+    connected.patch(f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
+    wait_until(lambda: fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"].startswith(later.astimezone(timezone.get_default_timezone()).date().isoformat()) and settled(fake_google, [booking]), what="the move")
+    assert timezone.datetime.fromisoformat(fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"]) == later
+    connected.post(f"/api/bookings/{booking.pk}/cancel/")
+    wait_until(lambda: fake_google.events(ACCOUNT) == {} and settled(fake_google, [booking]), what="the removal")
+    assert [c["method"] for c in fake_google.api_calls()] == ["POST", "PATCH", "DELETE"]
+    # the same task delivered again, many times, changes nothing
+    for _ in range(5):
+        tasks.enqueue("booking", booking.pk)
+    time.sleep(1.5)
+    assert len(fake_google.api_calls()) == 3
+
+
+def test_duplicate_and_racing_deliveries(connected, fake_google, member, make_booking):
+    bookings = [make_booking(member, hours_from_now=24 + 3 * i) for i in range(6)]
+    for b in bookings:
+        connected.post(f"/api/bookings/{b.pk}/confirm/")
+        for _ in range(4):  # the same work asked for again and again, racing on two processes
+            tasks.enqueue("booking", b.pk)
+    connected.post(f"/api/bookings/{bookings[0].pk}/cancel/")  # and one cancel racing its confirm
+    for _ in range(4):
+        tasks.enqueue("booking", bookings[0].pk)
+    try:
+        wait_until(lambda: settled(fake_google, bookings) and matches(fake_google, bookings), what="convergence")
+    except AssertionError:
+        print(list(SyncRecord.objects.values("object_id", "state", "version", "synced_version", "last_error")), [str(b.pk) for b in bookings], list(fake_google.events(ACCOUNT)), [event_id(b) for b in bookings])
+        raise
+    inserts = [c for c in fake_google.api_calls() if c["method"] == "POST"]
+    assert len(fake_google.events(ACCOUNT, include_cancelled=True)) <= 6  # never a second event for one booking
+    assert len(fake_google.events(ACCOUNT)) == 5
+    assert inserts  # they were really sent
+
+
+def test_worker_killed_mid_task(connected, worker, fake_google, member, make_booking):
+    fake_google.latency = 1.5  # every call to Google is slow: the kill lands mid-request
+    booking = make_booking(member)
+    connected.post(f"/api/bookings/{booking.pk}/confirm/")
+    wait_until(lambda: fake_google.http_requests and fake_google.http_requests[-1]["path"].startswith("/calendar/"), what="the task to call Google")
+    worker.kill()
+    fake_google.latency = 0
+    worker.start()
+    tasks.sweep()  # beat's sweeper; redelivery of the unacknowledged task also converges
+    wait_until(lambda: settled(fake_google, [booking]), timeout=40, what="the killed task to be redone")
+    assert list(fake_google.events(ACCOUNT, include_cancelled=True)) == [event_id(booking)]
+
+
+def test_broker_down_at_confirm_then_sweeper(connected, fake_google, member, make_booking, broker_url):
+    booking = make_booking(member)
+    script = (
+        "import django; django.setup();"
+        "from bookings.models import Booking; from bookings import services;"
+        f"services.confirm_booking(Booking.objects.get(pk='{booking.pk}')); print('confirmed')"
+    )
+    env = {**os.environ, **fake_google.env(), "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "DJANGO_SETTINGS_MODULE": "managehub.settings"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "confirmed" in result.stdout and "sweeper will pick it up" in result.stderr
+    assert time.monotonic() - started < 60
+    assert Booking.objects.get(pk=booking.pk).status == "confirmed"
+    assert SyncRecord.objects.get(object_id=str(booking.pk)).state == "pending"
+    time.sleep(1)
+    assert fake_google.events(ACCOUNT) == {}
+    assert tasks.sweep() >= 1
+    wait_until(lambda: settled(fake_google, [booking]), what="the swept sync")
+    assert list(fake_google.events(ACCOUNT)) == [event_id(booking)]
+
+
+def test_5xx_and_429_bursts_with_retry_after(connected, fake_google, member, make_booking):
+    fake_google.inject(503, times=3, retry_after=1)
+    fake_google.inject(429, times=2, retry_after=1)
+    fake_google.inject(403, times=1, reason="userRateLimitExceeded")
+    bookings = [make_booking(member, hours_from_now=24 + 3 * i) for i in range(3)]
+    started = time.monotonic()
+    for b in bookings:
+        connected.post(f"/api/bookings/{b.pk}/confirm/")
+    wait_until(lambda: settled(fake_google, bookings), timeout=60, what="eventual success")
+    assert time.monotonic() - started >= 1  # Retry-After was honoured
+    assert matches(fake_google, bookings)
+    assert len(fake_google.events(ACCOUNT, include_cancelled=True)) == 3
+    assert all(f["times"] == 0 for f in fake_google.faults)
+
+
+def test_revoked_grant_then_reconnect(connected, fake_google, member, make_booking):
+    first = make_booking(member, hours_from_now=24)
+    connected.post(f"/api/bookings/{first.pk}/confirm/")
+    wait_until(lambda: settled(fake_google, [first]), what="the first event")
+    fake_google.revoke_grants(ACCOUNT)
+    second = make_booking(member, hours_from_now=48)
+    connected.post(f"/api/bookings/{second.pk}/confirm/")
+    wait_until(lambda: CalendarToken.objects.get().status == "needs_reauth", what="needs_reauth")
+    wait_until(lambda: SyncRecord.objects.get(object_id=str(second.pk)).state == "not_connected", what="work parked")
+    calls = len(fake_google.calls)
+    tasks.sweep()
+    time.sleep(1.5)
+    assert len(fake_google.calls) == calls  # no retry storm
+    assert connected.get("/api/calendar-sync/status").json()["status"] == "needs_reauth"
+    assert landing(connect(connected, fake_google))["calendar_sync"] == "connected"
+    wait_until(lambda: settled(fake_google, [first, second]), what="replay after reconnect")
+    assert set(fake_google.events(ACCOUNT)) == {event_id(first), event_id(second)}
+
+
+def test_task_messages_carry_no_secrets(connected, fake_google, member, make_booking, broker_url):
+    """Look at what actually reaches Redis: primary keys only."""
+    import redis
+
+    token = CalendarToken.objects.get()
+    secrets = {token.access_token, token.refresh_token}
+    client = redis.Redis.from_url(broker_url)
+    seen = []
+    with celery_app.connection_for_write() as conn:
+        producer = conn.Producer(serializer="json")
+        # publish a real sync message exactly as enqueue() does, then read the raw bytes back from Redis
+        tasks.sync_task.apply_async(("booking", "00000000-0000-0000-0000-000000000000"), producer=producer, queue="secrets-probe")
+    for raw in client.lrange("secrets-probe", 0, -1):
+        seen.append(raw.decode())
+    client.delete("secrets-probe")
+    booking = make_booking(member)
+    connected.post(f"/api/bookings/{booking.pk}/confirm/")
+    wait_until(lambda: settled(fake_google, [booking]), what="sync")
+    assert seen and "booking" in seen[0]
+    for raw in seen + [k.decode() for k in client.keys("*")]:
+        for secret in secrets:
+            assert secret not in raw
