@@ -5,6 +5,7 @@ Each creates `.venv` (once, or again when requirements.txt changes), installs th
 requirements into it, and then runs inside it — so a fresh clone needs only Python 3.11+.
 """
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -34,11 +35,42 @@ def manage(*args):
     subprocess.check_call([str(PY), str(ROOT / "manage.py"), *args], cwd=ROOT)
 
 
+def google_configured():
+    if os.environ.get("GOOGLE_CLIENT_ID"):
+        return True
+    env_file = ROOT / ".env"
+    return env_file.exists() and any(
+        line.split("=", 1)[0].strip() == "GOOGLE_CLIENT_ID" and line.split("=", 1)[1].strip()
+        for line in env_file.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+
+
+def start_sandbox():
+    """No Google client configured: run the bundled fake Google and point the app at it."""
+    port = os.environ.get("SANDBOX_GOOGLE_PORT", "8765")
+    fake = subprocess.Popen(
+        [str(PY), "-m", "calendar_sync.testing", "--port", port], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    os.environ.update(json.loads(fake.stdout.readline()))
+    os.environ["CALENDAR_SYNC_SANDBOX"] = "1"
+    print(f"Sandbox: fake Google on http://127.0.0.1:{port}/ (set GOOGLE_CLIENT_ID to use Google)", flush=True)
+    return fake
+
+
 def serve(argv):
     os.environ.setdefault("DEBUG", "1")  # the local server: loopback http allowed, errors shown
-    manage("migrate", "--noinput")
-    manage("seed_demo")
-    os.execv(str(PY), [str(PY), str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", *argv])
+    sandbox = None if google_configured() else start_sandbox()
+    try:
+        manage("migrate", "--noinput")
+        manage("seed_demo")
+        print("Open http://127.0.0.1:8000/ and sign in as the demo member.", flush=True)
+        subprocess.call([str(PY), str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", *argv], cwd=ROOT)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if sandbox:
+            sandbox.terminate()
 
 
 def test(argv):

@@ -108,16 +108,22 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         serializer.instance = services.create_booking(user=self.request.user, **data)
 
     def perform_update(self, serializer):
-        serializer.instance = services.update_booking(serializer.instance, **serializer.validated_data)
+        serializer.instance = self._fresh(services.update_booking(serializer.instance, **serializer.validated_data))
+
+    @staticmethod
+    def _fresh(booking):
+        # With eager tasks (no broker) the sync already ran on commit: show its result.
+        booking.refresh_from_db(fields=["google_calendar_event_id"])
+        return booking
 
     @extend_schema(request=None, responses=BookingSerializer)
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
-        booking = services.confirm_booking(self.get_object())
+        booking = self._fresh(services.confirm_booking(self.get_object()))
         return Response(self.get_serializer(booking).data)
 
     @extend_schema(request=None, responses=BookingSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        booking = services.cancel_booking(self.get_object())
+        booking = self._fresh(services.cancel_booking(self.get_object()))
         return Response(self.get_serializer(booking).data)

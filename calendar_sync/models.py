@@ -1,3 +1,5 @@
+import hashlib
+import secrets
 import uuid
 
 from django.conf import settings
@@ -96,3 +98,26 @@ class SyncRecord(models.Model):
 
     def __str__(self):
         return f"{self.source}:{self.object_id} ({self.state})"
+
+
+class CalendarFeed(models.Model):
+    """A member's private iCal subscription URL. The secret is stored encrypted; lookups use its hash."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_feed")
+    secret = SecretField()
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __repr__(self):
+        return f"<CalendarFeed user={self.user_id}>"
+
+    @staticmethod
+    def hash(secret):
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user):
+        """Create the member's feed, or replace its secret (the old URL stops working at once)."""
+        secret = secrets.token_urlsafe(32)
+        feed, _ = cls.objects.update_or_create(user=user, defaults={"secret": secret, "secret_hash": cls.hash(secret)})
+        return feed

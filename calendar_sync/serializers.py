@@ -67,3 +67,8 @@ class SyncStateSerializer(serializers.Serializer):
     last_error = serializers.CharField(allow_blank=True)
     synced_at = serializers.DateTimeField(allow_null=True)
     attempts = serializers.IntegerField()
+
+
+class FeedSerializer(serializers.Serializer):
+    url = serializers.URLField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)

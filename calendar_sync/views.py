@@ -3,21 +3,25 @@ import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.db import transaction
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseNotModified, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.http import http_date
+from django.views.decorators.http import require_safe
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import oauth, tasks
+from . import ical, oauth, tasks
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
-from .models import CalendarToken, SyncRecord
+from .models import CalendarFeed, CalendarToken, SyncRecord
 from .providers import PROVIDERS
 from .serializers import (
     AuthorizationURLSerializer,
     CalendarSerializer,
     DisconnectSerializer,
+    FeedSerializer,
     SelectCalendarSerializer,
     StatusSerializer,
 )
@@ -152,3 +156,50 @@ class DisconnectView(BaseView):
         if revoked:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": reason}).data)
+
+
+class FeedView(BaseView):
+    """The member's private iCal URL: GET shows it (null if none), POST creates it, DELETE turns it off."""
+
+    serializer_class = FeedSerializer
+
+    def _answer(self, request, feed, code=200):
+        url = request.build_absolute_uri(reverse("calendar_sync:ical", args=[feed.secret])) if feed else None
+        return Response(FeedSerializer({"url": url, "created_at": feed and feed.created_at}).data, status=code)
+
+    def get(self, request):
+        return self._answer(request, CalendarFeed.objects.filter(user=request.user).first())
+
+    def post(self, request):
+        feed = CalendarFeed.objects.filter(user=request.user).first()
+        return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
+
+    def delete(self, request):
+        CalendarFeed.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FeedRotateView(FeedView):
+    """A new secret URL; the old one answers 404 from now on."""
+
+    def post(self, request):
+        return self._answer(request, CalendarFeed.issue(request.user), 201)
+
+
+@require_safe
+def ical_feed(request, secret):
+    """The .ics itself: no login (calendar apps can't), the unguessable secret is the credential."""
+    feed = CalendarFeed.objects.filter(secret_hash=CalendarFeed.hash(secret)).only("user_id", "created_at").first()
+    if feed is None:
+        raise Http404("No such calendar feed.")
+    body, last_modified = ical.render(feed)
+    tag = ical.etag(body)
+    if request.headers.get("If-None-Match") == tag:
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
+        response["Content-Disposition"] = 'inline; filename="managehub.ics"'
+    response["ETag"] = tag
+    response["Last-Modified"] = http_date(last_modified.timestamp())
+    response["Cache-Control"] = "private, max-age=300"
+    return response

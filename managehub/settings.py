@@ -120,10 +120,17 @@ CALENDAR_SYNC = {
     "GOOGLE_OAUTH_TOKEN_URI": env.str("GOOGLE_OAUTH_TOKEN_URI", default="https://oauth2.googleapis.com/token"),
     "GOOGLE_OAUTH_REVOKE_URI": env.str("GOOGLE_OAUTH_REVOKE_URI", default="https://oauth2.googleapis.com/revoke"),
     "GOOGLE_API_ROOT": env.str("GOOGLE_API_ROOT", default="https://www.googleapis.com/"),
-    "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/"),
+    "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/integrations/calendar"),
     "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
 }
+
+# Set by `python3 dev.py serve` when it runs the bundled fake Google instead of a real client.
+CALENDAR_SYNC_SANDBOX = env.bool("CALENDAR_SYNC_SANDBOX", default=False)
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "calendar-integration"
+LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {
     "version": 1,

@@ -1,9 +1,18 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from bookings import pages
+
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="calendar-integration"), name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("integrations/calendar", pages.calendar_integration, name="calendar-integration"),
+    path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
     path("admin/", admin.site.urls),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/calendar-sync/", include("calendar_sync.urls")),

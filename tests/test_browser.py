@@ -1,0 +1,85 @@
+"""A member clicks through the calendar page in headless Chromium against the fake Google.
+
+Needs Debian's `chromium` (`.ci/run` installs it). Locally without it the test is skipped;
+in CI it fails instead.
+"""
+import os
+import shutil
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from bookings.models import Booking, Workspace
+from calendar_sync.models import CalendarToken
+from calendar_sync.sources import get_source
+from tests.conftest import IN_CI
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page(live_server, fake_google, settings):
+    if not CHROMIUM:
+        if IN_CI:
+            pytest.fail("CI must run the browser test: Debian's chromium is missing")
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
+        "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
+    }
+    settings.CALENDAR_SYNC_SANDBOX = True
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the live server runs beside Playwright's loop
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser.new_page()
+        browser.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_member_connects_syncs_and_disconnects(page, live_server, fake_google):
+    user = get_user_model().objects.create_user("demo", password="demo-password")
+    workspace = Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
+    from django.utils import timezone
+
+    start = timezone.now() + timezone.timedelta(days=1)
+    booking = Booking.objects.create(user=user, workspace=workspace, title="Deep work", start=start, end=start + timezone.timedelta(hours=2))
+
+    page.goto(f"{live_server.url}/")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", "demo-password")
+    page.click("#sign-in")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_selector("#status[data-state=disconnected]")
+    assert page.is_visible("#sandbox")
+
+    page.click("#connect")  # to the fake Google's consent page
+    page.wait_for_selector("#allow")
+    page.click("#allow")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_selector("#status[data-state=active]")
+    assert "connected" in page.text_content("#outcome")
+
+    page.wait_for_selector("#calendar-select option", state="attached")
+    page.select_option("#calendar-select", "team@group.calendar.google.com")
+    page.click("#save-calendar")
+    page.wait_for_function("document.getElementById('outcome').textContent.includes('Saved')")
+    assert CalendarToken.objects.get(user=user).calendar_id == "team@group.calendar.google.com"
+
+    page.click(f"#booking-{booking.pk} button[data-action=confirm]")
+    page.wait_for_selector(f"#booking-{booking.pk} .sync-state[data-state=synced]")
+    events = fake_google.events("member@example.com", "team@group.calendar.google.com")
+    assert list(events) == [get_source("booking").event_id(booking.pk)]
+
+    page.click("#ical-create")
+    page.wait_for_function("document.getElementById('ical-url').textContent.endsWith('.ics')")
+    assert page.text_content("#ical-url").startswith(live_server.url)
+
+    page.screenshot(path=os.environ.get("BROWSER_SCREENSHOT", "/tmp/calendar-page.png"), full_page=True)
+    page.click("#disconnect")
+    page.wait_for_selector("#status[data-state=disconnected]")
+    assert not CalendarToken.objects.exists()
+    assert not fake_google.grants  # revoked at the fake Google
