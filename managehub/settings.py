@@ -102,6 +102,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With the broker down a booking still saves: give up publishing quickly (the sweeper has it).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
 CELERY_BEAT_SCHEDULE = {
     "calendar-sync-sweep": {
@@ -122,6 +124,7 @@ CALENDAR_SYNC = {
     "GOOGLE_API_ROOT": env.str("GOOGLE_API_ROOT", default="https://www.googleapis.com/"),
     "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/integrations/calendar"),
     "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
+    "SWEEP_STALE_AFTER": env.int("CALENDAR_SYNC_SWEEP_STALE_AFTER", default=60),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
 }
 

@@ -5,134 +5,21 @@ and racing deliveries, a worker killed mid-task, the broker unreachable at commi
 bursts with Retry-After, and a revoked grant.
 """
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
-from django.db.models import F
 from django.utils import timezone
 
 from bookings.models import Booking
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
-from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.conftest import FRONTEND, IN_CI, REDIRECT, client_for, connect, landing
+from tests.conftest import connect, landing
+from tests.stack import ACCOUNT, ROOT, database_url, broker_url, connected, event_id, matches, settled, stack, wait_until, worker  # noqa: F401
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "member@example.com"
-
-
-def wait_until(condition, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _database_url():
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture(scope="module")
-def broker_url():
-    url = os.environ.get("CELERY_BROKER_URL")
-    if not url or os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql", "psql", "pgsql"):
-        message = "needs CELERY_BROKER_URL (Redis) and a PostgreSQL DATABASE_URL"
-        if IN_CI:
-            pytest.fail(f"CI asked for the real stack but it is missing: {message}")
-        pytest.skip(message)
-    return url
-
-
-class Worker:
-    """A `celery -A managehub worker` process with the same settings, pointed at the fake Google."""
-
-    def __init__(self, env):
-        self.env, self.proc = env, None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", "--concurrency=2", "-l", os.environ.get("TEST_WORKER_LOGLEVEL", "warning"), "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-        )
-        wait_until(lambda: celery_app.control.ping(timeout=0.5), timeout=30, what="the worker to answer")
-
-    def kill(self):
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture
-def stack(broker_url, fake_google, settings):
-    """The worker (not yet started) and the settings it shares with this process."""
-    env = {
-        **os.environ,
-        **fake_google.env(),
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": broker_url,
-        "CELERY_VISIBILITY_TIMEOUT": "5",
-        "GOOGLE_REDIRECT_URI": REDIRECT,
-        "FRONTEND_URL": FRONTEND,
-        "DJANGO_SETTINGS_MODULE": "managehub.settings",
-    }
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SWEEP_STALE_AFTER": 0}
-    w = Worker(env)
-    yield w
-    w.stop()
-    celery_app.control.purge()
-    celery_app.conf.task_always_eager = True
-
-
-@pytest.fixture
-def connected(stack, fake_google, member):
-    """A connected member's API client; the connect (and its empty backfill) ran before the worker started."""
-    api = client_for(member)
-    assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
-    celery_app.conf.task_always_eager = False
-    celery_app.control.purge()
-    stack.start()
-    return api
-
-
-@pytest.fixture
-def worker(connected, stack):
-    return stack
-
-
-def event_id(booking):
-    return get_source("booking").event_id(booking.pk)
-
-
-def settled(fake_google, bookings):
-    """Every booking's record is synced at its latest version."""
-    ids = [str(b.pk) for b in bookings]
-    return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
-
-
-def matches(fake_google, bookings):
-    """The calendar holds exactly one event per confirmed booking and none for the others."""
-    events = fake_google.events(ACCOUNT)
-    wanted = {event_id(b) for b in Booking.objects.filter(pk__in=[b.pk for b in bookings], status="confirmed")}
-    return set(events) == wanted
 
 
 def test_lifecycle_through_a_real_worker(connected, fake_google, member, make_booking):
@@ -193,7 +80,7 @@ def test_broker_down_at_confirm_then_sweeper(connected, fake_google, member, mak
         "from bookings.models import Booking; from bookings import services;"
         f"services.confirm_booking(Booking.objects.get(pk='{booking.pk}')); print('confirmed')"
     )
-    env = {**os.environ, **fake_google.env(), "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "DJANGO_SETTINGS_MODULE": "managehub.settings"}
+    env = {**os.environ, **fake_google.env(), "DATABASE_URL": database_url(), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "DJANGO_SETTINGS_MODULE": "managehub.settings"}
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,155 @@
+"""The real stack for tests: a Celery worker process on the configured Redis broker and
+PostgreSQL, talking to the fake Google. Fixtures here are imported by the test modules."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import F
+
+from bookings.models import Booking
+from calendar_sync.models import SyncRecord
+from calendar_sync.sources import get_source
+from managehub.celery import app as celery_app
+from tests.conftest import FRONTEND, IN_CI, REDIRECT, client_for, connect, landing
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "member@example.com"
+
+
+def wait_until(condition, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def database_url():
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def broker_url():
+    url = os.environ.get("CELERY_BROKER_URL")
+    if not url or os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql", "psql", "pgsql"):
+        message = "needs CELERY_BROKER_URL (Redis) and a PostgreSQL DATABASE_URL"
+        if IN_CI:
+            pytest.fail(f"CI asked for the real stack but it is missing: {message}")
+        pytest.skip(message)
+    return url
+
+
+class Worker:
+    """A `celery -A managehub worker` process with the same settings, pointed at the fake Google."""
+
+    def __init__(self, env, concurrency=2):
+        self.env, self.proc, self.concurrency = env, None, concurrency
+
+    def start(self, broker_url=None):
+        """Start the worker and wait until it answers a ping on its broker."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", f"--concurrency={self.concurrency}", "-l", os.environ.get("TEST_WORKER_LOGLEVEL", "warning"), "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+
+        def answers():
+            if broker_url is None:
+                return celery_app.control.ping(timeout=0.5)
+            ping = [sys.executable, "-m", "celery", "-A", "managehub", "inspect", "ping", "--timeout", "1"]
+            return subprocess.run(ping, cwd=ROOT, env=self.env, capture_output=True).returncode == 0
+
+        wait_until(answers, timeout=30, what="the worker to answer")
+
+    def kill(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def stack(broker_url, fake_google, settings):
+    """The worker (not yet started) and the settings it shares with this process."""
+    env = {
+        **os.environ,
+        **fake_google.env(),
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_VISIBILITY_TIMEOUT": "5",
+        "GOOGLE_REDIRECT_URI": REDIRECT,
+        "FRONTEND_URL": FRONTEND,
+        "DJANGO_SETTINGS_MODULE": "managehub.settings",
+    }
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SWEEP_STALE_AFTER": 0}
+    w = Worker(env)
+    yield w
+    w.stop()
+    celery_app.control.purge()
+    celery_app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def connected(stack, fake_google, member):
+    """A connected member's API client; the connect (and its empty backfill) ran before the worker started."""
+    api = client_for(member)
+    assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
+    celery_app.conf.task_always_eager = False
+    celery_app.control.purge()
+    stack.start()
+    return api
+
+
+@pytest.fixture
+def worker(connected, stack):
+    return stack
+
+
+def event_id(booking):
+    return get_source("booking").event_id(booking.pk)
+
+
+def settled(fake_google, bookings):
+    """Every booking's record is synced at its latest version."""
+    ids = [str(b.pk) for b in bookings]
+    return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
+
+
+def matches(fake_google, bookings):
+    """The calendar holds exactly one event per confirmed booking and none for the others."""
+    events = fake_google.events(ACCOUNT)
+    wanted = {event_id(b) for b in Booking.objects.filter(pk__in=[b.pk for b in bookings], status="confirmed")}
+    return set(events) == wanted
+
+
+def calendar_report(fake_google, bookings, account=ACCOUNT):
+    """Compare the calendar with the bookings: counts of wanted, present, missing, extra, duplicated."""
+    source = get_source("booking")
+    current = {b.pk: b for b in Booking.objects.filter(pk__in=[b.pk for b in bookings])}
+    wanted = {source.event_id(pk) for pk, b in current.items() if b.status == "confirmed"}
+    events = fake_google.events(account)
+    per_booking = Counter(e.get("extendedProperties", {}).get("private", {}).get("calendar_sync_id") for e in fake_google.events(account, include_cancelled=True).values())
+    return {
+        "bookings": len(current),
+        "confirmed": len(wanted),
+        "cancelled": sum(1 for b in current.values() if b.status == "cancelled"),
+        "events": len(events),
+        "missing": len(wanted - set(events)),
+        "extra": len(set(events) - wanted),
+        "duplicated": sum(1 for n in per_booking.values() if n > 1),
+    }
