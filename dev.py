@@ -78,7 +78,14 @@ def test(argv):
     sys.exit(result)
 
 
-COMMANDS = {"serve": serve, "test": test}
+def bench(argv):
+    """`python3 dev.py bench NAME [args]`: run bench/NAME.py (needs PostgreSQL and Redis)."""
+    if not argv:
+        sys.exit("usage: python3 dev.py bench {overhead|throughput|economy|scaling} [args]")
+    sys.exit(subprocess.call([str(PY), str(ROOT / "bench" / f"{argv[0]}.py"), *argv[1:]], cwd=ROOT / "bench"))
+
+
+COMMANDS = {"serve": serve, "test": test, "bench": bench}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -1,7 +1,5 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
-from django.shortcuts import get_object_or_404
+from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -18,6 +16,8 @@ from .models import Booking, Workspace
 
 def exception_handler(exc, context):
     """DRF's handler, plus lifecycle errors as 409/400 JSON naming the problem."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response({"detail": "Request body too large.", "code": "too_large"}, status=413)
     if isinstance(exc, services.BookingError):
         code = status.HTTP_409_CONFLICT if exc.code in ("invalid_transition", "overlap") else status.HTTP_400_BAD_REQUEST
         body = {"detail": str(exc), "code": exc.code}

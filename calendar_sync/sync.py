@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import oauth
 from .conf import get_setting
-from .exceptions import AuthorizationLost, PermanentError, TransientError
+from .exceptions import AuthorizationLost, TransientError
 from .models import CalendarToken, SyncRecord
 from .providers import get_provider
 from .providers.base import Operation

@@ -10,6 +10,8 @@ from bookings.models import Booking, Workspace
 from calendar_sync.testing import FakeGoogle
 from managehub.celery import app as celery_app
 
+pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
+
 IN_CI = bool(os.environ.get("CI"))
 FRONTEND = "https://app.example.com/integrations/calendar"
 REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"

@@ -3,7 +3,6 @@
 Each case runs a mixed workload of confirmations, reschedules and cancellations while a fault
 hits, then checks that the calendar matches the bookings exactly and prints the counts.
 """
-import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from bookings import services
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken
 from tests.conftest import IN_CI, connect, landing
-from tests.stack import ROOT, Worker, broker_url, calendar_report, connected, database_url, settled, stack, wait_until, worker  # noqa: F401
+from tests.stack import ROOT, Worker, calendar_report, settled, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 CLEAN = {"missing": 0, "extra": 0, "duplicated": 0}

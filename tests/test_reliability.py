@@ -17,7 +17,7 @@ from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
 from managehub.celery import app as celery_app
 from tests.conftest import connect, landing
-from tests.stack import ACCOUNT, ROOT, database_url, broker_url, connected, event_id, matches, settled, stack, wait_until, worker  # noqa: F401
+from tests.stack import ACCOUNT, ROOT, database_url, event_id, matches, settled, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

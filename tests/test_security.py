@@ -126,3 +126,40 @@ def test_oversized_and_malformed_calendar_input(fake_google, api, member):
     bad = api.generic("PUT", "/api/calendar-sync/calendar", "{oops", content_type="application/json")
     assert bad.status_code == 400 and "detail" in bad.json()
     assert CalendarToken.objects.get().calendar_id == "primary"
+
+
+def test_oversized_body_is_a_json_413(api, workspace):
+    from bookings.models import Booking
+
+    body = '{"title": "' + "x" * 3_000_000 + '"}'
+    for method, path in (("post", "/api/bookings/"), ("put", "/api/calendar-sync/calendar")):
+        response = api.generic(method.upper(), path, body, content_type="application/json")
+        assert response.status_code == 413 and response.json()["code"] == "too_large", path
+    assert Booking.objects.count() == 0
+
+
+def test_unauthenticated_access_everywhere(db):
+    anonymous = client_for(None)
+    for method, path in (
+        ("get", "/api/bookings/"), ("post", "/api/bookings/"), ("get", "/api/workspaces/"), ("post", "/api/workspaces/"),
+        ("get", "/api/calendar-sync/ical"), ("post", "/api/calendar-sync/ical"), ("post", "/api/calendar-sync/ical/rotate"),
+        ("delete", "/api/calendar-sync/ical"),
+    ):
+        response = getattr(anonymous, method)(path)
+        assert response.status_code in (401, 403), (method, path)
+        assert "detail" in response.json()
+    page = anonymous.get("/integrations/calendar")
+    assert page.status_code == 302 and "/accounts/login/" in page["Location"]
+
+
+def test_feed_of_another_member_is_never_shown_or_rotated(api, member, other):
+    from calendar_sync.models import CalendarFeed
+
+    mine = api.post("/api/calendar-sync/ical").json()["url"]
+    bob = client_for(other)
+    assert bob.get("/api/calendar-sync/ical").json()["url"] is None
+    theirs = bob.post("/api/calendar-sync/ical/rotate").json()["url"]
+    assert theirs != mine
+    assert api.get("/api/calendar-sync/ical").json()["url"] == mine  # bob's rotate touched only his feed
+    bob.delete("/api/calendar-sync/ical")
+    assert CalendarFeed.objects.filter(user=member).exists()

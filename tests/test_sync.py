@@ -1,5 +1,4 @@
 """Bookings appear, move and disappear in the member's calendar — exactly once (eager tasks)."""
-import urllib.parse
 
 import pytest
 from django.utils import timezone

@@ -1,0 +1,215 @@
+"""Shared set-up for the benchmarks: PostgreSQL, Redis, real Celery workers and the fake Google.
+
+Each benchmark calls `Stack()` first: it points the project at a fresh database
+(`managehub_bench`), a Redis broker and an in-process fake Google, runs the migrations and
+sets Django up. Nothing here reaches the internet.
+"""
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from calendar_sync.testing import FakeGoogle  # noqa: E402  (no Django needed)
+
+DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/managehub_bench")
+BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
+REDIRECT = "http://testserver/api/calendar-sync/auth/google/callback"
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def table(title, rows):
+    """Print a small aligned table: rows are (label, value) pairs."""
+    print(f"\n{title}")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+
+
+def _recreate_database():
+    import psycopg
+
+    parts = urllib.parse.urlsplit(DB_URL)
+    name = parts.path.lstrip("/")
+    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+class Stack:
+    def __init__(self):
+        self.google = FakeGoogle().start()
+        self.env = {
+            **os.environ,
+            **self.google.env(),
+            "DATABASE_URL": DB_URL,
+            "CELERY_BROKER_URL": BROKER,
+            "GOOGLE_REDIRECT_URI": REDIRECT,
+            "FRONTEND_URL": "http://testserver/integrations/calendar",
+            "DJANGO_SETTINGS_MODULE": "managehub.settings",
+            "LOG_LEVEL": "WARNING",
+        }
+        os.environ.update(self.env)
+        _recreate_database()
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        from managehub.celery import app
+
+        self.celery = app
+        app.control.purge()
+        self.workers = []
+
+    # --- processes ------------------------------------------------------------------------
+    def start_worker(self, concurrency=1):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", f"--concurrency={concurrency}",
+             "-l", "error", "--without-gossip", "--without-mingle", "-n", f"bench-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.workers.append(proc)
+        deadline = time.monotonic() + 30
+        while not self.celery.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+        return proc
+
+    def stop_workers(self):
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+        self.workers = []
+
+    @staticmethod
+    def cpu_seconds(proc):
+        """User+system CPU of a worker and its pool processes (its process group)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == proc.pid:  # process group id
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    def close(self):
+        self.stop_workers()
+        self.celery.control.purge()
+        self.google.stop()
+
+    # --- data -----------------------------------------------------------------------------
+    def member(self, name, connect=True):
+        """A member, connected to the fake Google through the real OAuth flow."""
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        user = get_user_model().objects.create_user(name, password="x")
+        client = self.member_connect(user) if connect else Client()
+        client.force_login(user)
+        return user, client
+
+    def member_connect(self, user):
+        """Connect through the real OAuth flow, as the Google account <username>@example.com."""
+        from django.test import Client
+
+        client = Client()
+        client.force_login(user)
+        account = f"{user.username}@example.com"
+        self.google.add_account(account)
+        url = client.get("/api/calendar-sync/auth/google").json()["authorization_url"]
+        location = self.google.consent(url, account=account)
+        response = client.get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
+        assert "connected" in response["Location"], response["Location"]
+        return client
+
+    def bookings(self, user, n, status="pending", start_in_hours=24):
+        """n bookings of 30 minutes, an hour apart, in the member's own workspace (no signals)."""
+        from django.utils import timezone
+
+        from bookings.models import Booking, Workspace
+
+        workspace = Workspace.objects.create(name=f"Desk of {user.username}", address="1 Bench St", time_zone="Europe/Lisbon")
+        start = timezone.now().replace(microsecond=0) + timezone.timedelta(hours=start_in_hours)
+        return Booking.objects.bulk_create(
+            [Booking(user=user, workspace=workspace, title=f"B{i}", status=status,
+                     start=start + timezone.timedelta(hours=i), end=start + timezone.timedelta(hours=i, minutes=30)) for i in range(n)]
+        )
+
+    def wait_synced(self, count, timeout=600, bookings=None):
+        from django.db.models import F
+
+        from calendar_sync.models import SyncRecord
+
+        done = SyncRecord.objects.filter(state="synced", synced_version=F("version"))
+        if bookings is not None:
+            done = done.filter(object_id__in=[str(b.pk) for b in bookings])
+        deadline = time.monotonic() + timeout
+        while done.count() < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done.count()} of {count} synced")
+            time.sleep(0.05)
+
+    def drain(self, n_members, per_member, concurrency):
+        """Confirm n bookings with no worker running, then time one worker draining the queue."""
+        from bookings import services
+
+        users = [self.member(f"m{concurrency}x{i}")[0] for i in range(n_members)]
+        self.celery.control.purge()  # their (empty) connect-time backfills: not part of the measure
+        confirmed = []
+        for user in users:
+            for booking in self.bookings(user, per_member):
+                services.confirm_booking(booking)
+                confirmed.append(booking)
+        self.google.reset_log()
+        worker = self.start_worker(concurrency)
+        cpu_before, started, own_before = self.cpu_seconds(worker), time.monotonic(), time.process_time()
+        self.wait_synced(len(confirmed), bookings=confirmed)
+        elapsed = time.monotonic() - started
+        cpu = self.cpu_seconds(worker) - cpu_before
+        fake_load = (time.process_time() - own_before) / elapsed  # this process serves the fake Google
+        self.stop_workers()
+        events = sum(len(self.google.events(f"{u.username}@example.com")) for u in users)
+        assert events == len(confirmed), (events, len(confirmed))
+        return {"syncs": len(confirmed), "seconds": elapsed, "per_second": len(confirmed) / elapsed, "cpu_per_sync": cpu / len(confirmed),
+                "worker_load": cpu / elapsed, "fake_load": fake_load}
+
+    def bare_insert_cpu(self, n=200):
+        """CPU seconds per events.insert made directly with google-api-python-client (the floor)."""
+        import google_auth_httplib2
+        import httplib2
+        from google.oauth2.credentials import Credentials
+        from googleapiclient.discovery import build
+
+        from calendar_sync.models import CalendarToken
+
+        token = CalendarToken.objects.first()
+        http = google_auth_httplib2.AuthorizedHttp(Credentials(token=token.access_token), http=httplib2.Http())
+        service = build("calendar", "v3", http=http, static_discovery=True, client_options={"api_endpoint": f"{self.google.url}calendar/v3/"})
+        body = {"summary": "bare", "start": {"dateTime": "2030-01-01T10:00:00Z"}, "end": {"dateTime": "2030-01-01T11:00:00Z"}}
+        before = time.process_time()
+        for _ in range(n):
+            service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
+        return (time.process_time() - before) / n
+
+
+def summary(values):
+    return f"p50 {pct(values, 50) * 1000:.1f} ms · p95 {pct(values, 95) * 1000:.1f} ms · mean {statistics.mean(values) * 1000:.1f} ms"

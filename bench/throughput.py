@@ -1,0 +1,54 @@
+"""Sync throughput and latency with one worker process.
+
+1. Drain: N confirmed bookings across many members are queued, then one worker process
+   (concurrency 1) syncs them: syncs per second, and the worker's CPU time per sync beside
+   a bare google-api-python-client insert against the same fake Google (the floor).
+2. Latency: bookings confirmed at a steady pace while the worker runs: time from commit to
+   the event being present at Google.
+Usage: python3 dev.py bench throughput [N]
+"""
+import sys
+import time
+
+from harness import Stack, summary, table
+
+
+def main(n=1000, members=50):
+    stack = Stack()
+    try:
+        drain = stack.drain(members, n // members, concurrency=1)
+        floor = stack.bare_insert_cpu()
+        # latency at a steady 10 confirmations per second
+        from bookings import services
+
+        user, _ = stack.member("paced")
+        bookings = stack.bookings(user, 100)
+        stack.celery.control.purge()
+        stack.start_worker(1)
+        committed = {}
+        for booking in bookings:
+            services.confirm_booking(booking)
+            committed[booking.pk] = time.time()
+            time.sleep(0.1)
+        stack.wait_synced(len(bookings), bookings=bookings)
+        from calendar_sync.sources import get_source
+
+        source = get_source("booking")
+        events = stack.google.events("paced@example.com")
+        latency = [events[source.event_id(b.pk)]["updated"] - committed[b.pk] for b in bookings]
+        table("sync throughput and latency (PostgreSQL, Redis, 1 worker process, fake Google on 127.0.0.1)", [
+            ("drained", f"{drain['syncs']} syncs for {members} members in {drain['seconds']:.1f} s"),
+            ("throughput", f"{drain['per_second']:.1f} syncs/s"),
+            ("worker CPU per sync", f"{drain['cpu_per_sync'] * 1000:.2f} ms"),
+            ("bare client insert CPU (floor)", f"{floor * 1000:.2f} ms"),
+            ("CPU ratio sync/floor", f"{drain['cpu_per_sync'] / floor:.1f}x"),
+            ("CPU busy during drain", f"worker {drain['worker_load']:.0%} of a core, fake Google + poller {drain['fake_load']:.0%}"),
+            ("commit -> event present (100 at 10/s)", summary(latency)),
+        ])
+        print(f"\nKEY: {drain['per_second']:.1f} syncs/s with one worker process; CPU per sync {drain['cpu_per_sync'] / floor:.1f}x a bare insert")
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
