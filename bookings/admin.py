@@ -1,6 +1,5 @@
 from django.contrib import admin
-from django.db.models import CharField, OuterRef, Subquery
-from django.db.models.functions import Cast
+from django.contrib.admin.views.main import ChangeList
 
 from calendar_sync import tasks
 from calendar_sync.models import SyncRecord
@@ -14,6 +13,17 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ("name", "address")
 
 
+class BookingChangeList(ChangeList):
+    """Fetches the sync records of the listed page in one query."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        ids = [str(b.pk) for b in self.result_list]
+        records = {r.object_id: r for r in SyncRecord.objects.filter(source="booking", object_id__in=ids)}
+        for booking in self.result_list:
+            booking._sync_record = records.get(str(booking.pk))
+
+
 @admin.register(Booking)
 class BookingAdmin(admin.ModelAdmin):
     list_display = ("title", "user", "workspace", "start", "end", "status", "sync_state", "sync_error")
@@ -23,19 +33,24 @@ class BookingAdmin(admin.ModelAdmin):
     list_select_related = ("user", "workspace")
     actions = ("resync",)
 
-    def get_queryset(self, request):
-        record = SyncRecord.objects.filter(source="booking", object_id=Cast(OuterRef("pk"), CharField()))
-        return super().get_queryset(request).annotate(
-            _sync_state=Subquery(record.values("state")[:1]), _sync_error=Subquery(record.values("last_error")[:1])
-        )
+    def get_changelist(self, request, **kwargs):
+        return BookingChangeList
+
+    @staticmethod
+    def _record(obj):
+        if not hasattr(obj, "_sync_record"):  # the change page: one object, one query
+            obj._sync_record = SyncRecord.objects.filter(source="booking", object_id=str(obj.pk)).first()
+        return obj._sync_record
 
     @admin.display(description="calendar sync")
     def sync_state(self, obj):
-        return SyncRecord.State(obj._sync_state).label if getattr(obj, "_sync_state", None) else "—"
+        record = self._record(obj)
+        return record.get_state_display() if record else "—"
 
     @admin.display(description="sync error")
     def sync_error(self, obj):
-        return getattr(obj, "_sync_error", None) or "—"
+        record = self._record(obj)
+        return (record and record.last_error) or "—"
 
     @admin.action(description="Resync selected bookings to calendars")
     def resync(self, request, queryset):
