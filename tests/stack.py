@@ -80,7 +80,13 @@ class Worker:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # any pool process left behind
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
 
 
 @pytest.fixture
@@ -118,6 +124,18 @@ def connected(stack, fake_google, member):
 @pytest.fixture
 def worker(connected, stack):
     return stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_database_sessions(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end sessions that killed workers may have left."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 def event_id(booking):
