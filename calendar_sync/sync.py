@@ -75,14 +75,15 @@ class RateLimiter:
             self.sent.extend([time.monotonic()] * n)
 
 
-def _run(token, operations, limiter=None):
+def _run(token, operations, limiter=None, calendar_id=None):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost."""
     provider = get_provider(token.provider)
-    results = provider.apply(oauth.access_token(token), token.calendar_id, operations, limiter)
+    calendar_id = calendar_id or token.calendar_id
+    results = provider.apply(oauth.access_token(token), calendar_id, operations, limiter)
     retry = [i for i, r in enumerate(results) if isinstance(r, AuthorizationLost)]
     if retry:
         access = oauth.access_token(token, force=True)
-        for i, r in zip(retry, provider.apply(access, token.calendar_id, [operations[i] for i in retry], limiter)):
+        for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter)):
             if isinstance(r, AuthorizationLost):
                 oauth.mark_needs_reauth(token, r)
                 raise r
@@ -286,6 +287,28 @@ def backfill_user(user_id):
         counts[state] = counts.get(state, 0) + 1
     logger.info("calendar backfill for user=%s: %s", user_id, counts)
     return counts
+
+
+def move_calendar(user_id, old_calendar_id):
+    """The member chose another calendar: take our events out of the old one, then backfill the new.
+
+    Without this the member would see every booking twice, once in each calendar.
+    """
+    token = CalendarToken.objects.filter(user_id=user_id, status=CalendarToken.Status.ACTIVE).first()
+    if token is None or token.calendar_id == old_calendar_id:
+        return {}
+    records = list(SyncRecord.objects.filter(user_id=user_id, remote_may_exist=True))
+    operations = [Operation(event_id=get_source(r.source).event_id(r.object_id), object_ref=f"{r.source}:{r.object_id}") for r in records]
+    if operations:
+        try:
+            errors = _run(token, operations, RateLimiter(), calendar_id=old_calendar_id)
+        except AuthorizationLost:
+            return {}
+        failed = sum(1 for e in errors if e is not None)
+        if failed:
+            logger.warning("calendar move for user=%s: %s event(s) could not be removed from the old calendar", user_id, failed)
+        SyncRecord.objects.filter(pk__in=[r.pk for r, e in zip(records, errors) if e is None]).update(remote_may_exist=False)
+    return backfill_user(user_id)
 
 
 def _pk(source, object_id):

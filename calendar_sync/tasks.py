@@ -68,6 +68,11 @@ def backfill_task(user_id):
     return sync.backfill_user(user_id)
 
 
+@shared_task(name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True)
+def move_calendar_task(user_id, old_calendar_id):
+    return sync.move_calendar(user_id, old_calendar_id)
+
+
 @shared_task(name="calendar_sync.tasks.sweep")
 def sweep():
     """Re-enqueue work left behind (broker down at commit, retries exhausted), bounded per run."""

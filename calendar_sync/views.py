@@ -136,7 +136,8 @@ class SelectCalendarView(BaseView):
             return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
         if wanted != token.calendar_id:
             CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
-            transaction.on_commit(lambda: tasks.backfill_task.delay(request.user.pk))
+            old = token.calendar_id
+            transaction.on_commit(lambda: tasks.move_calendar_task.delay(request.user.pk, old))
         return Response(StatusSerializer.for_user(request.user).data)
 
 

@@ -239,3 +239,15 @@ def test_booking_list_has_no_n_plus_one(connected, api, member, make_booking, ru
     with django_assert_max_num_queries(len(few.captured_queries)):
         response = api.get("/api/bookings/")
     assert response.json()["count"] == 23
+
+
+def test_changing_calendar_moves_the_events(connected, api, member, make_booking, run):
+    bookings = [make_booking(member, hours_from_now=24 + 3 * i) for i in range(3)]
+    for b in bookings:
+        run(api.post, f"/api/bookings/{b.pk}/confirm/")
+    run(api.post, f"/api/bookings/{bookings[2].pk}/cancel/")
+    assert len(connected.events(ACCOUNT)) == 2
+    run(api.put, "/api/calendar-sync/calendar", {"calendar_id": "team@group.calendar.google.com"}, format="json")
+    assert connected.events(ACCOUNT) == {}  # nothing left behind in the old calendar
+    assert set(connected.events(ACCOUNT, "team@group.calendar.google.com")) == {event_id(b) for b in bookings[:2]}
+    assert {r.state for r in SyncRecord.objects.all()} == {"synced"}
