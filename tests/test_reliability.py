@@ -151,3 +151,40 @@ def test_task_messages_carry_no_secrets(connected, fake_google, member, make_boo
     for raw in seen + [k.decode() for k in client.keys("*")]:
         for secret in secrets:
             assert secret not in raw
+
+
+def test_concurrent_refresh_happens_once(broker_url, fake_google, member):
+    """Several workers find the token expiring at the same moment: one refresh, all get its result."""
+    import threading
+
+    from django.db import connection as main_connection
+
+    from calendar_sync import oauth
+    from tests.conftest import client_for
+
+    assert landing(connect(client_for(member), fake_google))["calendar_sync"] == "connected"
+    CalendarToken.objects.update(expires_at=timezone.now())
+    fake_google.latency = 0.3
+    refreshes_before = sum(1 for r in fake_google.http_requests if r["path"] == "/token")
+    results, barrier = [], threading.Barrier(4)
+
+    def worker_thread():
+        from django.db import connection
+
+        try:
+            token = CalendarToken.objects.get(user=member)
+            barrier.wait()
+            results.append(oauth.access_token(token))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    fake_google.latency = 0
+    assert main_connection.vendor == "postgresql"
+    assert len(results) == 4 and len(set(results)) == 1
+    assert sum(1 for r in fake_google.http_requests if r["path"] == "/token") == refreshes_before + 1
+    assert CalendarToken.objects.get().access_token == results[0]
