@@ -1,30 +1,17 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
-from django.core.exceptions import RequestDataTooBig
+from datetime import datetime, timezone
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from calendar_sync.models import SyncRecord
 from calendar_sync.serializers import SyncStateSerializer
 
 from . import services
 from .models import Booking, Workspace
-
-
-def exception_handler(exc, context):
-    """DRF's handler, plus lifecycle errors as 409/400 JSON naming the problem."""
-    if isinstance(exc, RequestDataTooBig):
-        return Response({"detail": "Request body too large.", "code": "too_large"}, status=413)
-    if isinstance(exc, services.BookingError):
-        code = status.HTTP_409_CONFLICT if exc.code in ("invalid_transition", "overlap") else status.HTTP_400_BAD_REQUEST
-        body = {"detail": str(exc), "code": exc.code}
-        if exc.field:
-            body[exc.field] = [str(exc)]
-        return Response(body, status=code)
-    return drf_exception_handler(exc, context)
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -71,6 +58,12 @@ class BookingSerializer(serializers.ModelSerializer):
             }
         ).data
 
+    def validate_start(self, value):
+        return _calendar_date(value)
+
+    def validate_end(self, value):
+        return _calendar_date(value)
+
     def validate(self, attrs):
         start = attrs.get("start", getattr(self.instance, "start", None))
         end = attrs.get("end", getattr(self.instance, "end", None))
@@ -80,8 +73,20 @@ class BookingSerializer(serializers.ModelSerializer):
 
 
 class BookingUpdateSerializer(BookingSerializer):
-    class Meta(BookingSerializer.Meta):
-        read_only_fields = [*BookingSerializer.Meta.read_only_fields, "workspace"]
+    """A booking keeps its workspace: changing it is cancel and book again."""
+
+    workspace = serializers.PrimaryKeyRelatedField(read_only=True)
+
+
+def _calendar_date(value):
+    """Refuse times no calendar can hold (and that overflow in a workspace's time zone)."""
+    if not EARLIEST <= value <= LATEST:
+        raise ValidationError(f"Must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}.")
+    return value
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2999, 12, 31, tzinfo=timezone.utc)
 
 
 class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
@@ -108,7 +113,8 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         serializer.instance = services.create_booking(user=self.request.user, **data)
 
     def perform_update(self, serializer):
-        serializer.instance = self._fresh(services.update_booking(serializer.instance, **serializer.validated_data))
+        changes = {k: v for k, v in serializer.validated_data.items() if k in ("title", "start", "end")}
+        serializer.instance = self._fresh(services.update_booking(serializer.instance, **changes))
 
     @staticmethod
     def _fresh(booking):

@@ -35,3 +35,6 @@ class BookingSource(EventSource):
 
     def upcoming(self, user_id):
         return Booking.objects.filter(user_id=user_id, status=Booking.Status.CONFIRMED, end__gt=timezone.now())
+
+    def modified(self, obj):
+        return obj.updated_at

@@ -1,13 +1,43 @@
 """Operators manage connections and sync work here; tokens are never loaded, shown or editable."""
 from django.contrib import admin, messages
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models.constants import LOOKUP_SEP
 
 from . import oauth, tasks
 from .exceptions import CalendarSyncError
-from .models import CalendarToken, SyncRecord
+from .fields import SecretField
+from .models import AccessLog, CalendarToken, SyncRecord
+
+
+def touches_secret(model, lookup):
+    """True when a lookup path (`user__calendar_token__refresh_token__regex`) reaches a SecretField."""
+    for part in lookup.split(LOOKUP_SEP):
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if isinstance(field, SecretField):
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        model = field.related_model
+    return False
+
+
+class SecretSafeAdmin(admin.ModelAdmin):
+    """No filter, search or ordering through the URL may reach a secret column (an oracle on ciphertext)."""
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if touches_secret(self.model, lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_ordering(self, request):
+        return [o for o in super().get_ordering(request) if not touches_secret(self.model, o.lstrip("-"))]
 
 
 @admin.register(CalendarToken)
-class CalendarTokenAdmin(admin.ModelAdmin):
+class CalendarTokenAdmin(SecretSafeAdmin):
     list_display = ("user", "provider", "calendar_id", "status", "expires_at", "last_error", "updated_at")
     list_filter = ("provider", "status")
     search_fields = ("user__username", "user__email", "calendar_id")
@@ -44,7 +74,7 @@ class CalendarTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncRecord)
-class SyncRecordAdmin(admin.ModelAdmin):
+class SyncRecordAdmin(SecretSafeAdmin):
     list_display = ("source", "object_id", "user", "state", "attempts", "last_error", "synced_at", "updated_at")
     list_filter = ("state", "source")
     search_fields = ("object_id", "user__username", "last_error")
@@ -59,3 +89,23 @@ class SyncRecordAdmin(admin.ModelAdmin):
         count = tasks.resync(queryset)
         self.message_user(request, f"Queued {count} sync(s).")
 
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(SecretSafeAdmin):
+    """Read-only trail of every use of a stored token."""
+
+    list_display = ("created_at", "user", "provider", "operation", "reason", "outcome", "object_ref", "count")
+    list_filter = ("provider", "operation", "reason", "outcome")
+    search_fields = ("user__username", "object_ref")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,24 +1,15 @@
 """The one place settings are read: `CALENDAR_SYNC = {...}` in the host's settings.
 
-Read lazily on every call, so `override_settings(CALENDAR_SYNC=...)` works in tests.
+Read lazily on every call, so `override_settings(CALENDAR_SYNC=...)` works in tests. Each
+provider declares its own keys and defaults (`BaseProvider.settings`); they are looked up here
+too, so there is still one accessor.
 """
+from functools import lru_cache
+from typing import Any
+
 from django.conf import settings
 
-DEFAULTS = {
-    # OAuth client registered with Google (required to connect).
-    "GOOGLE_CLIENT_ID": "",
-    "GOOGLE_CLIENT_SECRET": "",
-    # Must match an "Authorized redirect URI" of the Google client exactly.
-    "GOOGLE_REDIRECT_URI": "",
-    # Endpoints; overridable so tests (and integrators) can point at calendar_sync.testing.FakeGoogle.
-    "GOOGLE_OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/auth",
-    "GOOGLE_OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
-    "GOOGLE_OAUTH_REVOKE_URI": "https://oauth2.googleapis.com/revoke",
-    "GOOGLE_API_ROOT": "https://www.googleapis.com/",
-    "GOOGLE_SCOPES": [
-        "https://www.googleapis.com/auth/calendar.events",
-        "https://www.googleapis.com/auth/calendar.readonly",
-    ],
+DEFAULTS: dict[str, Any] = {
     # Where the OAuth callback sends the browser back to, and the base of deep links.
     "FRONTEND_URL": "",
     # Seconds an OAuth state stays valid.
@@ -27,12 +18,10 @@ DEFAULTS = {
     "REFRESH_MARGIN": 300,
     # HTTP timeout (seconds) for every call to the provider.
     "HTTP_TIMEOUT": 15,
-    # Per-member request budget at the provider (Google: 600/min by default).
+    # Per-connection request budget at the provider (Google: 600/min by default).
     "RATE_LIMIT_PER_MINUTE": 600,
     # Length in seconds of the rate-limit window (60 for Google's per-minute quota).
     "RATE_LIMIT_WINDOW": 60,
-    # Sub-requests per batch call (Google allows 50 for Calendar).
-    "BATCH_SIZE": 50,
     # Task retries for transient errors: attempts and backoff (seconds, doubled, with jitter).
     "MAX_RETRIES": 8,
     "RETRY_BACKOFF": 2,
@@ -40,13 +29,28 @@ DEFAULTS = {
     # Sweeper: work pending longer than this (seconds) is re-enqueued, at most SWEEP_BATCH a run.
     "SWEEP_STALE_AFTER": 60,
     "SWEEP_BATCH": 500,
+    # DRF rate for starting a connection and for the OAuth callback, per member (or address).
+    "CONNECT_THROTTLE_RATE": "30/min",
+    # Days the access log (one row per use of a stored token) is kept; the sweeper deletes older rows.
+    "ACCESS_LOG_RETENTION_DAYS": 90,
     # Watched models: {"key": "dotted.path.to.EventSource subclass"}.
     "SOURCES": {},
 }
 
 
-def get_setting(name):
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    from .providers import provider_classes  # late: providers read settings through here
+
+    merged = dict(DEFAULTS)
+    for cls in provider_classes():
+        merged.update(cls.settings)
+    return merged
+
+
+def get_setting(name: str) -> Any:
     """Return CALENDAR_SYNC[name], falling back to the documented default."""
-    if name not in DEFAULTS:
+    defaults = _defaults()
+    if name not in defaults:
         raise KeyError(f"Unknown calendar_sync setting {name!r}")
-    return getattr(settings, "CALENDAR_SYNC", {}).get(name, DEFAULTS[name])
+    return getattr(settings, "CALENDAR_SYNC", {}).get(name, defaults[name])

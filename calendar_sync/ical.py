@@ -1,32 +1,52 @@
-"""The iCal fallback: a private RFC 5545 feed of a member's upcoming events, for any calendar app."""
+"""The iCal fallback: a private RFC 5545 feed of a member's upcoming events, for any calendar app.
+
+`render` builds the feed and keeps the feed's revision (`content_hash`, `content_changed_at`)
+up to date; `feed_view` serves it with Django's conditional-request machinery, so weak and
+listed `If-None-Match` values, `*` and `If-Modified-Since` all answer 304.
+"""
 import hashlib
-from datetime import timezone as dt_timezone
+from datetime import timedelta, timezone as dt_timezone
+from functools import wraps
 
-from django.db.models import Max
+from django.db import connections
+from django.http import Http404, HttpResponse
+from django.http.response import ResponseHeaders
 from django.utils import timezone
-from icalendar import Calendar, Event as VEvent
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import condition, require_safe
+from icalendar import Calendar, Event as VEvent, vDuration
 
-from .models import SyncRecord
+from .models import CalendarFeed, SyncRecord
 from .sources import get_sources
 
 PRODID = "-//ManageHub//calendar_sync//EN"
+#: How often calendar apps should poll (RFC 7986 REFRESH-INTERVAL, and the X-PUBLISHED-TTL most apps read).
+REFRESH_INTERVAL = timedelta(minutes=15)
+#: How long a fetched copy may be reused without asking (private: the URL is a credential).
+MAX_AGE = 300
 
 
 def render(feed):
-    """(ics bytes, last-modified) of a CalendarFeed: one query per source for the events."""
-    user_id = feed.user_id
+    """The ics body of a CalendarFeed (`user_id`, `content_hash`, `content_changed_at` loaded).
+
+    Records a content change on `feed` (one UPDATE, only when the body differs from the last
+    render). Queries per source: one for the events, one for their sync records.
+    """
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("calscale", "GREGORIAN")
     cal.add("x-wr-calname", "ManageHub bookings")
-    now = timezone.now()
+    cal.add("refresh-interval", vDuration(REFRESH_INTERVAL), parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", vDuration(REFRESH_INTERVAL))
+    undated = []  # events whose source can't tell when they changed
     for source in get_sources().values():
-        for obj in source.get_queryset().filter(pk__in=source.upcoming(user_id).values("pk")).order_by("pk"):
+        objects = list(source.get_queryset().filter(pk__in=source.upcoming(feed.user_id).values("pk")).order_by("pk"))
+        versions = _versions(source, objects)
+        for obj in objects:
             event = source.event(obj)
             item = VEvent()
             item.add("uid", f"{source.event_id(obj.pk)}@calendar-sync")  # stable: clients update, never duplicate
-            item.add("dtstamp", now)
             item.add("dtstart", event.start.astimezone(dt_timezone.utc))
             item.add("dtend", event.end.astimezone(dt_timezone.utc))
             item.add("summary", event.summary)
@@ -35,12 +55,109 @@ def render(feed):
             if event.description:
                 item.add("description", event.description)
             item.add("status", "CONFIRMED")
+            # Revisions so far: the sync record's version starts at 1 and grows with each change.
+            item.add("sequence", max(versions.get(str(obj.pk), 1) - 1, 0))
+            modified = source.modified(obj)
+            if modified is None:
+                undated.append(item)
+            else:
+                _stamp(item, modified)
             cal.add_component(item)
-    changed = SyncRecord.objects.filter(user_id=user_id).aggregate(latest=Max("updated_at"))["latest"]
-    return cal.to_ical(), max(changed, feed.created_at) if changed else feed.created_at
+    body = cal.to_ical()
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != feed.content_hash or feed.content_changed_at is None:
+        now = timezone.now().replace(microsecond=0)  # HTTP dates have whole seconds
+        CalendarFeed.objects.filter(pk=feed.pk).update(content_hash=digest, content_changed_at=now)
+        feed.content_hash, feed.content_changed_at = digest, now
+    if not undated:
+        return body
+    # Stamped after hashing: the stamp follows the content, it is not part of it.
+    for item in undated:
+        _stamp(item, feed.content_changed_at)
+    return cal.to_ical()
 
 
-def etag(body):
-    # DTSTAMP changes on every render; the tag covers everything else.
-    stable = b"\n".join(line for line in body.splitlines() if not line.startswith(b"DTSTAMP"))
-    return '"' + hashlib.sha256(stable).hexdigest()[:32] + '"'
+def _stamp(item, modified):
+    """DTSTAMP is the revision time (RFC 5545 §3.8.7.2 for a published feed), not the request time."""
+    modified = modified.astimezone(dt_timezone.utc).replace(microsecond=0)
+    item.add("dtstamp", modified)
+    item.add("last-modified", modified)
+
+
+def _versions(source, objects):
+    """{object_id: sync record version} of these objects: one query (per parameter-limit batch)."""
+    ids = [str(obj.pk) for obj in objects]
+    if not ids:
+        return {}
+    records = SyncRecord.objects.filter(source=source.key)
+    batch = (connections[records.db].features.max_query_params or len(ids) + 1) - 1
+    versions = {}
+    for start in range(0, len(ids), batch):
+        chunk = records.filter(object_id__in=ids[start : start + batch])
+        versions.update(chunk.values_list("object_id", "version"))
+    return versions
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+_CACHE_ATTR = "_calendar_sync_feed"
+
+
+def _rendered(request, secret):
+    """(feed, body) for this request: looked up and rendered once, whoever asks first
+    (the ETag, the Last-Modified or the view)."""
+    cached = getattr(request, _CACHE_ATTR, None)
+    if cached is None or cached[0] != secret:
+        feed = (
+            CalendarFeed.objects.filter(secret_hash=CalendarFeed.hash(secret))
+            .only("pk", "user_id", "content_hash", "content_changed_at")
+            .first()
+        )
+        if feed is None:
+            raise Http404("No such calendar feed.")
+        cached = (secret, feed, render(feed))
+        setattr(request, _CACHE_ATTR, cached)
+    return cached[1], cached[2]
+
+
+def _etag(request, secret):
+    return f'"{_rendered(request, secret)[0].content_hash}"'
+
+
+def _last_modified(request, secret):
+    return _rendered(request, secret)[0].content_changed_at
+
+
+class _NotModifiedHeaders(ResponseHeaders):
+    """Headers of a 304 that refuse a Content-Length.
+
+    RFC 9110 §8.6: a 304 may only carry the length the 200 would have; CommonMiddleware
+    adds `Content-Length: 0` to every non-streaming response, which is wrong here.
+    """
+
+    def __setitem__(self, key, value):
+        if key.lower() != "content-length":
+            super().__setitem__(key, value)
+
+
+def _no_length_on_304(view):
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if response.status_code == 304:
+            response.headers = _NotModifiedHeaders(response.headers)  # drops one already set, too
+        return response
+
+    return wrapper
+
+
+@require_safe
+@_no_length_on_304
+@cache_control(private=True, max_age=MAX_AGE)
+@condition(etag_func=_etag, last_modified_func=_last_modified)
+def feed_view(request, secret):
+    """The .ics itself: no login (calendar apps can't), the unguessable secret is the credential."""
+    _, body = _rendered(request, secret)
+    response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = 'inline; filename="managehub.ics"'
+    return response

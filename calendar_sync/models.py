@@ -4,12 +4,9 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from .fields import SecretField
-
-
-class Provider(models.TextChoices):
-    GOOGLE = "google", "Google"
 
 
 class CalendarToken(models.Model):
@@ -23,7 +20,7 @@ class CalendarToken(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_token")
-    provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.GOOGLE)
+    provider = models.CharField(max_length=32)  # a key of calendar_sync.providers.PROVIDERS
     access_token = SecretField()
     refresh_token = SecretField()
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -38,7 +35,7 @@ class CalendarToken(models.Model):
         verbose_name = "calendar connection"
 
     def __str__(self):
-        return f"{self.get_provider_display()} calendar of {self.user}"
+        return f"{self.provider} calendar of {self.user}"
 
     def __repr__(self):
         # Never let a token reach a log line or a traceback through repr().
@@ -54,7 +51,7 @@ class OAuthState(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    provider = models.CharField(max_length=32, choices=Provider.choices)
+    provider = models.CharField(max_length=32)
     code_verifier = SecretField()
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -85,6 +82,8 @@ class SyncRecord(models.Model):
     # Set before the first create is attempted, cleared after a delete: lets a record whose
     # object never needed an event finish without calling the provider.
     remote_may_exist = models.BooleanField(default=False)
+    # The provider's id of the event (Google: our deterministic id; Graph: the id it chose).
+    remote_id = models.CharField(max_length=1024, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
@@ -107,6 +106,9 @@ class CalendarFeed(models.Model):
     secret = SecretField()
     secret_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now=True)
+    # What the feed showed when last rendered, and since when: its ETag and Last-Modified.
+    content_hash = models.CharField(max_length=64, blank=True)
+    content_changed_at = models.DateTimeField(null=True, blank=True)
 
     def __repr__(self):
         return f"<CalendarFeed user={self.user_id}>"
@@ -121,3 +123,43 @@ class CalendarFeed(models.Model):
         secret = secrets.token_urlsafe(32)
         feed, _ = cls.objects.update_or_create(user=user, defaults={"secret": secret, "secret_hash": cls.hash(secret)})
         return feed
+
+
+class AccessLog(models.Model):
+    """One row per use of a stored token: who, provider, operation, why, outcome. Never a token."""
+
+    class Operation(models.TextChoices):
+        REFRESH = "refresh", "Refresh access token"
+        REVOKE = "revoke", "Revoke grant"
+        LIST_CALENDARS = "list_calendars", "List calendars"
+        CREATE_EVENT = "create_event", "Create event"
+        UPDATE_EVENT = "update_event", "Update event"
+        DELETE_EVENT = "delete_event", "Delete event"
+        BATCH = "batch", "Batch of event writes"
+
+    class Reason(models.TextChoices):
+        CONFIRMED = "confirmed", "Booking confirmed"
+        RESCHEDULED = "rescheduled", "Booking changed"
+        CANCELLED = "cancelled", "Booking cancelled"
+        BACKFILL = "backfill", "Backfill after connecting"
+        RESYNC = "resync", "Resync"
+        CALENDAR_CHANGE = "calendar_change", "Calendar change"
+        MEMBER_REQUEST = "member_request", "Member request"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    provider = models.CharField(max_length=32)
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    outcome = models.CharField(max_length=64, default="ok")  # "ok" or the classified error code
+    object_ref = models.CharField(max_length=140, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"])]
+        ordering = ["-created_at", "-id"]
+        verbose_name = "calendar access log entry"
+        verbose_name_plural = "calendar access log"
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.provider} {self.operation} ({self.reason}): {self.outcome}"

@@ -1,16 +1,20 @@
 """The connection lifecycle: authorization with a signed single-use state and server-side
 PKCE verifier, code exchange, locked proactive refresh, revoke."""
+import base64
+import hashlib
 import logging
 import secrets
+import uuid
 from datetime import timedelta
 
 from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
+from . import audit
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
-from .models import CalendarToken, OAuthState, Provider
+from .models import AccessLog, CalendarToken, OAuthState
 from .providers import get_provider
 
 logger = logging.getLogger(__name__)
@@ -21,15 +25,21 @@ class ConnectError(CalendarSyncError):
     """A failed callback; `code` is the reason given to the frontend."""
 
 
-def start_authorization(user, provider_name=Provider.GOOGLE):
+def code_challenge(verifier):
+    """PKCE S256 (RFC 7636): base64url(sha256(verifier)) without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def start_authorization(user, provider_name):
     """Return the provider's consent URL for `user`. The state is bound to them and usable once."""
     provider = get_provider(provider_name)
-    if not get_setting("GOOGLE_CLIENT_ID") or not get_setting("GOOGLE_REDIRECT_URI"):
-        raise ConfigurationError("Google OAuth is not configured (GOOGLE_CLIENT_ID, GOOGLE_REDIRECT_URI).", code="not_configured")
+    provider.ready_to_connect()
     verifier = secrets.token_urlsafe(72)[:96]
-    pending = OAuthState.objects.create(user=user, provider=provider_name, code_verifier=verifier)
-    state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
-    return provider.authorization_url(state=state, code_verifier=verifier)
+    with transaction.atomic():
+        pending = OAuthState.objects.create(user=user, provider=provider_name, code_verifier=verifier)
+        state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
+        # Built inside the transaction: a refused endpoint leaves no pending state behind.
+        return provider.authorization_url(state=state, code_challenge=code_challenge(verifier))
 
 
 def _consume_state(state, request_user, provider_name):
@@ -41,10 +51,16 @@ def _consume_state(state, request_user, provider_name):
         raise ConnectError("The authorization took too long; start again.", code="expired_state") from None
     except signing.BadSignature:
         raise ConnectError("The state is not one we issued.", code="invalid_state") from None
-    if request_user is not None and request_user.is_authenticated and str(request_user.pk) != data["u"]:
+    try:  # signed by us, but never trust its shape
+        nonce, user_id = uuid.UUID(str(data["n"])), str(data["u"])
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise ConnectError("The state is not one we issued.", code="invalid_state") from None
+    if request_user is not None and request_user.is_authenticated and str(request_user.pk) != user_id:
         raise ConnectError("This authorization was started by another user.", code="state_user_mismatch")
     with transaction.atomic():
-        pending = OAuthState.objects.select_for_update().filter(pk=data["n"], user_id=data["u"], provider=provider_name).first()
+        pending = OAuthState.objects.select_for_update().filter(pk=nonce, provider=provider_name).select_related("user").first()
+        if pending is not None and str(pending.user_id) != user_id:
+            pending = None
         if pending is None:
             raise ConnectError("This authorization was already used or has expired.", code="replayed_state")
         verifier, user = pending.code_verifier, pending.user
@@ -52,7 +68,7 @@ def _consume_state(state, request_user, provider_name):
     return user, verifier
 
 
-def complete_authorization(params, request_user=None, provider_name=Provider.GOOGLE):
+def complete_authorization(params, request_user, provider_name):
     """Finish the callback: returns the saved CalendarToken, or raises ConnectError.
 
     The state is consumed before anything else so a replay cannot race; nothing is stored
@@ -78,11 +94,17 @@ def complete_authorization(params, request_user=None, provider_name=Provider.GOO
         raise ConnectError(str(exc), code="provider_unreachable") from None
     except CalendarSyncError as exc:
         raise ConnectError(str(exc), code="exchange_failed") from None
-    missing = set(provider.required_scopes) - set(tokens.scopes)
+    missing = provider.missing_scopes(tokens.scopes)
     if missing:
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
-        raise ConnectError("Google granted no offline access (no refresh token).", code="missing_refresh_token")
+        raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
+    previous = CalendarToken.objects.filter(user=user).exclude(provider=provider_name).first()
+    if previous is not None:
+        # Switching provider: take our events out of the old calendar first, as a calendar change does.
+        from .sync import remove_events  # late: sync uses this module
+
+        remove_events(previous, previous.calendar_id)
     token, _ = CalendarToken.objects.update_or_create(
         user=user,
         defaults={
@@ -93,6 +115,7 @@ def complete_authorization(params, request_user=None, provider_name=Provider.GOO
             "scopes": sorted(tokens.scopes),
             "status": CalendarToken.Status.ACTIVE,
             "last_error": "",
+            **({"calendar_id": "primary"} if previous is not None else {}),
         },
     )
     logger.info("calendar connected: user=%s provider=%s", user.pk, provider_name)
@@ -107,7 +130,7 @@ def mark_needs_reauth(token, error):
     logger.warning("calendar connection needs reauthorization: user=%s (%s)", token.user_id, getattr(error, "code", ""))
 
 
-def access_token(token, force=False):
+def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     """A usable access token for `token`, refreshed first when it expires within REFRESH_MARGIN.
 
     The refresh happens under a row lock and re-checks after acquiring it, so concurrent
@@ -117,7 +140,7 @@ def access_token(token, force=False):
     margin = timedelta(seconds=get_setting("REFRESH_MARGIN"))
     if not force and token.expires_at and token.expires_at > timezone.now() + margin:
         return token.access_token
-    lost = None
+    error = None
     with transaction.atomic():
         locked = CalendarToken.objects.select_for_update().get(pk=token.pk)
         if locked.status != CalendarToken.Status.ACTIVE:
@@ -128,44 +151,60 @@ def access_token(token, force=False):
             return token.access_token
         try:
             new = get_provider(locked.provider).refresh(locked.refresh_token)
-        except AuthorizationLost as exc:
-            lost = exc
+        except CalendarSyncError as exc:
+            error = exc
         else:
             locked.access_token, locked.expires_at = new.access_token, new.expires_at
-            locked.refresh_token = new.refresh_token or locked.refresh_token
+            locked.refresh_token = new.refresh_token or locked.refresh_token  # rotated, or the old one kept
             locked.last_error = ""
             locked.save(update_fields=["access_token", "refresh_token", "expires_at", "last_error", "updated_at"])
             token.access_token, token.refresh_token, token.expires_at = locked.access_token, locked.refresh_token, locked.expires_at
-            logger.info("calendar token refreshed: user=%s", token.user_id)
-            return token.access_token
-    mark_needs_reauth(token, lost)
-    raise lost
+    audit.log(token, audit.Operation.REFRESH, reason, error)
+    if error is None:
+        logger.info("calendar token refreshed: user=%s", token.user_id)
+        return token.access_token
+    if isinstance(error, AuthorizationLost):
+        mark_needs_reauth(token, error)
+    raise error
 
 
-def calendars(token):
+def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
     """The member's writable calendars, with the same refresh-and-retry-once as syncing."""
     provider = get_provider(token.provider)
+    error = None
     try:
-        return provider.list_calendars(access_token(token))
-    except AuthorizationLost:
         try:
-            return provider.list_calendars(access_token(token, force=True))
-        except AuthorizationLost as exc:
-            mark_needs_reauth(token, exc)
-            raise
+            return provider.list_calendars(access_token(token, reason=reason))
+        except AuthorizationLost:
+            return provider.list_calendars(access_token(token, force=True, reason=reason))
+    except AuthorizationLost as exc:
+        error = exc
+        mark_needs_reauth(token, exc)
+        raise
+    except CalendarSyncError as exc:
+        error = exc
+        raise
+    finally:
+        audit.log(token, audit.Operation.LIST_CALENDARS, reason, error)
 
 
 def disconnect(token):
     """Revoke at the provider (best effort) and delete the connection. Returns (revoked, reason)."""
     reason = ""
+    provider = get_provider(token.provider)
     try:
-        get_provider(token.provider).revoke(token.refresh_token or token.access_token)
+        if provider.revocable:
+            provider.revoke(token.refresh_token or token.access_token)
+        else:
+            reason = "not_supported"  # the member removes the app's access in their account
     except AuthorizationLost:
         reason = "already_invalid"
     except TransientError:
         reason = "provider_unreachable"
     except ConfigurationError:
         reason = "undecryptable"
+    if provider.revocable:
+        audit.log(token, audit.Operation.REVOKE, AccessLog.Reason.MEMBER_REQUEST, CalendarSyncError(code=reason) if reason else None)
     CalendarToken.objects.filter(pk=token.pk).delete()
     logger.info("calendar disconnected: user=%s revoked=%s", token.user_id, not reason)
     return not reason, reason

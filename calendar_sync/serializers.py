@@ -1,6 +1,19 @@
 from rest_framework import serializers
 
-from .models import CalendarToken, SyncRecord
+from .models import AccessLog, CalendarToken, SyncRecord
+from .providers import configured_providers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer: a machine-readable `code` and a sentence for people (plus the fields at fault on 400)."""
+
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class ProviderSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
 
 
 class AuthorizationURLSerializer(serializers.Serializer):
@@ -18,6 +31,7 @@ class StatusSerializer(serializers.Serializer):
     connected_at = serializers.DateTimeField(allow_null=True)
     pending_syncs = serializers.IntegerField()
     failed_syncs = serializers.IntegerField()
+    providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
 
     @classmethod
     def for_user(cls, user):
@@ -37,6 +51,7 @@ class StatusSerializer(serializers.Serializer):
                 "connected_at": token and token.created_at,
                 "pending_syncs": counts[SyncRecord.State.PENDING],
                 "failed_syncs": counts[SyncRecord.State.FAILED],
+                "providers": [{"name": p.name, "label": p.label} for p in configured_providers()],
             }
         )
 
@@ -72,3 +87,9 @@ class SyncStateSerializer(serializers.Serializer):
 class FeedSerializer(serializers.Serializer):
     url = serializers.URLField(allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
+
+
+class AccessLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AccessLog
+        fields = ["created_at", "provider", "operation", "reason", "outcome", "object_ref", "count"]

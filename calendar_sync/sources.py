@@ -64,6 +64,14 @@ class EventSource:
         """Objects of this user to sync when they connect (upcoming ones that should exist)."""
         raise NotImplementedError
 
+    def modified(self, obj):
+        """When the object last changed (an aware datetime); None if unknown.
+
+        The iCal feed uses it as the event's DTSTAMP and LAST-MODIFIED; when None, the
+        time the feed's content last changed stands in.
+        """
+        return None
+
     def event_id(self, object_id):
         """Deterministic event id: base32hex of a hash of source and pk, so retries never duplicate."""
         digest = hashlib.sha256(f"{self.key}:{object_id}".encode()).digest()[:20]

@@ -14,12 +14,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import oauth
+from . import audit, oauth
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
-from .models import CalendarToken, SyncRecord
+from .models import AccessLog, CalendarToken, SyncRecord
 from .providers import get_provider
-from .providers.base import Operation
+from .providers.base import Operation, Outcome
 from .sources import get_source, get_sources
 
 logger = logging.getLogger(__name__)
@@ -75,19 +75,28 @@ class RateLimiter:
             self.sent.extend([time.monotonic()] * n)
 
 
-def _run(token, operations, limiter=None, calendar_id=None):
-    """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost."""
+def _run(token, operations, reason, limiter=None, calendar_id=None):
+    """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
+
+    Returns one Outcome per operation and leaves one access-log row per operation (one bulk insert).
+    """
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
-    results = provider.apply(oauth.access_token(token), calendar_id, operations, limiter)
-    retry = [i for i, r in enumerate(results) if isinstance(r, AuthorizationLost)]
-    if retry:
-        access = oauth.access_token(token, force=True)
-        for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter)):
-            if isinstance(r, AuthorizationLost):
-                oauth.mark_needs_reauth(token, r)
-                raise r
-            results[i] = r
+    try:
+        results = provider.apply(oauth.access_token(token, reason=reason), calendar_id, operations, limiter)
+        retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
+        if retry:
+            access = oauth.access_token(token, force=True, reason=reason)
+            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter)):
+                if isinstance(r.error, AuthorizationLost):
+                    oauth.mark_needs_reauth(token, r.error)
+                    results[i] = r
+                    raise r.error
+                results[i] = r
+    except AuthorizationLost as exc:
+        audit.log_operations(token, operations, [Outcome(exc)] * len(operations), reason)
+        raise
+    audit.log_operations(token, operations, results, reason)
     return results
 
 
@@ -95,16 +104,24 @@ def _operation(source, record, obj):
     """What the provider must do for this object now. Patch first when an event may already exist."""
     object_id = record.object_id
     wanted = obj is not None and source.should_exist(obj)
-    known = record.remote_may_exist or bool(obj is not None and source.event_id_field and getattr(obj, source.event_id_field))
+    remote_id = record.remote_id or (obj is not None and source.event_id_field and getattr(obj, source.event_id_field)) or None
     return Operation(
-        event_id=source.event_id(object_id),
+        key=source.event_id(object_id),
         event=source.event(obj) if wanted else None,
         object_ref=f"{source.key}:{object_id}",
-        known_to_exist=known,
+        remote_id=remote_id,
+        known_to_exist=record.remote_may_exist or bool(remote_id),
     )
 
 
-def _finish(record, version, state, error=None, source=None, obj=None, operation=None):
+def _reason(operation, record):
+    """Why this write happens, for the access log: derived from what the write does."""
+    if operation.is_delete:
+        return AccessLog.Reason.CANCELLED
+    return AccessLog.Reason.RESCHEDULED if operation.known_to_exist else AccessLog.Reason.CONFIRMED
+
+
+def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None):
     """Write the outcome if nobody changed the object meanwhile (compare-and-set on version)."""
     now = timezone.now()
     with transaction.atomic():
@@ -116,8 +133,8 @@ def _finish(record, version, state, error=None, source=None, obj=None, operation
         if state == State.SYNCED and obj is None:
             locked.delete()  # the object itself is gone and so is its event
             return True
+        event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
         if state == State.SYNCED and source.event_id_field:
-            event_id = None if operation.is_delete else operation.event_id
             if getattr(obj, source.event_id_field) != event_id:
                 type(obj)._default_manager.filter(pk=obj.pk).update(**{source.event_id_field: event_id})
         locked.state = state
@@ -125,6 +142,7 @@ def _finish(record, version, state, error=None, source=None, obj=None, operation
         if state == State.SYNCED:
             locked.synced_version, locked.synced_at, locked.attempts = version, now, 0
             locked.remote_may_exist = not operation.is_delete
+            locked.remote_id = event_id or ""
         locked.retry_at = None
         locked.save()
     return True
@@ -145,6 +163,25 @@ def give_up(source_key, object_id, error):
     later = timezone.now() + timedelta(seconds=get_setting("RETRY_BACKOFF_MAX"))
     SyncRecord.objects.filter(source=source_key, object_id=str(object_id), state=State.PENDING).update(
         state=State.FAILED, last_error=str(error)[:2000], retry_at=later, updated_at=timezone.now()
+    )
+
+
+def fail_unexpected(source_key, object_id, exc):
+    """An error nothing classified: end the work as failed, visible, on a bounded retry schedule.
+
+    Retried by the sweeper after RETRY_BACKOFF * 2**attempts seconds (capped), MAX_RETRIES
+    times; then it stays failed until someone resyncs it.
+    """
+    logger.exception("calendar sync of %s:%s met an unexpected error", source_key, object_id)
+    record = SyncRecord.objects.filter(source=source_key, object_id=str(object_id)).first()
+    if record is None:
+        return
+    attempts = record.attempts + 1
+    delay = min(get_setting("RETRY_BACKOFF_MAX"), get_setting("RETRY_BACKOFF") * 2**attempts)
+    retry_at = timezone.now() + timedelta(seconds=delay) if attempts < get_setting("MAX_RETRIES") else None
+    SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
+        state=State.FAILED, attempts=attempts, retry_at=retry_at,
+        last_error=f"Unexpected error: {type(exc).__name__}: {exc}"[:2000], updated_at=timezone.now(),
     )
 
 
@@ -178,23 +215,30 @@ def _exclusive(source_key, object_id):
         _advisory("pg_advisory_unlock", keys)
 
 
-def sync_object(source_key, object_id):
+def sync_object(source_key, object_id, reason=None):
     """Bring one object's event up to date. Returns the record state.
 
-    Raises TransientError for the caller to retry later; every other outcome is recorded.
+    Raises TransientError for the caller to retry later; every other outcome is recorded,
+    including errors nothing classified (as failed, with the error).
     """
     source = get_source(source_key)
     object_id = str(object_id)
     with _exclusive(source_key, object_id):
-        for round_ in range(MAX_ROUNDS):
-            state = _sync_round(source, object_id, first=round_ == 0)
-            if state is not None:
-                return state
+        try:
+            for round_ in range(MAX_ROUNDS):
+                state = _sync_round(source, object_id, first=round_ == 0, reason=reason)
+                if state is not None:
+                    return state
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded, never left pending
+            fail_unexpected(source_key, object_id, exc)
+            return State.FAILED
     # Changed on every round: leave it pending; the task the last change enqueued converges.
     return State.PENDING
 
 
-def _sync_round(source, object_id, first):
+def _sync_round(source, object_id, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
     record = SyncRecord.objects.filter(source=source.key, object_id=object_id).first()
     if record is None:
@@ -214,21 +258,22 @@ def _sync_round(source, object_id, first):
     if not operation.is_delete and not record.remote_may_exist:
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
     try:
-        error = _run(token, [operation])[0]
+        outcome = _run(token, [operation], reason or _reason(operation, record))[0]
     except AuthorizationLost as exc:
         return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, exc) else None
+    error = outcome.error
     if isinstance(error, TransientError):
         record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
         raise error
     state = State.FAILED if error is not None else State.SYNCED
-    if not _finish(record, version, state, error, source, obj, operation):
+    if not _finish(record, version, state, error, source, obj, operation, outcome.remote_id):
         return None
     if error is not None:
         logger.warning("calendar sync failed for %s:%s: %s", source.key, object_id, error)
     return state
 
 
-def backfill_user(user_id):
+def backfill_user(user_id, reason=AccessLog.Reason.BACKFILL):
     """Sync a member's upcoming objects and anything left pending, in batches within the rate limit.
 
     Run on connect and reconnect. Returns {state: count}.
@@ -270,45 +315,57 @@ def backfill_user(user_id):
     work = [w for w, ok in zip(work, locked) if ok]
     counts = {}
     try:
-        results = _run(token, [w[3] for w in work], RateLimiter())
+        results = _run(token, [w[3] for w in work], reason, RateLimiter())
     except AuthorizationLost as exc:
-        results = [exc] * len(work)
+        results = [Outcome(exc)] * len(work)
     finally:
         _advisory("pg_advisory_unlock", [k for k, ok in zip(keys, locked) if ok])
-    for (record, source, obj, operation), error in zip(work, results):
+    for (record, source, obj, operation), outcome in zip(work, results):
+        error = outcome.error
         if isinstance(error, TransientError):
             record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
             enqueue(source.key, record.object_id, countdown=error.retry_after or get_setting("RETRY_BACKOFF"))
             state = State.PENDING
         else:
             state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
-            if not _finish(record, record.version, state, error, source, obj, operation):
+            if not _finish(record, record.version, state, error, source, obj, operation, outcome.remote_id):
                 enqueue(source.key, record.object_id)  # changed meanwhile: sync it on its own
         counts[state] = counts.get(state, 0) + 1
     logger.info("calendar backfill for user=%s: %s", user_id, counts)
     return counts
 
 
-def move_calendar(user_id, old_calendar_id):
-    """The member chose another calendar: take our events out of the old one, then backfill the new.
+def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
+    """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
-    Without this the member would see every booking twice, once in each calendar.
+    Used when the member picks another calendar or connects another provider, so they never
+    see every booking twice. Returns how many could not be removed.
     """
+    records = list(SyncRecord.objects.filter(user_id=token.user_id, remote_may_exist=True))
+    operations = [
+        Operation(key=get_source(r.source).event_id(r.object_id), object_ref=f"{r.source}:{r.object_id}", remote_id=r.remote_id or None, known_to_exist=True)
+        for r in records
+    ]
+    if not operations:
+        return 0
+    try:
+        outcomes = _run(token, operations, reason, RateLimiter(), calendar_id=calendar_id)
+    except (AuthorizationLost, TransientError) as exc:
+        outcomes = [Outcome(exc)] * len(operations)
+    failed = sum(1 for o in outcomes if o.error is not None)
+    if failed:
+        logger.warning("calendar move for user=%s: %s event(s) could not be removed from the old calendar", token.user_id, failed)
+    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes) if o.error is None]).update(remote_may_exist=False, remote_id="")
+    return failed
+
+
+def move_calendar(user_id, old_calendar_id):
+    """The member chose another calendar: take our events out of the old one, then backfill the new."""
     token = CalendarToken.objects.filter(user_id=user_id, status=CalendarToken.Status.ACTIVE).first()
     if token is None or token.calendar_id == old_calendar_id:
         return {}
-    records = list(SyncRecord.objects.filter(user_id=user_id, remote_may_exist=True))
-    operations = [Operation(event_id=get_source(r.source).event_id(r.object_id), object_ref=f"{r.source}:{r.object_id}") for r in records]
-    if operations:
-        try:
-            errors = _run(token, operations, RateLimiter(), calendar_id=old_calendar_id)
-        except AuthorizationLost:
-            return {}
-        failed = sum(1 for e in errors if e is not None)
-        if failed:
-            logger.warning("calendar move for user=%s: %s event(s) could not be removed from the old calendar", user_id, failed)
-        SyncRecord.objects.filter(pk__in=[r.pk for r, e in zip(records, errors) if e is None]).update(remote_may_exist=False)
-    return backfill_user(user_id)
+    remove_events(token, old_calendar_id)
+    return backfill_user(user_id, AccessLog.Reason.CALENDAR_CHANGE)
 
 
 def _pk(source, object_id):

@@ -6,10 +6,10 @@ from celery import shared_task
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import sync
+from . import audit, sync
 from .conf import get_setting
 from .exceptions import TransientError
-from .models import OAuthState, SyncRecord
+from .models import AccessLog, OAuthState, SyncRecord
 from .sources import get_source
 
 logger = logging.getLogger(__name__)
@@ -21,10 +21,10 @@ def backoff(retries, retry_after=None):
     return max(retry_after or 0, random.uniform(base / 2, base))
 
 
-def enqueue(source_key, object_id, countdown=None):
+def enqueue(source_key, object_id, countdown=None, reason=None):
     """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
     try:
-        sync_task.apply_async((source_key, str(object_id)), countdown=countdown)
+        sync_task.apply_async((source_key, str(object_id), *([reason] if reason else [])), countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the durable record covers it
         logger.warning("calendar sync not enqueued for %s:%s (%s); the sweeper will pick it up", source_key, object_id, type(exc).__name__)
 
@@ -36,7 +36,7 @@ def resync(records):
         version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
     )
     for _, source_key, object_id in rows:
-        enqueue(source_key, object_id)
+        enqueue(source_key, object_id, reason=AccessLog.Reason.RESYNC)
     return len(rows)
 
 
@@ -51,9 +51,9 @@ def resync_objects(source_key, objects):
 
 
 @shared_task(name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def sync_task(self, source_key, object_id):
+def sync_task(self, source_key, object_id, reason=None):
     try:
-        return sync.sync_object(source_key, object_id)
+        return sync.sync_object(source_key, object_id, reason)
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
@@ -89,6 +89,7 @@ def sweep():
         enqueue(source_key, object_id)
         count += 1
     OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
+    audit.prune()
     if count:
         logger.info("calendar sweep re-enqueued %s syncs", count)
     return count

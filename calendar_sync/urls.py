@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import views
+from . import ical, views
 
 app_name = "calendar_sync"
 
@@ -11,7 +11,8 @@ urlpatterns = [
     re_path(r"^calendars/?$", views.CalendarsView.as_view(), name="calendars"),
     re_path(r"^calendar/?$", views.SelectCalendarView.as_view(), name="select-calendar"),
     re_path(r"^disconnect/?$", views.DisconnectView.as_view(), name="disconnect"),
+    re_path(r"^activity/?$", views.ActivityView.as_view(), name="activity"),
     re_path(r"^ical/?$", views.FeedView.as_view(), name="feed"),
     re_path(r"^ical/rotate/?$", views.FeedRotateView.as_view(), name="feed-rotate"),
-    re_path(r"^ical/(?P<secret>[A-Za-z0-9_-]{20,100})\.ics$", views.ical_feed, name="ical"),
+    re_path(r"^ical/(?P<secret>[A-Za-z0-9_-]{20,100})\.ics$", ical.feed_view, name="ical"),
 ]

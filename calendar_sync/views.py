@@ -1,30 +1,51 @@
-"""REST API: connect, callback, status, calendars, calendar selection, disconnect."""
+"""REST API: connect, callback, status, calendars, calendar selection, disconnect, feed, activity.
+
+Provider-neutral: the provider is a URL segment checked against the registry.
+"""
 import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.db import transaction
-from django.http import Http404, HttpResponse, HttpResponseNotModified, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
-from django.utils.http import http_date
-from django.views.decorators.http import require_safe
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import ical, oauth, tasks
+from . import oauth, tasks
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
-from .models import CalendarFeed, CalendarToken, SyncRecord
+from .models import AccessLog, CalendarFeed, CalendarToken, SyncRecord
 from .providers import PROVIDERS
 from .serializers import (
+    AccessLogSerializer,
     AuthorizationURLSerializer,
     CalendarSerializer,
     DisconnectSerializer,
+    ErrorSerializer,
     FeedSerializer,
     SelectCalendarSerializer,
     StatusSerializer,
 )
+
+#: The error shapes every endpoint may answer with (documented once, used by every view).
+ERRORS = {
+    code: OpenApiResponse(ErrorSerializer, description=text)
+    for code, text in {
+        400: "Bad input: the body names the field",
+        401: "Not signed in",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Not connected, needs reauthorization, or a conflicting state",
+        413: "Request body too large",
+        429: "Too many requests (see Retry-After)",
+        503: "Not configured, or the calendar provider is unavailable",
+    }.items()
+}
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +69,23 @@ def _token_or_none(user):
     return CalendarToken.objects.filter(user=user).first()
 
 
+class ConnectThrottle(SimpleRateThrottle):
+    """Per user (or client address) limit on starting a connection: CALENDAR_SYNC["CONNECT_THROTTLE_RATE"]."""
+
+    scope = "calendar_sync_connect"
+
+    def get_rate(self):
+        return get_setting("CONNECT_THROTTLE_RATE")
+
+    def get_cache_key(self, request, view):
+        user = request.user
+        if user and user.is_authenticated:  # the account, even if a primary key is ever reused
+            ident = f"{user.pk}:{getattr(user, 'date_joined', '') and user.date_joined.timestamp()}"
+        else:
+            ident = self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
 class BaseView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, CalendarSyncError):
@@ -67,7 +105,9 @@ class AuthorizationURLView(ProviderMixin, BaseView):
     """Start connecting: returns the provider's consent URL for the current member."""
 
     serializer_class = AuthorizationURLSerializer
+    throttle_classes = [ConnectThrottle]
 
+    @extend_schema(responses={200: AuthorizationURLSerializer, **ERRORS})
     def get(self, request, provider):
         url = oauth.start_authorization(request.user, provider)
         return Response(AuthorizationURLSerializer({"authorization_url": url}).data)
@@ -78,7 +118,11 @@ class CallbackView(ProviderMixin, BaseView):
 
     permission_classes = [AllowAny]
     serializer_class = None
+    throttle_classes = [ConnectThrottle]
 
+    @extend_schema(
+        responses={302: OpenApiResponse(description="Redirect to FRONTEND_URL with calendar_sync=connected, or calendar_sync=error&reason=<code>")},
+    )
     def get(self, request, provider):
         try:
             token = oauth.complete_authorization(request.query_params, request.user, provider)
@@ -101,6 +145,7 @@ class CallbackView(ProviderMixin, BaseView):
 class StatusView(BaseView):
     serializer_class = StatusSerializer
 
+    @extend_schema(responses={200: StatusSerializer, **ERRORS})
     def get(self, request):
         return Response(StatusSerializer.for_user(request.user).data)
 
@@ -110,6 +155,7 @@ class CalendarsView(BaseView):
 
     serializer_class = CalendarSerializer
 
+    @extend_schema(responses={200: CalendarSerializer(many=True), **ERRORS})
     def get(self, request):
         token = _token_or_none(request.user)
         if token is None:
@@ -124,6 +170,7 @@ class SelectCalendarView(BaseView):
 
     serializer_class = SelectCalendarSerializer
 
+    @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **ERRORS})
     def put(self, request):
         serializer = SelectCalendarSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -146,6 +193,7 @@ class DisconnectView(BaseView):
 
     serializer_class = DisconnectSerializer
 
+    @extend_schema(responses={204: None, 200: DisconnectSerializer, **ERRORS})
     def delete(self, request):
         token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(user=request.user).first()
         if token is None:
@@ -168,39 +216,45 @@ class FeedView(BaseView):
         url = request.build_absolute_uri(reverse("calendar_sync:ical", args=[feed.secret])) if feed else None
         return Response(FeedSerializer({"url": url, "created_at": feed and feed.created_at}).data, status=code)
 
+    @extend_schema(responses={200: FeedSerializer, **ERRORS})
     def get(self, request):
         return self._answer(request, CalendarFeed.objects.filter(user=request.user).first())
 
+    @extend_schema(request=None, responses={201: FeedSerializer, 200: FeedSerializer, **ERRORS})
     def post(self, request):
         feed = CalendarFeed.objects.filter(user=request.user).first()
         return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
 
+    @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request):
         CalendarFeed.objects.filter(user=request.user).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class FeedRotateView(FeedView):
-    """A new secret URL; the old one answers 404 from now on."""
+class FeedRotateView(BaseView):
+    """A new secret URL; the old one answers 404 from now on. POST only."""
 
+    serializer_class = FeedSerializer
+
+    @extend_schema(request=None, responses={201: FeedSerializer, **ERRORS})
     def post(self, request):
-        return self._answer(request, CalendarFeed.issue(request.user), 201)
+        return FeedView._answer(self, request, CalendarFeed.issue(request.user), 201)
 
 
-@require_safe
-def ical_feed(request, secret):
-    """The .ics itself: no login (calendar apps can't), the unguessable secret is the credential."""
-    feed = CalendarFeed.objects.filter(secret_hash=CalendarFeed.hash(secret)).only("user_id", "created_at").first()
-    if feed is None:
-        raise Http404("No such calendar feed.")
-    body, last_modified = ical.render(feed)
-    tag = ical.etag(body)
-    if request.headers.get("If-None-Match") == tag:
-        response = HttpResponseNotModified()
-    else:
-        response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
-        response["Content-Disposition"] = 'inline; filename="managehub.ics"'
-    response["ETag"] = tag
-    response["Last-Modified"] = http_date(last_modified.timestamp())
-    response["Cache-Control"] = "private, max-age=300"
-    return response
+class ActivityPagination(LimitOffsetPagination):
+    default_limit = 50
+    max_limit = 200
+
+
+class ActivityView(generics.ListAPIView):
+    """The member's own access-log rows, newest first: every use of their stored token."""
+
+    serializer_class = AccessLogSerializer
+    pagination_class = ActivityPagination
+
+    def get_queryset(self):
+        return AccessLog.objects.filter(user=self.request.user).order_by("-created_at", "-id")
+
+    @extend_schema(responses={200: AccessLogSerializer(many=True), **ERRORS})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "managehub.api.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +66,10 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers queue for the lock from BEGIN (instead of failing with "database is locked" at the
+    # first write), so a lost race gets the same 409 as on PostgreSQL.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -81,13 +86,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": ["managehub.api.JSONParser", "rest_framework.parsers.FormParser", "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PAGINATION_CLASS": "managehub.api.Pagination",
     "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "bookings.api.exception_handler",
+    "EXCEPTION_HANDLER": "managehub.api.exception_handler",
+    # Sign-in attempts per client address (brute force); the connect endpoints have their own.
+    "DEFAULT_THROTTLE_RATES": {"login": env.str("LOGIN_THROTTLE_RATE", default="10/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ManageHub API",
-    "DESCRIPTION": "Workspaces, bookings and Google Calendar sync.",
+    "DESCRIPTION": "Workspaces, bookings and calendar sync (Google Calendar, Outlook).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
@@ -125,6 +133,16 @@ CALENDAR_SYNC = {
     "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/integrations/calendar"),
     "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
     "SWEEP_STALE_AFTER": env.int("CALENDAR_SYNC_SWEEP_STALE_AFTER", default=60),
+    "MICROSOFT_CLIENT_ID": env.str("MICROSOFT_CLIENT_ID", default=""),
+    "MICROSOFT_CLIENT_SECRET": env.str("MICROSOFT_CLIENT_SECRET", default=""),
+    "MICROSOFT_REDIRECT_URI": env.str(
+        "MICROSOFT_REDIRECT_URI", default="http://127.0.0.1:8000/api/calendar-sync/auth/microsoft/callback" if DEBUG else ""
+    ),
+    "MICROSOFT_TENANT": env.str("MICROSOFT_TENANT", default="common"),
+    "MICROSOFT_LOGIN_ROOT": env.str("MICROSOFT_LOGIN_ROOT", default="https://login.microsoftonline.com/"),
+    "MICROSOFT_GRAPH_ROOT": env.str("MICROSOFT_GRAPH_ROOT", default="https://graph.microsoft.com/v1.0/"),
+    "CONNECT_THROTTLE_RATE": env.str("CALENDAR_SYNC_CONNECT_THROTTLE_RATE", default="30/min"),
+    "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
 }
 
@@ -139,11 +157,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # The OAuth callback's query string holds a one-time code and the state: never in a log line.
+    "filters": {"redact_oauth": {"()": "managehub.log_filters.RedactOAuthQuery"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_oauth"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # These libraries log raw OAuth token responses and headers at DEBUG: never below WARNING.
     "loggers": {
-        name: {"level": "WARNING"}
-        for name in ("requests_oauthlib", "oauthlib", "urllib3", "google_auth_httplib2", "googleapiclient", "google.auth", "httplib2")
+        **{
+            name: {"level": "WARNING"}
+            for name in ("requests_oauthlib", "oauthlib", "urllib3", "google_auth_httplib2", "googleapiclient", "google.auth", "httplib2")
+        },
+        # runserver's access log: same redaction on its own handler.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

@@ -3,9 +3,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.authtoken.views import ObtainAuthToken
+
+from managehub.api import LoginThrottle
 
 from bookings import pages
+
+
+
+class ObtainToken(ObtainAuthToken):
+    """Username and password for an API token, throttled per client address against brute force."""
+
+    throttle_classes = [LoginThrottle]
+
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="calendar-integration"), name="home"),
@@ -14,7 +24,7 @@ urlpatterns = [
     path("integrations/calendar", pages.calendar_integration, name="calendar-integration"),
     path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", ObtainToken.as_view(), name="api-token"),
     path("api/calendar-sync/", include("calendar_sync.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

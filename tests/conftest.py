@@ -3,6 +3,7 @@ import urllib.parse
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -24,6 +25,12 @@ def eager_celery():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Throttle counters live in the cache: each test starts with none."""
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def google_server():
     with FakeGoogle() as google:
@@ -33,6 +40,7 @@ def google_server():
 @pytest.fixture
 def fake_google(google_server, settings):
     google_server.reset()
+    settings.DEBUG = True  # plain http to the loopback fake is allowed for connecting only in DEBUG
     settings.CALENDAR_SYNC = {
         **settings.CALENDAR_SYNC,
         **google_server.settings(),

@@ -216,13 +216,13 @@ def test_invalid_grant_ends_in_needs_reauth(fake_google, api, member):
 
 @responses.activate
 def test_refresh_request_shape(settings):
-    """Focused check of the refresh call google-auth makes to the configured token URI."""
+    """Focused check of the refresh call made to the configured token URI."""
     from calendar_sync.providers.google import GoogleProvider
 
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "GOOGLE_CLIENT_ID": "cid", "GOOGLE_CLIENT_SECRET": "cs", "GOOGLE_OAUTH_TOKEN_URI": "https://oauth.test/token"}
     responses.post("https://oauth.test/token", json={"access_token": "new-access", "expires_in": 3599, "token_type": "Bearer"})
     tokens = GoogleProvider().refresh("the-refresh")
-    body = urllib.parse.parse_qs(responses.calls[0].request.body.decode())
+    body = urllib.parse.parse_qs(responses.calls[0].request.body)
     assert body["grant_type"] == ["refresh_token"] and body["refresh_token"] == ["the-refresh"] and body["client_id"] == ["cid"]
     assert tokens.access_token == "new-access" and tokens.refresh_token == "the-refresh"
     responses.post("https://oauth.test/token", status=400, json={"error": "invalid_grant", "error_description": "Bad Request"})

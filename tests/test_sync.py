@@ -97,7 +97,7 @@ def test_existing_event_is_patched_not_duplicated(connected, member, make_bookin
     """A lost insert response (or a lost record) leaves the event there: a 409 means patch it."""
     booking = make_booking(member, status=Booking.Status.CONFIRMED)
     run(sync.sync_object, "booking", booking.pk)
-    SyncRecord.objects.all().update(remote_may_exist=False)
+    SyncRecord.objects.all().update(remote_may_exist=False, remote_id="")
     Booking.objects.filter(pk=booking.pk).update(google_calendar_event_id=None, title="Renamed")
     tasks.resync_objects("booking", [Booking.objects.get(pk=booking.pk)])
     events = connected.events(ACCOUNT, include_cancelled=True)

@@ -1,20 +1,70 @@
 """The provider interface: everything the app needs from a calendar service.
 
-Implementations translate their service's errors into `calendar_sync.exceptions` at this
-boundary, so nothing above it ever inspects an HTTP status.
+A provider is one module plus one entry in `providers.PROVIDERS`. It owns its settings
+(with defaults), its system checks, the OAuth endpoints, scopes, error classification,
+calendar listing and `apply()` with its own batching. Implementations translate their
+service's errors into `calendar_sync.exceptions` at this boundary, so nothing above it ever
+inspects an HTTP status or names a provider.
 """
+from __future__ import annotations
+
+import datetime as dt
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from django.conf import settings as django_settings
+from django.core import checks
+
+from ..conf import get_setting
+from ..exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from ..sources import Event
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def is_loopback(url: str) -> bool:
+    try:
+        return urlsplit(url).hostname in LOOPBACK
+    except ValueError:
+        return False
+
+
+def insecure_reason(url: str, strict: bool = True) -> str | None:
+    """Why `url` may not carry tokens, or None.
+
+    https always; plain http only to a loopback host (a test or sandbox server on this
+    machine), and with `strict` only while DEBUG is on. Connecting and the system checks are
+    strict; calls made with an existing grant only refuse what would leave the machine.
+    """
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
+    if scheme == "https" or (scheme == "http" and is_loopback(url) and (django_settings.DEBUG or not strict)):
+        return None
+    return f"{url!r} must be an https URL (plain http only for loopback hosts with DEBUG on)"
+
+
+def retry_after(value: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form), or None."""
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
 class TokenSet:
     access_token: str
     refresh_token: str | None
-    expires_at: datetime | None
-    scopes: list = field(default_factory=list)
+    expires_at: dt.datetime | None
+    scopes: list[str] = field(default_factory=list)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<TokenSet expires_at={self.expires_at} scopes={self.scopes}>"
 
 
@@ -28,47 +78,172 @@ class Calendar:
 
 @dataclass(frozen=True)
 class Operation:
-    """Make event `event_id` exist with `event` (an Event; plus `object_ref`), or be gone (event=None)."""
+    """Make the event for `key` match `event`, or be gone (event=None).
 
-    event_id: str
-    event: object = None
+    `key` is deterministic per (source, object): Google uses it as the event id, Graph as
+    the create's `transactionId`; both store it in an extended property so our events are
+    always recognisable. `remote_id` is the provider's id of the event when we know it;
+    `known_to_exist` says an event may exist even when its id is unknown (a lost response).
+    """
+
+    key: str
+    event: Event | None = None
     object_ref: str = ""
+    remote_id: str | None = None
     known_to_exist: bool = False
 
     @property
-    def is_delete(self):
+    def is_delete(self) -> bool:
         return self.event is None
 
 
-class BaseProvider:
-    name = ""
-    #: Scopes that must be granted for the app to work.
-    required_scopes = ()
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one Operation: an error, or success with the event's remote id."""
 
-    def authorization_url(self, *, state, code_verifier):
+    error: CalendarSyncError | None = None
+    remote_id: str | None = None
+
+
+class BaseProvider:
+    """Subclass per service; list the subclass in `providers.PROVIDERS`."""
+
+    #: Registry key, stored on connections and used in URLs (`auth/<name>`).
+    name: ClassVar[str] = ""
+    #: Shown to people ("Connect Google Calendar").
+    label: ClassVar[str] = ""
+    #: CALENDAR_SYNC keys this provider reads, with their defaults.
+    settings: ClassVar[dict[str, Any]] = {}
+    #: Keys that must be non-empty for members to connect.
+    required_settings: ClassVar[tuple[str, ...]] = ()
+    #: Keys holding URLs that carry tokens: https, or http to loopback in DEBUG.
+    endpoint_settings: ClassVar[tuple[str, ...]] = ()
+    #: Whether the service can revoke a grant; if not, disconnect only deletes locally.
+    revocable: ClassVar[bool] = True
+
+    # --- settings and checks -----------------------------------------------------------------
+    def setting(self, key: str) -> Any:
+        return get_setting(key)
+
+    def is_configured(self) -> bool:
+        return all(self.setting(key) for key in self.required_settings)
+
+    def endpoint(self, key: str, strict: bool = False) -> str:
+        """A URL setting, refused (503 not_configured) unless it may carry tokens (see insecure_reason)."""
+        url = self.setting(key)
+        reason = insecure_reason(url or "", strict)
+        if not url or reason:
+            raise ConfigurationError(f'CALENDAR_SYNC["{key}"]: {reason or "not set"}.', code="not_configured")
+        return url
+
+    def ready_to_connect(self) -> None:
+        """Raise ConfigurationError (503 not_configured) naming what stops members connecting."""
+        missing = [key for key in self.required_settings if not self.setting(key)]
+        if missing:
+            raise ConfigurationError(f"{self.label} is not configured ({', '.join(missing)}).", code="not_configured")
+        for key in self.endpoint_settings:
+            self.endpoint(key, strict=True)
+
+    def check(self) -> list[checks.CheckMessage]:
+        """System-check messages naming the setting to fix."""
+        messages: list[checks.CheckMessage] = []
+        for key in self.required_settings:
+            if not self.setting(key):
+                messages.append(
+                    checks.Warning(
+                        f'CALENDAR_SYNC["{key}"] is not set: members cannot connect {self.label}.',
+                        hint="Set the matching environment variable; see .env.example.",
+                        id="calendar_sync.W001",
+                    )
+                )
+        for key in self.endpoint_settings:
+            url = self.setting(key)
+            reason = url and insecure_reason(url)
+            if reason:
+                messages.append(checks.Error(f'CALENDAR_SYNC["{key}"] = {reason}.', id="calendar_sync.E002"))
+        return messages
+
+    # --- OAuth (authorization code with PKCE S256) --------------------------------------------
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """Scopes asked for at consent."""
         raise NotImplementedError
 
-    def exchange_code(self, *, code, code_verifier):
+    def missing_scopes(self, granted: list[str]) -> set[str]:
+        """Scopes the app needs that the grant lacks (empty set: good to go)."""
+        return set(self.scopes) - set(granted)
+
+    def authorization_url(self, *, state: str, code_challenge: str) -> str:
+        raise NotImplementedError
+
+    def exchange_code(self, *, code: str, code_verifier: str) -> TokenSet:
         """Return a TokenSet; raise CalendarSyncError (code = reason) on refusal."""
         raise NotImplementedError
 
-    def refresh(self, refresh_token):
-        """Return a new TokenSet; AuthorizationLost when the grant is gone."""
+    def refresh(self, refresh_token: str) -> TokenSet:
+        """Return a new TokenSet (with a rotated refresh token if any); AuthorizationLost when the grant is gone."""
         raise NotImplementedError
 
-    def revoke(self, token):
+    def revoke(self, token: str) -> None:
         """Revoke at the provider; AuthorizationLost if it was already invalid."""
         raise NotImplementedError
 
-    def list_calendars(self, access_token):
+    # --- Calendars and events ----------------------------------------------------------------
+    def list_calendars(self, access_token: str) -> list[Calendar]:
         """Calendars the member can write to."""
         raise NotImplementedError
 
-    def apply(self, access_token, calendar_id, operations):
-        """Apply Operations idempotently; return one exception-or-None per operation, in order.
+    def apply(self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None) -> list[Outcome]:
+        """Apply Operations idempotently; return one Outcome per operation, in order.
 
-        Upserts create the event under its deterministic id or, when it already exists
-        (even cancelled), patch it back to the desired state. Deleting a missing event
-        succeeds. Several operations may travel in one batch request.
+        An upsert creates the event or, when it already exists (even cancelled), brings it
+        back to the desired state; deleting a missing event succeeds. Several operations
+        may travel in one batch request; `limiter.slot(n)` wraps every HTTP request of n parts.
         """
         raise NotImplementedError
+
+    # --- shared HTTP helpers for the token endpoint (RFC 6749) ------------------------------
+    def authorize_url(self, base: str, params: dict[str, str]) -> str:
+        return f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"
+
+    def token_request(self, url_key: str, data: dict[str, str]) -> dict[str, Any]:
+        """POST a grant to the token endpoint; classify the answer once for every provider."""
+        url = self.endpoint(url_key)
+        try:
+            response = requests.post(url, data=data, headers={"Accept": "application/json"}, timeout=get_setting("HTTP_TIMEOUT"))
+        except requests.RequestException as exc:
+            raise TransientError(f"{self.label} token endpoint unreachable: {type(exc).__name__}", code="provider_unreachable") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code == 200 and body.get("access_token"):
+            return body
+        error = str(body.get("error") or "")
+        if error == "invalid_grant":
+            raise AuthorizationLost(f"{self.label} says the grant is no longer valid (invalid_grant).", code="invalid_grant")
+        if response.status_code >= 500 or response.status_code == 429 or error in ("temporarily_unavailable", "server_error"):
+            raise TransientError(
+                f"{self.label} token endpoint answered {response.status_code}.",
+                status=response.status_code,
+                code="provider_unreachable",
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+        raise PermanentError(f"{self.label} refused the token request: {error or response.status_code}", status=response.status_code, code=error[:64] or "token_refused")
+
+    @staticmethod
+    def token_set(body: dict[str, Any], refresh_token: str | None = None) -> TokenSet:
+        """A TokenSet from a token-endpoint answer; keeps `refresh_token` when none is returned."""
+        try:
+            lifetime = int(body.get("expires_in") or 0)
+        except (TypeError, ValueError):
+            lifetime = 0
+        scope = body.get("scope") or ""
+        return TokenSet(
+            access_token=str(body["access_token"]),
+            refresh_token=body.get("refresh_token") or refresh_token,
+            expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime) if lifetime else None,
+            scopes=scope.split() if isinstance(scope, str) else [str(s) for s in scope],
+        )

@@ -1,7 +1,10 @@
-"""Google: OAuth through google-auth-oauthlib / google-auth, Calendar v3 through
+"""Google: OAuth 2.0 with PKCE against Google's endpoints, Calendar v3 through
 google-api-python-client. Every endpoint comes from settings; every error is classified here.
+
+The token endpoint is spoken to through the shared `BaseProvider.token_request` (plain
+`requests`), not oauthlib: oauthlib allows plain-http endpoints only through a process-wide
+environment variable, which we never set; `BaseProvider.endpoint` decides per URL instead.
 """
-import datetime as dt
 import json
 import logging
 import socket
@@ -13,34 +16,21 @@ import google.auth.exceptions
 import google_auth_httplib2
 import httplib2
 import requests
-from google.auth.transport.requests import Request as GoogleAuthRequest
+from django.core import checks
 from google.oauth2.credentials import Credentials
-from google_auth_oauthlib.flow import Flow
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
-from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
 
 from ..conf import get_setting
-from ..exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
-from .base import BaseProvider, Calendar, TokenSet
+from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from .base import BaseProvider, Calendar, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
-
-
-def _utc(naive):
-    return naive.replace(tzinfo=dt.timezone.utc) if naive is not None else None
-
-
-def _retry_after(value):
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        return None
 
 
 def classify_http_error(exc):
@@ -56,7 +46,7 @@ def classify_http_error(exc):
         pass
     text = f"Google Calendar API {status} {reason or ''}: {message}".strip()
     if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
-        return TransientError(text, status=status, code=reason or "unavailable", retry_after=_retry_after(exc.resp.get("retry-after")))
+        return TransientError(text, status=status, code=reason or "unavailable", retry_after=retry_after(exc.resp.get("retry-after")))
     if status == 401:
         return AuthorizationLost(text, status=status, code="unauthorized")
     if status in GONE_STATUSES:
@@ -79,13 +69,6 @@ def classify(exc):
     raise exc
 
 
-class _TimeoutRequest(GoogleAuthRequest):
-    """google-auth's requests transport with our timeout instead of its 120 s default."""
-
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        return super().__call__(url, method, body, headers, timeout=get_setting("HTTP_TIMEOUT"), **kwargs)
-
-
 @lru_cache(maxsize=4)
 def _service(api_root):
     # Built once per API root from the bundled discovery document; requests carry their own http.
@@ -101,92 +84,74 @@ def _service(api_root):
 
 class GoogleProvider(BaseProvider):
     name = "google"
+    label = "Google Calendar"
+    settings = {
+        # OAuth client registered with Google (required to connect).
+        "GOOGLE_CLIENT_ID": "",
+        "GOOGLE_CLIENT_SECRET": "",
+        # Must match an "Authorized redirect URI" of the Google client exactly.
+        "GOOGLE_REDIRECT_URI": "",
+        # Endpoints; overridable so tests (and integrators) can point at calendar_sync.testing.FakeGoogle.
+        "GOOGLE_OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/auth",
+        "GOOGLE_OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
+        "GOOGLE_OAUTH_REVOKE_URI": "https://oauth2.googleapis.com/revoke",
+        "GOOGLE_API_ROOT": "https://www.googleapis.com/",
+        "GOOGLE_SCOPES": [
+            "https://www.googleapis.com/auth/calendar.events",
+            "https://www.googleapis.com/auth/calendar.readonly",
+        ],
+        # Sub-requests per batch call (Google allows 50 for Calendar).
+        "BATCH_SIZE": 50,
+    }
+    required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
+    endpoint_settings = ("GOOGLE_OAUTH_AUTH_URI", "GOOGLE_OAUTH_TOKEN_URI", "GOOGLE_OAUTH_REVOKE_URI", "GOOGLE_API_ROOT", "GOOGLE_REDIRECT_URI")
 
     @property
-    def required_scopes(self):
-        return tuple(get_setting("GOOGLE_SCOPES"))
+    def scopes(self):
+        return tuple(self.setting("GOOGLE_SCOPES"))
+
+    def check(self):
+        messages = super().check()
+        if not str(self.setting("GOOGLE_API_ROOT")).endswith("/"):
+            messages.append(checks.Error('CALENDAR_SYNC["GOOGLE_API_ROOT"] must end with "/".', id="calendar_sync.E003"))
+        return messages
 
     # --- OAuth -----------------------------------------------------------------------------
-    def _flow(self, code_verifier):
-        config = {
-            "web": {
-                "client_id": get_setting("GOOGLE_CLIENT_ID"),
-                "client_secret": get_setting("GOOGLE_CLIENT_SECRET"),
-                "auth_uri": get_setting("GOOGLE_OAUTH_AUTH_URI"),
-                "token_uri": get_setting("GOOGLE_OAUTH_TOKEN_URI"),
-                "redirect_uris": [get_setting("GOOGLE_REDIRECT_URI")],
-            }
-        }
-        return Flow.from_client_config(
-            config,
-            scopes=list(self.required_scopes),
-            redirect_uri=get_setting("GOOGLE_REDIRECT_URI"),
-            code_verifier=code_verifier,
-            autogenerate_code_verifier=False,
-        )
+    def _client(self):
+        return {"client_id": self.setting("GOOGLE_CLIENT_ID"), "client_secret": self.setting("GOOGLE_CLIENT_SECRET")}
 
-    def authorization_url(self, *, state, code_verifier):
-        url, _ = self._flow(code_verifier).authorization_url(
-            access_type="offline", prompt="consent", include_granted_scopes="true", state=state
-        )
-        return url
+    def authorization_url(self, *, state, code_challenge):
+        params = {
+            "response_type": "code",
+            "client_id": self.setting("GOOGLE_CLIENT_ID"),
+            "redirect_uri": self.setting("GOOGLE_REDIRECT_URI"),
+            "scope": " ".join(self.scopes),
+            "state": state,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+            "access_type": "offline",
+            "prompt": "consent",
+            "include_granted_scopes": "true",
+        }
+        return self.authorize_url(self.endpoint("GOOGLE_OAUTH_AUTH_URI"), params)
 
     def exchange_code(self, *, code, code_verifier):
-        flow = self._flow(code_verifier)
-        try:
-            token = flow.fetch_token(code=code, timeout=get_setting("HTTP_TIMEOUT"))
-        except Warning as changed:  # oauthlib: granted scopes differ from requested; we check them ourselves
-            token = changed.token
-        except InsecureTransportError:
-            raise ConfigurationError(
-                "GOOGLE_OAUTH_TOKEN_URI must be https (plain http is for calendar_sync.testing only)."
-            ) from None
-        except OAuth2Error as exc:
-            raise PermanentError(f"Google refused the authorization code: {exc.error}", code="exchange_failed") from None
-        except requests.RequestException as exc:
-            raise TransientError(f"Google token endpoint unreachable: {type(exc).__name__}", code="provider_unreachable") from None
-        scope = token.get("scope") or []
-        scopes = scope.split() if isinstance(scope, str) else list(scope)
-        expires_at = token.get("expires_at")
-        return TokenSet(
-            access_token=token["access_token"],
-            refresh_token=token.get("refresh_token"),
-            expires_at=dt.datetime.fromtimestamp(expires_at, dt.timezone.utc) if expires_at else None,
-            scopes=scopes,
+        body = self.token_request(
+            "GOOGLE_OAUTH_TOKEN_URI",
+            {"grant_type": "authorization_code", "code": code, "code_verifier": code_verifier,
+             "redirect_uri": self.setting("GOOGLE_REDIRECT_URI"), **self._client()},
         )
+        return self.token_set(body)
 
     def refresh(self, refresh_token):
-        creds = Credentials(
-            token=None,
-            refresh_token=refresh_token,
-            token_uri=get_setting("GOOGLE_OAUTH_TOKEN_URI"),
-            client_id=get_setting("GOOGLE_CLIENT_ID"),
-            client_secret=get_setting("GOOGLE_CLIENT_SECRET"),
-        )
-        try:
-            creds.refresh(_TimeoutRequest())
-        except google.auth.exceptions.RefreshError as exc:
-            if "invalid_grant" in str(exc):
-                raise AuthorizationLost("Google says the grant is no longer valid (invalid_grant).", code="invalid_grant") from None
-            if exc.retryable:
-                raise TransientError("Google token endpoint is unavailable.", code="refresh_unavailable") from None
-            raise PermanentError(f"Google refused the token refresh: {str(exc).split(':')[0]}", code="refresh_failed") from None
-        except google.auth.exceptions.TransportError as exc:
-            raise TransientError(f"Google token endpoint unreachable: {type(exc).__name__}", code="network") from None
-        return TokenSet(
-            access_token=creds.token,
-            refresh_token=creds.refresh_token or refresh_token,
-            expires_at=_utc(creds.expiry),
-            scopes=list(creds.granted_scopes or []),
-        )
+        body = self.token_request("GOOGLE_OAUTH_TOKEN_URI", {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()})
+        return self.token_set(body, refresh_token)
 
     def revoke(self, token):
+        url = self.endpoint("GOOGLE_OAUTH_REVOKE_URI")
         try:
             response = requests.post(
-                get_setting("GOOGLE_OAUTH_REVOKE_URI"),
-                data={"token": token},
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                timeout=get_setting("HTTP_TIMEOUT"),
+                url, data={"token": token}, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=get_setting("HTTP_TIMEOUT")
             )
         except requests.RequestException as exc:
             raise TransientError(f"Google revoke endpoint unreachable: {type(exc).__name__}", code="network") from None
@@ -210,7 +175,7 @@ class GoogleProvider(BaseProvider):
             raise classify(exc) from None
 
     def list_calendars(self, access_token):
-        service, http = _service(get_setting("GOOGLE_API_ROOT")), self._http(access_token)
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         calendars, page = [], None
         while True:
             result = self._execute(service.calendarList().list(minAccessRole="writer", pageToken=page), http)
@@ -228,7 +193,7 @@ class GoogleProvider(BaseProvider):
         zone = ZoneInfo(event.time_zone)
         source, _, object_id = operation.object_ref.partition(":")
         return {
-            "id": operation.event_id,
+            "id": operation.key,
             "status": "confirmed",
             "summary": event.summary,
             "location": event.location,
@@ -241,11 +206,11 @@ class GoogleProvider(BaseProvider):
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
         if step == "delete":
-            return events.delete(calendarId=calendar_id, eventId=operation.event_id, sendUpdates="none")
+            return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none")
         body = self.event_body(operation)
         if step == "insert":
             return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
-        return events.patch(calendarId=calendar_id, eventId=operation.event_id, body=body, sendUpdates="none")
+        return events.patch(calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none")
 
     @staticmethod
     def _next_step(step, error):
@@ -259,8 +224,8 @@ class GoogleProvider(BaseProvider):
         return None
 
     def apply(self, access_token, calendar_id, operations, limiter=None):
-        service, http = _service(get_setting("GOOGLE_API_ROOT")), self._http(access_token)
-        results = [None] * len(operations)
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        results = [Outcome()] * len(operations)
         pending = {
             i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
             for i, op in enumerate(operations)
@@ -274,7 +239,7 @@ class GoogleProvider(BaseProvider):
                 error = errors[i]
                 if step == "delete" and error is not None and error.status in GONE_STATUSES:
                     error = None  # deleting what is already gone is success
-                results[i] = error
+                results[i] = Outcome(error, None if error or operations[i].is_delete else operations[i].key)
                 repair = self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
@@ -294,8 +259,8 @@ class GoogleProvider(BaseProvider):
             except CalendarSyncError as exc:
                 errors[i] = exc
             return errors
-        size = get_setting("BATCH_SIZE")
-        root = get_setting("GOOGLE_API_ROOT")
+        size = self.setting("BATCH_SIZE")
+        root = self.endpoint("GOOGLE_API_ROOT")
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
 

@@ -12,7 +12,6 @@ import hashlib
 import html
 import itertools
 import json
-import os
 import re
 import secrets
 import threading
@@ -59,8 +58,6 @@ class FakeGoogle:
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self):
-        # oauthlib refuses plain-http token endpoints unless told this is a test.
-        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-google", daemon=True)
         self._thread.start()
         return self
@@ -95,7 +92,6 @@ class FakeGoogle:
             "GOOGLE_OAUTH_TOKEN_URI": f"{self.url}token",
             "GOOGLE_OAUTH_REVOKE_URI": f"{self.url}revoke",
             "GOOGLE_API_ROOT": self.url,
-            "OAUTHLIB_INSECURE_TRANSPORT": "1",
         }
 
     # --- test controls ---------------------------------------------------------------------

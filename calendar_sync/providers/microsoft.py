@@ -1,0 +1,336 @@
+"""Microsoft 365 / Outlook: identity platform v2.0 (authorization code + PKCE) and Graph v1.0.
+
+Plain `requests`, no SDK: every URL comes from settings and every failure is classified once,
+here. Events carry our key in a single-value extended property (so we can always find them)
+and, on create, as `transactionId` (so Graph de-duplicates a create retried after a lost answer).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import requests
+from django.core import checks
+
+from ..conf import get_setting
+from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from .base import BaseProvider, Calendar, Operation, Outcome, TokenSet, retry_after
+
+GRAPH_SCOPE_PREFIX = "https://graph.microsoft.com/"
+PROP_ID = "String {3c9e58a4-7f21-4d6b-9b0e-5a1d2c8f6e47} Name calendar_sync_key"
+BATCH_LIMIT = 20  # Graph's documented maximum requests per $batch
+MAX_INLINE_WAIT = 30.0  # longer Retry-After: hand the error back instead of blocking a worker
+THROTTLE_ROUNDS = 3
+MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> create
+REAUTH_ERRORS = {"interaction_required", "consent_required", "login_required"}
+_REFUSED_ZONES: set[str] = set()  # IANA names this Graph refused: their events go out in UTC
+
+
+def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
+    """A Graph answer as our error hierarchy (None for success). Graph's code, never a token."""
+    if 200 <= status < 300:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = str(error.get("code") or "") if isinstance(error, dict) else ""
+    message = str(error.get("message") or "")[:200] if isinstance(error, dict) else ""
+    text = f"Microsoft Graph {status} {code}: {message}".strip()
+    if status == 401:
+        return AuthorizationLost(text, status=status, code="unauthorized")
+    if status == 429 or status >= 500:
+        wait = retry_after(_header(headers, "Retry-After"))
+        return TransientError(text, status=status, code=code[:64] or "unavailable", retry_after=wait)
+    if status == 404:
+        return PermanentError(text, status=status, code="not_found")
+    if status == 410:
+        return PermanentError(text, status=status, code="gone")
+    return PermanentError(text, status=status, code=code[:64] or "rejected")
+
+
+def _header(headers: Any, name: str) -> Any:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+@dataclass
+class _Step:
+    """Where one operation stands: the request to send next and what we learnt so far."""
+
+    kind: str  # create | patch | delete | find (look the event up by its extended property)
+    remote_id: str | None = None
+    transaction_id: str = ""
+    gone_id: str | None = None  # an id that answered 404: a create answering with it is a ghost
+    looked_up: bool = False
+    throttled: int = 0
+    error: CalendarSyncError | None = None
+
+
+class MicrosoftProvider(BaseProvider):
+    name = "microsoft"
+    label = "Outlook Calendar"
+    revocable = False  # the v2.0 endpoint has no per-grant revoke; disconnect deletes locally
+    settings = {
+        "MICROSOFT_CLIENT_ID": "",
+        "MICROSOFT_CLIENT_SECRET": "",
+        "MICROSOFT_REDIRECT_URI": "",
+        "MICROSOFT_TENANT": "common",
+        "MICROSOFT_LOGIN_ROOT": "https://login.microsoftonline.com/",
+        "MICROSOFT_GRAPH_ROOT": "https://graph.microsoft.com/v1.0/",
+        "MICROSOFT_BATCH_SIZE": 20,
+    }
+    required_settings = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI")
+    endpoint_settings = ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT", "MICROSOFT_REDIRECT_URI")
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+
+    # --- settings ----------------------------------------------------------------------------
+    def endpoint(self, key: str, strict: bool = False) -> str:
+        """Also the derived identity URLs: both live under LOGIN_ROOT and the same tenant."""
+        if key in ("MICROSOFT_AUTHORIZE_URL", "MICROSOFT_TOKEN_URL"):
+            tenant = quote(str(self.setting("MICROSOFT_TENANT") or "common"), safe="")
+            action = "authorize" if key == "MICROSOFT_AUTHORIZE_URL" else "token"
+            return f"{super().endpoint('MICROSOFT_LOGIN_ROOT', strict)}{tenant}/oauth2/v2.0/{action}"
+        return super().endpoint(key, strict)
+
+    def check(self) -> list[checks.CheckMessage]:
+        messages = super().check()
+        for key in ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT"):
+            url = self.setting(key)
+            if url and not str(url).endswith("/"):
+                messages.append(checks.Error(f'CALENDAR_SYNC["{key}"] must end with "/".', id="calendar_sync.E003"))
+        return messages
+
+    # --- OAuth -------------------------------------------------------------------------------
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return ("offline_access", "Calendars.ReadWrite")
+
+    def missing_scopes(self, granted: list[str]) -> set[str]:
+        """Only Calendars.ReadWrite: Graph rarely lists offline_access (a refresh token proves it)."""
+        have = {s.lower().removeprefix(GRAPH_SCOPE_PREFIX) for s in granted}
+        return {s for s in self.scopes if s != "offline_access" and s.lower() not in have}
+
+    def authorization_url(self, *, state: str, code_challenge: str) -> str:
+        return self.authorize_url(
+            self.endpoint("MICROSOFT_AUTHORIZE_URL"),
+            {
+                "client_id": self.setting("MICROSOFT_CLIENT_ID"),
+                "response_type": "code",
+                "redirect_uri": self.setting("MICROSOFT_REDIRECT_URI"),
+                "response_mode": "query",
+                "scope": " ".join(self.scopes),
+                "state": state,
+                "code_challenge": code_challenge,
+                "code_challenge_method": "S256",
+                "prompt": "select_account",
+            },
+        )
+
+    def _client(self) -> dict[str, str]:
+        return {"client_id": self.setting("MICROSOFT_CLIENT_ID"), "client_secret": self.setting("MICROSOFT_CLIENT_SECRET"), "scope": " ".join(self.scopes)}
+
+    def exchange_code(self, *, code: str, code_verifier: str) -> TokenSet:
+        data = {**self._client(), "grant_type": "authorization_code", "code": code, "code_verifier": code_verifier, "redirect_uri": self.setting("MICROSOFT_REDIRECT_URI")}
+        return self.token_set(self.token_request("MICROSOFT_TOKEN_URL", data))
+
+    def refresh(self, refresh_token: str) -> TokenSet:
+        """Microsoft rotates refresh tokens: the answer's one replaces ours."""
+        try:
+            body = self.token_request("MICROSOFT_TOKEN_URL", {**self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token})
+        except PermanentError as exc:
+            if exc.code in REAUTH_ERRORS:  # MFA or consent needed again: only the member can fix it
+                raise AuthorizationLost(f"Microsoft needs the member to sign in again ({exc.code}).", code=exc.code) from None
+            raise
+        return self.token_set(body, refresh_token)
+
+    def revoke(self, token: str) -> None:
+        """Nothing to call: `revocable` is False, disconnecting forgets the grant locally."""
+        return None
+
+    # --- Graph HTTP --------------------------------------------------------------------------
+    def _http(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+        return self._session
+
+    def _call(self, access_token: str, method: str, url: str, body: Any = None, limiter: Any = None, parts: int = 1) -> tuple[int, Any, Any]:
+        """One HTTP request to Graph: (status, headers, JSON body); network trouble raised as TransientError."""
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        try:
+            with limiter.slot(parts) if limiter else nullcontext():
+                response = self._http().request(method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT"))
+        except requests.RequestException as exc:
+            raise TransientError(f"Network error talking to Microsoft Graph: {type(exc).__name__}", code="network") from None
+        try:
+            payload = response.json() if response.content else {}
+        except ValueError:
+            payload = {}
+        return response.status_code, response.headers, payload if isinstance(payload, dict) else {}
+
+    def list_calendars(self, access_token: str) -> list[Calendar]:
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url: str | None = f"{root}me/calendars?$select=id,name,canEdit,isDefaultCalendar,owner"
+        calendars: list[Calendar] = []
+        for _ in range(100):  # a bound, should a server page forever
+            if not url:
+                break
+            if urlsplit(url)[:2] != urlsplit(root)[:2]:  # never send the token anywhere but Graph
+                raise PermanentError("Microsoft Graph returned a nextLink outside the Graph root.", code="bad_next_link")
+            status, headers, body = self._call(access_token, "GET", url)
+            error = classify(status, headers, body)
+            if error:
+                raise error
+            for item in body.get("value", []):
+                if item.get("canEdit"):
+                    default = bool(item.get("isDefaultCalendar"))
+                    calendars.append(Calendar(item["id"], item.get("name", ""), default, "owner" if default else "writer"))
+            url = body.get("@odata.nextLink")
+        return calendars
+
+    # --- events ------------------------------------------------------------------------------
+    def event_body(self, operation: Operation) -> dict[str, Any]:
+        event = operation.event
+        zone_name = "UTC" if event.time_zone in _REFUSED_ZONES else event.time_zone
+        try:
+            zone: dt.tzinfo = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone_name, zone = "UTC", dt.timezone.utc
+        return {
+            "subject": event.summary,
+            "body": {"contentType": "text", "content": event.description},
+            "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
+            "end": {"dateTime": event.end.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
+            "location": {"displayName": event.location},
+            "showAs": "busy",
+            "isReminderOn": False,
+            "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
+        }
+
+    def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
+        """(method, path relative to the Graph root, body) for an operation's next step."""
+        events = f"me/calendars/{quote(calendar_id, safe='=')}/events"
+        if step.kind == "find":
+            key = op.key.replace("'", "''")
+            where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
+            return "GET", f"{events}?$filter={quote(where, safe='')}&$select=id", None
+        if step.kind == "create":  # transactionId only here: Graph refuses to change it later
+            return "POST", events, {**self.event_body(op), "transactionId": step.transaction_id}
+        path = f"{events}/{quote(step.remote_id or '', safe='=')}"
+        return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
+
+    def apply(self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None) -> list[Outcome]:
+        results: list[Outcome | None] = [None] * len(operations)
+        steps: dict[int, _Step] = {}
+        for i, op in enumerate(operations):
+            if op.remote_id:
+                steps[i] = _Step("delete" if op.is_delete else "patch", op.remote_id, op.key)
+            elif op.known_to_exist:
+                steps[i] = _Step("find", None, op.key)
+            elif op.is_delete:
+                results[i] = Outcome()  # nothing was ever made: nothing to do
+            else:
+                steps[i] = _Step("create", None, op.key)
+        batched, wait = len(steps) > 1, 0.0
+        for _ in range(MAX_ROUNDS):
+            if not steps:
+                break
+            if wait:
+                time.sleep(wait)  # the longest Retry-After among throttled parts: never sooner
+                wait = 0.0
+            for i, answer in self._send(access_token, calendar_id, operations, steps, batched, limiter).items():
+                step = steps[i]
+                outcome = answer if isinstance(answer, Outcome) else self._advance(operations[i], step, *answer, batched=batched)
+                if outcome is not None:
+                    results[i] = outcome
+                    del steps[i]
+                elif step.error is not None and step.error.status in (429, 503):
+                    wait = max(wait, step.error.retry_after or 0.0)
+        for i, step in steps.items():
+            results[i] = Outcome(error=step.error or TransientError("Microsoft Graph kept the operation pending.", code="unavailable"))
+        return [r or Outcome() for r in results]
+
+    def _advance(self, op: Operation, step: _Step, status: int, headers: Any, body: Any, *, batched: bool) -> Outcome | None:
+        """Outcome when the operation is done (or failed for good); None to send its next step."""
+        error = classify(status, headers, body)
+        body = body if isinstance(body, dict) else {}
+        step.error = error
+        if error is None:
+            if step.kind == "find":
+                found = [item.get("id") for item in body.get("value", []) if item.get("id")]
+                if found:
+                    step.kind, step.remote_id = ("delete" if op.is_delete else "patch"), found[0]
+                    return None
+                if op.is_delete:
+                    return Outcome()
+                step.kind = "create"
+                return None
+            if step.kind == "create" and body.get("id") and body["id"] == step.gone_id:
+                step.transaction_id = f"{op.key}-2"  # Graph de-duplicated onto the deleted event
+                return None
+            if step.kind == "delete":
+                return Outcome()
+            return Outcome(remote_id=body.get("id") or step.remote_id)
+        if status in (404, 410) and step.kind == "delete":
+            return Outcome()  # already gone
+        if status in (404, 410) and step.kind == "patch":
+            step.kind, step.gone_id, step.remote_id = "create", step.remote_id, None
+            return None
+        duplicate = status == 409 or (status == 400 and "transaction" in str(error).lower())
+        if step.kind == "create" and duplicate and not step.looked_up:
+            step.kind, step.looked_up = "find", True  # a create under this transactionId exists: patch it
+            return None
+        if status == 400 and "timezone" in str(error).lower() and op.event and op.event.time_zone not in _REFUSED_ZONES:
+            _REFUSED_ZONES.add(op.event.time_zone)  # not on Graph's list: send this zone's events in UTC
+            return None
+        if batched and status in (429, 503) and step.throttled < THROTTLE_ROUNDS:
+            wait = retry_after(_header(headers, "Retry-After"))
+            if wait is not None and wait <= MAX_INLINE_WAIT:
+                step.throttled += 1
+                return None
+        return Outcome(error=error)
+
+    def _send(self, access_token: str, calendar_id: str, operations: list[Operation], steps: dict[int, _Step], batched: bool, limiter: Any) -> dict[int, Any]:
+        """One round: {index: (status, headers, body)}, or an error Outcome when the request itself failed."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        answers: dict[int, Any] = {}
+        if not batched:
+            (i, step), = steps.items()
+            method, path, body = self._request(calendar_id, operations[i], step)
+            try:
+                answers[i] = self._call(access_token, method, root + path, body, limiter)
+            except CalendarSyncError as exc:
+                answers[i] = Outcome(error=exc)
+            return answers
+        size = max(1, min(int(self.setting("MICROSOFT_BATCH_SIZE") or BATCH_LIMIT), BATCH_LIMIT))
+        items = list(steps.items())
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            parts = []
+            for i, step in chunk:
+                method, path, body = self._request(calendar_id, operations[i], step)
+                part: dict[str, Any] = {"id": str(i), "method": method, "url": f"/{path}"}
+                if body is not None:
+                    part.update(headers={"Content-Type": "application/json"}, body=body)
+                parts.append(part)
+            try:
+                status, headers, reply = self._call(access_token, "POST", f"{root}$batch", {"requests": parts}, limiter, len(parts))
+                error = classify(status, headers, reply) if status != 200 else None
+            except CalendarSyncError as exc:
+                error = exc
+            responses = {str(r.get("id")): r for r in (reply.get("responses") or []) if isinstance(r, dict)} if error is None else {}
+            for i, _ in chunk:
+                r = responses.get(str(i))
+                if error is not None:
+                    answers[i] = Outcome(error=error)  # the whole batch failed: every part shares it
+                elif r is None:
+                    answers[i] = Outcome(error=TransientError("Microsoft Graph left a batch request unanswered.", code="incomplete_batch"))
+                else:
+                    answers[i] = (int(r.get("status") or 0), r.get("headers") or {}, r.get("body"))
+        return answers
