@@ -3,8 +3,10 @@
 Every variable is documented in `.env.example`. With nothing set, the project runs on
 SQLite with Celery tasks executed eagerly in-process: no server needed.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
+from tempfile import gettempdir
 
 import environ
 
@@ -70,6 +72,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers queue for the lock from BEGIN (instead of failing with "database is locked" at the
     # first write), so a lost race gets the same 409 as on PostgreSQL.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
+    # Tests use a file too (not shared-cache memory, whose table locks fail at once), so they see the same locking.
+    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(Path(gettempdir()) / f"managehub-test-{os.getpid()}.sqlite3"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.settings import api_settings
 
 from managehub.api import LoginThrottle
 
@@ -15,6 +16,7 @@ class ObtainToken(ObtainAuthToken):
     """Username and password for an API token, throttled per client address against brute force."""
 
     throttle_classes = [LoginThrottle]
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ObtainAuthToken pins DRF's own; ours refuse deep nesting
 
 
 urlpatterns = [

@@ -208,7 +208,7 @@ def test_create_patch_delete_one_request_each(provider, fake, tokens, calendar):
     assert created.error is None and created.remote_id
     stored = fake.events()[created.remote_id]
     assert stored["subject"] == "Booking 1" and stored["transactionId"] == key(1)
-    assert stored["start"] == {"dateTime": "2030-05-02T11:00:00", "timeZone": "Europe/Paris"}
+    assert stored["start"] == {"dateTime": "2030-05-02T11:00:00", "timeZone": "Romance Standard Time"}
     assert stored["location"] == {"displayName": "The Loft"} and stored["body"] == {"contentType": "text", "content": "Desk 1"}
     assert stored["showAs"] == "busy" and stored["isReminderOn"] is False
     assert stored["singleValueExtendedProperties"] == [{"id": PROP_ID, "value": key(1)}]
@@ -284,10 +284,12 @@ def test_patch_known_event_without_id_finds_it_by_key(provider, fake, tokens, ca
     assert [c["method"] for c in fake.calls] == ["GET", "PATCH"]
 
 
-def test_unsupported_time_zone_falls_back_to_utc(provider, fake, tokens, calendar):
-    [created] = provider.apply(tokens.access_token, calendar, [upsert(1, zone="Europe/Lisbon")])
-    assert created.error is None
-    assert fake.events()[created.remote_id]["start"] == {"dateTime": "2030-05-02T09:00:00", "timeZone": "UTC"}
+def test_time_zones_go_out_with_their_windows_names(provider, fake, tokens, calendar):
+    """Graph always accepts Windows zone names; an IANA zone with no Windows name goes out in UTC."""
+    [lisbon] = provider.apply(tokens.access_token, calendar, [upsert(1, zone="Europe/Lisbon")])
+    assert fake.events()[lisbon.remote_id]["start"] == {"dateTime": "2030-05-02T10:00:00", "timeZone": "GMT Standard Time"}
+    [unknown] = provider.apply(tokens.access_token, calendar, [upsert(2, zone="Etc/Unknown")])
+    assert fake.events()[unknown.remote_id]["start"]["timeZone"] == "UTC"
 
 
 # --- apply: errors ----------------------------------------------------------------------------

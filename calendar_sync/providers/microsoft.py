@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from django.core import checks
+from tzlocal.windows_tz import tz_win  # CLDR's IANA -> Windows zone names
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
@@ -28,7 +29,6 @@ MAX_INLINE_WAIT = 30.0  # longer Retry-After: hand the error back instead of blo
 THROTTLE_ROUNDS = 3
 MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> create
 REAUTH_ERRORS = {"interaction_required", "consent_required", "login_required"}
-_REFUSED_ZONES: set[str] = set()  # IANA names this Graph refused: their events go out in UTC
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -196,10 +196,11 @@ class MicrosoftProvider(BaseProvider):
 
     # --- events ------------------------------------------------------------------------------
     def event_body(self, operation: Operation) -> dict[str, Any]:
+        """Local times in the workspace's zone, named the Windows way Graph always accepts."""
         event = operation.event
-        zone_name = "UTC" if event.time_zone in _REFUSED_ZONES else event.time_zone
+        zone_name = tz_win.get(event.time_zone, "UTC")
         try:
-            zone: dt.tzinfo = ZoneInfo(zone_name)
+            zone: dt.tzinfo = ZoneInfo(event.time_zone) if zone_name != "UTC" else dt.timezone.utc
         except (ZoneInfoNotFoundError, ValueError):
             zone_name, zone = "UTC", dt.timezone.utc
         return {
@@ -215,7 +216,8 @@ class MicrosoftProvider(BaseProvider):
 
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
         """(method, path relative to the Graph root, body) for an operation's next step."""
-        events = f"me/calendars/{quote(calendar_id, safe='=')}/events"
+        # "primary" (the default when a member connects) is the mailbox's default calendar.
+        events = "me/calendar/events" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}/events"
         if step.kind == "find":
             key = op.key.replace("'", "''")
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
@@ -285,9 +287,6 @@ class MicrosoftProvider(BaseProvider):
         duplicate = status == 409 or (status == 400 and "transaction" in str(error).lower())
         if step.kind == "create" and duplicate and not step.looked_up:
             step.kind, step.looked_up = "find", True  # a create under this transactionId exists: patch it
-            return None
-        if status == 400 and "timezone" in str(error).lower() and op.event and op.event.time_zone not in _REFUSED_ZONES:
-            _REFUSED_ZONES.add(op.event.time_zone)  # not on Graph's list: send this zone's events in UTC
             return None
         if batched and status in (429, 503) and step.throttled < THROTTLE_ROUNDS:
             wait = retry_after(_header(headers, "Retry-After"))
