@@ -8,7 +8,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from bookings.models import Booking, Workspace
-from calendar_sync.testing import FakeGoogle
+from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
@@ -16,6 +16,8 @@ pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, 
 IN_CI = bool(os.environ.get("CI"))
 FRONTEND = "https://app.example.com/integrations/calendar"
 REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
+MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
+MS_ACCOUNT = "member@contoso.com"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -48,6 +50,25 @@ def fake_google(google_server, settings):
         "FRONTEND_URL": FRONTEND,
     }
     return google_server
+
+
+@pytest.fixture(scope="session")
+def microsoft_server():
+    with FakeMicrosoft() as microsoft:
+        yield microsoft
+
+
+@pytest.fixture
+def fake_microsoft(microsoft_server, settings):
+    microsoft_server.reset()
+    settings.DEBUG = True
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        **microsoft_server.settings(),
+        "MICROSOFT_REDIRECT_URI": MS_REDIRECT,
+        "FRONTEND_URL": FRONTEND,
+    }
+    return microsoft_server
 
 
 @pytest.fixture
@@ -101,14 +122,18 @@ def make_booking(workspace):
     return make
 
 
-def connect(client, google, account="member@example.com", allow=True):
-    """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect."""
-    response = client.get("/api/calendar-sync/auth/google")
+def connect(client, fake, account=None, allow=True):
+    """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect.
+
+    `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it.
+    """
+    provider, redirect, default = ("microsoft", MS_REDIRECT, MS_ACCOUNT) if isinstance(fake, FakeMicrosoft) else ("google", REDIRECT, "member@example.com")
+    response = client.get(f"/api/calendar-sync/auth/{provider}")
     assert response.status_code == 200, response.content
-    location = google.consent(response.json()["authorization_url"], account=account, allow=allow)
-    assert location.startswith(REDIRECT)
+    location = fake.consent(response.json()["authorization_url"], account=account or default, allow=allow)
+    assert location.startswith(redirect)
     query = urllib.parse.urlsplit(location).query
-    return client.get(f"/api/calendar-sync/auth/google/callback?{query}")
+    return client.get(f"/api/calendar-sync/auth/{provider}/callback?{query}")
 
 
 def landing(response):

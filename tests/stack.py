@@ -16,7 +16,7 @@ from bookings.models import Booking
 from calendar_sync.models import SyncRecord
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.conftest import FRONTEND, IN_CI, REDIRECT, client_for, connect, landing
+from tests.conftest import FRONTEND, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "member@example.com"
@@ -90,11 +90,13 @@ class Worker:
 
 
 @pytest.fixture
-def stack(broker_url, fake_google, settings):
-    """The worker (not yet started) and the settings it shares with this process."""
+def stack(broker_url, fake_google, fake_microsoft, settings):
+    """The worker (not yet started) and the settings it shares with this process (both fakes)."""
     env = {
         **os.environ,
         **fake_google.env(),
+        **fake_microsoft.env(),
+        "MICROSOFT_REDIRECT_URI": MS_REDIRECT,
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker_url,
         "CELERY_VISIBILITY_TIMEOUT": "5",
@@ -124,6 +126,18 @@ def connected(stack, fake_google, member):
 @pytest.fixture
 def worker(connected, stack):
     return stack
+
+
+@pytest.fixture
+def connected_outlook(stack, fake_microsoft, member):
+    """A member connected to Outlook (the fake Microsoft), then a real worker started."""
+    api = client_for(member)
+    assert landing(connect(api, fake_microsoft))["calendar_sync"] == "connected"
+    celery_app.conf.task_always_eager = False
+    celery_app.control.purge()
+    stack.start()
+    fake_microsoft.reset_log()
+    return api
 
 
 @pytest.fixture(scope="session", autouse=True)
