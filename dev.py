@@ -35,32 +35,42 @@ def manage(*args):
     subprocess.check_call([str(PY), str(ROOT / "manage.py"), *args], cwd=ROOT)
 
 
-def google_configured():
-    if os.environ.get("GOOGLE_CLIENT_ID"):
+def configured(name):
+    """Whether the environment variable `name` is set, in the environment or in `.env`."""
+    if os.environ.get(name):
         return True
     env_file = ROOT / ".env"
     return env_file.exists() and any(
-        line.split("=", 1)[0].strip() == "GOOGLE_CLIENT_ID" and line.split("=", 1)[1].strip()
+        line.split("=", 1)[0].strip() == name and line.split("=", 1)[1].strip()
         for line in env_file.read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     )
 
 
 def start_sandbox():
-    """No Google client configured: run the bundled fake Google and point the app at it."""
-    port = os.environ.get("SANDBOX_GOOGLE_PORT", "8765")
+    """No Google or Microsoft client configured: run the bundled fakes of both and point the app at them."""
+    google_port = os.environ.get("SANDBOX_GOOGLE_PORT", "8765")
+    microsoft_port = os.environ.get("SANDBOX_MICROSOFT_PORT", "8766")
     fake = subprocess.Popen(
-        [str(PY), "-m", "calendar_sync.testing", "--port", port], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [str(PY), "-m", "calendar_sync.testing", "--port", google_port, "--microsoft-port", microsoft_port],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     os.environ.update(json.loads(fake.stdout.readline()))
     os.environ["CALENDAR_SYNC_SANDBOX"] = "1"
-    print(f"Sandbox: fake Google on http://127.0.0.1:{port}/ (set GOOGLE_CLIENT_ID to use Google)", flush=True)
+    print(
+        f"Sandbox: fake Google on http://127.0.0.1:{google_port}/ and fake Microsoft on http://127.0.0.1:{microsoft_port}/"
+        " (set GOOGLE_CLIENT_ID or MICROSOFT_CLIENT_ID to use the real services)",
+        flush=True,
+    )
     return fake
 
 
 def serve(argv):
     os.environ.setdefault("DEBUG", "1")  # the local server: loopback http allowed, errors shown
-    sandbox = None if google_configured() else start_sandbox()
+    real = configured("GOOGLE_CLIENT_ID") or configured("MICROSOFT_CLIENT_ID")
+    sandbox = None if real else start_sandbox()
     try:
         manage("migrate", "--noinput")
         manage("seed_demo")
