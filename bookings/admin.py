@@ -1,8 +1,7 @@
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 
-from calendar_sync import tasks
-from calendar_sync.models import SyncRecord
+from calendar_sync import api as calendar_sync
 
 from .models import Booking, Workspace
 
@@ -14,14 +13,19 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 
 class BookingChangeList(ChangeList):
-    """Fetches the sync records of the listed page in one query."""
+    """Fetches the sync states of the listed page in one query."""
 
     def get_results(self, request):
         super().get_results(request)
-        ids = [str(b.pk) for b in self.result_list]
-        records = {r.object_id: r for r in SyncRecord.objects.filter(source="booking", object_id__in=ids)}
+        states = calendar_sync.sync_states("booking", self.result_list)
         for booking in self.result_list:
-            booking._sync_record = records.get(str(booking.pk))
+            booking._sync_states = states[str(booking.pk)]
+
+
+def _summary(states, key):
+    """One line over every destination: "member: Synced · workspace: Not connected"."""
+    parts = [f"{role}: {str(state[key]).replace('_', ' ').capitalize()}" for role, state in sorted(states.items()) if state[key]]
+    return " · ".join(parts) or "—"
 
 
 @admin.register(Booking)
@@ -37,22 +41,20 @@ class BookingAdmin(admin.ModelAdmin):
         return BookingChangeList
 
     @staticmethod
-    def _record(obj):
-        if not hasattr(obj, "_sync_record"):  # the change page: one object, one query
-            obj._sync_record = SyncRecord.objects.filter(source="booking", object_id=str(obj.pk)).first()
-        return obj._sync_record
+    def _states(obj):
+        if not hasattr(obj, "_sync_states"):  # the change page: one object, one query
+            obj._sync_states = calendar_sync.sync_states("booking", [obj])[str(obj.pk)]
+        return obj._sync_states
 
     @admin.display(description="calendar sync")
     def sync_state(self, obj):
-        record = self._record(obj)
-        return record.get_state_display() if record else "—"
+        return _summary(self._states(obj), "state")
 
     @admin.display(description="sync error")
     def sync_error(self, obj):
-        record = self._record(obj)
-        return (record and record.last_error) or "—"
+        return _summary(self._states(obj), "last_error")
 
     @admin.action(description="Resync selected bookings to calendars")
     def resync(self, request, queryset):
-        count = tasks.resync_objects("booking", list(queryset))
+        count = calendar_sync.resync("booking", queryset)
         self.message_user(request, f"Queued {count} calendar sync(s).")

@@ -1,17 +1,44 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
 from datetime import datetime, timezone
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from calendar_sync.models import SyncRecord
-from calendar_sync.serializers import SyncStateSerializer
+from calendar_sync import api as calendar_sync
+from calendar_sync.serializers import ErrorSerializer, SyncStateSerializer
 
 from . import services
 from .models import Booking, Workspace
+
+
+def _error(description):
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+#: What the bookings API answers besides success: every body has `code` and `detail` (400s also name the fields).
+ERRORS = {
+    400: _error("Bad input: the body names the field (code `invalid`)"),
+    401: _error("Not signed in, or the credentials are wrong (see WWW-Authenticate)"),
+    403: _error("Not allowed (including a failed CSRF check when signed in with a session cookie)"),
+    404: _error("No such booking among yours (others' bookings are 404 too)"),
+    409: _error("The lifecycle refuses it: code `overlap` (the workspace is booked then) or `invalid_transition` (e.g. a cancelled booking)"),
+    413: _error("Request body too large"),
+    415: _error("Unsupported request body media type"),
+}
+
+
+def errors(*codes):
+    return {code: ERRORS[code] for code in codes}
+
+
+BOOKING_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A booking's id: a member gets 404 for anyone else's (staff see every booking)."
+)
+WORKSPACE_404 = _error("No such workspace")
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -26,10 +53,28 @@ class WorkspaceSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: WorkspaceSerializer(many=True), **errors(401)}),
+    retrieve=extend_schema(responses={200: WorkspaceSerializer, **errors(401), 404: WORKSPACE_404}),
+    create=extend_schema(
+        responses={
+            201: WorkspaceSerializer,
+            **errors(400, 401, 413, 415),
+            403: _error("Only staff create workspaces (or a failed CSRF check with a session cookie)"),
+        }
+    ),
+)
 class WorkspaceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     queryset = Workspace.objects.all()
     serializer_class = WorkspaceSerializer
     permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+
+
+class BookingSyncSerializer(SyncStateSerializer):
+    """The member's calendar at the top level (as before room calendars), and every destination by name."""
+
+    member = SyncStateSerializer(allow_null=True, help_text="The member's own calendar.")
+    workspace = SyncStateSerializer(allow_null=True, help_text="The workspace's room calendar.")
 
 
 class BookingSerializer(serializers.ModelSerializer):
@@ -40,23 +85,20 @@ class BookingSerializer(serializers.ModelSerializer):
         model = Booking
         fields = ["id", "user", "workspace", "title", "start", "end", "status", "google_calendar_event_id", "calendar_sync", "created_at", "updated_at"]
         read_only_fields = ["id", "user", "status", "google_calendar_event_id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "start": {"help_text": "Between 1900-01-01 and 2999-12-31 (UTC)."},
+            "end": {"help_text": "After `start`, and between 1900-01-01 and 2999-12-31 (UTC)."},
+        }
 
-    @extend_schema(responses=SyncStateSerializer(allow_null=True))
+    @extend_schema_field(BookingSyncSerializer(allow_null=True, help_text="Calendar sync state; null before the first sync."))
     def get_calendar_sync(self, booking) -> dict | None:
-        record = self.context.get("sync_records", {}).get(str(booking.pk))
-        if record is None and "sync_records" not in self.context:
-            record = SyncRecord.objects.filter(source="booking", object_id=str(booking.pk)).first()
-        if record is None:
+        states = self.context.get("sync_states")
+        if states is None:
+            states = calendar_sync.sync_states("booking", [booking])
+        mine = states.get(str(booking.pk)) or {}
+        if not mine:
             return None
-        return SyncStateSerializer(
-            {
-                "state": record.state,
-                "event_id": booking.google_calendar_event_id,
-                "last_error": record.last_error,
-                "synced_at": record.synced_at,
-                "attempts": record.attempts,
-            }
-        ).data
+        return BookingSyncSerializer({**(mine.get("member") or next(iter(mine.values()))), "member": mine.get("member"), "workspace": mine.get("workspace")}).data
 
     def validate_start(self, value):
         return _calendar_date(value)
@@ -89,6 +131,17 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2999, 12, 31, tzinfo=timezone.utc)
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: BookingSerializer(many=True), **errors(401)}),
+    retrieve=extend_schema(parameters=[BOOKING_ID], responses={200: BookingSerializer, **errors(401, 404)}),
+    create=extend_schema(
+        responses={201: BookingSerializer, **errors(400, 401, 403, 413, 415)},
+    ),
+    partial_update=extend_schema(
+        parameters=[BOOKING_ID],
+        responses={200: BookingUpdateSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
+    ),
+)
 class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
     serializer_class = BookingSerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
@@ -103,9 +156,7 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     def get_serializer(self, *args, **kwargs):
         # One query for the sync state of every booking on the page (no N+1).
         if args and not isinstance(args[0], Booking) and self.request.method == "GET":
-            ids = [str(b.pk) for b in args[0]]
-            records = SyncRecord.objects.filter(source="booking", object_id__in=ids)
-            kwargs.setdefault("context", self.get_serializer_context())["sync_records"] = {r.object_id: r for r in records}
+            kwargs.setdefault("context", self.get_serializer_context())["sync_states"] = calendar_sync.sync_states("booking", args[0])
         return super().get_serializer(*args, **kwargs)
 
     def perform_create(self, serializer):
@@ -122,13 +173,17 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         booking.refresh_from_db(fields=["google_calendar_event_id"])
         return booking
 
-    @extend_schema(request=None, responses=BookingSerializer)
+    @extend_schema(request=None, parameters=[BOOKING_ID], responses={200: BookingSerializer, **errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         booking = self._fresh(services.confirm_booking(self.get_object()))
         return Response(self.get_serializer(booking).data)
 
-    @extend_schema(request=None, responses=BookingSerializer)
+    @extend_schema(
+        request=None,
+        parameters=[BOOKING_ID],
+        responses={200: OpenApiResponse(BookingSerializer, description="Cancelled (cancelling again changes nothing)"), **errors(401, 403, 404)},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         booking = self._fresh(services.cancel_booking(self.get_object()))

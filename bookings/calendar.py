@@ -1,10 +1,15 @@
-"""The reference integration: how a Booking becomes a Google Calendar event."""
+"""The reference integration: how a Booking becomes an event in its member's calendar and its room's."""
+from urllib.parse import urlsplit
+
+from django.urls import reverse
 from django.utils import timezone
 
 from calendar_sync.conf import get_setting
 from calendar_sync.sources import Event, EventSource
 
 from .models import Booking
+
+WORKSPACE = "workspace"
 
 
 class BookingSource(EventSource):
@@ -13,28 +18,49 @@ class BookingSource(EventSource):
     event_id_field = "google_calendar_event_id"
 
     def get_queryset(self):
-        return Booking.objects.select_related("workspace")
+        return Booking.objects.select_related("workspace", "user")
 
     def owner_id(self, obj):
         return obj.user_id
 
+    def destinations(self, obj):
+        """The member's own calendar, and the room calendar of the booked workspace."""
+        return {"member": ("user", obj.user_id), WORKSPACE: (WORKSPACE, obj.workspace_id)}
+
     def should_exist(self, obj):
         return obj.status == Booking.Status.CONFIRMED
 
-    def event(self, obj):
-        link = f"{get_setting('FRONTEND_URL').rstrip('/')}/bookings/{obj.pk}"
+    def event(self, obj, destination="member"):
         workspace = obj.workspace
+        location = ", ".join(p for p in (workspace.name, workspace.address) if p)
+        frontend = get_setting("FRONTEND_URL").rstrip("/")
+        if destination == WORKSPACE:  # the room's calendar: who booked it (unless turned off), a staff link
+            origin = "{0}://{1}".format(*urlsplit(frontend)[:2]) if frontend else ""
+            who = obj.user.get_full_name() or obj.user.get_username()
+            return Event(
+                summary=f"{obj.title} — {who}" if get_setting("SHARED_SHOW_OWNER") else obj.title,
+                start=obj.start,
+                end=obj.end,
+                time_zone=workspace.time_zone,
+                location=location,
+                description=f"ManageHub booking of {workspace.name}.\nStaff: {origin}{reverse('admin:bookings_booking_change', args=[obj.pk])}",
+            )
         return Event(
             summary=f"{obj.title} — {workspace.name}",
             start=obj.start,
             end=obj.end,
             time_zone=workspace.time_zone,
-            location=", ".join(p for p in (workspace.name, workspace.address) if p),
-            description=f"ManageHub booking at {workspace.name}.\nDetails: {link}",
+            location=location,
+            description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
         )
 
-    def upcoming(self, user_id):
-        return Booking.objects.filter(user_id=user_id, status=Booking.Status.CONFIRMED, end__gt=timezone.now())
+    def upcoming(self, owner):
+        bookings = Booking.objects.filter(status=Booking.Status.CONFIRMED, end__gt=timezone.now())
+        if owner.kind == "user":
+            return bookings.filter(user_id=owner.id)
+        if owner.kind == WORKSPACE:
+            return bookings.filter(workspace_id=owner.id)
+        return bookings.none()
 
     def modified(self, obj):
         return obj.updated_at

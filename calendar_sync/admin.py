@@ -7,6 +7,7 @@ from . import oauth, tasks
 from .exceptions import CalendarSyncError
 from .fields import SecretField
 from .models import AccessLog, CalendarToken, SyncRecord
+from .owners import Owner, label
 
 
 def touches_secret(model, lookup):
@@ -38,15 +39,19 @@ class SecretSafeAdmin(admin.ModelAdmin):
 
 @admin.register(CalendarToken)
 class CalendarTokenAdmin(SecretSafeAdmin):
-    list_display = ("user", "provider", "calendar_id", "status", "expires_at", "last_error", "updated_at")
-    list_filter = ("provider", "status")
-    search_fields = ("user__username", "user__email", "calendar_id")
-    fields = ("user", "provider", "calendar_id", "status", "scopes", "expires_at", "last_error", "created_at", "updated_at")
+    list_display = ("owner", "provider", "calendar_id", "status", "connected_by", "expires_at", "last_error", "updated_at")
+    list_filter = ("owner_kind", "provider", "status")
+    search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
+    fields = ("owner_kind", "owner_id", "user", "connected_by", "provider", "calendar_id", "status", "scopes", "expires_at", "last_error", "created_at", "updated_at")
     readonly_fields = fields
     actions = ("refresh_now", "disconnect")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer(*CalendarToken.SECRET_FIELDS).select_related("user")
+        return super().get_queryset(request).defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by")
+
+    @admin.display(description="owner", ordering="owner_kind")
+    def owner(self, token):
+        return str(token.user) if token.user_id else label(Owner(token.owner_kind, token.owner_id))
 
     def has_add_permission(self, request):
         return False  # connections are made by members through OAuth
@@ -62,7 +67,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
                 oauth.access_token(token, force=True)
                 done += 1
             except CalendarSyncError as exc:
-                self.message_user(request, f"{token.user}: {exc.code}: {exc}", messages.ERROR)
+                self.message_user(request, f"{token}: {exc.code}: {exc}", messages.ERROR)
         self.message_user(request, f"Refreshed {done} connection(s).")
 
     @admin.action(description="Revoke and disconnect")
@@ -70,14 +75,14 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         for token in queryset:
             revoked, reason = oauth.disconnect(token)
             level = messages.SUCCESS if revoked else messages.WARNING
-            self.message_user(request, f"{token.user}: disconnected" + ("" if revoked else f" (not revoked: {reason})"), level)
+            self.message_user(request, f"{token}: disconnected" + ("" if revoked else f" (not revoked: {reason})"), level)
 
 
 @admin.register(SyncRecord)
 class SyncRecordAdmin(SecretSafeAdmin):
-    list_display = ("source", "object_id", "user", "state", "attempts", "last_error", "synced_at", "updated_at")
-    list_filter = ("state", "source")
-    search_fields = ("object_id", "user__username", "last_error")
+    list_display = ("source", "object_id", "destination", "owner_kind", "owner_id", "state", "attempts", "last_error", "synced_at", "updated_at")
+    list_filter = ("state", "source", "destination")
+    search_fields = ("object_id", "owner_id", "last_error")
     readonly_fields = [f.name for f in SyncRecord._meta.fields]
     actions = ("resync",)
 
@@ -95,7 +100,7 @@ class SyncRecordAdmin(SecretSafeAdmin):
 class AccessLogAdmin(SecretSafeAdmin):
     """Read-only trail of every use of a stored token."""
 
-    list_display = ("created_at", "user", "provider", "operation", "reason", "outcome", "object_ref", "count")
+    list_display = ("created_at", "user", "owner", "provider", "operation", "reason", "outcome", "object_ref", "count")
     list_filter = ("provider", "operation", "reason", "outcome")
     search_fields = ("user__username", "object_ref")
     date_hierarchy = "created_at"

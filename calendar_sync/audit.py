@@ -14,7 +14,7 @@ def _outcome(error):
 def log(token, operation, reason, error=None, object_ref="", count=1):
     """Record one use of `token` (a CalendarToken). `error` is the classified error, if any."""
     AccessLog.objects.create(
-        user_id=token.user_id, provider=token.provider, operation=operation, reason=reason,
+        user_id=token.user_id, owner=f"{token.owner_kind}:{token.owner_id}", provider=token.provider, operation=operation, reason=reason,
         outcome=_outcome(error), object_ref=object_ref[:140], count=count,
     )
 

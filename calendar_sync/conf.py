@@ -12,6 +12,8 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Where the OAuth callback sends the browser back to, and the base of deep links.
     "FRONTEND_URL": "",
+    # Where the callback sends staff back after connecting a shared calendar ("" = FRONTEND_URL).
+    "SHARED_FRONTEND_URL": "",
     # Seconds an OAuth state stays valid.
     "STATE_MAX_AGE": 600,
     # Refresh an access token this many seconds before it expires.
@@ -35,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_LOG_RETENTION_DAYS": 90,
     # Watched models: {"key": "dotted.path.to.EventSource subclass"}.
     "SOURCES": {},
+    # Host objects that may own a shared calendar (a room's): {"kind": "app_label.Model"}.
+    "SHARED_OWNERS": {},
+    # Whether events in shared calendars name the member who booked (hosts read it in EventSource.event()).
+    "SHARED_SHOW_OWNER": True,
 }
 
 

@@ -17,6 +17,7 @@ from django.views.decorators.http import condition, require_safe
 from icalendar import Calendar, Event as VEvent, vDuration
 
 from .models import CalendarFeed, SyncRecord
+from .owners import Owner
 from .sources import get_sources
 
 PRODID = "-//ManageHub//calendar_sync//EN"
@@ -41,7 +42,7 @@ def render(feed):
     cal.add("x-published-ttl", vDuration(REFRESH_INTERVAL))
     undated = []  # events whose source can't tell when they changed
     for source in get_sources().values():
-        objects = list(source.get_queryset().filter(pk__in=source.upcoming(feed.user_id).values("pk")).order_by("pk"))
+        objects = list(source.get_queryset().filter(pk__in=source.upcoming(Owner.member(feed.user_id)).values("pk")).order_by("pk"))
         versions = _versions(source, objects)
         for obj in objects:
             event = source.event(obj)
@@ -89,7 +90,7 @@ def _versions(source, objects):
     ids = [str(obj.pk) for obj in objects]
     if not ids:
         return {}
-    records = SyncRecord.objects.filter(source=source.key)
+    records = SyncRecord.objects.filter(source=source.key, destination="member")
     batch = (connections[records.db].features.max_query_params or len(ids) + 1) - 1
     versions = {}
     for start in range(0, len(ids), batch):

@@ -9,8 +9,16 @@ from django.utils import timezone
 from .fields import SecretField
 
 
+MEMBER = "user"  # the owner kind of a member's own connection; shared kinds come from SHARED_OWNERS
+
+
 class CalendarToken(models.Model):
-    """A member's connection to their calendar provider. Tokens are encrypted at rest."""
+    """A connection to a calendar provider, owned by a member or by a host object (a room).
+
+    A member's connection has `user` set (one per member). A shared connection belongs to its
+    object (`owner_kind`, `owner_id`), records who connected it, and outlives that person.
+    Tokens are encrypted at rest.
+    """
 
     SECRET_FIELDS = ("access_token", "refresh_token")
 
@@ -19,7 +27,10 @@ class CalendarToken(models.Model):
         NEEDS_REAUTH = "needs_reauth", "Needs reauthorization"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_token")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_token")
+    owner_kind = models.CharField(max_length=32, default=MEMBER)
+    owner_id = models.CharField(max_length=64)
+    connected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     provider = models.CharField(max_length=32)  # a key of calendar_sync.providers.PROVIDERS
     access_token = SecretField()
     refresh_token = SecretField()
@@ -33,13 +44,23 @@ class CalendarToken(models.Model):
 
     class Meta:
         verbose_name = "calendar connection"
+        constraints = [models.UniqueConstraint(fields=["owner_kind", "owner_id"], name="calendar_sync_token_owner_unique")]
 
     def __str__(self):
-        return f"{self.provider} calendar of {self.user}"
+        return f"{self.provider} calendar of {self.owner_kind}:{self.owner_id}"
 
     def __repr__(self):
         # Never let a token reach a log line or a traceback through repr().
-        return f"<CalendarToken {self.pk} user={self.user_id} provider={self.provider} status={self.status}>"
+        return f"<CalendarToken {self.pk} owner={self.owner_kind}:{self.owner_id} provider={self.provider} status={self.status}>"
+
+    @property
+    def is_shared(self):
+        return self.owner_kind != MEMBER
+
+    def save(self, *args, **kwargs):
+        if self.owner_kind == MEMBER and not self.owner_id and self.user_id:
+            self.owner_id = str(self.user_id)  # a member's connection is owned by that member
+        super().save(*args, **kwargs)
 
     @property
     def is_active(self):
@@ -50,7 +71,9 @@ class OAuthState(models.Model):
     """A pending authorization: single use (deleted when consumed), keeps the PKCE verifier server-side."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")  # who started it
+    owner_kind = models.CharField(max_length=32, default=MEMBER)  # whose connection it will be
+    owner_id = models.CharField(max_length=64, blank=True)
     provider = models.CharField(max_length=32)
     code_verifier = SecretField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -60,9 +83,10 @@ class OAuthState(models.Model):
 
 
 class SyncRecord(models.Model):
-    """The durable "this object's event must match it" record (the outbox).
+    """The durable "this object's event in this destination must match it" record (the outbox).
 
-    Written in the same transaction as the watched object. `version` is bumped on each
+    One per (object, destination): a booking has one for its member's calendar and one for its
+    room's. Written in the same transaction as the watched object. `version` is bumped on each
     change that matters; a sync that read version N only marks the record synced if it is
     still N, so late or reordered work can never overwrite newer state.
     """
@@ -75,7 +99,9 @@ class SyncRecord(models.Model):
 
     source = models.CharField(max_length=64)
     object_id = models.CharField(max_length=64)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+")
+    destination = models.CharField(max_length=32, default="member")  # the role: a key of EventSource.destinations()
+    owner_kind = models.CharField(max_length=32, default=MEMBER)  # whose calendar: the connection's owner
+    owner_id = models.CharField(max_length=64)
     version = models.PositiveBigIntegerField(default=1)
     synced_version = models.PositiveBigIntegerField(default=0)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -92,11 +118,11 @@ class SyncRecord(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "object_id"], name="calendar_sync_record_unique")]
-        indexes = [models.Index(fields=["state", "updated_at"]), models.Index(fields=["user", "state"])]
+        constraints = [models.UniqueConstraint(fields=["source", "object_id", "destination"], name="calendar_sync_record_unique")]
+        indexes = [models.Index(fields=["state", "updated_at"]), models.Index(fields=["owner_kind", "owner_id", "state"], name="calendar_sync_owner_state_idx")]
 
     def __str__(self):
-        return f"{self.source}:{self.object_id} ({self.state})"
+        return f"{self.source}:{self.object_id} → {self.destination} ({self.state})"
 
 
 class CalendarFeed(models.Model):
@@ -147,6 +173,7 @@ class AccessLog(models.Model):
         MEMBER_REQUEST = "member_request", "Member request"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    owner = models.CharField(max_length=100, blank=True)  # "user:5" or "workspace:3": whose connection
     provider = models.CharField(max_length=32)
     operation = models.CharField(max_length=32, choices=Operation.choices)
     reason = models.CharField(max_length=32, choices=Reason.choices)
@@ -156,7 +183,7 @@ class AccessLog(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "-created_at"])]
+        indexes = [models.Index(fields=["user", "-created_at"], name="calendar_sy_user_id_8a1f2c_idx")]
         ordering = ["-created_at", "-id"]
         verbose_name = "calendar access log entry"
         verbose_name_plural = "calendar access log"

@@ -15,6 +15,7 @@ from . import audit
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
 from .models import AccessLog, CalendarToken, OAuthState
+from .owners import Owner
 from .providers import get_provider
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ STATE_SALT = "calendar_sync.oauth.state"
 
 
 class ConnectError(CalendarSyncError):
-    """A failed callback; `code` is the reason given to the frontend."""
+    """A failed callback; `code` is the reason given to the frontend, `owner` whose connection it was (if known)."""
+
+    owner = None
 
 
 def code_challenge(verifier):
@@ -30,13 +33,17 @@ def code_challenge(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
-def start_authorization(user, provider_name):
-    """Return the provider's consent URL for `user`. The state is bound to them and usable once."""
+def start_authorization(user, provider_name, owner=None):
+    """Return the provider's consent URL for `user` to connect `owner`'s calendar (their own by default).
+
+    The state is bound to the user and usable once; whose connection it makes stays server-side.
+    """
     provider = get_provider(provider_name)
     provider.ready_to_connect()
+    owner = owner or Owner.member(user)
     verifier = secrets.token_urlsafe(72)[:96]
     with transaction.atomic():
-        pending = OAuthState.objects.create(user=user, provider=provider_name, code_verifier=verifier)
+        pending = OAuthState.objects.create(user=user, provider=provider_name, code_verifier=verifier, **owner.lookup())
         state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
         # Built inside the transaction: a refused endpoint leaves no pending state behind.
         return provider.authorization_url(state=state, code_challenge=code_challenge(verifier))
@@ -63,9 +70,9 @@ def _consume_state(state, request_user, provider_name):
             pending = None
         if pending is None:
             raise ConnectError("This authorization was already used or has expired.", code="replayed_state")
-        verifier, user = pending.code_verifier, pending.user
+        verifier, user, owner = pending.code_verifier, pending.user, Owner(pending.owner_kind, pending.owner_id or str(pending.user_id))
         pending.delete()
-    return user, verifier
+    return user, verifier, owner
 
 
 def complete_authorization(params, request_user, provider_name):
@@ -74,15 +81,29 @@ def complete_authorization(params, request_user, provider_name):
     The state is consumed before anything else so a replay cannot race; nothing is stored
     unless every check passes, and an existing connection is only replaced by a good one.
     """
+    owner = None
     if params.get("error"):
         # Consume the state anyway so it can't be reused, but report the provider's refusal.
         try:
-            _consume_state(params.get("state"), request_user, provider_name)
+            owner = _consume_state(params.get("state"), request_user, provider_name)[2]
         except ConnectError:
             pass
         code = "access_denied" if params.get("error") == "access_denied" else "provider_error"
-        raise ConnectError("Consent was not given.", code=code)
-    user, verifier = _consume_state(params.get("state"), request_user, provider_name)
+        error = ConnectError("Consent was not given.", code=code)
+        error.owner = owner
+        raise error
+    user, verifier, owner = _consume_state(params.get("state"), request_user, provider_name)
+    try:
+        return _connect(provider_name, params, user, verifier, owner)
+    except ConnectError as exc:
+        exc.owner = owner
+        raise
+
+
+def _connect(provider_name, params, user, verifier, owner):
+    """Exchange the code and store the connection; ConnectError says why not."""
+    if not owner.is_member and not user.is_staff:  # staff when they started, but no longer
+        raise ConnectError("Only staff connect shared calendars.", code="forbidden")
     if not params.get("code"):
         raise ConnectError("The callback carried no authorization code.", code="missing_code")
     provider = get_provider(provider_name)
@@ -99,15 +120,17 @@ def complete_authorization(params, request_user, provider_name):
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
         raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
-    previous = CalendarToken.objects.filter(user=user).exclude(provider=provider_name).first()
+    previous = CalendarToken.objects.filter(**owner.lookup()).exclude(provider=provider_name).first()
     if previous is not None:
         # Switching provider: take our events out of the old calendar first, as a calendar change does.
         from .sync import remove_events  # late: sync uses this module
 
         remove_events(previous, previous.calendar_id)
     token, _ = CalendarToken.objects.update_or_create(
-        user=user,
+        **owner.lookup(),
         defaults={
+            "user": user if owner.is_member else None,
+            "connected_by": user,
             "provider": provider_name,
             "access_token": tokens.access_token,
             "refresh_token": tokens.refresh_token,
@@ -118,7 +141,7 @@ def complete_authorization(params, request_user, provider_name):
             **({"calendar_id": "primary"} if previous is not None else {}),
         },
     )
-    logger.info("calendar connected: user=%s provider=%s", user.pk, provider_name)
+    logger.info("calendar connected: owner=%s by user=%s provider=%s", owner, user.pk, provider_name)
     return token
 
 
@@ -127,7 +150,7 @@ def mark_needs_reauth(token, error):
         status=CalendarToken.Status.NEEDS_REAUTH, last_error=str(error)[:1000], updated_at=timezone.now()
     )
     token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
-    logger.warning("calendar connection needs reauthorization: user=%s (%s)", token.user_id, getattr(error, "code", ""))
+    logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
 
 
 def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
@@ -161,7 +184,7 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
             token.access_token, token.refresh_token, token.expires_at = locked.access_token, locked.refresh_token, locked.expires_at
     audit.log(token, audit.Operation.REFRESH, reason, error)
     if error is None:
-        logger.info("calendar token refreshed: user=%s", token.user_id)
+        logger.info("calendar token refreshed: owner=%s:%s", token.owner_kind, token.owner_id)
         return token.access_token
     if isinstance(error, AuthorizationLost):
         mark_needs_reauth(token, error)
@@ -206,5 +229,5 @@ def disconnect(token):
     if provider.revocable:
         audit.log(token, audit.Operation.REVOKE, AccessLog.Reason.MEMBER_REQUEST, CalendarSyncError(code=reason) if reason else None)
     CalendarToken.objects.filter(pk=token.pk).delete()
-    logger.info("calendar disconnected: user=%s revoked=%s", token.user_id, not reason)
+    logger.info("calendar disconnected: owner=%s:%s revoked=%s", token.owner_kind, token.owner_id, not reason)
     return not reason, reason

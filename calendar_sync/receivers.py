@@ -28,8 +28,9 @@ def _saved(source, attnames, instance, created, raw=False, **kwargs):
 
 
 def _changed(source, instance, **kwargs):
-    if sync.mark_changed(source, instance):
-        transaction.on_commit(partial(tasks.enqueue, source.key, instance.pk))
+    destinations = sync.mark_changed(source, instance)
+    if destinations:
+        transaction.on_commit(partial(tasks.enqueue_all, source.key, instance.pk, destinations))
 
 
 def connect():

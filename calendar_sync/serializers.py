@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import AccessLog, CalendarToken, SyncRecord
+from .models import AccessLog, CalendarToken
+from .owners import Owner
 from .providers import configured_providers
 
 
@@ -31,29 +33,27 @@ class StatusSerializer(serializers.Serializer):
     connected_at = serializers.DateTimeField(allow_null=True)
     pending_syncs = serializers.IntegerField()
     failed_syncs = serializers.IntegerField()
+    connected_by = serializers.CharField(allow_null=True, help_text="Who made the connection (shared connections).")
     providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
 
     @classmethod
+    def for_owner(cls, owner):
+        from .api import connection  # late: api imports tasks, which imports models via this app
+
+        return cls({**connection(owner), "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
+
+    @classmethod
     def for_user(cls, user):
-        token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(user=user).first()
-        counts = {SyncRecord.State.PENDING: 0, SyncRecord.State.FAILED: 0}
-        for state in SyncRecord.objects.filter(user=user, state__in=counts).values_list("state", flat=True):
-            counts[state] += 1
-        return cls(
-            {
-                "connected": token is not None,
-                "provider": token and token.provider,
-                "calendar_id": token and token.calendar_id,
-                "status": token.status if token else "disconnected",
-                "last_error": token.last_error if token else "",
-                "scopes": token.scopes if token else [],
-                "expires_at": token and token.expires_at,
-                "connected_at": token and token.created_at,
-                "pending_syncs": counts[SyncRecord.State.PENDING],
-                "failed_syncs": counts[SyncRecord.State.FAILED],
-                "providers": [{"name": p.name, "label": p.label} for p in configured_providers()],
-            }
-        )
+        return cls.for_owner(Owner.member(user))
+
+
+class SharedConnectionSerializer(StatusSerializer):
+    """A shared connection in the staff listing: its owner, and the same state as a member's status."""
+
+    owner_kind = serializers.CharField()
+    owner_id = serializers.CharField()
+    owner_label = serializers.CharField()
+    providers = None
 
 
 class CalendarSerializer(serializers.Serializer):
@@ -64,8 +64,13 @@ class CalendarSerializer(serializers.Serializer):
     selected = serializers.BooleanField()
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"})
+class CalendarIdField(serializers.CharField):
+    """A CharField whose schema says what DRF enforces: no NUL character, and not blank once trimmed."""
+
+
 class SelectCalendarSerializer(serializers.Serializer):
-    calendar_id = serializers.CharField(max_length=1024)
+    calendar_id = CalendarIdField(max_length=1024, help_text="`primary`, or the id of one of your writable calendars (see GET calendars).")
 
 
 class DisconnectSerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ from django.utils.module_loading import import_string
 
 from .conf import get_setting
 from .exceptions import ConfigurationError
+from .models import MEMBER
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,28 @@ class EventSource:
         return self.get_model()._default_manager.all()
 
     def owner_id(self, obj):
-        """Primary key of the user whose calendar shows this object."""
+        """Primary key of the member whose own calendar shows this object."""
         raise NotImplementedError
+
+    def destinations(self, obj):
+        """{role: (owner kind, owner pk)}: every calendar this object belongs in.
+
+        The default is the member's own calendar. A host adds shared ones, e.g. a booking's
+        room: ``{"member": ("user", obj.user_id), "workspace": ("workspace", obj.workspace_id)}``.
+        Each destination has its own outbox record, retries and errors.
+        """
+        return {"member": (MEMBER, self.owner_id(obj))}
 
     def should_exist(self, obj):
         """True when the object should have an event now (e.g. a confirmed booking)."""
         raise NotImplementedError
 
-    def event(self, obj):
-        """The `Event` for this object."""
+    def event(self, obj, destination="member"):
+        """The `Event` for this object in the calendar of `destination` (a role of destinations())."""
         raise NotImplementedError
 
-    def upcoming(self, user_id):
-        """Objects of this user to sync when they connect (upcoming ones that should exist)."""
+    def upcoming(self, owner):
+        """Objects to sync when `owner` (an owners.Owner) connects: upcoming ones that should exist there."""
         raise NotImplementedError
 
     def modified(self, obj):
@@ -72,9 +82,13 @@ class EventSource:
         """
         return None
 
-    def event_id(self, object_id):
-        """Deterministic event id: base32hex of a hash of source and pk, so retries never duplicate."""
-        digest = hashlib.sha256(f"{self.key}:{object_id}".encode()).digest()[:20]
+    def event_id(self, object_id, destination="member"):
+        """Deterministic key per (source, object, destination): base32hex of a hash, so retries never duplicate.
+
+        Google takes it as the event id, Graph as the create's transactionId.
+        """
+        name = f"{self.key}:{object_id}" if destination == "member" else f"{self.key}:{object_id}:{destination}"
+        digest = hashlib.sha256(name.encode()).digest()[:20]
         return base64.b32hexencode(digest).decode().lower()
 
 

@@ -1,13 +1,15 @@
-"""The level-triggered core: make the remote calendar match the object as it is *now*.
+"""The level-triggered core: make each destination's calendar match the object as it is *now*.
 
-Plain functions, no Celery. Every trigger (save, retry, sweep, reconnect, resync) asks for
-the same work, so duplicate, late or reordered deliveries converge on the right result.
+Plain functions, no Celery: what needs enqueueing is returned to the caller (`tasks`). Every
+trigger (save, retry, sweep, reconnect, resync) asks for the same work — sync one object in
+one destination — so duplicate, late or reordered deliveries converge on the right result.
 """
 import hashlib
 import logging
 import time
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
@@ -18,37 +20,70 @@ from . import audit, oauth
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
 from .models import AccessLog, CalendarToken, SyncRecord
+from .owners import Owner
 from .providers import get_provider
 from .providers.base import Operation, Outcome
 from .sources import get_source, get_sources
 
 logger = logging.getLogger(__name__)
 State = SyncRecord.State
+MEMBER_ROLE = "member"
 MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
 
 
-def mark_changed(source, obj):
-    """Record (in the caller's transaction) that `obj`'s event must be brought up to date.
+@dataclass(frozen=True)
+class Work:
+    """One unit to enqueue: sync `object_id` of `source` in `destination`, after `countdown` seconds."""
 
-    Returns False when there is nothing to do: no record yet and no event wanted.
+    source: str
+    object_id: str
+    destination: str = MEMBER_ROLE
+    countdown: float | None = None
+
+
+def mark_changed(source, obj):
+    """Record (in the caller's transaction) that `obj`'s events must be brought up to date.
+
+    Returns the destinations to sync: none when no record exists and no event is wanted.
     """
-    object_id, owner_id = str(obj.pk), source.owner_id(obj)
-    changes = {"version": F("version") + 1, "state": State.PENDING, "user_id": owner_id, "attempts": 0,
-               "retry_at": None, "last_error": "", "updated_at": timezone.now()}
-    if SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes):
-        return True
-    if not source.should_exist(obj):
-        return False  # never had an event and needs none
-    try:
-        with transaction.atomic():
-            SyncRecord.objects.create(source=source.key, object_id=object_id, user_id=owner_id)
-    except IntegrityError:  # created concurrently: bump it instead
-        SyncRecord.objects.filter(source=source.key, object_id=object_id).update(**changes)
-    return True
+    object_id = str(obj.pk)
+    wanted = destinations(source, obj)
+    records = SyncRecord.objects.filter(source=source.key, object_id=object_id)
+    changes = {"version": F("version") + 1, "state": State.PENDING, "attempts": 0, "retry_at": None, "last_error": "", "updated_at": timezone.now()}
+    if records.update(**changes) == len(wanted):
+        return list(wanted)
+    present = set(records.values_list("destination", flat=True))
+    missing = [role for role in wanted if role not in present]
+    if missing and source.should_exist(obj):
+        try:
+            with transaction.atomic():
+                SyncRecord.objects.bulk_create(
+                    [SyncRecord(source=source.key, object_id=object_id, destination=role, **wanted[role].lookup()) for role in missing]
+                )
+        except IntegrityError:  # created concurrently: bump them instead
+            records.filter(destination__in=missing).update(**changes)
+        present.update(missing)
+    return sorted(present)
+
+
+def destinations(source, obj):
+    """{role: Owner} the object syncs to now: the member's always (its state shows "not connected"),
+    shared ones only while connected — a room without a calendar costs no record and no task;
+    connecting it later backfills its upcoming objects.
+    """
+    destinations = {role: Owner.of(kind, pk) for role, (kind, pk) in source.destinations(obj).items()}
+    shared = [owner for owner in destinations.values() if not owner.is_member]
+    if not shared:
+        return destinations
+    query = Q()
+    for owner in shared:
+        query |= Q(**owner.lookup())
+    connected = {Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(query).values_list("owner_kind", "owner_id")}
+    return {role: owner for role, owner in destinations.items() if owner.is_member or owner in connected}
 
 
 class RateLimiter:
-    """Sliding-window limit on requests sent for one member (Google counts batch parts too).
+    """Sliding-window limit on requests sent for one connection (Google counts batch parts too).
 
     A request counts from the moment its response is back, so however long the provider
     takes to process a batch, no window of its clock sees more than `limit` requests.
@@ -78,7 +113,7 @@ class RateLimiter:
 def _run(token, operations, reason, limiter=None, calendar_id=None):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
 
-    Returns one Outcome per operation and leaves one access-log row per operation (one bulk insert).
+    Returns one Outcome per operation and leaves one access-log row (one insert) for them.
     """
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
@@ -88,11 +123,10 @@ def _run(token, operations, reason, limiter=None, calendar_id=None):
         if retry:
             access = oauth.access_token(token, force=True, reason=reason)
             for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter)):
+                results[i] = r
                 if isinstance(r.error, AuthorizationLost):
                     oauth.mark_needs_reauth(token, r.error)
-                    results[i] = r
                     raise r.error
-                results[i] = r
     except AuthorizationLost as exc:
         audit.log_operations(token, operations, [Outcome(exc)] * len(operations), reason)
         raise
@@ -101,20 +135,22 @@ def _run(token, operations, reason, limiter=None, calendar_id=None):
 
 
 def _operation(source, record, obj):
-    """What the provider must do for this object now. Patch first when an event may already exist."""
-    object_id = record.object_id
-    wanted = obj is not None and source.should_exist(obj)
-    remote_id = record.remote_id or (obj is not None and source.event_id_field and getattr(obj, source.event_id_field)) or None
+    """What the provider must do for this object in this destination now. Patch first when an event may exist."""
+    object_id, role = record.object_id, record.destination
+    wanted = obj is not None and source.should_exist(obj) and role in source.destinations(obj)
+    remote_id = record.remote_id or None
+    if remote_id is None and role == MEMBER_ROLE and obj is not None and source.event_id_field:
+        remote_id = getattr(obj, source.event_id_field) or None
     return Operation(
-        key=source.event_id(object_id),
-        event=source.event(obj) if wanted else None,
+        key=source.event_id(object_id, role),
+        event=source.event(obj, role) if wanted else None,
         object_ref=f"{source.key}:{object_id}",
         remote_id=remote_id,
         known_to_exist=record.remote_may_exist or bool(remote_id),
     )
 
 
-def _reason(operation, record):
+def _reason(operation):
     """Why this write happens, for the access log: derived from what the write does."""
     if operation.is_delete:
         return AccessLog.Reason.CANCELLED
@@ -134,7 +170,7 @@ def _finish(record, version, state, error=None, source=None, obj=None, operation
             locked.delete()  # the object itself is gone and so is its event
             return True
         event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
-        if state == State.SYNCED and source.event_id_field:
+        if state == State.SYNCED and source.event_id_field and record.destination == MEMBER_ROLE:
             if getattr(obj, source.event_id_field) != event_id:
                 type(obj)._default_manager.filter(pk=obj.pk).update(**{source.event_id_field: event_id})
         locked.state = state
@@ -158,22 +194,26 @@ def record_transient(record, error, retry_in):
     )
 
 
-def give_up(source_key, object_id, error):
+def _records(source_key, object_id, destination):
+    return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
+
+
+def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
     """Retries are exhausted: mark failed; the sweeper tries again later if it was transient."""
     later = timezone.now() + timedelta(seconds=get_setting("RETRY_BACKOFF_MAX"))
-    SyncRecord.objects.filter(source=source_key, object_id=str(object_id), state=State.PENDING).update(
+    _records(source_key, object_id, destination).filter(state=State.PENDING).update(
         state=State.FAILED, last_error=str(error)[:2000], retry_at=later, updated_at=timezone.now()
     )
 
 
-def fail_unexpected(source_key, object_id, exc):
+def fail_unexpected(source_key, object_id, exc, destination=MEMBER_ROLE):
     """An error nothing classified: end the work as failed, visible, on a bounded retry schedule.
 
     Retried by the sweeper after RETRY_BACKOFF * 2**attempts seconds (capped), MAX_RETRIES
     times; then it stays failed until someone resyncs it.
     """
-    logger.exception("calendar sync of %s:%s met an unexpected error", source_key, object_id)
-    record = SyncRecord.objects.filter(source=source_key, object_id=str(object_id)).first()
+    logger.exception("calendar sync of %s:%s → %s met an unexpected error", source_key, object_id, destination)
+    record = _records(source_key, object_id, destination).first()
     if record is None:
         return
     attempts = record.attempts + 1
@@ -185,8 +225,8 @@ def fail_unexpected(source_key, object_id, exc):
     )
 
 
-def _lock_key(source_key, object_id):
-    digest = hashlib.blake2b(f"calendar_sync:{source_key}:{object_id}".encode(), digest_size=8).digest()
+def _lock_key(source_key, object_id, destination):
+    digest = hashlib.blake2b(f"calendar_sync:{source_key}:{object_id}:{destination}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -200,14 +240,14 @@ def _advisory(function, keys):
 
 
 @contextmanager
-def _exclusive(source_key, object_id):
-    """Serialize syncs of one object across workers (a PostgreSQL session advisory lock).
+def _exclusive(source_key, object_id, destination):
+    """Serialize syncs of one object in one destination across workers (a PostgreSQL session advisory lock).
 
     Without it a stale task's write could land after a newer task's, and a crash right then
     would leave the calendar wrong while the record says synced. The lock dies with the
     connection, so a killed worker never leaves it held. Other databases run without it.
     """
-    keys = [_lock_key(source_key, object_id)]
+    keys = [_lock_key(source_key, object_id, destination)]
     _advisory("pg_advisory_lock", keys)
     try:
         yield
@@ -215,42 +255,41 @@ def _exclusive(source_key, object_id):
         _advisory("pg_advisory_unlock", keys)
 
 
-def sync_object(source_key, object_id, reason=None):
-    """Bring one object's event up to date. Returns the record state.
+def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
+    """Bring one object's event in one destination up to date. Returns the record state.
 
     Raises TransientError for the caller to retry later; every other outcome is recorded,
     including errors nothing classified (as failed, with the error).
     """
     source = get_source(source_key)
     object_id = str(object_id)
-    with _exclusive(source_key, object_id):
+    with _exclusive(source_key, object_id, destination):
         try:
             for round_ in range(MAX_ROUNDS):
-                state = _sync_round(source, object_id, first=round_ == 0, reason=reason)
+                state = _sync_round(source, object_id, destination, first=round_ == 0, reason=reason)
                 if state is not None:
                     return state
         except TransientError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded, never left pending
-            fail_unexpected(source_key, object_id, exc)
+            fail_unexpected(source_key, object_id, exc, destination)
             return State.FAILED
     # Changed on every round: leave it pending; the task the last change enqueued converges.
     return State.PENDING
 
 
-def _sync_round(source, object_id, first, reason=None):
+def _sync_round(source, object_id, destination, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
-    record = SyncRecord.objects.filter(source=source.key, object_id=object_id).first()
+    record = _records(source.key, object_id, destination).first()
     if record is None:
         return State.SYNCED  # nothing was ever asked, or the object and its event are gone
     if first and record.state == State.SYNCED and record.synced_version == record.version:
         return State.SYNCED
     version = record.version
     obj = source.get_queryset().filter(pk=object_id).first()
-    owner_id = source.owner_id(obj) if obj is not None else record.user_id
-    token = CalendarToken.objects.filter(user_id=owner_id).first()
+    token = CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id).first()
     if token is None or not token.is_active:
-        error = None if token is None else "Reconnect your calendar to resume syncing."
+        error = None if token is None else "Reconnect the calendar to resume syncing."
         return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, error) else None
     operation = _operation(source, record, obj)
     if operation.is_delete and not record.remote_may_exist and first:
@@ -258,7 +297,7 @@ def _sync_round(source, object_id, first, reason=None):
     if not operation.is_delete and not record.remote_may_exist:
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
     try:
-        outcome = _run(token, [operation], reason or _reason(operation, record))[0]
+        outcome = _run(token, [operation], reason or _reason(operation))[0]
     except AuthorizationLost as exc:
         return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, exc) else None
     error = outcome.error
@@ -269,28 +308,35 @@ def _sync_round(source, object_id, first, reason=None):
     if not _finish(record, version, state, error, source, obj, operation, outcome.remote_id):
         return None
     if error is not None:
-        logger.warning("calendar sync failed for %s:%s: %s", source.key, object_id, error)
+        logger.warning("calendar sync failed for %s:%s → %s: %s", source.key, object_id, destination, error)
     return state
 
 
-def backfill_user(user_id, reason=AccessLog.Reason.BACKFILL):
-    """Sync a member's upcoming objects and anything left pending, in batches within the rate limit.
+def _roles_at(source, obj, owner):
+    return [role for role, (kind, pk) in source.destinations(obj).items() if Owner.of(kind, pk) == owner]
 
-    Run on connect and reconnect. Returns {state: count}.
+
+def backfill(owner, reason=AccessLog.Reason.BACKFILL):
+    """Sync an owner's upcoming objects and anything left pending, in batches within the rate limit.
+
+    Run on connect, reconnect and calendar change. Returns ({state: count}, [Work to enqueue]).
     """
-    token = CalendarToken.objects.filter(user_id=user_id, status=CalendarToken.Status.ACTIVE).first()
+    token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
     if token is None:
-        return {}
-    upcoming = {}
+        return {}, []
+    upcoming = set()
     for source in get_sources().values():
-        ids = upcoming[source.key] = {str(pk) for pk in source.upcoming(user_id).values_list("pk", flat=True)}
+        objects = list(source.get_queryset().filter(pk__in=source.upcoming(owner).values("pk")))
+        pairs = {(str(obj.pk), role) for obj in objects for role in _roles_at(source, obj, owner)}
+        upcoming.update((source.key, *pair) for pair in pairs)
         SyncRecord.objects.bulk_create(
-            [SyncRecord(source=source.key, object_id=i, user_id=user_id) for i in ids], ignore_conflicts=True
+            [SyncRecord(source=source.key, object_id=i, destination=role, **owner.lookup()) for i, role in pairs], ignore_conflicts=True
         )
-        SyncRecord.objects.filter(source=source.key, object_id__in=ids).exclude(state=State.PENDING).update(
-            state=State.PENDING, version=F("version") + 1, updated_at=timezone.now()
-        )
-    records = list(SyncRecord.objects.filter(Q(user_id=user_id) & ~Q(state=State.SYNCED)).order_by("created_at"))
+        for role in {role for _, role in pairs}:
+            SyncRecord.objects.filter(source=source.key, destination=role, object_id__in=[i for i, r in pairs if r == role]).exclude(
+                state=State.PENDING
+            ).update(state=State.PENDING, version=F("version") + 1, updated_at=timezone.now())
+    records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
     work = []
     for key, source in get_sources().items():
         mine = [r for r in records if r.source == key]
@@ -300,18 +346,14 @@ def backfill_user(user_id, reason=AccessLog.Reason.BACKFILL):
             operation = _operation(source, record, obj)
             if operation.is_delete and not record.remote_may_exist:
                 _finish(record, record.version, State.SYNCED, None, source, obj, operation)
-            elif operation.is_delete or record.object_id in upcoming[key]:
+            elif operation.is_delete or (key, record.object_id, record.destination) in upcoming:
                 work.append((record, source, obj, operation))  # past events are not created after the fact
     SyncRecord.objects.filter(pk__in=[w[0].pk for w in work if not w[3].is_delete]).update(remote_may_exist=True)
     if not work:
-        return {}
-    from .tasks import enqueue  # late: tasks imports this module
-
-    keys = [_lock_key(w[1].key, w[0].object_id) for w in work]
+        return {}, []
+    keys = [_lock_key(w[1].key, w[0].object_id, w[0].destination) for w in work]
     locked = _advisory("pg_try_advisory_lock", keys)
-    for (record, source, _, _), ok in zip(work, locked):
-        if not ok:  # a sync of it is running right now: let it finish, then sync it on its own
-            enqueue(source.key, record.object_id)
+    later = [Work(w[1].key, w[0].object_id, w[0].destination) for w, ok in zip(work, locked) if not ok]  # being synced right now
     work = [w for w, ok in zip(work, locked) if ok]
     counts = {}
     try:
@@ -323,27 +365,29 @@ def backfill_user(user_id, reason=AccessLog.Reason.BACKFILL):
     for (record, source, obj, operation), outcome in zip(work, results):
         error = outcome.error
         if isinstance(error, TransientError):
-            record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
-            enqueue(source.key, record.object_id, countdown=error.retry_after or get_setting("RETRY_BACKOFF"))
+            retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
+            record_transient(record, error, retry_in)
+            later.append(Work(source.key, record.object_id, record.destination, retry_in))
             state = State.PENDING
         else:
             state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
             if not _finish(record, record.version, state, error, source, obj, operation, outcome.remote_id):
-                enqueue(source.key, record.object_id)  # changed meanwhile: sync it on its own
+                later.append(Work(source.key, record.object_id, record.destination))  # changed meanwhile
         counts[state] = counts.get(state, 0) + 1
-    logger.info("calendar backfill for user=%s: %s", user_id, counts)
-    return counts
+    logger.info("calendar backfill for %s: %s", owner, counts)
+    return counts, later
 
 
 def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
-    Used when the member picks another calendar or connects another provider, so they never
-    see every booking twice. Returns how many could not be removed.
+    Used when the owner picks another calendar or connects another provider, so nobody sees
+    every booking twice. Returns how many could not be removed.
     """
-    records = list(SyncRecord.objects.filter(user_id=token.user_id, remote_may_exist=True))
+    records = list(SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True))
     operations = [
-        Operation(key=get_source(r.source).event_id(r.object_id), object_ref=f"{r.source}:{r.object_id}", remote_id=r.remote_id or None, known_to_exist=True)
+        Operation(key=get_source(r.source).event_id(r.object_id, r.destination), object_ref=f"{r.source}:{r.object_id}",
+                  remote_id=r.remote_id or None, known_to_exist=True)
         for r in records
     ]
     if not operations:
@@ -354,18 +398,18 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
         outcomes = [Outcome(exc)] * len(operations)
     failed = sum(1 for o in outcomes if o.error is not None)
     if failed:
-        logger.warning("calendar move for user=%s: %s event(s) could not be removed from the old calendar", token.user_id, failed)
+        logger.warning("calendar move for %s:%s: %s event(s) could not be removed from the old calendar", token.owner_kind, token.owner_id, failed)
     SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes) if o.error is None]).update(remote_may_exist=False, remote_id="")
     return failed
 
 
-def move_calendar(user_id, old_calendar_id):
-    """The member chose another calendar: take our events out of the old one, then backfill the new."""
-    token = CalendarToken.objects.filter(user_id=user_id, status=CalendarToken.Status.ACTIVE).first()
+def move_calendar(owner, old_calendar_id):
+    """The owner chose another calendar: take our events out of the old one, then backfill the new."""
+    token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
     if token is None or token.calendar_id == old_calendar_id:
-        return {}
+        return {}, []
     remove_events(token, old_calendar_id)
-    return backfill_user(user_id, AccessLog.Reason.CALENDAR_CHANGE)
+    return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE)
 
 
 def _pk(source, object_id):

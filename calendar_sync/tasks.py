@@ -1,4 +1,7 @@
-"""Thin Celery wrappers. Tasks take primary keys only: never instances, never tokens."""
+"""Thin Celery wrappers. Tasks take primary keys only: never instances, never tokens.
+
+The core (`sync`) returns what must be enqueued; enqueueing happens only here.
+"""
 import logging
 import random
 
@@ -10,9 +13,11 @@ from . import audit, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
+from .owners import Owner
 from .sources import get_source
 
 logger = logging.getLogger(__name__)
+MEMBER_ROLE = sync.MEMBER_ROLE
 
 
 def backoff(retries, retry_after=None):
@@ -21,56 +26,77 @@ def backoff(retries, retry_after=None):
     return max(retry_after or 0, random.uniform(base / 2, base))
 
 
-def enqueue(source_key, object_id, countdown=None, reason=None):
+def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None):
     """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
+    kwargs = {k: v for k, v in (("destination", destination), ("reason", reason)) if v and (k, v) != ("destination", MEMBER_ROLE)}
     try:
-        sync_task.apply_async((source_key, str(object_id), *([reason] if reason else [])), countdown=countdown)
+        sync_task.apply_async((source_key, str(object_id)), kwargs or None, countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the durable record covers it
-        logger.warning("calendar sync not enqueued for %s:%s (%s); the sweeper will pick it up", source_key, object_id, type(exc).__name__)
+        logger.warning(
+            "calendar sync not enqueued for %s:%s → %s (%s); the sweeper will pick it up", source_key, object_id, destination, type(exc).__name__
+        )
+
+
+def enqueue_all(source_key, object_id, destinations):
+    for destination in destinations:
+        enqueue(source_key, object_id, destination)
+
+
+def enqueue_work(work):
+    for item in work:
+        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown)
 
 
 def resync(records):
     """Mark SyncRecords pending again (new version) and enqueue them. Returns how many."""
-    rows = list(records.values_list("pk", "source", "object_id"))
+    rows = list(records.values_list("pk", "source", "object_id", "destination"))
     SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
         version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
     )
-    for _, source_key, object_id in rows:
-        enqueue(source_key, object_id, reason=AccessLog.Reason.RESYNC)
+    for _, source_key, object_id, destination in rows:
+        enqueue(source_key, object_id, destination, reason=AccessLog.Reason.RESYNC)
     return len(rows)
 
 
 def resync_objects(source_key, objects):
-    """Resync these objects of one source, creating records for any never synced."""
+    """Resync these objects of one source in every destination, creating records for any never synced."""
     source = get_source(source_key)
-    ids = [str(obj.pk) for obj in objects]
     SyncRecord.objects.bulk_create(
-        [SyncRecord(source=source_key, object_id=str(o.pk), user_id=source.owner_id(o)) for o in objects], ignore_conflicts=True
+        [
+            SyncRecord(source=source_key, object_id=str(o.pk), destination=role, **owner.lookup())
+            for o in objects
+            for role, owner in sync.destinations(source, o).items()
+        ],
+        ignore_conflicts=True,
     )
-    return resync(SyncRecord.objects.filter(source=source_key, object_id__in=ids))
+    return resync(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in objects]))
 
 
 @shared_task(name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def sync_task(self, source_key, object_id, reason=None):
+def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
-        return sync.sync_object(source_key, object_id, reason)
+        return sync.sync_object(source_key, object_id, destination, reason)
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
         if self.request.retries >= get_setting("MAX_RETRIES"):
-            sync.give_up(source_key, object_id, exc)
+            sync.give_up(source_key, object_id, exc, destination)
             return SyncRecord.State.FAILED
         raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
 
 
 @shared_task(name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True)
-def backfill_task(user_id):
-    return sync.backfill_user(user_id)
+def backfill_task(owner_kind, owner_id):
+    counts, later = sync.backfill(Owner(owner_kind, str(owner_id)))
+    enqueue_work(later)
+    return counts
 
 
 @shared_task(name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True)
-def move_calendar_task(user_id, old_calendar_id):
-    return sync.move_calendar(user_id, old_calendar_id)
+def move_calendar_task(owner_kind, owner_id, old_calendar_id):
+    counts, later = sync.move_calendar(Owner(owner_kind, str(owner_id)), old_calendar_id)
+    enqueue_work(later)
+    return counts
 
 
 @shared_task(name="calendar_sync.tasks.sweep")
@@ -82,11 +108,11 @@ def sweep():
     left = (
         SyncRecord.objects.filter((Q(state=SyncRecord.State.PENDING, updated_at__lt=stale) & due) | Q(state=SyncRecord.State.FAILED, retry_at__lte=now))
         .order_by("updated_at")
-        .values_list("source", "object_id")[: get_setting("SWEEP_BATCH")]
+        .values_list("source", "object_id", "destination")[: get_setting("SWEEP_BATCH")]
     )
     count = 0
-    for source_key, object_id in left:
-        enqueue(source_key, object_id)
+    for source_key, object_id, destination in left:
+        enqueue(source_key, object_id, destination)
         count += 1
     OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
     audit.prune()

@@ -4,13 +4,21 @@ from . import ical, views
 
 app_name = "calendar_sync"
 
+OWNED = [  # the member's own connection at /, a host object's shared one at /shared/<kind>/<id>/
+    ("auth/(?P<provider>[a-z]+)", views.AuthorizationURLView, "authorize"),
+    ("status", views.StatusView, "status"),
+    ("calendars", views.CalendarsView, "calendars"),
+    ("calendar", views.SelectCalendarView, "select-calendar"),
+    ("disconnect", views.DisconnectView, "disconnect"),
+]
+SHARED = r"^shared/(?P<kind>[a-z_]+)/(?P<owner_id>[A-Za-z0-9_-]{1,64})/"
+
 urlpatterns = [
-    re_path(r"^auth/(?P<provider>[a-z]+)/?$", views.AuthorizationURLView.as_view(), name="authorize"),
+    re_path(r"^shared/?$", views.SharedListView.as_view(), name="shared"),
+    re_path(SHARED + r"resync/?$", views.SharedResyncView.as_view(), name="shared-resync"),
+    *[re_path(SHARED + path + "/?$", view.as_view(), name=f"shared-{name}") for path, view, name in OWNED],
+    *[re_path(f"^{path}/?$", view.as_view(), name=name) for path, view, name in OWNED],
     re_path(r"^auth/(?P<provider>[a-z]+)/callback/?$", views.CallbackView.as_view(), name="callback"),
-    re_path(r"^status/?$", views.StatusView.as_view(), name="status"),
-    re_path(r"^calendars/?$", views.CalendarsView.as_view(), name="calendars"),
-    re_path(r"^calendar/?$", views.SelectCalendarView.as_view(), name="select-calendar"),
-    re_path(r"^disconnect/?$", views.DisconnectView.as_view(), name="disconnect"),
     re_path(r"^activity/?$", views.ActivityView.as_view(), name="activity"),
     re_path(r"^ical/?$", views.FeedView.as_view(), name="feed"),
     re_path(r"^ical/rotate/?$", views.FeedRotateView.as_view(), name="feed-rotate"),

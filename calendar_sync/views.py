@@ -1,6 +1,8 @@
 """REST API: connect, callback, status, calendars, calendar selection, disconnect, feed, activity.
 
-Provider-neutral: the provider is a URL segment checked against the registry.
+Provider-neutral: the provider is a URL segment checked against the registry. The connection
+views serve two roots: the member's own (`/`) and a host object's shared calendar
+(`/shared/<kind>/<id>/`, staff only).
 """
 import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -8,10 +10,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
@@ -19,7 +22,9 @@ from rest_framework.views import APIView
 from . import oauth, tasks
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
+from .api import shared_connections
 from .models import AccessLog, CalendarFeed, CalendarToken, SyncRecord
+from .owners import Owner, resolve, shared_kinds
 from .providers import PROVIDERS
 from .serializers import (
     AccessLogSerializer,
@@ -29,23 +34,41 @@ from .serializers import (
     ErrorSerializer,
     FeedSerializer,
     SelectCalendarSerializer,
+    SharedConnectionSerializer,
     StatusSerializer,
 )
 
-#: The error shapes every endpoint may answer with (documented once, used by every view).
+#: The error shapes the endpoints may answer with (documented once; each view lists the ones it can give).
 ERRORS = {
     code: OpenApiResponse(ErrorSerializer, description=text)
     for code, text in {
         400: "Bad input: the body names the field",
-        401: "Not signed in",
-        403: "Not allowed",
+        401: "Not signed in, or the credentials are wrong (see WWW-Authenticate)",
+        403: "Not allowed (including a failed CSRF check when signed in with a session cookie)",
         404: "Not found",
         409: "Not connected, needs reauthorization, or a conflicting state",
         413: "Request body too large",
+        415: "Unsupported request body media type",
         429: "Too many requests (see Retry-After)",
+        502: "The calendar provider refused the request",
         503: "Not configured, or the calendar provider is unavailable",
     }.items()
 }
+
+
+def errors(*codes):
+    """The ERRORS entries for `codes`, for one view's `responses`."""
+    return {code: ERRORS[code] for code in codes}
+
+
+#: The `{provider}` path segment: a key of the provider registry; anything else is a 404.
+PROVIDER_PARAMETER = OpenApiParameter(
+    "provider", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(PROVIDERS), description="Calendar provider; unknown names are 404."
+)
+#: A throttled answer says when to try again.
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429], description="Seconds to wait before trying again."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +88,6 @@ def provider_error_response(exc):
     return error_response(exc.code, str(exc), 502)
 
 
-def _token_or_none(user):
-    return CalendarToken.objects.filter(user=user).first()
 
 
 class ConnectThrottle(SimpleRateThrottle):
@@ -101,15 +122,41 @@ class ProviderMixin:
             raise Http404("Unknown calendar provider.")
 
 
-class AuthorizationURLView(ProviderMixin, BaseView):
+class OwnedView(BaseView):
+    """One connection's view: the member's own, or under /shared/<kind>/<id>/ a host object's (staff only)."""
+
+    def get_permissions(self):
+        return [IsAdminUser()] if "kind" in self.kwargs else super().get_permissions()
+
+    @property
+    def owner(self):
+        if "kind" not in self.kwargs:
+            return Owner.member(self.request.user)
+        owner = Owner(self.kwargs["kind"], self.kwargs["owner_id"])
+        if owner.kind not in shared_kinds() or resolve(owner) is None:
+            raise Http404("No such owner.")
+        return owner
+
+    def token(self):
+        return self.owner.token()
+
+
+class AuthorizationURLView(ProviderMixin, OwnedView):
     """Start connecting: returns the provider's consent URL for the current member."""
 
     serializer_class = AuthorizationURLSerializer
     throttle_classes = [ConnectThrottle]
 
-    @extend_schema(responses={200: AuthorizationURLSerializer, **ERRORS})
-    def get(self, request, provider):
-        url = oauth.start_authorization(request.user, provider)
+    @extend_schema(
+        parameters=[PROVIDER_PARAMETER, RETRY_AFTER],
+        responses={
+            200: AuthorizationURLSerializer,
+            **errors(401, 404, 429),
+            503: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
+        },
+    )
+    def get(self, request, provider, **kwargs):
+        url = oauth.start_authorization(request.user, provider, self.owner)
         return Response(AuthorizationURLSerializer({"authorization_url": url}).data)
 
 
@@ -121,43 +168,58 @@ class CallbackView(ProviderMixin, BaseView):
     throttle_classes = [ConnectThrottle]
 
     @extend_schema(
-        responses={302: OpenApiResponse(description="Redirect to FRONTEND_URL with calendar_sync=connected, or calendar_sync=error&reason=<code>")},
+        parameters=[
+            PROVIDER_PARAMETER,
+            OpenApiParameter("state", OpenApiTypes.STR, description="The signed, single-use state from the consent URL."),
+            OpenApiParameter("code", OpenApiTypes.STR, description="The provider's authorization code."),
+            OpenApiParameter("error", OpenApiTypes.STR, description="Set by the provider when consent was not given (e.g. `access_denied`)."),
+            RETRY_AFTER,
+        ],
+        responses={
+            302: OpenApiResponse(description="Redirect to FRONTEND_URL with calendar_sync=connected, or calendar_sync=error&reason=<code>"),
+            401: OpenApiResponse(ErrorSerializer, description="Credentials were sent and are wrong (none are needed)"),
+            **errors(404, 429),
+        },
     )
     def get(self, request, provider):
         try:
             token = oauth.complete_authorization(request.query_params, request.user, provider)
         except oauth.ConnectError as exc:
             logger.info("calendar connect failed: %s", exc.code)
-            return self._redirect(calendar_sync="error", reason=exc.code)
+            return self._redirect(exc.owner, calendar_sync="error", reason=exc.code)
         except ConfigurationError as exc:
             logger.error("calendar connect misconfigured: %s", exc)
-            return self._redirect(calendar_sync="error", reason="not_configured")
-        transaction.on_commit(lambda: tasks.backfill_task.delay(token.user_id))
-        return self._redirect(calendar_sync="connected")
+            return self._redirect(None, calendar_sync="error", reason="not_configured")
+        transaction.on_commit(lambda: tasks.backfill_task.delay(token.owner_kind, token.owner_id))
+        return self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected")
 
     @staticmethod
-    def _redirect(**params):
-        scheme, netloc, path, query, fragment = urlsplit(get_setting("FRONTEND_URL") or "/")
+    def _redirect(owner, **params):
+        """Back to the configured page only (members': FRONTEND_URL; shared: SHARED_FRONTEND_URL), never a URL from the request."""
+        page = get_setting("FRONTEND_URL")
+        if owner is not None and not owner.is_member:
+            page, params = get_setting("SHARED_FRONTEND_URL") or page, {**params, "owner": str(owner)}
+        scheme, netloc, path, query, fragment = urlsplit(page or "/")
         query = urlencode([*parse_qsl(query), *params.items()])
         return HttpResponseRedirect(urlunsplit((scheme, netloc, path, query, fragment)))
 
 
-class StatusView(BaseView):
+class StatusView(OwnedView):
     serializer_class = StatusSerializer
 
-    @extend_schema(responses={200: StatusSerializer, **ERRORS})
-    def get(self, request):
-        return Response(StatusSerializer.for_user(request.user).data)
+    @extend_schema(responses={200: StatusSerializer, **errors(401)})
+    def get(self, request, **kwargs):
+        return Response(StatusSerializer.for_owner(self.owner).data)
 
 
-class CalendarsView(BaseView):
+class CalendarsView(OwnedView):
     """The member's calendars they can write to (for the picker)."""
 
     serializer_class = CalendarSerializer
 
-    @extend_schema(responses={200: CalendarSerializer(many=True), **ERRORS})
-    def get(self, request):
-        token = _token_or_none(request.user)
+    @extend_schema(responses={200: CalendarSerializer(many=True), **errors(401, 409, 502, 503)})
+    def get(self, request, **kwargs):
+        token = self.token()
         if token is None:
             return error_response("not_connected", "Connect a calendar first.", 409)
         calendars = oauth.calendars(token)
@@ -165,16 +227,16 @@ class CalendarsView(BaseView):
         return Response(CalendarSerializer(rows, many=True).data)
 
 
-class SelectCalendarView(BaseView):
+class SelectCalendarView(OwnedView):
     """Choose the calendar events go to; only ids from the member's writable calendars."""
 
     serializer_class = SelectCalendarSerializer
 
-    @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **ERRORS})
-    def put(self, request):
+    @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **errors(400, 401, 403, 409, 413, 415, 502, 503)})
+    def put(self, request, **kwargs):
         serializer = SelectCalendarSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = _token_or_none(request.user)
+        token = self.token()
         if token is None:
             return error_response("not_connected", "Connect a calendar first.", 409)
         wanted = serializer.validated_data["calendar_id"]
@@ -184,24 +246,31 @@ class SelectCalendarView(BaseView):
         if wanted != token.calendar_id:
             CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
             old = token.calendar_id
-            transaction.on_commit(lambda: tasks.move_calendar_task.delay(request.user.pk, old))
-        return Response(StatusSerializer.for_user(request.user).data)
+            transaction.on_commit(lambda: tasks.move_calendar_task.delay(token.owner_kind, token.owner_id, old))
+        return Response(StatusSerializer.for_owner(self.owner).data)
 
 
-class DisconnectView(BaseView):
+class DisconnectView(OwnedView):
     """Revoke and delete the connection. 204, or 200 saying why the revoke did not happen."""
 
     serializer_class = DisconnectSerializer
 
-    @extend_schema(responses={204: None, 200: DisconnectSerializer, **ERRORS})
-    def delete(self, request):
-        token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(user=request.user).first()
+    @extend_schema(
+        responses={
+            204: OpenApiResponse(description="Revoked at the provider and deleted"),
+            200: OpenApiResponse(DisconnectSerializer, description="Deleted here, but the provider did not confirm the revoke"),
+            **errors(401, 403),
+            404: OpenApiResponse(ErrorSerializer, description="No calendar is connected (code `not_connected`)"),
+            **errors(502),
+        }
+    )
+    def delete(self, request, **kwargs):
+        owner = self.owner
+        token = owner.token()
         if token is None:
             return error_response("not_connected", "No calendar is connected.", 404)
         revoked, reason = oauth.disconnect(token)
-        SyncRecord.objects.filter(user=request.user).exclude(state=SyncRecord.State.SYNCED).update(
-            state=SyncRecord.State.NOT_CONNECTED
-        )
+        SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(state=SyncRecord.State.NOT_CONNECTED)
         if revoked:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": reason}).data)
@@ -216,16 +285,23 @@ class FeedView(BaseView):
         url = request.build_absolute_uri(reverse("calendar_sync:ical", args=[feed.secret])) if feed else None
         return Response(FeedSerializer({"url": url, "created_at": feed and feed.created_at}).data, status=code)
 
-    @extend_schema(responses={200: FeedSerializer, **ERRORS})
+    @extend_schema(responses={200: FeedSerializer, **errors(401)})
     def get(self, request):
         return self._answer(request, CalendarFeed.objects.filter(user=request.user).first())
 
-    @extend_schema(request=None, responses={201: FeedSerializer, 200: FeedSerializer, **ERRORS})
+    @extend_schema(
+        request=None,
+        responses={
+            201: OpenApiResponse(FeedSerializer, description="Created"),
+            200: OpenApiResponse(FeedSerializer, description="Already on: the existing URL"),
+            **errors(401, 403),
+        },
+    )
     def post(self, request):
         feed = CalendarFeed.objects.filter(user=request.user).first()
         return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
 
-    @extend_schema(responses={204: None, **ERRORS})
+    @extend_schema(responses={204: OpenApiResponse(description="Off (or was never on)"), **errors(401, 403)})
     def delete(self, request):
         CalendarFeed.objects.filter(user=request.user).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -236,7 +312,7 @@ class FeedRotateView(BaseView):
 
     serializer_class = FeedSerializer
 
-    @extend_schema(request=None, responses={201: FeedSerializer, **ERRORS})
+    @extend_schema(request=None, responses={201: FeedSerializer, **errors(401, 403)})
     def post(self, request):
         return FeedView._answer(self, request, CalendarFeed.issue(request.user), 201)
 
@@ -255,6 +331,40 @@ class ActivityView(generics.ListAPIView):
     def get_queryset(self):
         return AccessLog.objects.filter(user=self.request.user).order_by("-created_at", "-id")
 
-    @extend_schema(responses={200: AccessLogSerializer(many=True), **ERRORS})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "limit", OpenApiTypes.STR, description="Rows per page: a positive integer, at most 200 (larger is capped); anything else means 50."
+            ),
+            OpenApiParameter("offset", OpenApiTypes.STR, description="Index of the first row: a non-negative integer; anything else means 0."),
+        ],
+        responses={200: AccessLogSerializer(many=True), **errors(401)},
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+
+class SharedListView(BaseView):
+    """Every shared connection (staff only): owner, provider, calendar, status, errors, counts, who connected it."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = SharedConnectionSerializer
+
+    @extend_schema(responses={200: SharedConnectionSerializer(many=True), **errors(401, 403)})
+    def get(self, request):
+        return Response(SharedConnectionSerializer(shared_connections(), many=True).data)
+
+
+class SharedResyncView(OwnedView):
+    """Push every upcoming object of a shared calendar again (the same backfill that runs on connect)."""
+
+    serializer_class = None
+
+    @extend_schema(request=None, responses={202: OpenApiResponse(description="Queued"), **errors(401, 403, 404, 409)})
+    def post(self, request, kind, owner_id):
+        owner = self.owner
+        if owner.token() is None:
+            return error_response("not_connected", "No calendar is connected.", 409)
+        tasks.resync(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **owner.lookup()))
+        transaction.on_commit(lambda: tasks.backfill_task.delay(owner.kind, owner.id))
+        return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)

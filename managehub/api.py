@@ -1,14 +1,19 @@
 """API plumbing for the whole host: JSON errors everywhere under /api/, safe parsing, bounded pagination."""
+import hashlib
 import logging
 import re
 from http import HTTPStatus
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
-from rest_framework import exceptions, pagination, parsers, throttling
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from drf_spectacular.extensions import OpenApiViewExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, pagination, parsers, serializers, throttling
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.response import Response
 
 from bookings.services import BookingError
+from calendar_sync.serializers import ErrorSerializer
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/"
@@ -23,6 +28,13 @@ def exception_handler(exc, context):
         exc = exceptions.APIException("Request body too large.")
         exc.status_code, exc.default_code = 413, "too_large"
         return _with_code(drf_exception_handler(exc, context), "too_large")
+    # Django's own 404 and 403 (get_object_or_404, Http404 in a view) get a code like DRF's.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and not getattr(exc, "auth_header", None):
+        _challenge(exc, context)
     if isinstance(exc, BookingError):
         http = 409 if exc.code in ("invalid_transition", "overlap") else 400
         body = {"detail": str(exc), "code": exc.code}
@@ -35,6 +47,20 @@ def exception_handler(exc, context):
         code = codes if isinstance(codes, str) else "invalid" if isinstance(exc, exceptions.ValidationError) else exc.default_code
         return _with_code(response, code)
     return response
+
+
+def _challenge(exc, context):
+    """Missing or wrong credentials are a 401 with a challenge, not a 403.
+
+    DRF takes the challenge from the first authenticator only, and session authentication has
+    none, so it answers 403; any authenticator that has one (Token) makes it a proper 401.
+    """
+    request = context.get("request")
+    for authenticator in getattr(request, "authenticators", None) or ():
+        header = authenticator.authenticate_header(request)
+        if header:
+            exc.status_code, exc.auth_header = 401, header
+            return
 
 
 def _with_code(response, code):
@@ -63,6 +89,31 @@ class Pagination(pagination.LimitOffsetPagination):
 
     def get_offset(self, request):
         return min(super().get_offset(request), MAX_OFFSET)
+
+    def get_schema_operation_parameters(self, view):
+        return pagination_parameters(self)
+
+
+def pagination_parameters(paginator):
+    """`limit` and `offset` as they really are: any value is accepted, and what is not a number in
+    range falls back (DRF's lenient parsing), so the schema says string and the rules say the rest."""
+    return [
+        {
+            "name": paginator.limit_query_param,
+            "required": False,
+            "in": "query",
+            "description": f"Results per page: a positive integer, at most {paginator.max_limit} (larger is capped); "
+            f"anything else means the default ({paginator.default_limit}).",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": paginator.offset_query_param,
+            "required": False,
+            "in": "query",
+            "description": "Index of the first result: a non-negative integer; anything else means 0.",
+            "schema": {"type": "string"},
+        },
+    ]
 
 
 class JsonErrorsMiddleware:
@@ -98,4 +149,34 @@ class LoginThrottle(throttling.SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         username = str(request.data.get("username", ""))[:150].lower() if hasattr(request.data, "get") else ""
-        return self.cache_format % {"scope": self.scope, "ident": f"{self.get_ident(request)}:{username}"}
+        # Hashed: both parts are client input, and a cache key must be short and plain (memcached refuses others).
+        ident = hashlib.sha256(f"{self.get_ident(request)}:{username}".encode("utf-8", "surrogatepass")).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class ObtainTokenSchema(OpenApiViewExtension):
+    """The schema of `POST /api/auth/token/` (managehub.urls.ObtainToken) as it really answers:
+    `{"token"}` for good credentials, 400 for missing or wrong ones, 429 when throttled; no
+    credentials needed (bad ones still fail authentication)."""
+
+    target_class = "managehub.urls.ObtainToken"
+    priority = 1  # over drf-spectacular's own ObtainAuthToken extension
+
+    def view_replacement(self):
+        from calendar_sync.views import ERRORS, RETRY_AFTER
+
+        errors = {
+            400: OpenApiResponse(ErrorSerializer, description="Missing fields, or wrong username or password (code `invalid`)"),
+            **{code: ERRORS[code] for code in (401, 403, 413, 415, 429)},
+        }
+
+        @extend_schema(
+            auth=[{"tokenAuth": []}, {"cookieAuth": []}, {}],
+            parameters=[RETRY_AFTER],
+            request=AuthTokenSerializer,
+            responses={200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()}), **errors},
+        )
+        class Fixed(self.target):
+            pass
+
+        return Fixed

@@ -102,6 +102,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Workspaces, bookings and calendar sync (Google Calendar, Outlook).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components: read-only fields left out, non-blank strings minLength 1.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"BookingStatusEnum": "bookings.models.Booking.Status"},
 }
 
 # Celery: with no broker configured, tasks run eagerly in the request (quick local runs).
@@ -148,6 +151,10 @@ CALENDAR_SYNC = {
     "CONNECT_THROTTLE_RATE": env.str("CALENDAR_SYNC_CONNECT_THROTTLE_RATE", default="30/min"),
     "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
+    # Workspaces can own a shared (room) calendar that gets every booking of that room.
+    "SHARED_OWNERS": {"workspace": "bookings.Workspace"},
+    "SHARED_SHOW_OWNER": env.bool("CALENDAR_SYNC_SHARED_SHOW_OWNER", default=True),
+    "SHARED_FRONTEND_URL": env.str("CALENDAR_SYNC_SHARED_FRONTEND_URL", default="http://127.0.0.1:8000/integrations/rooms"),
 }
 
 # Set by `python3 dev.py serve` when it runs the bundled fake Google instead of a real client.

@@ -205,7 +205,7 @@ def test_unexpected_sync_error_ends_failed_with_a_bounded_retry(fake_google, api
     start = timezone.datetime(1, 1, 1, tzinfo=dt_timezone.utc)
     booking = Booking.objects.create(user=member, workspace=lisbon, title="Ancient", start=start, end=start + timezone.timedelta(hours=1), status="confirmed")
     assert sync.sync_object("booking", booking.pk) == "failed"
-    record = SyncRecord.objects.get(object_id=str(booking.pk))
+    record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")
     assert record.state == "failed" and "OverflowError" in record.last_error
     assert record.retry_at is not None and record.attempts == 1
     assert api.get("/api/calendar-sync/status").json()["failed_syncs"] == 1

@@ -98,6 +98,32 @@ class Operation:
 
 
 @dataclass(frozen=True)
+class BusyBlock:
+    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
+
+    start: dt.datetime
+    end: dt.datetime
+    remote_id: str = ""
+    summary: str = ""
+    ours: bool = False
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a calendar since `cursor` (Google syncToken, Graph deltaLink).
+
+    `full` means a complete read of the window (first pull, or the old cursor expired with 410):
+    `blocks` is then everything and the caller replaces what it had. Otherwise `blocks` are the
+    events added or changed and `removed` the remote ids deleted, cancelled or no longer busy.
+    """
+
+    blocks: list[BusyBlock]
+    removed: list[str]
+    cursor: str
+    full: bool
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one Operation: an error, or success with the event's remote id."""
 
@@ -200,6 +226,16 @@ class BaseProvider:
         back to the desired state; deleting a missing event succeeds. Several operations
         may travel in one batch request; `limiter.slot(n)` wraps every HTTP request of n parts.
         """
+        raise NotImplementedError
+
+    # --- reading calendars (never on the confirm path) --------------------------------------
+    def busy(self, access_token: str, calendar_id: str, start: dt.datetime, end: dt.datetime) -> list[BusyBlock]:
+        """Busy spans overlapping [start, end): confirmed events that block time (not free/transparent,
+        not cancelled), with `ours` set for events this app wrote (extended property)."""
+        raise NotImplementedError
+
+    def changes(self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime) -> Changes:
+        """Incremental read since `cursor`; a full read of [start, end) when cursor is None or expired (410)."""
         raise NotImplementedError
 
     # --- shared HTTP helpers for the token endpoint (RFC 6749) ------------------------------

@@ -5,12 +5,13 @@ The token endpoint is spoken to through the shared `BaseProvider.token_request` 
 `requests`), not oauthlib: oauthlib allows plain-http endpoints only through a process-wide
 environment variable, which we never set; `BaseProvider.endpoint` decides per URL instead.
 """
+import datetime as dt
 import json
 import logging
 import socket
 from contextlib import nullcontext
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import google.auth.exceptions
 import google_auth_httplib2
@@ -24,13 +25,18 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from .base import BaseProvider, Calendar, Outcome, retry_after
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
+MARKER = "calendar_sync_source"  # private extended property every event we write carries
+MAX_PAGES = 100  # per read: a bound, should a server page forever
+PAGE_SIZE = 2500  # events.list's maximum maxResults
+LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
+UTC = dt.timezone.utc
 
 
 def classify_http_error(exc):
@@ -80,6 +86,56 @@ def _service(api_root):
         cache_discovery=False,
         client_options={"api_endpoint": f"{api_root}calendar/v3/"},
     )
+
+
+# --- reading calendars ---------------------------------------------------------------------------
+def _aware(value):
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _rfc3339(value, ceil=False):
+    """A query bound in whole seconds, widened outwards (start floored, end ceiled)."""
+    value = _aware(value)
+    whole = value.replace(microsecond=0)
+    if ceil and whole < value:
+        whole += dt.timedelta(seconds=1)
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _moment(value):
+    """An EventDateTime as aware UTC: `dateTime` (offset, else its `timeZone`), or all-day `date` at midnight UTC."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        if value.get("dateTime"):
+            parsed = dt.datetime.fromisoformat(str(value["dateTime"]))
+            if parsed.tzinfo is None:
+                try:
+                    parsed = parsed.replace(tzinfo=ZoneInfo(str(value.get("timeZone") or "UTC")))
+                except (ZoneInfoNotFoundError, ValueError):
+                    parsed = parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+        if value.get("date"):
+            day = dt.date.fromisoformat(str(value["date"]))
+            return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+    except ValueError:
+        return None
+    return None
+
+
+def _block(item):
+    """A listed event as a BusyBlock, or None when it blocks no time (cancelled, transparent, no span)."""
+    if item.get("status") == "cancelled" or item.get("transparency") == "transparent":
+        return None
+    start, end = _moment(item.get("start")), _moment(item.get("end"))
+    if start is None or end is None or end <= start:
+        return None
+    private = (item.get("extendedProperties") or {}).get("private") or {}
+    return BusyBlock(start=start, end=end, remote_id=str(item.get("id") or ""), summary=str(item.get("summary") or ""), ours=MARKER in private)
+
+
+def _in_window(block, start, end):
+    return block.start < end and block.end > start
 
 
 class GoogleProvider(BaseProvider):
@@ -187,6 +243,71 @@ class GoogleProvider(BaseProvider):
             page = result.get("nextPageToken")
             if not page:
                 return calendars
+
+    # --- reading calendars (busy time and incremental sync) ----------------------------------
+    def busy(self, access_token, calendar_id, start, end):
+        """events.list over the window, not freeBusy: freeBusy cannot tell our own events apart."""
+        start, end = _aware(start), _aware(end)
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        state, _, _ = self._read(service, http, calendar_id, start, end, sync_token=None)
+        return [block for block in state.values() if block is not None]
+
+    def changes(self, access_token, calendar_id, cursor, start, end):
+        """syncToken reads; a 410 (fullSyncRequired) or no cursor means a full read of [start, end)."""
+        start, end = _aware(start), _aware(end)
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        if cursor:
+            try:
+                state, token, _ = self._read(service, http, calendar_id, start, end, sync_token=cursor)
+            except CalendarSyncError as exc:
+                if exc.status != 410:  # 410 fullSyncRequired: the token expired, read everything again
+                    raise
+                logger.info("Google sync token for a calendar expired (410): full read.")
+            else:
+                return Changes(
+                    blocks=[b for b in state.values() if b is not None],
+                    removed=[remote_id for remote_id, b in state.items() if b is None],
+                    cursor=token or cursor,  # page bound hit: keep the old token, the changes come again
+                    full=False,
+                )
+        state, token, complete = self._read(service, http, calendar_id, start, end, sync_token=None)
+        if not token:
+            raise TransientError(
+                "Google did not finish the calendar read within the page bound." if not complete else "Google ended the calendar read without a sync token.",
+                code="incomplete_read",
+            )
+        return Changes(
+            blocks=[b for b in state.values() if b is not None],
+            removed=[remote_id for remote_id, b in state.items() if b is None],
+            cursor=token,
+            full=True,
+        )
+
+    def _read(self, service, http, calendar_id, start, end, sync_token):
+        """Every page of one events.list: ({remote_id: BusyBlock or None when not busy}, nextSyncToken, complete).
+
+        A full read is bounded by [start, end); an incremental one (syncToken) may not carry a window
+        (Google refuses), so events changed outside the window count as no longer busy there.
+        """
+        params = {"calendarId": calendar_id, "singleEvents": True, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS}
+        if sync_token:
+            params.update(syncToken=sync_token, showDeleted=True)
+        else:
+            params.update(timeMin=_rfc3339(start), timeMax=_rfc3339(end, ceil=True), showDeleted=False)
+        state, page = {}, None
+        for _ in range(MAX_PAGES):
+            result = self._execute(service.events().list(pageToken=page, **params), http)
+            for item in result.get("items") or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                block = _block(item)
+                state.pop(item["id"], None)  # latest state last
+                state[item["id"]] = block if block is not None and _in_window(block, start, end) else None
+            page = result.get("nextPageToken")
+            if not page:
+                return state, result.get("nextSyncToken"), True
+        logger.warning("Google events.list still paging after %s pages: stopping.", MAX_PAGES)
+        return state, None, False
 
     def event_body(self, operation):
         event = operation.event

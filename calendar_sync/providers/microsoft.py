@@ -7,6 +7,8 @@ and, on create, as `transactionId` (so Graph de-duplicates a create retried afte
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,11 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from django.core import checks
-from tzlocal.windows_tz import tz_win  # CLDR's IANA -> Windows zone names
+from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone names
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from .base import BaseProvider, Calendar, Operation, Outcome, TokenSet, retry_after
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Operation, Outcome, TokenSet, retry_after
+
+logger = logging.getLogger(__name__)
 
 GRAPH_SCOPE_PREFIX = "https://graph.microsoft.com/"
 PROP_ID = "String {3c9e58a4-7f21-4d6b-9b0e-5a1d2c8f6e47} Name calendar_sync_key"
@@ -29,6 +33,15 @@ MAX_INLINE_WAIT = 30.0  # longer Retry-After: hand the error back instead of blo
 THROTTLE_ROUNDS = 3
 MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> create
 REAUTH_ERRORS = {"interaction_required", "consent_required", "login_required"}
+MAX_PAGES = 100  # per read: a bound, should a server page forever
+VIEW_PAGE_SIZE = 100  # calendarView $top
+DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
+VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,transactionId"
+NOT_BUSY = {"free", "workingelsewhere"}
+# 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
+SYNC_RESET_CODES = {"syncstatenotfound", "syncstateinvalid", "fullsyncrequired", "resyncrequired", "errorinvalidsyncstatedata"}
+UTC = dt.timezone.utc
+FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -49,6 +62,65 @@ def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
     if status == 410:
         return PermanentError(text, status=status, code="gone")
     return PermanentError(text, status=status, code=code[:64] or "rejected")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: dt.datetime, ceil: bool = False) -> str:
+    """A window bound in whole seconds, widened outwards (start floored, end ceiled), in UTC."""
+    value = _aware(value)
+    whole = value.replace(microsecond=0)
+    if ceil and whole < value:
+        whole += dt.timedelta(seconds=1)
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _zone(name: str) -> dt.tzinfo:
+    if not name or name.upper() in ("UTC", "ETC/UTC", "GMT"):
+        return UTC
+    try:
+        return ZoneInfo(win_tz.get(name) or name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    """A Graph dateTimeTimeZone as aware UTC (dateTime is local to timeZone; 7 fractional digits)."""
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(FRACTION.sub(r"\1", str(value["dateTime"])))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_zone(str(value.get("timeZone") or "UTC")))
+    return parsed.astimezone(UTC)
+
+
+def _is_ours(item: dict[str, Any]) -> bool:
+    if item.get("transactionId"):
+        return True
+    wanted = " ".join(PROP_ID.lower().split())
+    return any(
+        isinstance(prop, dict) and " ".join(str(prop.get("id", "")).lower().split()) == wanted and prop.get("value")
+        for prop in item.get("singleValueExtendedProperties") or []
+    )
+
+
+def _block(item: dict[str, Any]) -> BusyBlock | None:
+    """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere)."""
+    if item.get("isCancelled") or str(item.get("showAs") or "").lower() in NOT_BUSY:
+        return None
+    start, end = _moment(item.get("start")), _moment(item.get("end"))
+    if start is None or end is None or end <= start:
+        return None
+    return BusyBlock(start=start, end=end, remote_id=str(item.get("id") or ""), summary=str(item.get("subject") or ""), ours=_is_ours(item))
+
+
+def _query(params: list[tuple[str, str]]) -> str:
+    return "&".join(f"{key}={quote(value, safe='')}" for key, value in params)
 
 
 def _header(headers: Any, name: str) -> Any:
@@ -160,9 +232,13 @@ class MicrosoftProvider(BaseProvider):
             self._session = requests.Session()
         return self._session
 
-    def _call(self, access_token: str, method: str, url: str, body: Any = None, limiter: Any = None, parts: int = 1) -> tuple[int, Any, Any]:
+    def _call(
+        self, access_token: str, method: str, url: str, body: Any = None, limiter: Any = None, parts: int = 1, prefer: str | None = None
+    ) -> tuple[int, Any, Any]:
         """One HTTP request to Graph: (status, headers, JSON body); network trouble raised as TransientError."""
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        if prefer:
+            headers["Prefer"] = prefer
         try:
             with limiter.slot(parts) if limiter else nullcontext():
                 response = self._http().request(method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT"))
@@ -193,6 +269,108 @@ class MicrosoftProvider(BaseProvider):
                     calendars.append(Calendar(item["id"], item.get("name", ""), default, "owner" if default else "writer"))
             url = body.get("@odata.nextLink")
         return calendars
+
+    # --- reading calendars (busy time and incremental sync) ----------------------------------
+    @staticmethod
+    def _on_graph(url: str, root: str) -> bool:
+        """Whether a link may carry the token: the Graph root's scheme and host, nothing else."""
+        try:
+            return urlsplit(url)[:2] == urlsplit(root)[:2]
+        except ValueError:
+            return False
+
+    @staticmethod
+    def _calendar_path(calendar_id: str) -> str:
+        return "me/calendar" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}"
+
+    def _get(self, access_token: str, url: str, root: str, prefer: str) -> dict[str, Any]:
+        if not self._on_graph(url, root):  # never send the token anywhere but Graph
+            raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
+        status, headers, body = self._call(access_token, "GET", url, prefer=prefer)
+        error = classify(status, headers, body)
+        if error:
+            raise error
+        return body
+
+    def busy(self, access_token: str, calendar_id: str, start: dt.datetime, end: dt.datetime) -> list[BusyBlock]:
+        """calendarView over the window, our extended property expanded so our own events are known."""
+        start, end = _aware(start), _aware(end)
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        params = [
+            ("startDateTime", _iso(start)),
+            ("endDateTime", _iso(end, ceil=True)),
+            ("$select", VIEW_SELECT),
+            ("$expand", f"singleValueExtendedProperties($filter=id eq '{PROP_ID}')"),
+            ("$top", str(VIEW_PAGE_SIZE)),
+        ]
+        url: str | None = f"{root}{self._calendar_path(calendar_id)}/calendarView?{_query(params)}"
+        blocks: dict[str, BusyBlock] = {}
+        for _ in range(MAX_PAGES):
+            if not url:
+                break
+            body = self._get(access_token, url, root, 'outlook.timezone="UTC"')
+            for item in body.get("value") or []:
+                block = _block(item) if isinstance(item, dict) and item.get("id") else None
+                if block is not None and block.start < end and block.end > start:
+                    blocks[block.remote_id] = block
+            url = body.get("@odata.nextLink")
+        else:
+            if url:
+                logger.warning("Microsoft Graph calendarView still paging after %s pages: stopping.", MAX_PAGES)
+        return list(blocks.values())
+
+    def changes(self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime) -> Changes:
+        """calendarView delta rounds: the deltaLink is the cursor; a 410 (or no cursor) means a new round from scratch."""
+        start, end = _aware(start), _aware(end)
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        if cursor and self._on_graph(cursor, root):
+            try:
+                return self._delta(access_token, cursor, root, start, end, full=False)
+            except CalendarSyncError as exc:
+                if exc.status != 410 and str(exc.code or "").lower() not in SYNC_RESET_CODES:
+                    raise
+                logger.info("Microsoft Graph delta token expired (%s): full read.", exc.status)
+        elif cursor:
+            logger.warning("Stored Microsoft Graph delta link is not under the Graph root: full read.")
+        params = [("startDateTime", _iso(start)), ("endDateTime", _iso(end, ceil=True))]
+        url = f"{root}{self._calendar_path(calendar_id)}/calendarView/delta?{_query(params)}"
+        return self._delta(access_token, url, root, start, end, full=True)
+
+    def _delta(self, access_token: str, url: str, root: str, start: dt.datetime, end: dt.datetime, full: bool) -> Changes:
+        """Follow one delta round to its deltaLink (or the page bound: then the pending nextLink is the cursor)."""
+        prefer = f'odata.maxpagesize={DELTA_PAGE_SIZE}, outlook.timezone="UTC"'
+        state: dict[str, BusyBlock | None] = {}
+        cursor = None
+        for _ in range(MAX_PAGES):
+            body = self._get(access_token, url, root, prefer)
+            for item in body.get("value") or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                remote_id = str(item["id"])
+                block = None if "@removed" in item else _block(item)
+                state.pop(remote_id, None)  # latest state last
+                state[remote_id] = block if block is not None and block.start < end and block.end > start else None
+            delta, next_link = body.get("@odata.deltaLink"), body.get("@odata.nextLink")
+            if delta:
+                if not self._on_graph(delta, root):
+                    raise PermanentError("Microsoft Graph returned a deltaLink outside the Graph root.", code="bad_next_link")
+                cursor = delta
+                break
+            if not next_link:
+                raise TransientError("Microsoft Graph ended a delta round without a deltaLink.", code="incomplete_read")
+            url = next_link
+        else:
+            # A round's nextLink is itself a state token: resuming from it continues the round.
+            logger.warning("Microsoft Graph delta still paging after %s pages: stopping.", MAX_PAGES)
+            if not self._on_graph(url, root):
+                raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
+            cursor = url
+        return Changes(
+            blocks=[b for b in state.values() if b is not None],
+            removed=[remote_id for remote_id, b in state.items() if b is None],
+            cursor=cursor,
+            full=full,
+        )
 
     # --- events ------------------------------------------------------------------------------
     def event_body(self, operation: Operation) -> dict[str, Any]:

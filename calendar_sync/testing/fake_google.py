@@ -6,8 +6,17 @@ list / patch / delete, client-chosen ids (409 `duplicate` when taken, even by a 
 event), 410 on deleting a deleted event, 401 on expired tokens, batch requests
 (multipart/mixed, at most 50 parts). Faults are injected with `inject()`; every call is
 recorded in `calls` so tests can count requests and check rate limits.
+
+Reading: `events.list` with `timeMin`/`timeMax` (overlap), `showDeleted`, `singleEvents`,
+`maxResults`/`pageToken` paging and incremental sync (`syncToken` -> changes since, deleted
+events as minimal cancelled items, `nextSyncToken` on the last page; 410 `fullSyncRequired`
+for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like);
+`freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
+Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
 """
 import base64
+import datetime as dt
+import email.utils
 import hashlib
 import html
 import itertools
@@ -22,16 +31,100 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
 DEFAULT_SCOPES = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly"
 BATCH_LIMIT = 50
+DEFAULT_PAGE = 250  # events.list maxResults default
+MAX_PAGE = 2500  # events.list never pages more than this
+CHANNEL_ID = re.compile(r"^[A-Za-z0-9\-_+/=]{1,64}$")
+CHANNEL_TTL = 7 * 24 * 3600  # default push channel lifetime (seconds)
+CHANNEL_MAX_TTL = 30 * 24 * 3600
+# Filters Google refuses alongside a syncToken (the sync guide: "not compatible").
+NOT_WITH_SYNC_TOKEN = ("timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID", "privateExtendedProperty", "sharedExtendedProperty")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+UTC = dt.timezone.utc
 
 
-def _error(status, reason, message):
-    return status, {"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}
+def _error(status, reason, message, domain="global"):
+    return status, {"error": {"code": status, "message": message, "errors": [{"domain": domain, "reason": reason, "message": message}]}}
+
+
+def _rfc3339(moment):
+    """Google's timestamp form: UTC, milliseconds, Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _parse_rfc3339(value):
+    """A timeMin/timeMax value: RFC 3339 with a mandatory offset, else None."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("z", "Z"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else None
+
+
+def _event_moment(value):
+    """An EventDateTime as an aware UTC datetime (all-day `date`: midnight UTC), or None."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        if value.get("dateTime"):
+            parsed = dt.datetime.fromisoformat(str(value["dateTime"]))
+            if parsed.tzinfo is None:
+                try:
+                    parsed = parsed.replace(tzinfo=ZoneInfo(value.get("timeZone") or "UTC"))
+                except (ZoneInfoNotFoundError, ValueError):
+                    parsed = parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+        if value.get("date"):
+            day = dt.date.fromisoformat(str(value["date"]))
+            return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+    except ValueError:
+        return None
+    return None
+
+
+def _span(event):
+    return _event_moment(event.get("start")), _event_moment(event.get("end"))
+
+
+def _overlaps(event, start, end):
+    """Google's filter: timeMin bounds the event's end, timeMax its start (both exclusive)."""
+    event_start, event_end = _span(event)
+    if event_start is None or event_end is None:
+        return False
+    return (start is None or event_end > start) and (end is None or event_start < end)
+
+
+def _event_time(value, all_day=False):
+    """A control's start/end (aware datetime, or date for all-day) as an EventDateTime."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return {"dateTime": value.astimezone(UTC).isoformat().replace("+00:00", "Z"), "timeZone": "UTC"}
+    if isinstance(value, dt.date):
+        return {"date": value.isoformat()}
+    raise TypeError(f"expected a datetime or a date, got {value!r}")
+
+
+def _encode(data):
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode(token):
+    try:
+        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _public(event):
+    return {k: v for k, v in event.items() if not k.startswith("_")}
 
 
 class FakeGoogle:
@@ -50,6 +143,11 @@ class FakeGoogle:
         self.http_requests = []  # one dict per HTTP request received
         self.granted_scope = None  # override the scope a consent grants
         self._ids = itertools.count(1)
+        self.change_counter = 0  # global change counter: every event carries the value of its last change
+        self.sync_epoch = secrets.token_hex(4)  # sync tokens of another epoch answer 410
+        self.max_page_size = MAX_PAGE  # lower it to make events.list page sooner (Google may)
+        self.channels = {}  # channel id -> {address, token, resourceId, expiration, stopped, ...}
+        self._resource_ids = {}  # (account, calendar) -> resourceId of its events collection
         self.add_account("member@example.com")
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -106,6 +204,10 @@ class FakeGoogle:
             self.calls.clear()
             self.http_requests.clear()
             self.latency, self.granted_scope = 0.0, None
+            self.sync_epoch = secrets.token_hex(4)
+            self.max_page_size = MAX_PAGE
+            self.channels.clear()
+            self._resource_ids.clear()
             self.add_account("member@example.com")
 
     def add_account(self, email, calendars=None):
@@ -141,7 +243,86 @@ class FakeGoogle:
         with self.lock:
             cal = self._calendar_id(account, calendar_id or "primary")
             items = self.accounts[account]["events"].get(cal, {})
-            return {k: dict(v) for k, v in items.items() if include_cancelled or v["status"] != "cancelled"}
+            return {k: _public(v) for k, v in items.items() if include_cancelled or v["status"] != "cancelled"}
+
+    # --- a person in Google Calendar's own UI ----------------------------------------------------
+    def add_event(self, account, start, end, summary="Busy", calendar_id=None, transparent=False):
+        """Create an event as the member would (datetimes, or dates for an all-day event); return its id."""
+        with self.lock:
+            cal = self._calendar_id(account, calendar_id or "primary")
+            events = self.accounts[account]["events"][cal]
+            event_id = secrets.token_hex(13)
+            now = _rfc3339(dt.datetime.now(UTC))
+            event = {
+                "kind": "calendar#event",
+                "id": event_id,
+                "status": "confirmed",
+                "htmlLink": f"https://www.google.com/calendar/event?eid={event_id}",
+                "created": now,
+                "summary": summary,
+                "creator": {"email": account, "self": True},
+                "organizer": {"email": account, "self": True},
+                "start": _event_time(start),
+                "end": _event_time(end),
+                "iCalUID": f"{event_id}@google.com",
+                "sequence": 0,
+                "eventType": "default",
+            }
+            if transparent:
+                event["transparency"] = "transparent"
+            events[event_id] = event
+            self._touch(event)
+            return event_id
+
+    def move_event(self, account, event_id, start, end, calendar_id=None):
+        """Drag an event to a new time."""
+        self.update_event(account, event_id, calendar_id=calendar_id, start=_event_time(start), end=_event_time(end))
+
+    def update_event(self, account, event_id, calendar_id=None, **fields):
+        """Edit an event's fields as the member would, e.g. `transparency="transparent"` (None removes a field)."""
+        with self.lock:
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar_id or "primary")][event_id]
+            for key, value in fields.items():
+                if value is None:
+                    event.pop(key, None)
+                else:
+                    event[key] = value
+            event["sequence"] = event.get("sequence", 0) + 1
+            self._touch(event)
+
+    def delete_event(self, account, event_id, calendar_id=None):
+        """Delete an event in the UI: Google keeps it as cancelled (showDeleted and sync see it)."""
+        with self.lock:
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar_id or "primary")][event_id]
+            event["status"] = "cancelled"
+            self._touch(event)
+
+    def expire_sync_tokens(self):
+        """Every outstanding syncToken now answers 410 fullSyncRequired (as when Google expires them)."""
+        with self.lock:
+            self.sync_epoch = secrets.token_hex(4)
+
+    def notify(self, channel_id, state="exists"):
+        """Deliver a push notification for a channel the way Google does (headers, empty body); the response."""
+        with self.lock:
+            channel = self.channels[channel_id]
+            if channel["stopped"]:
+                return None
+            channel["message_number"] += 1
+            expiration = dt.datetime.fromtimestamp(int(channel["expiration"]) / 1000, UTC)
+            headers = {
+                "X-Goog-Channel-ID": channel_id,
+                "X-Goog-Channel-Expiration": email.utils.format_datetime(expiration, usegmt=True),
+                "X-Goog-Resource-ID": channel["resourceId"],
+                "X-Goog-Resource-URI": channel["resourceUri"],
+                "X-Goog-Resource-State": state,
+                "X-Goog-Message-Number": str(channel["message_number"]),
+                "Content-Length": "0",
+            }
+            if channel.get("token"):
+                headers["X-Goog-Channel-Token"] = channel["token"]
+            address = channel["address"]
+        return requests.post(address, data=b"", headers=headers, timeout=10)
 
     def api_calls(self, account=None):
         return [c for c in self.calls if c["path"].startswith("/calendar/") and (account is None or c["account"] == account)]
@@ -177,6 +358,14 @@ class FakeGoogle:
     # --- internals ---------------------------------------------------------------------------
     def _calendar_id(self, account, calendar_id):
         return account if calendar_id == "primary" else calendar_id
+
+    def _touch(self, event):
+        """Record a change: bump the global counter, stamp `updated` (and the hidden `_seq`)."""
+        with self.lock:
+            self.change_counter += 1
+            event["_seq"] = self.change_counter
+            event["updated"] = _rfc3339(dt.datetime.now(UTC))
+            event["etag"] = f'"{self.change_counter}{secrets.randbelow(10**6):06d}"'
 
     def _take_fault(self, path):
         with self.lock:
@@ -417,6 +606,10 @@ class FakeGoogle:
         if segments == ["users", "me", "calendarList"] and method == "GET":
             items = [{"id": cid, "summary": c["summary"], "accessRole": c["accessRole"], "primary": c.get("primary", False)} for cid, c in data["calendars"].items()]
             return 200, {"kind": "calendar#calendarList", "items": items}
+        if segments == ["freeBusy"]:
+            return self._free_busy(account, body) if method == "POST" else _error(405, "methodNotAllowed", "Method not allowed")
+        if segments == ["channels", "stop"]:
+            return self._stop_channel(body) if method == "POST" else _error(405, "methodNotAllowed", "Method not allowed")
         if len(segments) < 3 or segments[0] != "calendars" or segments[2] != "events":
             return _error(404, "notFound", "Not Found")
         calendar = self._calendar_id(account, segments[1])
@@ -426,8 +619,9 @@ class FakeGoogle:
         with self.lock:
             events = data["events"][calendar]
             if len(segments) == 3 and method == "GET":
-                items = [e for e in events.values() if query.get("showDeleted") == "true" or e["status"] != "cancelled"]
-                return 200, {"kind": "calendar#events", "items": items}
+                return self._list(calendar, events, query)
+            if segments[3:] == ["watch"] and method == "POST":
+                return self._watch(account, calendar, segments[1], body)
             if method != "GET" and not writable:
                 return _error(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
             if len(segments) == 3 and method == "POST":
@@ -439,26 +633,200 @@ class FakeGoogle:
                     return _error(409, "duplicate", "The requested identifier already exists.")
                 if not event.get("start") or not event.get("end"):
                     return _error(400, "required", "Missing time range.")
-                event.update(id=event_id, status=event.get("status", "confirmed"), sequence=0, updated=time.time(), sendUpdates=query.get("sendUpdates"))
+                event = {k: v for k, v in event.items() if not k.startswith("_")}
+                event.update(id=event_id, status=event.get("status", "confirmed"), sequence=0, sendUpdates=query.get("sendUpdates"))
+                event.setdefault("kind", "calendar#event")
+                event.setdefault("created", _rfc3339(dt.datetime.now(UTC)))
                 events[event_id] = event
-                return 200, event
+                self._touch(event)
+                return 200, _public(event)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
             if method == "GET":
-                return (200, event) if event else _error(404, "notFound", "Not Found")
+                return (200, _public(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
                 patch = json.loads(body or b"{}")
                 patch.pop("id", None)
-                event.update(patch, sequence=event["sequence"] + 1, updated=time.time(), sendUpdates=query.get("sendUpdates"))
-                return 200, event
+                patch = {k: v for k, v in patch.items() if not k.startswith("_")}
+                event.update(patch, sequence=event["sequence"] + 1, sendUpdates=query.get("sendUpdates"))
+                self._touch(event)
+                return 200, _public(event)
             if method == "DELETE":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
                 if event["status"] == "cancelled":
                     return _error(410, "deleted", "Resource has been deleted")
-                event.update(status="cancelled", updated=time.time())
+                event.update(status="cancelled")
+                self._touch(event)
                 return 204, None
         return _error(405, "methodNotAllowed", "Method not allowed")
+
+    # --- events.list: window, paging, incremental sync -----------------------------------------
+    def _list(self, calendar, events, query):
+        sync = query.get("syncToken")
+        if sync is not None:
+            clash = [name for name in NOT_WITH_SYNC_TOKEN if name in query]
+            if clash:
+                return _error(400, "invalid", f"The '{clash[0]}' parameter cannot be used together with a syncToken.")
+            if query.get("showDeleted") == "false":
+                return _error(400, "invalid", "Deleted events are always returned with a syncToken: showDeleted may not be false.")
+        try:
+            size = max(1, min(int(query.get("maxResults") or DEFAULT_PAGE), MAX_PAGE, self.max_page_size))
+        except ValueError:
+            return _error(400, "invalid", "Invalid value for maxResults.")
+        time_min = time_max = None
+        if query.get("timeMin") is not None:
+            time_min = _parse_rfc3339(query["timeMin"])
+            if time_min is None:
+                return _error(400, "badRequest", "Bad Request")
+        if query.get("timeMax") is not None:
+            time_max = _parse_rfc3339(query["timeMax"])
+            if time_max is None:
+                return _error(400, "badRequest", "Bad Request")
+        if time_min is not None and time_max is not None and time_max <= time_min:
+            return _error(400, "timeRangeEmpty", "The specified time range is empty.")
+        since = None
+        if sync is not None:
+            token = _decode(sync)
+            if not token or token.get("c") != calendar or token.get("e") != self.sync_epoch or not isinstance(token.get("n"), int):
+                return _error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+            since = token["n"]
+        # A page token pins the query it belongs to and the change counter when paging began.
+        fingerprint = hashlib.sha256(json.dumps(sorted((k, v) for k, v in query.items() if k not in ("pageToken", "maxResults", "fields", "alt"))).encode()).hexdigest()[:16]
+        offset, snapshot = 0, self.change_counter
+        if query.get("pageToken"):
+            page = _decode(query["pageToken"])
+            if not page or page.get("q") != fingerprint or not isinstance(page.get("o"), int) or not isinstance(page.get("n"), int):
+                return _error(400, "invalid", "Invalid page token value.")
+            offset, snapshot = page["o"], page["n"]
+        if since is not None:  # changes since the token, deletions included (minimal items)
+            changed = sorted((e for e in events.values() if e.get("_seq", 0) > since), key=lambda e: e["_seq"])
+            items = [
+                {"kind": "calendar#event", "etag": e.get("etag", ""), "id": e["id"], "status": "cancelled"} if e["status"] == "cancelled" else _public(e)
+                for e in changed
+            ]
+        else:
+            show_deleted = query.get("showDeleted") == "true"
+            items = [
+                _public(e)
+                for e in events.values()
+                if (show_deleted or e["status"] != "cancelled") and ((time_min is None and time_max is None) or _overlaps(e, time_min, time_max))
+            ]
+        answer = {
+            "kind": "calendar#events",
+            "etag": f'"{snapshot}"',
+            "summary": calendar,
+            "updated": _rfc3339(dt.datetime.now(UTC)),
+            "timeZone": "UTC",
+            "accessRole": "owner",
+            "defaultReminders": [],
+            "items": items[offset : offset + size],
+        }
+        if offset + size < len(items):
+            answer["nextPageToken"] = _encode({"o": offset + size, "n": snapshot, "q": fingerprint})
+        else:
+            answer["nextSyncToken"] = _encode({"c": calendar, "n": snapshot, "e": self.sync_epoch, "r": secrets.token_hex(4)})
+        return 200, answer
+
+    # --- freeBusy.query ----------------------------------------------------------------------
+    def _free_busy(self, account, body):
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "parseError", "Parse Error")
+        if not isinstance(request, dict):
+            return _error(400, "parseError", "Parse Error")
+        if not request.get("timeMin") or not request.get("timeMax"):
+            return _error(400, "required", "Missing time range.")
+        time_min, time_max = _parse_rfc3339(request["timeMin"]), _parse_rfc3339(request["timeMax"])
+        if time_min is None or time_max is None:
+            return _error(400, "badRequest", "Bad Request")
+        if time_max <= time_min:
+            return _error(400, "timeRangeEmpty", "The specified time range is empty.")
+        calendars = {}
+        with self.lock:
+            data = self.accounts[account]
+            for entry in request.get("items") or []:
+                requested = str((entry or {}).get("id", ""))
+                cal = self._calendar_id(account, requested)
+                if cal not in data["calendars"]:
+                    calendars[requested] = {"errors": [{"domain": "global", "reason": "notFound"}], "busy": []}
+                    continue
+                spans = []
+                for event in data["events"].get(cal, {}).values():
+                    if event["status"] == "cancelled" or event.get("transparency") == "transparent" or not _overlaps(event, time_min, time_max):
+                        continue
+                    start, end = _span(event)
+                    spans.append([max(start, time_min), min(end, time_max)])
+                merged = []
+                for start, end in sorted(spans):
+                    if merged and start <= merged[-1][1]:
+                        merged[-1][1] = max(merged[-1][1], end)
+                    else:
+                        merged.append([start, end])
+                calendars[requested] = {"busy": [{"start": s.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": e.strftime("%Y-%m-%dT%H:%M:%SZ")} for s, e in merged]}
+        return 200, {"kind": "calendar#freeBusy", "timeMin": _rfc3339(time_min), "timeMax": _rfc3339(time_max), "calendars": calendars}
+
+    # --- push channels ---------------------------------------------------------------------------
+    def _watch(self, account, calendar, requested_id, body):
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "parseError", "Parse Error")
+        if not isinstance(request, dict):
+            return _error(400, "parseError", "Parse Error")
+        channel_id, address = str(request.get("id") or ""), str(request.get("address") or "")
+        if not channel_id:
+            return _error(400, "required", "Required: channel id.")
+        if not CHANNEL_ID.match(channel_id):
+            return _error(400, "invalid", "Invalid channel id.")
+        if str(request.get("type") or "").lower() not in ("web_hook", "webhook"):
+            return _error(400, "invalid", "Invalid channel type: only web_hook is supported.")
+        parts = urllib.parse.urlsplit(address)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)) or not parts.hostname:
+            return _error(400, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS: " + address, domain="push")
+        if len(str(request.get("token") or "")) > 256:
+            return _error(400, "invalid", "Channel token too long.")
+        if channel_id in self.channels:
+            return _error(400, "channelIdNotUnique", "Channel id not unique: " + channel_id, domain="push")
+        now_ms = int(time.time() * 1000)
+        try:
+            ttl = int((request.get("params") or {}).get("ttl") or CHANNEL_TTL)
+            expiration = int(request.get("expiration") or now_ms + ttl * 1000)
+        except (TypeError, ValueError):
+            return _error(400, "invalid", "Invalid expiration.")
+        expiration = min(max(expiration, now_ms), now_ms + CHANNEL_MAX_TTL * 1000)
+        resource_id = self._resource_ids.setdefault((account, calendar), secrets.token_urlsafe(20))
+        resource_uri = f"{self.url}calendar/v3/calendars/{urllib.parse.quote(requested_id, safe='')}/events?alt=json"
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "address": address,
+            "token": request.get("token"),
+            "resourceId": resource_id,
+            "resourceUri": resource_uri,
+            "expiration": str(expiration),
+            "stopped": False,
+            "account": account,
+            "calendar_id": calendar,
+            "message_number": 0,
+        }
+        answer = {"kind": "api#channel", "id": channel_id, "resourceId": resource_id, "resourceUri": resource_uri, "expiration": str(expiration)}
+        if request.get("token"):
+            answer["token"] = request["token"]
+        return 200, answer
+
+    def _stop_channel(self, body):
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "parseError", "Parse Error")
+        request = request if isinstance(request, dict) else {}
+        with self.lock:
+            channel = self.channels.get(str(request.get("id") or ""))
+            if channel is None or channel["stopped"] or channel["resourceId"] != request.get("resourceId"):
+                return _error(404, "notFound", f"Channel '{request.get('id')}' not found for project.")
+            channel["stopped"] = True
+        return 204, None

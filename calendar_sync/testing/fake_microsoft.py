@@ -10,6 +10,14 @@ or expired tokens, 403 on read-only calendars, JSON `$batch` (at most 20 request
 answers in shuffled order). Errors have Graph's shape `{"error": {"code", "message"}}`.
 Faults are injected with `inject()` (outer requests or, with `batch_part=True`, single batch
 parts) and `lose_response()`; every request is logged in `calls` / `http_requests`.
+
+Reading: `calendarView` (window required, overlap, `$select`, `$expand` of our extended
+property, paging, `Prefer: outlook.timezone` / `odata.maxpagesize`), `calendarView/delta`
+rounds (`@odata.nextLink` pages, then an absolute `@odata.deltaLink`; later rounds report only
+changes, deletions as `@removed`; `expire_delta_tokens()` makes old tokens answer 410),
+`calendar/getSchedule`, and change-notification `subscriptions` (create, get, renew, delete,
+`notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
+`delete_event`.
 """
 import base64
 import datetime as dt
@@ -24,8 +32,10 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
 GRAPH = "https://graph.microsoft.com/"
 BATCH_LIMIT = 20
@@ -60,6 +70,13 @@ FILTER_BY_PROPERTY = re.compile(
     re.IGNORECASE,
 )
 EXPAND_PROPERTIES = re.compile(r"^\s*singleValueExtendedProperties(?:\(\s*\$filter\s*=\s*id\s+eq\s+'((?:[^']|'')*)'\s*\))?\s*$", re.IGNORECASE)
+UTC = dt.timezone.utc
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DELTA_PAGE_SIZE = 10  # delta page size when the client sends no odata.maxpagesize
+SUBSCRIPTION_MAX_MINUTES = 4230  # Graph's limit for Outlook event subscriptions
+SUBSCRIPTION_RESOURCE = re.compile(r"^/?(me|users/[^/]+)/(events|calendar/events|calendars/[^/]+/events)$", re.IGNORECASE)
+AVAILABILITY = {"free": "0", "tentative": "1", "busy": "2", "oof": "3", "workingelsewhere": "4"}
+AVAILABILITY_RANK = ["free", "workingelsewhere", "tentative", "busy", "oof"]
 DEFAULT_CODES = {
     400: "ErrorInvalidRequest", 401: "InvalidAuthenticationToken", 403: "ErrorAccessDenied", 404: "ErrorItemNotFound",
     409: "ErrorIrresolvableConflict", 429: "ApplicationThrottled", 500: "ErrorInternalServerError",
@@ -96,6 +113,89 @@ def _unquote_filter_value(value):
     return value.replace("''", "'")
 
 
+def _tz(name):
+    """A Graph time zone name (Windows or IANA) as a tzinfo, or None when unknown."""
+    name = str(name or "")
+    if name.upper() in ("UTC", "ETC/UTC", "GMT", "ETC/GMT"):
+        return UTC
+    try:
+        return ZoneInfo(win_tz.get(name) or name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _instant(value):
+    """A dateTimeTimeZone as aware UTC (None when unreadable)."""
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", str(value["dateTime"])))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_tz(value.get("timeZone")) or UTC)
+    return parsed.astimezone(UTC)
+
+
+def _query_instant(value):
+    """A startDateTime/endDateTime query value (ISO 8601; no offset means UTC)."""
+    try:
+        parsed = dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", str(value).strip().replace(" ", "+")))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _local(moment, zone_name):
+    """An instant as Graph writes it in a zone: 7 fractional digits, no offset."""
+    zone = _tz(zone_name) or UTC
+    return {"dateTime": moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0", "timeZone": zone_name}
+
+
+def _span_of(event):
+    return _instant(event.get("start")), _instant(event.get("end"))
+
+
+def _overlaps(span, start, end):
+    span_start, span_end = span
+    if span_start is None or span_end is None:
+        return False
+    if span_start == span_end:  # a zero-length event sits at an instant
+        return start <= span_start < end
+    return span_start < end and span_end > start
+
+
+def _prefer(headers):
+    """Prefer header preferences (comma-separated, possibly repeated): {name: value}."""
+    found = {}
+    for part in re.split(r',(?=(?:[^"]*"[^"]*")*[^"]*$)', (headers or {}).get("prefer", "")):
+        name, _, value = part.strip().partition("=")
+        if name.strip():
+            found[name.strip().lower()] = value.strip().strip('"')
+    return found
+
+
+def _encode(data):
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode(token):
+    try:
+        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _when(value, zone_name):
+    """A control's start/end (aware datetime, or a date for all-day) as dateTimeTimeZone in `zone_name`."""
+    if isinstance(value, dt.datetime):
+        return _local(value if value.tzinfo else value.replace(tzinfo=UTC), zone_name)
+    if isinstance(value, dt.date):
+        return {"dateTime": f"{value.isoformat()}T00:00:00.0000000", "timeZone": zone_name}
+    raise TypeError(f"expected a datetime or a date, got {value!r}")
+
+
 class FakeMicrosoft:
     def __init__(self, port=0, client_id="test-ms-client-id", client_secret="test-ms-client-secret", tenant="common", token_lifetime=3600):
         self.client_id = client_id
@@ -104,6 +204,7 @@ class FakeMicrosoft:
         self.token_lifetime = token_lifetime
         self.page_size = 2  # me/calendars page size (Graph's real default is 10)
         self.events_page_size = 10  # events list default $top, as Graph
+        self.max_page_size = 1000  # server-driven paging: no page holds more (lower it to page sooner)
         self.lock = threading.RLock()
         self.latency = 0.0
         self.granted_scope = None  # override the scope string a consent grants
@@ -125,6 +226,11 @@ class FakeMicrosoft:
         self.calls = []  # one per logical Graph request (batch parts included): time, method, path, account, batch, status, ...
         self.http_requests = []  # one per HTTP request received: time, method, path, account
         self.max_batch_size = 0
+        self.change_counter = 0  # global: every event change (and deletion) takes the next value
+        self.delta_generation = secrets.token_hex(4)  # delta tokens of another generation answer 410
+        self.delta_expired_code = "SyncStateNotFound"
+        self.subscriptions = {}  # id -> the subscription as Graph returns it, plus account and deleted
+        self.validate_subscriptions = False  # True: POST the validationToken handshake to notificationUrl
         self.add_account(DEFAULT_ACCOUNT)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -162,7 +268,7 @@ class FakeMicrosoft:
         """Back to one default account; forget grants, events, faults and logged requests."""
         with self.lock:
             self.latency, self.granted_scope = 0.0, None
-            self.page_size, self.events_page_size = 2, 10
+            self.page_size, self.events_page_size, self.max_page_size = 2, 10, 1000
             self._init_state()
 
     def reset_log(self):
@@ -196,7 +302,7 @@ class FakeMicrosoft:
                 "owner": {"name": email.split("@")[0].title(), "address": email},
             }
         with self.lock:
-            self.accounts[email] = {"calendars": cals, "events": {}, "transactions": {}}
+            self.accounts[email] = {"calendars": cals, "events": {}, "transactions": {}, "tombstones": {}}
         return email
 
     def calendar_id(self, account=DEFAULT_ACCOUNT, name=None):
@@ -242,9 +348,84 @@ class FakeMicrosoft:
 
     def remove_event(self, event_id, account=DEFAULT_ACCOUNT):
         """Delete an event behind the app's back (the member deleting it in Outlook)."""
+        self.delete_event(account, event_id)
+
+    # --- a person using Outlook ------------------------------------------------------------------
+    def add_event(self, account, start, end, subject="Busy", calendar_id=None, show_as="busy", time_zone="UTC", is_cancelled=False):
+        """Create an event as the member would (aware datetimes, or dates for an all-day event); return its id."""
+        all_day = not isinstance(start, dt.datetime)
+        body = {
+            "subject": subject,
+            "start": _when(start, time_zone),
+            "end": _when(end, time_zone),
+            "showAs": show_as,
+            "isAllDay": all_day,
+            "isCancelled": bool(is_cancelled),
+            "originalStartTimeZone": time_zone,
+            "originalEndTimeZone": time_zone,
+        }
         with self.lock:
-            event = self.accounts[account]["events"].pop(event_id)
-            self.accounts[account]["transactions"].pop(event.get("transactionId"), None)
+            mailbox = self.accounts[account]
+            calendar = mailbox["calendars"][calendar_id or self.calendar_id(account)]
+            return self._insert(mailbox, calendar, body)["id"]
+
+    def move_event(self, account, event_id, start, end):
+        """Drag an event to a new time (kept in the event's own time zone)."""
+        with self.lock:
+            event = self.accounts[account]["events"][event_id]
+            zone = event.get("start", {}).get("timeZone") or "UTC"
+            self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
+
+    def update_event(self, account, event_id, **fields):
+        """Edit an event's fields as the member would, e.g. `showAs="free"`."""
+        with self.lock:
+            event = self.accounts[account]["events"][event_id]
+            event.update(fields)
+            event.update({"lastModifiedDateTime": _now(), "changeKey": secrets.token_urlsafe(24), "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"'})
+            self._touch(event)
+
+    def delete_event(self, account, event_id):
+        """Delete an event for good (Outlook keeps no cancelled copy; delta reports it @removed)."""
+        with self.lock:
+            mailbox = self.accounts[account]
+            event = mailbox["events"].pop(event_id)
+            mailbox["transactions"].pop(event.get("transactionId"), None)
+            self._bury(mailbox, event)
+
+    def expire_delta_tokens(self, code="SyncStateNotFound"):
+        """Every outstanding delta (and skip) token now answers 410 with `code`."""
+        with self.lock:
+            self.delta_generation = secrets.token_hex(4)
+            self.delta_expired_code = code
+
+    def notify(self, subscription_id, event_id, change_type="updated"):
+        """POST a change notification for a subscription the way Graph does; the receiver's response."""
+        with self.lock:
+            sub = self.subscriptions[subscription_id]
+            if sub["deleted"]:
+                return None
+            user = sub["account"]
+            payload = {
+                "value": [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "subscriptionId": subscription_id,
+                        "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                        "changeType": change_type,
+                        "resource": f"Users/{user}/Events/{event_id}",
+                        "resourceData": {
+                            "@odata.type": "#Microsoft.Graph.Event",
+                            "@odata.id": f"Users/{user}/Events/{event_id}",
+                            "@odata.etag": f'W/"{secrets.token_urlsafe(12)}"',
+                            "id": event_id,
+                        },
+                        "clientState": sub.get("clientState"),
+                        "tenantId": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.tenant)),
+                    }
+                ]
+            }
+            url = sub["notificationUrl"]
+        return requests.post(url, json=payload, timeout=10)
 
     def events(self, account=DEFAULT_ACCOUNT, calendar_id=None):
         """{event_id: event} of one calendar (the default one by default), extended properties included."""
@@ -278,6 +459,29 @@ class FakeMicrosoft:
         return response.headers["Location"]
 
     # --- internals ---------------------------------------------------------------------------
+    def _touch(self, event):
+        """Record a change for delta: the counter, and the span the event had from then on."""
+        with self.lock:
+            self.change_counter += 1
+            event["_seq"] = self.change_counter
+            start, end = _span_of(event)
+            event.setdefault("_spans", []).append((self.change_counter, start.isoformat() if start else None, end.isoformat() if end else None))
+
+    def _bury(self, mailbox, event):
+        with self.lock:
+            self.change_counter += 1
+            mailbox["tombstones"][event["id"]] = {"id": event["id"], "_calendar": event["_calendar"], "_seq": self.change_counter, "_spans": event.get("_spans", [])}
+
+    @staticmethod
+    def _span_at(record, n):
+        """The (start, end) an event had after change `n`, or None if it did not exist then."""
+        span = None
+        for seq, start, end in record.get("_spans", []):
+            if seq > n:
+                break
+            span = (dt.datetime.fromisoformat(start) if start else None, dt.datetime.fromisoformat(end) if end else None)
+        return span
+
     def _take_fault(self, path, batch_part):
         with self.lock:
             for fault in self.faults:
@@ -331,7 +535,9 @@ class FakeMicrosoft:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urllib.parse.urlsplit(self.path).path
-                headers = {k.lower(): v for k, v in self.headers.items()}
+                headers = {}
+                for k, v in self.headers.items():  # a repeated header (e.g. Prefer) is one comma-separated list
+                    headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
                 account = fake._account_for(headers.get("authorization", ""))[0] if path.startswith("/v1.0/") else None
                 with fake.lock:
                     fake.http_requests.append({"time": time.time(), "method": method, "path": path, "account": account})
@@ -399,7 +605,7 @@ class FakeMicrosoft:
             elif payload is ValueError:
                 status, answer, extra = graph_error(400, "BadRequest", "Unable to read JSON request payload.")
             else:
-                status, answer, extra = self._graph(method, path.removeprefix("/v1.0/"), query, payload, account)
+                status, answer, extra = self._graph(method, path.removeprefix("/v1.0/"), query, payload, account, headers)
             call["status"] = status
             with self.lock:
                 self.calls.append(call)
@@ -555,7 +761,7 @@ class FakeMicrosoft:
         """One page of `items` with an absolute `@odata.nextLink` ($skiptoken) when more remain."""
         try:
             start = int(base64.urlsafe_b64decode(query.get("$skiptoken", "") + "==").decode() or 0)
-            size = max(1, min(int(query.get("$top") or size), 1000))
+            size = max(1, min(int(query.get("$top") or size), 1000, self.max_page_size))
         except ValueError:
             return graph_error(400, "BadRequest", "Invalid $skiptoken or $top.")
         answer = {"@odata.context": f"{GRAPH}v1.0/$metadata#{path}", "value": items[start : start + size]}
@@ -572,8 +778,10 @@ class FakeMicrosoft:
         keep = {f.strip().lower() for f in query["$select"].split(",")} | {"id", "@odata.etag"}
         return {k: v for k, v in item.items() if k.lower() in keep}
 
-    def _graph(self, method, path, query, body, account):
+    def _graph(self, method, path, query, body, account, headers=None):
         segments = [urllib.parse.unquote(s) for s in path.strip("/").split("/")]
+        if segments[:1] == ["subscriptions"]:
+            return self._subscriptions(method, segments[1:], body, account)
         if segments[:1] != ["me"]:
             return graph_error(400, "BadRequest", f"Resource not found for the segment '{segments[0]}'.")
         mailbox = self.accounts[account]
@@ -582,9 +790,13 @@ class FakeMicrosoft:
             if rest == ["calendars"] and method == "GET":
                 items = [self._select(c, query) for c in mailbox["calendars"].values()]
                 return self._page(items, "me/calendars", query, self.page_size)
+            if [r.lower() for r in rest] == ["calendar", "getschedule"]:
+                if method != "POST":
+                    return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
+                return self._get_schedule(body, headers or {})
             if rest[:1] == ["calendar"]:  # the default calendar's alias
                 rest = ["calendars", self.calendar_id(account)] + rest[1:]
-            if rest[:1] == ["events"]:
+            if rest[:1] == ["events"] or [r.lower() for r in rest[:1]] == ["calendarview"]:
                 rest = ["calendars", None] + rest
             if len(rest) < 2 or rest[0] != "calendars":
                 return graph_error(400, "BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'.")
@@ -595,6 +807,14 @@ class FakeMicrosoft:
             scoped = rest[1] is not None
             if len(rest) == 2 and method == "GET":
                 return 200, self._select(calendar, query), {}
+            if len(rest) >= 3 and rest[2].lower() == "calendarview":
+                if method != "GET":
+                    return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
+                if len(rest) == 3:
+                    return self._calendar_view(mailbox, cal_id, path.strip("/"), query, headers or {})
+                if len(rest) == 4 and rest[3].lower() == "delta":
+                    return self._delta(mailbox, cal_id, path.strip("/"), query, headers or {})
+                return graph_error(400, "BadRequest", "Unsupported segment.")
             if len(rest) < 3 or rest[2] != "events" or len(rest) > 4:
                 return graph_error(400, "BadRequest", "Unsupported segment.")
             if len(rest) == 3:
@@ -616,12 +836,23 @@ class FakeMicrosoft:
                 del mailbox["events"][event["id"]]
                 if event.get("transactionId"):
                     mailbox["transactions"].pop(event["transactionId"], None)
+                self._bury(mailbox, event)
                 return 204, None, {}
         return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
-    def _view(self, event, query):
-        """An event as Graph returns it: extended properties only when $expand-ed."""
+    def _view(self, event, query, zone=None):
+        """An event as Graph returns it: extended properties only when $expand-ed; times in `zone` when given."""
         item = {k: v for k, v in event.items() if not k.startswith("_") and k != "singleValueExtendedProperties"}
+        if zone is not None:
+            for field in ("start", "end"):
+                value = event.get(field)
+                if not isinstance(value, dict):
+                    continue
+                if event.get("isAllDay"):  # all-day events float: midnight in whatever zone is asked for
+                    item[field] = {"dateTime": str(value.get("dateTime", ""))[:10] + "T00:00:00.0000000", "timeZone": zone}
+                else:
+                    moment = _instant(value)
+                    item[field] = _local(moment, zone) if moment else value
         expand = query.get("$expand")
         if expand:
             match = EXPAND_PROPERTIES.match(expand)
@@ -679,6 +910,12 @@ class FakeMicrosoft:
         if tid and mailbox["transactions"].get(tid) in mailbox["events"]:  # a retried create: answer with the event already made
             event = mailbox["events"][mailbox["transactions"][tid]]
             return 201, self._view(event, {}), {"_created": True}
+        event = self._insert(mailbox, calendar, body)
+        return 201, self._view(event, {}), {"_created": True}
+
+    def _insert(self, mailbox, calendar, body):
+        """Store a new event from a create body (no checks): the stored event."""
+        tid = body.get("transactionId")
         now = _now()
         event = {
             "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
@@ -703,12 +940,13 @@ class FakeMicrosoft:
             "organizer": {"emailAddress": dict(calendar["owner"])},
             "webLink": "https://outlook.office365.com/owa/?itemid=fake&exvsurl=1&path=/calendar/item",
         }
-        event.update({k: v for k, v in body.items() if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime")})
+        event.update({k: v for k, v in body.items() if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") and not k.startswith("_")})
         event["_calendar"] = calendar["id"]
         mailbox["events"][event["id"]] = event
         if tid:
             mailbox["transactions"][tid] = event["id"]
-        return 201, self._view(event, {}), {"_created": True}
+        self._touch(event)
+        return event
 
     def _patch(self, event, body):
         problem = self._check_event(body, creating=False)
@@ -720,13 +958,274 @@ class FakeMicrosoft:
         props = {p["id"].lower(): p for p in event.get("singleValueExtendedProperties", [])}
         for prop in body.pop("singleValueExtendedProperties", None) or []:
             props[prop["id"].lower()] = prop
-        for key in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime", "_calendar"):
+        for key in [k for k in body if k in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") or k.startswith("_")]:
             body.pop(key, None)
         event.update(body)
         if props:
             event["singleValueExtendedProperties"] = list(props.values())
         event.update({"lastModifiedDateTime": _now(), "changeKey": secrets.token_urlsafe(24), "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"'})
+        self._touch(event)
         return 200, self._view(event, {}), {}
+
+    # --- calendarView, delta, getSchedule --------------------------------------------------------
+    @staticmethod
+    def _window(query):
+        """(start, end) from startDateTime/endDateTime (names case-insensitive), or a 400 answer."""
+        lowered = {k.lower(): v for k, v in query.items()}
+        start, end = lowered.get("startdatetime"), lowered.get("enddatetime")
+        if not start or not end:
+            return graph_error(400, "ErrorInvalidParameter", "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
+        start, end = _query_instant(start), _query_instant(end)
+        if start is None or end is None:
+            return graph_error(400, "ErrorInvalidParameter", "The value of the StartDateTime or EndDateTime parameter is not a valid date and time.")
+        if end < start:
+            return graph_error(400, "ErrorInvalidParameter", "The EndDateTime must be later than the StartDateTime.")
+        return start, end
+
+    @staticmethod
+    def _zone_preference(prefs):
+        """The outlook.timezone asked for (UTC when none or unknown) and whether it was applied."""
+        wanted = prefs.get("outlook.timezone")
+        if wanted and _tz(wanted) is not None:
+            return wanted, True
+        return "UTC", False
+
+    def _calendar_view(self, mailbox, cal_id, path, query, headers):
+        window = self._window(query)
+        if len(window) == 3:
+            return window
+        start, end = window
+        if query.get("$filter"):
+            return graph_error(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
+        if query.get("$expand") and not EXPAND_PROPERTIES.match(query["$expand"]):
+            return graph_error(400, "BadRequest", "Parsing OData Select and Expand failed.")
+        prefs = _prefer(headers)
+        zone, zone_applied = self._zone_preference(prefs)
+        size = self.events_page_size
+        applied = [f'outlook.timezone="{zone}"'] if zone_applied else []
+        if prefs.get("odata.maxpagesize", "").isdigit():
+            size = max(1, int(prefs["odata.maxpagesize"]))
+            applied.append(f"odata.maxpagesize={size}")
+        events = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)]
+        events.sort(key=lambda e: (_span_of(e)[0], e["createdDateTime"]))
+        status, answer, extra = self._page([self._view(e, query, zone) for e in events], path, query, size)
+        if applied:
+            extra["Preference-Applied"] = ", ".join(applied)
+        return status, answer, extra
+
+    def _delta(self, mailbox, cal_id, path, query, headers):
+        lowered = {k.lower(): v for k, v in query.items()}
+        prefs = _prefer(headers)
+        zone, zone_applied = self._zone_preference(prefs)
+        size = int(prefs["odata.maxpagesize"]) if prefs.get("odata.maxpagesize", "").isdigit() and int(prefs["odata.maxpagesize"]) > 0 else DELTA_PAGE_SIZE
+        token = lowered.get("$skiptoken") or lowered.get("$deltatoken")
+        if token is not None:
+            state = _decode(token)
+            if not state or state.get("g") != self.delta_generation or state.get("c") != cal_id:
+                return graph_error(410, self.delta_expired_code, "The sync state generation is not found; a full synchronization is required.")
+            if "$deltatoken" in lowered:  # a new round: changes since the previous one ended
+                state = {**state, "since": state["snap"], "snap": self.change_counter, "o": 0}
+        else:
+            unsupported = [k for k in ("$select", "$filter", "$expand", "$orderby", "$search", "$top") if k in lowered]
+            if unsupported:
+                return graph_error(400, "ErrorInvalidUrlQuery", f"The query parameter '{unsupported[0]}' is not supported with delta on a calendar view.")
+            window = self._window(query)
+            if len(window) == 3:
+                return window
+            state = {"c": cal_id, "s": window[0].isoformat(), "e": window[1].isoformat(), "since": None, "snap": self.change_counter, "o": 0, "g": self.delta_generation}
+        start, end = dt.datetime.fromisoformat(state["s"]), dt.datetime.fromisoformat(state["e"])
+        since = state["since"]
+        items = []
+        if since is None:  # first round: everything in the window
+            events = sorted((e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)), key=lambda e: e.get("_seq", 0))
+            items = [self._view(e, {}, zone) for e in events]
+        else:  # later rounds: what changed since, and what left the window or was deleted
+            changed = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and e.get("_seq", 0) > since]
+            changed += [t for t in mailbox["tombstones"].values() if t["_calendar"] == cal_id and t["_seq"] > since]
+            for record in sorted(changed, key=lambda r: r.get("_seq", 0)):
+                before = self._span_at(record, since)
+                was_in = before is not None and _overlaps(before, start, end)
+                alive = record["id"] in mailbox["events"] and mailbox["events"][record["id"]] is record
+                if alive and _overlaps(_span_of(record), start, end):
+                    items.append(self._view(record, {}, zone))
+                elif was_in:
+                    items.append({"@odata.type": "#microsoft.graph.event", "id": record["id"], "@removed": {"reason": "deleted"}})
+        offset, size = state["o"], max(1, min(size, self.max_page_size))
+        answer = {"@odata.context": f"{GRAPH}v1.0/$metadata#Collection(event)", "value": items[offset : offset + size]}
+        base = f"{self.url}v1.0/{path}"
+        if offset + size < len(items):
+            answer["@odata.nextLink"] = f"{base}?$skiptoken={_encode({**state, 'o': offset + size})}"
+        else:
+            answer["@odata.deltaLink"] = f"{base}?$deltatoken={_encode({**state, 'o': 0, 'r': secrets.token_hex(4)})}"
+        applied = [f'outlook.timezone="{zone}"'] if zone_applied else []
+        if size != DELTA_PAGE_SIZE or "odata.maxpagesize" in prefs:
+            applied.append(f"odata.maxpagesize={size}")
+        return 200, answer, ({"Preference-Applied": ", ".join(applied)} if applied else {})
+
+    def _get_schedule(self, body, headers):
+        if not isinstance(body, dict) or not isinstance(body.get("schedules"), list) or not body["schedules"]:
+            return graph_error(400, "ErrorInvalidParameter", "The 'schedules' parameter is required.")
+        bounds = []
+        for field in ("startTime", "endTime"):
+            value = body.get(field)
+            if not isinstance(value, dict) or not value.get("dateTime") or not value.get("timeZone") or _tz(value["timeZone"]) is None:
+                return graph_error(400, "ErrorInvalidParameter", f"The '{field}' parameter needs a dateTime and a supported timeZone.")
+            moment = _instant(value)
+            if moment is None:
+                return graph_error(400, "ErrorInvalidParameter", f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTime'.")
+            bounds.append(moment)
+        start, end = bounds
+        if end <= start:
+            return graph_error(400, "ErrorInvalidParameter", "The endTime must be later than the startTime.")
+        try:
+            interval = int(body.get("availabilityViewInterval") or 30)
+        except (TypeError, ValueError):
+            interval = 0
+        if not 5 <= interval <= 1440:
+            return graph_error(400, "ErrorInvalidParameter", "The availabilityViewInterval must be between 5 and 1440 minutes.")
+        zone, _ = self._zone_preference(_prefer(headers))
+        accounts = {a.lower(): a for a in self.accounts}
+        value = []
+        for schedule in body["schedules"]:
+            owner = accounts.get(str(schedule).lower())
+            if owner is None:
+                value.append({"scheduleId": schedule, "availabilityView": "", "scheduleItems": [], "workingHours": {},
+                              "error": {"message": "The specified user was not found.", "responseCode": "ErrorMailRecipientNotFound"}})
+                continue
+            mailbox = self.accounts[owner]
+            default = self.calendar_id(owner)
+            events = [e for e in mailbox["events"].values() if e["_calendar"] == default and not e.get("isCancelled") and _overlaps(_span_of(e), start, end)]
+            events.sort(key=lambda e: _span_of(e)[0])
+            items = []
+            for event in events:
+                view = self._view(event, {}, zone)
+                items.append({
+                    "isPrivate": event.get("sensitivity") == "private",
+                    "status": event.get("showAs", "busy"),
+                    "subject": event.get("subject", ""),
+                    "location": (event.get("location") or {}).get("displayName", ""),
+                    "isMeeting": bool(event.get("attendees")),
+                    "isRecurring": False,
+                    "isException": False,
+                    "isReminderSet": bool(event.get("isReminderOn")),
+                    "start": view["start"],
+                    "end": view["end"],
+                })
+            view_chars, slot = [], start
+            while slot < end:
+                slot_end = min(slot + dt.timedelta(minutes=interval), end)
+                statuses = [str(e.get("showAs", "busy")).lower() for e in events if _overlaps(_span_of(e), slot, slot_end)]
+                worst = max(statuses, key=lambda st: AVAILABILITY_RANK.index(st) if st in AVAILABILITY_RANK else 3, default="free")
+                view_chars.append(AVAILABILITY.get(worst, "2"))
+                slot = slot_end
+            value.append({
+                "scheduleId": schedule,
+                "availabilityView": "".join(view_chars),
+                "scheduleItems": items,
+                "workingHours": {
+                    "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                    "startTime": "08:00:00.0000000",
+                    "endTime": "17:00:00.0000000",
+                    "timeZone": {"name": "UTC"},
+                },
+            })
+        return 200, {"@odata.context": f"{GRAPH}v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)", "value": value}, {}
+
+    # --- change notifications ----------------------------------------------------------------------
+    def _subscription_view(self, sub):
+        return {"@odata.context": f"{GRAPH}v1.0/$metadata#subscriptions/$entity", **{k: v for k, v in sub.items() if k not in ("account", "deleted")}}
+
+    def _subscriptions(self, method, rest, body, account):
+        not_found = graph_error(404, "ResourceNotFound", "The object was not found.")
+        if not rest:
+            if method == "GET":
+                with self.lock:
+                    subs = [self._subscription_view(s) for s in self.subscriptions.values() if not s["deleted"] and s["account"] == account]
+                return 200, {"@odata.context": f"{GRAPH}v1.0/$metadata#subscriptions", "value": subs}, {}
+            if method != "POST":
+                return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
+            return self._subscribe(body, account)
+        if len(rest) != 1:
+            return graph_error(400, "BadRequest", "Unsupported segment.")
+        with self.lock:
+            sub = self.subscriptions.get(rest[0])
+            if sub is None or sub["deleted"]:
+                return not_found
+            if method == "GET":
+                return 200, self._subscription_view(sub), {}
+            if method == "DELETE":
+                sub["deleted"] = True
+                return 204, None, {}
+            if method == "PATCH":
+                expiry = self._expiry(body.get("expirationDateTime") if isinstance(body, dict) else None)
+                if isinstance(expiry, tuple):
+                    return expiry
+                sub["expirationDateTime"] = expiry
+                return 200, self._subscription_view(sub), {}
+        return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
+
+    @staticmethod
+    def _expiry(value):
+        """A subscription's expirationDateTime normalised, or a 400 answer."""
+        moment = _query_instant(str(value).replace("Z", "+00:00")) if value else None
+        now = dt.datetime.now(UTC)
+        if moment is None:
+            return graph_error(400, "InvalidRequest", "expirationDateTime is required and must be an ISO 8601 date and time.")
+        if moment <= now:
+            return graph_error(400, "InvalidRequest", "Subscription expiration must be in the future.")
+        if moment > now + dt.timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
+            return graph_error(400, "InvalidRequest", f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in the future.")
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+
+    def _subscribe(self, body, account):
+        if not isinstance(body, dict):
+            return graph_error(400, "BadRequest", "Empty Payload. JSON content expected.")
+        change_types = [c.strip() for c in str(body.get("changeType") or "").split(",") if c.strip()]
+        if not change_types or any(c not in ("created", "updated", "deleted") for c in change_types):
+            return graph_error(400, "InvalidRequest", "changeType must be a comma-separated list of created, updated and deleted.")
+        url = str(body.get("notificationUrl") or "")
+        parts = urllib.parse.urlsplit(url)
+        if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+            return graph_error(400, "InvalidRequest", "The Notification URL must be HTTPS.")
+        resource = str(body.get("resource") or "")
+        if not SUBSCRIPTION_RESOURCE.match(resource):
+            return graph_error(400, "ExtensionError", f"Resource '{resource}' is not supported for subscriptions here.")
+        if len(str(body.get("clientState") or "")) > 128:
+            return graph_error(400, "InvalidRequest", "clientState may be at most 128 characters.")
+        expiry = self._expiry(body.get("expirationDateTime"))
+        if isinstance(expiry, tuple):
+            return expiry
+        if self.validate_subscriptions:  # Graph's handshake: echo the validationToken, 200 text/plain, within 10 s
+            challenge = secrets.token_urlsafe(24)
+            try:
+                answer = requests.post(f"{url}{'&' if '?' in url else '?'}validationToken={urllib.parse.quote(challenge)}", data=b"", headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=10)
+                ok = answer.status_code == 200 and answer.text == challenge
+            except requests.RequestException:
+                ok = False
+            if not ok:
+                return graph_error(400, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.")
+        sub = {
+            "id": str(uuid.uuid4()),
+            "resource": resource,
+            "applicationId": self.client_id,
+            "changeType": ",".join(change_types),
+            "clientState": body.get("clientState"),
+            "notificationUrl": url,
+            "notificationQueryOptions": None,
+            "lifecycleNotificationUrl": body.get("lifecycleNotificationUrl"),
+            "expirationDateTime": expiry,
+            "creatorId": str(uuid.uuid5(uuid.NAMESPACE_DNS, account)),
+            "includeResourceData": False,
+            "latestSupportedTlsVersion": body.get("latestSupportedTlsVersion") or "v1_2",
+            "encryptionCertificate": None,
+            "encryptionCertificateId": None,
+            "notificationUrlAppId": None,
+            "account": account,
+            "deleted": False,
+        }
+        with self.lock:
+            self.subscriptions[sub["id"]] = sub
+        return 201, self._subscription_view(sub), {}
 
     # --- JSON batching ------------------------------------------------------------------------
     def _batch(self, headers, raw):

@@ -1,6 +1,6 @@
-"""Re-sync calendars: one member or every connected member; --failed retries only failed syncs.
+"""Re-sync calendars: one member, one shared owner, or every connection; --failed retries only failed syncs.
 
-Without --failed a member's upcoming objects and all their unsynced work are pushed again
+Without --failed an owner's upcoming objects and all their unsynced work are pushed again
 (the same backfill that runs on connect).
 """
 from django.contrib.auth import get_user_model
@@ -8,6 +8,18 @@ from django.core.management.base import BaseCommand, CommandError
 
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
+from calendar_sync.owners import Owner, resolve, shared_kinds
+
+
+def parse_owner(value):
+    """"workspace:3" -> Owner, refused unless that kind is declared and the object exists."""
+    kind, _, pk = value.partition(":")
+    if kind not in shared_kinds() or not pk:
+        raise CommandError(f"--owner takes KIND:ID with KIND one of {', '.join(shared_kinds()) or '(none declared)'}.")
+    owner = Owner(kind, pk)
+    if resolve(owner) is None:
+        raise CommandError(f"No {kind} {pk!r}.")
+    return owner
 
 
 class Command(BaseCommand):
@@ -16,22 +28,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--user", help="username of the member to resync")
-        who.add_argument("--all", action="store_true", help="every connected member")
+        who.add_argument("--owner", help="a shared calendar's owner, e.g. workspace:3")
+        who.add_argument("--all", action="store_true", help="every connection")
         parser.add_argument("--failed", action="store_true", help="only syncs that failed")
 
-    def handle(self, *args, user=None, failed=False, **options):
+    def handle(self, *args, user=None, owner=None, failed=False, **options):
         if user:
             User = get_user_model()
             try:
-                user_ids = [User.objects.get(**{User.USERNAME_FIELD: user}).pk]
+                owners = [Owner.member(User.objects.get(**{User.USERNAME_FIELD: user}))]
             except User.DoesNotExist:
                 raise CommandError(f"No user {user!r}.") from None
+        elif owner:
+            owners = [parse_owner(owner)]
         else:
-            user_ids = list(CalendarToken.objects.values_list("user_id", flat=True))
+            owners = [Owner(kind, pk) for kind, pk in CalendarToken.objects.values_list("owner_kind", "owner_id")]
         if failed:
-            count = tasks.resync(SyncRecord.objects.filter(user_id__in=user_ids, state=SyncRecord.State.FAILED))
+            count = sum(tasks.resync(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **o.lookup())) for o in owners)
             self.stdout.write(self.style.SUCCESS(f"Queued {count} failed sync(s)."))
             return
-        for user_id in user_ids:
-            tasks.backfill_task.delay(user_id)
-        self.stdout.write(self.style.SUCCESS(f"Queued a full resync for {len(user_ids)} member(s)."))
+        for o in owners:
+            tasks.backfill_task.delay(o.kind, o.id)
+        self.stdout.write(self.style.SUCCESS(f"Queued a full resync for {len(owners)} connection(s)."))

@@ -1,0 +1,80 @@
+"""What a host may call. The host never queries the app's tables (`SyncRecord` stays private).
+
+    from calendar_sync import api
+    api.sync_states("booking", bookings)   # {pk: {"member": {...}, "workspace": {...}}}
+    api.resync("booking", bookings)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from django.db import models
+
+from . import tasks
+from .models import CalendarToken, SyncRecord
+from .owners import Owner, label, resolve, shared_kinds
+from .sources import get_source
+
+__all__ = ["Owner", "connection", "owner_exists", "resync", "shared_connections", "shared_kinds", "sync_states"]
+
+
+def _state(record: SyncRecord) -> dict[str, Any]:
+    return {
+        "state": record.state,
+        "event_id": record.remote_id or None,
+        "last_error": record.last_error,
+        "synced_at": record.synced_at,
+        "attempts": record.attempts,
+    }
+
+
+def sync_states(source_key: str, objects: Iterable[models.Model]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{str(pk): {destination: state}} for these objects, in one query (for list serializers and admin)."""
+    source = get_source(source_key)
+    ids = [str(obj.pk) for obj in objects]
+    states: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in ids}
+    for record in SyncRecord.objects.filter(source=source.key, object_id__in=ids):
+        states[record.object_id][record.destination] = _state(record)
+    return states
+
+
+def resync(source_key: str, objects: Iterable[models.Model]) -> int:
+    """Bring these objects' events up to date again in every destination. Returns how many syncs were queued."""
+    return tasks.resync_objects(source_key, list(objects))
+
+
+def connection(owner: Owner) -> dict[str, Any]:
+    """A connection's public state (never a token): for status APIs and the host's pages."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("connected_by").filter(**owner.lookup()).first()
+    counts = {SyncRecord.State.PENDING: 0, SyncRecord.State.FAILED: 0}
+    for state in SyncRecord.objects.filter(state__in=counts, **owner.lookup()).values_list("state", flat=True):
+        counts[state] += 1
+    return {
+        "connected": token is not None,
+        "provider": token and token.provider,
+        "calendar_id": token and token.calendar_id,
+        "status": token.status if token else "disconnected",
+        "last_error": token.last_error if token else "",
+        "scopes": token.scopes if token else [],
+        "expires_at": token and token.expires_at,
+        "connected_at": token and token.created_at,
+        "connected_by": token.connected_by.get_username() if token and token.connected_by else None,
+        "pending_syncs": counts[SyncRecord.State.PENDING],
+        "failed_syncs": counts[SyncRecord.State.FAILED],
+    }
+
+
+def shared_connections(kind: str | None = None) -> list[dict[str, Any]]:
+    """Every shared connection (of one kind, or all), with its owner's label: for staff pages and the API."""
+    tokens = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).exclude(owner_kind="user")
+    if kind:
+        tokens = tokens.filter(owner_kind=kind)
+    rows = []
+    for token in tokens.order_by("owner_kind", "owner_id"):
+        owner = Owner(token.owner_kind, token.owner_id)
+        rows.append({"owner_kind": owner.kind, "owner_id": owner.id, "owner_label": label(owner), **connection(owner)})
+    return rows
+
+
+def owner_exists(owner: Owner) -> bool:
+    return resolve(owner) is not None

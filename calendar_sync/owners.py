@@ -1,0 +1,75 @@
+"""Who a connection belongs to: a member, or a host object declared able to own a shared calendar.
+
+    CALENDAR_SYNC = {"SHARED_OWNERS": {"workspace": "bookings.Workspace"}}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from .conf import get_setting
+from .exceptions import ConfigurationError
+from .models import MEMBER, CalendarToken
+
+
+@dataclass(frozen=True)
+class Owner:
+    """(kind, id) of a connection's owner: ("user", "5") for a member, ("workspace", "3") for a room."""
+
+    kind: str
+    id: str
+
+    @classmethod
+    def member(cls, user: Any) -> Owner:
+        return cls(MEMBER, str(getattr(user, "pk", user)))
+
+    @classmethod
+    def of(cls, kind: str, pk: Any) -> Owner:
+        return cls(kind, str(pk))
+
+    @property
+    def is_member(self) -> bool:
+        return self.kind == MEMBER
+
+    def lookup(self) -> dict[str, str]:
+        """Filter kwargs for CalendarToken and SyncRecord."""
+        return {"owner_kind": self.kind, "owner_id": self.id}
+
+    def token(self) -> CalendarToken | None:
+        return CalendarToken.objects.filter(**self.lookup()).first()
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def shared_kinds() -> dict[str, str]:
+    """{kind: "app_label.Model"} of host objects that may own a shared calendar."""
+    return dict(get_setting("SHARED_OWNERS"))
+
+
+def owner_model(kind: str) -> type[models.Model]:
+    if kind == MEMBER:
+        return get_user_model()
+    try:
+        return apps.get_model(shared_kinds()[kind])
+    except (KeyError, LookupError, ValueError):
+        raise ConfigurationError(f'No shared owner kind {kind!r} in CALENDAR_SYNC["SHARED_OWNERS"]') from None
+
+
+def resolve(owner: Owner) -> models.Model | None:
+    """The owner's object, or None when it does not exist (or the id is not a valid key)."""
+    model = owner_model(owner.kind)
+    try:
+        return model._default_manager.filter(pk=owner.id).first()
+    except (ValueError, TypeError, ValidationError):
+        return None
+
+
+def label(owner: Owner, obj: models.Model | None = None) -> str:
+    obj = obj if obj is not None else resolve(owner)
+    return str(obj) if obj is not None else str(owner)
