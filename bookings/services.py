@@ -5,6 +5,8 @@ two confirmations racing for one slot cannot both succeed.
 """
 from django.db import transaction
 
+from calendar_sync import api as calendar_sync
+
 from .models import Booking, Workspace
 
 
@@ -29,6 +31,13 @@ def _check_free(booking):
     ).exclude(pk=booking.pk)
     if clash.exists():
         raise BookingError("The workspace is already booked at that time.", field="start", code="overlap")
+    # Bookings made straight in the room's calendar (read in the background, never here).
+    for block in calendar_sync.external_busy(calendar_sync.Owner("workspace", booking.workspace_id), booking.start, booking.end)[:1]:
+        raise BookingError(
+            f"The workspace is booked in its room calendar from {block.start.isoformat()} to {block.end.isoformat()}.",
+            field="start",
+            code="overlap",
+        )
 
 
 def _lock(booking_id):

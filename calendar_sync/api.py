@@ -11,11 +11,12 @@ from typing import Any, Iterable
 from django.db import models
 
 from . import tasks
+from .awareness import external_busy
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, resolve, shared_kinds
 from .sources import get_source
 
-__all__ = ["Owner", "connection", "owner_exists", "resync", "shared_connections", "shared_kinds", "sync_states"]
+__all__ = ["Owner", "connection", "external_busy", "owner_exists", "resync", "shared_connections", "shared_kinds", "sync_states"]
 
 
 def _state(record: SyncRecord) -> dict[str, Any]:

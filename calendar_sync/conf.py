@@ -33,6 +33,18 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_BATCH": 500,
     # DRF rate for starting a connection and for the OAuth callback, per member (or address).
     "CONNECT_THROTTLE_RATE": "30/min",
+    # Seconds a busy-times answer is reused for the same owner and window (a form being edited).
+    "BUSY_CACHE_SECONDS": 60,
+    # Longest window (days) a busy-times request may ask for.
+    "BUSY_MAX_DAYS": 90,
+    # Shared calendars are read this many days ahead for bookings made outside the app.
+    "PULL_WINDOW_DAYS": 180,
+    # Keep the titles of events made outside the app in busy blocks (off: times only).
+    "PULL_KEEP_TITLES": False,
+    # Public https base URL the providers may call with push notifications ("" = pull only).
+    "PUSH_URL": "",
+    # The health check refreshes connections not used for this many seconds.
+    "HEALTH_IDLE_SECONDS": 7 * 24 * 3600,
     # Days the access log (one row per use of a stored token) is kept; the sweeper deletes older rows.
     "ACCESS_LOG_RETENTION_DAYS": 90,
     # Watched models: {"key": "dotted.path.to.EventSource subclass"}.

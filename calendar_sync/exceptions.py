@@ -39,6 +39,12 @@ class PermanentError(CalendarSyncError):
     code = "permanent"
 
 
+class NotConnected(CalendarSyncError):
+    """There is no connection to use (nothing to refresh, read or write)."""
+
+    code = "not_connected"
+
+
 class ConfigurationError(CalendarSyncError, ImproperlyConfigured):
     """A setting is missing or wrong (including a key that cannot decrypt stored tokens)."""
 

@@ -39,6 +39,13 @@ class CalendarToken(models.Model):
     scopes = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     last_error = models.TextField(blank=True)
+    # Incremental reads of a shared calendar: the provider's cursor (syncToken / deltaLink) and when.
+    pull_cursor = models.TextField(blank=True)
+    pulled_at = models.DateTimeField(null=True, blank=True)
+    # Push notifications (Google channel / Graph subscription): id, provider resource id, expiry.
+    push_channel = models.CharField(max_length=255, blank=True)
+    push_resource = models.CharField(max_length=255, blank=True)
+    push_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -162,6 +169,9 @@ class AccessLog(models.Model):
         UPDATE_EVENT = "update_event", "Update event"
         DELETE_EVENT = "delete_event", "Delete event"
         BATCH = "batch", "Batch of event writes"
+        READ_BUSY = "read_busy", "Read busy times"
+        PULL = "pull_changes", "Read calendar changes"
+        TEST = "test_event", "Test event"
 
     class Reason(models.TextChoices):
         CONFIRMED = "confirmed", "Booking confirmed"
@@ -171,6 +181,10 @@ class AccessLog(models.Model):
         RESYNC = "resync", "Resync"
         CALENDAR_CHANGE = "calendar_change", "Calendar change"
         MEMBER_REQUEST = "member_request", "Member request"
+        STAFF_REQUEST = "staff_request", "Staff request"
+        SCHEDULE = "schedule", "Scheduled read"
+        PUSH = "push_notification", "Push notification"
+        HEALTH = "health_check", "Health check"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     owner = models.CharField(max_length=100, blank=True)  # "user:5" or "workspace:3": whose connection
@@ -190,3 +204,25 @@ class AccessLog(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.provider} {self.operation} ({self.reason}): {self.outcome}"
+
+
+class BusyBlock(models.Model):
+    """Time taken in a shared calendar by an event this app did not write (a room booked outside it).
+
+    Times and the provider's id only; a title only when the operator allows it.
+    """
+
+    owner_kind = models.CharField(max_length=32)
+    owner_id = models.CharField(max_length=64)
+    remote_id = models.CharField(max_length=1024)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    summary = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner_kind", "owner_id", "remote_id"], name="calendar_sync_busy_unique")]
+        indexes = [models.Index(fields=["owner_kind", "owner_id", "start", "end"], name="calendar_sync_busy_span_idx")]
+
+    def __str__(self):
+        return f"{self.owner_kind}:{self.owner_id} busy {self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M}"

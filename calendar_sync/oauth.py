@@ -146,11 +146,24 @@ def _connect(provider_name, params, user, verifier, owner):
 
 
 def mark_needs_reauth(token, error):
-    CalendarToken.objects.filter(pk=token.pk).update(
+    """The grant is gone. The first transition (not every failed sync) emails the owner once;
+    reconnecting makes the connection active again, which re-arms it."""
+    changed = CalendarToken.objects.filter(pk=token.pk, status=CalendarToken.Status.ACTIVE).update(
         status=CalendarToken.Status.NEEDS_REAUTH, last_error=str(error)[:1000], updated_at=timezone.now()
     )
     token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
+    if changed:
+        from .awareness import notify_needs_reauth  # late: awareness uses this module
+
+        _notify(notify_needs_reauth, token.pk)  # at once: callers are outside transactions, and tests see it
     logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
+
+
+def _notify(send, token_pk):
+    try:
+        send(token_pk)
+    except Exception as exc:  # noqa: BLE001 - a mail server problem must not break a sync
+        logger.warning("reconnect email not sent for connection %s: %s", token_pk, type(exc).__name__)
 
 
 def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):

@@ -73,3 +73,14 @@ def resolve(owner: Owner) -> models.Model | None:
 def label(owner: Owner, obj: models.Model | None = None) -> str:
     obj = obj if obj is not None else resolve(owner)
     return str(obj) if obj is not None else str(owner)
+
+
+def parse(value: str) -> Owner:
+    """"workspace:3" -> Owner of a declared shared kind whose object exists; ValueError saying why not."""
+    kind, _, pk = str(value).partition(":")
+    if kind not in shared_kinds() or not pk:
+        raise ValueError(f"expected KIND:ID with KIND one of {', '.join(shared_kinds()) or '(none declared)'}")
+    owner = Owner(kind, pk)
+    if resolve(owner) is None:
+        raise ValueError(f"no {kind} {pk!r}")
+    return owner

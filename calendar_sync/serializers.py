@@ -98,3 +98,21 @@ class AccessLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = AccessLog
         fields = ["created_at", "provider", "operation", "reason", "outcome", "object_ref", "count"]
+
+
+class BusySpanSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+
+
+class BusySerializer(serializers.Serializer):
+    """Busy times of the member's chosen calendar in the window, our own events left out."""
+
+    busy = BusySpanSerializer(many=True)
+    provider = serializers.CharField()
+    calendar_id = serializers.CharField()
+    checked_at = serializers.DateTimeField()
+
+
+class TestPushSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()

@@ -9,7 +9,7 @@ from celery import shared_task
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import audit, sync
+from . import audit, awareness, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
@@ -119,3 +119,28 @@ def sweep():
     if count:
         logger.info("calendar sweep re-enqueued %s syncs", count)
     return count
+
+
+@shared_task(name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True)
+def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
+    """Read one shared calendar's changes into busy blocks."""
+    try:
+        return awareness.pull(Owner(owner_kind, str(owner_id)), reason)
+    except Exception as exc:  # noqa: BLE001 - the next pull tries again; the error is logged and audited
+        logger.warning("calendar pull of %s:%s failed: %s", owner_kind, owner_id, getattr(exc, "code", type(exc).__name__))
+        return None
+
+
+@shared_task(name="calendar_sync.tasks.pull_all")
+def pull_all():
+    """Beat: one pull task per connected shared calendar."""
+    owners = awareness.shared_owners()
+    for owner in owners:
+        pull_task.delay(owner.kind, owner.id)
+    return len(owners)
+
+
+@shared_task(name="calendar_sync.tasks.health")
+def health_task(include_recent=False):
+    """Beat: refresh idle connections; dead grants become needs_reauth and their owners are told once."""
+    return awareness.health(include_recent)

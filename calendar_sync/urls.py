@@ -10,6 +10,7 @@ OWNED = [  # the member's own connection at /, a host object's shared one at /sh
     ("calendars", views.CalendarsView, "calendars"),
     ("calendar", views.SelectCalendarView, "select-calendar"),
     ("disconnect", views.DisconnectView, "disconnect"),
+    ("test", views.TestPushView, "test"),
 ]
 SHARED = r"^shared/(?P<kind>[a-z_]+)/(?P<owner_id>[A-Za-z0-9_-]{1,64})/"
 
@@ -19,6 +20,7 @@ urlpatterns = [
     *[re_path(SHARED + path + "/?$", view.as_view(), name=f"shared-{name}") for path, view, name in OWNED],
     *[re_path(f"^{path}/?$", view.as_view(), name=name) for path, view, name in OWNED],
     re_path(r"^auth/(?P<provider>[a-z]+)/callback/?$", views.CallbackView.as_view(), name="callback"),
+    re_path(r"^busy/?$", views.BusyView.as_view(), name="busy"),
     re_path(r"^activity/?$", views.ActivityView.as_view(), name="activity"),
     re_path(r"^ical/?$", views.FeedView.as_view(), name="feed"),
     re_path(r"^ical/rotate/?$", views.FeedRotateView.as_view(), name="feed-rotate"),

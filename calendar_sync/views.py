@@ -19,9 +19,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import oauth, tasks
+from . import awareness, oauth, tasks
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
+from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError
 from .api import shared_connections
 from .models import AccessLog, CalendarFeed, CalendarToken, SyncRecord
 from .owners import Owner, resolve, shared_kinds
@@ -33,8 +33,10 @@ from .serializers import (
     DisconnectSerializer,
     ErrorSerializer,
     FeedSerializer,
+    BusySerializer,
     SelectCalendarSerializer,
     SharedConnectionSerializer,
+    TestPushSerializer,
     StatusSerializer,
 )
 
@@ -81,6 +83,8 @@ def provider_error_response(exc):
     """Map our error hierarchy to HTTP once, for every view."""
     if isinstance(exc, ConfigurationError):
         return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)
+    if isinstance(exc, NotConnected):
+        return error_response("not_connected", "Connect a calendar first.", 409)
     if isinstance(exc, AuthorizationLost):
         return error_response("needs_reauth", "Reconnect your calendar: the provider no longer accepts this connection.", 409)
     if isinstance(exc, TransientError):
@@ -245,6 +249,7 @@ class SelectCalendarView(OwnedView):
             return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
         if wanted != token.calendar_id:
             CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
+            awareness.forget(self.owner)  # what was read from the old calendar no longer applies
             old = token.calendar_id
             transaction.on_commit(lambda: tasks.move_calendar_task.delay(token.owner_kind, token.owner_id, old))
         return Response(StatusSerializer.for_owner(self.owner).data)
@@ -270,6 +275,7 @@ class DisconnectView(OwnedView):
         if token is None:
             return error_response("not_connected", "No calendar is connected.", 404)
         revoked, reason = oauth.disconnect(token)
+        awareness.forget(owner)
         SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(state=SyncRecord.State.NOT_CONNECTED)
         if revoked:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -368,3 +374,35 @@ class SharedResyncView(OwnedView):
         tasks.resync(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **owner.lookup()))
         transaction.on_commit(lambda: tasks.backfill_task.delay(owner.kind, owner.id))
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+
+
+WINDOW = [
+    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window."),
+    OpenApiParameter("end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start."),
+]
+
+
+class BusyView(OwnedView):
+    """The member's busy times in a window, from their chosen calendar (briefly cached). Never called on confirm."""
+
+    serializer_class = BusySerializer
+
+    @extend_schema(parameters=WINDOW, responses={200: BusySerializer, **errors(400, 401, 409, 503)})
+    def get(self, request, **kwargs):
+        try:
+            start, end = awareness.parse_window(request.query_params.get("start"), request.query_params.get("end"))
+        except ValueError as exc:
+            field, _, detail = str(exc).partition(": ")
+            return Response({"code": "invalid", "detail": detail, field: [detail]}, status=400)
+        return Response(BusySerializer(awareness.busy(self.owner, start, end)).data)
+
+
+class TestPushView(OwnedView):
+    """Write a short test event to the connection's calendar and remove it: {"ok": true} or the classified error."""
+
+    serializer_class = TestPushSerializer
+
+    @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
+    def post(self, request, **kwargs):
+        reason = AccessLog.Reason.MEMBER_REQUEST if self.owner.is_member else AccessLog.Reason.STAFF_REQUEST
+        return Response(TestPushSerializer(awareness.test_push(self.owner, reason)).data)

@@ -125,6 +125,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "calendar_sync.tasks.sweep",
         "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_SWEEP_SECONDS", default=60)),
     },
+    # Room calendars read for bookings made outside ManageHub (push notifications only make it sooner).
+    "calendar-sync-pull": {
+        "task": "calendar_sync.tasks.pull_all",
+        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_PULL_SECONDS", default=300)),
+    },
+    # Idle connections refreshed: dead grants found before a booking needs them.
+    "calendar-sync-health": {
+        "task": "calendar_sync.tasks.health",
+        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_HEALTH_SECONDS", default=6 * 3600)),
+    },
 }
 
 CALENDAR_SYNC = {
@@ -150,12 +160,21 @@ CALENDAR_SYNC = {
     "MICROSOFT_GRAPH_ROOT": env.str("MICROSOFT_GRAPH_ROOT", default="https://graph.microsoft.com/v1.0/"),
     "CONNECT_THROTTLE_RATE": env.str("CALENDAR_SYNC_CONNECT_THROTTLE_RATE", default="30/min"),
     "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
+    "BUSY_CACHE_SECONDS": env.int("CALENDAR_SYNC_BUSY_CACHE_SECONDS", default=60),
+    "PULL_KEEP_TITLES": env.bool("CALENDAR_SYNC_PULL_KEEP_TITLES", default=False),
+    "PUSH_URL": env.str("CALENDAR_SYNC_PUSH_URL", default=""),
+    "HEALTH_IDLE_SECONDS": env.int("CALENDAR_SYNC_HEALTH_IDLE_SECONDS", default=7 * 24 * 3600),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
     # Workspaces can own a shared (room) calendar that gets every booking of that room.
     "SHARED_OWNERS": {"workspace": "bookings.Workspace"},
     "SHARED_SHOW_OWNER": env.bool("CALENDAR_SYNC_SHARED_SHOW_OWNER", default=True),
     "SHARED_FRONTEND_URL": env.str("CALENDAR_SYNC_SHARED_FRONTEND_URL", default="http://127.0.0.1:8000/integrations/rooms"),
 }
+
+# Email (the one "reconnect your calendar" message): console in DEBUG unless EMAIL_URL says otherwise.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ManageHub <calendar@localhost>")
+ADMINS = [("Operators", email) for email in env.list("ADMINS", default=[])]
 
 # Set by `python3 dev.py serve` when it runs the bundled fake Google instead of a real client.
 CALENDAR_SYNC_SANDBOX = env.bool("CALENDAR_SYNC_SANDBOX", default=False)

@@ -24,6 +24,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("integrations/calendar", pages.calendar_integration, name="calendar-integration"),
+    path("integrations/rooms", pages.rooms_integration, name="rooms-integration"),
     path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainToken.as_view(), name="api-token"),

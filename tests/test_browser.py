@@ -1,5 +1,5 @@
-"""A member clicks through the calendar page in headless Chromium against the fake Google and
-the fake Microsoft (both configured, so the page shows a card for each).
+"""A member clicks through the calendar page, and staff through the room calendars page, in headless
+Chromium against the fake Google and the fake Microsoft (both configured, so the pages offer both).
 
 Needs Debian's `chromium` (`.ci/run` installs it). Locally without it the test is skipped;
 in CI it fails instead.
@@ -32,6 +32,7 @@ def page(live_server, fake_google, fake_microsoft, settings):
         "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
         "MICROSOFT_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/microsoft/callback",
         "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
+        "SHARED_FRONTEND_URL": f"{live_server.url}/integrations/rooms",
     }
     settings.CALENDAR_SYNC_SANDBOX = True
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the live server runs beside Playwright's loop
@@ -135,3 +136,72 @@ def test_member_connects_outlook_and_sees_a_booking_synced(page, live_server, fa
     assert page.get_attribute("#outcome a[href='https://account.live.com/consent/Manage']", "href")
     assert not CalendarToken.objects.exists()
     page.screenshot(path="/tmp/calendar-page-outlook-disconnected.png", full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_connects_a_room_calendar_and_a_member_booking_reaches_it(page, live_server, fake_google, fake_microsoft):
+    user, booking = member_with_booking(title="Quarterly planning")
+    loft = booking.workspace
+    studio = Workspace.objects.create(name="Studio B", address="2 Quay Rd", time_zone="Europe/Lisbon")
+    get_user_model().objects.create_user("boss", password="boss-password", is_staff=True)
+    fake_google.add_account("rooms@example.com")
+
+    # Staff: signed out, the page asks for the site's sign-in and comes back to it.
+    page.goto(f"{live_server.url}/integrations/rooms")
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", "boss-password")
+    page.click("#sign-in")
+    page.wait_for_url("**/integrations/rooms")
+    page.wait_for_selector(f"#room-{loft.pk}[data-state=disconnected]")
+    assert page.is_visible("#nav-rooms") and page.is_visible("#nav-calendar")
+    assert page.text_content(f"#connect-{loft.pk}-google") == "Connect Google"
+    assert page.text_content(f"#connect-{loft.pk}-microsoft") == "Connect Outlook"
+    assert page.is_hidden(f"#disconnect-{loft.pk}") and page.is_hidden(f"#resync-{loft.pk}")
+
+    page.click(f"#connect-{loft.pk}-google")  # to the fake Google's consent page, as the room's account
+    page.wait_for_selector("#allow")
+    page.select_option("select[name=account]", "rooms@example.com")
+    page.click("#allow")
+    page.wait_for_url("**/integrations/rooms")  # the callback's ?calendar_sync=connected&owner=… is read and cleaned up
+    page.wait_for_selector(f"#room-{loft.pk}[data-state=active]")
+    assert page.url == f"{live_server.url}/integrations/rooms"
+    outcome = page.text_content("#outcome")
+    assert "The Loft" in outcome and "connected to Google Calendar" in outcome
+    assert "Connected to Google Calendar" in page.text_content(f"#room-{loft.pk}")
+    assert "by boss" in page.text_content(f"#room-{loft.pk}")
+    assert page.is_visible(f"#disconnect-{loft.pk}") and page.is_visible(f"#resync-{loft.pk}")
+    assert page.is_hidden(f"#connect-{loft.pk}-google")
+    assert page.get_attribute(f"#room-{studio.pk}", "data-state") == "disconnected"
+    token = CalendarToken.objects.get(owner_kind="workspace", owner_id=str(loft.pk))
+    assert token.provider == "google" and token.user is None
+
+    # The picker lists the room account's calendars once someone reaches for it.
+    page.focus(f"#calendar-{loft.pk}")
+    page.wait_for_function(f"document.getElementById('calendar-{loft.pk}').options.length > 1")
+    assert page.eval_on_selector(f"#calendar-{loft.pk}", "s => s.selectedOptions[0].textContent") == "rooms@example.com (primary)"
+    page.click(f"#resync-{loft.pk}")
+    page.wait_for_function("document.getElementById('outcome').textContent.includes('resync queued')")
+    page.screenshot(path=os.environ.get("ROOMS_SCREENSHOT", "/tmp/rooms-page.png"), full_page=True)
+
+    # A member sees neither the link nor the page.
+    page.click("#sign-out")
+    sign_in(page, live_server)
+    assert page.query_selector("#nav-rooms") is None
+    response = page.goto(f"{live_server.url}/integrations/rooms")
+    assert "/integrations/rooms" not in page.url.split("?")[0] or response.status == 403
+    assert page.query_selector("#rooms") is None
+
+    # The member connects their own Google calendar and confirms a booking of that room: both calendars get it.
+    page.goto(f"{live_server.url}/integrations/calendar")
+    page.wait_for_selector("#status[data-state=disconnected]")
+    page.click("#connect-google")
+    page.wait_for_selector("#allow")
+    page.select_option("select[name=account]", "member@example.com")
+    page.click("#allow")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_selector("#status[data-state=active]")
+    page.click(f"#booking-{booking.pk} button[data-action=confirm]")
+    page.wait_for_selector(f"#booking-{booking.pk} .sync-state[data-state=synced]")
+    assert len(fake_google.events("member@example.com")) == 1
+    rooms = list(fake_google.events("rooms@example.com").values())
+    assert len(rooms) == 1 and rooms[0]["summary"].startswith("Quarterly planning")

@@ -8,18 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
-from calendar_sync.owners import Owner, resolve, shared_kinds
+from calendar_sync.owners import Owner, parse
 
 
 def parse_owner(value):
-    """"workspace:3" -> Owner, refused unless that kind is declared and the object exists."""
-    kind, _, pk = value.partition(":")
-    if kind not in shared_kinds() or not pk:
-        raise CommandError(f"--owner takes KIND:ID with KIND one of {', '.join(shared_kinds()) or '(none declared)'}.")
-    owner = Owner(kind, pk)
-    if resolve(owner) is None:
-        raise CommandError(f"No {kind} {pk!r}.")
-    return owner
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise CommandError(f"--owner: {exc}.") from None
 
 
 class Command(BaseCommand):

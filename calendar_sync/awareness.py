@@ -1,0 +1,217 @@
+"""Reading calendars — never on the confirm path.
+
+Busy times for a member choosing a slot (briefly cached), incremental pulls of shared calendars
+into busy blocks the host's overlap rule consults, a test push, and the health check that finds
+a dead grant before a booking needs it (and tells its owner once).
+"""
+import base64
+import logging
+import secrets
+from datetime import timedelta
+from datetime import timezone as dt_timezone
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import audit, oauth
+from .conf import get_setting
+from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected
+from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
+from .owners import Owner, label
+from .providers import get_provider
+from .providers.base import Operation
+from .sources import Event
+
+logger = logging.getLogger(__name__)
+Reason, Op = AccessLog.Reason, AccessLog.Operation
+
+
+def _active_token(owner):
+    token = owner.token()
+    if token is None:
+        raise NotConnected("Connect a calendar first.")
+    if not token.is_active:
+        raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
+    return token
+
+
+def _read(token, operation, reason, read):
+    """Call `read(access_token)` with the same refresh-and-retry-once as writes; one access-log row."""
+    error = None
+    try:
+        try:
+            return read(oauth.access_token(token, reason=reason))
+        except AuthorizationLost:
+            return read(oauth.access_token(token, force=True, reason=reason))
+    except AuthorizationLost as exc:
+        error = exc
+        oauth.mark_needs_reauth(token, exc)
+        raise
+    except CalendarSyncError as exc:
+        error = exc
+        raise
+    finally:
+        audit.log(token, operation, reason, error)
+
+
+def _ours(owner):
+    """Remote ids of the events this app wrote for `owner` (recognised even where the provider cannot say)."""
+    return set(SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
+
+
+def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
+    """{"busy": [{start, end}], provider, calendar_id, checked_at} of the owner's chosen calendar.
+
+    Our own events are left out (or every booking would conflict with itself). Answers are
+    cached per owner, calendar and window for BUSY_CACHE_SECONDS.
+    """
+    token = _active_token(owner)
+    key = f"calendar_sync:busy:{owner}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
+    answer = cache.get(key)
+    if answer is not None:
+        return answer
+    provider = get_provider(token.provider)
+    blocks = _read(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
+    ours = _ours(owner)
+    spans = sorted((b.start, b.end) for b in blocks if not b.ours and b.remote_id not in ours)
+    answer = {
+        "busy": [{"start": s, "end": e} for s, e in spans],
+        "provider": token.provider,
+        "calendar_id": token.calendar_id,
+        "checked_at": timezone.now(),
+    }
+    cache.set(key, answer, get_setting("BUSY_CACHE_SECONDS"))
+    return answer
+
+
+def pull(owner, reason=Reason.SCHEDULE):
+    """Read what changed in a shared calendar since the last pull and update its busy blocks.
+
+    A first pull, or one whose cursor expired (410), reads the whole window and replaces the
+    blocks. Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
+    """
+    token = _active_token(owner)
+    provider = get_provider(token.provider)
+    now = timezone.now()
+    start, end = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
+    changes = _read(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, token.pull_cursor or None, start, end))
+    ours = _ours(owner)
+    keep_titles = get_setting("PULL_KEEP_TITLES")
+    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
+    gone = set(changes.removed) | {b.remote_id for b in changes.blocks if b.remote_id not in external}
+    blocks = BusyBlock.objects.filter(**owner.lookup())
+    with transaction.atomic():
+        if changes.full:
+            blocks.delete()
+        else:
+            blocks.filter(remote_id__in=gone | set(external)).delete()
+        BusyBlock.objects.bulk_create(
+            [
+                BusyBlock(remote_id=b.remote_id[:1024], start=b.start, end=b.end, summary=(b.summary or "")[:255] if keep_titles else "", **owner.lookup())
+                for b in external.values()
+            ]
+        )
+        CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pulled_at=now)
+    return {"full": changes.full, "blocks": len(external), "removed": len(gone)}
+
+
+def external_busy(owner, start, end):
+    """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule."""
+    return list(BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).order_by("start"))
+
+
+def forget(owner):
+    """The calendar changed or was disconnected: its blocks and cursor no longer mean anything."""
+    BusyBlock.objects.filter(**owner.lookup()).delete()
+    CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pulled_at=None)
+
+
+def test_push(owner, reason=Reason.MEMBER_REQUEST):
+    """Write a short test event to the owner's calendar and remove it. Raises the classified error."""
+    from .sync import _run  # late: sync imports this app's models through owners
+
+    token = _active_token(owner)
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
+    key = base64.b32hexencode(secrets.token_bytes(20)).decode().lower()
+    event = Event(summary="ManageHub test event", start=start, end=start + timedelta(minutes=5), description="A connection test; it is removed at once.")
+    for step in ("create", "delete"):
+        operation = Operation(key=key, event=event if step == "create" else None, object_ref="test", remote_id=None if step == "create" else remote_id, known_to_exist=step == "delete")
+        outcome = _run(token, [operation], reason)[0]
+        if outcome.error is not None:
+            raise outcome.error
+        remote_id = outcome.remote_id or key
+    return {"ok": True}
+
+
+def health(include_recent=False):
+    """Refresh connections not used for HEALTH_IDLE_SECONDS (or all): finds dead grants early and
+    keeps Google refresh tokens from expiring unused. Returns {"checked", "needs_reauth", "unavailable"}."""
+    tokens = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
+    if not include_recent:
+        since = timezone.now() - timedelta(seconds=get_setting("HEALTH_IDLE_SECONDS"))
+        used = set(AccessLog.objects.filter(created_at__gte=since).values_list("owner", flat=True).distinct())
+        tokens = [t for t in tokens if f"{t.owner_kind}:{t.owner_id}" not in used and t.created_at < since]
+    counts = {"checked": 0, "needs_reauth": 0, "unavailable": 0}
+    for token in tokens:
+        counts["checked"] += 1
+        try:
+            oauth.access_token(token, force=True, reason=Reason.HEALTH)
+        except AuthorizationLost:
+            counts["needs_reauth"] += 1
+        except CalendarSyncError as exc:
+            counts["unavailable"] += 1
+            logger.warning("calendar health check of %s:%s: %s", token.owner_kind, token.owner_id, exc.code)
+    return counts
+
+
+def notify_needs_reauth(token_pk):
+    """The one email for a connection that just became needs_reauth, with a reconnect link."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by").filter(pk=token_pk).first()
+    if token is None or token.is_active:
+        return 0
+    owner = Owner(token.owner_kind, token.owner_id)
+    if owner.kind == MEMBER:
+        recipients, link = [token.user.email] if token.user and token.user.email else [], get_setting("FRONTEND_URL")
+        what = "your calendar"
+    else:
+        by = token.connected_by
+        recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
+        link, what = get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"), f"the calendar of {label(owner)}"
+    if not recipients:
+        logger.warning("calendar connection %s needs reauthorization and nobody can be told", owner)
+        return 0
+    body = (
+        f"The connection to {what} stopped working: the calendar provider no longer accepts it.\n"
+        f"Bookings wait until it is reconnected; nothing is lost.\n\nReconnect here: {link}\n"
+    )
+    return send_mail("Reconnect your calendar to keep bookings in sync", body, None, recipients, fail_silently=False)
+
+
+def shared_owners():
+    return [Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).values_list("owner_kind", "owner_id")]
+
+
+def parse_window(start, end):
+    """(start, end) from ISO 8601 strings, or ValueError naming the problem."""
+    from django.utils.dateparse import parse_datetime
+
+    values = []
+    for name, raw in (("start", start), ("end", end)):
+        try:
+            value = parse_datetime(raw or "")
+        except ValueError:
+            value = None
+        if value is None:
+            raise ValueError(f"{name}: an ISO 8601 date-time is required.")
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=dt_timezone.utc)
+        values.append(value)
+    if values[1] <= values[0]:
+        raise ValueError("end: must be after start.")
+    if values[1] - values[0] > timedelta(days=get_setting("BUSY_MAX_DAYS")):
+        raise ValueError(f"end: the window may span at most {get_setting('BUSY_MAX_DAYS')} days.")
+    return values[0], values[1]
