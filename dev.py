@@ -91,11 +91,18 @@ def test(argv):
 def bench(argv):
     """`python3 dev.py bench NAME [args]`: run bench/NAME.py (needs PostgreSQL and Redis)."""
     if not argv:
-        sys.exit("usage: python3 dev.py bench {overhead|throughput|economy|scaling} [args]")
+        sys.exit("usage: python3 dev.py bench {overhead|throughput|economy|scaling|load} [args]")
     sys.exit(subprocess.call([str(PY), str(ROOT / "bench" / f"{argv[0]}.py"), *argv[1:]], cwd=ROOT / "bench"))
 
 
-COMMANDS = {"serve": serve, "test": test, "bench": bench}
+def lint(argv):
+    """`python3 dev.py lint`: ruff (lint and import order) over the tree, mypy over calendar_sync's public surface."""
+    failed = subprocess.call([str(PY), "-m", "ruff", "check", ".", *argv], cwd=ROOT)
+    failed |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
+    sys.exit(1 if failed else 0)
+
+
+COMMANDS = {"serve": serve, "test": test, "bench": bench, "lint": lint}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

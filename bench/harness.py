@@ -20,7 +20,7 @@ from calendar_sync.testing import FakeGoogle  # noqa: E402  (no Django needed)
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/managehub_bench")
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
-REDIRECT = "http://testserver/api/calendar-sync/auth/google/callback"
+REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"  # never plain http off loopback
 
 
 def pct(values, q):
@@ -59,6 +59,7 @@ class Stack:
             "FRONTEND_URL": "http://testserver/integrations/calendar",
             "DJANGO_SETTINGS_MODULE": "managehub.settings",
             "LOG_LEVEL": "WARNING",
+            "DEBUG": "0",  # on only in-process while connecting (member_connect): see there
         }
         os.environ.update(self.env)
         _recreate_database()
@@ -128,16 +129,23 @@ class Stack:
         return user, client
 
     def member_connect(self, user):
-        """Connect through the real OAuth flow, as the Google account <username>@example.com."""
-        from django.test import Client
+        """Connect through the real OAuth flow, as the Google account <username>@example.com.
+
+        Connecting to the plain-http loopback fake needs DEBUG (`insecure_reason(strict=True)`):
+        it is on here, in this process, only while connecting. The workers run without it —
+        syncing with an existing grant does not need it, and DEBUG would make Django record
+        every SQL statement, which costs the very CPU the benchmarks measure.
+        """
+        from django.test import Client, override_settings
 
         client = Client()
         client.force_login(user)
         account = f"{user.username}@example.com"
         self.google.add_account(account)
-        url = client.get("/api/calendar-sync/auth/google").json()["authorization_url"]
-        location = self.google.consent(url, account=account)
-        response = client.get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
+        with override_settings(DEBUG=True):
+            url = client.get("/api/calendar-sync/auth/google").json()["authorization_url"]
+            location = self.google.consent(url, account=account)
+            response = client.get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
         assert "connected" in response["Location"], response["Location"]
         return client
 

@@ -9,8 +9,14 @@ Usage: python3 dev.py bench throughput [N]
 """
 import sys
 import time
+from datetime import datetime
 
 from harness import Stack, summary, table
+
+
+def _epoch(updated):
+    """The fake's `updated` stamp (RFC 3339, milliseconds, Z) as seconds since the epoch."""
+    return datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp()
 
 
 def main(n=1000, members=50):
@@ -35,7 +41,7 @@ def main(n=1000, members=50):
 
         source = get_source("booking")
         events = stack.google.events("paced@example.com")
-        latency = [events[source.event_id(b.pk)]["updated"] - committed[b.pk] for b in bookings]
+        latency = [_epoch(events[source.event_id(b.pk)]["updated"]) - committed[b.pk] for b in bookings]
         table("sync throughput and latency (PostgreSQL, Redis, 1 worker process, fake Google on 127.0.0.1)", [
             ("drained", f"{drain['syncs']} syncs for {members} members in {drain['seconds']:.1f} s"),
             ("throughput", f"{drain['per_second']:.1f} syncs/s"),

@@ -138,12 +138,12 @@ def test_push(owner, reason=Reason.MEMBER_REQUEST):
     start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
     key = base64.b32hexencode(secrets.token_bytes(20)).decode().lower()
     event = Event(summary="ManageHub test event", start=start, end=start + timedelta(minutes=5), description="A connection test; it is removed at once.")
-    for step in ("create", "delete"):
-        operation = Operation(key=key, event=event if step == "create" else None, object_ref="test", remote_id=None if step == "create" else remote_id, known_to_exist=step == "delete")
-        outcome = _run(token, [operation], reason)[0]
-        if outcome.error is not None:
-            raise outcome.error
-        remote_id = outcome.remote_id or key
+    created = _run(token, [Operation(key=key, event=event, object_ref="test")], reason)[0]
+    if created.error is not None:
+        raise created.error
+    removed = _run(token, [Operation(key=key, object_ref="test", remote_id=created.remote_id or key, known_to_exist=True)], reason)[0]
+    if removed.error is not None:
+        raise removed.error
     return {"ok": True}
 
 

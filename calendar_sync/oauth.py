@@ -148,15 +148,25 @@ def _connect(provider_name, params, user, verifier, owner):
 def mark_needs_reauth(token, error):
     """The grant is gone. The first transition (not every failed sync) emails the owner once;
     reconnecting makes the connection active again, which re-arms it."""
+    if _set_needs_reauth(token, error):
+        _notify_reauth(token)
+
+
+def _set_needs_reauth(token, error):
+    """Record the state; True only for the transition from active."""
     changed = CalendarToken.objects.filter(pk=token.pk, status=CalendarToken.Status.ACTIVE).update(
         status=CalendarToken.Status.NEEDS_REAUTH, last_error=str(error)[:1000], updated_at=timezone.now()
     )
     token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
     if changed:
-        from .awareness import notify_needs_reauth  # late: awareness uses this module
+        logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
+    return bool(changed)
 
-        _notify(notify_needs_reauth, token.pk)  # at once: callers are outside transactions, and tests see it
-    logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
+
+def _notify_reauth(token):
+    from .awareness import notify_needs_reauth  # late: awareness uses this module
+
+    _notify(notify_needs_reauth, token.pk)  # at once: callers are outside transactions, and tests see it
 
 
 def _notify(send, token_pk):
@@ -176,7 +186,7 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     margin = timedelta(seconds=get_setting("REFRESH_MARGIN"))
     if not force and token.expires_at and token.expires_at > timezone.now() + margin:
         return token.access_token
-    error = None
+    error, lost_now = None, False
     with transaction.atomic():
         locked = CalendarToken.objects.select_for_update().get(pk=token.pk)
         if locked.status != CalendarToken.Status.ACTIVE:
@@ -189,6 +199,8 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
             new = get_provider(locked.provider).refresh(locked.refresh_token)
         except CalendarSyncError as exc:
             error = exc
+            # Still under the lock: a worker queued behind this one sees needs_reauth, not a second refresh.
+            lost_now = isinstance(exc, AuthorizationLost) and _set_needs_reauth(token, exc)
         else:
             locked.access_token, locked.expires_at = new.access_token, new.expires_at
             locked.refresh_token = new.refresh_token or locked.refresh_token  # rotated, or the old one kept
@@ -199,8 +211,8 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     if error is None:
         logger.info("calendar token refreshed: owner=%s:%s", token.owner_kind, token.owner_id)
         return token.access_token
-    if isinstance(error, AuthorizationLost):
-        mark_needs_reauth(token, error)
+    if lost_now:
+        _notify_reauth(token)
     raise error
 
 

@@ -4,11 +4,14 @@ The host subclasses `EventSource` and names it in `CALENDAR_SYNC["SOURCES"]`::
 
     CALENDAR_SYNC = {"SOURCES": {"booking": "bookings.calendar.BookingSource"}}
 """
+from __future__ import annotations
+
 import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.utils.module_loading import import_string
@@ -16,6 +19,11 @@ from django.utils.module_loading import import_string
 from .conf import get_setting
 from .exceptions import ConfigurationError
 from .models import MEMBER
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
+
+    from .owners import Owner
 
 
 @dataclass(frozen=True)
@@ -34,26 +42,26 @@ class EventSource:
     """Base class: subclass it in the host project."""
 
     #: "app_label.ModelName" of the watched model.
-    model = ""
+    model: str = ""
     #: Saves that change none of these fields cause no sync work (empty: every save does).
-    watched_fields = ()
+    watched_fields: tuple[str, ...] = ()
     #: Optional model field that records the remote event id (null when there is none).
-    event_id_field = None
+    event_id_field: str | None = None
 
-    key = ""  # set from the CALENDAR_SYNC["SOURCES"] key
+    key: str = ""  # set from the CALENDAR_SYNC["SOURCES"] key
 
-    def get_model(self):
+    def get_model(self) -> type[Model]:
         return apps.get_model(self.model)
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Any]:
         """Objects as the sync reads them; add select_related() for what event() uses."""
         return self.get_model()._default_manager.all()
 
-    def owner_id(self, obj):
+    def owner_id(self, obj: Any) -> Any:
         """Primary key of the member whose own calendar shows this object."""
         raise NotImplementedError
 
-    def destinations(self, obj):
+    def destinations(self, obj: Any) -> dict[str, tuple[str, Any]]:
         """{role: (owner kind, owner pk)}: every calendar this object belongs in.
 
         The default is the member's own calendar. A host adds shared ones, e.g. a booking's
@@ -62,19 +70,19 @@ class EventSource:
         """
         return {"member": (MEMBER, self.owner_id(obj))}
 
-    def should_exist(self, obj):
+    def should_exist(self, obj: Any) -> bool:
         """True when the object should have an event now (e.g. a confirmed booking)."""
         raise NotImplementedError
 
-    def event(self, obj, destination="member"):
+    def event(self, obj: Any, destination: str = "member") -> Event:
         """The `Event` for this object in the calendar of `destination` (a role of destinations())."""
         raise NotImplementedError
 
-    def upcoming(self, owner):
+    def upcoming(self, owner: Owner) -> QuerySet[Any]:
         """Objects to sync when `owner` (an owners.Owner) connects: upcoming ones that should exist there."""
         raise NotImplementedError
 
-    def modified(self, obj):
+    def modified(self, obj: Any) -> datetime | None:
         """When the object last changed (an aware datetime); None if unknown.
 
         The iCal feed uses it as the event's DTSTAMP and LAST-MODIFIED; when None, the
@@ -82,7 +90,7 @@ class EventSource:
         """
         return None
 
-    def event_id(self, object_id, destination="member"):
+    def event_id(self, object_id: Any, destination: str = "member") -> str:
         """Deterministic key per (source, object, destination): base32hex of a hash, so retries never duplicate.
 
         Google takes it as the event id, Graph as the create's transactionId.
@@ -93,8 +101,8 @@ class EventSource:
 
 
 @lru_cache(maxsize=4)
-def _load(items):
-    sources = {}
+def _load(items: tuple[tuple[str, str], ...]) -> dict[str, EventSource]:
+    sources: dict[str, EventSource] = {}
     for key, path in items:
         try:
             source = import_string(path)()
@@ -105,12 +113,12 @@ def _load(items):
     return sources
 
 
-def get_sources():
+def get_sources() -> dict[str, EventSource]:
     """{key: EventSource instance} from settings."""
     return _load(tuple(sorted(get_setting("SOURCES").items())))
 
 
-def get_source(key):
+def get_source(key: str) -> EventSource:
     try:
         return get_sources()[key]
     except KeyError:

@@ -9,7 +9,7 @@ from celery import shared_task
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import audit, awareness, sync
+from . import audit, awareness, push, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
@@ -144,3 +144,9 @@ def pull_all():
 def health_task(include_recent=False):
     """Beat: refresh idle connections; dead grants become needs_reauth and their owners are told once."""
     return awareness.health(include_recent)
+
+
+@shared_task(name="calendar_sync.tasks.renew_push")
+def renew_push_task():
+    """Beat: give every shared connection a live push channel, renewing those expiring within a day."""
+    return push.renew_all()

@@ -195,6 +195,8 @@ class CallbackView(ProviderMixin, BaseView):
             logger.error("calendar connect misconfigured: %s", exc)
             return self._redirect(None, calendar_sync="error", reason="not_configured")
         transaction.on_commit(lambda: tasks.backfill_task.delay(token.owner_kind, token.owner_id))
+        if token.is_shared:  # read what is already booked in it, so the overlap rule knows at once
+            transaction.on_commit(lambda: tasks.pull_task.delay(token.owner_kind, token.owner_id))
         return self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected")
 
     @staticmethod

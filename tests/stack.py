@@ -1,10 +1,14 @@
 """The real stack for tests: a Celery worker process on the configured Redis broker and
 PostgreSQL, talking to the fake Google. Fixtures here are imported by the test modules."""
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +44,7 @@ def database_url():
 def broker_url():
     url = os.environ.get("CELERY_BROKER_URL")
     if not url or os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql", "psql", "pgsql"):
-        message = "needs CELERY_BROKER_URL (Redis) and a PostgreSQL DATABASE_URL"
+        message = "needs CELERY_BROKER_URL (Redis or RabbitMQ) and a PostgreSQL DATABASE_URL"
         if IN_CI:
             pytest.fail(f"CI asked for the real stack but it is missing: {message}")
         pytest.skip(message)
@@ -185,3 +189,70 @@ def calendar_report(fake_google, bookings, account=ACCOUNT):
         "extra": len(set(events) - wanted),
         "duplicated": sum(1 for n in per_booking.values() if n > 1),
     }
+
+
+class BrokerProxy:
+    """A TCP relay in front of the real broker (Redis or RabbitMQ) that can be cut and restored.
+
+    Stopping it closes the listening socket and every relayed connection, so to the app the
+    broker is simply gone; starting it again listens on the same port, and clients reconnect.
+    """
+
+    def __init__(self, broker_url):
+        parts = urllib.parse.urlsplit(broker_url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or {"redis": 6379, "amqp": 5672}[parts.scheme])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username + ':' + parts.password + '@' if parts.username else ''}127.0.0.1:{self.port}"))
+        self.listener, self.pairs, self.lock = None, [], threading.Lock()
+
+    def start(self):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+        return self
+
+    def stop(self):
+        listener, self.listener = self.listener, None
+        if listener:
+            listener.close()
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for a, b in pairs:
+            for sock in (a, b):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, upstream))
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _relay(a, b):
+        try:
+            while True:
+                ready, _, _ = select.select([a, b], [], [], 1.0)
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (b if sock is a else a).sendall(data)
+        except (OSError, ValueError):
+            return

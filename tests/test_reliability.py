@@ -73,6 +73,11 @@ def test_worker_killed_mid_task(connected, worker, fake_google, member, make_boo
     assert list(fake_google.events(ACCOUNT, include_cancelled=True)) == [event_id(booking)]
 
 
+def unreachable(broker_url):
+    """The same kind of broker URL, at a port nothing listens on."""
+    return "amqp://guest:guest@127.0.0.1:1//" if broker_url.startswith("amqp") else "redis://127.0.0.1:1/0"
+
+
 def test_broker_down_at_confirm_then_sweeper(connected, fake_google, member, make_booking, broker_url):
     booking = make_booking(member)
     script = (
@@ -80,7 +85,7 @@ def test_broker_down_at_confirm_then_sweeper(connected, fake_google, member, mak
         "from bookings.models import Booking; from bookings import services;"
         f"services.confirm_booking(Booking.objects.get(pk='{booking.pk}')); print('confirmed')"
     )
-    env = {**os.environ, **fake_google.env(), "DATABASE_URL": database_url(), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "DJANGO_SETTINGS_MODULE": "managehub.settings"}
+    env = {**os.environ, **fake_google.env(), "DATABASE_URL": database_url(), "CELERY_BROKER_URL": unreachable(broker_url), "DJANGO_SETTINGS_MODULE": "managehub.settings"}
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -130,25 +135,27 @@ def test_revoked_grant_then_reconnect(connected, fake_google, member, make_booki
 
 
 def test_task_messages_carry_no_secrets(connected, fake_google, member, make_booking, broker_url):
-    """Look at what actually reaches Redis: primary keys only."""
-    import redis
-
+    """Look at what actually reaches the broker (Redis or RabbitMQ): primary keys only."""
     token = CalendarToken.objects.get()
     secrets = {token.access_token, token.refresh_token}
-    client = redis.Redis.from_url(broker_url)
-    seen = []
-    with celery_app.connection_for_write() as conn:
-        producer = conn.Producer(serializer="json")
-        # publish a real sync message exactly as enqueue() does, then read the raw bytes back from Redis
-        tasks.sync_task.apply_async(("booking", "00000000-0000-0000-0000-000000000000"), producer=producer, queue="secrets-probe")
-    for raw in client.lrange("secrets-probe", 0, -1):
-        seen.append(raw.decode())
-    client.delete("secrets-probe")
     booking = make_booking(member)
+    with celery_app.connection_for_write() as conn:
+        # publish real sync messages exactly as enqueue() does, to a queue nobody consumes, and read the raw bytes back
+        producer = conn.Producer(serializer="json")
+        tasks.sync_task.apply_async(("booking", str(booking.pk)), producer=producer, queue="secrets-probe")
+        tasks.sync_task.apply_async(("booking", str(booking.pk)), {"destination": "workspace", "reason": "resync"}, producer=producer, queue="secrets-probe")
+        probe = conn.SimpleQueue("secrets-probe")
+        seen = []
+        for _ in range(2):
+            message = probe.get(timeout=5)
+            seen.append(message.body if isinstance(message.body, str) else message.body.decode())
+            message.ack()
+        probe.close()
+        conn.default_channel.queue_delete("secrets-probe")
     connected.post(f"/api/bookings/{booking.pk}/confirm/")
     wait_until(lambda: settled(fake_google, [booking]), what="sync")
-    assert seen and "booking" in seen[0]
-    for raw in seen + [k.decode() for k in client.keys("*")]:
+    assert str(booking.pk) in seen[0] and "workspace" in seen[1]
+    for raw in seen:
         for secret in secrets:
             assert secret not in raw
 

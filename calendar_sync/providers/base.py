@@ -238,6 +238,17 @@ class BaseProvider:
         """Incremental read since `cursor`; a full read of [start, end) when cursor is None or expired (410)."""
         raise NotImplementedError
 
+    # --- push notifications (Google channel / Graph subscription) -----------------------------
+    def watch(self, access_token: str, calendar_id: str, address: str, secret: str) -> tuple[str, str, dt.datetime]:
+        """Ask the service to POST to `address` when events of `calendar_id` change, carrying `secret`
+        (Google's channel token, Graph's clientState). Returns (channel or subscription id, the
+        service's resource id ("" when it has none), aware expiry)."""
+        raise NotImplementedError
+
+    def unwatch(self, access_token: str, channel_id: str, resource_id: str) -> None:
+        """Stop a channel or subscription made by `watch`; one already gone (404/410) is success."""
+        raise NotImplementedError
+
     # --- shared HTTP helpers for the token endpoint (RFC 6749) ------------------------------
     def authorize_url(self, base: str, params: dict[str, str]) -> str:
         return f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"

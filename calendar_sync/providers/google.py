@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import uuid
 from contextlib import nullcontext
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,7 @@ MAX_PAGES = 100  # per read: a bound, should a server page forever
 PAGE_SIZE = 2500  # events.list's maximum maxResults
 LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
 UTC = dt.timezone.utc
+CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
 
 
 def classify_http_error(exc):
@@ -308,6 +310,30 @@ class GoogleProvider(BaseProvider):
                 return state, result.get("nextSyncToken"), True
         logger.warning("Google events.list still paging after %s pages: stopping.", MAX_PAGES)
         return state, None, False
+
+    # --- push notifications ----------------------------------------------------------------
+    def watch(self, access_token, calendar_id, address, secret):
+        """events.watch: a web_hook channel whose notifications carry `secret` as X-Goog-Channel-Token."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        body = {"id": str(uuid.uuid4()), "type": "web_hook", "address": address, "token": secret, "params": {"ttl": str(CHANNEL_TTL)}}
+        result = self._execute(service.events().watch(calendarId=calendar_id, body=body), http)
+        channel_id, resource_id = str(result.get("id") or body["id"]), str(result.get("resourceId") or "")
+        if not resource_id:
+            raise PermanentError("Google answered events.watch without a resourceId.", code="bad_channel")
+        try:  # Unix time in milliseconds, as a string
+            expires = dt.datetime.fromtimestamp(int(result["expiration"]) / 1000, UTC)
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            expires = dt.datetime.now(UTC) + dt.timedelta(seconds=CHANNEL_TTL)
+        return channel_id, resource_id, expires
+
+    def unwatch(self, access_token, channel_id, resource_id):
+        """channels.stop; a channel Google no longer knows (404/410) is already stopped."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        try:
+            self._execute(service.channels().stop(body={"id": channel_id, "resourceId": resource_id}), http)
+        except CalendarSyncError as exc:
+            if exc.status not in GONE_STATUSES:
+                raise
 
     def event_body(self, operation):
         event = operation.event

@@ -42,6 +42,8 @@ NOT_BUSY = {"free", "workingelsewhere"}
 SYNC_RESET_CODES = {"syncstatenotfound", "syncstateinvalid", "fullsyncrequired", "resyncrequired", "errorinvalidsyncstatedata"}
 UTC = dt.timezone.utc
 FRACTION = re.compile(r"(\.\d{6})\d+")
+SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
+SUBSCRIPTION_CHANGES = "created,updated,deleted"
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -371,6 +373,43 @@ class MicrosoftProvider(BaseProvider):
             cursor=cursor,
             full=full,
         )
+
+    # --- push notifications ------------------------------------------------------------------
+    @staticmethod
+    def _subscription_resource(calendar_id: str) -> str:
+        return "me/events" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}/events"
+
+    def watch(self, access_token: str, calendar_id: str, address: str, secret: str) -> tuple[str, str, dt.datetime]:
+        """POST subscriptions: created/updated/deleted events, `secret` as clientState. Graph first checks
+        `address` with its validationToken handshake (the webhook must echo it within 10 seconds)."""
+        expires = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(minutes=SUBSCRIPTION_MINUTES)
+        body = {
+            "changeType": SUBSCRIPTION_CHANGES,
+            "notificationUrl": address,
+            "resource": self._subscription_resource(calendar_id),
+            "expirationDateTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "clientState": secret,
+        }
+        status, headers, answer = self._call(access_token, "POST", f"{self.endpoint('MICROSOFT_GRAPH_ROOT')}subscriptions", body)
+        error = classify(status, headers, answer)
+        if error:
+            raise error
+        if not answer.get("id"):
+            raise PermanentError("Microsoft Graph answered a subscription without an id.", code="bad_subscription")
+        try:
+            granted = dt.datetime.fromisoformat(FRACTION.sub(r"\1", str(answer.get("expirationDateTime") or "")).replace("Z", "+00:00"))
+            expires = _aware(granted)
+        except ValueError:
+            pass  # keep what we asked for
+        return str(answer["id"]), "", expires
+
+    def unwatch(self, access_token: str, channel_id: str, resource_id: str) -> None:
+        """DELETE subscriptions/{id}; one Graph no longer knows (404/410) is already gone."""
+        url = f"{self.endpoint('MICROSOFT_GRAPH_ROOT')}subscriptions/{quote(channel_id, safe='')}"
+        status, headers, answer = self._call(access_token, "DELETE", url)
+        error = classify(status, headers, answer)
+        if error and status not in (404, 410):
+            raise error
 
     # --- events ------------------------------------------------------------------------------
     def event_body(self, operation: Operation) -> dict[str, Any]:

@@ -1,0 +1,337 @@
+"""Push notifications for shared (room) calendars, for Google and for Microsoft: a channel is made
+with our webhook address and a secret we can verify, a notification pulls the calendar at once,
+forged ones are refused, channels are renewed before they expire and stopped on request.
+
+The fakes deliver notifications over real HTTP, so the webhook runs in Django's live server."""
+import urllib.parse
+from dataclasses import dataclass
+
+import pytest
+import requests
+from django.test import Client
+from django.utils import timezone
+
+from calendar_sync import push, tasks
+from calendar_sync.models import AccessLog, BusyBlock, CalendarToken
+from calendar_sync.testing import FakeGoogle
+from managehub.celery import app as celery_app
+from tests.conftest import client_for
+
+HOUR = timezone.timedelta(hours=1)
+GOOGLE_PATH = "/api/calendar-sync/push/google"
+GRAPH_PATH = "/api/calendar-sync/push/microsoft"
+
+
+@dataclass
+class Room:
+    """A workspace's room calendar connected on one provider's fake."""
+
+    fake: object
+    provider: str
+    account: str
+    workspace: object
+
+    @property
+    def is_google(self):
+        return self.provider == "google"
+
+    @property
+    def token(self):
+        return CalendarToken.objects.get(owner_kind="workspace", owner_id=str(self.workspace.pk))
+
+    def add(self, start, end):
+        if self.is_google:
+            return self.fake.add_event(self.account, start, end, summary="Client call")
+        return self.fake.add_event(self.account, start, end, subject="Client call")
+
+    def channel(self, channel_id):
+        """The fake's record of a channel / subscription: (address, secret, stopped)."""
+        if self.is_google:
+            c = self.fake.channels[channel_id]
+            return c["address"], c["token"], c["stopped"]
+        s = self.fake.subscriptions[channel_id]
+        return s["notificationUrl"], s["clientState"], s["deleted"]
+
+    def forge(self, channel_id, secret):
+        if self.is_google:
+            self.fake.channels[channel_id]["token"] = secret
+        else:
+            self.fake.subscriptions[channel_id]["clientState"] = secret
+
+    def notify(self, channel_id, event_id="AAMkAGI2-unknown"):
+        return self.fake.notify(channel_id) if self.is_google else self.fake.notify(channel_id, event_id)
+
+    def channels(self):
+        return self.fake.channels if self.is_google else self.fake.subscriptions
+
+
+def connect_room(fake, staff, workspace):
+    provider = "google" if isinstance(fake, FakeGoogle) else "microsoft"
+    account = "rooms@example.com" if provider == "google" else "rooms@contoso.com"
+    fake.add_account(account)
+    staff_api = client_for(staff)
+    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}").json()["authorization_url"]
+    location = fake.consent(url, account=account)
+    response = staff_api.get(f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
+    assert "calendar_sync=connected" in response["Location"]
+    return Room(fake, provider, account, workspace)
+
+
+def set_push_url(settings, url):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_URL": url}
+
+
+@pytest.fixture(params=["google", "microsoft"])
+def fake(request, fake_google, fake_microsoft):
+    return fake_google if request.param == "google" else fake_microsoft
+
+
+@pytest.fixture
+def room(fake, staff, workspace):
+    return connect_room(fake, staff, workspace)
+
+
+@pytest.fixture
+def live(room, live_server, settings):
+    """The room, with PUSH_URL pointing at the live server (plain http to loopback: DEBUG is on)."""
+    set_push_url(settings, live_server.url)
+    return room
+
+
+def pulls():
+    return AccessLog.objects.filter(operation=AccessLog.Operation.PULL, reason=AccessLog.Reason.PUSH).count()
+
+
+def test_tasks_run_eagerly_here():
+    assert celery_app.conf.task_always_eager  # a notification's pull runs inside the webhook request
+
+
+# --- end to end, through the live server ------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_a_notification_pulls_the_room_calendar_at_once(live, live_server):
+    token = live.token
+    assert push.ensure_watch(token) is True
+    token = live.token
+    address, secret, stopped = live.channel(token.push_channel)
+    assert address == f"{live_server.url}/api/calendar-sync/push/{live.provider}"
+    assert secret == push.channel_secret(token) and len(secret) == 64 and not stopped
+    lifetime = token.push_expires_at - timezone.now()
+    if live.is_google:
+        assert token.push_resource and timezone.timedelta(days=6) < lifetime <= timezone.timedelta(days=7)
+    else:
+        assert token.push_resource == "" and timezone.timedelta(minutes=4100) < lifetime <= timezone.timedelta(minutes=4230)
+        assert live.fake.subscriptions[token.push_channel]["resource"] == "me/events"
+        assert live.fake.subscriptions[token.push_channel]["changeType"] == "created,updated,deleted"
+    at = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
+    event_id = live.add(at, at + HOUR)
+    assert not BusyBlock.objects.exists()
+    if live.is_google:  # the channel's first message: nothing to read yet
+        response = live.fake.notify(token.push_channel, state="sync")
+        assert response.status_code == 200 and response.json() == {}
+        assert not BusyBlock.objects.exists()
+    response = live.notify(token.push_channel, event_id)
+    assert response.status_code == (200 if live.is_google else 202), response.text
+    block = BusyBlock.objects.get()  # pulled by the webhook, no scheduled pull ran
+    assert (block.start, block.end, block.owner_kind, block.owner_id) == (at, at + HOUR, "workspace", str(live.workspace.pk))
+    assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification", outcome="ok").count() >= 2  # watch + pull
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forged_notifications_are_refused_and_pull_nothing(live, live_server):
+    push.ensure_watch(live.token)
+    token = live.token
+    live.add(timezone.now() + timezone.timedelta(days=1), timezone.now() + timezone.timedelta(days=1, hours=1))
+    before = pulls()
+    address = f"{live_server.url}{GOOGLE_PATH if live.is_google else GRAPH_PATH}"
+    live.forge(token.push_channel, "f" * 64)
+    response = live.notify(token.push_channel)
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    if live.is_google:
+        headers = {"X-Goog-Channel-ID": "not-ours", "X-Goog-Channel-Token": push.channel_secret(token), "X-Goog-Resource-State": "exists", "X-Goog-Resource-ID": token.push_resource}
+        response = requests.post(address, headers=headers, timeout=10)
+    else:
+        item = {"subscriptionId": "00000000-0000-0000-0000-000000000000", "clientState": push.channel_secret(token), "changeType": "updated"}
+        response = requests.post(address, json={"value": [item]}, timeout=10)
+    assert response.status_code == 403 and response.json() == {"code": "forbidden", "detail": response.json()["detail"]}
+    assert not BusyBlock.objects.exists() and pulls() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_watch_stops_the_channel_at_the_provider(live):
+    push.ensure_watch(live.token)
+    token = live.token
+    channel = token.push_channel
+    assert push.stop_watch(token) is True
+    assert live.channel(channel)[2]  # stopped at Google / subscription deleted at Graph
+    token = live.token
+    assert (token.push_channel, token.push_resource, token.push_expires_at) == ("", "", None)
+    assert live.notify(channel) is None  # the provider sends nothing more
+    assert push.stop_watch(token) is False  # nothing left to stop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_graph_validation_handshake_when_subscribing(fake_microsoft, staff, workspace, live_server, settings):
+    room = connect_room(fake_microsoft, staff, workspace)
+    set_push_url(settings, live_server.url)
+    fake_microsoft.validate_subscriptions = True
+    try:
+        assert push.ensure_watch(room.token) is True  # the fake POSTed ?validationToken= to the live webhook
+        assert room.token.push_channel in fake_microsoft.subscriptions
+        push.stop_watch(room.token)
+        set_push_url(settings, "http://127.0.0.1:9")  # nobody answers there: Graph refuses the subscription
+        assert push.ensure_watch(room.token) is False
+        assert room.token.push_channel == ""
+        assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification", outcome="ValidationError").exists()
+    finally:
+        fake_microsoft.validate_subscriptions = False
+
+
+# --- channels: made, kept, renewed, refused ----------------------------------------------------------
+@pytest.fixture
+def pushing(room, settings):
+    """PUSH_URL set to a loopback address nobody serves (Google does not call back when watching)."""
+    set_push_url(settings, "http://127.0.0.1:9")
+    return room
+
+
+@pytest.mark.django_db
+def test_a_live_channel_is_kept_and_one_near_expiry_renewed(pushing):
+    room = pushing
+    assert push.ensure_watch(room.token)
+    first = room.token.push_channel
+    assert push.ensure_watch(room.token) and room.token.push_channel == first and len(room.channels()) == 1  # nothing to do
+    CalendarToken.objects.update(push_expires_at=timezone.now() + 2 * HOUR)
+    assert push.ensure_watch(room.token)
+    token = room.token
+    assert token.push_channel != first and token.push_expires_at > timezone.now() + timezone.timedelta(days=2)
+    assert room.channel(first)[2] and not room.channel(token.push_channel)[2]  # the old one stopped, the new one live
+    second = token.push_channel
+    assert push.ensure_watch(token, force=True)  # e.g. the calendar changed
+    assert room.token.push_channel not in (first, second) and room.channel(second)[2]
+
+
+@pytest.mark.django_db
+def test_the_renew_task_watches_every_active_shared_connection(pushing):
+    room = pushing
+    assert tasks.renew_push_task.delay().get() == 1
+    assert room.token.push_channel in room.channels()
+    CalendarToken.objects.update(status=CalendarToken.Status.NEEDS_REAUTH, push_channel="", push_expires_at=None)
+    assert tasks.renew_push_task.delay().get() == 0 and len(room.channels()) == 1
+
+
+@pytest.mark.django_db
+def test_no_channel_without_a_usable_push_url_or_for_members(room, settings, member):
+    for url in ("", "http://push.example.com", "ftp://127.0.0.1/"):
+        set_push_url(settings, url)
+        assert push.ensure_watch(room.token) is False and push.renew_all() == 0
+    set_push_url(settings, "http://127.0.0.1:9")
+    settings.DEBUG = False  # plain http to loopback only in DEBUG
+    assert push.ensure_watch(room.token) is False
+    assert not room.channels() and not AccessLog.objects.filter(reason="push_notification").exists()
+    settings.DEBUG = True
+    personal = CalendarToken.objects.create(user=member, owner_kind="user", provider=room.provider, access_token="a", refresh_token="r")
+    assert push.ensure_watch(personal) is False and not room.channels()
+
+
+@pytest.mark.django_db
+def test_provider_errors_are_logged_never_raised(pushing):
+    room = pushing
+    room.fake.inject(503, times=1, path="/calendar/" if room.is_google else "/v1.0/subscriptions")
+    assert push.ensure_watch(room.token) is False
+    assert room.token.push_channel == "" and not room.channels()
+    assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification").exclude(outcome="ok").count() == 1
+    assert push.ensure_watch(room.token) is True  # the next try (the renew task) makes it
+    token = room.token
+    room.fake.inject(503, times=1, path="/calendar/" if room.is_google else "/v1.0/subscriptions")
+    assert push.stop_watch(token) is True and room.token.push_channel == ""  # forgotten locally even so
+
+
+@pytest.mark.django_db
+def test_stopping_a_channel_the_provider_already_dropped_is_fine(pushing):
+    room = pushing
+    push.ensure_watch(room.token)
+    token = room.token
+    if room.is_google:
+        room.fake.channels[token.push_channel]["stopped"] = True
+    else:
+        room.fake.subscriptions[token.push_channel]["deleted"] = True
+    assert push.stop_watch(token) is True
+    assert AccessLog.objects.filter(reason="push_notification").exclude(outcome="ok").count() == 0  # 404 = already gone
+
+
+# --- the webhook, whatever arrives -----------------------------------------------------------------
+def google_headers(token, **override):
+    headers = {
+        "HTTP_X_GOOG_CHANNEL_ID": token.push_channel,
+        "HTTP_X_GOOG_CHANNEL_TOKEN": push.channel_secret(token),
+        "HTTP_X_GOOG_RESOURCE_ID": token.push_resource,
+        "HTTP_X_GOOG_RESOURCE_STATE": "exists",
+    }
+    headers.update({f"HTTP_X_GOOG_{k.upper()}": v for k, v in override.items()})
+    return headers
+
+
+@pytest.mark.django_db
+def test_google_webhook_checks_channel_token_and_resource(fake_google, staff, workspace, settings):
+    set_push_url(settings, "http://127.0.0.1:9")
+    room = connect_room(fake_google, staff, workspace)
+    push.ensure_watch(room.token)
+    token, client = room.token, Client()
+    for bad in ({"channel_token": "x"}, {"channel_token": ""}, {"channel_id": "nope"}, {"channel_id": "x" * 300}, {"resource_id": "other"}, {"channel_token": "é" * 64}):
+        response = client.post(GOOGLE_PATH, **google_headers(token, **bad))
+        assert response.status_code == 403 and response.json()["code"] == "forbidden", bad
+    assert client.post(GOOGLE_PATH).status_code == 403  # no headers at all
+    before = pulls()
+    assert client.post(GOOGLE_PATH, **google_headers(token, resource_state="sync")).json() == {}
+    assert pulls() == before
+    response = client.post(GOOGLE_PATH + "/", **google_headers(token, resource_state="not_exists"))
+    assert response.status_code == 200 and pulls() == before + 1
+    assert client.get(GOOGLE_PATH, **google_headers(token)).status_code == 405
+    assert client.post("/api/calendar-sync/push/yahoo").status_code == 404
+    CalendarToken.objects.update(status=CalendarToken.Status.NEEDS_REAUTH)
+    assert client.post(GOOGLE_PATH, **google_headers(token)).status_code == 200 and pulls() == before + 1  # nothing to pull with
+
+
+@pytest.mark.django_db
+def test_channels_made_before_a_key_rotation_still_verify(fake_google, staff, workspace, settings):
+    set_push_url(settings, "http://127.0.0.1:9")
+    room = connect_room(fake_google, staff, workspace)
+    push.ensure_watch(room.token)
+    token, client = room.token, Client()
+    headers = google_headers(token)
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-secret-key-" + "x" * 40, [old]
+    before = pulls()
+    assert client.post(GOOGLE_PATH, **headers).status_code == 200 and pulls() == before + 1
+    settings.SECRET_KEY_FALLBACKS = []
+    assert client.post(GOOGLE_PATH, **headers).status_code == 403
+
+
+@pytest.mark.django_db
+def test_graph_webhook_handshake_and_bodies_of_any_shape(fake_microsoft, staff, workspace, settings):
+    set_push_url(settings, "http://127.0.0.1:9")
+    room = connect_room(fake_microsoft, staff, workspace)
+    push.ensure_watch(room.token)
+    token, client = room.token, Client()
+    challenge = "Validation: Testing client application reachability for subscription Request-Id: 1+2/3=?&é"
+    response = client.post(f"{GRAPH_PATH}?validationToken={urllib.parse.quote(challenge)}", content_type="text/plain")
+    assert response.status_code == 200 and response.content.decode() == challenge
+    assert response["Content-Type"].startswith("text/plain") and response["X-Content-Type-Options"] == "nosniff"
+    assert client.post(f"{GRAPH_PATH}?validationToken={'a' * 2048}").content == b"a" * 2048
+    for bad in ("a" * 2049, "", "line\nbreak", "\x00", "<script>\x1b"):
+        response = client.post(f"{GRAPH_PATH}?validationToken={urllib.parse.quote(bad)}")
+        assert response.status_code == 400 and response.json()["code"] == "invalid", bad
+    good = {"subscriptionId": token.push_channel, "clientState": push.channel_secret(token), "changeType": "created", "resource": "Users/x/Events/y"}
+    before = pulls()
+    bodies = [
+        b"", b"not json", b"\xff\xfe", b"[" * 100_000, b"null", b"[]", b"{}", b'{"value": "x"}', b'{"value": [1, null, "x", []]}',
+        {"value": [{"subscriptionId": 5, "clientState": {}}]}, {"value": [{**good, "clientState": None}]}, {"value": [{**good, "clientState": "x" * 64}]},
+        {"value": [{**good, "subscriptionId": "x" * 1000}]}, {"value": [{**good, "subscriptionId": ["a"]}]},
+    ]
+    for body in bodies:
+        response = client.post(GRAPH_PATH, body, content_type="application/json")
+        assert response.status_code in (400, 403) and response.json()["code"] in ("invalid", "forbidden"), body
+    assert pulls() == before
+    response = client.post(GRAPH_PATH, {"value": [good, good, {**good, "clientState": "forged"}]}, content_type="application/json")
+    assert response.status_code == 202 and pulls() == before + 1  # one pull per connection, forged items ignored
+    assert client.get(GRAPH_PATH).status_code == 405
