@@ -31,17 +31,18 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
+from harness import pct, table  # noqa: E402
 
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft  # noqa: E402  (no Django needed)
-from harness import pct, table  # noqa: E402
 
 DB_URL = os.environ.get("LOAD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/managehub_load")
 BROKER = os.environ.get("LOAD_BROKER_URL", "redis://127.0.0.1:6379/11")
@@ -66,7 +67,7 @@ def recreate_database():
 
     parts = urllib.parse.urlsplit(DB_URL)
     name = parts.path.lstrip("/")
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres", query=""))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -91,6 +92,28 @@ def stop_group(proc, grace=10):
             break
         except subprocess.TimeoutExpired:
             continue
+
+
+def group_cpu(pgid):
+    """User+system CPU seconds of the live processes of one process group (a server and its workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """CPU seconds the whole machine has spent busy (all cores, everything running on it)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class Load:
@@ -128,7 +151,7 @@ class Load:
         # The workers sync with existing grants, which needs no DEBUG (and DEBUG would record every query).
         self.worker_env = {**self.env, "DEBUG": "0"}
         os.environ.update({**self.worker_env})
-        self.gunicorn, self.workers, self.worker_names = None, {}, Counter()
+        self.gunicorn, self.workers = None, {}
         self.events_log = []  # (seconds into the load, what happened)
 
     def say(self, text):
@@ -159,6 +182,7 @@ class Load:
         from bookings.models import Workspace
 
         User = get_user_model()
+        base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
         hashed = make_password(PASSWORD)
         users = [User(username=f"m{i:02d}", email=f"m{i:02d}@example.com", password=hashed) for i in range(self.n_clients)]
         users.append(User(username="staff", email="staff@example.com", password=hashed, is_staff=True))
@@ -174,7 +198,8 @@ class Load:
             provider = {0: "google", 2: "microsoft"}.get(i % 4)
             name = f"m{i:02d}"
             account = None if provider is None else f"{name}@{'example.com' if provider == 'google' else 'contoso.com'}"
-            self.members.append({"i": i, "name": name, "id": ids[name], "provider": provider, "account": account, "workspace": workspaces[i // 2].pk})
+            self.members.append({"i": i, "name": name, "id": ids[name], "provider": provider, "account": account, "workspace": workspaces[i // 2].pk,
+                                 "slots": iter(range(SLOTS_PER_CLIENT)), "base": base})
         # Rooms: j % 5 in (0, 1) Google, (2, 3) Outlook, 4 not connected.
         self.rooms = {}
         for j, ws in enumerate(workspaces):
@@ -185,12 +210,12 @@ class Load:
 
     # --- processes --------------------------------------------------------------------------
     def start_gunicorn(self):
-        log = open(self.logs / "gunicorn.log", "ab")
-        self.gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "managehub.wsgi", "-w", "2", "-b", f"{HOST}:{self.port}", "--timeout", "60",
-             "--graceful-timeout", "5", "--log-level", "warning"],
-            cwd=ROOT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-        )
+        with open(self.logs / "gunicorn.log", "ab") as log:
+            self.gunicorn = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "managehub.wsgi", "-w", "2", "-b", f"{HOST}:{self.port}", "--timeout", "60",
+                 "--graceful-timeout", "5", "--log-level", "warning"],
+                cwd=ROOT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            )
 
     def wait_gunicorn(self):
         deadline = time.monotonic() + 30
@@ -198,7 +223,7 @@ class Load:
             if self.gunicorn.poll() is not None:
                 raise RuntimeError(f"gunicorn exited ({self.gunicorn.returncode}); see {self.logs / 'gunicorn.log'}")
             try:
-                requests.get(f"{self.base}/api/auth/token/", timeout=2)
+                requests.get(f"{self.base}/accounts/login/", timeout=2)
                 return
             except requests.RequestException:
                 if time.monotonic() > deadline:
@@ -207,16 +232,16 @@ class Load:
 
     def start_worker(self, label):
         name = f"load-{label}@{HOST}"
-        log = open(self.logs / f"worker-{label}.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", "--concurrency=1", "-l", "warning",
-             "--without-gossip", "--without-mingle", "-n", name],
-            cwd=ROOT, env=self.worker_env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-        )
+        with open(self.logs / f"worker-{label}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", "--concurrency=1", "-l", "warning",
+                 "--without-gossip", "--without-mingle", "-n", name],
+                cwd=ROOT, env=self.worker_env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            )
         self.workers[label] = proc
         return name
 
-    def wait_worker(self, name, timeout=30):
+    def wait_worker(self, name, timeout=60):
         deadline = time.monotonic() + timeout
         while not self.celery.control.ping(destination=[name], timeout=0.5):
             if time.monotonic() > deadline:
@@ -254,7 +279,7 @@ class Load:
         with ThreadPoolExecutor(8) as pool:
             sessions = list(pool.map(self.sign_in, [m["name"] for m in self.members] + ["staff"]))
         self.staff = sessions.pop()
-        for member, session in zip(self.members, sessions):
+        for member, session in zip(self.members, sessions, strict=True):
             member["session"] = session
         with ThreadPoolExecutor(6) as pool:
             jobs = [pool.submit(self.connect, m["session"], m["provider"], m["account"]) for m in self.members if m["provider"]]
@@ -263,66 +288,83 @@ class Load:
                 job.result()
 
     # --- the load ---------------------------------------------------------------------------
-    def client(self, member, stop_at, stats):
-        rng = random.Random(member["i"])
-        session, ws = member["session"], member["workspace"]
-        base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
-        next_slot = iter(range(SLOTS_PER_CLIENT))
-        live, pending = [], []
+    @staticmethod
+    def new_stats():
+        return {"lock": threading.Lock(), "times": defaultdict(list), "by_action": defaultdict(list), "by_provider": defaultdict(list),
+                "status": Counter(), "conflicts": 0}
+
+    def call(self, member, stats, action, method, path, body=None):
+        """One timed request; (response or None, status)."""
+        started = time.perf_counter()
+        try:
+            response = member["session"].request(method, f"{self.base}{path}", json=body, timeout=REQUEST_TIMEOUT)
+            status = response.status_code
+        except requests.RequestException as exc:
+            response, status = None, type(exc).__name__
+        elapsed = time.perf_counter() - started
         group = "connected" if member["provider"] else "not connected"
+        with stats["lock"]:
+            stats["times"][group].append(elapsed)
+            stats["by_action"][(group, action)].append(elapsed)
+            stats["by_provider"][member["provider"] or "none"].append(elapsed)
+            stats["status"][status] += 1
+            stats["conflicts"] += status == 409
+        return (response if isinstance(status, int) and 200 <= status < 300 else None), status
 
-        def call(action, method, path, body=None):
-            started = time.perf_counter()
-            try:
-                response = session.request(method, f"{self.base}{path}", json=body, timeout=REQUEST_TIMEOUT)
-                status = response.status_code
-            except requests.RequestException as exc:
-                response, status = None, type(exc).__name__
-            elapsed = time.perf_counter() - started
-            with stats["lock"]:
-                stats["times"][group].append(elapsed)
-                stats["by_action"][(group, action)].append(elapsed)
-                stats["by_provider"][member["provider"] or "none"].append(elapsed)
-                stats["status"][status] += 1
-            return response if response is not None and 200 <= status < 300 else None, status
+    @staticmethod
+    def span(member):
+        """A fresh half-hour slot of this member's own (never reused, never another member's)."""
+        slot = next(member["slots"], None)
+        if slot is None:
+            return None
+        start = member["base"] + timedelta(hours=member["i"] * SLOTS_PER_CLIENT + slot)
+        return {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()}
 
-        def span():
-            slot = next(next_slot, None)
-            if slot is None:
-                return None
-            start = base + timedelta(hours=member["i"] * SLOTS_PER_CLIENT + slot)
-            return {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()}
+    def book(self, member, stats, confirm=True):
+        times = self.span(member)
+        if times is None:
+            return None
+        created, _ = self.call(member, stats, "create", "POST", "/api/bookings/", {"workspace": member["workspace"], "title": f"Load {member['name']}", **times})
+        if created is None or not confirm:
+            return created and created.json()["id"]
+        booking = created.json()["id"]
+        confirmed, _ = self.call(member, stats, "confirm", "POST", f"/api/bookings/{booking}/confirm/")
+        return booking if confirmed is not None else None
 
+    def baseline(self, rounds=8):
+        """Unloaded latency: one request at a time, a few members in turn (book, confirm, reschedule, cancel)."""
+        stats = self.new_stats()
+        picks = [next(m for m in self.members if m["provider"] == p) for p in ("google", "microsoft", None)]
+        picks.append(next(m for m in self.members if m["provider"] is None and m is not picks[2]))
+        for _ in range(rounds):
+            for member in picks:
+                booking = self.book(member, stats)
+                times = self.span(member)
+                if booking and times:
+                    self.call(member, stats, "reschedule", "PATCH", f"/api/bookings/{booking}/", times)
+                    self.call(member, stats, "cancel", "POST", f"/api/bookings/{booking}/cancel/")
+        return stats
+
+    def client(self, member, stop_at, stats):
+        """One member's HTTP client, without pause: book+confirm 45 %, reschedule 30 %, cancel 25 %."""
+        rng = random.Random(member["i"])
+        live, pending = [], []
         while time.monotonic() < stop_at:
             roll = rng.random()
-            if not live or roll < 0.45:  # book and confirm (now and then leave it pending)
-                times = span()
-                if times is None:
+            if not live or roll < 0.45:  # book and confirm (now and then leave one pending)
+                if member["slots"].__length_hint__() == 0:
                     break
-                created, _ = call("create", "POST", "/api/bookings/", {"workspace": ws, "title": f"Load {member['name']}", **times})
-                if created is None:
-                    continue
-                booking = created.json()["id"]
-                if roll < 0.04:
-                    pending.append(booking)
-                    continue
-                confirmed, status = call("confirm", "POST", f"/api/bookings/{booking}/confirm/")
-                if confirmed is not None:
-                    live.append(booking)
-                elif status == 409:
-                    with stats["lock"]:
-                        stats["conflicts"] += 1
+                booking = self.book(member, stats, confirm=roll >= 0.04)
+                if booking:
+                    (live if roll >= 0.04 else pending).append(booking)
             elif roll < 0.75:  # reschedule one of the member's confirmed bookings to a fresh slot
-                times = span()
+                times = self.span(member)
                 if times is None:
                     break
-                _, status = call("reschedule", "PATCH", f"/api/bookings/{rng.choice(live)}/", times)
-                if status == 409:
-                    with stats["lock"]:
-                        stats["conflicts"] += 1
+                self.call(member, stats, "reschedule", "PATCH", f"/api/bookings/{rng.choice(live)}/", times)
             else:  # cancel one (a pending one now and then)
                 target = pending.pop() if pending and roll > 0.97 else live.pop(rng.randrange(len(live)))
-                call("cancel", "POST", f"/api/bookings/{target}/cancel/")
+                self.call(member, stats, "cancel", "POST", f"/api/bookings/{target}/cancel/")
 
     def faults(self, started, stop_at, stop):
         """Every FAULT_EVERY s: 503s with Retry-After 1, a 500 and a 429 burst at both fakes; at KILL_AT: SIGKILL a worker."""
@@ -338,10 +380,10 @@ class Load:
                 self.microsoft.inject(503, times=3, retry_after=1)
                 self.microsoft.inject(500, times=1)
                 self.microsoft.inject(429, times=6, retry_after=1)
-                self.injected += 10
                 self.events_log.append((time.monotonic() - started, "503x3 + 500x1 + 429x6 at each fake"))
             else:
                 victim = self.workers["a"]
+                self.cpu["a"] = group_cpu(victim.pid) - self.cpu["a"]
                 os.killpg(victim.pid, signal.SIGKILL)
                 victim.wait()
                 self.events_log.append((time.monotonic() - started, f"SIGKILL worker a (pid {victim.pid})"))
@@ -362,10 +404,11 @@ class Load:
             last = total
 
     def run_load(self):
-        stats = {"lock": threading.Lock(), "times": defaultdict(list), "by_action": defaultdict(list), "by_provider": defaultdict(list),
-                 "status": Counter(), "conflicts": 0}
-        self.injected = 0
+        stats = self.new_stats()
         stop = threading.Event()
+        self.cpu = {label: group_cpu(proc.pid) for label, proc in [("gunicorn", self.gunicorn), *self.workers.items()]}
+        machine, own = machine_busy(), time.process_time()
+        self.loadavg = [os.getloadavg()[0]]
         started = time.monotonic()
         stop_at = started + self.seconds
         clients = [threading.Thread(target=self.client, args=(m, stop_at, stats), name=m["name"]) for m in self.members]
@@ -376,10 +419,15 @@ class Load:
         for thread in clients:
             thread.join(self.seconds + 2 * REQUEST_TIMEOUT)
         self.load_seconds = time.monotonic() - started
+        for label, proc in [("gunicorn", self.gunicorn), *self.workers.items()]:
+            if proc.poll() is None:
+                self.cpu[label] = group_cpu(proc.pid) - self.cpu.get(label, 0)
+        self.cpu["machine"], self.cpu["bench"] = machine_busy() - machine, time.process_time() - own
+        self.loadavg.append(os.getloadavg()[0])
         stop.set()
         helpers[0].join(40)  # a worker restart under way finishes first
-        self.load_started_wall = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - started)
-        self.load_ended_wall = datetime.now(timezone.utc)
+        self.load_started_wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
+        self.load_ended_wall = datetime.now(UTC)
         return stats
 
     # --- after the load ---------------------------------------------------------------------
@@ -408,11 +456,10 @@ class Load:
 
     def compare(self):
         """Every connected calendar against the bookings: missing, extra, duplicated, stale (wrong times)."""
+        from bookings.models import Booking
         from calendar_sync.providers import google as google_provider
         from calendar_sync.providers import microsoft as microsoft_provider
         from calendar_sync.sources import get_source
-
-        from bookings.models import Booking
 
         source = get_source("booking")
         confirmed = list(Booking.objects.filter(status=Booking.Status.CONFIRMED).values_list("pk", "user_id", "workspace_id", "start", "end"))
@@ -447,7 +494,16 @@ class Load:
 
         writes = AccessLog.objects.filter(operation__in=["create_event", "update_event", "delete_event", "batch"], created_at__gte=self.load_started_wall)
         ok = writes.filter(outcome="ok")
+        from bookings.models import Booking
+
+        changed = dict(Booking.objects.filter(updated_at__gte=self.load_started_wall).values_list("pk", "updated_at"))
+        lag = []
+        for object_id, synced in SyncRecord.objects.filter(state=SyncRecord.State.SYNCED).values_list("object_id", "synced_at"):
+            pk = uuid.UUID(object_id)
+            if pk in changed:
+                lag.append(synced - changed[pk])
         return {
+            "lag": [d.total_seconds() for d in lag],
             "writes_total": ok.aggregate(n=Sum("count"))["n"] or 0,
             "writes_during_load": ok.filter(created_at__lte=self.load_ended_wall).aggregate(n=Sum("count"))["n"] or 0,
             "refused": writes.exclude(outcome="ok").aggregate(n=Sum("count"))["n"] or 0,
@@ -459,10 +515,14 @@ def ms(value):
     return f"{value * 1000:.1f} ms"
 
 
+def latency(values):
+    return f"p50 {pct(values, 50) * 1000:.1f} ms · p95 {pct(values, 95) * 1000:.1f} ms"
+
+
 def main(seconds=60, clients=20):
     load = Load(seconds, clients)
     try:
-        load.say(f"database {DB_URL.rsplit('/', 1)[1]}, broker {BROKER}, logs in {load.logs}")
+        load.say(f"database {urllib.parse.urlsplit(DB_URL).path.lstrip('/')}, broker {BROKER}, logs in {load.logs}")
         load.setup_database()
         load.create_people()
         load.start_gunicorn()
@@ -479,9 +539,11 @@ def main(seconds=60, clients=20):
             f"{len(load.rooms)} of {(clients + 1) // 2} room calendars connected "
             f"({sum(r['provider'] == 'google' for r in load.rooms.values())} Google, {sum(r['provider'] == 'microsoft' for r in load.rooms.values())} Outlook)"
         )
-        _, _, left = load.settle()  # the connect-time backfills
+        idle = load.baseline()
+        _, _, left = load.settle()  # the connect-time backfills and the baseline's bookings
         if left:
             raise RuntimeError(f"{left} sync records unsettled before the load")
+        load.say(f"unloaded (one request at a time): {latency(sum(idle['times'].values(), []))}")
         load.say(f"load: {clients} clients for {seconds} s, faults every {FAULT_EVERY} s, a worker killed at {KILL_AT} s")
         stats = load.run_load()
         load.say(f"load done in {load.load_seconds:.1f} s; waiting for the syncs to settle (at most {SETTLE_TIMEOUT} s)")
@@ -492,7 +554,7 @@ def main(seconds=60, clients=20):
     finally:
         load.close()
 
-    times, status = stats["times"], stats["status"]
+    times, status, cpu = stats["times"], stats["status"], load.cpu
     requests_total = sum(status.values())
     p50 = {g: pct(times[g], 50) for g in ("connected", "not connected")}
     p95 = {g: pct(times[g], 95) for g in ("connected", "not connected")}
@@ -500,20 +562,31 @@ def main(seconds=60, clients=20):
     sync_seconds = load.load_seconds + settle_seconds
     syncs_per_s = counts["writes_total"] / sync_seconds
     errors = sum(n for s, n in status.items() if not isinstance(s, int) or s >= 500)
-    table(f"requests: {clients} clients for {load.load_seconds:.1f} s through gunicorn (2 workers)", [
+    table(f"requests: {clients} clients without pause for {load.load_seconds:.1f} s through gunicorn (2 sync workers)", [
         ("requests", f"{requests_total} ({requests_total / load.load_seconds:.1f}/s)"),
         ("statuses", ", ".join(f"{s}: {n}" for s, n in sorted(status.items(), key=lambda kv: str(kv[0])))),
         ("409 overlap (counted apart)", str(stats["conflicts"])),
-        *[(f"{g} members ({len(times[g])} requests)", f"p50 {ms(p50[g])} · p95 {ms(p95[g])}") for g in ("connected", "not connected")],
+        *[(f"{g} members ({len(times[g])} requests)", f"p50 {p50[g] * 1000:.1f} ms · p95 {p95[g] * 1000:.1f} ms") for g in ("connected", "not connected")],
         ("ratio connected / not connected", f"p50 {ratio50:.2f} · p95 {ratio95:.2f}"),
-        *[(f"  {action} ({group})", f"p50 {ms(pct(v, 50))} · p95 {ms(pct(v, 95))}")
-          for (group, action), v in sorted(stats["by_action"].items(), key=lambda kv: (kv[0][1], kv[0][0]))],
-        *[(f"  members of {p}", f"p50 {ms(pct(v, 50))} · p95 {ms(pct(v, 95))}") for p, v in sorted(stats["by_provider"].items())],
+        *[(f"  {action}, {group}", latency(v)) for (group, action), v in sorted(stats["by_action"].items(), key=lambda kv: (kv[0][1], kv[0][0]))],
+        *[(f"  members of {p}", latency(v)) for p, v in sorted(stats["by_provider"].items())],
+        *[(f"unloaded, {g} ({len(v)} requests one at a time)", latency(v)) for g, v in sorted(idle["times"].items())],
     ])
-    table("syncs (event writes accepted by the fakes, from the access log)", [
+    worker_cpu = sum(v for k, v in cpu.items() if k in ("a", "b", "c"))
+    ours = cpu["gunicorn"] + worker_cpu + cpu["bench"]
+    per = load.load_seconds
+    table("CPU during the load (cores busy, of 2)", [
+        ("gunicorn, 2 workers", f"{cpu['gunicorn'] / per:.2f} ({cpu['gunicorn'] / max(requests_total, 1) * 1000:.1f} ms per request)"),
+        ("Celery, 2 worker processes (+ the restart)", f"{worker_cpu / per:.2f}"),
+        ("this process: 20 HTTP clients and both fakes", f"{cpu['bench'] / per:.2f}"),
+        ("everything else (PostgreSQL, Redis, other jobs)", f"{max(0.0, cpu['machine'] - ours) / per:.2f}"),
+        ("whole machine", f"{cpu['machine'] / per:.2f} (1-minute load average {load.loadavg[0]:.1f} at the start, {load.loadavg[1]:.1f} at the end)"),
+    ])
+    table("syncs (event writes the fakes accepted, from the access log)", [
         ("during the load", f"{counts['writes_during_load']} ({counts['writes_during_load'] / load.load_seconds:.1f}/s)"),
         ("load + drain", f"{counts['writes_total']} in {sync_seconds:.1f} s ({syncs_per_s:.1f}/s)"),
         ("writes refused by injected faults (retried)", str(counts["refused"])),
+        ("booking change -> every calendar synced", latency(counts["lag"])),
         ("sync records", ", ".join(f"{k}: {v}" for k, v in sorted(counts["records"].items()))),
         ("drain after the load", f"{settle_seconds:.1f} s, {swept} re-enqueued by the sweeper, {left} unsettled"),
         *[(f"at {t:5.1f} s", what) for t, what in load.events_log],
@@ -523,7 +596,7 @@ def main(seconds=60, clients=20):
         total.update(totals[kind])
     table("calendars vs bookings", [
         (f"{kind} calendars ({totals[kind]['calendars']})",
-         f"wanted {totals[kind]['wanted']}, events {totals[kind]['events']}, missing {totals[kind]['missing']}, "
+         f"confirmed bookings {totals[kind]['wanted']}, events {totals[kind]['events']}, missing {totals[kind]['missing']}, "
          f"extra {totals[kind]['extra']}, duplicated {totals[kind]['duplicated']}, stale {totals[kind]['stale']}")
         for kind in ("member", "room")
     ])

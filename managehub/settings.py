@@ -75,6 +75,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file too (not shared-cache memory, whose table locks fail at once), so they see the same locking.
     DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(Path(gettempdir()) / f"managehub-test-{os.getpid()}.sqlite3"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Throttle counters and cached busy times; per process unless shared (e.g. redis://127.0.0.1:6379/2).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -16,6 +16,7 @@ pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, 
 IN_CI = bool(os.environ.get("CI"))
 FRONTEND = "https://app.example.com/integrations/calendar"
 REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
+GOOGLE_ACCOUNT = "member@example.com"
 MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
 MS_ACCOUNT = "member@contoso.com"
 
@@ -141,3 +142,22 @@ def landing(response):
     assert response.status_code == 302, response.content
     assert response["Location"].startswith(FRONTEND)
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks):
+    """Run an action and the Celery tasks its commit enqueues (eagerly)."""
+
+    def go(action, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return action(*args, **kwargs)
+
+    return go
+
+
+@pytest.fixture
+def google_connected(fake_google, api, run):
+    """The fake Google, with the member (`api`) connected to it and its call log emptied."""
+    assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
+    fake_google.reset_log()
+    return fake_google

@@ -20,10 +20,10 @@ from bookings.models import Booking
 from calendar_sync.models import SyncRecord
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.conftest import FRONTEND, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
+from tests.conftest import FRONTEND, GOOGLE_ACCOUNT, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "member@example.com"
+ACCOUNT = GOOGLE_ACCOUNT
 
 
 def wait_until(condition, timeout=30, what="condition"):
@@ -117,8 +117,8 @@ def stack(broker_url, fake_google, fake_microsoft, settings):
 
 
 @pytest.fixture
-def connected(stack, fake_google, member):
-    """A connected member's API client; the connect (and its empty backfill) ran before the worker started."""
+def member_on_worker(stack, fake_google, member):
+    """The API client of a member connected to the fake Google, with a real worker started after the connect."""
     api = client_for(member)
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
     celery_app.conf.task_always_eager = False
@@ -128,12 +128,13 @@ def connected(stack, fake_google, member):
 
 
 @pytest.fixture
-def worker(connected, stack):
+def worker(member_on_worker, stack):
+    """The running Worker of `member_on_worker` (to kill and restart it)."""
     return stack
 
 
 @pytest.fixture
-def connected_outlook(stack, fake_microsoft, member):
+def outlook_member_on_worker(stack, fake_microsoft, member):
     """A member connected to Outlook (the fake Microsoft), then a real worker started."""
     api = client_for(member)
     assert landing(connect(api, fake_microsoft))["calendar_sync"] == "connected"

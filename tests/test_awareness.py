@@ -57,15 +57,6 @@ def cal(request, fake_google, fake_microsoft):
 
 
 @pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    def go(action, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return action(*args, **kwargs)
-
-    return go
-
-
-@pytest.fixture
 def member_api(cal, api, run, member):
     member.email = "alice@example.com"
     member.save()

@@ -1,7 +1,6 @@
-"""Fault battery on the real stack (marked `worker`, so CI runs it).
-
-Each case runs a mixed workload of confirmations, reschedules and cancellations while a fault
-hits, then checks that the calendar matches the bookings exactly and prints the counts.
+"""Fault battery on the real stack: a mixed workload of confirmations, reschedules and
+cancellations while one fault hits, judged by comparing the whole calendar with the bookings
+(0 missing, 0 extra, 0 duplicated). Single guarantees measured exactly are in test_reliability.py.
 """
 import subprocess
 import sys
@@ -45,18 +44,21 @@ def converge(fake_google, bookings, name, timeout=90):
     return report
 
 
-def test_bursts_of_5xx_and_429_with_latency(connected, fake_google, member, make_booking):
+def test_bursts_of_5xx_and_429_with_latency(member_on_worker, fake_google, member, make_booking):
     bookings = make_bookings(member, make_booking)
     fake_google.latency = 0.02
     fake_google.inject(503, times=8, retry_after=0.5)
     fake_google.inject(429, times=8, retry_after=0.5)
     fake_google.inject(500, times=4)
+    fake_google.inject(403, times=2, reason="userRateLimitExceeded")
+    started = time.monotonic()
     workload(bookings)
     converge(fake_google, bookings, "5xx/429 bursts + latency")
+    assert time.monotonic() - started >= 0.5  # Retry-After honoured
     assert all(f["times"] == 0 for f in fake_google.faults)
 
 
-def test_access_tokens_expire_mid_run(connected, fake_google, member, make_booking):
+def test_access_tokens_expire_mid_run(member_on_worker, fake_google, member, make_booking):
     bookings = make_bookings(member, make_booking)
     workload(bookings, slice(0, 12))
     fake_google.expire_access_tokens()
@@ -65,18 +67,18 @@ def test_access_tokens_expire_mid_run(connected, fake_google, member, make_booki
     assert CalendarToken.objects.get().status == "active"
 
 
-def test_grant_revoked_mid_run_then_reconnect(connected, fake_google, member, make_booking):
+def test_grant_revoked_mid_run_then_reconnect(member_on_worker, fake_google, member, make_booking):
     bookings = make_bookings(member, make_booking)
     workload(bookings, slice(0, 12))
     wait_until(lambda: settled(fake_google, bookings[:12]), what="first half")
     fake_google.revoke_grants("member@example.com")
     workload(bookings, slice(12, None))
     wait_until(lambda: CalendarToken.objects.get().status == "needs_reauth", what="needs_reauth")
-    assert landing(connect(connected, fake_google))["calendar_sync"] == "connected"
+    assert landing(connect(member_on_worker, fake_google))["calendar_sync"] == "connected"
     converge(fake_google, bookings, "grant revoked mid-run, then reconnect")
 
 
-def test_worker_sigkilled_mid_run(connected, worker, fake_google, member, make_booking):
+def test_worker_sigkilled_mid_run(member_on_worker, worker, fake_google, member, make_booking):
     bookings = make_bookings(member, make_booking)
     fake_google.latency = 0.15
     workload(bookings)
@@ -120,6 +122,7 @@ def test_broker_cut_during_confirmations(stack, fake_google, member, make_bookin
         )
         outage_seconds = time.monotonic() - started
         assert "confirmed 12" in out.stdout  # every confirmation succeeded with the broker down
+        assert "sweeper will pick it up" in out.stderr and outage_seconds < 60  # publishing gave up fast
         assert fake_google.events("member@example.com") == {}
         broker.start()  # same port: the worker reconnects
         sweep = _manage_shell("from calendar_sync.tasks import sweep; print('swept', sweep())", {**env, "CALENDAR_SYNC_SWEEP_STALE_AFTER": "0"})

@@ -13,15 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    def go(action, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return action(*args, **kwargs)
-
-    return go
-
-
-@pytest.fixture
 def outlook(fake_microsoft, api, run):
     """A member connected to Outlook; the fake's call log starts empty."""
     assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"

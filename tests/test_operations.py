@@ -9,27 +9,19 @@ from django.utils import timezone
 from bookings.models import Booking
 from calendar_sync import tasks
 from calendar_sync.models import OAuthState, SyncRecord
-from tests.conftest import connect, landing
+from tests.conftest import GOOGLE_ACCOUNT
 
 pytestmark = pytest.mark.django_db
-ACCOUNT = "member@example.com"
 
 
-@pytest.fixture
-def connected(fake_google, api, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
-    return fake_google
-
-
-def test_resync_failed_only(connected, member, make_booking):
+def test_resync_failed_only(google_connected, member, make_booking):
     ok = make_booking(member, hours_from_now=24, status=Booking.Status.CONFIRMED)
     bad = make_booking(member, hours_from_now=48, status=Booking.Status.CONFIRMED)
     tasks.sync_task.delay("booking", str(ok.pk))
-    connected.inject(400, times=1, reason="invalid")
+    google_connected.inject(400, times=1, reason="invalid")
     tasks.sync_task.delay("booking", str(bad.pk))
     assert SyncRecord.objects.get(object_id=str(bad.pk)).state == "failed"
-    connected.reset_log()
+    google_connected.reset_log()
     out = io.StringIO()
     call_command("calendar_sync_resync", "--user", "alice", "--failed", stdout=out)
     assert "Queued 1 failed" in out.getvalue()
@@ -37,17 +29,17 @@ def test_resync_failed_only(connected, member, make_booking):
     from calendar_sync.sources import get_source
 
     ok_id = get_source("booking").event_id(ok.pk)
-    assert connected.api_calls() and not any(ok_id in c["path"] for c in connected.api_calls())  # left alone
-    assert len(connected.events(ACCOUNT)) == 2
+    assert google_connected.api_calls() and not any(ok_id in c["path"] for c in google_connected.api_calls())  # left alone
+    assert len(google_connected.events(GOOGLE_ACCOUNT)) == 2
 
 
-def test_full_resync_pushes_upcoming_again(connected, member, make_booking):
+def test_full_resync_pushes_upcoming_again(google_connected, member, make_booking):
     booking = make_booking(member, status=Booking.Status.CONFIRMED)
     tasks.sync_task.delay("booking", str(booking.pk))
-    with connected.lock:
-        connected.accounts[ACCOUNT]["events"].clear()  # the calendar lost everything
+    with google_connected.lock:
+        google_connected.accounts[GOOGLE_ACCOUNT]["events"].clear()  # the calendar lost everything
     call_command("calendar_sync_resync", "--all", stdout=io.StringIO())
-    assert len(connected.events(ACCOUNT)) == 1
+    assert len(google_connected.events(GOOGLE_ACCOUNT)) == 1
 
 
 def test_resync_unknown_user(db):
@@ -55,7 +47,7 @@ def test_resync_unknown_user(db):
         call_command("calendar_sync_resync", "--user", "nobody")
 
 
-def test_admin_resync_action_on_bookings(connected, member, staff, client, make_booking):
+def test_admin_resync_action_on_bookings(google_connected, member, staff, client, make_booking):
     booking = make_booking(member, status=Booking.Status.CONFIRMED)  # confirmed before any sync ran
     SyncRecord.objects.all().delete()
     staff.is_superuser = True
@@ -63,12 +55,12 @@ def test_admin_resync_action_on_bookings(connected, member, staff, client, make_
     client.force_login(staff)
     client.post("/admin/bookings/booking/", {"action": "resync", "_selected_action": [str(booking.pk)]})
     assert SyncRecord.objects.get(object_id=str(booking.pk)).state == "synced"
-    assert len(connected.events(ACCOUNT)) == 1
+    assert len(google_connected.events(GOOGLE_ACCOUNT)) == 1
     page = client.get("/admin/bookings/booking/").content.decode()
     assert "Synced" in page
 
 
-def test_sweeper_is_bounded_and_cleans_old_states(connected, member, make_booking, settings):
+def test_sweeper_is_bounded_and_cleans_old_states(google_connected, member, make_booking, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SWEEP_BATCH": 3, "SWEEP_STALE_AFTER": 0}
     for i in range(5):
         make_booking(member, hours_from_now=24 + 3 * i, status=Booking.Status.CONFIRMED)
@@ -79,7 +71,7 @@ def test_sweeper_is_bounded_and_cleans_old_states(connected, member, make_bookin
     assert tasks.sweep() == 2
     assert tasks.sweep() == 0
     assert not OAuthState.objects.exists()
-    assert len(connected.events(ACCOUNT)) == 5
+    assert len(google_connected.events(GOOGLE_ACCOUNT)) == 5
 
 
 def test_bad_source_setting_is_a_named_check_error(settings):

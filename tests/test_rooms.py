@@ -13,15 +13,6 @@ pytestmark = pytest.mark.django_db
 ROOM_ACCOUNT = "rooms@example.com"
 
 
-@pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    def go(action, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return action(*args, **kwargs)
-
-    return go
-
-
 def connect_room(client, fake, workspace, account, provider="google", allow=True):
     """Staff connect a workspace's calendar: the consent URL comes from the shared root, the callback is the provider's."""
     response = client.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}")
