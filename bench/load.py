@@ -12,7 +12,7 @@
 4. CLIENTS concurrent HTTP clients (one per member, two members per workspace, disjoint time
    slots) book, confirm, reschedule and cancel for SECONDS seconds, while a fault schedule makes
    both fakes answer 503 (Retry-After 1), 500 and a 429 burst every 10 s, and SIGKILLs one worker
-   (then starts a new one) at 30 s.
+   (then starts a new one) at 30 s (runs shorter than that skip the kill).
 5. The queue drains and the sweeper picks up what the killed worker left; every sync record must
    settle (synced at its version, or not connected) within a bound.
 6. Every member calendar and every room calendar is compared with the bookings.
@@ -150,7 +150,7 @@ class Load:
         }
         # The workers sync with existing grants, which needs no DEBUG (and DEBUG would record every query).
         self.worker_env = {**self.env, "DEBUG": "0"}
-        os.environ.update({**self.worker_env})
+        os.environ.update(self.worker_env)
         self.gunicorn, self.workers = None, {}
         self.events_log = []  # (seconds into the load, what happened)
 

@@ -36,6 +36,17 @@ def current_fernet():
     return _fernet(tuple(secrets), tuple(salts))
 
 
+@lru_cache(maxsize=512)
+def _decrypt(fernet, ciphertext):
+    """Plaintext of `ciphertext` under `fernet` (the keys of the moment, so a key change misses).
+
+    Remembered per process: a worker loads the same connection for task after task, and each
+    load would otherwise verify and decrypt both of its tokens again. Only a ciphertext read
+    from the database finds its entry; a wrong key still raises (failures are not cached).
+    """
+    return fernet.decrypt(ciphertext.encode()).decode()
+
+
 class SecretField(EncryptedTextField):
     """An EncryptedTextField that never hands ciphertext back as if it were the secret."""
 
@@ -47,7 +58,7 @@ class SecretField(EncryptedTextField):
         if value is None or value == "":
             return value
         try:
-            return self.f.decrypt(value.encode()).decode()
+            return _decrypt(self.f, value)
         except InvalidToken:
             raise ConfigurationError(
                 f"{self.model.__name__}.{self.name} cannot be decrypted with the configured "

@@ -182,12 +182,14 @@ def stop_watch(token, reason=Reason.PUSH):
     return True
 
 
-def renew_all(reason=Reason.PUSH):
-    """Beat: `ensure_watch` on every active shared connection. Returns how many have a live channel."""
+def renew_all(reason=Reason.PUSH, force=False):
+    """Beat: `ensure_watch` on every active shared connection. Returns how many have a live channel.
+
+    `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
     tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by("push_expires_at")
-    return sum(1 for token in tokens if ensure_watch(token, reason))
+    return sum(1 for token in tokens if ensure_watch(token, reason, force=force))
 
 
 # --- the webhook -----------------------------------------------------------------------------

@@ -110,10 +110,12 @@ class RateLimiter:
             self.sent.extend([time.monotonic()] * n)
 
 
-def _run(token, operations, reason, limiter=None, calendar_id=None):
+def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
 
-    Returns one Outcome per operation and leaves one access-log row (one insert) for them.
+    Returns one Outcome per operation and leaves one access-log row (one insert) for them —
+    with `log=False` the caller writes that row (`audit.log_operations`), in the transaction
+    that records the outcome. A lost authorization is logged here before it is raised.
     """
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
@@ -130,7 +132,8 @@ def _run(token, operations, reason, limiter=None, calendar_id=None):
     except AuthorizationLost as exc:
         audit.log_operations(token, operations, [Outcome(exc)] * len(operations), reason)
         raise
-    audit.log_operations(token, operations, results, reason)
+    if log:
+        audit.log_operations(token, operations, results, reason)
     return results
 
 
@@ -157,31 +160,39 @@ def _reason(operation):
     return AccessLog.Reason.RESCHEDULED if operation.known_to_exist else AccessLog.Reason.CONFIRMED
 
 
-def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None):
-    """Write the outcome if nobody changed the object meanwhile (compare-and-set on version)."""
+def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None, log=None):
+    """Write the outcome if nobody changed the object meanwhile (compare-and-set on version).
+
+    One transaction, one commit: the object's event id (only when it changes), the record
+    (an UPDATE guarded by the version read before the call), and `log` — the access-log row of
+    the call — when given. Rows are locked in the order saves lock them (object, then record),
+    so no deadlock; when the object row is not written it is not locked at all. If the
+    compare-and-set loses, nothing is written but the access-log row.
+    """
     now = timezone.now()
-    with transaction.atomic():
-        if obj is not None:  # lock in the order saves do (object, then record): no deadlock
-            list(type(obj)._default_manager.select_for_update().filter(pk=obj.pk).values_list("pk"))
-        locked = SyncRecord.objects.select_for_update().filter(pk=record.pk).first()
-        if locked is None or locked.version != version:
-            return False
-        if state == State.SYNCED and obj is None:
-            locked.delete()  # the object itself is gone and so is its event
-            return True
+    records = SyncRecord.objects.filter(pk=record.pk, version=version)
+    set_event_id = None
+    if state == State.SYNCED and obj is None:
+        changes = None  # the object itself is gone and so is its event: the record goes too
+    else:
         event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
         if state == State.SYNCED and source.event_id_field and record.destination == MEMBER_ROLE:
             if getattr(obj, source.event_id_field) != event_id:
-                type(obj)._default_manager.filter(pk=obj.pk).update(**{source.event_id_field: event_id})
-        locked.state = state
-        locked.last_error = "" if error is None else str(error)[:2000]
+                set_event_id = {source.event_id_field: event_id}
+        changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
         if state == State.SYNCED:
-            locked.synced_version, locked.synced_at, locked.attempts = version, now, 0
-            locked.remote_may_exist = not operation.is_delete
-            locked.remote_id = event_id or ""
-        locked.retry_at = None
-        locked.save()
-    return True
+            changes.update(synced_version=version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")
+    with transaction.atomic():
+        if set_event_id:  # the object row first
+            type(obj)._default_manager.filter(pk=obj.pk).update(**set_event_id)
+        won = records.delete()[0] > 0 if changes is None else records.update(**changes) > 0
+        if won and log is not None:
+            log()
+        if not won:
+            transaction.set_rollback(True)
+    if not won and log is not None:
+        log()  # the call happened whoever won
+    return won
 
 
 def record_transient(record, error, retry_in):
@@ -296,16 +307,23 @@ def _sync_round(source, object_id, destination, first, reason=None):
         return State.SYNCED if _finish(record, version, State.SYNCED, None, source, obj, operation) else None
     if not operation.is_delete and not record.remote_may_exist:
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
+    reason = reason or _reason(operation)
     try:
-        outcome = _run(token, [operation], reason or _reason(operation))[0]
-    except AuthorizationLost as exc:
+        outcome = _run(token, [operation], reason, log=False)[0]
+    except AuthorizationLost as exc:  # logged by _run
         return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, exc) else None
+
+    def log():
+        audit.log_operations(token, [operation], [outcome], reason)
+
     error = outcome.error
     if isinstance(error, TransientError):
-        record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
+        with transaction.atomic():
+            log()
+            record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
         raise error
     state = State.FAILED if error is not None else State.SYNCED
-    if not _finish(record, version, state, error, source, obj, operation, outcome.remote_id):
+    if not _finish(record, version, state, error, source, obj, operation, outcome.remote_id, log=log):
         return None
     if error is not None:
         logger.warning("calendar sync failed for %s:%s → %s: %s", source.key, object_id, destination, error)

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -126,8 +127,39 @@ class ProviderMixin:
             raise Http404("Unknown calendar provider.")
 
 
+class SharedRouteSchema(AutoSchema):
+    """The schema of a connection view under /shared/{kind}/{owner_id}/: the same operation as the
+    member's, plus the owner's path parameters, 403 (staff only) and 404 (no such owner)."""
+
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if "{kind}" not in self.path:
+            return parameters
+        from .owners import shared_kinds  # the registry is settings, read when the schema is built
+
+        return [
+            *parameters,
+            OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=sorted(shared_kinds()), description="Kind of host object."),
+            OpenApiParameter(
+                "owner_id", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The host object's id."
+            ),
+        ]
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation and "{kind}" in path:
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            responses = operation["responses"]
+            responses.setdefault("403", {"content": error, "description": "Staff only"})
+            missing = "No such owner (unknown kind or id)"
+            responses["404"] = {"content": error, "description": f"{responses['404']['description']}; or {missing.lower()}" if "404" in responses else missing}
+        return operation
+
+
 class OwnedView(BaseView):
     """One connection's view: the member's own, or under /shared/<kind>/<id>/ a host object's (staff only)."""
+
+    schema = SharedRouteSchema()
 
     def get_permissions(self):
         return [IsAdminUser()] if "kind" in self.kwargs else super().get_permissions()

@@ -98,6 +98,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "managehub.api.exception_handler",
     # Sign-in attempts per client address (brute force); the connect endpoints have their own.
     "DEFAULT_THROTTLE_RATES": {"login": env.str("LOGIN_THROTTLE_RATE", default="10/min")},
+    # Proxies in front of the app: throttles trust X-Forwarded-For only that deep (0 = not at all).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ManageHub API",

@@ -214,9 +214,12 @@ def test_a_live_channel_is_kept_and_one_near_expiry_renewed(pushing):
 def test_the_renew_task_watches_every_active_shared_connection(pushing):
     room = pushing
     assert tasks.renew_push_task.delay().get() == 1
-    assert room.token.push_channel in room.channels()
+    first = room.token.push_channel
+    assert first in room.channels()
+    assert tasks.renew_push_task.delay().get() == 1 and room.token.push_channel == first  # still live: untouched
+    assert push.renew_all(force=True) == 1 and room.token.push_channel != first and room.channel(first)[2]  # PUSH_URL moved
     CalendarToken.objects.update(status=CalendarToken.Status.NEEDS_REAUTH, push_channel="", push_expires_at=None)
-    assert tasks.renew_push_task.delay().get() == 0 and len(room.channels()) == 1
+    assert tasks.renew_push_task.delay().get() == 0 and len(room.channels()) == 2
 
 
 @pytest.mark.django_db
