@@ -1,8 +1,9 @@
 """Sync throughput and latency with one worker process.
 
 1. Drain: N confirmed bookings across many members are queued, then one worker process
-   (concurrency 1) syncs them: syncs per second, and the worker's CPU time per sync beside
-   a bare google-api-python-client insert against the same fake Google (the floor).
+   (concurrency 1) syncs them: syncs per second, and the worker's CPU time per sync, beside
+   a bare google-api-python-client insert loop against the same fake Google (the floor):
+   its CPU per insert and its inserts per second. Also the SQL statements of one sync.
 2. Latency: bookings confirmed at a steady pace while the worker runs: time from commit to
    the event being present at Google.
 Usage: python3 dev.py bench throughput [N]
@@ -11,7 +12,7 @@ import sys
 import time
 from datetime import datetime
 
-from harness import Stack, summary, table
+from harness import Stack, pct, summary, table
 
 
 def _epoch(updated):
@@ -23,11 +24,12 @@ def main(n=1000, members=50):
     stack = Stack()
     try:
         drain = stack.drain(members, n // members, concurrency=1)
-        floor = stack.bare_insert_cpu()
+        bare = stack.bare_insert()
         # latency at a steady 10 confirmations per second
         from bookings import services
 
         user, _ = stack.member("paced")
+        first_sql, again_sql = stack.statements_per_sync(user)
         bookings = stack.bookings(user, 100)
         stack.celery.control.purge()
         stack.start_worker(1)
@@ -42,16 +44,25 @@ def main(n=1000, members=50):
         source = get_source("booking")
         events = stack.google.events("paced@example.com")
         latency = [_epoch(events[source.event_id(b.pk)]["updated"]) - committed[b.pk] for b in bookings]
+        cpu_ratio = drain["cpu_per_sync"] / bare["cpu"]
+        drain_ratio = drain["per_second"] / bare["per_second"]
         table("sync throughput and latency (PostgreSQL, Redis, 1 worker process, fake Google on 127.0.0.1)", [
-            ("drained", f"{drain['syncs']} syncs for {members} members in {drain['seconds']:.1f} s"),
+            ("drained", f"{drain['syncs']} syncs for {members} members; {drain['measured']} timed in {drain['seconds']:.1f} s"),
             ("throughput", f"{drain['per_second']:.1f} syncs/s"),
-            ("worker CPU per sync", f"{drain['cpu_per_sync'] * 1000:.2f} ms"),
-            ("bare client insert CPU (floor)", f"{floor * 1000:.2f} ms"),
-            ("CPU ratio sync/floor", f"{drain['cpu_per_sync'] / floor:.1f}x"),
+            ("bare client inserts (one connection)", f"{bare['per_second']:.1f} inserts/s"),
+            ("drain ratio syncs/bare inserts", f"{drain_ratio:.2f}"),
+            ("worker CPU per sync (all its processes)", f"{drain['cpu_per_sync'] * 1000:.2f} ms"),
+            ("bare client insert CPU (floor)", f"{bare['cpu'] * 1000:.2f} ms"),
+            ("CPU ratio sync/floor", f"{cpu_ratio:.2f}x"),
+            ("SQL statements per sync", f"{first_sql} first sync, {again_sql} after a change"),
             ("CPU busy during drain", f"worker {drain['worker_load']:.0%} of a core, fake Google + poller {drain['fake_load']:.0%}"),
             ("commit -> event present (100 at 10/s)", summary(latency)),
         ])
-        print(f"\nKEY: {drain['per_second']:.1f} syncs/s with one worker process; CPU per sync {drain['cpu_per_sync'] / floor:.1f}x a bare insert")
+        print(
+            f"\nKEY: cpu_ratio={cpu_ratio:.2f} drain_ratio={drain_ratio:.2f} syncs_per_s={drain['per_second']:.1f} bare_inserts_per_s={bare['per_second']:.1f}"
+            f" cpu_per_sync_ms={drain['cpu_per_sync'] * 1000:.2f} bare_insert_cpu_ms={bare['cpu'] * 1000:.2f} statements_per_sync={first_sql}"
+            f" statements_per_resync={again_sql} latency_p50_ms={pct(latency, 50) * 1000:.1f}"
+        )
     finally:
         stack.close()
 

@@ -35,7 +35,8 @@ class BookingSource(EventSource):
         location = ", ".join(p for p in (workspace.name, workspace.address) if p)
         frontend = get_setting("FRONTEND_URL").rstrip("/")
         if destination == WORKSPACE:  # the room's calendar: who booked it (unless turned off), a staff link
-            origin = "{0}://{1}".format(*urlsplit(frontend)[:2]) if frontend else ""
+            scheme, host = urlsplit(frontend)[:2]
+            origin = f"{scheme}://{host}" if frontend else ""
             who = obj.user.get_full_name() or obj.user.get_username()
             return Event(
                 summary=f"{obj.title} — {who}" if get_setting("SHARED_SHOW_OWNER") else obj.title,

@@ -7,8 +7,7 @@ a dead grant before a booking needs it (and tells its owner once).
 import base64
 import logging
 import secrets
-from datetime import timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -208,7 +207,7 @@ def parse_window(start, end):
         if value is None:
             raise ValueError(f"{name}: an ISO 8601 date-time is required.")
         if timezone.is_naive(value):
-            value = value.replace(tzinfo=dt_timezone.utc)
+            value = value.replace(tzinfo=UTC)
         values.append(value)
     if values[1] <= values[0]:
         raise ValueError("end: must be after start.")

@@ -5,7 +5,7 @@ up to date; `feed_view` serves it with Django's conditional-request machinery, s
 listed `If-None-Match` values, `*` and `If-Modified-Since` all answer 304.
 """
 import hashlib
-from datetime import timedelta, timezone as dt_timezone
+from datetime import UTC, timedelta
 from functools import wraps
 
 from django.db import connections
@@ -14,7 +14,8 @@ from django.http.response import ResponseHeaders
 from django.utils import timezone
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_safe
-from icalendar import Calendar, Event as VEvent, vDuration
+from icalendar import Calendar, vDuration
+from icalendar import Event as VEvent
 
 from .models import CalendarFeed, SyncRecord
 from .owners import Owner
@@ -48,8 +49,8 @@ def render(feed):
             event = source.event(obj)
             item = VEvent()
             item.add("uid", f"{source.event_id(obj.pk)}@calendar-sync")  # stable: clients update, never duplicate
-            item.add("dtstart", event.start.astimezone(dt_timezone.utc))
-            item.add("dtend", event.end.astimezone(dt_timezone.utc))
+            item.add("dtstart", event.start.astimezone(UTC))
+            item.add("dtend", event.end.astimezone(UTC))
             item.add("summary", event.summary)
             if event.location:
                 item.add("location", event.location)
@@ -80,7 +81,7 @@ def render(feed):
 
 def _stamp(item, modified):
     """DTSTAMP is the revision time (RFC 5545 §3.8.7.2 for a published feed), not the request time."""
-    modified = modified.astimezone(dt_timezone.utc).replace(microsecond=0)
+    modified = modified.astimezone(UTC).replace(microsecond=0)
     item.add("dtstamp", modified)
     item.add("last-modified", modified)
 

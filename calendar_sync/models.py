@@ -8,7 +8,6 @@ from django.utils import timezone
 
 from .fields import SecretField
 
-
 MEMBER = "user"  # the owner kind of a member's own connection; shared kinds come from SHARED_OWNERS
 
 

@@ -21,24 +21,24 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from . import awareness, oauth, tasks
+from .api import shared_connections
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError
-from .api import shared_connections
 from .models import AccessLog, CalendarFeed, CalendarToken, SyncRecord
 from .owners import Owner, resolve, shared_kinds
 from .providers import PROVIDERS
 from .serializers import (
     AccessLogSerializer,
     AuthorizationURLSerializer,
+    BusySerializer,
     CalendarSerializer,
     DisconnectSerializer,
     ErrorSerializer,
     FeedSerializer,
-    BusySerializer,
     SelectCalendarSerializer,
     SharedConnectionSerializer,
-    TestPushSerializer,
     StatusSerializer,
+    TestPushSerializer,
 )
 
 #: The error shapes the endpoints may answer with (documented once; each view lists the ones it can give).

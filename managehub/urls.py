@@ -6,10 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.settings import api_settings
 
-from managehub.api import LoginThrottle
-
 from bookings import pages
-
+from managehub.api import LoginThrottle
 
 
 class ObtainToken(ObtainAuthToken):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import pytest
@@ -177,7 +177,7 @@ def test_racing_confirms_of_overlapping_bookings_give_one_409(make_user, workspa
         results = {}
         barrier = threading.Barrier(2)
 
-        def confirm(user, booking):
+        def confirm(user, booking, barrier=barrier, results=results):
             barrier.wait()
             try:
                 results[user.username] = client_for(user).post(f"/api/bookings/{booking.pk}/confirm/")
@@ -202,7 +202,7 @@ def test_dates_no_calendar_can_hold_are_refused(api, workspace):
 def test_unexpected_sync_error_ends_failed_with_a_bounded_retry(fake_google, api, member, settings):
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
     lisbon = Workspace.objects.create(name="Old", time_zone="Europe/Lisbon")
-    start = timezone.datetime(1, 1, 1, tzinfo=dt_timezone.utc)
+    start = timezone.datetime(1, 1, 1, tzinfo=UTC)
     booking = Booking.objects.create(user=member, workspace=lisbon, title="Ancient", start=start, end=start + timezone.timedelta(hours=1), status="confirmed")
     assert sync.sync_object("booking", booking.pk) == "failed"
     record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")

@@ -36,7 +36,7 @@ def raw_secrets():
             columns = ", ".join(quote(f.column) for f in [model._meta.pk, *fields])
             cursor.execute(f"SELECT {columns} FROM {quote(model._meta.db_table)}")
             for pk, *values in cursor.fetchall():
-                for field, value in zip(fields, values):
+                for field, value in zip(fields, values, strict=True):
                     raw[(model._meta.label, str(pk), field.name)] = value
     return raw
 

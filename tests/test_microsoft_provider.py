@@ -66,7 +66,7 @@ def key(n):
 
 
 def event(n=1, summary=None, zone="UTC"):
-    start = dt.datetime(2030, 5, 1, 9, 0, tzinfo=dt.timezone.utc) + dt.timedelta(days=n)
+    start = dt.datetime(2030, 5, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(days=n)
     return Event(summary=summary or f"Booking {n}", start=start, end=start + dt.timedelta(hours=2), time_zone=zone, location="The Loft", description=f"Desk {n}")
 
 

@@ -274,7 +274,7 @@ def test_wrong_key_is_a_clear_error_not_ciphertext(fake_google, api, member, set
     token = _connected_token(api, fake_google, member)
     settings.SALT_KEY = ["a-different-salt"]
     with pytest.raises(ConfigurationError, match="cannot be decrypted"):
-        CalendarToken.objects.get(pk=token.pk).access_token
+        _ = CalendarToken.objects.get(pk=token.pk).access_token
     before = len(fake_google.http_requests)
     api.get("/api/calendar-sync/calendars")
     assert len(fake_google.http_requests) == before  # nothing sent to Google

@@ -20,7 +20,7 @@ from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.sources import Event
 from calendar_sync.testing.fake_microsoft import DEFAULT_ACCOUNT
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.datetime(2030, 5, 6, tzinfo=UTC)  # a Monday, far from now
 GOOGLE_REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
 MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"

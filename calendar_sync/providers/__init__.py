@@ -1,5 +1,5 @@
 """Calendar providers, listed explicitly (no discovery): one module and one entry each."""
-from functools import lru_cache
+from functools import cache
 
 from django.utils.module_loading import import_string
 
@@ -11,7 +11,7 @@ PROVIDERS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class(name):
     return import_string(PROVIDERS[name])
 

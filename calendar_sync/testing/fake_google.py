@@ -46,7 +46,7 @@ CHANNEL_MAX_TTL = 30 * 24 * 3600
 # Filters Google refuses alongside a syncToken (the sync guide: "not compatible").
 NOT_WITH_SYNC_TOKEN = ("timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID", "privateExtendedProperty", "sharedExtendedProperty")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _error(status, reason, message, domain="global"):

@@ -70,7 +70,7 @@ FILTER_BY_PROPERTY = re.compile(
     re.IGNORECASE,
 )
 EXPAND_PROPERTIES = re.compile(r"^\s*singleValueExtendedProperties(?:\(\s*\$filter\s*=\s*id\s+eq\s+'((?:[^']|'')*)'\s*\))?\s*$", re.IGNORECASE)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DELTA_PAGE_SIZE = 10  # delta page size when the client sends no odata.maxpagesize
 SUBSCRIPTION_MAX_MINUTES = 4230  # Graph's limit for Outlook event subscriptions
@@ -101,7 +101,7 @@ def aad_error(status, error, code, description):
 
 
 def _now():
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def _opaque(prefix="AAMkAGI2"):
