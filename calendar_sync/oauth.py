@@ -120,7 +120,12 @@ def _connect(provider_name, params, user, verifier, owner):
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
         raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
-    previous = CalendarToken.objects.filter(**owner.lookup()).exclude(provider=provider_name).first()
+    existing = CalendarToken.objects.filter(**owner.lookup()).first()
+    if existing is not None and existing.push_channel:
+        from .push import stop_watch  # late: push uses this module
+
+        stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
+    previous = existing if existing is not None and existing.provider != provider_name else None
     if previous is not None:
         # Switching provider: take our events out of the old calendar first, as a calendar change does.
         from .sync import remove_events  # late: sync uses this module

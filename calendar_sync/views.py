@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import awareness, oauth, tasks
+from . import awareness, oauth, push, tasks
 from .api import shared_connections
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError
@@ -227,8 +227,9 @@ class CallbackView(ProviderMixin, BaseView):
             logger.error("calendar connect misconfigured: %s", exc)
             return self._redirect(None, calendar_sync="error", reason="not_configured")
         transaction.on_commit(lambda: tasks.backfill_task.delay(token.owner_kind, token.owner_id))
-        if token.is_shared:  # read what is already booked in it, so the overlap rule knows at once
+        if token.is_shared:  # read what is already booked in it, so the overlap rule knows at once; push makes it sooner
             transaction.on_commit(lambda: tasks.pull_task.delay(token.owner_kind, token.owner_id))
+            transaction.on_commit(tasks.renew_push_task.delay)
         return self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected")
 
     @staticmethod
@@ -284,6 +285,10 @@ class SelectCalendarView(OwnedView):
         if wanted != token.calendar_id:
             CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
             awareness.forget(self.owner)  # what was read from the old calendar no longer applies
+            if token.push_channel:
+                push.stop_watch(token)
+                token.calendar_id = wanted
+                push.ensure_watch(token)
             old = token.calendar_id
             transaction.on_commit(lambda: tasks.move_calendar_task.delay(token.owner_kind, token.owner_id, old))
         return Response(StatusSerializer.for_owner(self.owner).data)
@@ -308,6 +313,8 @@ class DisconnectView(OwnedView):
         token = owner.token()
         if token is None:
             return error_response("not_connected", "No calendar is connected.", 404)
+        if token.push_channel:
+            push.stop_watch(token)  # needs the grant: before it goes
         revoked, reason = oauth.disconnect(token)
         awareness.forget(owner)
         SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(state=SyncRecord.State.NOT_CONNECTED)

@@ -134,6 +134,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "calendar_sync.tasks.pull_all",
         "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_PULL_SECONDS", default=300)),
     },
+    # Push channels (Google) and subscriptions (Graph) renewed before they expire (when PUSH_URL is set).
+    "calendar-sync-renew-push": {"task": "calendar_sync.tasks.renew_push", "schedule": timedelta(hours=1)},
     # Idle connections refreshed: dead grants found before a booking needs them.
     "calendar-sync-health": {
         "task": "calendar_sync.tasks.health",
