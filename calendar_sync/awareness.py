@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, oauth
+from . import oauth
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
@@ -38,25 +38,6 @@ def _active_token(owner):
     return token
 
 
-def _read(token, operation, reason, read):
-    """Call `read(access_token)` with the same refresh-and-retry-once as writes; one access-log row."""
-    error = None
-    try:
-        try:
-            return read(oauth.access_token(token, reason=reason))
-        except AuthorizationLost:
-            return read(oauth.access_token(token, force=True, reason=reason))
-    except AuthorizationLost as exc:
-        error = exc
-        oauth.mark_needs_reauth(token, exc)
-        raise
-    except CalendarSyncError as exc:
-        error = exc
-        raise
-    finally:
-        audit.log(token, operation, reason, error)
-
-
 def _ours(owner):
     """Remote ids of the events this app wrote for `owner` (recognised even where the provider cannot say)."""
     return set(SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
@@ -74,7 +55,7 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
     if answer is not None:
         return answer
     provider = get_provider(token.provider)
-    blocks = _read(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
+    blocks = oauth.with_access(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
     ours = _ours(owner)
     spans = sorted((b.start, b.end) for b in blocks if not b.ours and b.remote_id not in ours)
     answer = {
@@ -97,7 +78,7 @@ def pull(owner, reason=Reason.SCHEDULE):
     provider = get_provider(token.provider)
     now = timezone.now()
     start, end = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
-    changes = _read(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, token.pull_cursor or None, start, end))
+    changes = oauth.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, token.pull_cursor or None, start, end))
     ours = _ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
     external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}

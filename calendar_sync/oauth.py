@@ -221,24 +221,30 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     raise error
 
 
-def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
-    """The member's writable calendars, with the same refresh-and-retry-once as syncing."""
-    provider = get_provider(token.provider)
+def with_access(token, operation, reason, call):
+    """`call(access_token)` with a fresh access token and one forced refresh on a 401; a lost grant
+    marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through here."""
     error = None
     try:
         try:
-            return provider.list_calendars(access_token(token, reason=reason))
+            return call(access_token(token, reason=reason))
         except AuthorizationLost:
-            return provider.list_calendars(access_token(token, force=True, reason=reason))
+            return call(access_token(token, force=True, reason=reason))
     except AuthorizationLost as exc:
         error = exc
         mark_needs_reauth(token, exc)
         raise
-    except CalendarSyncError as exc:
+    except Exception as exc:
         error = exc
         raise
     finally:
-        audit.log(token, audit.Operation.LIST_CALENDARS, reason, error)
+        audit.log(token, operation, reason, error)
+
+
+def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
+    """The owner's writable calendars."""
+    provider = get_provider(token.provider)
+    return with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
 
 
 def disconnect(token):

@@ -27,9 +27,9 @@ from django.utils.crypto import salted_hmac
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import audit, oauth
+from . import oauth
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError
+from .exceptions import CalendarSyncError
 from .models import MEMBER, AccessLog, CalendarToken
 from .providers import get_provider
 from .providers.base import insecure_reason
@@ -91,30 +91,11 @@ def push_address(provider_name):
 
 
 # --- channels --------------------------------------------------------------------------------
-def _with_access(token, reason, call):
-    """`call(access_token)` with the refresh-and-retry-once every use has; one access-log row."""
-    error = None
-    try:
-        try:
-            return call(oauth.access_token(token, reason=reason))
-        except AuthorizationLost:
-            return call(oauth.access_token(token, force=True, reason=reason))
-    except AuthorizationLost as exc:
-        error = exc
-        oauth.mark_needs_reauth(token, exc)
-        raise
-    except Exception as exc:
-        error = exc
-        raise
-    finally:
-        audit.log(token, AccessLog.Operation.PULL, reason, error)
-
-
 def _unwatch(token, channel_id, resource_id, reason):
     """Stop a channel at the provider, best effort: the error is logged, never raised."""
     provider = get_provider(token.provider)
     try:
-        _with_access(token, reason, lambda access: provider.unwatch(access, channel_id, resource_id))
+        oauth.with_access(token, AccessLog.Operation.PULL, reason, lambda access: provider.unwatch(access, channel_id, resource_id))
     except CalendarSyncError as exc:
         logger.warning("push channel of %s:%s not stopped at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code)
         return False
@@ -143,8 +124,8 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     old_channel, old_resource = token.push_channel, token.push_resource
     provider = get_provider(token.provider)
     try:
-        channel, resource, expires = _with_access(
-            token, reason, lambda access: provider.watch(access, token.calendar_id, address, channel_secret(token))
+        channel, resource, expires = oauth.with_access(
+            token, AccessLog.Operation.PULL, reason, lambda access: provider.watch(access, token.calendar_id, address, channel_secret(token))
         )
     except CalendarSyncError as exc:
         logger.warning("push channel for %s:%s not made at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code)

@@ -30,10 +30,12 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+
+from .server import LoopbackServer, decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
 DEFAULT_SCOPES = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly"
@@ -111,23 +113,15 @@ def _event_time(value, all_day=False):
     raise TypeError(f"expected a datetime or a date, got {value!r}")
 
 
-def _encode(data):
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode(token):
-    try:
-        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
-    except (ValueError, TypeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _public(event):
     return {k: v for k, v in event.items() if not k.startswith("_")}
 
 
-class FakeGoogle:
+class FakeGoogle(LoopbackServer):
+    thread_name = "fake-google"
+
     def __init__(self, port=0, client_id="test-client-id", client_secret="test-client-secret", token_lifetime=3600):
         self.client_id = client_id
         self.client_secret = client_secret
@@ -149,27 +143,9 @@ class FakeGoogle:
         self.channels = {}  # channel id -> {address, token, resourceId, expiration, stopped, ...}
         self._resource_ids = {}  # (account, calendar) -> resourceId of its events collection
         self.add_account("member@example.com")
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = None
+        self._listen(port, self._handler())
 
-    # --- lifecycle -------------------------------------------------------------------------
-    def start(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-google", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
+    # --- lifecycle (start, stop, with: LoopbackServer) ---------------------------------------
     def settings(self):
         """CALENDAR_SYNC entries that point the app at this server."""
         return {
@@ -690,7 +666,7 @@ class FakeGoogle:
             return _error(400, "timeRangeEmpty", "The specified time range is empty.")
         since = None
         if sync is not None:
-            token = _decode(sync)
+            token = decode_token(sync)
             if not token or token.get("c") != calendar or token.get("e") != self.sync_epoch or not isinstance(token.get("n"), int):
                 return _error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
             since = token["n"]
@@ -698,7 +674,7 @@ class FakeGoogle:
         fingerprint = hashlib.sha256(json.dumps(sorted((k, v) for k, v in query.items() if k not in ("pageToken", "maxResults", "fields", "alt"))).encode()).hexdigest()[:16]
         offset, snapshot = 0, self.change_counter
         if query.get("pageToken"):
-            page = _decode(query["pageToken"])
+            page = decode_token(query["pageToken"])
             if not page or page.get("q") != fingerprint or not isinstance(page.get("o"), int) or not isinstance(page.get("n"), int):
                 return _error(400, "invalid", "Invalid page token value.")
             offset, snapshot = page["o"], page["n"]
@@ -726,9 +702,9 @@ class FakeGoogle:
             "items": items[offset : offset + size],
         }
         if offset + size < len(items):
-            answer["nextPageToken"] = _encode({"o": offset + size, "n": snapshot, "q": fingerprint})
+            answer["nextPageToken"] = encode_token({"o": offset + size, "n": snapshot, "q": fingerprint})
         else:
-            answer["nextSyncToken"] = _encode({"c": calendar, "n": snapshot, "e": self.sync_epoch, "r": secrets.token_hex(4)})
+            answer["nextSyncToken"] = encode_token({"c": calendar, "n": snapshot, "e": self.sync_epoch, "r": secrets.token_hex(4)})
         return 200, answer
 
     # --- freeBusy.query ----------------------------------------------------------------------

@@ -31,11 +31,13 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
+
+from .server import LoopbackServer, decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
 BATCH_LIMIT = 20
@@ -175,16 +177,6 @@ def _prefer(headers):
     return found
 
 
-def _encode(data):
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode(token):
-    try:
-        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
-    except (ValueError, TypeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _when(value, zone_name):
@@ -196,7 +188,9 @@ def _when(value, zone_name):
     raise TypeError(f"expected a datetime or a date, got {value!r}")
 
 
-class FakeMicrosoft:
+class FakeMicrosoft(LoopbackServer):
+    thread_name = "fake-microsoft"
+
     def __init__(self, port=0, client_id="test-ms-client-id", client_secret="test-ms-client-secret", tenant="common", token_lifetime=3600):
         self.client_id = client_id
         self.client_secret = client_secret
@@ -208,10 +202,7 @@ class FakeMicrosoft:
         self.lock = threading.RLock()
         self.latency = 0.0
         self.granted_scope = None  # override the scope string a consent grants
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = None
+        self._listen(port, self._handler())
         self._init_state()
 
     def _init_state(self):
@@ -233,22 +224,7 @@ class FakeMicrosoft:
         self.validate_subscriptions = False  # True: POST the validationToken handshake to notificationUrl
         self.add_account(DEFAULT_ACCOUNT)
 
-    # --- lifecycle -------------------------------------------------------------------------
-    def start(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-microsoft", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
+    # --- lifecycle (start, stop, with: LoopbackServer) ---------------------------------------
     def settings(self):
         """CALENDAR_SYNC entries that point the app at this server."""
         return {
@@ -1020,7 +996,7 @@ class FakeMicrosoft:
         size = int(prefs["odata.maxpagesize"]) if prefs.get("odata.maxpagesize", "").isdigit() and int(prefs["odata.maxpagesize"]) > 0 else DELTA_PAGE_SIZE
         token = lowered.get("$skiptoken") or lowered.get("$deltatoken")
         if token is not None:
-            state = _decode(token)
+            state = decode_token(token)
             if not state or state.get("g") != self.delta_generation or state.get("c") != cal_id:
                 return graph_error(410, self.delta_expired_code, "The sync state generation is not found; a full synchronization is required.")
             if "$deltatoken" in lowered:  # a new round: changes since the previous one ended
@@ -1054,9 +1030,9 @@ class FakeMicrosoft:
         answer = {"@odata.context": f"{GRAPH}v1.0/$metadata#Collection(event)", "value": items[offset : offset + size]}
         base = f"{self.url}v1.0/{path}"
         if offset + size < len(items):
-            answer["@odata.nextLink"] = f"{base}?$skiptoken={_encode({**state, 'o': offset + size})}"
+            answer["@odata.nextLink"] = f"{base}?$skiptoken={encode_token({**state, 'o': offset + size})}"
         else:
-            answer["@odata.deltaLink"] = f"{base}?$deltatoken={_encode({**state, 'o': 0, 'r': secrets.token_hex(4)})}"
+            answer["@odata.deltaLink"] = f"{base}?$deltatoken={encode_token({**state, 'o': 0, 'r': secrets.token_hex(4)})}"
         applied = [f'outlook.timezone="{zone}"'] if zone_applied else []
         if size != DELTA_PAGE_SIZE or "odata.maxpagesize" in prefs:
             applied.append(f"odata.maxpagesize={size}")

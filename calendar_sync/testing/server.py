@@ -1,0 +1,46 @@
+"""What both fakes share: a threaded HTTP server on 127.0.0.1, its lifecycle, and opaque tokens."""
+import base64
+import json
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class LoopbackServer:
+    """Serve `handler` on 127.0.0.1 (`port` 0: any free port) from a daemon thread; a context manager."""
+
+    thread_name = "fake-server"
+
+    def _listen(self, port, handler):
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def encode_token(data):
+    """A URL-safe opaque token carrying `data` (page tokens, sync tokens, delta tokens)."""
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_token(token):
+    """The dict inside a token from encode_token, or None for anything else."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
