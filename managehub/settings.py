@@ -201,7 +201,7 @@ LOGGING = {
     "loggers": {
         **{
             name: {"level": "WARNING"}
-            for name in ("requests_oauthlib", "oauthlib", "urllib3", "google_auth_httplib2", "googleapiclient", "google.auth", "httplib2")
+            for name in ("urllib3", "google_auth_httplib2", "googleapiclient", "google.auth", "httplib2")
         },
         # runserver's access log: same redaction on its own handler.
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -35,7 +35,8 @@ def test_wheel_installs_into_a_clean_environment(wheel, tmp_path):
     python = env_dir / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, cwd=tmp_path)
     probe = (
-        "import importlib.util, calendar_sync, django, rest_framework, googleapiclient, google_auth_oauthlib, celery, encrypted_fields\n"
+        "import importlib.util, calendar_sync, django, rest_framework, googleapiclient, celery, encrypted_fields, tzlocal.windows_tz\n"
+        "import calendar_sync.testing  # the fakes ship with the app\n"
         "assert importlib.util.find_spec('bookings') is None\n"
         "assert importlib.util.find_spec('managehub') is None\n"
         "assert importlib.util.find_spec('tests') is None or 'site-packages' not in importlib.util.find_spec('tests').origin\n"
