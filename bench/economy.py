@@ -44,7 +44,7 @@ def main(n=1000):
         parts = stack.google.api_calls("backfill@example.com")
         window = stack.google.max_calls_in_window("backfill@example.com", 60)
         assert len(stack.google.events("backfill@example.com")) == n
-        assert SyncRecord.objects.filter(user=backfiller, state="synced").count() == n
+        assert SyncRecord.objects.filter(owner_kind="user", owner_id=str(backfiller.pk), state="synced").count() == n
         table("Google API economy (real worker, fake Google)", [
             ("confirm -> reschedule -> cancel", f"{len(lifecycle)} calls: {' '.join(lifecycle)}"),
             (f"backfill of {n} bookings", f"{len(http)} HTTP requests carrying {len(parts)} calls, {took:.1f} s"),

@@ -81,9 +81,9 @@ class Stack:
         self.workers = []
 
     # --- processes ------------------------------------------------------------------------
-    def start_worker(self, concurrency=1):
+    def start_worker(self, concurrency=1, pool="prefork"):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", f"--concurrency={concurrency}",
+            [sys.executable, "-m", "celery", "-A", "managehub", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
              "-l", "error", "--without-gossip", "--without-mingle", "-n", f"bench-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -102,10 +102,11 @@ class Stack:
         self.workers = []
 
     @staticmethod
-    def cpu_seconds(proc):
-        """User+system CPU of a worker and its pool processes (its process group)."""
+    def cpu_seconds(proc, split=False):
+        """User+system CPU of a worker and its pool processes (its process group);
+        with `split`, (the main process's, its pool processes') instead."""
         tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        main = pool = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -114,8 +115,11 @@ class Stack:
             except OSError:
                 continue
             if int(fields[2]) == proc.pid:  # process group id
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
+                if int(entry.name) == proc.pid:
+                    main += int(fields[11]) + int(fields[12])
+                else:
+                    pool += int(fields[11]) + int(fields[12])
+        return (main / tick, pool / tick) if split else (main + pool) / tick
 
     def close(self):
         self.stop_workers()
@@ -181,7 +185,7 @@ class Stack:
                 raise RuntimeError(f"only {done.count()} of {count} synced")
             time.sleep(0.05)
 
-    def drain(self, n_members, per_member, concurrency):
+    def drain(self, n_members, per_member, concurrency, pool="prefork"):
         """Confirm n bookings with no worker running, then time one worker draining the queue."""
         from bookings import services
 
@@ -193,21 +197,23 @@ class Stack:
                 services.confirm_booking(booking)
                 confirmed.append(booking)
         self.google.reset_log()
-        worker = self.start_worker(concurrency)
+        worker = self.start_worker(concurrency, pool)
         # The worker starts consuming before it answers the ping: count only what is synced from here
         # on, against the time and the CPU from here on (its start-up CPU is left out too).
-        cpu_before, started, own_before = self.cpu_seconds(worker), time.monotonic(), time.process_time()
+        cpu_before, started, own_before = self.cpu_seconds(worker, split=True), time.monotonic(), time.process_time()
         already = self.synced_count(confirmed)
         self.wait_synced(len(confirmed), bookings=confirmed)
         elapsed = time.monotonic() - started
-        cpu = self.cpu_seconds(worker) - cpu_before
+        main, pool = (after - before for after, before in zip(self.cpu_seconds(worker, split=True), cpu_before, strict=True))
+        cpu = main + pool
         fake_load = (time.process_time() - own_before) / elapsed  # this process serves the fake Google
         self.stop_workers()
         events = sum(len(self.google.events(f"{u.username}@example.com")) for u in users)
         assert events == len(confirmed), (events, len(confirmed))
         measured = len(confirmed) - already
         return {"syncs": len(confirmed), "measured": measured, "seconds": elapsed, "per_second": measured / elapsed,
-                "cpu_per_sync": cpu / measured, "worker_load": cpu / elapsed, "fake_load": fake_load}
+                "cpu_per_sync": cpu / measured, "main_cpu_per_sync": main / measured, "pool_cpu_per_sync": pool / measured,
+                "worker_load": cpu / elapsed, "fake_load": fake_load}
 
     @staticmethod
     def synced_count(bookings):
@@ -256,11 +262,14 @@ class Stack:
         body = {"summary": "bare", "start": {"dateTime": "2030-01-01T10:00:00Z"}, "end": {"dateTime": "2030-01-01T11:00:00Z"}}
         for _ in range(20):  # warm: connection, imports, caches
             service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
-        cpu, started = time.thread_time(), time.monotonic()
-        for _ in range(n):
-            service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
-        elapsed = time.monotonic() - started
-        return {"cpu": (time.thread_time() - cpu) / n, "per_second": n / elapsed}
+        cpus, rates = [], []
+        for _ in range(3):  # the median of three runs: one stray stall on a shared machine moves neither figure
+            cpu, started = time.thread_time(), time.monotonic()
+            for _ in range(n // 3):
+                service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
+            cpus.append((time.thread_time() - cpu) / (n // 3))
+            rates.append((n // 3) / (time.monotonic() - started))
+        return {"cpu": statistics.median(cpus), "per_second": statistics.median(rates)}
 
 
 def summary(values):

@@ -27,7 +27,9 @@ def query_counts(stack, size):
     services.confirm_booking(stack.bookings(user, 1, start_in_hours=24 + size + 5)[0])  # records one change
     target = stack.bookings(user, 1, start_in_hours=24 + size + 10)[0]
     services.confirm_booking(target)
-    SyncRecord.objects.bulk_create([SyncRecord(source="booking", object_id=str(b.pk), user=user, state="synced", synced_version=1) for b in bookings])
+    SyncRecord.objects.bulk_create(
+        [SyncRecord(source="booking", object_id=str(b.pk), owner_kind="user", owner_id=str(user.pk), state="synced", synced_version=1) for b in bookings]
+    )
     per_sync = queries(lambda: sync.sync_object("booking", target.pk))
     status = queries(lambda: client.get("/api/calendar-sync/status"))
     listing = queries(lambda: client.get("/api/bookings/"))

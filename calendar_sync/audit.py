@@ -11,12 +11,20 @@ def _outcome(error):
     return "ok" if error is None else str(getattr(error, "code", "") or type(error).__name__)[:64]
 
 
+_FIELDS = [f for f in AccessLog._meta.concrete_fields if not f.primary_key]
+
+
 def log(token, operation, reason, error=None, object_ref="", count=1):
-    """Record one use of `token` (a CalendarToken). `error` is the classified error, if any."""
-    AccessLog.objects.create(
+    """Record one use of `token` (a CalendarToken). `error` is the classified error, if any.
+
+    One plain INSERT: nothing reads the row back, so none of `create()`'s save machinery or
+    RETURNING of the new id (it is on every sync's path).
+    """
+    row = AccessLog(
         user_id=token.user_id, owner=f"{token.owner_kind}:{token.owner_id}", provider=token.provider, operation=operation, reason=reason,
         outcome=_outcome(error), object_ref=object_ref[:140], count=count,
     )
+    AccessLog._base_manager._insert([row], fields=_FIELDS, returning_fields=None)
 
 
 def log_operations(token, operations, outcomes, reason):

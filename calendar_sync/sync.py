@@ -124,7 +124,7 @@ def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
         retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
         if retry:
             access = oauth.access_token(token, force=True, reason=reason)
-            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter)):
+            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True):
                 results[i] = r
                 if isinstance(r.error, AuthorizationLost):
                     oauth.mark_needs_reauth(token, r.error)
@@ -209,6 +209,62 @@ def _records(source_key, object_id, destination):
     return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
 
 
+class _Loader:
+    """Rows of one model's concrete columns into instances, with the converters the ORM would apply
+    (decryption of secrets, JSON, datetimes on SQLite): what `_record_and_token` reads by hand."""
+
+    def __init__(self, model, alias):
+        self.model, self.table = model, model._meta.db_table
+        self.fields = model._meta.concrete_fields
+        self.names = [f.attname for f in self.fields]
+        self.steps = []
+        for i, f in enumerate(self.fields):
+            col = f.get_col(self.table)
+            converters = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
+            if converters:
+                self.steps.append((i, col, converters))
+        self.alias = alias
+
+    def columns(self, prefix):
+        qn = connection.ops.quote_name
+        return ", ".join(f"{prefix}.{qn(f.column)}" for f in self.fields)
+
+    def load(self, values):
+        values = list(values)
+        for i, col, converters in self.steps:
+            for converter in converters:
+                values[i] = converter(values[i], col, connection)
+        return self.model.from_db(self.alias, self.names, values)
+
+
+_loaders = {}
+
+
+def _record_and_token(source_key, object_id, destination):
+    """(SyncRecord or None, its owner's CalendarToken or None) in one statement: a LEFT JOIN on the owner.
+
+    Every sync reads both; through the ORM that is two queries (the models share no foreign key).
+    """
+    if connection.alias not in _loaders:
+        qn = connection.ops.quote_name
+        record, token = _Loader(SyncRecord, connection.alias), _Loader(CalendarToken, connection.alias)
+        sql = (
+            f"SELECT {record.columns('r')}, {token.columns('t')} FROM {qn(record.table)} r"
+            f" LEFT JOIN {qn(token.table)} t ON t.{qn('owner_kind')} = r.{qn('owner_kind')} AND t.{qn('owner_id')} = r.{qn('owner_id')}"
+            f" WHERE r.{qn('source')} = %s AND r.{qn('object_id')} = %s AND r.{qn('destination')} = %s"
+        )
+        _loaders[connection.alias] = (record, token, sql)
+    record, token, sql = _loaders[connection.alias]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [source_key, str(object_id), destination])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    split = len(record.fields)
+    token_pk = row[split + token.fields.index(CalendarToken._meta.pk)]
+    return record.load(row[:split]), None if token_pk is None else token.load(row[split:])
+
+
 def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
     """Retries are exhausted: mark failed; the sweeper tries again later if it was transient."""
     later = timezone.now() + timedelta(seconds=get_setting("RETRY_BACKOFF_MAX"))
@@ -246,7 +302,10 @@ def _advisory(function, keys):
     if connection.vendor != "postgresql" or not keys:
         return [True] * len(keys)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i", [keys])
+        if len(keys) == 1:  # a single sync's lock: the plain call
+            cursor.execute(f"SELECT {function}(%s::bigint)", keys)
+        else:
+            cursor.execute(f"SELECT {function}(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i", [keys])
         return [row[0] is not False for row in cursor.fetchall()]
 
 
@@ -291,14 +350,13 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
 
 def _sync_round(source, object_id, destination, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
-    record = _records(source.key, object_id, destination).first()
+    record, token = _record_and_token(source.key, object_id, destination)
     if record is None:
         return State.SYNCED  # nothing was ever asked, or the object and its event are gone
     if first and record.state == State.SYNCED and record.synced_version == record.version:
         return State.SYNCED
     version = record.version
-    obj = source.get_queryset().filter(pk=object_id).first()
-    token = CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id).first()
+    obj = next(iter(source.get_queryset().filter(pk=object_id)), None)  # by primary key: one row at most
     if token is None or not token.is_active:
         error = None if token is None else "Reconnect the calendar to resume syncing."
         return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, error) else None
@@ -371,16 +429,16 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
         return {}, []
     keys = [_lock_key(w[1].key, w[0].object_id, w[0].destination) for w in work]
     locked = _advisory("pg_try_advisory_lock", keys)
-    later = [Work(w[1].key, w[0].object_id, w[0].destination) for w, ok in zip(work, locked) if not ok]  # being synced right now
-    work = [w for w, ok in zip(work, locked) if ok]
+    later = [Work(w[1].key, w[0].object_id, w[0].destination) for w, ok in zip(work, locked, strict=True) if not ok]  # being synced right now
+    work = [w for w, ok in zip(work, locked, strict=True) if ok]
     counts = {}
     try:
         results = _run(token, [w[3] for w in work], reason, RateLimiter())
     except AuthorizationLost as exc:
         results = [Outcome(exc)] * len(work)
     finally:
-        _advisory("pg_advisory_unlock", [k for k, ok in zip(keys, locked) if ok])
-    for (record, source, obj, operation), outcome in zip(work, results):
+        _advisory("pg_advisory_unlock", [k for k, ok in zip(keys, locked, strict=True) if ok])
+    for (record, source, obj, operation), outcome in zip(work, results, strict=True):
         error = outcome.error
         if isinstance(error, TransientError):
             retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
@@ -417,7 +475,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     failed = sum(1 for o in outcomes if o.error is not None)
     if failed:
         logger.warning("calendar move for %s:%s: %s event(s) could not be removed from the old calendar", token.owner_kind, token.owner_id, failed)
-    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes) if o.error is None]).update(remote_may_exist=False, remote_id="")
+    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes, strict=True) if o.error is None]).update(remote_may_exist=False, remote_id="")
     return failed
 
 

@@ -222,6 +222,27 @@ def test_booking_list_has_no_n_plus_one(google_connected, api, member, make_book
     assert response.json()["count"] == 23
 
 
+def test_a_sync_costs_ten_sql_statements_and_a_resync_eight(google_connected, member, make_booking, django_assert_num_queries):
+    """The SQL of one sync (docs/performance.md, "Worker CPU"): the advisory lock; the record with its
+    connection (one join); the booking; remote_may_exist before the first create; one transaction for
+    the outcome (the booking's event id, the record's compare-and-set, the access-log row); unlock.
+    After a change the event id and remote_may_exist are already right: two fewer. (Was 13 and 11.)"""
+    from django.db import connection
+
+    from bookings import services
+
+    lock = 2 if connection.vendor == "postgresql" else 0  # the advisory lock and its release
+    booking = make_booking(member)
+    services.confirm_booking(booking)  # records the change; its task is not run here
+    with django_assert_num_queries(8 + lock):
+        assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
+    services.update_booking(booking, title="Moved")
+    with django_assert_num_queries(6 + lock):
+        assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
+    assert google_connected.events(GOOGLE_ACCOUNT)[event_id(booking)]["summary"].startswith("Moved")
+    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "PATCH"]
+
+
 def test_changing_calendar_moves_the_events(google_connected, api, member, make_booking, run):
     bookings = [make_booking(member, hours_from_now=24 + 3 * i) for i in range(3)]
     for b in bookings:

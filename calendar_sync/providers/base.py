@@ -291,6 +291,6 @@ class BaseProvider:
         return TokenSet(
             access_token=str(body["access_token"]),
             refresh_token=body.get("refresh_token") or refresh_token,
-            expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime) if lifetime else None,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lifetime) if lifetime else None,
             scopes=scope.split() if isinstance(scope, str) else [str(s) for s in scope],
         )

@@ -39,7 +39,7 @@ MARKER = "calendar_sync_source"  # private extended property every event we writ
 MAX_PAGES = 100  # per read: a bound, should a server page forever
 PAGE_SIZE = 2500  # events.list's maximum maxResults
 LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
 
 
@@ -93,7 +93,7 @@ def _service(api_root):
     # `service.events()` builds a new collection each call: every method created anew and its
     # docstring rendered from the schemas (about a third of a sync's CPU). Each is built once
     # here, on first use, then shared: a collection only makes request objects.
-    for name in service._resourceDesc.get("resources", {}):
+    for name in getattr(service, "_resourceDesc", {}).get("resources", {}):
         setattr(service, name, lru_cache(maxsize=1)(getattr(service, name)))
     return service
 

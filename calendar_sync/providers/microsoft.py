@@ -40,7 +40,7 @@ VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,transactionId"
 NOT_BUSY = {"free", "workingelsewhere"}
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
 SYNC_RESET_CODES = {"syncstatenotfound", "syncstateinvalid", "fullsyncrequired", "resyncrequired", "errorinvalidsyncstatedata"}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
@@ -417,9 +417,9 @@ class MicrosoftProvider(BaseProvider):
         event = operation.event
         zone_name = tz_win.get(event.time_zone, "UTC")
         try:
-            zone: dt.tzinfo = ZoneInfo(event.time_zone) if zone_name != "UTC" else dt.timezone.utc
+            zone: dt.tzinfo = ZoneInfo(event.time_zone) if zone_name != "UTC" else dt.UTC
         except (ZoneInfoNotFoundError, ValueError):
-            zone_name, zone = "UTC", dt.timezone.utc
+            zone_name, zone = "UTC", dt.UTC
         return {
             "subject": event.summary,
             "body": {"contentType": "text", "content": event.description},

@@ -491,6 +491,7 @@ class FakeMicrosoft(LoopbackServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # kept-alive connections answer at once, as real servers do
 
             def log_message(self, *args):
                 pass
