@@ -20,7 +20,7 @@ from calendar_sync.testing import FakeGoogle  # noqa: E402  (no Django needed)
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/managehub_bench")
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
-REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"  # never plain http off loopback
+REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"  # tests.conftest.REDIRECT: its connect() checks it
 
 
 def pct(values, q):
@@ -61,7 +61,7 @@ class Stack:
             "DATABASE_URL": DB_URL,
             "CELERY_BROKER_URL": BROKER,
             "GOOGLE_REDIRECT_URI": REDIRECT,
-            "FRONTEND_URL": "http://testserver/integrations/calendar",
+            "FRONTEND_URL": "https://app.example.com/integrations/calendar",  # tests.conftest.FRONTEND: its landing() checks it
             "DJANGO_SETTINGS_MODULE": "managehub.settings",
             "LOG_LEVEL": "WARNING",
             "DEBUG": "0",  # on only in-process while connecting (member_connect): see there
@@ -147,15 +147,14 @@ class Stack:
         """
         from django.test import Client, override_settings
 
+        from tests.conftest import connect, landing  # the tests' own OAuth walk, not a copy of it
+
         client = Client()
         client.force_login(user)
         account = f"{user.username}@example.com"
         self.google.add_account(account)
         with override_settings(DEBUG=True):
-            url = client.get("/api/calendar-sync/auth/google").json()["authorization_url"]
-            location = self.google.consent(url, account=account)
-            response = client.get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
-        assert "connected" in response["Location"], response["Location"]
+            assert landing(connect(client, self.google, account=account))["calendar_sync"] == "connected"
         return client
 
     def bookings(self, user, n, status="pending", start_in_hours=24):
