@@ -30,11 +30,11 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
+from . import server
 from .server import LoopbackServer, decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
@@ -367,12 +367,8 @@ class FakeGoogle(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # kept-alive connections answer at once, as real servers do
+        class Handler(server.Handler):
 
-            def log_message(self, *args):
-                pass
 
             def _body(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -432,21 +428,6 @@ class FakeGoogle(LoopbackServer):
                     )
                 raw = b"".join(out) + f"--{boundary}--\r\n".encode()
                 self._send(200, raw=raw, content_type=f"multipart/mixed; boundary={boundary}")
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_PATCH(self):
-                self._handle("PATCH")
-
-            def do_PUT(self):
-                self._handle("PUT")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
 
         return Handler
 

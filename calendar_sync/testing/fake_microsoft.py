@@ -31,12 +31,12 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
+from . import server
 from .server import LoopbackServer, decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
@@ -489,12 +489,8 @@ class FakeMicrosoft(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # kept-alive connections answer at once, as real servers do
+        class Handler(server.Handler):
 
-            def log_message(self, *args):
-                pass
 
             def _send(self, status, payload=None, headers=None, raw=None, content_type="application/json; odata.metadata=minimal"):
                 data = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
@@ -536,21 +532,6 @@ class FakeMicrosoft(LoopbackServer):
                 if isinstance(payload, tuple):  # (content type, raw bytes)
                     return self._send(status, raw=payload[1], content_type=payload[0], headers=extra)
                 self._send(status, payload, headers=extra)
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_PATCH(self):
-                self._handle("PATCH")
-
-            def do_PUT(self):
-                self._handle("PUT")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
 
         return Handler
 
