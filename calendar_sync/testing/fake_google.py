@@ -368,8 +368,6 @@ class FakeGoogle(LoopbackServer):
         fake = self
 
         class Handler(server.Handler):
-
-
             def _body(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""

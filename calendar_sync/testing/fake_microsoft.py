@@ -490,8 +490,6 @@ class FakeMicrosoft(LoopbackServer):
         fake = self
 
         class Handler(server.Handler):
-
-
             def _send(self, status, payload=None, headers=None, raw=None, content_type="application/json; odata.metadata=minimal"):
                 data = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
                 self.send_response(status)
