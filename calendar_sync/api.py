@@ -14,10 +14,10 @@ from django.db import models
 from . import tasks
 from .awareness import external_busy
 from .models import CalendarToken, SyncRecord
-from .owners import Owner, label, resolve, shared_kinds
+from .owners import Owner, label, shared_kinds
 from .sources import get_source
 
-__all__ = ["Owner", "connection", "external_busy", "owner_exists", "resync", "shared_connections", "shared_kinds", "sync_states"]
+__all__ = ["Owner", "connection", "external_busy", "resync", "shared_connections", "shared_kinds", "sync_states"]
 
 
 def _state(record: SyncRecord) -> dict[str, Any]:
@@ -76,7 +76,3 @@ def shared_connections(kind: str | None = None) -> list[dict[str, Any]]:
         owner = Owner(token.owner_kind, token.owner_id)
         rows.append({"owner_kind": owner.kind, "owner_id": owner.id, "owner_label": label(owner), **connection(owner)})
     return rows
-
-
-def owner_exists(owner: Owner) -> bool:
-    return resolve(owner) is not None

@@ -2,7 +2,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import AccessLog, CalendarToken
-from .owners import Owner
 from .providers import configured_providers
 
 
@@ -41,10 +40,6 @@ class StatusSerializer(serializers.Serializer):
         from .api import connection  # late: api imports tasks, which imports models via this app
 
         return cls({**connection(owner), "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
-
-    @classmethod
-    def for_user(cls, user):
-        return cls.for_owner(Owner.member(user))
 
 
 class SharedConnectionSerializer(StatusSerializer):
