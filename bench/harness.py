@@ -81,10 +81,10 @@ class Stack:
         self.workers = []
 
     # --- processes ------------------------------------------------------------------------
-    def start_worker(self, concurrency=1, pool="prefork"):
+    def start_worker(self, concurrency=1, pool="prefork", *options):
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "managehub", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
-             "-l", "error", "--without-gossip", "--without-mingle", "-n", f"bench-{time.monotonic_ns()}@%h"],
+             "-l", "error", "--without-gossip", "--without-mingle", "-n", f"bench-{time.monotonic_ns()}@%h", *options],
             cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.workers.append(proc)
@@ -184,7 +184,7 @@ class Stack:
                 raise RuntimeError(f"only {done.count()} of {count} synced")
             time.sleep(0.05)
 
-    def drain(self, n_members, per_member, concurrency, pool="prefork"):
+    def drain(self, n_members, per_member, concurrency, pool="prefork", *options):
         """Confirm n bookings with no worker running, then time one worker draining the queue."""
         from bookings import services
 
@@ -196,7 +196,7 @@ class Stack:
                 services.confirm_booking(booking)
                 confirmed.append(booking)
         self.google.reset_log()
-        worker = self.start_worker(concurrency, pool)
+        worker = self.start_worker(concurrency, pool, *options)
         # The worker starts consuming before it answers the ping: count only what is synced from here
         # on, against the time and the CPU from here on (its start-up CPU is left out too).
         cpu_before, started, own_before = self.cpu_seconds(worker, split=True), time.monotonic(), time.process_time()
@@ -223,12 +223,16 @@ class Stack:
         return SyncRecord.objects.filter(state="synced", synced_version=F("version"), object_id__in=[str(b.pk) for b in bookings]).count()
 
     def statements_per_sync(self, user):
-        """SQL statements of one sync, in this process: (first sync of a confirmed booking, its resync after a change)."""
+        """SQL of one sync, in this process: ((round trips, statements) of a confirmed booking's first
+        sync, the same for its resync after a change). A round trip may carry several statements."""
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
         from bookings import services
         from calendar_sync import sync
+
+        def count(captured):
+            return len(captured.captured_queries), sum(len(q["sql"].split("; ")) for q in captured.captured_queries)
 
         (booking,) = self.bookings(user, 1, start_in_hours=24 * 365)
         services.confirm_booking(booking)
@@ -239,7 +243,7 @@ class Stack:
         with CaptureQueriesContext(connection) as again:
             sync.sync_object("booking", booking.pk)
         self.celery.control.purge()  # the tasks those two changes enqueued: already done here
-        return len(first.captured_queries), len(again.captured_queries)
+        return count(first), count(again)
 
     def bare_insert(self, n=300):
         """The floor: events.insert made directly with google-api-python-client, one kept-alive

@@ -1,6 +1,7 @@
 """The access log: one row per use of a stored token, written with at most one insert per operation."""
 from django.utils import timezone
 
+from . import rows
 from .conf import get_setting
 from .models import AccessLog
 
@@ -11,30 +12,31 @@ def _outcome(error):
     return "ok" if error is None else str(getattr(error, "code", "") or type(error).__name__)[:64]
 
 
-_FIELDS = [f for f in AccessLog._meta.concrete_fields if not f.primary_key]
-
-
-def log(token, operation, reason, error=None, object_ref="", count=1):
-    """Record one use of `token` (a CalendarToken). `error` is the classified error, if any.
-
-    One plain INSERT: nothing reads the row back, so none of `create()`'s save machinery or
-    RETURNING of the new id (it is on every sync's path).
-    """
-    row = AccessLog(
+def entry(token, operation, reason, error=None, object_ref="", count=1):
+    """The (unsaved) row for one use of `token` (a CalendarToken). `error` is the classified error, if any."""
+    return AccessLog(
         user_id=token.user_id, owner=f"{token.owner_kind}:{token.owner_id}", provider=token.provider, operation=operation, reason=reason,
         outcome=_outcome(error), object_ref=object_ref[:140], count=count,
     )
-    AccessLog._base_manager._insert([row], fields=_FIELDS, returning_fields=None)
 
 
-def log_operations(token, operations, outcomes, reason):
+def entry_for(token, operations, outcomes, reason):
     """One row for a single event write; one row for a batch (its first error as the outcome)."""
     if len(operations) == 1:
         op, outcome = operations[0], outcomes[0]
         kind = Operation.DELETE_EVENT if op.is_delete else Operation.UPDATE_EVENT if op.known_to_exist else Operation.CREATE_EVENT
-        return log(token, kind, reason, outcome.error, op.object_ref)
+        return entry(token, kind, reason, outcome.error, op.object_ref)
     errors = [o.error for o in outcomes if o.error is not None]
-    log(token, Operation.BATCH, reason, errors[0] if errors else None, count=len(operations))
+    return entry(token, Operation.BATCH, reason, errors[0] if errors else None, count=len(operations))
+
+
+def log(token, operation, reason, error=None, object_ref="", count=1):
+    """Record one use of `token`: one plain INSERT, nothing read back."""
+    rows.run([rows.insert(entry(token, operation, reason, error, object_ref, count))])
+
+
+def log_operations(token, operations, outcomes, reason):
+    rows.run([rows.insert(entry_for(token, operations, outcomes, reason))])
 
 
 def prune():

@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import audit, oauth
+from . import audit, oauth, rows
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -114,7 +114,7 @@ def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
 
     Returns one Outcome per operation and leaves one access-log row (one insert) for them —
-    with `log=False` the caller writes that row (`audit.log_operations`), in the transaction
+    with `log=False` the caller writes that row (`audit.entry_for`), in the transaction
     that records the outcome. A lost authorization is logged here before it is raised.
     """
     provider = get_provider(token.provider)
@@ -160,39 +160,35 @@ def _reason(operation):
     return AccessLog.Reason.RESCHEDULED if operation.known_to_exist else AccessLog.Reason.CONFIRMED
 
 
-def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None, log=None):
-    """Write the outcome if nobody changed the object meanwhile (compare-and-set on version).
+def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None, log=None, after=()):
+    """Write the outcome; the record only if nobody changed the object meanwhile (compare-and-set
+    on version). Returns whether it was written.
 
-    One transaction, one commit: the object's event id (only when it changes), the record
-    (an UPDATE guarded by the version read before the call), and `log` — the access-log row of
-    the call — when given. Rows are locked in the order saves lock them (object, then record),
-    so no deadlock; when the object row is not written it is not locked at all. If the
-    compare-and-set loses, nothing is written but the access-log row.
+    One transaction, one round trip on PostgreSQL: the object's event id (only when it changes),
+    the record (an UPDATE guarded by the version read before the call), and `log`, the call's
+    access-log row (an unsaved AccessLog). Rows are locked in the order saves lock them (object,
+    then record), so no deadlock. The event id and the log row are written whoever wins: both
+    say what the calendar now holds, and a newer version's sync starts from there. The `after`
+    statements (the sync's unlock) follow in the same round trip.
     """
     now = timezone.now()
-    records = SyncRecord.objects.filter(pk=record.pk, version=version)
-    set_event_id = None
+    statements = []
     if state == State.SYNCED and obj is None:
-        changes = None  # the object itself is gone and so is its event: the record goes too
+        statements.append(rows.delete(SyncRecord, pk=record.pk, version=version))  # the object and its event are gone
     else:
         event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
         if state == State.SYNCED and source.event_id_field and record.destination == MEMBER_ROLE:
             if getattr(obj, source.event_id_field) != event_id:
-                set_event_id = {source.event_id_field: event_id}
+                field = obj._meta.get_field(source.event_id_field)
+                statements.append(rows.update(field.model, {field.name: event_id}, pk=obj.pk))  # the object row first
         changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
         if state == State.SYNCED:
             changes.update(synced_version=version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")
-    with transaction.atomic():
-        if set_event_id:  # the object row first
-            type(obj)._default_manager.filter(pk=obj.pk).update(**set_event_id)
-        won = records.delete()[0] > 0 if changes is None else records.update(**changes) > 0
-        if won and log is not None:
-            log()
-        if not won:
-            transaction.set_rollback(True)
-    if not won and log is not None:
-        log()  # the call happened whoever won
-    return won
+        statements.append(rows.update(SyncRecord, changes, pk=record.pk, version=version))
+    compare_and_set = len(statements) - 1
+    if log is not None:
+        statements.append(rows.insert(log))
+    return rows.run(statements, atomic=True, after=after)[compare_and_set] > 0
 
 
 def record_transient(record, error, retry_in):
@@ -209,60 +205,30 @@ def _records(source_key, object_id, destination):
     return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
 
 
-class _Loader:
-    """Rows of one model's concrete columns into instances, with the converters the ORM would apply
-    (decryption of secrets, JSON, datetimes on SQLite): what `_record_and_token` reads by hand."""
-
-    def __init__(self, model, alias):
-        self.model, self.table = model, model._meta.db_table
-        self.fields = model._meta.concrete_fields
-        self.names = [f.attname for f in self.fields]
-        self.steps = []
-        for i, f in enumerate(self.fields):
-            col = f.get_col(self.table)
-            converters = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
-            if converters:
-                self.steps.append((i, col, converters))
-        self.alias = alias
-
-    def columns(self, prefix):
-        qn = connection.ops.quote_name
-        return ", ".join(f"{prefix}.{qn(f.column)}" for f in self.fields)
-
-    def load(self, values):
-        values = list(values)
-        for i, col, converters in self.steps:
-            for converter in converters:
-                values[i] = converter(values[i], col, connection)
-        return self.model.from_db(self.alias, self.names, values)
-
-
-_loaders = {}
-
-
 def _record_and_token(source_key, object_id, destination):
-    """(SyncRecord or None, its owner's CalendarToken or None) in one statement: a LEFT JOIN on the owner.
+    """The statement reading (SyncRecord, its owner's CalendarToken) in one LEFT JOIN on the owner
+    (the models share no foreign key), and the function turning its rows into those two (or Nones)."""
 
-    Every sync reads both; through the ORM that is two queries (the models share no foreign key).
-    """
-    if connection.alias not in _loaders:
+    def build():
         qn = connection.ops.quote_name
-        record, token = _Loader(SyncRecord, connection.alias), _Loader(CalendarToken, connection.alias)
+        record, token = rows.Loader(SyncRecord), rows.Loader(CalendarToken)
         sql = (
             f"SELECT {record.columns('r')}, {token.columns('t')} FROM {qn(record.table)} r"
             f" LEFT JOIN {qn(token.table)} t ON t.{qn('owner_kind')} = r.{qn('owner_kind')} AND t.{qn('owner_id')} = r.{qn('owner_id')}"
             f" WHERE r.{qn('source')} = %s AND r.{qn('object_id')} = %s AND r.{qn('destination')} = %s"
         )
-        _loaders[connection.alias] = (record, token, sql)
-    record, token, sql = _loaders[connection.alias]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [source_key, str(object_id), destination])
-        row = cursor.fetchone()
-    if row is None:
-        return None, None
-    split = len(record.fields)
-    token_pk = row[split + token.fields.index(CalendarToken._meta.pk)]
-    return record.load(row[:split]), None if token_pk is None else token.load(row[split:])
+        return record, token, sql
+
+    record, token, sql = rows.compiled(("record_and_token",), build)
+
+    def load(found):
+        if not found:
+            return None, None
+        row, split = found[0], len(record.fields)
+        token_pk = row[split + token.fields.index(CalendarToken._meta.pk)]
+        return record.load(row[:split]), None if token_pk is None else token.load(row[split:])
+
+    return (sql, [source_key, str(object_id), destination]), load
 
 
 def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
@@ -309,6 +275,23 @@ def _advisory(function, keys):
         return [row[0] is not False for row in cursor.fetchall()]
 
 
+class _Lock:
+    """A PostgreSQL session advisory lock on one sync, taken and released inside the sync's own
+    round trips. `held` is True from the moment taking it is sent until its release has succeeded."""
+
+    def __init__(self, key):
+        self.key, self.held = key, False
+
+    def take(self):
+        if self.key is None or self.held:
+            return []
+        self.held = True
+        return [("SELECT pg_advisory_lock(%s::bigint)", [self.key])]
+
+    def release(self):
+        return [("SELECT pg_advisory_unlock(%s::bigint)", [self.key])] if self.held else []
+
+
 @contextmanager
 def _exclusive(source_key, object_id, destination):
     """Serialize syncs of one object in one destination across workers (a PostgreSQL session advisory lock).
@@ -316,13 +299,17 @@ def _exclusive(source_key, object_id, destination):
     Without it a stale task's write could land after a newer task's, and a crash right then
     would leave the calendar wrong while the record says synced. The lock dies with the
     connection, so a killed worker never leaves it held. Other databases run without it.
+
+    Yields the `_Lock`: the first read sends its taking ahead of its own statements (which
+    therefore see everything committed before the lock was held), the outcome's write its
+    release; whatever ends the sync otherwise releases it here.
     """
-    keys = [_lock_key(source_key, object_id, destination)]
-    _advisory("pg_advisory_lock", keys)
+    lock = _Lock(_lock_key(source_key, object_id, destination) if connection.vendor == "postgresql" else None)
     try:
-        yield
+        yield lock
     finally:
-        _advisory("pg_advisory_unlock", keys)
+        if lock.held:
+            _advisory("pg_advisory_unlock", [lock.key])
 
 
 def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
@@ -333,10 +320,10 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     """
     source = get_source(source_key)
     object_id = str(object_id)
-    with _exclusive(source_key, object_id, destination):
+    with _exclusive(source_key, object_id, destination) as lock:
         try:
             for round_ in range(MAX_ROUNDS):
-                state = _sync_round(source, object_id, destination, first=round_ == 0, reason=reason)
+                state = _sync_round(source, object_id, destination, lock, first=round_ == 0, reason=reason)
                 if state is not None:
                     return state
         except TransientError:
@@ -348,40 +335,81 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     return State.PENDING
 
 
-def _sync_round(source, object_id, destination, first, reason=None):
+def _may_exist(source_key, object_id, destination):
+    """The statement marking `remote_may_exist` before a call that may create the event, read alongside the record.
+
+    It must be committed before the call: a create whose answer is lost then still leaves the
+    record saying an event may exist. Set only while the owner's connection is active and the
+    record is not already synced (a duplicate delivery calls nothing); a sync that then finds
+    nothing to delete clears it again as it finishes.
+    """
+
+    def build():
+        qn = connection.ops.quote_name
+        r, t = qn(SyncRecord._meta.db_table), qn(CalendarToken._meta.db_table)
+        return (
+            f"UPDATE {r} SET {qn('remote_may_exist')} = %s WHERE {qn('source')} = %s AND {qn('object_id')} = %s"
+            f" AND {qn('destination')} = %s AND {qn('remote_may_exist')} = %s"
+            f" AND NOT ({qn('state')} = %s AND {qn('synced_version')} = {qn('version')})"
+            f" AND EXISTS (SELECT 1 FROM {t} WHERE {t}.{qn('owner_kind')} = {r}.{qn('owner_kind')}"
+            f" AND {t}.{qn('owner_id')} = {r}.{qn('owner_id')} AND {t}.{qn('status')} = %s)"
+        )
+
+    params = [True, source_key, object_id, destination, False, State.SYNCED, CalendarToken.Status.ACTIVE]
+    return rows.compiled(("may_exist",), build), params
+
+
+def _read(source, object_id, destination, lock):
+    """(record, token, object) in one round trip where the database allows: the lock first, then
+    the record before the object (its version never claims a newer object than the one read),
+    then the `remote_may_exist` mark."""
+    record_read, load_record = _record_and_token(source.key, object_id, destination)
+    queryset = source.get_queryset()
+    object_read = rows.by_pk(queryset, object_id)
+    before = lock.take()
+    statements = [*before, record_read] + ([object_read.params(object_id)] if object_read else [])
+    results = rows.run([*statements, _may_exist(source.key, object_id, destination)])[len(before) :]
+    record, token = load_record(results[0])
+    if object_read:
+        obj = object_read.load(results[1])
+    else:
+        obj = next(iter(queryset.filter(pk=object_id)), None)  # by primary key: one row at most
+    return record, token, obj
+
+
+def _sync_round(source, object_id, destination, lock, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
-    record, token = _record_and_token(source.key, object_id, destination)
+    record, token, obj = _read(source, object_id, destination, lock)
     if record is None:
         return State.SYNCED  # nothing was ever asked, or the object and its event are gone
     if first and record.state == State.SYNCED and record.synced_version == record.version:
         return State.SYNCED
     version = record.version
-    obj = next(iter(source.get_queryset().filter(pk=object_id)), None)  # by primary key: one row at most
+
+    def finish(state, error=None, operation=None, remote_id=None, log=None):
+        won = _finish(record, version, state, error, source, obj, operation, remote_id, log, after=lock.release())
+        lock.held = False
+        return won
+
     if token is None or not token.is_active:
-        error = None if token is None else "Reconnect the calendar to resume syncing."
-        return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, error) else None
+        return State.NOT_CONNECTED if finish(State.NOT_CONNECTED, None if token is None else "Reconnect the calendar to resume syncing.") else None
     operation = _operation(source, record, obj)
     if operation.is_delete and not record.remote_may_exist and first:
-        return State.SYNCED if _finish(record, version, State.SYNCED, None, source, obj, operation) else None
-    if not operation.is_delete and not record.remote_may_exist:
-        SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
+        return State.SYNCED if finish(State.SYNCED, None, operation) else None
     reason = reason or _reason(operation)
     try:
         outcome = _run(token, [operation], reason, log=False)[0]
     except AuthorizationLost as exc:  # logged by _run
-        return State.NOT_CONNECTED if _finish(record, version, State.NOT_CONNECTED, exc) else None
-
-    def log():
-        audit.log_operations(token, [operation], [outcome], reason)
-
+        return State.NOT_CONNECTED if finish(State.NOT_CONNECTED, exc) else None
+    log = audit.entry_for(token, [operation], [outcome], reason)
     error = outcome.error
     if isinstance(error, TransientError):
         with transaction.atomic():
-            log()
+            rows.run([rows.insert(log)])
             record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
         raise error
     state = State.FAILED if error is not None else State.SYNCED
-    if not _finish(record, version, state, error, source, obj, operation, outcome.remote_id, log=log):
+    if not finish(state, error, operation, outcome.remote_id, log):
         return None
     if error is not None:
         logger.warning("calendar sync failed for %s:%s → %s: %s", source.key, object_id, destination, error)
