@@ -8,13 +8,13 @@ client-side binding, Django's default) the statements of one step share one roun
 """
 from contextlib import nullcontext
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models.query import ModelIterable, get_related_populators
 
 
 def compiled(key, build):
     """`build()` once per connection (each thread has its own) and `key`."""
-    cache = connection.__dict__.setdefault("calendar_sync_compiled", {})
+    cache = connections[connection.alias].__dict__.setdefault("calendar_sync_compiled", {})  # not the shared proxy's
     if key not in cache:
         cache[key] = build()
     return cache[key]
@@ -55,6 +55,8 @@ def _batch(statements, transaction_block, after):
     """One execute() for all. Several statements in one query run as one implicit transaction, so
     a transaction that must commit before `after` (an unlock) is spelled out with BEGIN/COMMIT —
     only outside an atomic block, whose transaction is Django's to commit."""
+    from psycopg.pq import TransactionStatus
+
     sqls = [sql for sql, _ in statements]
     if transaction_block:
         sqls = ["BEGIN", *sqls, "COMMIT"]
@@ -66,8 +68,8 @@ def _batch(statements, transaction_block, after):
         try:
             wrapper.execute("; ".join(sqls), params)
         except Exception:
-            if transaction_block and connection.connection.info.transaction_status != 0:  # not IDLE: end the failed BEGIN
-                connection.connection.execute("ROLLBACK")
+            if transaction_block and connection.connection.info.transaction_status != TransactionStatus.IDLE:
+                connection.connection.execute("ROLLBACK")  # end the failed BEGIN: Django believes it is in autocommit
             raise
         while True:
             results.append(cursor.fetchall() if cursor.rownumber is not None else cursor.rowcount)
