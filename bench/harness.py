@@ -49,12 +49,7 @@ def _recreate_database():
 
 class Stack:
     def __init__(self):
-        self.google = FakeGoogle().start()
-        # The fake answers in two writes (headers, then body). With Nagle's algorithm on, a reused
-        # (keep-alive) connection holds the body back until the client's delayed ACK, ~40 ms later:
-        # a fixture artifact real servers don't have, which would make every kept-alive client —
-        # the bare one below and the worker alike — wait 40 ms per call. Send at once instead.
-        self.google._server.RequestHandlerClass.disable_nagle_algorithm = True
+        self.google = FakeGoogle().start()  # answers at once on kept-alive connections (testing/server.py: no Nagle)
         self.env = {
             **os.environ,
             **self.google.env(),

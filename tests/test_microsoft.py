@@ -63,6 +63,8 @@ def test_lifecycle_costs_three_graph_calls_and_reruns_none(outlook, api, member,
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     assert outlook.events(MS_ACCOUNT) == {}
     assert methods(outlook) == ["POST", "PATCH", "DELETE"]
+    graph = [r for r in outlook.http_requests if r["path"].startswith("/v1.0/")]
+    assert len({r["client"] for r in graph}) == 1  # one kept-alive connection for all three
     for _ in range(3):
         tasks.sync_task.delay("booking", str(booking.pk))
     assert len(outlook.graph_calls()) == 3

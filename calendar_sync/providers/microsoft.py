@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,6 +25,16 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Operation, Outcome, TokenSet, retry_after
+
+_sessions = threading.local()  # per thread: one requests.Session each
+
+
+def _drop_session() -> None:
+    """After a network failure: a timed-out request may still answer later, and that answer must
+    never be read as the next request's. The thread's next call opens new connections."""
+    session, _sessions.pid = getattr(_sessions, "session", None), None
+    if session is not None:
+        session.close()
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +173,6 @@ class MicrosoftProvider(BaseProvider):
     required_settings = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI")
     endpoint_settings = ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT", "MICROSOFT_REDIRECT_URI")
 
-    def __init__(self) -> None:
-        self._session: requests.Session | None = None
-
     # --- settings ----------------------------------------------------------------------------
     def endpoint(self, key: str, strict: bool = False) -> str:
         """Also the derived identity URLs: both live under LOGIN_ROOT and the same tenant."""
@@ -229,10 +238,12 @@ class MicrosoftProvider(BaseProvider):
         return None
 
     # --- Graph HTTP --------------------------------------------------------------------------
-    def _http(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()
-        return self._session
+    @staticmethod
+    def _http() -> requests.Session:
+        """This thread's kept-alive session (TCP and TLS set up once, not per sync); new after a fork."""
+        if getattr(_sessions, "pid", None) != os.getpid():
+            _sessions.pid, _sessions.session = os.getpid(), requests.Session()
+        return _sessions.session
 
     def _call(
         self, access_token: str, method: str, url: str, body: Any = None, limiter: Any = None, parts: int = 1, prefer: str | None = None
@@ -245,6 +256,7 @@ class MicrosoftProvider(BaseProvider):
             with limiter.slot(parts) if limiter else nullcontext():
                 response = self._http().request(method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT"))
         except requests.RequestException as exc:
+            _drop_session()
             raise TransientError(f"Network error talking to Microsoft Graph: {type(exc).__name__}", code="network") from None
         try:
             payload = response.json() if response.content else {}

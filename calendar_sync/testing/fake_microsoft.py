@@ -511,7 +511,9 @@ class FakeMicrosoft(LoopbackServer):
                     headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
                 account = fake._account_for(headers.get("authorization", ""))[0] if path.startswith("/v1.0/") else None
                 with fake.lock:
-                    fake.http_requests.append({"time": time.time(), "method": method, "path": path, "account": account})
+                    fake.http_requests.append(
+                        {"time": time.time(), "method": method, "path": path, "account": account, "client": self.client_address}
+                    )
                 if fake.latency:
                     time.sleep(fake.latency)
                 fault = fake._take_fault(path, batch_part=False)
