@@ -36,6 +36,26 @@ def table(title, rows):
         print(f"  {label.ljust(width)}  {value}")
 
 
+def group_cpu(pgid, split=False):
+    """User+system CPU seconds of the live processes of one process group (a worker and its pool,
+    a server and its workers); with `split`, (the group leader's, the others') instead."""
+    tick = os.sysconf("SC_CLK_TCK")
+    leader = others = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            if int(entry.name) == pgid:
+                leader += int(fields[11]) + int(fields[12])
+            else:
+                others += int(fields[11]) + int(fields[12])
+    return (leader / tick, others / tick) if split else (leader + others) / tick
+
+
 def _recreate_database():
     import psycopg
 
@@ -95,26 +115,6 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(30)
         self.workers = []
-
-    @staticmethod
-    def cpu_seconds(proc, split=False):
-        """User+system CPU of a worker and its pool processes (its process group);
-        with `split`, (the main process's, its pool processes') instead."""
-        tick = os.sysconf("SC_CLK_TCK")
-        main = pool = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == proc.pid:  # process group id
-                if int(entry.name) == proc.pid:
-                    main += int(fields[11]) + int(fields[12])
-                else:
-                    pool += int(fields[11]) + int(fields[12])
-        return (main / tick, pool / tick) if split else (main + pool) / tick
 
     def close(self):
         self.stop_workers()
@@ -207,14 +207,14 @@ class Stack:
         worker = self.start_worker(concurrency, pool, *options)
         # The worker starts consuming before it answers the ping: count only what is synced from here
         # on, against the time and the CPU from here on (its start-up CPU is left out too).
-        cpu_before, started, own_before = self.cpu_seconds(worker, split=True), time.time(), time.process_time()
+        cpu_before, started, own_before = group_cpu(worker.pid, split=True), time.time(), time.process_time()
         already = done.count()
         deadline = time.monotonic() + 600
         while done.count() < len(confirmed):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done.count()} of {len(confirmed)} synced")
             time.sleep(0.2)
-        main, pool = (after - before for after, before in zip(self.cpu_seconds(worker, split=True), cpu_before, strict=True))
+        main, pool = (after - before for after, before in zip(group_cpu(worker.pid, split=True), cpu_before, strict=True))
         watched = time.time() - started
         elapsed = datetime.timestamp(done.aggregate(last=Max("synced_at"))["last"]) - started
         cpu = main + pool

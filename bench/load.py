@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from harness import pct, table  # noqa: E402
+from harness import group_cpu, pct, table  # noqa: E402
 
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft  # noqa: E402  (no Django needed)
 
@@ -92,21 +92,6 @@ def stop_group(proc, grace=10):
             break
         except subprocess.TimeoutExpired:
             continue
-
-
-def group_cpu(pgid):
-    """User+system CPU seconds of the live processes of one process group (a server and its workers)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy():
