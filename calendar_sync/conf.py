@@ -33,6 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_BATCH": 500,
     # DRF rate for starting a connection and for the OAuth callback, per member (or address).
     "CONNECT_THROTTLE_RATE": "30/min",
+    # DRF rate for requests that call the provider (test, calendars, calendar choice, busy times),
+    # per member or shared owner.
+    "PROVIDER_CALL_THROTTLE_RATE": "20/min",
+    # Push notifications for one connection within this many seconds of the last one that pulled
+    # are covered by that pull (replays and bursts cost one pull; 0 = every notification pulls).
+    "PUSH_COALESCE_SECONDS": 1,
     # Seconds a busy-times answer is reused for the same owner and window (a form being edited).
     "BUSY_CACHE_SECONDS": 60,
     # Longest window (days) a busy-times request may ask for.

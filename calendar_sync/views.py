@@ -4,6 +4,7 @@ Provider-neutral: the provider is a URL segment checked against the registry. Th
 views serve two roots: the member's own (`/`) and a host object's shared calendar
 (`/shared/<kind>/<id>/`, staff only).
 """
+import hashlib
 import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -112,6 +113,24 @@ class ConnectThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+class ProviderCallThrottle(SimpleRateThrottle):
+    """Requests that call the provider, per owner: a member, or a shared calendar's host object
+    whichever of the staff asks (CALENDAR_SYNC["PROVIDER_CALL_THROTTLE_RATE"]), so that nobody
+    can spend the project's provider quota for everyone. Every request counts, cached or not."""
+
+    scope = "calendar_sync_provider_call"
+
+    def get_rate(self):
+        return get_setting("PROVIDER_CALL_THROTTLE_RATE")
+
+    def get_cache_key(self, request, view):
+        owner = view.owner  # 404 for an unknown owner
+        # Shared owners by their object's own key, so that no spelling of an id gets a fresh count.
+        ident = owner.id if owner.is_member else resolve(owner).pk
+        digest = hashlib.sha256(f"{owner.kind}:{ident}".encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": digest}
+
+
 class BaseView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, CalendarSyncError):
@@ -129,7 +148,8 @@ class ProviderMixin:
 
 class SharedRouteSchema(AutoSchema):
     """The schema of a connection view under /shared/{kind}/{owner_id}/: the same operation as the
-    member's, plus the owner's path parameters, 403 (staff only) and 404 (no such owner)."""
+    member's, plus the owner's path parameters, 403 (staff only) and 404 (no such owner). A view
+    with throttles documents their 429 and Retry-After wherever it is served."""
 
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
@@ -147,6 +167,12 @@ class SharedRouteSchema(AutoSchema):
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation and getattr(self.view, "throttle_classes", None):  # throttled: 429 with Retry-After
+            operation["responses"].setdefault("429", {
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "description": ERRORS[429].description,
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": RETRY_AFTER.description}},
+            })
         if operation and "{kind}" in path:
             error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             responses = operation["responses"]
@@ -255,6 +281,7 @@ class CalendarsView(OwnedView):
     """The member's calendars they can write to (for the picker)."""
 
     serializer_class = CalendarSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(responses={200: CalendarSerializer(many=True), **errors(401, 409, 502, 503)})
     def get(self, request, **kwargs):
@@ -270,6 +297,7 @@ class SelectCalendarView(OwnedView):
     """Choose the calendar events go to; only ids from the member's writable calendars."""
 
     serializer_class = SelectCalendarSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **errors(400, 401, 403, 409, 413, 415, 502, 503)})
     def put(self, request, **kwargs):
@@ -427,6 +455,7 @@ class BusyView(OwnedView):
     """The member's busy times in a window, from their chosen calendar (briefly cached). Never called on confirm."""
 
     serializer_class = BusySerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(parameters=WINDOW, responses={200: BusySerializer, **errors(400, 401, 409, 503)})
     def get(self, request, **kwargs):
@@ -442,6 +471,7 @@ class TestPushView(OwnedView):
     """Write a short test event to the connection's calendar and remove it: {"ok": true} or the classified error."""
 
     serializer_class = TestPushSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
     def post(self, request, **kwargs):

@@ -1,5 +1,4 @@
 """API plumbing for the whole host: JSON errors everywhere under /api/, safe parsing, bounded pagination."""
-import hashlib
 import logging
 import re
 from http import HTTPStatus
@@ -8,7 +7,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import exceptions, pagination, parsers, serializers, throttling
+from rest_framework import exceptions, pagination, parsers, serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.response import Response
 
@@ -140,18 +139,6 @@ class JsonErrorsMiddleware:
             if header in response:
                 new[header] = response[header]
         return new
-
-
-class LoginThrottle(throttling.SimpleRateThrottle):
-    """Sign-in attempts per client address and account name (REST_FRAMEWORK rate "login")."""
-
-    scope = "login"
-
-    def get_cache_key(self, request, view):
-        username = str(request.data.get("username", ""))[:150].lower() if hasattr(request.data, "get") else ""
-        # Hashed: both parts are client input, and a cache key must be short and plain (memcached refuses others).
-        ident = hashlib.sha256(f"{self.get_ident(request)}:{username}".encode("utf-8", "surrogatepass")).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class ObtainTokenSchema(OpenApiViewExtension):

@@ -48,6 +48,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Django's backend, given usernames in one normal form (the sign-in throttles count that form).
+AUTHENTICATION_BACKENDS = ["managehub.signin.ModelBackend"]
+
 ROOT_URLCONF = "managehub.urls"
 WSGI_APPLICATION = "managehub.wsgi.application"
 
@@ -99,7 +102,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "managehub.api.Pagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "managehub.api.exception_handler",
-    # Sign-in attempts per client address (brute force); the connect endpoints have their own.
+    # Sign-in attempts (API, /accounts/login/, /admin/login/) per account name and per client
+    # address, each (brute force); the connect endpoints have their own.
     "DEFAULT_THROTTLE_RATES": {"login": env.str("LOGIN_THROTTLE_RATE", default="10/min")},
     # Proxies in front of the app: throttles trust X-Forwarded-For only that deep (0 = not at all).
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
@@ -171,10 +175,12 @@ CALENDAR_SYNC = {
     "MICROSOFT_LOGIN_ROOT": env.str("MICROSOFT_LOGIN_ROOT", default="https://login.microsoftonline.com/"),
     "MICROSOFT_GRAPH_ROOT": env.str("MICROSOFT_GRAPH_ROOT", default="https://graph.microsoft.com/v1.0/"),
     "CONNECT_THROTTLE_RATE": env.str("CALENDAR_SYNC_CONNECT_THROTTLE_RATE", default="30/min"),
+    "PROVIDER_CALL_THROTTLE_RATE": env.str("CALENDAR_SYNC_PROVIDER_CALL_THROTTLE_RATE", default="20/min"),
     "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
     "BUSY_CACHE_SECONDS": env.int("CALENDAR_SYNC_BUSY_CACHE_SECONDS", default=60),
     "PULL_KEEP_TITLES": env.bool("CALENDAR_SYNC_PULL_KEEP_TITLES", default=False),
     "PUSH_URL": env.str("CALENDAR_SYNC_PUSH_URL", default=""),
+    "PUSH_COALESCE_SECONDS": env.int("CALENDAR_SYNC_PUSH_COALESCE_SECONDS", default=1),
     "HEALTH_IDLE_SECONDS": env.int("CALENDAR_SYNC_HEALTH_IDLE_SECONDS", default=7 * 24 * 3600),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
     # Workspaces can own a shared (room) calendar that gets every booking of that room.

@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 
 from bookings.models import Booking, Workspace
 from calendar_sync.providers import PROVIDERS
-from managehub.api import LoginThrottle
+from managehub.signin import LoginThrottle
 
 # Fixed, so every run sends the same cases; override to explore (SCHEMA_TEST_SEED=1 SCHEMA_TEST_EXAMPLES=100).
 SEED = int(os.environ.get("SCHEMA_TEST_SEED", 20240611))
@@ -88,9 +88,9 @@ def probe_data(transactional_db):
 
 @pytest.fixture
 def roomy_throttles(fake_google, settings, monkeypatch):
-    """Sign-in and connect limits far above what one run sends, so throttling does not hide the
+    """Sign-in, connect and provider-call limits far above what one run sends, so throttling does not hide the
     answers behind it (the 429s stay documented; test_schema_facts checks that)."""
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "10000/min"}
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "10000/min", "PROVIDER_CALL_THROTTLE_RATE": "10000/min"}
     # DRF copies DEFAULT_THROTTLE_RATES into the throttle class at import: a settings override misses it.
     monkeypatch.setitem(LoginThrottle.THROTTLE_RATES, LoginThrottle.scope, "10000/min")
 
