@@ -24,14 +24,14 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "managehub.apps.AdminConfig",  # django.contrib.admin with the credential-safe site (managehub.admin)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "calendar_sync",
     "bookings",
@@ -94,7 +94,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "managehub.api.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -108,6 +108,8 @@ REST_FRAMEWORK = {
     # Proxies in front of the app: throttles trust X-Forwarded-For only that deep (0 = not at all).
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+# API tokens (django-rest-knox): only a hash is stored; each token expires this many days after sign-in.
+REST_KNOX = {"TOKEN_TTL": timedelta(days=env.int("API_TOKEN_TTL_DAYS", default=30)), "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "ManageHub API",
     "DESCRIPTION": "Workspaces, bookings and calendar sync (Google Calendar, Outlook).",

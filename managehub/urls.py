@@ -3,18 +3,31 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import ObtainAuthToken
+from knox.views import LoginView
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.settings import api_settings
 
 from bookings import pages
 from managehub.signin import SIGN_IN_THROTTLES, throttle_sign_in
 
 
-class ObtainToken(ObtainAuthToken):
-    """Username and password for an API token, throttled against brute force (managehub.signin)."""
+class ObtainToken(LoginView):
+    """Username and password for an API token, throttled against brute force (managehub.signin).
 
+    knox stores only the token's hash and gives it an expiry (REST_KNOX["TOKEN_TTL"]); the answer
+    is `{"token", "expiry"}`. Signing in makes no session: the token is the credential.
+    """
+
+    permission_classes = ()
     throttle_classes = SIGN_IN_THROTTLES
-    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ObtainAuthToken pins DRF's own; ours refuse deep nesting
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ours refuse deep nesting
+    serializer_class = AuthTokenSerializer
+
+    def post(self, request, format=None):
+        serializer = self.serializer_class(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        request.user = serializer.validated_data["user"]
+        return super().post(request, format)
 
 
 urlpatterns = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from bookings.models import Booking, Workspace
 from calendar_sync.providers import PROVIDERS
@@ -68,7 +68,7 @@ def probe_data(transactional_db):
     """A member with an API token, a workspace, their bookings (pending, confirmed, cancelled) and someone else's."""
     member = get_user_model().objects.create_user(username="probe", password="probe-password-123")
     other = get_user_model().objects.create_user(username="other", password="other-password-123")
-    token = Token.objects.create(user=member)
+    _, token = AuthToken.objects.create(user=member)
     workspace = Workspace.objects.create(name="The Loft", address="1 Harbour St, Lisbon", time_zone="Europe/Lisbon")
     start = timezone.now().replace(microsecond=0) + timedelta(days=2)
     bookings = [
@@ -83,7 +83,7 @@ def probe_data(transactional_db):
         ),
         Booking.objects.create(user=other, workspace=workspace, title="Not yours", start=start, end=start + timedelta(hours=1)),
     ]
-    return {"token": token.key, "workspace": workspace, "bookings": bookings}
+    return {"token": token, "workspace": workspace, "bookings": bookings}
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def test_schema_facts(schema):
     _documents_errors(_op(schema, "/api/workspaces/{id}", "get"), 401, 404)
 
     token = _op(schema, "/api/auth/token", "post")
-    assert _json_schema(schema, token["responses"]["200"])["required"] == ["token"]
+    assert "token" in _json_schema(schema, token["responses"]["200"])["required"]
     _documents_errors(token, 400, 429)
     assert {} in token["security"], "no credentials are needed to sign in"
 
