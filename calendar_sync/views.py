@@ -345,8 +345,8 @@ class FeedView(BaseView):
         },
     )
     def post(self, request):
-        feed = CalendarFeed.objects.filter(user=request.user).first()
-        return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
+        feed, created = CalendarFeed.get_or_issue(request.user)
+        return self._answer(request, feed, 201 if created else 200)
 
     @extend_schema(responses={204: OpenApiResponse(description="Off (or was never on)"), **errors(401, 403)})
     def delete(self, request):
