@@ -418,8 +418,10 @@ class SharedResyncView(OwnedView):
 
 
 WINDOW = [
-    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window."),
-    OpenApiParameter("end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start."),
+    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window, 1900-01-01 to 2999-12-31 (UTC)."),
+    OpenApiParameter(
+        "end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start, by 2999-12-31 (UTC)."
+    ),
 ]
 
 
