@@ -20,7 +20,7 @@ from django.utils import timezone
 from tzlocal.windows_tz import win_tz
 
 from bookings.models import Booking, Workspace
-from calendar_sync import awareness
+from calendar_sync import awareness, sync
 from calendar_sync.conf import get_setting
 from calendar_sync.models import BusyBlock, CalendarFeed
 from calendar_sync.owners import Owner
@@ -91,6 +91,21 @@ def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_mic
     assert run(api.post, f"/api/bookings/{ours.pk}/confirm/").status_code == 200
     awareness.pull(owner)
     assert list(BusyBlock.objects.values_list("remote_id", flat=True)) == [outside]
+
+
+def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_booking(fake_microsoft, staff, workspace, member, api, make_booking, run):
+    owner = connect_room(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
+    booking = make_booking(member, hours_from_now=48, duration=2)
+    fake_microsoft.lose_response()
+    run(api.post, f"/api/bookings/{booking.pk}/confirm/")  # the create lands in the room calendar, its answer is lost
+    awareness.pull(owner)  # delta reads carry no extended property and no id is stored yet: imported
+    assert BusyBlock.objects.count() == 1
+    sync.sync_object("booking", booking.pk, "workspace")  # the retry finds the event by our property and stores its id
+    later = {"start": (booking.start + HOUR).isoformat(), "end": (booking.end + HOUR).isoformat()}
+    response = run(api.patch, f"/api/bookings/{booking.pk}/", later, format="json")
+    assert response.status_code == 200, response.content  # never in its own way
+    awareness.pull(owner)
+    assert not BusyBlock.objects.exists()
 
 
 def test_outlook_busy_times_include_outside_events_with_a_transaction_id(fake_microsoft, api, run):
