@@ -43,8 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "BUSY_CACHE_SECONDS": 60,
     # Longest window (days) a busy-times request may ask for.
     "BUSY_MAX_DAYS": 90,
-    # Shared calendars are read this many days ahead for bookings made outside the app.
-    "PULL_WINDOW_DAYS": 180,
+    # Shared calendars are always read at least this many days ahead for bookings made outside the
+    # app: more than the host lets bookings be made ahead (a year by default, as series need).
+    "PULL_WINDOW_DAYS": 366,
     # Keep the titles of events made outside the app in busy blocks (off: times only).
     "PULL_KEEP_TITLES": False,
     # Public https base URL the providers may call with push notifications ("" = pull only).

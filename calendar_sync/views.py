@@ -373,8 +373,8 @@ class FeedView(BaseView):
         },
     )
     def post(self, request):
-        feed = CalendarFeed.objects.filter(user=request.user).first()
-        return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
+        feed, created = CalendarFeed.get_or_issue(request.user)
+        return self._answer(request, feed, 201 if created else 200)
 
     @extend_schema(responses={204: OpenApiResponse(description="Off (or was never on)"), **errors(401, 403)})
     def delete(self, request):
@@ -446,8 +446,10 @@ class SharedResyncView(OwnedView):
 
 
 WINDOW = [
-    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window."),
-    OpenApiParameter("end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start."),
+    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window, 1900-01-01 to 2999-12-31 (UTC)."),
+    OpenApiParameter(
+        "end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start, by 2999-12-31 (UTC)."
+    ),
 ]
 
 

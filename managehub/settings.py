@@ -155,6 +155,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Bookings: how far ahead they may be made (days; a year, as recurring series need) and how long
+# one may last (hours). Room calendars are read further ahead than the horizon (bookings.E001).
+BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
+BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=24)
+
 CALENDAR_SYNC = {
     "GOOGLE_CLIENT_ID": env.str("GOOGLE_CLIENT_ID", default=""),
     "GOOGLE_CLIENT_SECRET": env.str("GOOGLE_CLIENT_SECRET", default=""),
@@ -181,6 +186,8 @@ CALENDAR_SYNC = {
     "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
     "BUSY_CACHE_SECONDS": env.int("CALENDAR_SYNC_BUSY_CACHE_SECONDS", default=60),
     "PULL_KEEP_TITLES": env.bool("CALENDAR_SYNC_PULL_KEEP_TITLES", default=False),
+    # Room calendars are read a day beyond the booking horizon, so every bookable time is covered.
+    "PULL_WINDOW_DAYS": BOOKING_HORIZON_DAYS + 1,
     "PUSH_URL": env.str("CALENDAR_SYNC_PUSH_URL", default=""),
     "PUSH_COALESCE_SECONDS": env.int("CALENDAR_SYNC_PUSH_COALESCE_SECONDS", default=1),
     "HEALTH_IDLE_SECONDS": env.int("CALENDAR_SYNC_HEALTH_IDLE_SECONDS", default=7 * 24 * 3600),
