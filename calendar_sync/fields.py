@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from django.conf import settings
 from encrypted_fields.fields import EncryptedTextField
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, Undecryptable
 
 
 @lru_cache(maxsize=8)
@@ -60,7 +60,7 @@ class SecretField(EncryptedTextField):
         try:
             return _decrypt(self.f, value)
         except InvalidToken:
-            raise ConfigurationError(
+            raise Undecryptable(
                 f"{self.model.__name__}.{self.name} cannot be decrypted with the configured "
                 "SECRET_KEY/SECRET_KEY_FALLBACKS and SALT_KEY. Restore the key the tokens were "
                 "written with (as a fallback) and run `manage.py calendar_sync_rotate_keys`."
