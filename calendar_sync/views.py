@@ -81,8 +81,7 @@ def error_response(code, detail, http_status):
 
 def provider_error_response(exc):
     """Map our error hierarchy to HTTP once, for every view."""
-    if isinstance(exc, Undecryptable):
-        logger.error("calendar sync: %s", exc)  # for the operator; the member is told nothing about keys
+    if isinstance(exc, Undecryptable):  # the operator's log says what to do; the member is told nothing about keys
         return error_response("unavailable", "This calendar connection can't be used at the moment; try again later, or disconnect it and connect again.", 503)
     if isinstance(exc, ConfigurationError):
         return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 ENTRY_POINTS = ["api", "admin", "command"]
 TEAM = "team@group.calendar.google.com"
 CHANGELIST = "/admin/calendar_sync/calendartoken/"
-SECRET_WORDS = ("SECRET_KEY", "SALT_KEY", "decrypt", "rotate", "Fernet")
+SECRET_WORDS = ("SECRET_KEY", "SALT_KEY", "FALLBACKS", "rotate", "Fernet")  # key management, for operators only
 
 
 @dataclass
@@ -248,3 +248,28 @@ def test_a_member_sees_no_key_management_details(scene, settings, run):
     assert response.status_code == 200 and response.json() == {"disconnected": True, "revoked": False, "reason": "undecryptable"}
     assert api.get("/api/calendar-sync/status").json()["connected"] is False
     assert run(api.delete, "/api/calendar-sync/disconnect").status_code == 404
+
+
+def test_a_sync_that_cannot_read_the_secrets_names_no_internals(scene, settings, run, make_booking, member):
+    drop_the_key(settings)
+    booking = make_booking(member, hours_from_now=72)
+    assert run(scene.member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    shown = scene.member_api.get(f"/api/bookings/{booking.pk}/").json()["calendar_sync"]
+    assert shown["member"]["state"] == "failed" and shown["member"]["last_error"], shown
+    assert not any(word.lower() in str(shown).lower() for word in SECRET_WORDS), shown
+
+
+def test_view_only_staff_cannot_run_the_connection_actions(scene, run, make_user):
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_calendartoken"))
+    client = Client()
+    client.force_login(viewer)
+    assert client.get(CHANGELIST).status_code == 200
+    token = scene.token
+    for action in ("change_calendar", "resync"):
+        response = run(client.post, CHANGELIST, {"action": action, "calendar_id": TEAM, "_selected_action": [str(token.pk)]}, follow=True)
+        assert response.status_code == 200 and "No action selected" in response.content.decode(), action
+    assert scene.token.calendar_id == "primary" and scene.token.push_channel == token.push_channel
+    assert scene.google.api_calls() == []
