@@ -11,15 +11,18 @@ to `tasks.schedule`, which enqueues them once the transaction commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import F
+from django.db import models
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import awareness, oauth, push
 from .exceptions import NotConnected
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
+from .providers.base import Calendar
 from .sources import get_source
 from .sync import destinations
 
@@ -84,7 +87,7 @@ def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnecte
     return Disconnected(revoked, why)
 
 
-def _same_calendar(current: str, wanted: str, calendars) -> bool:
+def _same_calendar(current: str, wanted: str, calendars: Iterable[Calendar]) -> bool:
     """"primary" and the primary calendar's own id name the same calendar."""
     primary = next((c.id for c in calendars if c.primary), None)
     return current == wanted or {current, wanted} == {"primary", primary}
@@ -118,7 +121,7 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
     return work
 
 
-def resync_records(records) -> list[Task]:
+def resync_records(records: QuerySet[SyncRecord]) -> list[Task]:
     """Mark these SyncRecords pending again (a new version) and return one sync each."""
     rows = list(records.values_list("pk", "source", "object_id", "destination"))
     SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
@@ -127,19 +130,19 @@ def resync_records(records) -> list[Task]:
     return [Task("sync", (source, object_id, destination, Reason.RESYNC.value)) for _, source, object_id, destination in rows]
 
 
-def resync_objects(source_key: str, objects) -> list[Task]:
+def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Task]:
     """Resync these objects of one source in every destination, creating records for any never synced."""
     source = get_source(source_key)
-    objects = list(objects)
+    items = list(objects)
     SyncRecord.objects.bulk_create(
         [
             SyncRecord(source=source_key, object_id=str(o.pk), destination=role, **owner.lookup())
-            for o in objects
+            for o in items
             for role, owner in destinations(source, o).items()
         ],
         ignore_conflicts=True,
     )
-    return resync_records(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in objects]))
+    return resync_records(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items]))
 
 
 def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
