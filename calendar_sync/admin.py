@@ -1,10 +1,12 @@
 """Operators manage connections and sync work here; tokens are never loaded, shown or editable."""
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
 
-from . import oauth, tasks
+from . import flows, oauth, tasks
 from .exceptions import CalendarSyncError
 from .fields import SecretField
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -38,6 +40,10 @@ class SecretSafeAdmin(admin.ModelAdmin):
         return [o for o in super().get_ordering(request) if not touches_secret(self.model, o.lstrip("-"))]
 
 
+class ConnectionActionForm(ActionForm):
+    calendar_id = forms.CharField(required=False, max_length=1024, label="Calendar id", help_text="for “Change calendar”")
+
+
 @admin.register(CalendarToken)
 class CalendarTokenAdmin(SecretSafeAdmin):
     list_display = ("owner", "provider", "calendar_id", "status", "connected_by", "expires_at", "last_error", "updated_at")
@@ -45,7 +51,8 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
     fields = ("owner_kind", "owner_id", "user", "connected_by", "provider", "calendar_id", "status", "scopes", "expires_at", "last_error", "created_at", "updated_at")
     readonly_fields = fields
-    actions = ("refresh_now", "disconnect")
+    actions = ("refresh_now", "disconnect", "change_calendar", "resync")
+    action_form = ConnectionActionForm
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by")
@@ -60,11 +67,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_refresh_permission(self, request):
-        """Refreshing writes the connection: the change permission (the form stays read-only)."""
-        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
-
-    @admin.action(description="Refresh access token now", permissions=["refresh"])
+    @admin.action(description="Refresh access token now", permissions=["manage"])
     def refresh_now(self, request, queryset):
         done = 0
         for token in queryset:
@@ -78,9 +81,41 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     @admin.action(description="Revoke and disconnect", permissions=["delete"])
     def disconnect(self, request, queryset):
         for token in queryset:
-            revoked, reason = oauth.disconnect(token)
-            level = messages.SUCCESS if revoked else messages.WARNING
-            self.message_user(request, f"{token}: disconnected" + ("" if revoked else f" (not revoked: {reason})"), level)
+            try:
+                result = flows.disconnect(Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST)
+            except CalendarSyncError as exc:
+                self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
+                continue
+            level = messages.SUCCESS if result.revoked else messages.WARNING
+            self.message_user(request, f"{token}: disconnected" + ("" if result.revoked else f" (not revoked: {result.reason})"), level)
+
+    def has_manage_permission(self, request):
+        """Refreshing, changing the calendar and resyncing change connections: they need the change permission
+        (checked here: the admin's own change permission is off, as nothing is edited in a form)."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.action(description="Change calendar to the id given below", permissions=["manage"])
+    def change_calendar(self, request, queryset):
+        calendar_id = request.POST.get("calendar_id", "").strip()
+        if not calendar_id:
+            self.message_user(request, "Give the calendar id to change to.", messages.ERROR)
+            return
+        for token in queryset:
+            try:
+                tasks.schedule(flows.change_calendar(Owner(token.owner_kind, token.owner_id), calendar_id, AccessLog.Reason.STAFF_REQUEST))
+            except flows.UnknownCalendar:
+                self.message_user(request, f"{token}: {calendar_id!r} is not one of its writable calendars.", messages.ERROR)
+            except CalendarSyncError as exc:
+                self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
+            else:
+                self.message_user(request, f"{token}: events go to {calendar_id} now; moving the existing ones.")
+
+    @admin.action(description="Resync (push every upcoming event again)", permissions=["manage"])
+    def resync(self, request, queryset):
+        for token in queryset:
+            tasks.schedule(flows.resync(Owner(token.owner_kind, token.owner_id)))
+        self.message_user(request, f"Queued a full resync for {len(queryset)} connection(s).")
 
 
 @admin.register(SyncRecord)
@@ -96,8 +131,9 @@ class SyncRecordAdmin(SecretSafeAdmin):
 
     @admin.action(description="Resync selected", permissions=["change"])
     def resync(self, request, queryset):
-        count = tasks.resync(queryset)
-        self.message_user(request, f"Queued {count} sync(s).")
+        work = flows.resync_records(queryset)
+        tasks.schedule(work)
+        self.message_user(request, f"Queued {len(work)} sync(s).")
 
 
 

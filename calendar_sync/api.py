@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import models
 
-from . import tasks
+from . import flows, tasks
 from .awareness import external_busy
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
@@ -41,8 +41,11 @@ def sync_states(source_key: str, objects: Iterable[models.Model]) -> dict[str, d
 
 
 def resync(source_key: str, objects: Iterable[models.Model]) -> int:
-    """Bring these objects' events up to date again in every destination. Returns how many syncs were queued."""
-    return tasks.resync_objects(source_key, list(objects))
+    """Bring these objects' events up to date again in every destination. Returns how many syncs were
+    queued (enqueued when the caller's transaction commits)."""
+    work = flows.resync_objects(source_key, objects)
+    tasks.schedule(work)
+    return len(work)
 
 
 def connection(owner: Owner) -> dict[str, Any]:

@@ -49,3 +49,11 @@ class ConfigurationError(CalendarSyncError, ImproperlyConfigured):
     """A setting is missing or wrong (including a key that cannot decrypt stored tokens)."""
 
     code = "configuration"
+
+
+class Undecryptable(ConfigurationError):
+    """A stored secret no configured key can decrypt (a key rotated without keeping the old one).
+
+    The message tells the operator what to do; members are never shown it."""
+
+    code = "undecryptable"

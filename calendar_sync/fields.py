@@ -6,6 +6,7 @@ derives its keys from the *current* settings (cached per key set), so a rotation
 `override_settings` is honoured without a restart.
 """
 import base64
+import logging
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -14,7 +15,9 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from django.conf import settings
 from encrypted_fields.fields import EncryptedTextField
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, Undecryptable
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -60,11 +63,13 @@ class SecretField(EncryptedTextField):
         try:
             return _decrypt(self.f, value)
         except InvalidToken:
-            raise ConfigurationError(
-                f"{self.model.__name__}.{self.name} cannot be decrypted with the configured "
-                "SECRET_KEY/SECRET_KEY_FALLBACKS and SALT_KEY. Restore the key the tokens were "
-                "written with (as a fallback) and run `manage.py calendar_sync_rotate_keys`."
-            ) from None
+            # What to do goes to the operator's log; the error itself may reach a member (a sync's last_error).
+            logger.error(
+                "%s.%s cannot be decrypted with the configured SECRET_KEY/SECRET_KEY_FALLBACKS and SALT_KEY. Restore the "
+                "key the tokens were written with (as a fallback) and run `manage.py calendar_sync_rotate_keys`.",
+                self.model.__name__, self.name,
+            )
+            raise Undecryptable("The stored calendar credentials cannot be read on this server; an administrator must fix it.") from None
 
     def to_python(self, value):
         return value

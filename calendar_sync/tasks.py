@@ -4,17 +4,18 @@ The core (`sync`) returns what must be enqueued; enqueueing happens only here.
 """
 import logging
 import random
+from functools import partial
 
 from celery import shared_task
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, awareness, push, sync
+from . import audit, awareness, flows, push, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
 from .owners import Owner
-from .sources import get_source
 
 logger = logging.getLogger(__name__)
 MEMBER_ROLE = sync.MEMBER_ROLE
@@ -48,28 +49,37 @@ def enqueue_work(work):
 
 
 def resync(records):
-    """Mark SyncRecords pending again (new version) and enqueue them. Returns how many."""
-    rows = list(records.values_list("pk", "source", "object_id", "destination"))
-    SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
-        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
-    )
-    for _, source_key, object_id, destination in rows:
-        enqueue(source_key, object_id, destination, reason=AccessLog.Reason.RESYNC)
-    return len(rows)
+    """Mark SyncRecords pending again (new version) and enqueue them now. Returns how many."""
+    work = flows.resync_records(records)
+    send(work)
+    return len(work)
 
 
 def resync_objects(source_key, objects):
-    """Resync these objects of one source in every destination, creating records for any never synced."""
-    source = get_source(source_key)
-    SyncRecord.objects.bulk_create(
-        [
-            SyncRecord(source=source_key, object_id=str(o.pk), destination=role, **owner.lookup())
-            for o in objects
-            for role, owner in sync.destinations(source, o).items()
-        ],
-        ignore_conflicts=True,
-    )
-    return resync(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in objects]))
+    """Resync these objects of one source in every destination now, creating records for any never synced."""
+    work = flows.resync_objects(source_key, objects)
+    send(work)
+    return len(work)
+
+
+def send(work):
+    """Enqueue what a flow returned, now. A broker failure is logged: sync records stay for the sweeper."""
+    for item in work:
+        if item.name == "sync":
+            source_key, object_id, destination, reason = item.args
+            enqueue(source_key, object_id, destination, reason=reason)
+            continue
+        try:
+            TASKS[item.name].delay(*item.args)
+        except Exception as exc:  # noqa: BLE001 - any broker failure
+            logger.warning("calendar task %s%s not enqueued (%s)", item.name, item.args, type(exc).__name__)
+
+
+def schedule(work):
+    """Enqueue what a flow returned once the current transaction commits (at once outside one)."""
+    work = list(work)
+    if work:
+        transaction.on_commit(partial(send, work))
 
 
 @shared_task(name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -150,3 +160,7 @@ def health_task(include_recent=False):
 def renew_push_task():
     """Beat: give every shared connection a live push channel, renewing those expiring within a day."""
     return push.renew_all()
+
+
+#: What `flows.Task` names: the task each one enqueues ("sync" goes through `enqueue`).
+TASKS = {"backfill": backfill_task, "move_calendar": move_calendar_task, "pull": pull_task, "renew_push": renew_push_task}

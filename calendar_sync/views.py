@@ -8,7 +8,6 @@ import hashlib
 import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
 from drf_spectacular.openapi import AutoSchema
@@ -21,11 +20,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import awareness, oauth, push, tasks
+from . import awareness, flows, oauth, tasks
 from .api import shared_connections
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError
-from .models import AccessLog, CalendarFeed, CalendarToken, SyncRecord
+from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError, Undecryptable
+from .models import AccessLog, CalendarFeed
 from .owners import Owner, resolve, shared_kinds
 from .providers import PROVIDERS
 from .serializers import (
@@ -83,6 +82,8 @@ def error_response(code, detail, http_status):
 
 def provider_error_response(exc):
     """Map our error hierarchy to HTTP once, for every view."""
+    if isinstance(exc, Undecryptable):  # the operator's log says what to do; the member is told nothing about keys
+        return error_response("unavailable", "This calendar connection can't be used at the moment; try again later, or disconnect it and connect again.", 503)
     if isinstance(exc, ConfigurationError):
         return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)
     if isinstance(exc, NotConnected):
@@ -202,6 +203,11 @@ class OwnedView(BaseView):
     def token(self):
         return self.owner.token()
 
+    @property
+    def reason(self):
+        """Why the provider is called, for the access log: the member's own request, or staff's."""
+        return AccessLog.Reason.MEMBER_REQUEST if "kind" not in self.kwargs else AccessLog.Reason.STAFF_REQUEST
+
 
 class AuthorizationURLView(ProviderMixin, OwnedView):
     """Start connecting: returns the provider's consent URL for the current member."""
@@ -252,10 +258,7 @@ class CallbackView(ProviderMixin, BaseView):
         except ConfigurationError as exc:
             logger.error("calendar connect misconfigured: %s", exc)
             return self._redirect(None, calendar_sync="error", reason="not_configured")
-        transaction.on_commit(lambda: tasks.backfill_task.delay(token.owner_kind, token.owner_id))
-        if token.is_shared:  # read what is already booked in it, so the overlap rule knows at once; push makes it sooner
-            transaction.on_commit(lambda: tasks.pull_task.delay(token.owner_kind, token.owner_id))
-            transaction.on_commit(tasks.renew_push_task.delay)
+        tasks.schedule(flows.connect(token))
         return self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected")
 
     @staticmethod
@@ -303,22 +306,10 @@ class SelectCalendarView(OwnedView):
     def put(self, request, **kwargs):
         serializer = SelectCalendarSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = self.token()
-        if token is None:
-            return error_response("not_connected", "Connect a calendar first.", 409)
-        wanted = serializer.validated_data["calendar_id"]
-        calendars = oauth.calendars(token)
-        if wanted != "primary" and wanted not in {c.id for c in calendars}:
+        try:
+            tasks.schedule(flows.change_calendar(self.owner, serializer.validated_data["calendar_id"], self.reason))
+        except flows.UnknownCalendar:
             return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
-        if wanted != token.calendar_id:
-            CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
-            awareness.forget(self.owner)  # what was read from the old calendar no longer applies
-            if token.push_channel:
-                push.stop_watch(token)
-                token.calendar_id = wanted
-                push.ensure_watch(token)
-            old = token.calendar_id
-            transaction.on_commit(lambda: tasks.move_calendar_task.delay(token.owner_kind, token.owner_id, old))
         return Response(StatusSerializer.for_owner(self.owner).data)
 
 
@@ -337,18 +328,13 @@ class DisconnectView(OwnedView):
         }
     )
     def delete(self, request, **kwargs):
-        owner = self.owner
-        token = owner.token()
-        if token is None:
+        try:
+            result = flows.disconnect(self.owner, self.reason)
+        except NotConnected:
             return error_response("not_connected", "No calendar is connected.", 404)
-        if token.push_channel:
-            push.stop_watch(token)  # needs the grant: before it goes
-        revoked, reason = oauth.disconnect(token)
-        awareness.forget(owner)
-        SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(state=SyncRecord.State.NOT_CONNECTED)
-        if revoked:
+        if result.revoked:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": reason}).data)
+        return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": result.reason}).data)
 
 
 class FeedView(BaseView):
@@ -437,11 +423,10 @@ class SharedResyncView(OwnedView):
 
     @extend_schema(request=None, responses={202: OpenApiResponse(description="Queued"), **errors(401, 403, 404, 409)})
     def post(self, request, kind, owner_id):
-        owner = self.owner
-        if owner.token() is None:
+        try:
+            tasks.schedule(flows.resync(self.owner))
+        except NotConnected:
             return error_response("not_connected", "No calendar is connected.", 409)
-        tasks.resync(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **owner.lookup()))
-        transaction.on_commit(lambda: tasks.backfill_task.delay(owner.kind, owner.id))
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -477,5 +462,4 @@ class TestPushView(OwnedView):
 
     @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
     def post(self, request, **kwargs):
-        reason = AccessLog.Reason.MEMBER_REQUEST if self.owner.is_member else AccessLog.Reason.STAFF_REQUEST
-        return Response(TestPushSerializer(awareness.test_push(self.owner, reason)).data)
+        return Response(TestPushSerializer(flows.test(self.owner, self.reason)).data)

@@ -14,7 +14,7 @@ from tests.conftest import GOOGLE_ACCOUNT
 pytestmark = pytest.mark.django_db
 
 
-def test_resync_failed_only(google_connected, member, make_booking):
+def test_resync_failed_only(google_connected, member, make_booking, run):
     ok = make_booking(member, hours_from_now=24, status=Booking.Status.CONFIRMED)
     bad = make_booking(member, hours_from_now=48, status=Booking.Status.CONFIRMED)
     tasks.sync_task.delay("booking", str(ok.pk))
@@ -23,7 +23,7 @@ def test_resync_failed_only(google_connected, member, make_booking):
     assert SyncRecord.objects.get(object_id=str(bad.pk)).state == "failed"
     google_connected.reset_log()
     out = io.StringIO()
-    call_command("calendar_sync_resync", "--user", "alice", "--failed", stdout=out)
+    run(call_command, "calendar_sync_resync", "--user", "alice", "--failed", stdout=out)  # enqueued on commit
     assert "Queued 1 failed" in out.getvalue()
     assert SyncRecord.objects.get(object_id=str(bad.pk)).state == "synced"
     from calendar_sync.sources import get_source
@@ -33,12 +33,12 @@ def test_resync_failed_only(google_connected, member, make_booking):
     assert len(google_connected.events(GOOGLE_ACCOUNT)) == 2
 
 
-def test_full_resync_pushes_upcoming_again(google_connected, member, make_booking):
+def test_full_resync_pushes_upcoming_again(google_connected, member, make_booking, run):
     booking = make_booking(member, status=Booking.Status.CONFIRMED)
     tasks.sync_task.delay("booking", str(booking.pk))
     with google_connected.lock:
         google_connected.accounts[GOOGLE_ACCOUNT]["events"].clear()  # the calendar lost everything
-    call_command("calendar_sync_resync", "--all", stdout=io.StringIO())
+    run(call_command, "calendar_sync_resync", "--all", stdout=io.StringIO())
     assert len(google_connected.events(GOOGLE_ACCOUNT)) == 1
 
 
@@ -47,13 +47,13 @@ def test_resync_unknown_user(db):
         call_command("calendar_sync_resync", "--user", "nobody")
 
 
-def test_admin_resync_action_on_bookings(google_connected, member, staff, client, make_booking):
+def test_admin_resync_action_on_bookings(google_connected, member, staff, client, make_booking, run):
     booking = make_booking(member, status=Booking.Status.CONFIRMED)  # confirmed before any sync ran
     SyncRecord.objects.all().delete()
     staff.is_superuser = True
     staff.save()
     client.force_login(staff)
-    client.post("/admin/bookings/booking/", {"action": "resync", "_selected_action": [str(booking.pk)]})
+    run(client.post, "/admin/bookings/booking/", {"action": "resync", "_selected_action": [str(booking.pk)]})
     assert SyncRecord.objects.get(object_id=str(booking.pk)).state == "synced"
     assert len(google_connected.events(GOOGLE_ACCOUNT)) == 1
     page = client.get("/admin/bookings/booking/").content.decode()

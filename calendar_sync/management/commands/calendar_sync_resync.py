@@ -6,8 +6,9 @@ Without --failed an owner's upcoming objects and all their unsynced work are pus
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from calendar_sync import tasks
-from calendar_sync.models import CalendarToken, SyncRecord
+from calendar_sync import flows, tasks
+from calendar_sync.exceptions import NotConnected
+from calendar_sync.models import CalendarToken
 from calendar_sync.owners import Owner, parse
 
 
@@ -16,6 +17,17 @@ def parse_owner(value):
         return parse(value)
     except ValueError as exc:
         raise CommandError(f"--owner: {exc}.") from None
+
+
+def member_or_owner(user=None, owner=None):
+    """The Owner named by --user USERNAME (a member) or --owner KIND:ID (a shared calendar)."""
+    if owner:
+        return parse_owner(owner)
+    User = get_user_model()
+    try:
+        return Owner.member(User.objects.get(**{User.USERNAME_FIELD: user}))
+    except User.DoesNotExist:
+        raise CommandError(f"No user {user!r}.") from None
 
 
 class Command(BaseCommand):
@@ -29,20 +41,18 @@ class Command(BaseCommand):
         parser.add_argument("--failed", action="store_true", help="only syncs that failed")
 
     def handle(self, *args, user=None, owner=None, failed=False, **options):
-        if user:
-            User = get_user_model()
-            try:
-                owners = [Owner.member(User.objects.get(**{User.USERNAME_FIELD: user}))]
-            except User.DoesNotExist:
-                raise CommandError(f"No user {user!r}.") from None
-        elif owner:
-            owners = [parse_owner(owner)]
+        if user or owner:
+            owners = [member_or_owner(user, owner)]
         else:
             owners = [Owner(kind, pk) for kind, pk in CalendarToken.objects.values_list("owner_kind", "owner_id")]
-        if failed:
-            count = sum(tasks.resync(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **o.lookup())) for o in owners)
-            self.stdout.write(self.style.SUCCESS(f"Queued {count} failed sync(s)."))
-            return
+        work = []
         for o in owners:
-            tasks.backfill_task.delay(o.kind, o.id)
-        self.stdout.write(self.style.SUCCESS(f"Queued a full resync for {len(owners)} connection(s)."))
+            try:
+                work += flows.resync(o, failed_only=failed)
+            except NotConnected:
+                raise CommandError(f"{o} has no calendar connected.") from None
+        tasks.schedule(work)
+        if failed:
+            self.stdout.write(self.style.SUCCESS(f"Queued {len(work)} failed sync(s)."))
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Queued a full resync for {len(owners)} connection(s)."))

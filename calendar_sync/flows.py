@@ -1,0 +1,160 @@
+"""What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
+
+connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
+Views, admin actions, management commands and the host API call these and repeat none of
+their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
+a calendar change that read the old calendar after setting the new one, and moved nothing).
+
+No Celery here: a flow returns the follow-up work as `Task`s, and the entry point hands them
+to `tasks.schedule`, which enqueues them once the transaction commits.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import models
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from . import awareness, oauth, push
+from .exceptions import NotConnected
+from .models import AccessLog, CalendarToken, SyncRecord
+from .owners import Owner
+from .providers.base import Calendar
+from .sources import get_source
+from .sync import destinations
+
+logger = logging.getLogger(__name__)
+Reason = AccessLog.Reason
+
+
+@dataclass(frozen=True)
+class Task:
+    """Follow-up work for the entry point to enqueue after commit: a task of `tasks.TASKS` by name,
+    with its arguments (primary keys and plain strings only, never a token)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """Deleted here; `revoked` says whether the provider confirmed the revoke, `reason` why not."""
+
+    revoked: bool
+    reason: str = ""
+
+
+class UnknownCalendar(ValueError):
+    """The calendar asked for is not one of the connection's writable calendars."""
+
+
+def connection(owner: Owner) -> CalendarToken:
+    """The owner's connection without its secrets loaded (they are read only where used, so a
+    connection whose secrets cannot be decrypted can still be disconnected). NotConnected if none."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(**owner.lookup()).first()
+    if token is None:
+        raise NotConnected("No calendar is connected.")
+    return token
+
+
+def connect(token: CalendarToken) -> list[Task]:
+    """A connection was just stored (the OAuth callback): push what is booked into it and, for a
+    shared calendar, read what is already in it (from scratch: a reconnect may be another
+    account) and watch it for changes."""
+    owner = Owner(token.owner_kind, token.owner_id)
+    work = [Task("backfill", (owner.kind, owner.id))]
+    if token.is_shared:
+        awareness.forget(owner)
+        work += [Task("pull", (owner.kind, owner.id)), Task("renew_push")]
+    return work
+
+
+def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnected:
+    """Stop the push channel, revoke the grant (best effort), delete the connection, forget its
+    busy blocks and mark its unfinished work not connected. Works even when the stored secrets
+    cannot be decrypted: then nothing is revoked and the reason says so."""
+    token = connection(owner)
+    push.stop_watch(token)  # needs the grant: before it goes (a channel it cannot stop expires on its own)
+    revoked, why = oauth.disconnect(token)
+    awareness.forget(owner)
+    SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(
+        state=SyncRecord.State.NOT_CONNECTED, updated_at=timezone.now()
+    )
+    logger.info("calendar connection of %s disconnected (%s)", owner, reason)
+    return Disconnected(revoked, why)
+
+
+def _same_calendar(current: str, wanted: str, calendars: Iterable[Calendar]) -> bool:
+    """"primary" and the primary calendar's own id name the same calendar."""
+    primary = next((c.id for c in calendars if c.primary), None)
+    return current == wanted or {current, wanted} == {"primary", primary}
+
+
+def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_REQUEST) -> list[Task]:
+    """Send the owner's events to another of their writable calendars.
+
+    The old calendar is read before the new one is stored, so the move knows where the events
+    are; its push channel is stopped and a new one made on the new calendar; what was read from
+    the old calendar is forgotten. The move (remove from the old, backfill the new) is returned,
+    with a fresh read of a shared calendar. Raises UnknownCalendar, NotConnected, or the
+    provider's classified error from listing the calendars.
+    """
+    token = connection(owner)
+    calendars = oauth.calendars(token, reason)
+    if calendar_id != "primary" and calendar_id not in {c.id for c in calendars}:
+        raise UnknownCalendar(calendar_id)
+    old = token.calendar_id
+    if _same_calendar(old, calendar_id, calendars):
+        return []
+    push.stop_watch(token)  # it watches the old calendar
+    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
+    token.calendar_id = calendar_id
+    awareness.forget(owner)  # busy blocks and the read cursor belong to the old calendar
+    push.ensure_watch(token)  # only for shared connections with push on
+    logger.info("calendar of %s changed (%s)", owner, reason)
+    work = [Task("move_calendar", (owner.kind, owner.id, old))]
+    if token.is_shared:
+        work.append(Task("pull", (owner.kind, owner.id)))
+    return work
+
+
+def resync_records(records: QuerySet[SyncRecord]) -> list[Task]:
+    """Mark these SyncRecords pending again (a new version) and return one sync each."""
+    rows = list(records.values_list("pk", "source", "object_id", "destination"))
+    SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
+        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
+    )
+    return [Task("sync", (source, object_id, destination, Reason.RESYNC.value)) for _, source, object_id, destination in rows]
+
+
+def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Task]:
+    """Resync these objects of one source in every destination, creating records for any never synced."""
+    source = get_source(source_key)
+    items = list(objects)
+    SyncRecord.objects.bulk_create(
+        [
+            SyncRecord(source=source_key, object_id=str(o.pk), destination=role, **owner.lookup())
+            for o in items
+            for role, owner in destinations(source, o).items()
+        ],
+        ignore_conflicts=True,
+    )
+    return resync_records(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items]))
+
+
+def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
+    """Push an owner's calendar again: its failed syncs, and unless `failed_only` every upcoming
+    object and all unsynced work (the backfill that runs on connect). NotConnected if none."""
+    connection(owner)
+    work = resync_records(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **owner.lookup()))
+    if not failed_only:
+        work.append(Task("backfill", (owner.kind, owner.id)))
+    return work
+
+
+def test(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> dict:
+    """Write a short test event to the owner's calendar and remove it: {"ok": True}, or the classified error."""
+    return awareness.test_push(owner, reason)
