@@ -54,7 +54,7 @@ class BookingAdmin(admin.ModelAdmin):
     def sync_error(self, obj):
         return _summary(self._states(obj), "last_error")
 
-    @admin.action(description="Resync selected bookings to calendars")
+    @admin.action(description="Resync selected bookings to calendars", permissions=["change"])
     def resync(self, request, queryset):
         count = calendar_sync.resync("booking", queryset)
         self.message_user(request, f"Queued {count} calendar sync(s).")

@@ -86,8 +86,10 @@ class BookingSerializer(serializers.ModelSerializer):
         fields = ["id", "user", "workspace", "title", "start", "end", "status", "google_calendar_event_id", "calendar_sync", "created_at", "updated_at"]
         read_only_fields = ["id", "user", "status", "google_calendar_event_id", "created_at", "updated_at"]
         extra_kwargs = {
-            "start": {"help_text": "Between 1900-01-01 and 2999-12-31 (UTC)."},
-            "end": {"help_text": "After `start`, and between 1900-01-01 and 2999-12-31 (UTC)."},
+            "start": {"help_text": "Between 1900-01-01 and 2999-12-31 (UTC), and within BOOKING_HORIZON_DAYS (365) from now."},
+            "end": {
+                "help_text": "After `start`, at most BOOKING_MAX_HOURS (24) after it, and within BOOKING_HORIZON_DAYS (365) from now."
+            },
         }
 
     @extend_schema_field(BookingSyncSerializer(allow_null=True, help_text="Calendar sync state; null before the first sync."))

@@ -3,7 +3,11 @@
 Each service runs in a transaction and locks the workspace row while checking overlaps, so
 two confirmations racing for one slot cannot both succeed.
 """
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from calendar_sync import api as calendar_sync
 
@@ -23,6 +27,18 @@ def _check_times(start, end):
         raise BookingError("Start and end are required.", field="start")
     if end <= start:
         raise BookingError("End must be after start.", field="end")
+
+
+def _check_bounds(start, end):
+    """A booking lies within the horizon (room calendars are read that far ahead) and lasts at most
+    BOOKING_MAX_HOURS (no one holds a room for everyone else)."""
+    hours = settings.BOOKING_MAX_HOURS
+    if end - start > timedelta(hours=hours):
+        raise BookingError(f"A booking may last at most {hours} hours.", field="end")
+    days = settings.BOOKING_HORIZON_DAYS
+    horizon = timezone.now() + timedelta(days=days)
+    if end > horizon:
+        raise BookingError(f"Bookings can be made at most {days} days ahead.", field="start" if start >= horizon else "end")
 
 
 def _check_free(booking):
@@ -48,6 +64,7 @@ def _lock(booking_id):
 
 def create_booking(*, user, workspace, title, start, end):
     _check_times(start, end)
+    _check_bounds(start, end)
     return Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=end)
 
 
@@ -83,6 +100,8 @@ def update_booking(booking, *, title=None, start=None, end=None):
     booking.start = booking.start if start is None else start
     booking.end = booking.end if end is None else end
     _check_times(booking.start, booking.end)
+    if start is not None or end is not None:
+        _check_bounds(booking.start, booking.end)
     if booking.status == Booking.Status.CONFIRMED:
         _check_free(booking)
     booking.save(update_fields=["title", "start", "end", "updated_at"])

@@ -1,5 +1,6 @@
 """Operators manage connections and sync work here; tokens are never loaded, shown or editable."""
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
 
@@ -59,7 +60,11 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Refresh access token now")
+    def has_refresh_permission(self, request):
+        """Refreshing writes the connection: the change permission (the form stays read-only)."""
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description="Refresh access token now", permissions=["refresh"])
     def refresh_now(self, request, queryset):
         done = 0
         for token in queryset:
@@ -70,7 +75,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
                 self.message_user(request, f"{token}: {exc.code}: {exc}", messages.ERROR)
         self.message_user(request, f"Refreshed {done} connection(s).")
 
-    @admin.action(description="Revoke and disconnect")
+    @admin.action(description="Revoke and disconnect", permissions=["delete"])
     def disconnect(self, request, queryset):
         for token in queryset:
             revoked, reason = oauth.disconnect(token)
@@ -89,7 +94,7 @@ class SyncRecordAdmin(SecretSafeAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Resync selected")
+    @admin.action(description="Resync selected", permissions=["change"])
     def resync(self, request, queryset):
         count = tasks.resync(queryset)
         self.message_user(request, f"Queued {count} sync(s).")

@@ -7,7 +7,7 @@ a dead grant before a booking needs it (and tells its owner once).
 import base64
 import logging
 import secrets
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -27,6 +27,11 @@ from .sources import Event
 
 logger = logging.getLogger(__name__)
 Reason, Op = AccessLog.Reason, AccessLog.Operation
+#: A full read of a shared calendar reaches this far beyond PULL_WINDOW_DAYS; incremental reads
+#: follow it until time leaves less than PULL_WINDOW_DAYS ahead, then a full read starts anew.
+PULL_AHEAD_MARGIN = timedelta(days=7)
+#: The times a calendar can hold: a busy window outside them is refused, like a booking's dates.
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzinfo=UTC)
 
 
 def _active_token(owner):
@@ -47,10 +52,12 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
     """{"busy": [{start, end}], provider, calendar_id, checked_at} of the owner's chosen calendar.
 
     Our own events are left out (or every booking would conflict with itself). Answers are
-    cached per owner, calendar and window for BUSY_CACHE_SECONDS.
+    cached for BUSY_CACHE_SECONDS per connection as last saved (a new connection, a reconnect or
+    a refresh reads afresh), calendar and window: never another account's meetings.
     """
     token = _active_token(owner)
-    key = f"calendar_sync:busy:{owner}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
+    saved = token.updated_at.timestamp() if token.updated_at else ""
+    key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
     answer = cache.get(key)
     if answer is not None:
         return answer
@@ -72,13 +79,18 @@ def pull(owner, reason=Reason.SCHEDULE):
     """Read what changed in a shared calendar since the last pull and update its busy blocks.
 
     A first pull, or one whose cursor expired (410), reads the whole window and replaces the
-    blocks. Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
+    blocks. So does one whose round no longer reaches PULL_WINDOW_DAYS ahead: a cursor only
+    reports changes, never the events that time brought into a window it no longer covers.
+    A full read reaches PULL_AHEAD_MARGIN further, so that happens about once a week.
+    Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
     """
     token = _active_token(owner)
     provider = get_provider(token.provider)
     now = timezone.now()
-    start, end = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
-    changes = oauth.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, token.pull_cursor or None, start, end))
+    start, needed = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
+    cursor = token.pull_cursor if token.pull_until and token.pull_until >= needed else ""
+    end = token.pull_until if cursor else needed + PULL_AHEAD_MARGIN
+    changes = oauth.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end))
     ours = _ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
     external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
@@ -95,19 +107,24 @@ def pull(owner, reason=Reason.SCHEDULE):
                 for b in external.values()
             ]
         )
-        CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pulled_at=now)
+        CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pull_until=end, pulled_at=now)
     return {"full": changes.full, "blocks": len(external), "removed": len(gone)}
 
 
 def external_busy(owner, start, end):
-    """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule."""
-    return list(BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).order_by("start"))
+    """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule.
+
+    Never one of our own events (imported before its id was known, e.g. after a lost answer).
+    """
+    ours = SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values("remote_id")
+    blocks = BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).exclude(remote_id__in=ours)
+    return list(blocks.order_by("start"))
 
 
 def forget(owner):
     """The calendar changed or was disconnected: its blocks and cursor no longer mean anything."""
     BusyBlock.objects.filter(**owner.lookup()).delete()
-    CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pulled_at=None)
+    CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
 
 
 def test_push(owner, reason=Reason.MEMBER_REQUEST):
@@ -189,6 +206,12 @@ def parse_window(start, end):
             raise ValueError(f"{name}: an ISO 8601 date-time is required.")
         if timezone.is_naive(value):
             value = value.replace(tzinfo=UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 with an offset
+            value = None
+        if value is None or not EARLIEST <= value <= LATEST:
+            raise ValueError(f"{name}: must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC).")
         values.append(value)
     if values[1] <= values[0]:
         raise ValueError("end: must be after start.")

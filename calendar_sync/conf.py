@@ -33,12 +33,19 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_BATCH": 500,
     # DRF rate for starting or completing a connection, per member; for the OAuth callback, per flow (its state).
     "CONNECT_THROTTLE_RATE": "30/min",
+    # DRF rate for requests that call the provider (test, calendars, calendar choice, busy times),
+    # per member or shared owner.
+    "PROVIDER_CALL_THROTTLE_RATE": "20/min",
+    # Push notifications for one connection within this many seconds of the last one that pulled
+    # are covered by that pull (replays and bursts cost one pull; 0 = every notification pulls).
+    "PUSH_COALESCE_SECONDS": 1,
     # Seconds a busy-times answer is reused for the same owner and window (a form being edited).
     "BUSY_CACHE_SECONDS": 60,
     # Longest window (days) a busy-times request may ask for.
     "BUSY_MAX_DAYS": 90,
-    # Shared calendars are read this many days ahead for bookings made outside the app.
-    "PULL_WINDOW_DAYS": 180,
+    # Shared calendars are always read at least this many days ahead for bookings made outside the
+    # app: more than the host lets bookings be made ahead (a year by default, as series need).
+    "PULL_WINDOW_DAYS": 366,
     # Keep the titles of events made outside the app in busy blocks (off: times only).
     "PULL_KEEP_TITLES": False,
     # Public https base URL the providers may call with push notifications ("" = pull only).

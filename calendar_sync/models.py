@@ -40,6 +40,7 @@ class CalendarToken(models.Model):
     last_error = models.TextField(blank=True)
     # Incremental reads of a shared calendar: the provider's cursor (syncToken / deltaLink) and when.
     pull_cursor = models.TextField(blank=True)
+    pull_until = models.DateTimeField(null=True, blank=True)  # how far ahead the cursor's round reads
     pulled_at = models.DateTimeField(null=True, blank=True)
     # Push notifications (Google channel / Graph subscription): id, provider resource id, expiry.
     push_channel = models.CharField(max_length=255, blank=True)
@@ -157,6 +158,13 @@ class CalendarFeed(models.Model):
         secret = secrets.token_urlsafe(32)
         feed, _ = cls.objects.update_or_create(user=user, defaults={"secret": secret, "secret_hash": cls.hash(secret)})
         return feed
+
+    @classmethod
+    def get_or_issue(cls, user):
+        """(feed, created): the member's feed, created if none. Racing requests all get the one
+        that won (the user is unique; get_or_create reads it back after an IntegrityError)."""
+        secret = secrets.token_urlsafe(32)
+        return cls.objects.get_or_create(user=user, defaults={"secret": secret, "secret_hash": cls.hash(secret)})
 
 
 class AccessLog(models.Model):

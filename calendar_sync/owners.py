@@ -62,12 +62,17 @@ def owner_model(kind: str) -> type[models.Model]:
 
 
 def resolve(owner: Owner) -> models.Model | None:
-    """The owner's object, or None when it does not exist (or the id is not a valid key)."""
+    """The owner's object, or None when it does not exist or the id is not its own pk string.
+
+    Only the canonical id (`str(obj.pk)`): "01", "001" or "0_1" would find the object with pk 1,
+    but records and connections are keyed by the id string, so an alias would be another owner.
+    """
     model = owner_model(owner.kind)
     try:
-        return model._default_manager.filter(pk=owner.id).first()
+        obj = model._default_manager.filter(pk=owner.id).first()
     except (ValueError, TypeError, ValidationError):
         return None
+    return obj if obj is not None and str(obj.pk) == owner.id else None
 
 
 def label(owner: Owner, obj: models.Model | None = None) -> str:

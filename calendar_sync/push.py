@@ -15,9 +15,11 @@ only to a loopback host with DEBUG on), e.g. "https://hub.example.com". Channels
 import hmac
 import json
 import logging
+import math
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
@@ -192,11 +194,18 @@ def _lookup(provider_name, channel_ids):
 
 
 def _pull(tokens):
-    """Enqueue one pull per connection; a broker outage is logged (the scheduled pull catches up)."""
+    """Enqueue one pull per connection; a broker outage is logged (the scheduled pull catches up).
+
+    A connection pulled for a notification less than PUSH_COALESCE_SECONDS ago is not pulled
+    again: that pull, pending or just done, covers the next notification too, so replayed or
+    bursting notifications cost one pull. The mark is a `cache.add` (atomic in locmem and Redis)."""
     from . import tasks  # late: tasks imports this module
 
+    window = get_setting("PUSH_COALESCE_SECONDS")
     for token in tokens:
         if not token.is_active:
+            continue
+        if window > 0 and not cache.add(f"calendar_sync:push-pull:{token.pk}", True, timeout=math.ceil(window)):
             continue
         try:
             tasks.pull_task.delay(token.owner_kind, token.owner_id, Reason.PUSH.value)

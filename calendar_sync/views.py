@@ -4,6 +4,7 @@ Provider-neutral: the provider is a URL segment checked against the registry. Th
 views serve two roots: the member's own (`/`) and a host object's shared calendar
 (`/shared/<kind>/<id>/`, staff only).
 """
+import hashlib
 import logging
 import re
 import secrets
@@ -115,6 +116,24 @@ class ConnectThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+class ProviderCallThrottle(SimpleRateThrottle):
+    """Requests that call the provider, per owner: a member, or a shared calendar's host object
+    whichever of the staff asks (CALENDAR_SYNC["PROVIDER_CALL_THROTTLE_RATE"]), so that nobody
+    can spend the project's provider quota for everyone. Every request counts, cached or not."""
+
+    scope = "calendar_sync_provider_call"
+
+    def get_rate(self):
+        return get_setting("PROVIDER_CALL_THROTTLE_RATE")
+
+    def get_cache_key(self, request, view):
+        owner = view.owner  # 404 for an unknown owner
+        # Shared owners by their object's own key, so that no spelling of an id gets a fresh count.
+        ident = owner.id if owner.is_member else resolve(owner).pk
+        digest = hashlib.sha256(f"{owner.kind}:{ident}".encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": digest}
+
+
 class CallbackThrottle(ConnectThrottle):
     """The callback's limit, per flow (the state we signed), not per address: junk callbacks from an
     address spend only their own allowance, never that of a member's real one (a 429 there would
@@ -165,7 +184,8 @@ class ProviderMixin:
 
 class SharedRouteSchema(AutoSchema):
     """The schema of a connection view under /shared/{kind}/{owner_id}/: the same operation as the
-    member's, plus the owner's path parameters, 403 (staff only) and 404 (no such owner)."""
+    member's, plus the owner's path parameters, 403 (staff only) and 404 (no such owner). A view
+    with throttles documents their 429 and Retry-After wherever it is served."""
 
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
@@ -183,6 +203,12 @@ class SharedRouteSchema(AutoSchema):
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation and getattr(self.view, "throttle_classes", None):  # throttled: 429 with Retry-After
+            operation["responses"].setdefault("429", {
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "description": ERRORS[429].description,
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": RETRY_AFTER.description}},
+            })
         if operation and "{kind}" in path:
             error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             responses = operation["responses"]
@@ -363,6 +389,7 @@ class CalendarsView(OwnedView):
     """The member's calendars they can write to (for the picker)."""
 
     serializer_class = CalendarSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(responses={200: CalendarSerializer(many=True), **errors(401, 409, 502, 503)})
     def get(self, request, **kwargs):
@@ -378,6 +405,7 @@ class SelectCalendarView(OwnedView):
     """Choose the calendar events go to; only ids from the member's writable calendars."""
 
     serializer_class = SelectCalendarSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **errors(400, 401, 403, 409, 413, 415, 502, 503)})
     def put(self, request, **kwargs):
@@ -453,8 +481,8 @@ class FeedView(BaseView):
         },
     )
     def post(self, request):
-        feed = CalendarFeed.objects.filter(user=request.user).first()
-        return self._answer(request, feed) if feed else self._answer(request, CalendarFeed.issue(request.user), 201)
+        feed, created = CalendarFeed.get_or_issue(request.user)
+        return self._answer(request, feed, 201 if created else 200)
 
     @extend_schema(responses={204: OpenApiResponse(description="Off (or was never on)"), **errors(401, 403)})
     def delete(self, request):
@@ -526,8 +554,10 @@ class SharedResyncView(OwnedView):
 
 
 WINDOW = [
-    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window."),
-    OpenApiParameter("end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start."),
+    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window, 1900-01-01 to 2999-12-31 (UTC)."),
+    OpenApiParameter(
+        "end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start, by 2999-12-31 (UTC)."
+    ),
 ]
 
 
@@ -535,6 +565,7 @@ class BusyView(OwnedView):
     """The member's busy times in a window, from their chosen calendar (briefly cached). Never called on confirm."""
 
     serializer_class = BusySerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(parameters=WINDOW, responses={200: BusySerializer, **errors(400, 401, 409, 503)})
     def get(self, request, **kwargs):
@@ -550,6 +581,7 @@ class TestPushView(OwnedView):
     """Write a short test event to the connection's calendar and remove it: {"ok": true} or the classified error."""
 
     serializer_class = TestPushSerializer
+    throttle_classes = [ProviderCallThrottle]
 
     @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
     def post(self, request, **kwargs):

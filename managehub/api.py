@@ -1,14 +1,15 @@
 """API plumbing for the whole host: JSON errors everywhere under /api/, safe parsing, bounded pagination."""
-import hashlib
 import logging
 import re
 from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import exceptions, pagination, parsers, serializers, throttling
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework import exceptions, pagination, parsers, serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.response import Response
 
@@ -142,25 +143,31 @@ class JsonErrorsMiddleware:
         return new
 
 
-class LoginThrottle(throttling.SimpleRateThrottle):
-    """Sign-in attempts per client address and account name (REST_FRAMEWORK rate "login")."""
+class TokenAuthentication(KnoxTokenAuthentication):
+    """`Authorization: Token <token>` (django-rest-knox: hashed, expiring tokens). A token that is
+    not printable ASCII is wrong like any other (401), never a decoding error or a NUL the
+    database refuses (500)."""
 
-    scope = "login"
+    def authenticate_credentials(self, token):
+        if not re.fullmatch(rb"[!-~]{1,256}", token):
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(token)
 
-    def get_cache_key(self, request, view):
-        username = str(request.data.get("username", ""))[:150].lower() if hasattr(request.data, "get") else ""
-        # Hashed: both parts are client input, and a cache key must be short and plain (memcached refuses others).
-        ident = hashlib.sha256(f"{self.get_ident(request)}:{username}".encode("utf-8", "surrogatepass")).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+class TokenScheme(KnoxTokenScheme):
+    """The schema's `tokenAuth` scheme (`Authorization: Token <token>`), as before knox."""
+
+    target_class = "managehub.api.TokenAuthentication"
+    name = "tokenAuth"
 
 
 class ObtainTokenSchema(OpenApiViewExtension):
     """The schema of `POST /api/auth/token/` (managehub.urls.ObtainToken) as it really answers:
-    `{"token"}` for good credentials, 400 for missing or wrong ones, 429 when throttled; no
+    `{"token", "expiry"}` for good credentials, 400 for missing or wrong ones, 429 when throttled; no
     credentials needed (bad ones still fail authentication)."""
 
     target_class = "managehub.urls.ObtainToken"
-    priority = 1  # over drf-spectacular's own ObtainAuthToken extension
+    priority = 1
 
     def view_replacement(self):
         from calendar_sync.views import ERRORS, RETRY_AFTER
@@ -174,7 +181,10 @@ class ObtainTokenSchema(OpenApiViewExtension):
             auth=[{"tokenAuth": []}, {"cookieAuth": []}, {}],
             parameters=[RETRY_AFTER],
             request=AuthTokenSerializer,
-            responses={200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()}), **errors},
+            responses={
+                200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField(), "expiry": serializers.DateTimeField()}),
+                **errors,
+            },
         )
         class Fixed(self.target):
             pass

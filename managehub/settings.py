@@ -24,14 +24,14 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "managehub.apps.AdminConfig",  # django.contrib.admin with the credential-safe site (managehub.admin)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "calendar_sync",
     "bookings",
@@ -47,6 +47,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Django's backend, given usernames in one normal form (the sign-in throttles count that form).
+AUTHENTICATION_BACKENDS = ["managehub.signin.ModelBackend"]
 
 ROOT_URLCONF = "managehub.urls"
 WSGI_APPLICATION = "managehub.wsgi.application"
@@ -91,7 +94,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "managehub.api.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -99,11 +102,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "managehub.api.Pagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "managehub.api.exception_handler",
-    # Sign-in attempts per client address (brute force); the connect endpoints have their own.
+    # Sign-in attempts (API, /accounts/login/, /admin/login/) per account name and per client
+    # address, each (brute force); the connect endpoints have their own.
     "DEFAULT_THROTTLE_RATES": {"login": env.str("LOGIN_THROTTLE_RATE", default="10/min")},
     # Proxies in front of the app: throttles trust X-Forwarded-For only that deep (0 = not at all).
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+# API tokens (django-rest-knox): only a hash is stored; each token expires this many days after sign-in.
+REST_KNOX = {"TOKEN_TTL": timedelta(days=env.int("API_TOKEN_TTL_DAYS", default=30)), "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "ManageHub API",
     "DESCRIPTION": "Workspaces, bookings and calendar sync (Google Calendar, Outlook).",
@@ -149,6 +155,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Bookings: how far ahead they may be made (days; a year, as recurring series need) and how long
+# one may last (hours). Room calendars are read further ahead than the horizon (bookings.E001).
+BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=365)
+BOOKING_MAX_HOURS = env.int("BOOKING_MAX_HOURS", default=24)
+
 CALENDAR_SYNC = {
     "GOOGLE_CLIENT_ID": env.str("GOOGLE_CLIENT_ID", default=""),
     "GOOGLE_CLIENT_SECRET": env.str("GOOGLE_CLIENT_SECRET", default=""),
@@ -171,10 +182,14 @@ CALENDAR_SYNC = {
     "MICROSOFT_LOGIN_ROOT": env.str("MICROSOFT_LOGIN_ROOT", default="https://login.microsoftonline.com/"),
     "MICROSOFT_GRAPH_ROOT": env.str("MICROSOFT_GRAPH_ROOT", default="https://graph.microsoft.com/v1.0/"),
     "CONNECT_THROTTLE_RATE": env.str("CALENDAR_SYNC_CONNECT_THROTTLE_RATE", default="30/min"),
+    "PROVIDER_CALL_THROTTLE_RATE": env.str("CALENDAR_SYNC_PROVIDER_CALL_THROTTLE_RATE", default="20/min"),
     "ACCESS_LOG_RETENTION_DAYS": env.int("CALENDAR_SYNC_ACCESS_LOG_RETENTION_DAYS", default=90),
     "BUSY_CACHE_SECONDS": env.int("CALENDAR_SYNC_BUSY_CACHE_SECONDS", default=60),
     "PULL_KEEP_TITLES": env.bool("CALENDAR_SYNC_PULL_KEEP_TITLES", default=False),
+    # Room calendars are read a day beyond the booking horizon, so every bookable time is covered.
+    "PULL_WINDOW_DAYS": BOOKING_HORIZON_DAYS + 1,
     "PUSH_URL": env.str("CALENDAR_SYNC_PUSH_URL", default=""),
+    "PUSH_COALESCE_SECONDS": env.int("CALENDAR_SYNC_PUSH_COALESCE_SECONDS", default=1),
     "HEALTH_IDLE_SECONDS": env.int("CALENDAR_SYNC_HEALTH_IDLE_SECONDS", default=7 * 24 * 3600),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},
     # Workspaces can own a shared (room) calendar that gets every booking of that room.

@@ -289,7 +289,7 @@ class GoogleProvider(BaseProvider):
         """events.list over the window, not freeBusy: freeBusy cannot tell our own events apart."""
         start, end = _aware(start), _aware(end)
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        state, _, _ = self._read(service, http, calendar_id, start, end, sync_token=None)
+        state, _, _ = self._read(service, http, calendar_id, start, end, sync_token=None, tracked=False)
         return [block for block in state.values() if block is not None]
 
     def changes(self, access_token, calendar_id, cursor, start, end):
@@ -323,17 +323,20 @@ class GoogleProvider(BaseProvider):
             full=True,
         )
 
-    def _read(self, service, http, calendar_id, start, end, sync_token):
+    def _read(self, service, http, calendar_id, start, end, sync_token, tracked=True):
         """Every page of one events.list: ({remote_id: BusyBlock or None when not busy}, nextSyncToken, complete).
 
         A full read is bounded by [start, end); an incremental one (syncToken) may not carry a window
-        (Google refuses), so events changed outside the window count as no longer busy there.
+        (Google refuses), so events changed outside the window count as no longer busy there. Every
+        other parameter of an incremental read must match the full read that began the sync (the
+        discovery document), so reads that are `tracked` (`changes`) always show deleted events;
+        a one-off read (`busy`) needs none.
         """
-        params = {"calendarId": calendar_id, "singleEvents": True, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS}
+        params = {"calendarId": calendar_id, "singleEvents": True, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS, "showDeleted": tracked}
         if sync_token:
-            params.update(syncToken=sync_token, showDeleted=True)
+            params.update(syncToken=sync_token)
         else:
-            params.update(timeMin=_rfc3339(start), timeMax=_rfc3339(end, ceil=True), showDeleted=False)
+            params.update(timeMin=_rfc3339(start), timeMax=_rfc3339(end, ceil=True))
         state, page = {}, None
         for _ in range(MAX_PAGES):
             result = self._execute(service.events().list(pageToken=page, **params), http)

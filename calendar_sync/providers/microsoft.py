@@ -54,7 +54,7 @@ REAUTH_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_req
 MAX_PAGES = 100  # per read: a bound, should a server page forever
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
-VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,transactionId"
+VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay"
 NOT_BUSY = {"free", "workingelsewhere"}
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
 SYNC_RESET_CODES = {"syncstatenotfound", "syncstateinvalid", "fullsyncrequired", "resyncrequired", "errorinvalidsyncstatedata"}
@@ -120,13 +120,35 @@ def _moment(value: Any) -> dt.datetime | None:
 
 
 def _is_ours(item: dict[str, Any]) -> bool:
-    if item.get("transactionId"):
-        return True
+    """Our extended property only: any client may set a transactionId, so it proves nothing (delta
+    reads carry no extended properties; the caller also knows our events by the ids it stored)."""
     wanted = " ".join(PROP_ID.lower().split())
     return any(
         isinstance(prop, dict) and " ".join(str(prop.get("id", "")).lower().split()) == wanted and prop.get("value")
         for prop in item.get("singleValueExtendedProperties") or []
     )
+
+
+def _graph_zone(name: str, *instants: dt.datetime) -> tuple[str, dt.tzinfo]:
+    """(Windows zone name, IANA zone) to write `instants` as local times in, or ("UTC", UTC).
+
+    Graph reads a local time by the Windows zone's rules, which are not always the tzdata rules
+    of the IANA zone mapped to it (America/Scoresbysund, Antarctica/Casey...). The Windows zone's
+    rules are those of its CLDR territory-001 zone (`win_tz`); where that zone reads one of the
+    local times as another instant, or as two (an ambiguous or skipped hour), we send UTC.
+    """
+    windows = tz_win.get(name)
+    if not windows or windows == "UTC":
+        return "UTC", UTC
+    try:
+        zone, rules = ZoneInfo(name), ZoneInfo(win_tz[windows])
+    except (KeyError, ZoneInfoNotFoundError, ValueError):
+        return "UTC", UTC
+    for instant in instants:
+        local = instant.astimezone(zone).replace(tzinfo=None)
+        if any(local.replace(tzinfo=rules, fold=fold).astimezone(UTC) != instant for fold in (0, 1)):
+            return "UTC", UTC
+    return windows, zone
 
 
 def _block(item: dict[str, Any]) -> BusyBlock | None:
@@ -427,13 +449,10 @@ class MicrosoftProvider(BaseProvider):
 
     # --- events ------------------------------------------------------------------------------
     def event_body(self, operation: Operation) -> dict[str, Any]:
-        """Local times in the workspace's zone, named the Windows way Graph always accepts."""
+        """Local times in the workspace's zone, named the Windows way Graph always accepts (UTC where
+        the Windows zone would read them as another instant)."""
         event = operation.event
-        zone_name = tz_win.get(event.time_zone, "UTC")
-        try:
-            zone: dt.tzinfo = ZoneInfo(event.time_zone) if zone_name != "UTC" else dt.UTC
-        except (ZoneInfoNotFoundError, ValueError):
-            zone_name, zone = "UTC", dt.UTC
+        zone_name, zone = _graph_zone(event.time_zone, event.start, event.end)
         return {
             "subject": event.summary,
             "body": {"contentType": "text", "content": event.description},

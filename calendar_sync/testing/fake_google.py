@@ -12,7 +12,8 @@ recorded in `calls` so tests can count requests and check rate limits.
 Reading: `events.list` with `timeMin`/`timeMax` (overlap), `showDeleted`, `singleEvents`,
 `maxResults`/`pageToken` paging and incremental sync (`syncToken` -> changes since, deleted
 events as minimal cancelled items, `nextSyncToken` on the last page; 410 `fullSyncRequired`
-for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like);
+for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like, or when
+its other parameters differ from the full read that began the sync);
 `freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
 Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
 """
@@ -49,12 +50,23 @@ CHANNEL_TTL = 7 * 24 * 3600  # default push channel lifetime (seconds)
 CHANNEL_MAX_TTL = 30 * 24 * 3600
 # Filters Google refuses alongside a syncToken (the sync guide: "not compatible").
 NOT_WITH_SYNC_TOKEN = ("timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID", "privateExtendedProperty", "sharedExtendedProperty")
+# Parameters that say how a page is fetched, not what the read returns: free to differ between reads.
+NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyPrint", "quotaUser")
+# events.list defaults, so that leaving a parameter out matches sending its default.
+LIST_DEFAULTS = {"showDeleted": "false", "singleEvents": "false", "showHiddenInvitations": "false"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 UTC = dt.UTC
 
 
 def _error(status, reason, message, domain="global"):
     return status, {"error": {"code": status, "message": message, "errors": [{"domain": domain, "reason": reason, "message": message}]}}
+
+
+def _sync_parameters(query):
+    """What an incremental read must repeat of the full read that began the sync ("All other query
+    parameters should be the same as for the initial synchronization"), as a short digest."""
+    kept = {**LIST_DEFAULTS, **{k: v for k, v in query.items() if k not in NOT_FILTERS and k not in NOT_WITH_SYNC_TOKEN}}
+    return hashlib.sha256(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
 
 
 def _rfc3339(moment):
@@ -663,6 +675,8 @@ class FakeGoogle(LoopbackServer):
             token = decode_token(sync)
             if not token or token.get("c") != calendar or token.get("e") != self.sync_epoch or not isinstance(token.get("n"), int):
                 return _error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+            if token.get("p") != _sync_parameters(query):
+                return _error(400, "invalid", "The parameters of an incremental read must match those of the initial synchronization.")
             since = token["n"]
         # A page token pins the query it belongs to and the change counter when paging began.
         fingerprint = hashlib.sha256(json.dumps(sorted((k, v) for k, v in query.items() if k not in ("pageToken", "maxResults", "fields", "alt"))).encode()).hexdigest()[:16]
@@ -698,7 +712,7 @@ class FakeGoogle(LoopbackServer):
         if offset + size < len(items):
             answer["nextPageToken"] = encode_token({"o": offset + size, "n": snapshot, "q": fingerprint})
         else:
-            answer["nextSyncToken"] = encode_token({"c": calendar, "n": snapshot, "e": self.sync_epoch, "r": secrets.token_hex(4)})
+            answer["nextSyncToken"] = encode_token({"c": calendar, "n": snapshot, "e": self.sync_epoch, "p": _sync_parameters(query), "r": secrets.token_hex(4)})
         return 200, answer
 
     # --- freeBusy.query ----------------------------------------------------------------------

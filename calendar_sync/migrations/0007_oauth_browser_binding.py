@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calendar_sync', '0005_awareness'),
+        ('calendar_sync', '0006_pull_until'),
     ]
 
     operations = [
