@@ -248,14 +248,20 @@ class Load:
         return session
 
     def connect(self, session, provider, account, root=""):
-        """The OAuth flow as a browser walks it: consent URL from the API, the fake's consent page, the callback."""
+        """The OAuth flow as a browser walks it: consent URL from the API, the fake's consent page, the callback.
+
+        Each flow in its own browser (cookie jar) with the member's token: flows of one member run
+        in parallel here, and a browser's flow cookie is cleared when one of its flows completes.
+        """
         fake = self.google if provider == "google" else self.microsoft
         fake.add_account(account)
-        response = session.get(f"{self.base}/api/calendar-sync/{root}auth/{provider}", timeout=REQUEST_TIMEOUT)
+        browser = requests.Session()
+        browser.headers.update(session.headers)
+        response = browser.get(f"{self.base}/api/calendar-sync/{root}auth/{provider}", timeout=REQUEST_TIMEOUT)
         assert response.status_code == 200, (account, response.status_code, response.text[:300])
         location = fake.consent(response.json()["authorization_url"], account=account)
         assert location.startswith(self.base), location
-        landing = session.get(location, allow_redirects=False, timeout=REQUEST_TIMEOUT)
+        landing = browser.get(location, allow_redirects=False, timeout=REQUEST_TIMEOUT)
         assert landing.status_code == 302 and "calendar_sync=connected" in landing.headers["Location"], (account, landing.status_code, landing.headers.get("Location"))
 
     def prepare_clients(self):

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     # Sweeper: work pending longer than this (seconds) is re-enqueued, at most SWEEP_BATCH a run.
     "SWEEP_STALE_AFTER": 60,
     "SWEEP_BATCH": 500,
-    # DRF rate for starting a connection and for the OAuth callback, per member (or address).
+    # DRF rate for starting or completing a connection, per member; for the OAuth callback, per flow (its state).
     "CONNECT_THROTTLE_RATE": "30/min",
     # DRF rate for requests that call the provider (test, calendars, calendar choice, busy times),
     # per member or shared owner.

@@ -83,6 +83,8 @@ class OAuthState(models.Model):
     owner_id = models.CharField(max_length=64, blank=True)
     provider = models.CharField(max_length=32)
     code_verifier = SecretField()
+    # sha256 of the flow cookie set in the browser that started it ("" when none): the callback must show it.
+    browser_hash = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __repr__(self):

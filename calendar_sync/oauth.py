@@ -2,6 +2,7 @@
 PKCE verifier, code exchange, locked proactive refresh, revoke."""
 import base64
 import hashlib
+import hmac
 import logging
 import secrets
 import uuid
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from . import audit
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, TransientError
+from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
 from .models import AccessLog, CalendarToken, OAuthState
 from .owners import Owner
 from .providers import get_provider
@@ -23,9 +24,16 @@ STATE_SALT = "calendar_sync.oauth.state"
 
 
 class ConnectError(CalendarSyncError):
-    """A failed callback; `code` is the reason given to the frontend, `owner` whose connection it was (if known)."""
+    """A failed callback; `code` is the reason given to the frontend, `owner` whose connection it was (if known),
+    `consumed` whether the flow was used up (its cookie is then of no more use)."""
 
     owner = None
+    consumed = False
+
+
+class Unbound(ConnectError):
+    """The callback came without the flow cookie: nothing was consumed; only the member's own
+    credentials (POST .../complete) can finish this flow now."""
 
 
 def code_challenge(verifier):
@@ -33,23 +41,41 @@ def code_challenge(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
-def start_authorization(user, provider_name, owner=None):
+def browser_hash(value):
+    """What is stored of a flow cookie: its sha256, so the database never holds the cookie itself."""
+    return hashlib.sha256(value.encode()).hexdigest() if value else ""
+
+
+def start_authorization(user, provider_name, owner=None, browser=""):
     """Return the provider's consent URL for `user` to connect `owner`'s calendar (their own by default).
 
-    The state is bound to the user and usable once; whose connection it makes stays server-side.
+    The state is bound to the user and usable once; whose connection it makes stays server-side,
+    and so does the hash of `browser`, the flow cookie of the browser that asked.
     """
     provider = get_provider(provider_name)
     provider.ready_to_connect()
     owner = owner or Owner.member(user)
     verifier = secrets.token_urlsafe(72)[:96]
     with transaction.atomic():
-        pending = OAuthState.objects.create(user=user, provider=provider_name, code_verifier=verifier, **owner.lookup())
+        pending = OAuthState.objects.create(
+            user=user, provider=provider_name, code_verifier=verifier, browser_hash=browser_hash(browser), **owner.lookup()
+        )
         state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
         # Built inside the transaction: a refused endpoint leaves no pending state behind.
         return provider.authorization_url(state=state, code_challenge=code_challenge(verifier))
 
 
-def _consume_state(state, request_user, provider_name):
+def flow_id(state):
+    """The pending flow a state names (its signed nonce), or None when we did not sign it. No expiry check."""
+    try:
+        data = signing.loads(state or "", salt=STATE_SALT)
+        return str(uuid.UUID(str(data["n"])))
+    except (signing.BadSignature, TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
+def _read_state(state):
+    """(nonce, user id) of a state we signed and that has not expired; ConnectError otherwise."""
     if not state:
         raise ConnectError("The callback carried no state.", code="missing_state")
     try:
@@ -59,44 +85,56 @@ def _consume_state(state, request_user, provider_name):
     except signing.BadSignature:
         raise ConnectError("The state is not one we issued.", code="invalid_state") from None
     try:  # signed by us, but never trust its shape
-        nonce, user_id = uuid.UUID(str(data["n"])), str(data["u"])
+        return uuid.UUID(str(data["n"])), str(data["u"])
     except (TypeError, KeyError, ValueError, AttributeError):
         raise ConnectError("The state is not one we issued.", code="invalid_state") from None
-    if request_user is not None and request_user.is_authenticated and str(request_user.pk) != user_id:
+
+
+def provider_refusal(params, owner=None):
+    """The ConnectError for a callback carrying the provider's `error` (consent not given)."""
+    error = ConnectError("Consent was not given.", code="access_denied" if params.get("error") == "access_denied" else "provider_error")
+    error.owner = owner
+    return error
+
+
+def complete_authorization(params, request_user, provider_name, browser=None):
+    """Finish a flow: returns the saved CalendarToken, or raises ConnectError.
+
+    Whoever finishes must prove the flow is theirs, or a consent link sent to someone else links
+    their calendar to the sender (account-linking CSRF). From the callback, `browser` is the flow
+    cookie and must match the one set when the flow started: without it nothing is consumed
+    (`Unbound`); with another one, `browser_mismatch`. With `browser=None` (POST .../complete)
+    the proof is `request_user`, who must be the member who started it. The state is consumed
+    before anything else so a replay cannot race; nothing is stored unless every check passes,
+    and an existing connection is only replaced by a good one.
+    """
+    nonce, user_id = _read_state(params.get("state"))
+    signed_in = request_user is not None and request_user.is_authenticated
+    if (signed_in and str(request_user.pk) != user_id) or (browser is None and not signed_in):
         raise ConnectError("This authorization was started by another user.", code="state_user_mismatch")
     with transaction.atomic():
         pending = OAuthState.objects.select_for_update().filter(pk=nonce, provider=provider_name).select_related("user").first()
-        if pending is not None and str(pending.user_id) != user_id:
-            pending = None
-        if pending is None:
+        if pending is None or str(pending.user_id) != user_id:
             raise ConnectError("This authorization was already used or has expired.", code="replayed_state")
-        verifier, user, owner = pending.code_verifier, pending.user, Owner(pending.owner_kind, pending.owner_id or str(pending.user_id))
+        owner = Owner(pending.owner_kind, pending.owner_id or str(pending.user_id))
+        if browser is not None and not (pending.browser_hash and hmac.compare_digest(pending.browser_hash, browser_hash(browser))):
+            error = (
+                Unbound("This browser did not start the authorization.", code="unbound")
+                if not browser
+                else ConnectError("This browser did not start the authorization.", code="browser_mismatch")
+            )
+            error.owner = owner
+            raise error
+        verifier, user = pending.code_verifier, pending.user
         pending.delete()
-    return user, verifier, owner
-
-
-def complete_authorization(params, request_user, provider_name):
-    """Finish the callback: returns the saved CalendarToken, or raises ConnectError.
-
-    The state is consumed before anything else so a replay cannot race; nothing is stored
-    unless every check passes, and an existing connection is only replaced by a good one.
-    """
-    owner = None
-    if params.get("error"):
-        # Consume the state anyway so it can't be reused, but report the provider's refusal.
-        try:
-            owner = _consume_state(params.get("state"), request_user, provider_name)[2]
-        except ConnectError:
-            pass
-        code = "access_denied" if params.get("error") == "access_denied" else "provider_error"
-        error = ConnectError("Consent was not given.", code=code)
-        error.owner = owner
-        raise error
-    user, verifier, owner = _consume_state(params.get("state"), request_user, provider_name)
     try:
+        if params.get("error"):
+            raise provider_refusal(params)
+        if not getattr(user, "is_active", True):  # deactivated since the flow started
+            raise ConnectError("This account is no longer active.", code="account_inactive")
         return _connect(provider_name, params, user, verifier, owner)
     except ConnectError as exc:
-        exc.owner = owner
+        exc.owner, exc.consumed = owner, True
         raise
 
 
@@ -260,6 +298,8 @@ def disconnect(token):
         reason = "already_invalid"
     except TransientError:
         reason = "provider_unreachable"
+    except PermanentError:  # an answer other than "already invalid": the grant may still be live
+        reason = "revoke_failed"
     except ConfigurationError:
         reason = "undecryptable"
     if provider.revocable:

@@ -21,6 +21,11 @@ class AuthorizationURLSerializer(serializers.Serializer):
     authorization_url = serializers.URLField()
 
 
+class CompleteSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=4096, help_text="The `code` the provider sent back.")
+    state = serializers.CharField(max_length=4096, help_text="The `state` sent back with it.")
+
+
 class StatusSerializer(serializers.Serializer):
     connected = serializers.BooleanField()
     provider = serializers.CharField(allow_null=True)

@@ -20,6 +20,7 @@ urlpatterns = [
     *[re_path(SHARED + path + "/?$", view.as_view(), name=f"shared-{name}") for path, view, name in OWNED],
     *[re_path(f"^{path}/?$", view.as_view(), name=name) for path, view, name in OWNED],
     re_path(r"^auth/(?P<provider>[a-z]+)/callback/?$", views.CallbackView.as_view(), name="callback"),
+    re_path(r"^auth/(?P<provider>[a-z]+)/complete/?$", views.CompleteView.as_view(), name="complete"),
     re_path(r"^busy/?$", views.BusyView.as_view(), name="busy"),
     re_path(r"^activity/?$", views.ActivityView.as_view(), name="activity"),
     re_path(r"^ical/?$", views.FeedView.as_view(), name="feed"),

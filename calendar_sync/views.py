@@ -6,6 +6,8 @@ views serve two roots: the member's own (`/`) and a host object's shared calenda
 """
 import hashlib
 import logging
+import re
+import secrets
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.http import Http404, HttpResponseRedirect
@@ -32,6 +34,7 @@ from .serializers import (
     AuthorizationURLSerializer,
     BusySerializer,
     CalendarSerializer,
+    CompleteSerializer,
     DisconnectSerializer,
     ErrorSerializer,
     FeedSerializer,
@@ -132,6 +135,30 @@ class ProviderCallThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": digest}
 
 
+class CallbackThrottle(ConnectThrottle):
+    """The callback's limit, per flow (the state we signed), not per address: junk callbacks from an
+    address spend only their own allowance, never that of a member's real one (a 429 there would
+    lose their consent). Callbacks with a state we did not sign share one allowance per address."""
+
+    scope = "calendar_sync_callback"
+
+    def get_cache_key(self, request, view):
+        flow = oauth.flow_id(request.query_params.get("state"))
+        ident = f"flow:{flow}" if flow else f"address:{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+#: The cookie that binds an OAuth flow to the browser that started it (see AuthorizationURLView).
+FLOW_COOKIE = "calendar_sync_flow"
+FLOW_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def flow_cookie_path():
+    """The app's own URL root, wherever the host mounted it: the cookie reaches only its endpoints."""
+    callback = reverse("calendar_sync:callback", kwargs={"provider": "p"})
+    return callback[: callback.rindex("auth/")]
+
+
 class BaseView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, CalendarSyncError):
@@ -210,7 +237,12 @@ class OwnedView(BaseView):
 
 
 class AuthorizationURLView(ProviderMixin, OwnedView):
-    """Start connecting: returns the provider's consent URL for the current member."""
+    """Start connecting: returns the provider's consent URL for the current member.
+
+    Also sets the flow cookie (HttpOnly, SameSite=Lax, Secure over https, as long as a state
+    lives): the callback completes only in the browser carrying it. A browser that already has
+    one keeps it, so flows started in two tabs both complete.
+    """
 
     serializer_class = AuthorizationURLSerializer
     throttle_classes = [ConnectThrottle]
@@ -224,16 +256,30 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         },
     )
     def get(self, request, provider, **kwargs):
-        url = oauth.start_authorization(request.user, provider, self.owner)
-        return Response(AuthorizationURLSerializer({"authorization_url": url}).data)
+        browser = request.COOKIES.get(FLOW_COOKIE, "")
+        if not FLOW_COOKIE_VALUE.fullmatch(browser):
+            browser = secrets.token_urlsafe(32)
+        url = oauth.start_authorization(request.user, provider, self.owner, browser=browser)
+        response = Response(AuthorizationURLSerializer({"authorization_url": url}).data)
+        response.set_cookie(
+            FLOW_COOKIE, browser, max_age=get_setting("STATE_MAX_AGE"), path=flow_cookie_path(),
+            secure=request.is_secure(), httponly=True, samesite="Lax",
+        )
+        return response
 
 
 class CallbackView(ProviderMixin, BaseView):
-    """Where the provider sends the browser back. Always redirects to FRONTEND_URL."""
+    """Where the provider sends the browser back. Always redirects to FRONTEND_URL.
+
+    It completes only in the browser that started the flow (its flow cookie). Without the cookie
+    (a frontend on another site, which never receives it) nothing is linked: the browser is sent
+    on to the frontend with `calendar_sync=complete`, the provider, `code` and `state`, and the
+    frontend finishes with the member's own credentials (CompleteView).
+    """
 
     permission_classes = [AllowAny]
     serializer_class = None
-    throttle_classes = [ConnectThrottle]
+    throttle_classes = [CallbackThrottle]
 
     @extend_schema(
         parameters=[
@@ -244,22 +290,39 @@ class CallbackView(ProviderMixin, BaseView):
             RETRY_AFTER,
         ],
         responses={
-            302: OpenApiResponse(description="Redirect to FRONTEND_URL with calendar_sync=connected, or calendar_sync=error&reason=<code>"),
+            302: OpenApiResponse(
+                description="Redirect to FRONTEND_URL with calendar_sync=connected, calendar_sync=error&reason=<code>, "
+                "or (no flow cookie) calendar_sync=complete&provider=<name>&code=<code>&state=<state> for the frontend to POST to .../complete"
+            ),
             401: OpenApiResponse(ErrorSerializer, description="Credentials were sent and are wrong (none are needed)"),
             **errors(404, 429),
         },
     )
     def get(self, request, provider):
+        params = request.query_params
         try:
-            token = oauth.complete_authorization(request.query_params, request.user, provider)
+            token = oauth.complete_authorization(params, request.user, provider, browser=request.COOKIES.get(FLOW_COOKIE, ""))
+        except oauth.Unbound as exc:
+            if params.get("error"):
+                return self._redirect(exc.owner, calendar_sync="error", reason=oauth.provider_refusal(params).code)
+            if not params.get("code"):
+                return self._redirect(exc.owner, calendar_sync="error", reason="missing_code")
+            return self._redirect(exc.owner, calendar_sync="complete", provider=provider, code=params["code"], state=params["state"])
         except oauth.ConnectError as exc:
             logger.info("calendar connect failed: %s", exc.code)
-            return self._redirect(exc.owner, calendar_sync="error", reason=exc.code)
+            return self._forget_flow(self._redirect(exc.owner, calendar_sync="error", reason=exc.code), exc.consumed)
         except ConfigurationError as exc:
             logger.error("calendar connect misconfigured: %s", exc)
-            return self._redirect(None, calendar_sync="error", reason="not_configured")
+            return self._forget_flow(self._redirect(None, calendar_sync="error", reason="not_configured"), True)
         tasks.schedule(flows.connect(token))
-        return self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected")
+        return self._forget_flow(self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected"), True)
+
+    @staticmethod
+    def _forget_flow(response, consumed):
+        """The flow this cookie proved is used up: clear the cookie (kept when it proved nothing here)."""
+        if consumed:
+            response.delete_cookie(FLOW_COOKIE, path=flow_cookie_path(), samesite="Lax")
+        return response
 
     @staticmethod
     def _redirect(owner, **params):
@@ -270,6 +333,45 @@ class CallbackView(ProviderMixin, BaseView):
         scheme, netloc, path, query, fragment = urlsplit(page or "/")
         query = urlencode([*parse_qsl(query), *params.items()])
         return HttpResponseRedirect(urlunsplit((scheme, netloc, path, query, fragment)))
+
+
+#: POST .../complete: the HTTP status of each refusal (any other is 400, bad input).
+COMPLETE_STATUSES = {"state_user_mismatch": 403, "forbidden": 403, "account_inactive": 403, "replayed_state": 409, "provider_unreachable": 502}
+
+
+class CompleteView(ProviderMixin, BaseView):
+    """Finish connecting with the member's own credentials: the frontend posts the `code` and `state`
+    it was sent back with. Completes only the member's own flow (a staff member's, for a shared calendar)."""
+
+    serializer_class = CompleteSerializer
+    throttle_classes = [ConnectThrottle]
+
+    @extend_schema(
+        request=CompleteSerializer,
+        parameters=[PROVIDER_PARAMETER, RETRY_AFTER],
+        responses={
+            200: OpenApiResponse(StatusSerializer, description="Connected: the connection's status (the member's, or the shared calendar's)"),
+            400: OpenApiResponse(ErrorSerializer, description="Bad input, or a state or code that is not valid (`invalid_state`, `expired_state`, `exchange_failed`, `missing_scopes`…)"),
+            401: ERRORS[401],
+            403: OpenApiResponse(ErrorSerializer, description="The flow was started by someone else (`state_user_mismatch`), or they may no longer connect"),
+            **errors(404),
+            409: OpenApiResponse(ErrorSerializer, description="The state was already used or has expired (`replayed_state`)"),
+            **errors(413, 415, 429, 502, 503),
+        },
+    )
+    def post(self, request, provider):
+        serializer = CompleteSerializer(data=request.data)
+        if not serializer.is_valid():  # named in `detail`: a field called `code` cannot stand beside the error's `code`
+            field, (problem, *_) = next(iter(serializer.errors.items()))
+            kind = "missing" if problem.code in ("required", "blank", "null") else "invalid"
+            return error_response(f"{kind}_{field}" if field in ("code", "state") else "invalid", f"{field}: {problem}", 400)
+        try:
+            token = oauth.complete_authorization(serializer.validated_data, request.user, provider)
+        except oauth.ConnectError as exc:
+            logger.info("calendar connect failed: %s", exc.code)
+            return error_response(exc.code, str(exc), COMPLETE_STATUSES.get(exc.code, 400))
+        tasks.schedule(flows.connect(token))
+        return Response(StatusSerializer.for_owner(Owner(token.owner_kind, token.owner_id)).data)
 
 
 class StatusView(OwnedView):

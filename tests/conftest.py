@@ -126,7 +126,8 @@ def make_booking(workspace):
 def connect(client, fake, account=None, allow=True):
     """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect.
 
-    `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it.
+    `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it. The test client keeps
+    the flow cookie the first step sets, as the browser does, and shows it to the callback.
     """
     provider, redirect, default = ("microsoft", MS_REDIRECT, MS_ACCOUNT) if isinstance(fake, FakeMicrosoft) else ("google", REDIRECT, "member@example.com")
     response = client.get(f"/api/calendar-sync/auth/{provider}")
@@ -135,6 +136,13 @@ def connect(client, fake, account=None, allow=True):
     assert location.startswith(redirect)
     query = urllib.parse.urlsplit(location).query
     return client.get(f"/api/calendar-sync/auth/{provider}/callback?{query}")
+
+
+def same_browser(client):
+    """An anonymous client with `client`'s cookies (the flow cookie): the member's browser without a session."""
+    browser = APIClient()
+    browser.cookies.update(client.cookies)
+    return browser
 
 
 def landing(response):

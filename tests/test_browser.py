@@ -75,6 +75,7 @@ def test_member_connects_syncs_and_disconnects(page, live_server, fake_google, f
     page.wait_for_url("**/integrations/calendar")
     page.wait_for_selector("#status[data-state=active]")
     assert "connected" in page.text_content("#outcome")
+    assert not [c for c in page.context.cookies() if c["name"] == "calendar_sync_flow"]  # the flow cookie: shown once, then cleared
 
     page.wait_for_selector("#calendar-select option", state="attached")
     page.select_option("#calendar-select", "team@group.calendar.google.com")
@@ -96,6 +97,23 @@ def test_member_connects_syncs_and_disconnects(page, live_server, fake_google, f
     page.wait_for_selector("#status[data-state=disconnected]")
     assert not CalendarToken.objects.exists()
     assert not fake_google.grants  # revoked at the fake Google
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_flow_cookie_the_page_finishes_with_the_members_session(page, live_server, fake_google, fake_microsoft):
+    """A browser that drops the flow cookie is sent back with the code and state; the page posts them
+    to .../complete with the member's own session, which is what links the calendar."""
+    user, _ = member_with_booking()
+    sign_in(page, live_server)
+    page.click("#connect-google")
+    page.wait_for_selector("#allow")
+    page.context.clear_cookies(name="calendar_sync_flow")
+    page.click("#allow")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_selector("#status[data-state=active]")
+    assert "connected" in page.text_content("#outcome")
+    assert page.url == f"{live_server.url}/integrations/calendar"  # the code and state are gone from the address bar
+    assert CalendarToken.objects.get(user=user).provider == "google"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from calendar_sync import oauth
 from calendar_sync.exceptions import AuthorizationLost, ConfigurationError
 from calendar_sync.models import CalendarToken, OAuthState
-from tests.conftest import FRONTEND, REDIRECT, client_for, connect, landing
+from tests.conftest import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +26,8 @@ def test_whole_flow(fake_google, api, member):
     assert "code_verifier" not in auth
 
     location = fake_google.consent(auth)
-    callback = client_for(None).get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
-    assert landing(callback) == {"calendar_sync": "connected"}
+    callback = same_browser(api).get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlsplit(location).query)
+    assert landing(callback) == {"calendar_sync": "connected"}  # the flow cookie, no session needed
 
     status = api.get("/api/calendar-sync/status").json()
     assert status["connected"] is True and status["provider"] == "google"
@@ -79,15 +79,16 @@ def _start(api, fake_google):
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
 
 
-def _callback(params, client=None):
-    return (client or client_for(None)).get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlencode(params))
+def _callback(params, client):
+    """The callback as `client`'s browser follows it (its flow cookie included)."""
+    return client.get("/api/calendar-sync/auth/google/callback?" + urllib.parse.urlencode(params))
 
 
 def test_denied_consent(fake_google, api, member):
     auth = api.get("/api/calendar-sync/auth/google").json()["authorization_url"]
     location = fake_google.consent(auth, allow=False)
     params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-    assert landing(_callback(params)) == {"calendar_sync": "error", "reason": "access_denied"}
+    assert landing(_callback(params, api)) == {"calendar_sync": "error", "reason": "access_denied"}
     assert not CalendarToken.objects.exists()
     assert not OAuthState.objects.exists()  # the state is spent
 
@@ -104,22 +105,22 @@ def test_denied_consent(fake_google, api, member):
 )
 def test_bad_callbacks_store_nothing(fake_google, api, member, tamper, reason):
     params = _start(api, fake_google)
-    assert landing(_callback(tamper(params))) == {"calendar_sync": "error", "reason": reason}
+    assert landing(_callback(tamper(params), api)) == {"calendar_sync": "error", "reason": reason}
     assert not CalendarToken.objects.exists()
 
 
 def test_replayed_state_is_refused_and_keeps_the_connection(fake_google, api, member):
     params = _start(api, fake_google)
-    assert landing(_callback(params))["calendar_sync"] == "connected"
+    assert landing(_callback(params, api))["calendar_sync"] == "connected"
     before = CalendarToken.objects.values("access_token", "updated_at").get()
-    assert landing(_callback(params)) == {"calendar_sync": "error", "reason": "replayed_state"}
+    assert landing(_callback(params, api)) == {"calendar_sync": "error", "reason": "replayed_state"}
     assert CalendarToken.objects.values("access_token", "updated_at").get() == before
 
 
 def test_expired_state(fake_google, api, member, settings):
     params = _start(api, fake_google)
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "STATE_MAX_AGE": -1}
-    assert landing(_callback(params)) == {"calendar_sync": "error", "reason": "expired_state"}
+    assert landing(_callback(params, api)) == {"calendar_sync": "error", "reason": "expired_state"}
     assert not CalendarToken.objects.exists()
 
 
@@ -128,14 +129,14 @@ def test_state_of_another_user(fake_google, api, member, other):
     response = _callback(params, client_for(other))  # bob's browser lands with it
     assert landing(response) == {"calendar_sync": "error", "reason": "state_user_mismatch"}
     assert not CalendarToken.objects.exists()
-    assert landing(_callback(params))["calendar_sync"] == "connected"  # alice can still finish
+    assert landing(_callback(params, api))["calendar_sync"] == "connected"  # alice can still finish
     assert CalendarToken.objects.get().user == member
 
 
 def test_missing_scopes(fake_google, api, member):
     fake_google.granted_scope = "https://www.googleapis.com/auth/calendar.readonly"
     params = _start(api, fake_google)
-    assert landing(_callback(params)) == {"calendar_sync": "error", "reason": "missing_scopes"}
+    assert landing(_callback(params, api)) == {"calendar_sync": "error", "reason": "missing_scopes"}
     assert not CalendarToken.objects.exists()
 
 
@@ -150,13 +151,13 @@ def test_failed_reconnect_leaves_existing_connection(fake_google, api, member):
 def test_token_endpoint_down_is_an_error_redirect(fake_google, api, member):
     params = _start(api, fake_google)
     fake_google.inject(503, times=5, path="/token")
-    assert landing(_callback(params))["reason"] in ("exchange_failed", "provider_unreachable")
+    assert landing(_callback(params, api))["reason"] in ("exchange_failed", "provider_unreachable")
     assert not CalendarToken.objects.exists()
 
 
 def test_callback_ignores_redirect_parameters(fake_google, api, member):
     params = _start(api, fake_google)
-    response = _callback({**params, "next": "https://evil.example.com/", "redirect_uri": "https://evil.example.com/"})
+    response = _callback({**params, "next": "https://evil.example.com/", "redirect_uri": "https://evil.example.com/"}, api)
     assert response["Location"].startswith(FRONTEND)
     assert "evil" not in response["Location"]
 

@@ -146,6 +146,9 @@ class BaseProvider:
     endpoint_settings: ClassVar[tuple[str, ...]] = ()
     #: Whether the service can revoke a grant; if not, disconnect only deletes locally.
     revocable: ClassVar[bool] = True
+    #: Token-endpoint `error` codes (RFC 6749 §5.2) that mean the grant can no longer be used and
+    #: only the member reconnecting can fix it: AuthorizationLost, so the connection needs_reauth.
+    reauth_errors: ClassVar[frozenset[str]] = frozenset({"invalid_grant"})
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -269,8 +272,8 @@ class BaseProvider:
         if response.status_code == 200 and body.get("access_token"):
             return body
         error = str(body.get("error") or "")
-        if error == "invalid_grant":
-            raise AuthorizationLost(f"{self.label} says the grant is no longer valid (invalid_grant).", code="invalid_grant")
+        if error in self.reauth_errors:
+            raise AuthorizationLost(f"{self.label} says the grant is no longer valid ({error}).", code=error)
         if response.status_code >= 500 or response.status_code == 429 or error in ("temporarily_unavailable", "server_error"):
             raise TransientError(
                 f"{self.label} token endpoint answered {response.status_code}.",

@@ -233,17 +233,26 @@ class GoogleProvider(BaseProvider):
         return self.token_set(body, refresh_token)
 
     def revoke(self, token):
+        """RFC 7009 with client authentication (§2.1; Google takes client_id and client_secret in
+        the body). Only `invalid_token` means the token was already invalid; any other refusal
+        (a wrong client, a malformed request) is a failed revoke, not a success."""
         url = self.endpoint("GOOGLE_OAUTH_REVOKE_URI")
         try:
-            response = requests.post(
-                url, data={"token": token}, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=get_setting("HTTP_TIMEOUT")
-            )
+            response = requests.post(url, data={"token": token, **self._client()}, headers={"Accept": "application/json"}, timeout=get_setting("HTTP_TIMEOUT"))
         except requests.RequestException as exc:
             raise TransientError(f"Google revoke endpoint unreachable: {type(exc).__name__}", code="network") from None
-        if response.status_code == 400:
+        if response.status_code == 200:
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        error = str(body.get("error") or "") if isinstance(body, dict) else ""
+        if response.status_code == 400 and error == "invalid_token":
             raise AuthorizationLost("Google says the token was already invalid.", code="already_invalid")
-        if response.status_code != 200:
+        if response.status_code >= 500 or response.status_code == 429:
             raise TransientError(f"Google revoke endpoint answered {response.status_code}.", status=response.status_code)
+        raise PermanentError(f"Google refused the revoke: {error[:64] or response.status_code}.", status=response.status_code, code="revoke_failed")
 
     # --- Calendar API ----------------------------------------------------------------------
     def _http(self, access_token):

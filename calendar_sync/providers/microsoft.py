@@ -44,7 +44,13 @@ BATCH_LIMIT = 20  # Graph's documented maximum requests per $batch
 MAX_INLINE_WAIT = 30.0  # longer Retry-After: hand the error back instead of blocking a worker
 THROTTLE_ROUNDS = 3
 MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> create
-REAUTH_ERRORS = {"interaction_required", "consent_required", "login_required"}
+# Refused refreshes only the member can fix, by signing in again: the grant is gone (`invalid_grant`:
+# AADSTS70000, 50173, 700082...), MFA or consent is due (`interaction_required`: AADSTS50076,
+# `consent_required`: 65001, `login_required`), the grant no longer covers our scopes
+# (`invalid_scope`: AADSTS70011, 650053), or their tenant removed or disabled the app
+# (`unauthorized_client`: AADSTS700016, 7000112). Not `invalid_client` (AADSTS7000215, 7000222):
+# our own secret is wrong or expired, which no member can fix; it stays a PermanentError.
+REAUTH_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required", "invalid_scope", "unauthorized_client"})
 MAX_PAGES = 100  # per read: a bound, should a server page forever
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
@@ -183,6 +189,7 @@ class MicrosoftProvider(BaseProvider):
     name = "microsoft"
     label = "Outlook Calendar"
     revocable = False  # the v2.0 endpoint has no per-grant revoke; disconnect deletes locally
+    reauth_errors = REAUTH_ERRORS
     settings = {
         "MICROSOFT_CLIENT_ID": "",
         "MICROSOFT_CLIENT_SECRET": "",
@@ -246,13 +253,8 @@ class MicrosoftProvider(BaseProvider):
         return self.token_set(self.token_request("MICROSOFT_TOKEN_URL", data))
 
     def refresh(self, refresh_token: str) -> TokenSet:
-        """Microsoft rotates refresh tokens: the answer's one replaces ours."""
-        try:
-            body = self.token_request("MICROSOFT_TOKEN_URL", {**self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token})
-        except PermanentError as exc:
-            if exc.code in REAUTH_ERRORS:  # MFA or consent needed again: only the member can fix it
-                raise AuthorizationLost(f"Microsoft needs the member to sign in again ({exc.code}).", code=exc.code) from None
-            raise
+        """Microsoft rotates refresh tokens: the answer's one replaces ours. Refusals: see REAUTH_ERRORS."""
+        body = self.token_request("MICROSOFT_TOKEN_URL", {**self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token})
         return self.token_set(body, refresh_token)
 
     def revoke(self, token: str) -> None:

@@ -1,7 +1,9 @@
 """A fake Google on 127.0.0.1 that behaves like Google where it matters to a calendar sync.
 
 OAuth: consent page, authorization code with PKCE (S256), refresh grant, `invalid_grant`
-for revoked or unknown grants, revoke. Calendar v3: calendarList, events insert / get /
+for revoked or unknown grants, revoke (400 `invalid_token` for an unknown token, as Google;
+client credentials are optional, as at Google, but refused with 401 `invalid_client` when wrong;
+each revoke is logged in `revocations` with whether the client authenticated). Calendar v3: calendarList, events insert / get /
 list / patch / delete, client-chosen ids (409 `duplicate` when taken, even by a cancelled
 event), 410 on deleting a deleted event, 401 on expired tokens, batch requests
 (multipart/mixed, at most 50 parts). Faults are injected with `inject()`; every call is
@@ -143,6 +145,7 @@ class FakeGoogle(LoopbackServer):
         self.codes = {}
         self.access_tokens = {}  # token -> {"account", "expires", "grant"}
         self.grants = {}  # refresh token -> {"account", "scope"}
+        self.revocations = []  # one per revoke request: {"client_id", "client_authenticated"}
         self.faults = []
         self.latency = 0.0
         self.calls = []  # one dict per logical request: time, method, path, account, batch
@@ -188,6 +191,7 @@ class FakeGoogle(LoopbackServer):
             self.codes.clear()
             self.access_tokens.clear()
             self.grants.clear()
+            self.revocations.clear()
             self.faults.clear()
             self.calls.clear()
             self.http_requests.clear()
@@ -458,7 +462,7 @@ class FakeGoogle(LoopbackServer):
                 time.sleep(fault["delay"])
             extra = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
             reason = fault["reason"] or {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(fault["status"], "backendError")
-            if path == "/token":
+            if path in ("/token", "/revoke"):  # OAuth endpoints answer RFC 6749 errors
                 return fault["status"], {"error": "internal_failure" if fault["status"] >= 500 else reason}, extra
             return (*_error(fault["status"], reason, "Injected fault"), extra)
         form = dict(urllib.parse.parse_qsl(body.decode())) if body and not path.startswith("/calendar/") else {}
@@ -469,7 +473,7 @@ class FakeGoogle(LoopbackServer):
         if path == "/token" and method == "POST":
             return self._token(form, headers)
         if path == "/revoke" and method == "POST":
-            return self._revoke({**query, **form})
+            return self._revoke({**query, **form}, headers)
         if path.startswith("/calendar/v3/"):
             if account is None or expires < time.time():
                 return (*_error(401, "authError", "Request had invalid authentication credentials."), {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'})
@@ -522,14 +526,18 @@ class FakeGoogle(LoopbackServer):
         separator = "&" if "?" in redirect else "?"
         return 302, None, {"Location": f"{redirect}{separator}{urllib.parse.urlencode(params)}"}
 
-    def _client_ok(self, form, headers):
+    def _client_credentials(self, form, headers):
+        """(client_id, client_secret) from the body or HTTP Basic (RFC 6749 §2.3.1); None when absent."""
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         auth = headers.get("authorization", "")
         if auth.startswith("Basic "):
             decoded = base64.b64decode(auth[6:]).decode()
             client_id, _, client_secret = decoded.partition(":")
             client_id, client_secret = urllib.parse.unquote(client_id), urllib.parse.unquote(client_secret)
-        return client_id == self.client_id and client_secret == self.client_secret
+        return client_id, client_secret
+
+    def _client_ok(self, form, headers):
+        return self._client_credentials(form, headers) == (self.client_id, self.client_secret)
 
     def _token(self, form, headers):
         invalid_grant = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, {})
@@ -556,7 +564,13 @@ class FakeGoogle(LoopbackServer):
                 return 200, {"access_token": access, "expires_in": self.token_lifetime, "scope": self.grants[refresh]["scope"], "token_type": "Bearer"}, {}
         return 400, {"error": "unsupported_grant_type"}, {}
 
-    def _revoke(self, params):
+    def _revoke(self, params, headers):
+        client_id, client_secret = self._client_credentials(params, headers)
+        authenticated = (client_id, client_secret) == (self.client_id, self.client_secret)
+        with self.lock:
+            self.revocations.append({"client_id": client_id, "client_authenticated": authenticated})
+        if (client_id or client_secret) and not authenticated:
+            return 401, {"error": "invalid_client", "error_description": "The OAuth client was not found."}, {}
         token = params.get("token", "")
         with self.lock:
             if token in self.grants:

@@ -86,6 +86,13 @@ DEFAULT_CODES = {
 }
 
 
+# The AADSTS code an injected identity-platform error carries (one of Microsoft's for that error).
+AADSTS = {
+    "invalid_grant": 70000, "invalid_scope": 70011, "unauthorized_client": 700016, "invalid_client": 7000215,
+    "interaction_required": 50076, "consent_required": 65001, "login_required": 50058,
+}
+
+
 def graph_error(status, code, message):
     return status, {"error": {"code": code, "message": message, "innerError": {"date": _now(), "request-id": str(uuid.uuid4())}}}, {}
 
@@ -473,7 +480,7 @@ class FakeMicrosoft(LoopbackServer):
         extra = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
         if "/oauth2/" in path:
             error = fault["code"] or ("temporarily_unavailable" if status >= 500 or status == 429 else "invalid_request")
-            status_, body, _ = aad_error(status, error, 50000 if status >= 500 else 90000, "Injected fault.")
+            status_, body, _ = aad_error(status, error, AADSTS.get(error, 50000 if status >= 500 else 90000), "Injected fault.")
             return status_, body, extra
         status_, body, _ = graph_error(status, fault["code"] or DEFAULT_CODES.get(status, "UnknownError"), "Injected fault.")
         return status_, body, extra
