@@ -14,8 +14,9 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import APIException
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
@@ -112,12 +113,38 @@ class ConnectThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class BaseView(APIView):
+#: Anonymous requests answer 401 with this challenge when none of the host's authenticators offers one
+#: (session-only hosts; DRF would answer 403). The scheme of the HTTP cookie-auth draft (draft-broyer-http-cookie-auth).
+SESSION_CHALLENGE = 'Cookie realm="api"'
+
+
+class SafeDefaultsMixin:
+    """What every app view decides for itself, whatever the host's REST_FRAMEWORK defaults say:
+    members only (a view may widen or narrow it), anonymous → 401 with a challenge, errors as {"code", "detail"}."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get_authenticate_header(self, request):
+        """The first challenge any of the host's authenticators offers (DRF asks only the first)."""
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return header
+        return SESSION_CHALLENGE
+
     def handle_exception(self, exc):
         if isinstance(exc, CalendarSyncError):
             logger.warning("calendar sync API error: %s (%s)", exc.code, type(exc).__name__)
             return provider_error_response(exc)
-        return super().handle_exception(exc)
+        response = super().handle_exception(exc)
+        codes = exc.get_codes() if isinstance(exc, APIException) else None
+        if isinstance(codes, str) and isinstance(response.data, dict):  # the host's handler may give {"detail"} only
+            response.data.setdefault("code", codes)
+        return response
+
+
+class BaseView(SafeDefaultsMixin, APIView):
+    pass
 
 
 class ProviderMixin:
@@ -369,7 +396,7 @@ class ActivityPagination(LimitOffsetPagination):
     max_limit = 200
 
 
-class ActivityView(generics.ListAPIView):
+class ActivityView(SafeDefaultsMixin, generics.ListAPIView):
     """The member's own access-log rows, newest first: every use of their stored token."""
 
     serializer_class = AccessLogSerializer
