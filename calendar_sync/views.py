@@ -137,9 +137,8 @@ class SafeDefaultsMixin:
             logger.warning("calendar sync API error: %s (%s)", exc.code, type(exc).__name__)
             return provider_error_response(exc)
         response = super().handle_exception(exc)
-        codes = exc.get_codes() if isinstance(exc, APIException) else None
-        if isinstance(codes, str) and isinstance(response.data, dict):  # the host's handler may give {"detail"} only
-            response.data.setdefault("code", codes)
+        if isinstance(exc, APIException) and not isinstance(exc.detail, (dict, list)) and isinstance(response.data, dict):
+            response.data.setdefault("code", getattr(exc.detail, "code", None) or exc.default_code)  # the host's handler may give {"detail"} only
         return response
 
 
