@@ -37,8 +37,13 @@ def check_settings(app_configs, **kwargs):
         )
     if get_setting("SYNC_MODE") not in SYNC_MODES:
         errors.append(checks.Error(f'CALENDAR_SYNC["SYNC_MODE"] must be one of {", ".join(SYNC_MODES)}.', id="calendar_sync.E007"))
-    for cls in provider_classes():
-        errors.extend(cls().check())
+    providers = [cls() for cls in provider_classes()]
+    offered = any(p.is_configured() for p in providers)
+    for provider in providers:
+        messages = provider.check()
+        if offered and not any(provider.setting(key) for key in provider.required_settings):
+            messages = [m for m in messages if m.id != "calendar_sync.W001"]  # not offered on purpose: nothing to warn about
+        errors.extend(messages)
     try:
         for source in get_sources().values():
             source.get_model()

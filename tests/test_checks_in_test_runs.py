@@ -20,3 +20,12 @@ def test_the_missing_setting_hint_names_the_setting_not_our_env_file(settings):
     settings.CALENDAR_SYNC = {"SOURCES": settings.CALENDAR_SYNC["SOURCES"]}
     hints = [e.hint for e in check_settings(None) if e.id == "calendar_sync.W001" and "GOOGLE_CLIENT_ID" in e.msg]
     assert hints and all('CALENDAR_SYNC["GOOGLE_CLIENT_ID"]' in h and ".env" not in h for h in hints)
+
+
+def test_a_provider_left_out_on_purpose_is_not_warned_about(fake_google, settings):
+    """Google configured, Microsoft's keys all empty: Microsoft is simply not offered (no W001 for it);
+    a half-configured provider is still named."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MICROSOFT_CLIENT_ID": "", "MICROSOFT_CLIENT_SECRET": "", "MICROSOFT_REDIRECT_URI": ""}
+    assert not [e for e in check_settings(None) if e.id == "calendar_sync.W001"]
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MICROSOFT_CLIENT_ID": "an-id"}
+    assert {e.msg.split('"')[1] for e in check_settings(None) if e.id == "calendar_sync.W001"} == {"MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI"}
