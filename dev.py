@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The two set-up commands: `python3 dev.py serve` and `python3 dev.py test`.
 
-Each creates `.venv` (once, or again when requirements.txt changes), installs the pinned
-requirements into it, and then runs inside it — so a fresh clone needs only Python 3.11+.
+Each creates `.venv` (once, or again when requirements.txt or requirements-dev.txt changes),
+installs the pinned development requirements into it (the host's runtime plus the test, lint and
+docs tools), and then runs inside it — so a fresh clone needs only Python 3.11+.
 """
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -16,10 +18,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".requirements.sha256"
+REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")  # the second includes the first
 
 
 def ensure_venv():
-    digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in REQUIREMENTS)).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
         return
     if not PY.exists():
@@ -27,7 +30,7 @@ def ensure_venv():
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("Installing pinned requirements ...", flush=True)
     subprocess.check_call([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    subprocess.check_call([str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.txt")])
+    subprocess.check_call([str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / REQUIREMENTS[-1])])
     STAMP.write_text(digest)
 
 
@@ -96,9 +99,12 @@ def bench(argv):
 
 
 def lint(argv):
-    """`python3 dev.py lint`: ruff (lint and import order) over the tree, mypy over calendar_sync's public surface."""
+    """`python3 dev.py lint`: ruff (lint and import order) over the tree, mypy over calendar_sync's public
+    surface, and the docs site built with warnings as errors."""
     failed = subprocess.call([str(PY), "-m", "ruff", "check", ".", *argv], cwd=ROOT)
     failed |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
+    with tempfile.TemporaryDirectory() as site:
+        failed |= subprocess.call([str(PY), "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", site], cwd=ROOT)
     sys.exit(1 if failed else 0)
 
 

@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_IDLE_SECONDS": 7 * 24 * 3600,
     # Days the access log (one row per use of a stored token) is kept; the sweeper deletes older rows.
     "ACCESS_LOG_RETENTION_DAYS": 90,
+    # "celery": syncs and other work go to the host's Celery broker; "inline": they run in the process
+    # that asked, after its commit (no broker or worker, but provider calls on the request path).
+    "SYNC_MODE": "celery",
     # Watched models: {"key": "dotted.path.to.EventSource subclass"}.
     "SOURCES": {},
     # Host objects that may own a shared calendar (a room's): {"kind": "app_label.Model"}.

@@ -45,7 +45,8 @@ class EventSource:
     model: str = ""
     #: Saves that change none of these fields cause no sync work (empty: every save does).
     watched_fields: tuple[str, ...] = ()
-    #: Optional model field that records the remote event id (null when there is none).
+    #: Optional CharField (or TextField) of the model that records the member's remote event id:
+    #: null when there is none, or "" if the field is not nullable (see `stored_event_id`).
     event_id_field: str | None = None
 
     key: str = ""  # set from the CALENDAR_SYNC["SOURCES"] key
@@ -93,6 +94,12 @@ class EventSource:
         time the feed's content last changed stands in.
         """
         return None
+
+    def stored_event_id(self, remote_id: str | None) -> str | None:
+        """The value `event_id_field` holds for `remote_id`; for no event, None if the field is nullable, else ""."""
+        if remote_id:
+            return remote_id
+        return None if self.get_model()._meta.get_field(self.event_id_field or "").null else ""
 
     def event_id(self, object_id: Any, destination: str = "member") -> str:
         """Deterministic key per (source, object, destination): base32hex of a hash, so retries never duplicate.

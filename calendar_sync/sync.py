@@ -178,9 +178,9 @@ def _finish(record, version, state, error=None, source=None, obj=None, operation
     else:
         event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
         if state == State.SYNCED and source.event_id_field and record.destination == MEMBER_ROLE:
-            if getattr(obj, source.event_id_field) != event_id:
+            if getattr(obj, source.event_id_field) != (stored := source.stored_event_id(event_id)):
                 field = obj._meta.get_field(source.event_id_field)
-                statements.append(rows.update(field.model, {field.name: event_id}, pk=obj.pk))  # the object row first
+                statements.append(rows.update(field.model, {field.name: stored}, pk=obj.pk))  # the object row first
         changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
         if state == State.SYNCED:
             changes.update(synced_version=version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")

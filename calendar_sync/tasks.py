@@ -6,7 +6,7 @@ import logging
 import random
 from functools import partial
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -19,6 +19,17 @@ from .owners import Owner
 
 logger = logging.getLogger(__name__)
 MEMBER_ROLE = sync.MEMBER_ROLE
+
+
+class CalendarTask(Task):
+    """Every task of the app. With CALENDAR_SYNC["SYNC_MODE"] = "inline" a call runs here and now, in the
+    process that asked (the web request, after its commit), instead of going to a broker: for hosts
+    without Celery workers. A transient failure then stays pending for the sweeper (no countdowns)."""
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, *rest, **options):
+        if get_setting("SYNC_MODE") == "inline":
+            return self.apply(args, kwargs, task_id=task_id)
+        return super().apply_async(args, kwargs, task_id, *rest, **options)
 
 
 def backoff(retries, retry_after=None):
@@ -82,7 +93,7 @@ def schedule(work):
         transaction.on_commit(partial(send, work))
 
 
-@shared_task(name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
         return sync.sync_object(source_key, object_id, destination, reason)
@@ -95,21 +106,21 @@ def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None)
         raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
 
 
-@shared_task(name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True)
 def backfill_task(owner_kind, owner_id):
     counts, later = sync.backfill(Owner(owner_kind, str(owner_id)))
     enqueue_work(later)
     return counts
 
 
-@shared_task(name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True)
 def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     counts, later = sync.move_calendar(Owner(owner_kind, str(owner_id)), old_calendar_id)
     enqueue_work(later)
     return counts
 
 
-@shared_task(name="calendar_sync.tasks.sweep")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.sweep")
 def sweep():
     """Re-enqueue work left behind (broker down at commit, retries exhausted), bounded per run."""
     now = timezone.now()
@@ -131,7 +142,7 @@ def sweep():
     return count
 
 
-@shared_task(name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True)
 def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
     """Read one shared calendar's changes into busy blocks."""
     try:
@@ -141,7 +152,7 @@ def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
         return None
 
 
-@shared_task(name="calendar_sync.tasks.pull_all")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.pull_all")
 def pull_all():
     """Beat: one pull task per connected shared calendar."""
     owners = awareness.shared_owners()
@@ -150,13 +161,13 @@ def pull_all():
     return len(owners)
 
 
-@shared_task(name="calendar_sync.tasks.health")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.health")
 def health_task(include_recent=False):
     """Beat: refresh idle connections; dead grants become needs_reauth and their owners are told once."""
     return awareness.health(include_recent)
 
 
-@shared_task(name="calendar_sync.tasks.renew_push")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.renew_push")
 def renew_push_task():
     """Beat: give every shared connection a live push channel, renewing those expiring within a day."""
     return push.renew_all()

@@ -16,8 +16,9 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import APIException
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
@@ -159,12 +160,37 @@ def flow_cookie_path():
     return callback[: callback.rindex("auth/")]
 
 
-class BaseView(APIView):
+#: Anonymous requests answer 401 with this challenge when none of the host's authenticators offers one
+#: (session-only hosts; DRF would answer 403). The scheme of the HTTP cookie-auth draft (draft-broyer-http-cookie-auth).
+SESSION_CHALLENGE = 'Cookie realm="api"'
+
+
+class SafeDefaultsMixin:
+    """What every app view decides for itself, whatever the host's REST_FRAMEWORK defaults say:
+    members only (a view may widen or narrow it), anonymous → 401 with a challenge, errors as {"code", "detail"}."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get_authenticate_header(self, request):
+        """The first challenge any of the host's authenticators offers (DRF asks only the first)."""
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return header
+        return SESSION_CHALLENGE
+
     def handle_exception(self, exc):
         if isinstance(exc, CalendarSyncError):
             logger.warning("calendar sync API error: %s (%s)", exc.code, type(exc).__name__)
             return provider_error_response(exc)
-        return super().handle_exception(exc)
+        response = super().handle_exception(exc)
+        if isinstance(exc, APIException) and not isinstance(exc.detail, (dict, list)) and isinstance(response.data, dict):
+            response.data.setdefault("code", getattr(exc.detail, "code", None) or exc.default_code)  # the host's handler may give {"detail"} only
+        return response
+
+
+class BaseView(SafeDefaultsMixin, APIView):
+    pass
 
 
 class ProviderMixin:
@@ -485,7 +511,7 @@ class ActivityPagination(LimitOffsetPagination):
     max_limit = 200
 
 
-class ActivityView(generics.ListAPIView):
+class ActivityView(SafeDefaultsMixin, generics.ListAPIView):
     """The member's own access-log rows, newest first: every use of their stored token."""
 
     serializer_class = AccessLogSerializer

@@ -4,11 +4,12 @@ Every variable is documented in `.env.example`. With nothing set, the project ru
 SQLite with Celery tasks executed eagerly in-process: no server needed.
 """
 import os
-from datetime import timedelta
 from pathlib import Path
 from tempfile import gettempdir
 
 import environ
+
+from calendar_sync.beat import beat_schedule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -136,24 +137,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # With the broker down a booking still saves: give up publishing quickly (the sweeper has it).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
-CELERY_BEAT_SCHEDULE = {
-    "calendar-sync-sweep": {
-        "task": "calendar_sync.tasks.sweep",
-        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_SWEEP_SECONDS", default=60)),
-    },
-    # Room calendars read for bookings made outside ManageHub (push notifications only make it sooner).
-    "calendar-sync-pull": {
-        "task": "calendar_sync.tasks.pull_all",
-        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_PULL_SECONDS", default=300)),
-    },
-    # Push channels (Google) and subscriptions (Graph) renewed before they expire (when PUSH_URL is set).
-    "calendar-sync-renew-push": {"task": "calendar_sync.tasks.renew_push", "schedule": timedelta(hours=1)},
-    # Idle connections refreshed: dead grants found before a booking needs them.
-    "calendar-sync-health": {
-        "task": "calendar_sync.tasks.health",
-        "schedule": timedelta(seconds=env.int("CALENDAR_SYNC_HEALTH_SECONDS", default=6 * 3600)),
-    },
-}
+# Every periodic task of the app, from the app's own helper (so none can be missing): the sweeper,
+# room-calendar pulls (push notifications only make them sooner), push-channel renewal, the health check.
+CELERY_BEAT_SCHEDULE = beat_schedule(
+    sweep=env.int("CALENDAR_SYNC_SWEEP_SECONDS", default=60),
+    pull=env.int("CALENDAR_SYNC_PULL_SECONDS", default=300),
+    health=env.int("CALENDAR_SYNC_HEALTH_SECONDS", default=6 * 3600),
+)
 
 # Bookings: how far ahead they may be made (days; a year, as recurring series need) and how long
 # one may last (hours). Room calendars are read further ahead than the horizon (bookings.E001).

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AppointmentsConfig(AppConfig):
+    name = "appointments"
+    default_auto_field = "django.db.models.BigAutoField"
