@@ -49,12 +49,12 @@ ERRORS = {
         401: "Not signed in, or the credentials are wrong (see WWW-Authenticate)",
         403: "Not allowed (including a failed CSRF check when signed in with a session cookie)",
         404: "Not found",
-        409: "Not connected, needs reauthorization, or a conflicting state",
+        409: "Not connected, needs reauthorization, not configured on this server (code `not_configured`), or a conflicting state",
         413: "Request body too large",
         415: "Unsupported request body media type",
         429: "Too many requests (see Retry-After)",
         502: "The calendar provider refused the request",
-        503: "Not configured, or the calendar provider is unavailable",
+        503: "The calendar provider is unavailable (code `provider_unavailable`): try again later",
     }.items()
 }
 
@@ -83,7 +83,8 @@ def error_response(code, detail, http_status):
 def provider_error_response(exc):
     """Map our error hierarchy to HTTP once, for every view."""
     if isinstance(exc, ConfigurationError):
-        return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)
+        # 409, not 503: only the server's operator can fix it, so a client must not read it as "retry later".
+        return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 409)
     if isinstance(exc, NotConnected):
         return error_response("not_connected", "Connect a calendar first.", 409)
     if isinstance(exc, AuthorizationLost):
@@ -188,7 +189,7 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         responses={
             200: AuthorizationURLSerializer,
             **errors(401, 404, 429),
-            503: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
+            409: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
         },
     )
     def get(self, request, provider, **kwargs):
@@ -281,7 +282,7 @@ class SelectCalendarView(OwnedView):
         wanted = serializer.validated_data["calendar_id"]
         calendars = oauth.calendars(token)
         if wanted != "primary" and wanted not in {c.id for c in calendars}:
-            return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
+            return Response({"code": "invalid", "detail": "Not one of your writable calendars.", "calendar_id": ["Not one of your writable calendars."]}, status=400)
         if wanted != token.calendar_id:
             CalendarToken.objects.filter(pk=token.pk).update(calendar_id=wanted)
             awareness.forget(self.owner)  # what was read from the old calendar no longer applies
