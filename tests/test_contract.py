@@ -2,7 +2,17 @@
 (any content type, DEBUG on or off), a provider not configured is a 4xx, feed secrets stay out of
 access logs, the members' page says what really happened, and the API docs work offline."""
 import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -141,3 +151,90 @@ def test_the_schema_documents_not_configured_as_409_and_503_only_as_retry_later(
         for method, operation in item.items():
             description = operation["responses"].get("503", {}).get("description", "")
             assert "configured" not in description, (method, path)
+
+
+# --- access logs ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url(settings):
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _serve_and_log(command, settings, requests):
+    """Start a real server (`command` with {port}), send `requests` (paths), stop it; its log output."""
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": _database_url(settings), "DEBUG": "true", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([part.format(port=port) for part in command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/no-such-thing/", timeout=2)
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.poll() is not None else "no answer"
+                time.sleep(0.2)
+        opener = urllib.request.build_opener(_NoRedirect)  # the callback redirects to the frontend: not followed
+        for path in requests:
+            try:
+                opener.open(f"http://127.0.0.1:{port}{path}", timeout=10).read()
+            except urllib.error.HTTPError:
+                pass
+        time.sleep(0.5)  # the access line is written after the answer
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            output, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    return output.decode()
+
+
+SERVERS = {
+    "runserver": [sys.executable, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload", "--skip-checks"],
+    "gunicorn": [sys.executable, "-m", "gunicorn", "managehub.wsgi", "-b", "127.0.0.1:{port}", "-w", "1", "--access-logfile", "-"],
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("server", SERVERS)
+def test_feed_secrets_and_oauth_codes_never_reach_the_access_log(member, settings, server):
+    feed = CalendarFeed.issue(member)
+    output = _serve_and_log(
+        SERVERS[server],
+        settings,
+        [f"/api/calendar-sync/ical/{feed.secret}.ics", "/api/calendar-sync/auth/google/callback?state=st4te-value&code=4/c0de-value"],
+    )
+    assert "/api/calendar-sync/ical/[redacted]" in output, output  # the request was logged, and redacted
+    assert "code=[redacted]" in output, output
+    assert feed.secret not in output and "4/c0de-value" not in output and "st4te-value" not in output, output
+
+
+def test_the_redaction_covers_feed_paths_in_any_log_line():
+    from managehub.log_filters import RedactOAuthQuery
+
+    secret = "Abc_def-0123456789xyzXYZ"
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(r)s %(s)s", ({"r": f"GET /api/calendar-sync/ical/{secret}.ics HTTP/1.1", "s": "200"},), None)
+    RedactOAuthQuery().filter(record)
+    assert record.getMessage() == "GET /api/calendar-sync/ical/[redacted] HTTP/1.1 200"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "POST /api/calendar-sync/ical/rotate", (), None)
+    RedactOAuthQuery().filter(record)
+    assert record.getMessage() == "POST /api/calendar-sync/ical/rotate"
