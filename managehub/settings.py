@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, not a CDN
     "calendar_sync",
     "bookings",
 ]
@@ -112,6 +113,10 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get their own components: read-only fields left out, non-blank strings minLength 1.
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"BookingStatusEnum": "bookings.models.Booking.Status"},
+    # /api/docs/ works offline and sends no visitor to a CDN: drf-spectacular-sidecar's copies.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: with no broker configured, tasks run eagerly in the request (quick local runs).

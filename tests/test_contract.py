@@ -4,6 +4,7 @@ access logs, the members' page says what really happened, and the API docs work 
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -238,3 +239,23 @@ def test_the_redaction_covers_feed_paths_in_any_log_line():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "POST /api/calendar-sync/ical/rotate", (), None)
     RedactOAuthQuery().filter(record)
     assert record.getMessage() == "POST /api/calendar-sync/ical/rotate"
+
+
+# --- API docs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_docs_load_swagger_ui_from_our_own_static_files(live_server, member):
+    """/api/docs/ names no other host (it works offline), and every asset it names is served here."""
+    client = Client()
+    client.force_login(member)
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert not re.findall(r"(?:https?:)?//(?!127\.0\.0\.1|testserver)[\w.-]+\.\w+", html), re.findall(r"(?:https?:)?//[^\s\"']+", html)
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith("swagger-ui.css") for a in assets), assets
+    for asset in assets:
+        assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
+        with urllib.request.urlopen(live_server.url + asset, timeout=10) as response:
+            assert response.status == 200 and len(response.read()) > 100, asset
