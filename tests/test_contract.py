@@ -13,13 +13,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
 
-from bookings.models import Workspace
+from bookings import services
+from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarFeed
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -259,3 +263,135 @@ def test_api_docs_load_swagger_ui_from_our_own_static_files(live_server, member)
         assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
         with urllib.request.urlopen(live_server.url + asset, timeout=10) as response:
             assert response.status == 200 and len(response.read()) > 100, asset
+
+
+# --- the members' page ------------------------------------------------------------------------
+
+
+def _row(page, booking):
+    """(the booking's row, the error row right after it or "") of the rendered page."""
+    html = page.content.decode()
+    match = re.search(rf'<tr id="booking-{booking.pk}"[^>]*>(.*?)</tr>(\s*<tr class="row-error"[^>]*>(.*?)</tr>)?', html, re.S)
+    assert match, html
+    return match.group(1), re.sub(r"<[^>]+>", "", match.group(3) or "").strip()
+
+
+def _cell(row, name):
+    match = re.search(rf'<td class="{name}[^"]*"[^>]*>(.*?)</td>', row, re.S)
+    assert match, row
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+@pytest.fixture
+def page_client(member):
+    client = Client()
+    client.force_login(member)
+    return client
+
+
+def test_only_a_confirmed_synced_booking_shows_in_your_calendar(google_connected, page_client, member, make_booking, run):
+    confirmed, cancelled, pending = make_booking(member), make_booking(member, hours_from_now=48), make_booking(member, hours_from_now=72)
+    for booking in (confirmed, cancelled):
+        assert run(page_client.post, f"/integrations/calendar/bookings/{booking.pk}/confirm").status_code == 302
+    assert run(page_client.post, f"/integrations/calendar/bookings/{cancelled.pk}/cancel").status_code == 302
+
+    page = page_client.get("/integrations/calendar")
+    assert _cell(_row(page, confirmed)[0], "sync-state") == "✓ In your calendar"
+    assert _cell(_row(page, cancelled)[0], "sync-state") == "Not in your calendar"
+    assert _cell(_row(page, pending)[0], "sync-state") == "Added once confirmed"
+    assert page.content.decode().count("✓ In your calendar") == 1
+
+    # After a disconnect nothing is "in your calendar" any more: nothing is kept in step.
+    assert run(client_for(member).delete, "/api/calendar-sync/disconnect").status_code in (200, 204)
+    page = page_client.get("/integrations/calendar")
+    for booking in (confirmed, cancelled, pending):
+        row = _row(page, booking)[0]
+        assert _cell(row, "sync-state") == "Not connected" and 'data-state="not_connected"' in row
+    assert "✓" not in page.content.decode()
+    # The script refreshes the list from the same rendering.
+    part = page_client.get("/integrations/calendar?part=bookings")
+    assert part.content.decode().lstrip().startswith('<tbody id="bookings">') and "Not connected" in part.content.decode()
+
+
+def test_times_show_minutes_and_the_zone_of_the_workspace(page_client, member, workspace):
+    start = datetime(2030, 7, 1, 8, 0, 30, tzinfo=UTC)  # 09:00:30 in Lisbon (summer time)
+    booking = Booking.objects.create(user=member, workspace=workspace, title="Deep work", start=start, end=start + timedelta(hours=2))
+    overnight = Booking.objects.create(
+        user=member, workspace=workspace, title="Night", start=start + timedelta(hours=14), end=start + timedelta(hours=17)
+    )
+    page = page_client.get("/integrations/calendar")
+    assert _cell(_row(page, booking)[0], "when") == "Mon 1 Jul 2030, 09:00–11:00 (Europe/Lisbon)"
+    assert _cell(_row(page, overnight)[0], "when") == "Mon 1 Jul 2030, 23:00–Tue 2 Jul 2030, 02:00 (Europe/Lisbon)"
+
+
+def test_an_overlap_is_told_by_its_row_in_local_time_with_the_room_name(page_client, member, other, make_booking, run):
+    taken = make_booking(other, status=Booking.Status.CONFIRMED)
+    mine, unrelated = make_booking(member, hours_from_now=25), make_booking(member, hours_from_now=96)
+    response = page_client.post(f"/integrations/calendar/bookings/{mine.pk}/confirm")
+    assert response.status_code == 302 and response["Location"].endswith(f"/integrations/calendar#booking-{mine.pk}")
+    page = page_client.get("/integrations/calendar")
+    row, error = _row(page, mine)
+    local = taken.start.astimezone(ZoneInfo("Europe/Lisbon"))
+    assert error == f"The Loft is already booked on {services.when(taken.start, taken.end, 'Europe/Lisbon')}.", error
+    assert f"{local:%H:%M}" in error and "T" not in error.split(",")[1] and ":00:00" not in error
+    assert _row(page, unrelated)[1] == ""  # by its own row only
+    assert 'id="outcome" role="status">' in page.content.decode()  # not at the top of the page
+    mine.refresh_from_db()
+    assert mine.status == Booking.Status.PENDING
+    # Shown once: a reload forgets it.
+    assert _row(page_client.get("/integrations/calendar"), mine)[1] == ""
+
+
+def test_the_api_overlap_message_names_the_room_and_local_times(api, member, other, make_booking):
+    taken = make_booking(other, status=Booking.Status.CONFIRMED)
+    mine = make_booking(member, hours_from_now=25)
+    response = api.post(f"/api/bookings/{mine.pk}/confirm/")
+    assert response.status_code == 409
+    assert response.json()["detail"] == f"The Loft is already booked on {services.when(taken.start, taken.end, 'Europe/Lisbon')}."
+
+
+def test_cancel_asks_first_without_javascript(page_client, member, other, make_booking, run):
+    booking = make_booking(member, status=Booking.Status.CONFIRMED)
+    page = page_client.get("/integrations/calendar")
+    row = _row(page, booking)[0]
+    # Cancel is a link to a question, not a form that cancels at once.
+    assert f'href="/integrations/calendar/bookings/{booking.pk}/cancel"' in row and "/cancel\" method" not in row
+    question = page_client.get(f"/integrations/calendar/bookings/{booking.pk}/cancel")
+    assert question.status_code == 200
+    html = question.content.decode()
+    assert "Cancel this booking?" in html and "Deep work" in html and "The Loft" in html and 'id="cancel-confirm"' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.CONFIRMED  # asking changed nothing
+    response = run(page_client.post, f"/integrations/calendar/bookings/{booking.pk}/cancel")
+    assert response.status_code == 302
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.CANCELLED
+    assert "Cancelled “Deep work”." in page_client.get("/integrations/calendar").content.decode()
+    # Someone else's booking: not found, either way.
+    theirs = make_booking(other, hours_from_now=100)
+    for method in ("get", "post"):
+        assert getattr(page_client, method)(f"/integrations/calendar/bookings/{theirs.pk}/cancel").status_code == 404
+    assert page_client.post(f"/integrations/calendar/bookings/{theirs.pk}/confirm").status_code == 404
+    assert page_client.get(f"/integrations/calendar/bookings/{booking.pk}/confirm").status_code == 405
+
+
+def test_the_page_actions_need_csrf_and_sign_in(member, make_booking):
+    booking = make_booking(member)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(member)
+    assert browser.post(f"/integrations/calendar/bookings/{booking.pk}/confirm").status_code == 403
+    assert browser.post(f"/integrations/calendar/bookings/{booking.pk}/cancel").status_code == 403
+    anonymous = Client()
+    assert anonymous.post(f"/integrations/calendar/bookings/{booking.pk}/cancel")["Location"].startswith("/accounts/login/")
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.PENDING
+
+
+def test_disconnect_asks_first(page_client):
+    html = page_client.get("/integrations/calendar").content.decode()
+    assert 'id="disconnect-ask"' in html and 'id="disconnect-confirm"' in html and 'id="disconnect-keep"' in html
+    # The DELETE is sent only from the confirming button.
+    script = html[html.index("<script>") :]
+    handler = script[script.index('$("disconnect-confirm").onclick') :]
+    assert '"DELETE"' in handler and '"DELETE"' not in script[: script.index('$("disconnect-confirm").onclick')]
