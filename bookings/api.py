@@ -1,12 +1,14 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
 from datetime import UTC, datetime
 
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.utils import html
 
 from calendar_sync import api as calendar_sync
 from calendar_sync.serializers import ErrorSerializer, SyncStateSerializer
@@ -46,7 +48,19 @@ class IsStaffOrReadOnly(permissions.BasePermission):
         return request.method in permissions.SAFE_METHODS or request.user.is_staff
 
 
+class FormBlankCharField(serializers.CharField):
+    """DRF reads a blank form or multipart value of a field with a default as "not sent" (so the
+    default applies); read it as blank, so a form body gets the same 400 as JSON does."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
+
+
 class WorkspaceSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.CharField: FormBlankCharField}
+
     class Meta:
         model = Workspace
         fields = ["id", "name", "address", "time_zone", "created_at"]

@@ -1,16 +1,116 @@
 """Server-rendered pages (JavaScript over the REST API): the member's Integrations → Calendar page,
-and staff's Integrations → Room calendars page."""
+and staff's Integrations → Room calendars page.
+
+The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
+Cancel, so it says the same thing and works the same way with JavaScript off."""
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_http_methods, require_POST
+
+from calendar_sync import api as calendar_sync
+
+from . import services
+from .models import Booking
+
+#: What the "In your calendar" column says, by state (see `_in_calendar`).
+IN_CALENDAR = {
+    "synced": "✓ In your calendar",
+    "pending": "Syncing…",
+    "removing": "Removing from your calendar…",
+    "removed": "Not in your calendar",
+    "failed": "Failed",
+    "not_connected": "Not connected",
+    "needs_reauth": "Reconnect needed",
+    "unconfirmed": "Added once confirmed",
+}
+
+
+def _in_calendar(booking, state, connection):
+    """The booking's real place in the member's calendar, from its member sync state (or None) and
+    the member's connection: only a confirmed booking whose event exists, over a live connection,
+    is "in your calendar" (a cancelled one, or any after a disconnect, never is)."""
+    if not connection["connected"]:
+        return "not_connected"
+    if connection["status"] != "active":
+        return "needs_reauth"
+    sync = state["state"] if state else None
+    if sync in ("failed", "not_connected"):
+        return sync
+    if booking.status == Booking.Status.CONFIRMED:
+        return "synced" if sync == "synced" and state["event_id"] else "pending"
+    if sync == "pending" and state["event_id"]:
+        return "removing"
+    return "unconfirmed" if booking.status == Booking.Status.PENDING else "removed"
+
+
+def _rows(user, errors):
+    bookings = list(Booking.objects.filter(user=user, end__gt=timezone.now()).select_related("workspace").order_by("start", "pk"))
+    states = calendar_sync.sync_states("booking", bookings)
+    connection = calendar_sync.connection(calendar_sync.Owner.member(user))
+    rows = []
+    for booking in bookings:
+        state = (states.get(str(booking.pk)) or {}).get("member")
+        key = _in_calendar(booking, state, connection)
+        error = state["last_error"] if state and key == "failed" else ""
+        rows.append(
+            {
+                "booking": booking,
+                "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+                "sync_state": key,
+                "in_calendar": IN_CALENDAR[key] + (f" — {error}" if error else ""),
+                "error": errors.get(str(booking.pk)),  # what went wrong with the last action on it
+            }
+        )
+    return rows
 
 
 @login_required
 @ensure_csrf_cookie
 def calendar_integration(request):
-    return render(request, "bookings/integrations_calendar.html", {"sandbox": settings.CALENDAR_SYNC_SANDBOX})
+    if request.GET.get("part") == "bookings":  # the list alone, for the page's script to refresh it
+        return render(request, "bookings/_bookings.html", {"rows": _rows(request.user, {})})
+    row_errors, notes = {}, []
+    for message in messages.get_messages(request):
+        if message.extra_tags.startswith("booking-"):
+            row_errors[message.extra_tags.removeprefix("booking-")] = message.message
+        else:
+            notes.append(message)
+    context = {"sandbox": settings.CALENDAR_SYNC_SANDBOX, "rows": _rows(request.user, row_errors), "notes": notes}
+    return render(request, "bookings/integrations_calendar.html", context)
+
+
+def _back_to(booking):
+    return redirect(f"{reverse('calendar-integration')}#booking-{booking.pk}")
+
+
+@login_required
+@require_POST
+def confirm_booking(request, pk):
+    booking = get_object_or_404(Booking, pk=pk, user=request.user)
+    try:
+        services.confirm_booking(booking)
+    except services.BookingError as exc:  # shown next to its row
+        messages.error(request, str(exc), extra_tags=f"booking-{booking.pk}")
+    return _back_to(booking)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def cancel_booking(request, pk):
+    """GET asks "are you sure?" (a page of its own: it works without JavaScript); POST cancels."""
+    booking = get_object_or_404(Booking.objects.select_related("workspace"), pk=pk, user=request.user)
+    if request.method == "GET":
+        when = services.when(booking.start, booking.end, booking.workspace.time_zone)
+        return render(request, "bookings/cancel_booking.html", {"booking": booking, "when": when})
+    services.cancel_booking(booking)
+    messages.success(request, f"Cancelled “{booking.title}”.")
+    return _back_to(booking)
 
 
 @login_required  # signed out: the site's sign-in page

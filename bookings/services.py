@@ -4,6 +4,7 @@ Each service runs in a transaction and locks the workspace row while checking ov
 two confirmations racing for one slot cannot both succeed.
 """
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -41,16 +42,32 @@ def _check_bounds(start, end):
         raise BookingError(f"Bookings can be made at most {days} days ahead.", field="start" if start >= horizon else "end")
 
 
+def when(start, end, time_zone):
+    """A span as people read it: in the workspace's zone, minutes not seconds, the zone named
+    ("Tue 1 Dec 2026, 09:00–11:00 (Europe/Lisbon)"; the end's date too when it is another day)."""
+    zone = ZoneInfo(time_zone)
+    start, end = start.astimezone(zone), end.astimezone(zone)
+    day = f"{start:%a} {start.day} {start:%b %Y}"
+    until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a} {end.day} {end:%b %Y}, {end:%H:%M}"
+    return f"{day}, {start:%H:%M}–{until} ({time_zone})"
+
+
 def _check_free(booking):
-    clash = Booking.objects.filter(
-        workspace_id=booking.workspace_id, status=Booking.Status.CONFIRMED, start__lt=booking.end, end__gt=booking.start
-    ).exclude(pk=booking.pk)
-    if clash.exists():
-        raise BookingError("The workspace is already booked at that time.", field="start", code="overlap")
+    clash = (
+        Booking.objects.filter(workspace_id=booking.workspace_id, status=Booking.Status.CONFIRMED, start__lt=booking.end, end__gt=booking.start)
+        .exclude(pk=booking.pk)
+        .order_by("start")
+        .values_list("start", "end")
+        .first()
+    )
+    if clash:
+        workspace = booking.workspace  # its name and zone, for the message
+        raise BookingError(f"{workspace.name} is already booked on {when(*clash, workspace.time_zone)}.", field="start", code="overlap")
     # Bookings made straight in the room's calendar (read in the background, never here).
     for block in calendar_sync.external_busy(calendar_sync.Owner("workspace", booking.workspace_id), booking.start, booking.end)[:1]:
+        workspace = booking.workspace
         raise BookingError(
-            f"The workspace is booked in its room calendar from {block.start.isoformat()} to {block.end.isoformat()}.",
+            f"{workspace.name} is booked in its room calendar on {when(block.start, block.end, workspace.time_zone)}.",
             field="start",
             code="overlap",
         )

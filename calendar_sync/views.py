@@ -53,12 +53,12 @@ ERRORS = {
         401: "Not signed in, or the credentials are wrong (see WWW-Authenticate)",
         403: "Not allowed (including a failed CSRF check when signed in with a session cookie)",
         404: "Not found",
-        409: "Not connected, needs reauthorization, or a conflicting state",
+        409: "Not connected, needs reauthorization, not configured on this server (code `not_configured`), or a conflicting state",
         413: "Request body too large",
         415: "Unsupported request body media type",
         429: "Too many requests (see Retry-After)",
         502: "The calendar provider refused the request",
-        503: "Not configured, or the calendar provider is unavailable",
+        503: "The calendar provider is unavailable (code `provider_unavailable`): try again later",
     }.items()
 }
 
@@ -89,7 +89,8 @@ def provider_error_response(exc):
     if isinstance(exc, Undecryptable):  # the operator's log says what to do; the member is told nothing about keys
         return error_response("unavailable", "This calendar connection can't be used at the moment; try again later, or disconnect it and connect again.", 503)
     if isinstance(exc, ConfigurationError):
-        return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 503)
+        # 409, not 503: only the server's operator can fix it, so a client must not read it as "retry later".
+        return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 409)
     if isinstance(exc, NotConnected):
         return error_response("not_connected", "Connect a calendar first.", 409)
     if isinstance(exc, AuthorizationLost):
@@ -278,7 +279,7 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         responses={
             200: AuthorizationURLSerializer,
             **errors(401, 404, 429),
-            503: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
+            409: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
         },
     )
     def get(self, request, provider, **kwargs):
@@ -437,7 +438,7 @@ class SelectCalendarView(OwnedView):
         try:
             tasks.schedule(flows.change_calendar(self.owner, serializer.validated_data["calendar_id"], self.reason))
         except flows.UnknownCalendar:
-            return Response({"calendar_id": ["Not one of your writable calendars."]}, status=400)
+            return Response({"code": "invalid", "detail": "Not one of your writable calendars.", "calendar_id": ["Not one of your writable calendars."]}, status=400)
         return Response(StatusSerializer.for_owner(self.owner).data)
 
 

@@ -1,9 +1,10 @@
 """API plumbing for the whole host: JSON errors everywhere under /api/, safe parsing, bounded pagination."""
+import json
 import logging
 import re
 from http import HTTPStatus
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, JsonResponse
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiViewExtension
@@ -118,29 +119,79 @@ def pagination_parameters(paginator):
 
 
 class JsonErrorsMiddleware:
-    """Every error under /api/ is JSON, whatever produced it (404 for unknown paths, CSRF 403,
-    400 for too many fields, 405, 413, 500). Bodies that are already JSON pass untouched; a 500
-    never carries a traceback."""
+    """Every error under /api/ is JSON with a `code` and a `detail`, whatever produced it (404 for
+    unknown paths, CSRF 403, 400 for too many fields, 405, 413, 500, a view's own 400) and whatever
+    DEBUG says. JSON bodies keep their fields and gain a missing `code` or `detail`; a 500 never
+    carries a traceback."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        try:
+            request.GET  # noqa: B018 - parsed here, once: a refusal raised later escapes Django's debug page too
+        except SuspiciousOperation as exc:
+            return self.process_exception(request, exc)
         response = self.get_response(request)
-        if not request.path.startswith(API_PREFIX) or response.status_code < 400:
-            return response
-        if response.get("Content-Type", "").startswith("application/json") and response.status_code != 500:
+        if response.status_code < 400:
             return response
         status = response.status_code
-        code = re.sub(r"[^a-z]+", "_", HTTPStatus(status).phrase.lower()).strip("_") if status in HTTPStatus._value2member_map_ else "error"
-        body = {"code": code, "detail": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"}
+        known = status in HTTPStatus._value2member_map_
+        code = re.sub(r"[^a-z]+", "_", HTTPStatus(status).phrase.lower()).strip("_") if known else "error"
+        detail = HTTPStatus(status).phrase if known else "Error"
         if status == 500:
             body = {"code": "server_error", "detail": "Internal server error."}
+        elif response.get("Content-Type", "").startswith("application/json"):
+            body = _json_body(response)
+            if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("detail"), str):
+                return response
+            body = _with_code_and_detail(body, *(("invalid", "Invalid input.") if status == 400 else (code, detail)))
+        else:
+            body = {"code": code, "detail": detail}
         new = JsonResponse(body, status=status)
         for header in ("Allow", "Retry-After", "WWW-Authenticate"):
             if header in response:
                 new[header] = response[header]
         return new
+
+    def process_exception(self, request, exc):
+        """A request Django refuses as suspicious (too many fields or files, a broken body) is a
+        JSON 400 here, before Django's debug page (which reads the same query string again) runs."""
+        if not request.path.startswith(API_PREFIX) or not isinstance(exc, SuspiciousOperation):
+            return None
+        logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc))
+        if isinstance(exc, RequestDataTooBig):
+            return JsonResponse({"code": "too_large", "detail": "Request body too large."}, status=413)
+        if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+            return JsonResponse({"code": "too_many_fields", "detail": "Too many fields in the request."}, status=400)
+        return JsonResponse({"code": "bad_request", "detail": "Bad request."}, status=400)
+
+
+def _json_body(response):
+    if getattr(response, "streaming", False):
+        return None
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _with_code_and_detail(body, code, detail):
+    """`body` (a view's own error JSON) with string `code` and `detail`; a field error filed under
+    either name (a field called `code`) moves into `detail`."""
+    if not isinstance(body, dict):
+        return {"code": code, "detail": detail}
+    body, messages = dict(body), []
+    for key, default in (("code", code), ("detail", detail)):
+        if not isinstance(body.get(key), str):
+            if body.get(key) is not None:
+                messages.append(f"{key}: {'; '.join(map(str, body[key])) if isinstance(body[key], list) else body[key]}")
+            body[key] = default
+    if messages:
+        body["detail"] = " ".join(messages)
+    return body
 
 
 class TokenAuthentication(KnoxTokenAuthentication):

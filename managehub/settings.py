@@ -4,6 +4,7 @@ Every variable is documented in `.env.example`. With nothing set, the project ru
 SQLite with Celery tasks executed eagerly in-process: no server needed.
 """
 import os
+from datetime import timedelta
 from pathlib import Path
 from tempfile import gettempdir
 
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, not a CDN
     "calendar_sync",
     "bookings",
 ]
@@ -119,6 +121,10 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get their own components: read-only fields left out, non-blank strings minLength 1.
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"BookingStatusEnum": "bookings.models.Booking.Status"},
+    # /api/docs/ works offline and sends no visitor to a CDN: drf-spectacular-sidecar's copies.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: with no broker configured, tasks run eagerly in the request (quick local runs).

@@ -37,6 +37,8 @@ urlpatterns = [
     path("integrations/calendar", pages.calendar_integration, name="calendar-integration"),
     path("integrations/rooms", pages.rooms_integration, name="rooms-integration"),
     path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
+    path("integrations/calendar/bookings/<uuid:pk>/confirm", pages.confirm_booking, name="page-booking-confirm"),
+    path("integrations/calendar/bookings/<uuid:pk>/cancel", pages.cancel_booking, name="page-booking-cancel"),
     path("admin/login/", throttle_sign_in(admin.site.login)),  # before admin.site.urls, which has the same path
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainToken.as_view(), name="api-token"),

@@ -93,8 +93,22 @@ def test_member_connects_syncs_and_disconnects(page, live_server, fake_google, f
     assert page.text_content("#ical-url").startswith(live_server.url)
 
     page.screenshot(path=os.environ.get("BROWSER_SCREENSHOT", "/tmp/calendar-page.png"), full_page=True)
+    # Cancel asks first, on a page of its own; then the row says where the booking really is.
+    page.click(f"#booking-{booking.pk} [data-action=cancel]")
+    page.wait_for_selector("#cancel-confirm")
+    assert "Deep work" in page.text_content("#cancel-booking")
+    page.click("#cancel-confirm")
+    page.wait_for_selector(f"#booking-{booking.pk} .sync-state[data-state=removed]")
+    assert "In your calendar" not in page.text_content(f"#booking-{booking.pk}")
+
+    # Disconnect asks first too: "keep" changes nothing.
     page.click("#disconnect")
+    page.click("#disconnect-keep")
+    assert page.is_visible("#disconnect") and CalendarToken.objects.exists()
+    page.click("#disconnect")
+    page.click("#disconnect-confirm")
     page.wait_for_selector("#status[data-state=disconnected]")
+    page.wait_for_selector(f"#booking-{booking.pk} .sync-state[data-state=not_connected]")
     assert not CalendarToken.objects.exists()
     assert not fake_google.grants  # revoked at the fake Google
 
@@ -146,6 +160,7 @@ def test_member_connects_outlook_and_sees_a_booking_synced(page, live_server, fa
 
     page.screenshot(path="/tmp/calendar-page-outlook.png", full_page=True)
     page.click("#disconnect")
+    page.click("#disconnect-confirm")
     page.wait_for_selector("#status[data-state=disconnected]")
     outcome = page.text_content("#outcome")
     assert "Outlook Calendar" in outcome

@@ -86,10 +86,10 @@ def test_debug_loopback_oauth_works_with_any_server_and_no_env_var(stub, setting
     assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
 
 
-def test_plain_http_outside_debug_is_a_clear_503(stub, settings, api):
+def test_plain_http_outside_debug_is_a_clear_409(stub, settings, api):
     settings.DEBUG = False
     response = api.get("/api/calendar-sync/auth/google")
-    assert response.status_code == 503 and response.json()["code"] == "not_configured"
+    assert response.status_code == 409 and response.json()["code"] == "not_configured"
     assert "https" in response.json()["detail"]
     assert not OAuthState.objects.exists()  # nothing half-saved
 

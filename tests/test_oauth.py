@@ -67,10 +67,10 @@ def test_unknown_provider_is_404(fake_google, api):
     assert api.get("/api/calendar-sync/auth/outlook").status_code == 404
 
 
-def test_not_configured_is_a_clear_503(api, settings):
+def test_not_configured_is_a_clear_409(api, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "GOOGLE_CLIENT_ID": ""}
     response = api.get("/api/calendar-sync/auth/google")
-    assert response.status_code == 503 and response.json()["code"] == "not_configured"
+    assert response.status_code == 409 and response.json()["code"] == "not_configured"
 
 
 def _start(api, fake_google):
