@@ -55,8 +55,8 @@ def connect_room(staff, fake, workspace, account, run):
 
 def add_event(fake, account, start, end):
     if isinstance(fake, FakeGoogle):
-        return fake.add_event(account, start, end, summary="Board meeting")
-    return fake.add_event(account, start, end, subject="Board meeting")
+        return fake.add_event(account, start, end, title="Board meeting")
+    return fake.add_event(account, start, end, title="Board meeting")
 
 
 def book(api, workspace, start, end):
@@ -80,7 +80,7 @@ def room_account(fake):
 def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_microsoft, staff, workspace, member, api, make_booking, run):
     owner = connect_room(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
-    outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, subject="Board meeting")
+    outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting")
     fake_microsoft.update_event("rooms@contoso.com", outside, transactionId="d2c5b1a0-7e1f-4c55-9a51-outlook-mobile")
     awareness.pull(owner)
     assert BusyBlock.objects.filter(remote_id=outside).exists()
@@ -111,7 +111,7 @@ def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_boo
 def test_outlook_busy_times_include_outside_events_with_a_transaction_id(fake_microsoft, api, run):
     assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"
     start = hour_from_now(2)
-    outside = fake_microsoft.add_event(MS_ACCOUNT, start, start + HOUR, subject="Dentist")
+    outside = fake_microsoft.add_event(MS_ACCOUNT, start, start + HOUR, title="Dentist")
     fake_microsoft.update_event(MS_ACCOUNT, outside, transactionId="another-clients-transaction")
     busy = api.get(window(start.isoformat(), (start + DAY).isoformat())).json()["busy"]
     assert [dt.datetime.fromisoformat(b["start"]) for b in busy] == [start]
@@ -205,7 +205,7 @@ def test_busy_windows_no_calendar_can_hold_are_refused(google_connected, api, st
     assert response.status_code == 400, response.content
     body = response.json()
     assert body["code"] == "invalid" and field in body and body["detail"], body
-    assert google_connected.api_calls() == []
+    assert google_connected.calls() == []
 
 
 def test_booking_dates_with_offsets_that_overflow_are_refused(api, workspace):
@@ -266,7 +266,7 @@ def test_google_incremental_reads_send_the_full_reads_parameters(fake_google, st
     assert BusyBlock.objects.get().remote_id == outside
     fake_google.delete_event("rooms@example.com", outside)
     assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
-    full, *incremental = (c["query"] for c in fake_google.api_calls("rooms@example.com") if c["path"].endswith("/events"))
+    full, *incremental = (c["query"] for c in fake_google.calls("rooms@example.com") if c["path"].endswith("/events"))
     assert "syncToken" not in full and len(incremental) == 2
     for query in incremental:
         assert "syncToken" in query
@@ -332,7 +332,7 @@ def test_busy_answers_are_never_served_from_a_previous_connection(fake_google, a
     fake_google.add_account("second@example.com")
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     start = hour_from_now(2)
-    fake_google.add_event(GOOGLE_ACCOUNT, start, start + HOUR, summary="Old account's meeting")
+    fake_google.add_event(GOOGLE_ACCOUNT, start, start + HOUR, title="Old account's meeting")
     query = window(start.isoformat(), (start + DAY).isoformat())
     assert len(api.get(query).json()["busy"]) == 1
     assert api.delete("/api/calendar-sync/disconnect").status_code in (200, 204)

@@ -140,7 +140,7 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
     fake = google_connected
 
     def count(path_part):
-        return len([c for c in fake.api_calls() if path_part in c["path"]])
+        return len([c for c in fake.calls() if path_part in c["path"]])
 
     passed = burst(lambda i: api.post("/api/calendar-sync/test"))
     assert [a.status_code for a in passed] == [200] * LIMIT and all(a.json() == {"ok": True} for a in passed)
@@ -152,20 +152,20 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
     assert [a.status_code for a in passed] == [200] * LIMIT and count("calendarList") == LIMIT
 
     cache.clear()
-    before = len(fake.api_calls())
+    before = len(fake.calls())
     passed = burst(lambda i: api.get("/api/calendar-sync/busy", window(i)))  # each window a new provider call
-    assert [a.status_code for a in passed] == [200] * LIMIT and len(fake.api_calls()) - before == LIMIT  # one events.list each
+    assert [a.status_code for a in passed] == [200] * LIMIT and len(fake.calls()) - before == LIMIT  # one events.list each
 
     cache.clear()  # one count for every endpoint that calls the provider
-    before = len(fake.api_calls())
+    before = len(fake.calls())
     answers = [api.get("/api/calendar-sync/busy", window(100 + i)) for i in range(3)]
     answers += [api.get("/api/calendar-sync/calendars"), api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")]
     assert [a.status_code for a in answers] == [200] * LIMIT
-    calls = len(fake.api_calls())
+    calls = len(fake.calls())
     for answer in (api.post("/api/calendar-sync/test"), api.get("/api/calendar-sync/calendars"), api.get("/api/calendar-sync/busy", window(200)),
                    api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")):
         assert_throttled_json(answer)
-    assert len(fake.api_calls()) == calls > before
+    assert len(fake.calls()) == calls > before
     assert api.get("/api/calendar-sync/status").status_code == 200  # no provider call, no limit
 
 
@@ -177,13 +177,13 @@ def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, 
     base = f"/api/calendar-sync/shared/workspace/{workspace.pk}/"
     mine = [client_for(staff).get(base + "calendars") for _ in range(3)] + [colleague.post(base + "test") for _ in range(2)]
     assert [a.status_code for a in mine] == [200] * LIMIT
-    calls = len(fake_google.api_calls(room.account))
+    calls = len(fake_google.calls(room.account))
     assert_throttled_json(colleague.get(base + "calendars"))
     assert_throttled_json(client_for(staff).put(base + "calendar", {"calendar_id": "primary"}, format="json"))
     assert_throttled_json(client_for(staff).post(base + "test"))
     other_spelling = client_for(staff).get(f"/api/calendar-sync/shared/workspace/0{workspace.pk}/calendars")
     assert other_spelling.status_code in (404, 429)  # the room's own key, however its id is written
-    assert len(fake_google.api_calls(room.account)) == calls
+    assert len(fake_google.calls(room.account)) == calls
     assert client_for(staff).get("/api/calendar-sync/calendars").status_code == 409  # staff's own count is separate
 
 
