@@ -28,7 +28,6 @@ from calendar_sync.owners import parse as parse_owner
 from calendar_sync.providers.base import Operation
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.sources import Event
-from calendar_sync.testing import FakeGoogle
 from tests.conftest import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
@@ -43,20 +42,13 @@ def hour_from_now(days):
 
 def connect_room(staff, fake, workspace, account, run):
     """Staff connect the workspace's room calendar on `fake` (it is read once at once)."""
-    provider = "google" if isinstance(fake, FakeGoogle) else "microsoft"
-    fake.add_account(account)
+    provider = fake.provider
     staff_api = client_for(staff)
     url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}").json()["authorization_url"]
     location = fake.consent(url, account=account)
     response = run(staff_api.get, f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
     assert "calendar_sync=connected" in response["Location"], response["Location"]
     return Owner("workspace", str(workspace.pk))
-
-
-def add_event(fake, account, start, end):
-    if isinstance(fake, FakeGoogle):
-        return fake.add_event(account, start, end, title="Board meeting")
-    return fake.add_event(account, start, end, title="Board meeting")
 
 
 def book(api, workspace, start, end):
@@ -70,10 +62,6 @@ def window(start, end):
 @pytest.fixture(params=["google", "microsoft"])
 def fake(request, fake_google, fake_microsoft):
     return fake_google if request.param == "google" else fake_microsoft
-
-
-def room_account(fake):
-    return "rooms@example.com" if isinstance(fake, FakeGoogle) else "rooms@contoso.com"
 
 
 # --- 1. Outlook: a transactionId is anyone's; only our property (or a stored id) makes an event ours -------
@@ -154,9 +142,9 @@ def test_the_horizon_and_length_are_settings(api, workspace, settings):
 
 def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staff, workspace, api, run, settings):
     assert get_setting("PULL_WINDOW_DAYS") > settings.BOOKING_HORIZON_DAYS
-    owner = connect_room(staff, fake, workspace, room_account(fake), run)
+    owner = connect_room(staff, fake, workspace, fake.room_account, run)
     at = hour_from_now(settings.BOOKING_HORIZON_DAYS - 2)
-    add_event(fake, room_account(fake), at, at + 2 * HOUR)
+    fake.add_event(fake.room_account, at, at + 2 * HOUR, title="Board meeting")
     awareness.pull(owner)
     created = book(api, workspace, at + HOUR, at + 3 * HOUR)
     assert created.status_code == 201, created.content
@@ -166,9 +154,9 @@ def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staf
 
 def test_a_pull_whose_window_falls_short_reads_everything_again(fake, staff, workspace, run, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 30}
-    owner = connect_room(staff, fake, workspace, room_account(fake), run)  # a full read, 30 days ahead and a margin
+    owner = connect_room(staff, fake, workspace, fake.room_account, run)  # a full read, 30 days ahead and a margin
     at = hour_from_now(60)
-    add_event(fake, room_account(fake), at, at + HOUR)
+    fake.add_event(fake.room_account, at, at + HOUR, title="Board meeting")
     assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
     # Time passing (or a longer window) leaves the round's reach behind: a new full read, not changes.
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 90}

@@ -171,19 +171,19 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
 
 @pytest.mark.django_db
 def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, staff, make_user, workspace, provider_rate):
-    room = connect_room(fake_google, staff, workspace)
+    connect_room(fake_google, staff, workspace)
     fake_google.reset_log()
     colleague = client_for(make_user("colleague", is_staff=True))
     base = f"/api/calendar-sync/shared/workspace/{workspace.pk}/"
     mine = [client_for(staff).get(base + "calendars") for _ in range(3)] + [colleague.post(base + "test") for _ in range(2)]
     assert [a.status_code for a in mine] == [200] * LIMIT
-    calls = len(fake_google.calls(room.account))
+    calls = len(fake_google.calls(fake_google.room_account))
     assert_throttled_json(colleague.get(base + "calendars"))
     assert_throttled_json(client_for(staff).put(base + "calendar", {"calendar_id": "primary"}, format="json"))
     assert_throttled_json(client_for(staff).post(base + "test"))
     other_spelling = client_for(staff).get(f"/api/calendar-sync/shared/workspace/0{workspace.pk}/calendars")
     assert other_spelling.status_code in (404, 429)  # the room's own key, however its id is written
-    assert len(fake_google.calls(room.account)) == calls
+    assert len(fake_google.calls(fake_google.room_account)) == calls
     assert client_for(staff).get("/api/calendar-sync/calendars").status_code == 409  # staff's own count is separate
 
 
@@ -216,14 +216,14 @@ def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_micros
     assert push.ensure_watch(room.token)
     token = room.token
     at = timezone.now().replace(microsecond=0) + timedelta(days=2)
-    room.add(at, at + timedelta(hours=1))
+    fake.add_event(fake.room_account, at, at + timedelta(hours=1), title="Client call")
     calls = fake.api_calls if provider == "google" else fake.graph_calls
 
     def replay():
         if provider == "google":
             return Client().post(GOOGLE_PATH, **google_headers(token))
         item = {"subscriptionId": token.push_channel, "clientState": push.channel_secret(token), "changeType": "updated",
-                "resource": f"Users/{room.account}/Events/AAMk-1"}
+                "resource": f"Users/{fake.room_account}/Events/AAMk-1"}
         return Client().post(GRAPH_PATH, {"value": [item]}, content_type="application/json")
 
     fake.reset_log()
