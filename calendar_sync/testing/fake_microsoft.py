@@ -515,7 +515,7 @@ class FakeMicrosoft(FakeService):
                     )
                 if fake.latency:
                     time.sleep(fake.latency)
-                fault = fake._take_fault(path, batch_part=False)
+                fault = None if path == "/" else fake._take_fault(path, batch_part=False)  # the page is always shown
                 if fault:
                     status, payload, extra = fake._fault_answer(fault, path)
                     if path.startswith("/v1.0/"):
