@@ -167,3 +167,19 @@ def test_the_consent_page_offers_the_member_and_a_room(fake, provider):
     assert provider.busy(member.access_token, "primary", *WEEK) == []  # the member's calendar is not the room's
     [block] = provider.busy(room.access_token, "primary", *WEEK)
     assert block.summary == "Booked at the desk"
+
+
+# --- push channels --------------------------------------------------------------------------------------
+def test_push_channels_notify_and_drop(fake, provider, live_server):
+    """A channel made through the real client is listed the same way on both fakes; a notification
+    with a wrong secret reaches the receiver as sent; a dropped channel sends nothing more."""
+    token = grant(fake, provider).access_token
+    address = f"{live_server.url}/api/calendar-sync/push/{fake.provider}"
+    channel_id, _resource, _expires = provider.watch(token, "primary", address, "s" * 64)
+    channel = fake.push_channels()[channel_id]
+    assert (channel["account"], channel["calendar"], channel["address"], channel["secret"], channel["stopped"]) == (
+        fake.default_account, fake.calendar_id(fake.default_account), address, "s" * 64, False)
+    assert fake.push_channels(fake.room_account) == {}
+    assert fake.notify(channel_id, secret="f" * 64).status_code == 403  # delivered over HTTP; our webhook refuses it
+    fake.drop_channel(channel_id)
+    assert fake.push_channels()[channel_id]["stopped"] and fake.notify(channel_id) is None

@@ -341,14 +341,14 @@ def test_fake_google_push_channels(gside):
         http = gside.provider._http(gside.token)
         channel = service.events().watch(calendarId="primary", body={"id": "chan-1", "type": "web_hook", "address": receiver.url, "token": "secret"}).execute(http=http)
         assert channel["id"] == "chan-1" and channel["resourceId"] and int(channel["expiration"]) > 0
-        assert fake.channels["chan-1"]["address"] == receiver.url and not fake.channels["chan-1"]["stopped"]
+        assert fake.push_channels()["chan-1"]["address"] == receiver.url and not fake.push_channels()["chan-1"]["stopped"]
         fake.notify("chan-1")
         headers = receiver.received[0]["headers"]
         assert headers["X-Goog-Channel-ID"] == "chan-1" and headers["X-Goog-Channel-Token"] == "secret"
         assert headers["X-Goog-Resource-ID"] == channel["resourceId"] and headers["X-Goog-Resource-State"] == "exists"
         assert headers["X-Goog-Message-Number"] == "1"
         service.channels().stop(body={"id": "chan-1", "resourceId": channel["resourceId"]}).execute(http=http)
-        assert fake.channels["chan-1"]["stopped"]
+        assert fake.push_channels()["chan-1"]["stopped"]
         with pytest.raises(Exception) as stopped_twice:
             service.channels().stop(body={"id": "chan-1", "resourceId": channel["resourceId"]}).execute(http=http)
         assert stopped_twice.value.resp.status == 404
@@ -483,7 +483,7 @@ def test_fake_graph_subscriptions(mside):
         note = json.loads(receiver.received[-1]["body"])["value"][0]
         assert (note["subscriptionId"], note["clientState"], note["resourceData"]["id"], note["changeType"]) == (sub["id"], "s3cret", event_id, "created")
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 204
-        assert fake.subscriptions[sub["id"]]["deleted"]
+        assert fake.push_channels()[sub["id"]]["stopped"]
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 404
         assert [c["path"] for c in fake.calls()][-2:] == [f"/v1.0/subscriptions/{sub['id']}"] * 2
     finally:

@@ -308,10 +308,10 @@ class FakeGoogle(FakeService):
         return requests.post(address, data=b"", headers=headers, timeout=10)
 
     def push_channels(self, account=None):
-        """Channels made (stopped ones too): {id: {"id", "account", "address", "secret", "resource", "expiration", "stopped"}}."""
+        """Channels made (stopped ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
             return {
-                c["id"]: {"id": c["id"], "account": c["account"], "address": c["address"], "secret": c["token"],
+                c["id"]: {"id": c["id"], "account": c["account"], "calendar": c["calendar_id"], "address": c["address"], "secret": c["token"],
                           "resource": c["resourceUri"], "expiration": c["expiration"], "stopped": c["stopped"]}
                 for c in self.channels.values()
                 if account is None or c["account"] == account

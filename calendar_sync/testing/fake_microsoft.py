@@ -413,14 +413,19 @@ class FakeMicrosoft(FakeService):
         return requests.post(url, json=payload, timeout=10)
 
     def push_channels(self, account=None):
-        """Subscriptions made (deleted ones too): {id: {"id", "account", "address", "secret", "resource", "expiration", "stopped"}}."""
+        """Subscriptions made (deleted ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
             return {
-                s["id"]: {"id": s["id"], "account": s["account"], "address": s["notificationUrl"], "secret": s["clientState"],
-                          "resource": s["resource"], "expiration": s["expirationDateTime"], "stopped": s["deleted"]}
+                s["id"]: {"id": s["id"], "account": s["account"], "calendar": self._subscribed_calendar(s), "address": s["notificationUrl"],
+                          "secret": s["clientState"], "resource": s["resource"], "expiration": s["expirationDateTime"], "stopped": s["deleted"]}
                 for s in self.subscriptions.values()
                 if account is None or s["account"] == account
             }
+
+    def _subscribed_calendar(self, sub):
+        """The calendar a subscription's resource names (`.../calendars/{id}/events`), else the default one."""
+        parts = sub["resource"].strip("/").split("/")
+        return parts[-2] if len(parts) >= 3 and parts[-3].lower() == "calendars" else self.calendar_id(sub["account"])
 
     def drop_channel(self, channel_id):
         """Graph removes a subscription on its own: it sends nothing more, and deleting it answers 404."""
