@@ -21,7 +21,9 @@ the sandbox (`python -m calendar_sync.testing`).
 """
 import html
 import re
+import threading
 import urllib.parse
+from typing import Any
 
 import requests
 
@@ -40,8 +42,16 @@ class FakeService(LoopbackServer):
     #: Path prefix of the calendar API: what `calls()` counts and `inject()` hits by default.
     api_prefix = "/"
     title = "Fake"
+    lock: threading.RLock  # made by the subclass before its state
+    accounts: dict[str, Any]
+    call_log: list[dict[str, Any]]
+    http_requests: list[dict[str, Any]]
+    faults: list[dict[str, Any]]
+    access_tokens: dict[str, dict[str, Any]]
+    codes: dict[str, dict[str, Any]]
+    grants: dict[str, dict[str, Any]]
 
-    def _init_common(self):
+    def _init_common(self) -> None:
         """Accounts, grants, tokens, faults and logs: the state every reset starts from (the
         subclass made `self.lock`)."""
         self.accounts = {}
@@ -56,33 +66,41 @@ class FakeService(LoopbackServer):
         self.add_account(self.default_account)
         self.add_account(self.room_account)
 
+    def _init_state(self) -> None:
+        """Everything a reset forgets: `_init_common()` plus the provider's own state."""
+        raise NotImplementedError
+
+    def add_account(self, email: str, calendars: Any = None) -> str:
+        """A person's (or a room's) account with the service's default calendars."""
+        raise NotImplementedError
+
     # --- settings ----------------------------------------------------------------------------
-    def settings(self):
+    def settings(self) -> dict[str, str]:
         """CALENDAR_SYNC entries that point the app at this server."""
         raise NotImplementedError
 
-    def env(self):
+    def env(self) -> dict[str, str]:
         """The same, as the host project's environment variables (for worker processes)."""
         return dict(self.settings())
 
     # --- reset and logs ----------------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> None:
         """Back to the default and room accounts; forget grants, events, faults and logged calls."""
         with self.lock:
             self._init_state()
 
-    def reset_log(self):
+    def reset_log(self) -> None:
         """Forget logged calls and HTTP requests (state stays)."""
         with self.lock:
             self.call_log.clear()
             self.http_requests.clear()
 
-    def calls(self, account=None):
+    def calls(self, account: str | None = None) -> list[dict[str, Any]]:
         """Calendar API calls answered (batch parts each count), optionally for one account."""
         with self.lock:
             return [c for c in self.call_log if c["path"].startswith(self.api_prefix) and (account is None or c["account"] == account)]
 
-    def max_calls_in_window(self, account, seconds):
+    def max_calls_in_window(self, account: str | None, seconds: float) -> int:
         """The most calendar API calls of `account` inside any `seconds`-long window."""
         times = sorted(c["time"] for c in self.calls(account))
         best, start = 0, 0
@@ -93,7 +111,9 @@ class FakeService(LoopbackServer):
         return best
 
     # --- faults ------------------------------------------------------------------------------
-    def inject(self, status, times=1, path=None, retry_after=None, code=None, delay=0.0, batch_part=False):
+    def inject(
+        self, status: int, times: int = 1, path: str | None = None, retry_after: int | None = None, code: str | None = None, delay: float = 0.0, batch_part: bool = False
+    ) -> None:
         """The next `times` requests whose path starts with `path` (default: the calendar API) get
         `status` instead, with the service's error `code` (Google's reason, Graph's code) and a
         `Retry-After` when given. `batch_part=True` (Microsoft) hits single `$batch` parts instead."""
@@ -102,7 +122,7 @@ class FakeService(LoopbackServer):
                 {"status": status, "times": times, "path": path or self.api_prefix, "retry_after": retry_after, "code": code, "delay": delay, "batch_part": batch_part}
             )
 
-    def _take_fault(self, path, batch_part=None):
+    def _take_fault(self, path: str, batch_part: bool | None = None) -> dict[str, Any] | None:
         with self.lock:
             for fault in self.faults:
                 if fault["times"] > 0 and (batch_part is None or fault["batch_part"] == batch_part) and path.startswith(fault["path"]):
@@ -111,49 +131,51 @@ class FakeService(LoopbackServer):
         return None
 
     # --- grants and tokens ---------------------------------------------------------------------
-    def expire_access_tokens(self):
+    def expire_access_tokens(self) -> None:
         """Every access token issued so far is now expired (the next call answers 401)."""
         with self.lock:
             for info in self.access_tokens.values():
                 info["expires"] = 0
 
-    def revoke_grants(self, account):
+    def revoke_grants(self, account: str) -> None:
         """The member revoked the app: refresh tokens answer `invalid_grant`, access tokens 401."""
         raise NotImplementedError
 
-    def expire_cursors(self):
+    def expire_cursors(self) -> None:
         """Every outstanding incremental-read cursor (sync token, delta link) now answers 410."""
         raise NotImplementedError
 
     # --- a person in the calendar's own UI -------------------------------------------------------
-    def set_busy(self, account, event_id, busy, calendar=None):
+    def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:
         """Mark an event busy or free, as the member would."""
         raise NotImplementedError
 
-    def agenda(self, account=None, calendar=None):
+    def agenda(self, account: str | None = None, calendar: str | None = None) -> list[dict[str, Any]]:
         """The events of one calendar (the account's default) in either fake's terms, by start:
         [{"id", "title", "start", "end", "busy"}] with aware UTC datetimes; deleted ones left out."""
         with self.lock:
             return sorted(self._agenda(account or self.default_account, calendar), key=lambda e: (e["start"] is None, e["start"] or 0, e["id"]))
 
-    def _agenda(self, account, calendar):
+    def _agenda(self, account: str, calendar: str | None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def _calendars(self, account):
+    def _calendars(self, account: str) -> list[tuple[str, str]]:
         """[(calendar id, name)] of an account, the default first."""
         raise NotImplementedError
 
     # --- consent -----------------------------------------------------------------------------
-    def consent(self, authorization_url, account=None, allow=True):
+    def consent(self, authorization_url: str, account: str | None = None, allow: bool = True) -> str:
         """Act as a person on the consent page: load it, choose `account` (the default one when
         None), press Allow (or Deny); return the redirect Location."""
         page = requests.get(authorization_url, timeout=10)
         page.raise_for_status()
-        action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
+        form = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        select = re.search(r'<select name="([^"]+)"', page.text)
+        assert form and select, page.text
+        action, account_field = html.unescape(form.group(1)), html.unescape(select.group(1))
         fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
-        account_field = html.unescape(re.search(r'<select name="([^"]+)"', page.text).group(1))
         response = requests.post(
-            urllib.parse.urljoin(authorization_url, html.unescape(action)),
+            urllib.parse.urljoin(authorization_url, action),
             data={**fields, account_field: account or self.default_account, "decision": "allow" if allow else "deny"},
             allow_redirects=False,
             timeout=10,
@@ -161,7 +183,7 @@ class FakeService(LoopbackServer):
         assert response.status_code == 302, response.text
         return response.headers["Location"]
 
-    def _consent_form(self, action, query, account_field, allow="Allow", deny="Deny"):
+    def _consent_form(self, action: str, query: dict[str, str], account_field: str, allow: str = "Allow", deny: str = "Deny") -> str:
         """The consent form: the request's parameters kept hidden, a choice of accounts (a person's
         and a room's), Allow and Deny."""
         hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in query.items())
@@ -176,7 +198,7 @@ class FakeService(LoopbackServer):
         )
 
     # --- the page at / -----------------------------------------------------------------------
-    def home_page(self):
+    def home_page(self) -> tuple[int, tuple[str, bytes], dict[str, str]]:
         """(200, ("text/html", page), {}): every account, its calendars and their events, escaped."""
         parts = [
             f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5><title>{html.escape(self.title)}</title>",
