@@ -479,7 +479,7 @@ def test_fake_graph_subscriptions(mside):
         too_long = _graph(fake, token, "POST", "subscriptions", json={**body, "expirationDateTime": (dt.datetime.now(UTC) + dt.timedelta(days=4)).isoformat()})
         assert too_long.status_code == 400
         event_id = fake.add_event(DEFAULT_ACCOUNT, at(9), at(10))
-        fake.notify(sub["id"], event_id, "created")
+        fake.notify(sub["id"], event_id, change_type="created")
         note = json.loads(receiver.received[-1]["body"])["value"][0]
         assert (note["subscriptionId"], note["clientState"], note["resourceData"]["id"], note["changeType"]) == (sub["id"], "s3cret", event_id, "created")
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 204

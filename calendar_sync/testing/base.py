@@ -10,6 +10,8 @@ test uses are the same on both:
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
+    fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
+    fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
     fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
@@ -146,6 +148,44 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     # --- a person in the calendar's own UI -------------------------------------------------------
+    def calendar_id(self, account: str | None = None, name: str | None = None) -> str:
+        """Id of the account's calendar called `name` (the default calendar when None)."""
+        raise NotImplementedError
+
+    def add_event(self, account: str, start: Any, end: Any, title: str = "Busy", calendar: str | None = None, busy: bool = True) -> str:
+        """Create an event as a person would (aware datetimes, or dates for all day); its id."""
+        raise NotImplementedError
+
+    def move_event(self, account: str, event_id: str, start: Any, end: Any, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    def update_event(self, account: str, event_id: str, calendar: str | None = None, **fields: Any) -> None:
+        """Set fields of the service's own event shape (e.g. Google's `transparency`, Graph's `showAs`)."""
+        raise NotImplementedError
+
+    def delete_event(self, account: str, event_id: str, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:
+        """{id: event} of one calendar (the default account's default calendar by default), as the service returns it."""
+        raise NotImplementedError
+
+    def notify(self, channel_id: str, event_id: str | None = None, secret: str | None = None) -> Any:
+        """Deliver a change notification for a channel the way the service does; the receiver's
+        response (None when the channel is stopped). `secret` forges the channel's secret."""
+        raise NotImplementedError
+
+    def push_channels(self, account: str | None = None) -> dict[str, dict[str, Any]]:
+        """Channels made, stopped ones too: {id: {"id", "account", "calendar", "address", "secret", ...}}."""
+        raise NotImplementedError
+
+    def drop_channel(self, channel_id: str) -> None:
+        """The service ends a channel on its own."""
+        raise NotImplementedError
+
+    def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
     def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:
         """Mark an event busy or free, as the member would."""
         raise NotImplementedError

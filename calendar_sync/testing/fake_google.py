@@ -282,7 +282,7 @@ class FakeGoogle(FakeService):
             self._touch(event)
 
     # --- push -------------------------------------------------------------------------------------
-    def notify(self, channel_id, event_id=None, state="exists", secret=None):
+    def notify(self, channel_id, event_id=None, secret=None, state="exists"):
         """Deliver a push notification for a channel the way Google does (headers, empty body: Google
         names no event, so `event_id` is ignored); the response. `secret` replaces the channel's token
         (a forged notification)."""

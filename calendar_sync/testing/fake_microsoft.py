@@ -381,7 +381,7 @@ class FakeMicrosoft(FakeService):
         return rows
 
     # --- push -------------------------------------------------------------------------------------
-    def notify(self, channel_id, event_id=None, change_type="updated", secret=None):
+    def notify(self, channel_id, event_id=None, secret=None, change_type="updated"):
         """POST a change notification for a subscription the way Graph does; the receiver's response.
         `secret` replaces the subscription's clientState (a forged notification)."""
         with self.lock:
