@@ -26,7 +26,7 @@ def main(n=1000):
         stack.wait_synced(1)
         services.cancel_booking(booking)
         stack.wait_synced(1)
-        lifecycle = [c["method"] for c in stack.google.api_calls()]
+        lifecycle = [c["method"] for c in stack.google.calls()]
 
         # backfill: n upcoming confirmed bookings exist before the member connects
         from django.contrib.auth import get_user_model
@@ -41,7 +41,7 @@ def main(n=1000):
         stack.wait_synced(1 + n, timeout=900)
         took = time.monotonic() - started
         http = [r for r in stack.google.http_requests if "calendar" in r["path"]]
-        parts = stack.google.api_calls("backfill@example.com")
+        parts = stack.google.calls("backfill@example.com")
         window = stack.google.max_calls_in_window("backfill@example.com", 60)
         assert len(stack.google.events("backfill@example.com")) == n
         assert SyncRecord.objects.filter(owner_kind="user", owner_id=str(backfiller.pk), state="synced").count() == n

@@ -367,7 +367,7 @@ class Load:
             if what == "faults":
                 self.google.inject(503, times=3, retry_after=1)
                 self.google.inject(500, times=1)
-                self.google.inject(429, times=6, retry_after=1, reason="rateLimitExceeded")
+                self.google.inject(429, times=6, retry_after=1, code="rateLimitExceeded")
                 self.microsoft.inject(503, times=3, retry_after=1)
                 self.microsoft.inject(500, times=1)
                 self.microsoft.inject(429, times=6, retry_after=1)

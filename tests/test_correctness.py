@@ -28,7 +28,6 @@ from calendar_sync.owners import parse as parse_owner
 from calendar_sync.providers.base import Operation
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.sources import Event
-from calendar_sync.testing import FakeGoogle
 from tests.conftest import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
@@ -43,20 +42,13 @@ def hour_from_now(days):
 
 def connect_room(staff, fake, workspace, account, run):
     """Staff connect the workspace's room calendar on `fake` (it is read once at once)."""
-    provider = "google" if isinstance(fake, FakeGoogle) else "microsoft"
-    fake.add_account(account)
+    provider = fake.provider
     staff_api = client_for(staff)
     url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}").json()["authorization_url"]
     location = fake.consent(url, account=account)
     response = run(staff_api.get, f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
     assert "calendar_sync=connected" in response["Location"], response["Location"]
     return Owner("workspace", str(workspace.pk))
-
-
-def add_event(fake, account, start, end):
-    if isinstance(fake, FakeGoogle):
-        return fake.add_event(account, start, end, summary="Board meeting")
-    return fake.add_event(account, start, end, subject="Board meeting")
 
 
 def book(api, workspace, start, end):
@@ -72,15 +64,11 @@ def fake(request, fake_google, fake_microsoft):
     return fake_google if request.param == "google" else fake_microsoft
 
 
-def room_account(fake):
-    return "rooms@example.com" if isinstance(fake, FakeGoogle) else "rooms@contoso.com"
-
-
 # --- 1. Outlook: a transactionId is anyone's; only our property (or a stored id) makes an event ours -------
 def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_microsoft, staff, workspace, member, api, make_booking, run):
     owner = connect_room(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
-    outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, subject="Board meeting")
+    outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting")
     fake_microsoft.update_event("rooms@contoso.com", outside, transactionId="d2c5b1a0-7e1f-4c55-9a51-outlook-mobile")
     awareness.pull(owner)
     assert BusyBlock.objects.filter(remote_id=outside).exists()
@@ -111,7 +99,7 @@ def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_boo
 def test_outlook_busy_times_include_outside_events_with_a_transaction_id(fake_microsoft, api, run):
     assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"
     start = hour_from_now(2)
-    outside = fake_microsoft.add_event(MS_ACCOUNT, start, start + HOUR, subject="Dentist")
+    outside = fake_microsoft.add_event(MS_ACCOUNT, start, start + HOUR, title="Dentist")
     fake_microsoft.update_event(MS_ACCOUNT, outside, transactionId="another-clients-transaction")
     busy = api.get(window(start.isoformat(), (start + DAY).isoformat())).json()["busy"]
     assert [dt.datetime.fromisoformat(b["start"]) for b in busy] == [start]
@@ -154,9 +142,9 @@ def test_the_horizon_and_length_are_settings(api, workspace, settings):
 
 def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staff, workspace, api, run, settings):
     assert get_setting("PULL_WINDOW_DAYS") > settings.BOOKING_HORIZON_DAYS
-    owner = connect_room(staff, fake, workspace, room_account(fake), run)
+    owner = connect_room(staff, fake, workspace, fake.room_account, run)
     at = hour_from_now(settings.BOOKING_HORIZON_DAYS - 2)
-    add_event(fake, room_account(fake), at, at + 2 * HOUR)
+    fake.add_event(fake.room_account, at, at + 2 * HOUR, title="Board meeting")
     awareness.pull(owner)
     created = book(api, workspace, at + HOUR, at + 3 * HOUR)
     assert created.status_code == 201, created.content
@@ -166,9 +154,9 @@ def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staf
 
 def test_a_pull_whose_window_falls_short_reads_everything_again(fake, staff, workspace, run, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 30}
-    owner = connect_room(staff, fake, workspace, room_account(fake), run)  # a full read, 30 days ahead and a margin
+    owner = connect_room(staff, fake, workspace, fake.room_account, run)  # a full read, 30 days ahead and a margin
     at = hour_from_now(60)
-    add_event(fake, room_account(fake), at, at + HOUR)
+    fake.add_event(fake.room_account, at, at + HOUR, title="Board meeting")
     assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
     # Time passing (or a longer window) leaves the round's reach behind: a new full read, not changes.
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 90}
@@ -205,7 +193,7 @@ def test_busy_windows_no_calendar_can_hold_are_refused(google_connected, api, st
     assert response.status_code == 400, response.content
     body = response.json()
     assert body["code"] == "invalid" and field in body and body["detail"], body
-    assert google_connected.api_calls() == []
+    assert google_connected.calls() == []
 
 
 def test_booking_dates_with_offsets_that_overflow_are_refused(api, workspace):
@@ -266,7 +254,7 @@ def test_google_incremental_reads_send_the_full_reads_parameters(fake_google, st
     assert BusyBlock.objects.get().remote_id == outside
     fake_google.delete_event("rooms@example.com", outside)
     assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
-    full, *incremental = (c["query"] for c in fake_google.api_calls("rooms@example.com") if c["path"].endswith("/events"))
+    full, *incremental = (c["query"] for c in fake_google.calls("rooms@example.com") if c["path"].endswith("/events"))
     assert "syncToken" not in full and len(incremental) == 2
     for query in incremental:
         assert "syncToken" in query
@@ -332,7 +320,7 @@ def test_busy_answers_are_never_served_from_a_previous_connection(fake_google, a
     fake_google.add_account("second@example.com")
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     start = hour_from_now(2)
-    fake_google.add_event(GOOGLE_ACCOUNT, start, start + HOUR, summary="Old account's meeting")
+    fake_google.add_event(GOOGLE_ACCOUNT, start, start + HOUR, title="Old account's meeting")
     query = window(start.isoformat(), (start + DAY).isoformat())
     assert len(api.get(query).json()["busy"]) == 1
     assert api.delete("/api/calendar-sync/disconnect").status_code in (200, 204)

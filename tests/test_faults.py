@@ -50,7 +50,7 @@ def test_bursts_of_5xx_and_429_with_latency(member_on_worker, fake_google, membe
     fake_google.inject(503, times=8, retry_after=0.5)
     fake_google.inject(429, times=8, retry_after=0.5)
     fake_google.inject(500, times=4)
-    fake_google.inject(403, times=2, reason="userRateLimitExceeded")
+    fake_google.inject(403, times=2, code="userRateLimitExceeded")
     started = time.monotonic()
     workload(bookings)
     converge(fake_google, bookings, "5xx/429 bursts + latency")
@@ -82,9 +82,9 @@ def test_worker_sigkilled_mid_run(member_on_worker, worker, fake_google, member,
     bookings = make_bookings(member, make_booking)
     fake_google.latency = 0.15
     workload(bookings)
-    wait_until(lambda: len(fake_google.api_calls()) >= 5, what="work under way")
+    wait_until(lambda: len(fake_google.calls()) >= 5, what="work under way")
     worker.kill()
-    killed_after = len(fake_google.api_calls())
+    killed_after = len(fake_google.calls())
     fake_google.latency = 0
     worker.start()
     time.sleep(1)

@@ -59,7 +59,7 @@ def scene(fake_google, staff, workspace, member, make_booking, run, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_URL": "http://127.0.0.1:9"}  # Google does not call back when watching
     fake_google.add_account(ROOM_ACCOUNT)
     at = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
-    fake_google.add_event(ROOM_ACCOUNT, at, at + timezone.timedelta(hours=1), summary="Booked at the front desk")
+    fake_google.add_event(ROOM_ACCOUNT, at, at + timezone.timedelta(hours=1), title="Booked at the front desk")
     staff_api = client_for(staff)
     assert "calendar_sync=connected" in run(connect_room, staff_api, fake_google, workspace, ROOM_ACCOUNT)["Location"]
     member_api = client_for(member)
@@ -140,7 +140,7 @@ def change_calendar(entry, scene, run, make_user, calendar_id):
 def test_calendar_change_moves_events_and_replaces_the_channel(entry, scene, run, make_user):
     old_channel = scene.token.push_channel
     at = scene.outside[0] + timezone.timedelta(days=1)
-    scene.google.add_event(ROOM_ACCOUNT, at, at + timezone.timedelta(hours=2), summary="Team offsite", calendar_id=TEAM)
+    scene.google.add_event(ROOM_ACCOUNT, at, at + timezone.timedelta(hours=2), title="Team offsite", calendar=TEAM)
     key = event_key(scene.booking, "workspace")
 
     response = change_calendar(entry, scene, run, make_user, TEAM)
@@ -171,7 +171,7 @@ def test_choosing_the_same_calendar_changes_nothing(entry, scene, run, make_user
     change_calendar(entry, scene, run, make_user, ROOM_ACCOUNT)  # the primary calendar's own id: "primary" already
     assert scene.token.calendar_id == "primary" and scene.token.push_channel == channel
     assert scene.blocks() == [scene.outside]
-    assert [c["method"] for c in scene.google.api_calls(ROOM_ACCOUNT)] == ["GET"]  # the calendar list; nothing moved, no channel made
+    assert [c["method"] for c in scene.google.calls(ROOM_ACCOUNT)] == ["GET"]  # the calendar list; nothing moved, no channel made
 
 
 # --- resync ---------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_resync_puts_every_event_back(entry, scene, run, make_user, make_booking
     assert sorted(scene.google.events(ROOM_ACCOUNT)) == sorted([event_key(scene.booking, "workspace"), event_key(failed, "workspace")])
     assert {r.state for r in SyncRecord.objects.filter(destination="workspace")} == {"synced"}
     assert scene.token.push_channel == channel and scene.blocks() == [scene.outside]  # nothing else changed
-    assert not scene.google.api_calls(GOOGLE_ACCOUNT)  # the member's calendar was not touched
+    assert not scene.google.calls(GOOGLE_ACCOUNT)  # the member's calendar was not touched
 
 
 # --- a key rotated without keeping the old key --------------------------------------------------------
@@ -273,4 +273,4 @@ def test_view_only_staff_cannot_run_the_connection_actions(scene, run, make_user
         assert response.status_code == 200, action  # the changelist again: no action is offered to this user
         assert f'value="{action}"' not in response.content.decode(), action
     assert scene.token.calendar_id == "primary" and scene.token.push_channel == token.push_channel
-    assert scene.google.api_calls() == []
+    assert scene.google.calls() == []

@@ -256,7 +256,7 @@ def test_revoke_authenticates_the_client(fake_google, api):
 )
 def test_only_invalid_token_means_already_invalid(fake_google, api, fault, reason):
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
-    fake_google.inject(fault["status"], path="/revoke", reason=fault["reason"])
+    fake_google.inject(fault["status"], path="/revoke", code=fault["reason"])
     response = api.delete("/api/calendar-sync/disconnect")
     assert response.status_code == 200
     assert response.json() == {"disconnected": True, "revoked": False, "reason": reason}

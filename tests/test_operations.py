@@ -18,7 +18,7 @@ def test_resync_failed_only(google_connected, member, make_booking, run):
     ok = make_booking(member, hours_from_now=24, status=Booking.Status.CONFIRMED)
     bad = make_booking(member, hours_from_now=48, status=Booking.Status.CONFIRMED)
     tasks.sync_task.delay("booking", str(ok.pk))
-    google_connected.inject(400, times=1, reason="invalid")
+    google_connected.inject(400, times=1, code="invalid")
     tasks.sync_task.delay("booking", str(bad.pk))
     assert SyncRecord.objects.get(object_id=str(bad.pk)).state == "failed"
     google_connected.reset_log()
@@ -29,7 +29,7 @@ def test_resync_failed_only(google_connected, member, make_booking, run):
     from calendar_sync.sources import get_source
 
     ok_id = get_source("booking").event_id(ok.pk)
-    assert google_connected.api_calls() and not any(ok_id in c["path"] for c in google_connected.api_calls())  # left alone
+    assert google_connected.calls() and not any(ok_id in c["path"] for c in google_connected.calls())  # left alone
     assert len(google_connected.events(GOOGLE_ACCOUNT)) == 2
 
 

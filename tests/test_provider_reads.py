@@ -9,6 +9,7 @@ import secrets
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -45,116 +46,33 @@ def upsert(n, start, hours=1):
     return Operation(key=key(n), event=event, object_ref=f"booking:{n}")
 
 
-# --- one harness per provider: the same tests drive both -----------------------------------------
-class GoogleSide:
-    name = "google"
-    account = "member@example.com"
-
-    def __init__(self, fake):
-        self.fake, self.provider = fake, GoogleProvider()
-
-    def connect(self):
-        verifier, challenge = pkce()
-        location = self.fake.consent(self.provider.authorization_url(state="st", code_challenge=challenge), account=self.account)
-        code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
-        return self.provider.exchange_code(code=code, code_verifier=verifier).access_token
-
-    def add(self, start, end, summary="Busy", free=False):
-        return self.fake.add_event(self.account, start, end, summary=summary, transparent=free)
-
-    def move(self, event_id, start, end):
-        self.fake.move_event(self.account, event_id, start, end)
-
-    def make_free(self, event_id):
-        self.fake.update_event(self.account, event_id, transparency="transparent")
-
-    def delete(self, event_id):
-        self.fake.delete_event(self.account, event_id)
-
-    def expire(self):
-        self.fake.expire_sync_tokens()
-
-    def page_size(self, n):
-        self.fake.max_page_size = n
-
-    def requests(self):
-        return len(self.fake.api_calls())
-
-    def fail_next(self, status):
-        self.fake.inject(status, path="/calendar/v3/calendars/")
-
-
-class MicrosoftSide:
-    name = "microsoft"
-    account = DEFAULT_ACCOUNT
-
-    def __init__(self, fake):
-        self.fake, self.provider = fake, MicrosoftProvider()
-
-    def connect(self):
-        verifier, challenge = pkce()
-        location = self.fake.consent(self.provider.authorization_url(state="st", code_challenge=challenge), account=self.account)
-        code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
-        return self.provider.exchange_code(code=code, code_verifier=verifier).access_token
-
-    def add(self, start, end, summary="Busy", free=False):
-        return self.fake.add_event(self.account, start, end, subject=summary, show_as="free" if free else "busy")
-
-    def move(self, event_id, start, end):
-        self.fake.move_event(self.account, event_id, start, end)
-
-    def make_free(self, event_id):
-        self.fake.update_event(self.account, event_id, showAs="free")
-
-    def delete(self, event_id):
-        self.fake.delete_event(self.account, event_id)
-
-    def expire(self):
-        self.fake.expire_delta_tokens()
-
-    def page_size(self, n):
-        self.fake.max_page_size = n
-
-    def requests(self):
-        return len(self.fake.graph_calls())
-
-    def fail_next(self, status):
-        self.fake.inject(status, path="/v1.0/me/")
+# --- one fixture per provider: the same tests drive both fakes through their shared vocabulary ----
+def connected(fake, provider, settings, redirect):
+    """`fake` reset and its default account connected: (fake, provider, access token, account)."""
+    settings.DEBUG = True  # plain http to the loopback fakes
+    fake.reset()
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **fake.settings(), f"{fake.provider.upper()}_REDIRECT_URI": redirect}
+    verifier, challenge = pkce()
+    location = fake.consent(provider.authorization_url(state="st", code_challenge=challenge))
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
+    return SimpleNamespace(fake=fake, provider=provider, token=provider.exchange_code(code=code, code_verifier=verifier).access_token, account=fake.default_account)
 
 
 @pytest.fixture(params=["google", "microsoft"])
 def side(request, settings, google_server, microsoft_server):
-    settings.DEBUG = True  # plain http to the loopback fakes
     if request.param == "google":
-        google_server.reset()
-        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **google_server.settings(), "GOOGLE_REDIRECT_URI": GOOGLE_REDIRECT}
-        harness = GoogleSide(google_server)
-    else:
-        microsoft_server.reset()
-        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **microsoft_server.settings(), "MICROSOFT_REDIRECT_URI": MS_REDIRECT}
-        harness = MicrosoftSide(microsoft_server)
-    harness.token = harness.connect()
-    return harness
+        return connected(google_server, GoogleProvider(), settings, GOOGLE_REDIRECT)
+    return connected(microsoft_server, MicrosoftProvider(), settings, MS_REDIRECT)
 
 
 @pytest.fixture
 def gside(settings, google_server):
-    settings.DEBUG = True
-    google_server.reset()
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **google_server.settings(), "GOOGLE_REDIRECT_URI": GOOGLE_REDIRECT}
-    harness = GoogleSide(google_server)
-    harness.token = harness.connect()
-    return harness
+    return connected(google_server, GoogleProvider(), settings, GOOGLE_REDIRECT)
 
 
 @pytest.fixture
 def mside(settings, microsoft_server):
-    settings.DEBUG = True
-    microsoft_server.reset()
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **microsoft_server.settings(), "MICROSOFT_REDIRECT_URI": MS_REDIRECT}
-    harness = MicrosoftSide(microsoft_server)
-    harness.token = harness.connect()
-    return harness
+    return connected(microsoft_server, MicrosoftProvider(), settings, MS_REDIRECT)
 
 
 def busy(side, start, end):
@@ -167,7 +85,7 @@ def changes(side, cursor, start=DAY, end=DAY + dt.timedelta(days=7)):
 
 # --- busy() -------------------------------------------------------------------------------------
 def test_a_persons_event_is_busy_in_an_overlapping_window_only(side):
-    event_id = side.add(at(10), at(11), summary="Dentist")
+    event_id = side.fake.add_event(side.account, at(10), at(11), title="Dentist")
     blocks = busy(side, at(9, 30), at(10, 30))
     assert blocks == [BusyBlock(start=at(10), end=at(11), remote_id=event_id, summary="Dentist", ours=False)]
     assert blocks[0].start.tzinfo is not None and blocks[0].start.utcoffset() == dt.timedelta(0)
@@ -178,7 +96,7 @@ def test_a_persons_event_is_busy_in_an_overlapping_window_only(side):
 
 
 def test_events_we_wrote_are_ours(side):
-    theirs = side.add(at(9), at(10), summary="Standup")
+    theirs = side.fake.add_event(side.account, at(9), at(10), title="Standup")
     [outcome] = side.provider.apply(side.token, "primary", [upsert(1, at(13))])
     assert outcome.error is None
     blocks = {b.remote_id: b for b in busy(side, DAY, DAY + dt.timedelta(days=1))}
@@ -189,36 +107,36 @@ def test_events_we_wrote_are_ours(side):
 
 
 def test_free_transparent_and_deleted_events_do_not_block(side):
-    side.add(at(9), at(10), summary="Focus (free)", free=True)
-    gone = side.add(at(11), at(12), summary="Gone")
-    side.delete(gone)
-    freed = side.add(at(13), at(14), summary="Was busy")
-    side.make_free(freed)
-    kept = side.add(at(15), at(16))
+    side.fake.add_event(side.account, at(9), at(10), title="Focus (free)", busy=False)
+    gone = side.fake.add_event(side.account, at(11), at(12), title="Gone")
+    side.fake.delete_event(side.account, gone)
+    freed = side.fake.add_event(side.account, at(13), at(14), title="Was busy")
+    side.fake.set_busy(side.account, freed, False)
+    kept = side.fake.add_event(side.account, at(15), at(16))
     assert [b.remote_id for b in busy(side, DAY, DAY + dt.timedelta(days=1))] == [kept]
 
 
 def test_all_day_events_block_midnight_to_midnight_utc(side):
-    event_id = side.add(DAY.date(), (DAY + dt.timedelta(days=1)).date(), summary="Offsite")
+    event_id = side.fake.add_event(side.account, DAY.date(), (DAY + dt.timedelta(days=1)).date(), title="Offsite")
     [block] = busy(side, at(12), at(13))
     assert (block.remote_id, block.start, block.end, block.summary) == (event_id, DAY, DAY + dt.timedelta(days=1), "Offsite")
     assert busy(side, at(0, day=1), at(1, day=1)) == []
 
 
 def test_busy_follows_pages(side):
-    side.page_size(2)
-    ids = {side.add(at(8 + i), at(8 + i, 30)) for i in range(5)}
-    before = side.requests()
+    side.fake.max_page_size = 2
+    ids = {side.fake.add_event(side.account, at(8 + i), at(8 + i, 30)) for i in range(5)}
+    before = len(side.fake.calls())
     assert {b.remote_id for b in busy(side, DAY, DAY + dt.timedelta(days=1))} == ids
-    assert side.requests() - before == 3
+    assert len(side.fake.calls()) - before == 3
 
 
 @pytest.mark.parametrize("status, error", [(503, TransientError), (429, TransientError), (403, PermanentError)])
 def test_busy_errors_are_classified(side, status, error):
-    if status == 403 and side.name == "google":
-        side.fake.inject(403, path="/calendar/v3/calendars/", reason="forbidden")
+    if status == 403 and side.fake.provider == "google":
+        side.fake.inject(403, path="/calendar/v3/calendars/", code="forbidden")
     else:
-        side.fail_next(status)
+        side.fake.inject(status)
     with pytest.raises(error):
         busy(side, DAY, DAY + dt.timedelta(days=1))
 
@@ -236,31 +154,31 @@ def test_busy_on_an_unknown_calendar_is_permanent(side):
 
 # --- changes() ----------------------------------------------------------------------------------
 def test_full_read_then_nothing_changed_costs_one_request(side):
-    first = side.add(at(9), at(10))
-    side.add(at(9, day=30), at(10, day=30))  # outside the window
+    first = side.fake.add_event(side.account, at(9), at(10))
+    side.fake.add_event(side.account, at(9, day=30), at(10, day=30))  # outside the window
     full = changes(side, None)
     assert isinstance(full, Changes) and full.full and full.cursor
     assert [b.remote_id for b in full.blocks] == [first]
-    before = side.requests()
+    before = len(side.fake.calls())
     again = changes(side, full.cursor)
-    assert side.requests() - before == 1
+    assert len(side.fake.calls()) - before == 1
     assert (again.blocks, again.removed, again.full) == ([], [], False)
     assert again.cursor
 
 
 def test_incremental_read_reports_adds_moves_and_deletes(side):
-    moved = side.add(at(9), at(10))
-    deleted = side.add(at(11), at(12))
-    freed = side.add(at(13), at(14))
-    leaving = side.add(at(15), at(16))
-    steady = side.add(at(17), at(18))
+    moved = side.fake.add_event(side.account, at(9), at(10))
+    deleted = side.fake.add_event(side.account, at(11), at(12))
+    freed = side.fake.add_event(side.account, at(13), at(14))
+    leaving = side.fake.add_event(side.account, at(15), at(16))
+    steady = side.fake.add_event(side.account, at(17), at(18))
     cursor = changes(side, None).cursor
 
-    added = side.add(at(9, day=1), at(10, day=1), summary="New")
-    side.move(moved, at(10), at(11, 30))
-    side.delete(deleted)
-    side.make_free(freed)
-    side.move(leaving, at(15, day=60), at(16, day=60))  # out of the window
+    added = side.fake.add_event(side.account, at(9, day=1), at(10, day=1), title="New")
+    side.fake.move_event(side.account, moved, at(10), at(11, 30))
+    side.fake.delete_event(side.account, deleted)
+    side.fake.set_busy(side.account, freed, False)
+    side.fake.move_event(side.account, leaving, at(15, day=60), at(16, day=60))  # out of the window
     result = changes(side, cursor)
 
     assert not result.full and result.cursor
@@ -280,15 +198,15 @@ def test_our_own_writes_show_up_as_ours_in_changes(side):
     [block] = [b for b in result.blocks if b.remote_id == outcome.remote_id]
     # Graph's delta carries no extended properties (and a transactionId proves nothing): there the
     # pull knows our events by the remote ids it stored.
-    assert block.ours == (side.name == "google") and (block.start, block.end) == (at(12), at(13))
+    assert block.ours == (side.fake.provider == "google") and (block.start, block.end) == (at(12), at(13))
 
 
 def test_an_expired_cursor_recovers_with_a_full_read(side):
-    kept = side.add(at(9), at(10))
+    kept = side.fake.add_event(side.account, at(9), at(10))
     cursor = changes(side, None).cursor
-    side.delete(kept)
-    fresh = side.add(at(11), at(12))
-    side.expire()
+    side.fake.delete_event(side.account, kept)
+    fresh = side.fake.add_event(side.account, at(11), at(12))
+    side.fake.expire_cursors()
     result = changes(side, cursor)
     assert result.full and result.cursor and result.cursor != cursor
     assert [b.remote_id for b in result.blocks] == [fresh]
@@ -296,50 +214,50 @@ def test_an_expired_cursor_recovers_with_a_full_read(side):
 
 
 def test_changes_follow_pages(side):
-    side.page_size(2)
-    ids = {side.add(at(8 + i), at(8 + i, 30)) for i in range(5)}
-    before = side.requests()
+    side.fake.max_page_size = 2
+    ids = {side.fake.add_event(side.account, at(8 + i), at(8 + i, 30)) for i in range(5)}
+    before = len(side.fake.calls())
     full = changes(side, None)
     assert {b.remote_id for b in full.blocks} == ids and full.full
-    assert side.requests() - before == 3
-    more = {side.add(at(8 + i, day=2), at(8 + i, 30, day=2)) for i in range(3)}
-    before = side.requests()
+    assert len(side.fake.calls()) - before == 3
+    more = {side.fake.add_event(side.account, at(8 + i, day=2), at(8 + i, 30, day=2)) for i in range(3)}
+    before = len(side.fake.calls())
     result = changes(side, full.cursor)
     assert {b.remote_id for b in result.blocks} == more
-    assert side.requests() - before == 2
+    assert len(side.fake.calls()) - before == 2
 
 
 def test_incremental_errors_other_than_expiry_are_raised(side):
     cursor = changes(side, None).cursor
-    side.fail_next(503)
+    side.fake.inject(503)
     with pytest.raises(TransientError):
         changes(side, cursor)
 
 
 # --- Google specifics ------------------------------------------------------------------------------
 def test_google_requests_use_the_documented_parameters(gside):
-    gside.add(at(9), at(10))
+    gside.fake.add_event(gside.account, at(9), at(10))
     busy(gside, at(8, 15), at(12))
-    [call] = gside.fake.api_calls()
+    [call] = gside.fake.calls()
     q = call["query"]
     assert (q["timeMin"], q["timeMax"]) == ("2030-05-06T08:15:00Z", "2030-05-06T12:00:00Z")
     assert (q["singleEvents"], q["showDeleted"], q["maxResults"]) == ("true", "false", "2500") and "fields" in q
     gside.fake.reset_log()
     cursor = changes(gside, None).cursor
     changes(gside, cursor)
-    full, incremental = (c["query"] for c in gside.fake.api_calls())
+    full, incremental = (c["query"] for c in gside.fake.calls())
     assert "syncToken" not in full and full["showDeleted"] == "true" and full["singleEvents"] == "true"  # as the incremental read
     assert incremental["syncToken"] == cursor and incremental["showDeleted"] == "true" and incremental["singleEvents"] == "true"
     assert "timeMin" not in incremental and "timeMax" not in incremental
 
 
 def test_google_full_read_past_the_page_bound_is_transient(gside):
-    gside.page_size(1)
+    gside.fake.max_page_size = 1
     for i in range(101):
-        gside.add(at(0, i * 10), at(0, i * 10 + 5))
+        gside.fake.add_event(gside.account, at(0, i * 10), at(0, i * 10 + 5))
     with pytest.raises(TransientError):
         changes(gside, None)
-    assert len(gside.fake.api_calls()) == 100
+    assert len(gside.fake.calls()) == 100
 
 
 def _google_get(fake, token, path, **params):
@@ -348,18 +266,18 @@ def _google_get(fake, token, path, **params):
 
 def test_fake_google_sync_tokens_as_documented(gside):
     fake, token = gside.fake, gside.token
-    kept = gside.add(at(9), at(10))
+    kept = gside.fake.add_event(gside.account, at(9), at(10))
     first = _google_get(fake, token, "calendars/primary/events", timeMin=at(0).isoformat(), timeMax=at(0, day=1).isoformat()).json()
     assert [e["id"] for e in first["items"]] == [kept] and first["nextSyncToken"] and "nextPageToken" not in first
     sync = first["nextSyncToken"]
     clash = _google_get(fake, token, "calendars/primary/events", syncToken=sync, timeMin=at(0).isoformat())
     assert clash.status_code == 400 and clash.json()["error"]["errors"][0]["reason"] == "invalid"
-    gside.delete(kept)
+    gside.fake.delete_event(gside.account, kept)
     delta = _google_get(fake, token, "calendars/primary/events", syncToken=sync).json()
     assert delta["items"] == [{"kind": "calendar#event", "etag": delta["items"][0]["etag"], "id": kept, "status": "cancelled"}]
     bogus = _google_get(fake, token, "calendars/primary/events", syncToken="not-a-token")
     assert bogus.status_code == 410 and bogus.json()["error"]["errors"][0]["reason"] == "fullSyncRequired"
-    fake.expire_sync_tokens()
+    fake.expire_cursors()
     assert _google_get(fake, token, "calendars/primary/events", syncToken=delta["nextSyncToken"]).status_code == 410
     # showDeleted returns the cancelled event in a window; without it, it is gone
     shown = _google_get(fake, token, "calendars/primary/events", timeMin=at(0).isoformat(), showDeleted="true").json()
@@ -369,9 +287,9 @@ def test_fake_google_sync_tokens_as_documented(gside):
 
 def test_fake_google_free_busy(gside):
     fake = gside.fake
-    gside.add(at(9), at(10))
-    gside.add(at(9, 30), at(11))  # overlapping: merged
-    gside.add(at(12), at(13), free=True)
+    gside.fake.add_event(gside.account, at(9), at(10))
+    gside.fake.add_event(gside.account, at(9, 30), at(11))  # overlapping: merged
+    gside.fake.add_event(gside.account, at(12), at(13), busy=False)
     answer = requests.post(
         f"{fake.url}calendar/v3/freeBusy",
         json={"timeMin": at(0).isoformat(), "timeMax": at(0, day=1).isoformat(), "items": [{"id": "primary"}, {"id": "nobody@example.com"}]},
@@ -423,14 +341,14 @@ def test_fake_google_push_channels(gside):
         http = gside.provider._http(gside.token)
         channel = service.events().watch(calendarId="primary", body={"id": "chan-1", "type": "web_hook", "address": receiver.url, "token": "secret"}).execute(http=http)
         assert channel["id"] == "chan-1" and channel["resourceId"] and int(channel["expiration"]) > 0
-        assert fake.channels["chan-1"]["address"] == receiver.url and not fake.channels["chan-1"]["stopped"]
+        assert fake.push_channels()["chan-1"]["address"] == receiver.url and not fake.push_channels()["chan-1"]["stopped"]
         fake.notify("chan-1")
         headers = receiver.received[0]["headers"]
         assert headers["X-Goog-Channel-ID"] == "chan-1" and headers["X-Goog-Channel-Token"] == "secret"
         assert headers["X-Goog-Resource-ID"] == channel["resourceId"] and headers["X-Goog-Resource-State"] == "exists"
         assert headers["X-Goog-Message-Number"] == "1"
         service.channels().stop(body={"id": "chan-1", "resourceId": channel["resourceId"]}).execute(http=http)
-        assert fake.channels["chan-1"]["stopped"]
+        assert fake.push_channels()["chan-1"]["stopped"]
         with pytest.raises(Exception) as stopped_twice:
             service.channels().stop(body={"id": "chan-1", "resourceId": channel["resourceId"]}).execute(http=http)
         assert stopped_twice.value.resp.status == 404
@@ -450,7 +368,7 @@ def test_graph_busy_asks_for_utc_and_our_property(mside):
     mside.fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), time_zone="W. Europe Standard Time")
     [block] = busy(mside, DAY, DAY + dt.timedelta(days=1))
     assert (block.start, block.end) == (at(9), at(10))
-    [call] = mside.fake.graph_calls()
+    [call] = mside.fake.calls()
     assert call["path"] == "/v1.0/me/calendar/calendarView"
     assert call["query"]["startDateTime"] == "2030-05-06T00:00:00Z" and call["query"]["endDateTime"] == "2030-05-07T00:00:00Z"
     assert "singleValueExtendedProperties" in call["query"]["$expand"] and "transactionId" not in call["query"]["$select"]
@@ -458,7 +376,7 @@ def test_graph_busy_asks_for_utc_and_our_property(mside):
 
 def test_graph_busy_on_a_named_calendar(mside):
     team = mside.fake.calendar_id(DEFAULT_ACCOUNT, "Team")
-    event_id = mside.fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), calendar_id=team)
+    event_id = mside.fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), calendar=team)
     mside.fake.add_event(DEFAULT_ACCOUNT, at(11), at(12))  # default calendar
     assert [b.remote_id for b in mside.provider.busy(mside.token, team, DAY, DAY + dt.timedelta(days=1))] == [event_id]
     full = mside.provider.changes(mside.token, team, None, DAY, DAY + dt.timedelta(days=1))
@@ -473,8 +391,8 @@ def test_graph_cancelled_meetings_and_working_elsewhere_do_not_block(mside):
 
 
 def test_graph_delta_page_bound_hands_back_the_next_link(mside):
-    mside.page_size(1)
-    ids = [mside.add(at(0, i * 10), at(0, i * 10 + 5)) for i in range(103)]
+    mside.fake.max_page_size = 1
+    ids = [mside.fake.add_event(mside.account, at(0, i * 10), at(0, i * 10 + 5)) for i in range(103)]
     first = changes(mside, None)
     assert first.full and len(first.blocks) == 100 and "$skiptoken" in first.cursor
     rest = changes(mside, first.cursor)
@@ -487,13 +405,13 @@ def test_graph_cursor_off_the_graph_root_is_never_followed(mside):
     mside.fake.reset_log()
     result = changes(mside, foreign)
     assert result.full
-    [call] = mside.fake.graph_calls()
+    [call] = mside.fake.calls()
     assert "$deltatoken" not in call["query"] and call["query"]["startDateTime"]
 
 
 def test_graph_fullsyncrequired_code_also_recovers(mside):
     cursor = changes(mside, None).cursor
-    mside.fake.expire_delta_tokens(code="fullSyncRequired")
+    mside.fake.expire_cursors(code="fullSyncRequired")
     assert changes(mside, cursor).full
 
 
@@ -519,14 +437,14 @@ def test_fake_graph_calendar_view_and_delta_as_documented(mside):
     fake.delete_event(DEFAULT_ACCOUNT, event_id)
     second = requests.get(first["@odata.deltaLink"], headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
     assert second["value"] == [{"@odata.type": "#microsoft.graph.event", "id": event_id, "@removed": {"reason": "deleted"}}]
-    fake.expire_delta_tokens()
+    fake.expire_cursors()
     gone = requests.get(second["@odata.deltaLink"], headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "SyncStateNotFound"
 
 
 def test_fake_graph_get_schedule(mside):
     fake = mside.fake
-    fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), subject="Review")
+    fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), title="Review")
     fake.add_event(DEFAULT_ACCOUNT, at(10), at(10, 30), show_as="tentative")
     answer = _graph(
         fake,
@@ -561,12 +479,12 @@ def test_fake_graph_subscriptions(mside):
         too_long = _graph(fake, token, "POST", "subscriptions", json={**body, "expirationDateTime": (dt.datetime.now(UTC) + dt.timedelta(days=4)).isoformat()})
         assert too_long.status_code == 400
         event_id = fake.add_event(DEFAULT_ACCOUNT, at(9), at(10))
-        fake.notify(sub["id"], event_id, "created")
+        fake.notify(sub["id"], event_id, change_type="created")
         note = json.loads(receiver.received[-1]["body"])["value"][0]
         assert (note["subscriptionId"], note["clientState"], note["resourceData"]["id"], note["changeType"]) == (sub["id"], "s3cret", event_id, "created")
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 204
-        assert fake.subscriptions[sub["id"]]["deleted"]
+        assert fake.push_channels()[sub["id"]]["stopped"]
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 404
-        assert [c["path"] for c in fake.graph_calls()][-2:] == [f"/v1.0/subscriptions/{sub['id']}"] * 2
+        assert [c["path"] for c in fake.calls()][-2:] == [f"/v1.0/subscriptions/{sub['id']}"] * 2
     finally:
         receiver.close()

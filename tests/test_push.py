@@ -13,7 +13,6 @@ from django.utils import timezone
 
 from calendar_sync import push, tasks
 from calendar_sync.models import AccessLog, BusyBlock, CalendarToken
-from calendar_sync.testing import FakeGoogle
 from managehub.celery import app as celery_app
 from tests.conftest import client_for
 
@@ -24,57 +23,23 @@ GRAPH_PATH = "/api/calendar-sync/push/microsoft"
 
 @dataclass
 class Room:
-    """A workspace's room calendar connected on one provider's fake."""
+    """A workspace's room calendar, connected on `fake` as its room account."""
 
     fake: object
-    provider: str
-    account: str
     workspace: object
-
-    @property
-    def is_google(self):
-        return self.provider == "google"
 
     @property
     def token(self):
         return CalendarToken.objects.get(owner_kind="workspace", owner_id=str(self.workspace.pk))
 
-    def add(self, start, end):
-        if self.is_google:
-            return self.fake.add_event(self.account, start, end, summary="Client call")
-        return self.fake.add_event(self.account, start, end, subject="Client call")
-
-    def channel(self, channel_id):
-        """The fake's record of a channel / subscription: (address, secret, stopped)."""
-        if self.is_google:
-            c = self.fake.channels[channel_id]
-            return c["address"], c["token"], c["stopped"]
-        s = self.fake.subscriptions[channel_id]
-        return s["notificationUrl"], s["clientState"], s["deleted"]
-
-    def forge(self, channel_id, secret):
-        if self.is_google:
-            self.fake.channels[channel_id]["token"] = secret
-        else:
-            self.fake.subscriptions[channel_id]["clientState"] = secret
-
-    def notify(self, channel_id, event_id="AAMkAGI2-unknown"):
-        return self.fake.notify(channel_id) if self.is_google else self.fake.notify(channel_id, event_id)
-
-    def channels(self):
-        return self.fake.channels if self.is_google else self.fake.subscriptions
-
 
 def connect_room(fake, staff, workspace):
-    provider = "google" if isinstance(fake, FakeGoogle) else "microsoft"
-    account = "rooms@example.com" if provider == "google" else "rooms@contoso.com"
-    fake.add_account(account)
     staff_api = client_for(staff)
-    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}").json()["authorization_url"]
-    location = fake.consent(url, account=account)
-    response = staff_api.get(f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
+    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{fake.provider}").json()["authorization_url"]
+    location = fake.consent(url, account=fake.room_account)
+    response = staff_api.get(f"/api/calendar-sync/auth/{fake.provider}/callback?{urllib.parse.urlsplit(location).query}")
     assert "calendar_sync=connected" in response["Location"]
-    return Room(fake, provider, account, workspace)
+    return Room(fake, workspace)
 
 
 def set_push_url(settings, url):
@@ -112,25 +77,26 @@ def test_a_notification_pulls_the_room_calendar_at_once(live, live_server):
     token = live.token
     assert push.ensure_watch(token) is True
     token = live.token
-    address, secret, stopped = live.channel(token.push_channel)
-    assert address == f"{live_server.url}/api/calendar-sync/push/{live.provider}"
+    channel = live.fake.push_channels()[token.push_channel]
+    address, secret, stopped = channel["address"], channel["secret"], channel["stopped"]
+    assert address == f"{live_server.url}/api/calendar-sync/push/{live.fake.provider}"
     assert secret == push.channel_secret(token) and len(secret) == 64 and not stopped
     lifetime = token.push_expires_at - timezone.now()
-    if live.is_google:
+    if live.fake.provider == "google":
         assert token.push_resource and timezone.timedelta(days=6) < lifetime <= timezone.timedelta(days=7)
     else:
         assert token.push_resource == "" and timezone.timedelta(minutes=4100) < lifetime <= timezone.timedelta(minutes=4230)
-        assert live.fake.subscriptions[token.push_channel]["resource"] == "me/events"
+        assert live.fake.push_channels()[token.push_channel]["resource"] == "me/events"
         assert live.fake.subscriptions[token.push_channel]["changeType"] == "created,updated,deleted"
     at = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
-    event_id = live.add(at, at + HOUR)
+    event_id = live.fake.add_event(live.fake.room_account, at, at + HOUR, title="Client call")
     assert not BusyBlock.objects.exists()
-    if live.is_google:  # the channel's first message: nothing to read yet
+    if live.fake.provider == "google":  # the channel's first message: nothing to read yet
         response = live.fake.notify(token.push_channel, state="sync")
         assert response.status_code == 200 and response.json() == {}
         assert not BusyBlock.objects.exists()
-    response = live.notify(token.push_channel, event_id)
-    assert response.status_code == (200 if live.is_google else 202), response.text
+    response = live.fake.notify(token.push_channel, event_id)
+    assert response.status_code == (200 if live.fake.provider == "google" else 202), response.text
     block = BusyBlock.objects.get()  # pulled by the webhook, no scheduled pull ran
     assert (block.start, block.end, block.owner_kind, block.owner_id) == (at, at + HOUR, "workspace", str(live.workspace.pk))
     assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification", outcome="ok").count() >= 2  # watch + pull
@@ -140,13 +106,12 @@ def test_a_notification_pulls_the_room_calendar_at_once(live, live_server):
 def test_forged_notifications_are_refused_and_pull_nothing(live, live_server):
     push.ensure_watch(live.token)
     token = live.token
-    live.add(timezone.now() + timezone.timedelta(days=1), timezone.now() + timezone.timedelta(days=1, hours=1))
+    live.fake.add_event(live.fake.room_account, timezone.now() + timezone.timedelta(days=1), timezone.now() + timezone.timedelta(days=1, hours=1), title="Client call")
     before = pulls()
-    address = f"{live_server.url}{GOOGLE_PATH if live.is_google else GRAPH_PATH}"
-    live.forge(token.push_channel, "f" * 64)
-    response = live.notify(token.push_channel)
+    address = f"{live_server.url}{GOOGLE_PATH if live.fake.provider == 'google' else GRAPH_PATH}"
+    response = live.fake.notify(token.push_channel, secret="f" * 64)
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
-    if live.is_google:
+    if live.fake.provider == "google":
         headers = {"X-Goog-Channel-ID": "not-ours", "X-Goog-Channel-Token": push.channel_secret(token), "X-Goog-Resource-State": "exists", "X-Goog-Resource-ID": token.push_resource}
         response = requests.post(address, headers=headers, timeout=10)
     else:
@@ -162,10 +127,10 @@ def test_stop_watch_stops_the_channel_at_the_provider(live):
     token = live.token
     channel = token.push_channel
     assert push.stop_watch(token) is True
-    assert live.channel(channel)[2]  # stopped at Google / subscription deleted at Graph
+    assert live.fake.push_channels()[channel]["stopped"]  # stopped at Google / subscription deleted at Graph
     token = live.token
     assert (token.push_channel, token.push_resource, token.push_expires_at) == ("", "", None)
-    assert live.notify(channel) is None  # the provider sends nothing more
+    assert live.fake.notify(channel) is None  # the provider sends nothing more
     assert push.stop_watch(token) is False  # nothing left to stop
 
 
@@ -199,15 +164,15 @@ def test_a_live_channel_is_kept_and_one_near_expiry_renewed(pushing):
     room = pushing
     assert push.ensure_watch(room.token)
     first = room.token.push_channel
-    assert push.ensure_watch(room.token) and room.token.push_channel == first and len(room.channels()) == 1  # nothing to do
+    assert push.ensure_watch(room.token) and room.token.push_channel == first and len(room.fake.push_channels()) == 1  # nothing to do
     CalendarToken.objects.update(push_expires_at=timezone.now() + 2 * HOUR)
     assert push.ensure_watch(room.token)
     token = room.token
     assert token.push_channel != first and token.push_expires_at > timezone.now() + timezone.timedelta(days=2)
-    assert room.channel(first)[2] and not room.channel(token.push_channel)[2]  # the old one stopped, the new one live
+    assert room.fake.push_channels()[first]["stopped"] and not room.fake.push_channels()[token.push_channel]["stopped"]  # the old one stopped, the new one live
     second = token.push_channel
     assert push.ensure_watch(token, force=True)  # e.g. the calendar changed
-    assert room.token.push_channel not in (first, second) and room.channel(second)[2]
+    assert room.token.push_channel not in (first, second) and room.fake.push_channels()[second]["stopped"]
 
 
 @pytest.mark.django_db
@@ -215,11 +180,11 @@ def test_the_renew_task_watches_every_active_shared_connection(pushing):
     room = pushing
     assert tasks.renew_push_task.delay().get() == 1
     first = room.token.push_channel
-    assert first in room.channels()
+    assert first in room.fake.push_channels()
     assert tasks.renew_push_task.delay().get() == 1 and room.token.push_channel == first  # still live: untouched
-    assert push.renew_all(force=True) == 1 and room.token.push_channel != first and room.channel(first)[2]  # PUSH_URL moved
+    assert push.renew_all(force=True) == 1 and room.token.push_channel != first and room.fake.push_channels()[first]["stopped"]  # PUSH_URL moved
     CalendarToken.objects.update(status=CalendarToken.Status.NEEDS_REAUTH, push_channel="", push_expires_at=None)
-    assert tasks.renew_push_task.delay().get() == 0 and len(room.channels()) == 2
+    assert tasks.renew_push_task.delay().get() == 0 and len(room.fake.push_channels()) == 2
 
 
 @pytest.mark.django_db
@@ -230,22 +195,22 @@ def test_no_channel_without_a_usable_push_url_or_for_members(room, settings, mem
     set_push_url(settings, "http://127.0.0.1:9")
     settings.DEBUG = False  # plain http to loopback only in DEBUG
     assert push.ensure_watch(room.token) is False
-    assert not room.channels() and not AccessLog.objects.filter(reason="push_notification").exists()
+    assert not room.fake.push_channels() and not AccessLog.objects.filter(reason="push_notification").exists()
     settings.DEBUG = True
-    personal = CalendarToken.objects.create(user=member, owner_kind="user", provider=room.provider, access_token="a", refresh_token="r")
-    assert push.ensure_watch(personal) is False and not room.channels()
+    personal = CalendarToken.objects.create(user=member, owner_kind="user", provider=room.fake.provider, access_token="a", refresh_token="r")
+    assert push.ensure_watch(personal) is False and not room.fake.push_channels()
 
 
 @pytest.mark.django_db
 def test_provider_errors_are_logged_never_raised(pushing):
     room = pushing
-    room.fake.inject(503, times=1, path="/calendar/" if room.is_google else "/v1.0/subscriptions")
+    room.fake.inject(503, times=1, path="/calendar/" if room.fake.provider == "google" else "/v1.0/subscriptions")
     assert push.ensure_watch(room.token) is False
-    assert room.token.push_channel == "" and not room.channels()
+    assert room.token.push_channel == "" and not room.fake.push_channels()
     assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification").exclude(outcome="ok").count() == 1
     assert push.ensure_watch(room.token) is True  # the next try (the renew task) makes it
     token = room.token
-    room.fake.inject(503, times=1, path="/calendar/" if room.is_google else "/v1.0/subscriptions")
+    room.fake.inject(503, times=1, path="/calendar/" if room.fake.provider == "google" else "/v1.0/subscriptions")
     assert push.stop_watch(token) is True and room.token.push_channel == ""  # forgotten locally even so
 
 
@@ -254,10 +219,7 @@ def test_stopping_a_channel_the_provider_already_dropped_is_fine(pushing):
     room = pushing
     push.ensure_watch(room.token)
     token = room.token
-    if room.is_google:
-        room.fake.channels[token.push_channel]["stopped"] = True
-    else:
-        room.fake.subscriptions[token.push_channel]["deleted"] = True
+    room.fake.drop_channel(token.push_channel)
     assert push.stop_watch(token) is True
     assert AccessLog.objects.filter(reason="push_notification").exclude(outcome="ok").count() == 0  # 404 = already gone
 

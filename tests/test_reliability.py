@@ -27,12 +27,12 @@ def test_lifecycle_through_a_real_worker(member_on_worker, fake_google, member, 
     assert timezone.datetime.fromisoformat(fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"]) == later
     member_on_worker.post(f"/api/bookings/{booking.pk}/cancel/")
     wait_until(lambda: fake_google.events(ACCOUNT) == {} and settled(fake_google, [booking]), what="the removal")
-    assert [c["method"] for c in fake_google.api_calls()] == ["POST", "PATCH", "DELETE"]
+    assert [c["method"] for c in fake_google.calls()] == ["POST", "PATCH", "DELETE"]
     # the same task delivered again, many times, changes nothing
     for _ in range(5):
         tasks.enqueue("booking", booking.pk)
     time.sleep(1.5)
-    assert len(fake_google.api_calls()) == 3
+    assert len(fake_google.calls()) == 3
 
 
 def test_duplicate_and_racing_deliveries(member_on_worker, fake_google, member, make_booking):
@@ -49,7 +49,7 @@ def test_duplicate_and_racing_deliveries(member_on_worker, fake_google, member, 
     except AssertionError:
         print(list(SyncRecord.objects.values("object_id", "state", "version", "synced_version", "last_error")), [str(b.pk) for b in bookings], list(fake_google.events(ACCOUNT)), [event_id(b) for b in bookings])
         raise
-    inserts = [c for c in fake_google.api_calls() if c["method"] == "POST"]
+    inserts = [c for c in fake_google.calls() if c["method"] == "POST"]
     assert len(fake_google.events(ACCOUNT, include_cancelled=True)) <= 6  # never a second event for one booking
     assert len(fake_google.events(ACCOUNT)) == 5
     assert inserts  # they were really sent

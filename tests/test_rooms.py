@@ -56,13 +56,13 @@ def test_lifecycle_reaches_both_calendars_in_six_calls(room, member_connected, m
     room_event = rooms[event_key(booking, "workspace")]
     assert room_event["summary"] == "Deep work — alice"  # the member's display name
     assert "/admin/bookings/booking/" in room_event["description"]
-    assert len(room.api_calls()) == 2
+    assert len(room.calls()) == 2
     later = booking.start + timezone.timedelta(days=1)
     run(api.patch, f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
     assert timezone.datetime.fromisoformat(room.events(ROOM_ACCOUNT)[event_key(booking, "workspace")]["start"]["dateTime"]) == later
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     assert room.events("member@example.com") == {} and room.events(ROOM_ACCOUNT) == {}
-    assert len(room.api_calls()) == 6
+    assert len(room.calls()) == 6
     states = api.get(f"/api/bookings/{booking.pk}/").json()["calendar_sync"]
     assert states["member"]["state"] == "synced" and states["workspace"]["state"] == "synced"
 
@@ -135,7 +135,7 @@ def test_connecting_a_room_backfills_its_bookings_in_batches(fake_google, staff_
     assert set(fake_google.events(ROOM_ACCOUNT)) == {event_key(b, "workspace") for b in bookings}
     calendar_requests = [r for r in fake_google.http_requests if r["path"].startswith(("/calendar/", "/batch/"))]
     assert len(calendar_requests) <= 3
-    assert {c["account"] for c in fake_google.api_calls()} == {ROOM_ACCOUNT}
+    assert {c["account"] for c in fake_google.calls()} == {ROOM_ACCOUNT}
 
 
 def test_disconnecting_a_room_stops_its_sync_and_spares_the_member(room, member_connected, staff_api, workspace, member, make_booking, run):

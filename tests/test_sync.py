@@ -18,7 +18,7 @@ def event_id(booking):
 
 def test_confirm_creates_exactly_one_event_with_the_right_fields(google_connected, api, member, make_booking, run):
     booking = make_booking(member)
-    assert google_connected.api_calls() == []  # a pending booking costs nothing
+    assert google_connected.calls() == []  # a pending booking costs nothing
     assert run(api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
     events = google_connected.events(GOOGLE_ACCOUNT)
     assert list(events) == [event_id(booking)]
@@ -47,30 +47,30 @@ def test_lifecycle_costs_three_calls_and_reruns_cost_none(google_connected, api,
     assert moved["sequence"] == 1  # patched in place, not re-created
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     assert google_connected.events(GOOGLE_ACCOUNT) == {}
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "PATCH", "DELETE"]
+    assert [c["method"] for c in google_connected.calls()] == ["POST", "PATCH", "DELETE"]
     booking.refresh_from_db()
     assert booking.google_calendar_event_id is None
     for _ in range(3):
         tasks.sync_task.delay("booking", str(booking.pk))
         sync.sync_object("booking", booking.pk)
-    assert len(google_connected.api_calls()) == 3
+    assert len(google_connected.calls()) == 3
 
 
 def test_saves_that_do_not_change_the_event_cause_no_work(google_connected, api, member, make_booking, run):
     booking = make_booking(member, status=Booking.Status.CONFIRMED)
     run(sync.sync_object, "booking", booking.pk)
-    calls = len(google_connected.api_calls())
+    calls = len(google_connected.calls())
     version = SyncRecord.objects.get(object_id=str(booking.pk)).version
     booking = Booking.objects.get(pk=booking.pk)
     run(booking.save)
     assert SyncRecord.objects.get(object_id=str(booking.pk)).version == version
-    assert len(google_connected.api_calls()) == calls
+    assert len(google_connected.calls()) == calls
 
 
 def test_member_without_connection_is_not_an_error(fake_google, api, member, make_booking, run):
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
-    assert fake_google.api_calls() == []
+    assert fake_google.calls() == []
     assert api.get(f"/api/bookings/{booking.pk}/").json()["calendar_sync"]["state"] == "not_connected"
 
 
@@ -83,7 +83,7 @@ def test_existing_event_is_patched_not_duplicated(google_connected, member, make
     tasks.resync_objects("booking", [Booking.objects.get(pk=booking.pk)])
     events = google_connected.events(GOOGLE_ACCOUNT, include_cancelled=True)
     assert len(events) == 1 and events[event_id(booking)]["summary"].startswith("Renamed")
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "POST", "PATCH"]
+    assert [c["method"] for c in google_connected.calls()] == ["POST", "POST", "PATCH"]
 
 
 def test_event_deleted_in_google_is_restored(google_connected, api, member, make_booking, run):
@@ -167,7 +167,7 @@ def test_expired_access_token_is_refreshed_during_sync(google_connected, api, me
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     assert SyncRecord.objects.get().last_error == ""
     assert list(google_connected.events(GOOGLE_ACCOUNT)) == [event_id(booking)]
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "POST"]  # 401, refresh, retry
+    assert [c["method"] for c in google_connected.calls()] == ["POST", "POST"]  # 401, refresh, retry
     assert CalendarToken.objects.get(user=member).status == "active"
 
 
@@ -181,11 +181,11 @@ def test_revoked_grant_needs_reauth_and_replays_after_reconnect(google_connected
     status = api.get("/api/calendar-sync/status").json()
     assert status["status"] == "needs_reauth"
     assert api.get(f"/api/bookings/{second.pk}/").json()["calendar_sync"]["state"] == "not_connected"
-    calls = len(google_connected.api_calls())
+    calls = len(google_connected.calls())
     for _ in range(3):  # no retry storm: nothing more reaches Google while reauth is needed
         tasks.sweep()
         sync.sync_object("booking", second.pk)
-    assert len(google_connected.api_calls()) == calls
+    assert len(google_connected.calls()) == calls
     assert landing(run(connect, api, google_connected))["calendar_sync"] == "connected"
     assert list(google_connected.events(GOOGLE_ACCOUNT)) == [event_id(second)]  # the cancel was replayed too
     assert {r.state for r in SyncRecord.objects.all()} == {"synced"}
@@ -246,7 +246,7 @@ def test_a_sync_costs_two_round_trips(google_connected, member, make_booking, dj
         assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
     assert (statements(first), statements(again)) == (8, 7)
     assert google_connected.events(GOOGLE_ACCOUNT)[event_id(booking)]["summary"].startswith("Moved")
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "PATCH"]
+    assert [c["method"] for c in google_connected.calls()] == ["POST", "PATCH"]
 
 
 def test_changing_calendar_moves_the_events(google_connected, api, member, make_booking, run):

@@ -140,7 +140,7 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
     fake = google_connected
 
     def count(path_part):
-        return len([c for c in fake.api_calls() if path_part in c["path"]])
+        return len([c for c in fake.calls() if path_part in c["path"]])
 
     passed = burst(lambda i: api.post("/api/calendar-sync/test"))
     assert [a.status_code for a in passed] == [200] * LIMIT and all(a.json() == {"ok": True} for a in passed)
@@ -152,38 +152,38 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
     assert [a.status_code for a in passed] == [200] * LIMIT and count("calendarList") == LIMIT
 
     cache.clear()
-    before = len(fake.api_calls())
+    before = len(fake.calls())
     passed = burst(lambda i: api.get("/api/calendar-sync/busy", window(i)))  # each window a new provider call
-    assert [a.status_code for a in passed] == [200] * LIMIT and len(fake.api_calls()) - before == LIMIT  # one events.list each
+    assert [a.status_code for a in passed] == [200] * LIMIT and len(fake.calls()) - before == LIMIT  # one events.list each
 
     cache.clear()  # one count for every endpoint that calls the provider
-    before = len(fake.api_calls())
+    before = len(fake.calls())
     answers = [api.get("/api/calendar-sync/busy", window(100 + i)) for i in range(3)]
     answers += [api.get("/api/calendar-sync/calendars"), api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")]
     assert [a.status_code for a in answers] == [200] * LIMIT
-    calls = len(fake.api_calls())
+    calls = len(fake.calls())
     for answer in (api.post("/api/calendar-sync/test"), api.get("/api/calendar-sync/calendars"), api.get("/api/calendar-sync/busy", window(200)),
                    api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")):
         assert_throttled_json(answer)
-    assert len(fake.api_calls()) == calls > before
+    assert len(fake.calls()) == calls > before
     assert api.get("/api/calendar-sync/status").status_code == 200  # no provider call, no limit
 
 
 @pytest.mark.django_db
 def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, staff, make_user, workspace, provider_rate):
-    room = connect_room(fake_google, staff, workspace)
+    connect_room(fake_google, staff, workspace)
     fake_google.reset_log()
     colleague = client_for(make_user("colleague", is_staff=True))
     base = f"/api/calendar-sync/shared/workspace/{workspace.pk}/"
     mine = [client_for(staff).get(base + "calendars") for _ in range(3)] + [colleague.post(base + "test") for _ in range(2)]
     assert [a.status_code for a in mine] == [200] * LIMIT
-    calls = len(fake_google.api_calls(room.account))
+    calls = len(fake_google.calls(fake_google.room_account))
     assert_throttled_json(colleague.get(base + "calendars"))
     assert_throttled_json(client_for(staff).put(base + "calendar", {"calendar_id": "primary"}, format="json"))
     assert_throttled_json(client_for(staff).post(base + "test"))
     other_spelling = client_for(staff).get(f"/api/calendar-sync/shared/workspace/0{workspace.pk}/calendars")
     assert other_spelling.status_code in (404, 429)  # the room's own key, however its id is written
-    assert len(fake_google.api_calls(room.account)) == calls
+    assert len(fake_google.calls(fake_google.room_account)) == calls
     assert client_for(staff).get("/api/calendar-sync/calendars").status_code == 409  # staff's own count is separate
 
 
@@ -216,14 +216,14 @@ def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_micros
     assert push.ensure_watch(room.token)
     token = room.token
     at = timezone.now().replace(microsecond=0) + timedelta(days=2)
-    room.add(at, at + timedelta(hours=1))
+    fake.add_event(fake.room_account, at, at + timedelta(hours=1), title="Client call")
     calls = fake.api_calls if provider == "google" else fake.graph_calls
 
     def replay():
         if provider == "google":
             return Client().post(GOOGLE_PATH, **google_headers(token))
         item = {"subscriptionId": token.push_channel, "clientState": push.channel_secret(token), "changeType": "updated",
-                "resource": f"Users/{room.account}/Events/AAMk-1"}
+                "resource": f"Users/{fake.room_account}/Events/AAMk-1"}
         return Client().post(GRAPH_PATH, {"value": [item]}, content_type="application/json")
 
     fake.reset_log()

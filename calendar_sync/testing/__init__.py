@@ -30,16 +30,12 @@ __all__ = ["FakeGoogle", "FakeMicrosoft", "connect", "fake_settings", "use_fakes
 TEST_SERVER = "https://testserver"
 
 
-def _provider(fake: FakeGoogle | FakeMicrosoft) -> str:
-    return "microsoft" if isinstance(fake, FakeMicrosoft) else "google"
-
-
 def fake_settings(*fakes: FakeGoogle | FakeMicrosoft, server: str = TEST_SERVER) -> dict[str, Any]:
     """CALENDAR_SYNC entries that point the app at these running fakes: their client, endpoints,
     and a redirect URI at this project's callback on `server`. Merge them into CALENDAR_SYNC."""
     entries: dict[str, Any] = {}
     for fake in fakes:
-        provider = _provider(fake)
+        provider = fake.provider
         callback = reverse("calendar_sync:callback", kwargs={"provider": provider})
         entries.update(fake.settings())
         entries[f"{provider.upper()}_REDIRECT_URI"] = f"{server}{callback}"
@@ -57,7 +53,7 @@ def connect(client: Any, fake: FakeGoogle | FakeMicrosoft, account: str | None =
     """Connect the member signed in on `client` (a Django or DRF test client) the way a browser does:
     ask for the consent URL, consent on the fake as `account`, follow the redirect to the callback.
     Returns the callback's response (a 302 to FRONTEND_URL with `calendar_sync=connected` or `=error`)."""
-    provider = _provider(fake)
+    provider = fake.provider
     response = client.get(reverse("calendar_sync:authorize", kwargs={"provider": provider}))
     assert response.status_code == 200, response.content
     extra = {"account": account} if account else {}

@@ -2,7 +2,7 @@
 fake Microsoft until interrupted.
 
 The first line printed is one JSON object of the environment variables that point the host
-project at both.
+project at both. Each fake's root URL is a page of its accounts, calendars and events.
 """
 import argparse
 import json

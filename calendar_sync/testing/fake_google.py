@@ -7,7 +7,7 @@ each revoke is logged in `revocations` with whether the client authenticated). C
 list / patch / delete, client-chosen ids (409 `duplicate` when taken, even by a cancelled
 event), 410 on deleting a deleted event, 401 on expired tokens, batch requests
 (multipart/mixed, at most 50 parts). Faults are injected with `inject()`; every call is
-recorded in `calls` so tests can count requests and check rate limits.
+recorded in `call_log` (`calls()`) so tests can count requests and check rate limits.
 
 Reading: `events.list` with `timeMin`/`timeMax` (overlap), `showDeleted`, `singleEvents`,
 `maxResults`/`pageToken` paging and incremental sync (`syncToken` -> changes since, deleted
@@ -22,7 +22,6 @@ import datetime as dt
 import email.utils
 import hashlib
 import html
-import itertools
 import json
 import re
 import secrets
@@ -38,7 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from . import server
-from .server import LoopbackServer, decode_token, encode_token
+from .base import FakeService
+from .server import decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
 DEFAULT_SCOPES = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly"
@@ -55,6 +55,8 @@ NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyP
 # events.list defaults, so that leaving a parameter out matches sending its default.
 LIST_DEFAULTS = {"showDeleted": "false", "singleEvents": "false", "showHiddenInvitations": "false"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_ACCOUNT = "member@example.com"
+ROOM_ACCOUNT = "rooms@example.com"
 UTC = dt.UTC
 
 
@@ -133,34 +135,32 @@ def _public(event):
     return {k: v for k, v in event.items() if not k.startswith("_")}
 
 
-class FakeGoogle(LoopbackServer):
+class FakeGoogle(FakeService):
     thread_name = "fake-google"
+    provider = "google"
+    default_account = DEFAULT_ACCOUNT
+    room_account = ROOM_ACCOUNT
+    api_prefix = "/calendar/"
+    title = "Fake Google Calendar"
 
     def __init__(self, port=0, client_id="test-client-id", client_secret="test-client-secret", token_lifetime=3600):
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
         self.lock = threading.RLock()
-        self.accounts = {}
-        self.codes = {}
-        self.access_tokens = {}  # token -> {"account", "expires", "grant"}
-        self.grants = {}  # refresh token -> {"account", "scope"}
+        self._init_state()
+        self._listen(port, self._handler())
+
+    def _init_state(self):
+        self._init_common()  # accounts: email -> {"calendars": {id: cal}, "events": {calendar id: {id: event}}}
         self.revocations = []  # one per revoke request: {"client_id", "client_authenticated"}
-        self.faults = []
-        self.latency = 0.0
-        self.calls = []  # one dict per logical request: time, method, path, account, batch
-        self.http_requests = []  # one dict per HTTP request received
-        self.granted_scope = None  # override the scope a consent grants
-        self._ids = itertools.count(1)
         self.change_counter = 0  # global change counter: every event carries the value of its last change
         self.sync_epoch = secrets.token_hex(4)  # sync tokens of another epoch answer 410
         self.max_page_size = MAX_PAGE  # lower it to make events.list page sooner (Google may)
         self.channels = {}  # channel id -> {address, token, resourceId, expiration, stopped, ...}
         self._resource_ids = {}  # (account, calendar) -> resourceId of its events collection
-        self.add_account("member@example.com")
-        self._listen(port, self._handler())
 
-    # --- lifecycle (start, stop, with: LoopbackServer) ---------------------------------------
+    # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
     def settings(self):
         """CALENDAR_SYNC entries that point the app at this server."""
         return {
@@ -172,36 +172,7 @@ class FakeGoogle(LoopbackServer):
             "GOOGLE_API_ROOT": self.url,
         }
 
-    def env(self):
-        """The same, as the host project's environment variables (for worker processes)."""
-        return {
-            "GOOGLE_CLIENT_ID": self.client_id,
-            "GOOGLE_CLIENT_SECRET": self.client_secret,
-            "GOOGLE_OAUTH_AUTH_URI": f"{self.url}o/oauth2/auth",
-            "GOOGLE_OAUTH_TOKEN_URI": f"{self.url}token",
-            "GOOGLE_OAUTH_REVOKE_URI": f"{self.url}revoke",
-            "GOOGLE_API_ROOT": self.url,
-        }
-
     # --- test controls ---------------------------------------------------------------------
-    def reset(self):
-        """Forget every account, grant, event, fault and logged call (between tests)."""
-        with self.lock:
-            self.accounts.clear()
-            self.codes.clear()
-            self.access_tokens.clear()
-            self.grants.clear()
-            self.revocations.clear()
-            self.faults.clear()
-            self.calls.clear()
-            self.http_requests.clear()
-            self.latency, self.granted_scope = 0.0, None
-            self.sync_epoch = secrets.token_hex(4)
-            self.max_page_size = MAX_PAGE
-            self.channels.clear()
-            self._resource_ids.clear()
-            self.add_account("member@example.com")
-
     def add_account(self, email, calendars=None):
         with self.lock:
             cals = {email: {"summary": email, "accessRole": "owner", "primary": True}}
@@ -215,33 +186,51 @@ class FakeGoogle(LoopbackServer):
             self.accounts[email] = {"calendars": cals, "events": defaultdict(dict)}
         return email
 
-    def inject(self, status, times=1, path="/calendar/", retry_after=None, reason=None, delay=0.0):
-        """The next `times` requests whose path starts with `path` get `status` instead."""
+    def calendar_id(self, account=None, name=None):
+        """Id of the calendar called `name` (the primary calendar when None)."""
+        account = account or DEFAULT_ACCOUNT
         with self.lock:
-            self.faults.append({"status": status, "times": times, "path": path, "retry_after": retry_after, "reason": reason, "delay": delay})
+            for cal_id, cal in self.accounts[account]["calendars"].items():
+                if (name is None and cal.get("primary")) or cal["summary"] == name:
+                    return cal_id
+        raise KeyError(name)
 
-    def expire_access_tokens(self):
+    def _calendars(self, account):
         with self.lock:
-            for info in self.access_tokens.values():
-                info["expires"] = 0
+            cals = sorted(self.accounts[account]["calendars"].items(), key=lambda item: not item[1].get("primary"))
+            return [(cal_id, cal["summary"]) for cal_id, cal in cals]
 
     def revoke_grants(self, account):
         with self.lock:
             for token in [t for t, g in self.grants.items() if g["account"] == account]:
                 self._revoke_grant(token)
 
-    def events(self, account, calendar_id=None, include_cancelled=False):
+    def expire_cursors(self):
+        """Every outstanding syncToken now answers 410 fullSyncRequired (as when Google expires them)."""
+        with self.lock:
+            self.sync_epoch = secrets.token_hex(4)
+
+    def events(self, account=None, calendar=None, include_cancelled=False):
         """{event_id: event} of an account's calendar (primary by default)."""
         with self.lock:
-            cal = self._calendar_id(account, calendar_id or "primary")
+            account = account or DEFAULT_ACCOUNT
+            cal = self._calendar_id(account, calendar or "primary")
             items = self.accounts[account]["events"].get(cal, {})
             return {k: _public(v) for k, v in items.items() if include_cancelled or v["status"] != "cancelled"}
 
+    def _agenda(self, account, calendar):
+        rows = []
+        for event in self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {}).values():
+            if event["status"] != "cancelled":
+                start, end = _span(event)
+                rows.append({"id": event["id"], "title": event.get("summary") or "", "start": start, "end": end, "busy": event.get("transparency") != "transparent"})
+        return rows
+
     # --- a person in Google Calendar's own UI ----------------------------------------------------
-    def add_event(self, account, start, end, summary="Busy", calendar_id=None, transparent=False):
+    def add_event(self, account, start, end, title="Busy", calendar=None, busy=True):
         """Create an event as the member would (datetimes, or dates for an all-day event); return its id."""
         with self.lock:
-            cal = self._calendar_id(account, calendar_id or "primary")
+            cal = self._calendar_id(account, calendar or "primary")
             events = self.accounts[account]["events"][cal]
             event_id = secrets.token_hex(13)
             now = _rfc3339(dt.datetime.now(UTC))
@@ -251,7 +240,7 @@ class FakeGoogle(LoopbackServer):
                 "status": "confirmed",
                 "htmlLink": f"https://www.google.com/calendar/event?eid={event_id}",
                 "created": now,
-                "summary": summary,
+                "summary": title,
                 "creator": {"email": account, "self": True},
                 "organizer": {"email": account, "self": True},
                 "start": _event_time(start),
@@ -260,20 +249,20 @@ class FakeGoogle(LoopbackServer):
                 "sequence": 0,
                 "eventType": "default",
             }
-            if transparent:
+            if not busy:
                 event["transparency"] = "transparent"
             events[event_id] = event
             self._touch(event)
             return event_id
 
-    def move_event(self, account, event_id, start, end, calendar_id=None):
+    def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time."""
-        self.update_event(account, event_id, calendar_id=calendar_id, start=_event_time(start), end=_event_time(end))
+        self.update_event(account, event_id, calendar=calendar, start=_event_time(start), end=_event_time(end))
 
-    def update_event(self, account, event_id, calendar_id=None, **fields):
+    def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `transparency="transparent"` (None removes a field)."""
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar_id or "primary")][event_id]
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
             for key, value in fields.items():
                 if value is None:
                     event.pop(key, None)
@@ -282,20 +271,21 @@ class FakeGoogle(LoopbackServer):
             event["sequence"] = event.get("sequence", 0) + 1
             self._touch(event)
 
-    def delete_event(self, account, event_id, calendar_id=None):
+    def set_busy(self, account, event_id, busy, calendar=None):
+        self.update_event(account, event_id, calendar=calendar, transparency=None if busy else "transparent")
+
+    def delete_event(self, account, event_id, calendar=None):
         """Delete an event in the UI: Google keeps it as cancelled (showDeleted and sync see it)."""
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar_id or "primary")][event_id]
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
             event["status"] = "cancelled"
             self._touch(event)
 
-    def expire_sync_tokens(self):
-        """Every outstanding syncToken now answers 410 fullSyncRequired (as when Google expires them)."""
-        with self.lock:
-            self.sync_epoch = secrets.token_hex(4)
-
-    def notify(self, channel_id, state="exists"):
-        """Deliver a push notification for a channel the way Google does (headers, empty body); the response."""
+    # --- push -------------------------------------------------------------------------------------
+    def notify(self, channel_id, event_id=None, secret=None, state="exists"):
+        """Deliver a push notification for a channel the way Google does (headers, empty body: Google
+        names no event, so `event_id` is ignored); the response. `secret` replaces the channel's token
+        (a forged notification)."""
         with self.lock:
             channel = self.channels[channel_id]
             if channel["stopped"]:
@@ -311,41 +301,38 @@ class FakeGoogle(LoopbackServer):
                 "X-Goog-Message-Number": str(channel["message_number"]),
                 "Content-Length": "0",
             }
-            if channel.get("token"):
-                headers["X-Goog-Channel-Token"] = channel["token"]
+            token = channel.get("token") if secret is None else secret
+            if token:
+                headers["X-Goog-Channel-Token"] = token
             address = channel["address"]
         return requests.post(address, data=b"", headers=headers, timeout=10)
 
-    def api_calls(self, account=None):
-        return [c for c in self.calls if c["path"].startswith("/calendar/") and (account is None or c["account"] == account)]
-
-    def max_calls_in_window(self, account, seconds):
-        times = sorted(c["time"] for c in self.api_calls(account))
-        best, start = 0, 0
-        for end, t in enumerate(times):
-            while t - times[start] >= seconds:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
-
-    def reset_log(self):
+    def push_channels(self, account=None):
+        """Channels made (stopped ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
-            self.calls.clear()
-            self.http_requests.clear()
+            return {
+                c["id"]: {"id": c["id"], "account": c["account"], "calendar": c["calendar_id"], "address": c["address"], "secret": c["token"],
+                          "resource": c["resourceUri"], "expiration": c["expiration"], "stopped": c["stopped"]}
+                for c in self.channels.values()
+                if account is None or c["account"] == account
+            }
 
-    def consent(self, authorization_url, account="member@example.com", allow=True):
-        """Act as the member on the consent page: load it, press Allow (or Deny); return the redirect."""
-        page = requests.get(authorization_url, timeout=10)
-        page.raise_for_status()
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(authorization_url).query))
-        response = requests.post(
-            f"{self.url}o/oauth2/auth/decision",
-            data={**query, "account": account, "decision": "allow" if allow else "deny"},
-            allow_redirects=False,
-            timeout=10,
-        )
-        assert response.status_code == 302, response.text
-        return response.headers["Location"]
+    def drop_channel(self, channel_id):
+        """Google ends a channel on its own: it sends nothing more, and stopping it answers 404."""
+        with self.lock:
+            self.channels[channel_id]["stopped"] = True
+
+    def api_requests(self, account=None):
+        """How many HTTP requests reached the Calendar API (a batch counts once)."""
+        with self.lock:
+            return sum(1 for r in self.http_requests if r["path"].startswith(("/calendar/", "/batch/")) and (account is None or r["account"] == account))
+
+    # --- old names, kept for tests written against them ------------------------------------------
+    def api_calls(self, account=None):
+        return self.calls(account)
+
+    def expire_sync_tokens(self):
+        self.expire_cursors()
 
     # --- internals ---------------------------------------------------------------------------
     def _calendar_id(self, account, calendar_id):
@@ -358,14 +345,6 @@ class FakeGoogle(LoopbackServer):
             event["_seq"] = self.change_counter
             event["updated"] = _rfc3339(dt.datetime.now(UTC))
             event["etag"] = f'"{self.change_counter}{secrets.randbelow(10**6):06d}"'
-
-    def _take_fault(self, path):
-        with self.lock:
-            for fault in self.faults:
-                if fault["times"] > 0 and path.startswith(fault["path"]):
-                    fault["times"] -= 1
-                    return fault
-        return None
 
     def _new_token(self, prefix):
         return f"{prefix}{secrets.token_urlsafe(24)}"
@@ -402,8 +381,10 @@ class FakeGoogle(LoopbackServer):
             def _handle(self, method):
                 body = self._body()
                 parts = urllib.parse.urlsplit(self.path)
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                 with fake.lock:
-                    fake.http_requests.append({"time": time.time(), "method": method, "path": parts.path})
+                    account = (fake.access_tokens.get(token) or {}).get("account")
+                    fake.http_requests.append({"time": time.time(), "method": method, "path": parts.path, "account": account})
                 if fake.latency:
                     time.sleep(fake.latency)
                 if parts.path == "/batch/calendar/v3" and method == "POST":
@@ -449,6 +430,8 @@ class FakeGoogle(LoopbackServer):
     def dispatch(self, method, target, headers, body, batch=False):
         parts = urllib.parse.urlsplit(target)
         path, query = parts.path, dict(urllib.parse.parse_qsl(parts.query))
+        if path == "/" and method == "GET":
+            return self.home_page()
         fault = self._take_fault(path)
         account, expires = None, 0
         if path.startswith("/calendar/"):
@@ -456,12 +439,12 @@ class FakeGoogle(LoopbackServer):
             with self.lock:
                 info = self.access_tokens.get(token)
                 account, expires = (info["account"], info["expires"]) if info else (None, 0)
-                self.calls.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": batch, "query": query})
+                self.call_log.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": batch, "query": query})
         if fault:
             if fault["delay"]:
                 time.sleep(fault["delay"])
             extra = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
-            reason = fault["reason"] or {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(fault["status"], "backendError")
+            reason = fault["code"] or {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(fault["status"], "backendError")
             if path in ("/token", "/revoke"):  # OAuth endpoints answer RFC 6749 errors
                 return fault["status"], {"error": "internal_failure" if fault["status"] >= 500 else reason}, extra
             return (*_error(fault["status"], reason, "Injected fault"), extra)
@@ -491,15 +474,10 @@ class FakeGoogle(LoopbackServer):
             problem = "invalid_request: PKCE S256 required"
         if problem:
             return 400, ("text/html", f"<h1>Error 400: {html.escape(problem)}</h1>".encode()), {}
-        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in q.items())
-        accounts = "".join(f'<option value="{html.escape(a)}">{html.escape(a)}</option>' for a in self.accounts)
         page = (
             "<!doctype html><title>Sign in - Google Accounts (fake)</title>"
             "<h1>Fake Google</h1><p>ManageHub wants to manage events in your calendars.</p>"
-            f'<form method="post" action="/o/oauth2/auth/decision">{hidden}'
-            f'<label>Account <select name="account">{accounts}</select></label> '
-            '<button name="decision" value="allow" id="allow">Allow</button> '
-            '<button name="decision" value="deny" id="deny">Deny</button></form>'
+            + self._consent_form("/o/oauth2/auth/decision", q, "account")
         )
         return 200, ("text/html; charset=utf-8", page.encode()), {}
 
@@ -512,7 +490,7 @@ class FakeGoogle(LoopbackServer):
             code = self._new_token("4/fake-code-")
             scope = self.granted_scope if self.granted_scope is not None else form.get("scope", DEFAULT_SCOPES)
             with self.lock:
-                account = form.get("account") or "member@example.com"
+                account = form.get("account") or DEFAULT_ACCOUNT
                 if account not in self.accounts:
                     self.add_account(account)
                 self.codes[code] = {

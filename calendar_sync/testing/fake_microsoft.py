@@ -9,12 +9,12 @@ properties (filterable with the `singleValueExtendedProperties/Any(...)` form), 
 or expired tokens, 403 on read-only calendars, JSON `$batch` (at most 20 requests, unique ids,
 answers in shuffled order). Errors have Graph's shape `{"error": {"code", "message"}}`.
 Faults are injected with `inject()` (outer requests or, with `batch_part=True`, single batch
-parts) and `lose_response()`; every request is logged in `calls` / `http_requests`.
+parts) and `lose_response()`; every request is logged in `call_log` / `http_requests`.
 
 Reading: `calendarView` (window required, overlap, `$select`, `$expand` of our extended
 property, paging, `Prefer: outlook.timezone` / `odata.maxpagesize`), `calendarView/delta`
 rounds (`@odata.nextLink` pages, then an absolute `@odata.deltaLink`; later rounds report only
-changes, deletions as `@removed`; `expire_delta_tokens()` makes old tokens answer 410),
+changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410),
 `calendar/getSchedule`, and change-notification `subscriptions` (create, get, renew, delete,
 `notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
 `delete_event`.
@@ -37,11 +37,13 @@ import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
 from . import server
-from .server import LoopbackServer, decode_token, encode_token
+from .base import FakeService
+from .server import decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
 BATCH_LIMIT = 20
 DEFAULT_ACCOUNT = "member@contoso.com"
+ROOM_ACCOUNT = "rooms@contoso.com"
 DEFAULT_CALENDARS = [
     {"name": "Calendar", "isDefaultCalendar": True, "canEdit": True},
     {"name": "Team", "canEdit": True},
@@ -195,8 +197,13 @@ def _when(value, zone_name):
     raise TypeError(f"expected a datetime or a date, got {value!r}")
 
 
-class FakeMicrosoft(LoopbackServer):
+class FakeMicrosoft(FakeService):
     thread_name = "fake-microsoft"
+    provider = "microsoft"
+    default_account = DEFAULT_ACCOUNT
+    room_account = ROOM_ACCOUNT
+    api_prefix = "/v1.0/"
+    title = "Fake Microsoft 365"
 
     def __init__(self, port=0, client_id="test-ms-client-id", client_secret="test-ms-client-secret", tenant="common", token_lifetime=3600):
         self.client_id = client_id
@@ -207,31 +214,22 @@ class FakeMicrosoft(LoopbackServer):
         self.events_page_size = 10  # events list default $top, as Graph
         self.max_page_size = 1000  # server-driven paging: no page holds more (lower it to page sooner)
         self.lock = threading.RLock()
-        self.latency = 0.0
-        self.granted_scope = None  # override the scope string a consent grants
         self._listen(port, self._handler())
         self._init_state()
 
     def _init_state(self):
-        self.accounts = {}  # email -> {"calendars": {id: cal}, "events": {id: event}, "transactions": {tid: id}}
-        self.codes = {}
-        self.access_tokens = {}  # token -> {"account", "expires", "family"}
-        self.grants = {}  # live refresh token -> {"account", "scope", "family", "client_id"}
+        self._init_common()  # accounts: email -> {"calendars": {id: cal}, "events": {id: event}, "transactions": {tid: id}}
         self.superseded = {}  # rotated-away or revoked refresh token -> family
         self.revoked = set()  # families whose grant was revoked
-        self.faults = []
         self.lost = 0
-        self.calls = []  # one per logical Graph request (batch parts included): time, method, path, account, batch, status, ...
-        self.http_requests = []  # one per HTTP request received: time, method, path, account
         self.max_batch_size = 0
         self.change_counter = 0  # global: every event change (and deletion) takes the next value
         self.delta_generation = secrets.token_hex(4)  # delta tokens of another generation answer 410
         self.delta_expired_code = "SyncStateNotFound"
         self.subscriptions = {}  # id -> the subscription as Graph returns it, plus account and deleted
         self.validate_subscriptions = False  # True: POST the validationToken handshake to notificationUrl
-        self.add_account(DEFAULT_ACCOUNT)
 
-    # --- lifecycle (start, stop, with: LoopbackServer) ---------------------------------------
+    # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
     def settings(self):
         """CALENDAR_SYNC entries that point the app at this server."""
         return {
@@ -242,22 +240,16 @@ class FakeMicrosoft(LoopbackServer):
             "MICROSOFT_GRAPH_ROOT": f"{self.url}v1.0/",
         }
 
-    def env(self):
-        """The same, as the host project's environment variables (for worker processes)."""
-        return dict(self.settings())
-
     # --- test controls ---------------------------------------------------------------------
     def reset(self):
-        """Back to one default account; forget grants, events, faults and logged requests."""
+        """Back to the default and room mailboxes; forget grants, events, faults and logged requests."""
         with self.lock:
-            self.latency, self.granted_scope = 0.0, None
             self.page_size, self.events_page_size, self.max_page_size = 2, 10, 1000
             self._init_state()
 
     def reset_log(self):
         with self.lock:
-            self.calls.clear()
-            self.http_requests.clear()
+            super().reset_log()
             self.max_batch_size = 0
 
     def add_account(self, email, calendars=None):
@@ -288,34 +280,23 @@ class FakeMicrosoft(LoopbackServer):
             self.accounts[email] = {"calendars": cals, "events": {}, "transactions": {}, "tombstones": {}}
         return email
 
-    def calendar_id(self, account=DEFAULT_ACCOUNT, name=None):
+    def calendar_id(self, account=None, name=None):
         """Id of the calendar called `name` (the default calendar when None)."""
         with self.lock:
-            for cal in self.accounts[account]["calendars"].values():
+            for cal in self.accounts[account or DEFAULT_ACCOUNT]["calendars"].values():
                 if (name is None and cal["isDefaultCalendar"]) or cal["name"] == name:
                     return cal["id"]
         raise KeyError(name)
 
-    def inject(self, status, times=1, path="/v1.0/", retry_after=None, code=None, delay=0.0, batch_part=False):
-        """The next `times` requests whose path starts with `path` get `status` instead.
-
-        `batch_part=True` hits single sub-requests of `$batch` (path as `/v1.0/me/...`)
-        instead of whole HTTP requests; 429 and 503 carry `Retry-After` when given.
-        """
+    def _calendars(self, account):
         with self.lock:
-            self.faults.append(
-                {"status": status, "times": times, "path": path, "retry_after": retry_after, "code": code, "delay": delay, "batch_part": batch_part}
-            )
+            cals = sorted(self.accounts[account]["calendars"].values(), key=lambda c: not c["isDefaultCalendar"])
+            return [(c["id"], c["name"]) for c in cals]
 
     def lose_response(self, times=1):
         """The next `times` HTTP requests that create an event are committed, then the connection drops unanswered."""
         with self.lock:
             self.lost += times
-
-    def expire_access_tokens(self):
-        with self.lock:
-            for info in self.access_tokens.values():
-                info["expires"] = 0
 
     def revoke_grants(self, account):
         """Like revoking the user's sessions: refresh tokens die; with CAE, so do access tokens."""
@@ -329,19 +310,22 @@ class FakeMicrosoft(LoopbackServer):
                 if info["account"] == account:
                     del self.access_tokens[token]
 
-    def remove_event(self, event_id, account=DEFAULT_ACCOUNT):
-        """Delete an event behind the app's back (the member deleting it in Outlook)."""
-        self.delete_event(account, event_id)
+    def expire_cursors(self, code="SyncStateNotFound"):
+        """Every outstanding delta (and skip) token now answers 410 with `code`."""
+        with self.lock:
+            self.delta_generation = secrets.token_hex(4)
+            self.delta_expired_code = code
 
     # --- a person using Outlook ------------------------------------------------------------------
-    def add_event(self, account, start, end, subject="Busy", calendar_id=None, show_as="busy", time_zone="UTC", is_cancelled=False):
-        """Create an event as the member would (aware datetimes, or dates for an all-day event); return its id."""
+    def add_event(self, account, start, end, title="Busy", calendar=None, busy=True, show_as=None, time_zone="UTC", is_cancelled=False):
+        """Create an event as the member would (aware datetimes, or dates for an all-day event); return
+        its id. `show_as` (e.g. "tentative") overrides `busy`."""
         all_day = not isinstance(start, dt.datetime)
         body = {
-            "subject": subject,
+            "subject": title,
             "start": _when(start, time_zone),
             "end": _when(end, time_zone),
-            "showAs": show_as,
+            "showAs": show_as or ("busy" if busy else "free"),
             "isAllDay": all_day,
             "isCancelled": bool(is_cancelled),
             "originalStartTimeZone": time_zone,
@@ -349,25 +333,28 @@ class FakeMicrosoft(LoopbackServer):
         }
         with self.lock:
             mailbox = self.accounts[account]
-            calendar = mailbox["calendars"][calendar_id or self.calendar_id(account)]
-            return self._insert(mailbox, calendar, body)["id"]
+            return self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)["id"]
 
-    def move_event(self, account, event_id, start, end):
+    def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time (kept in the event's own time zone)."""
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             zone = event.get("start", {}).get("timeZone") or "UTC"
             self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
 
-    def update_event(self, account, event_id, **fields):
-        """Edit an event's fields as the member would, e.g. `showAs="free"`."""
+    def update_event(self, account, event_id, calendar=None, **fields):
+        """Edit an event's fields as the member would, e.g. `showAs="free"` (ids are unique per mailbox:
+        `calendar` is not needed)."""
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             event.update(fields)
             event.update({"lastModifiedDateTime": _now(), "changeKey": secrets.token_urlsafe(24), "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"'})
             self._touch(event)
 
-    def delete_event(self, account, event_id):
+    def set_busy(self, account, event_id, busy, calendar=None):
+        self.update_event(account, event_id, showAs="busy" if busy else "free")
+
+    def delete_event(self, account, event_id, calendar=None):
         """Delete an event for good (Outlook keeps no cancelled copy; delta reports it @removed)."""
         with self.lock:
             mailbox = self.accounts[account]
@@ -375,24 +362,39 @@ class FakeMicrosoft(LoopbackServer):
             mailbox["transactions"].pop(event.get("transactionId"), None)
             self._bury(mailbox, event)
 
-    def expire_delta_tokens(self, code="SyncStateNotFound"):
-        """Every outstanding delta (and skip) token now answers 410 with `code`."""
+    def events(self, account=None, calendar=None):
+        """{event_id: event} of one calendar (the default one by default), extended properties included."""
         with self.lock:
-            self.delta_generation = secrets.token_hex(4)
-            self.delta_expired_code = code
+            account = account or DEFAULT_ACCOUNT
+            cal = calendar or self.calendar_id(account)
+            events = self.accounts[account]["events"].values()
+            return {e["id"]: json.loads(json.dumps({k: v for k, v in e.items() if not k.startswith("_")})) for e in events if e["_calendar"] == cal}
 
-    def notify(self, subscription_id, event_id, change_type="updated"):
-        """POST a change notification for a subscription the way Graph does; the receiver's response."""
+    def _agenda(self, account, calendar):
+        cal = calendar or self.calendar_id(account)
+        rows = []
+        for event in self.accounts[account]["events"].values():
+            if event["_calendar"] == cal:
+                start, end = _span_of(event)
+                busy = str(event.get("showAs", "busy")).lower() != "free" and not event.get("isCancelled")
+                rows.append({"id": event["id"], "title": event.get("subject") or "", "start": start, "end": end, "busy": busy})
+        return rows
+
+    # --- push -------------------------------------------------------------------------------------
+    def notify(self, channel_id, event_id=None, secret=None, change_type="updated"):
+        """POST a change notification for a subscription the way Graph does; the receiver's response.
+        `secret` replaces the subscription's clientState (a forged notification)."""
         with self.lock:
-            sub = self.subscriptions[subscription_id]
+            sub = self.subscriptions[channel_id]
             if sub["deleted"]:
                 return None
             user = sub["account"]
+            event_id = event_id or _opaque()
             payload = {
                 "value": [
                     {
                         "id": str(uuid.uuid4()),
-                        "subscriptionId": subscription_id,
+                        "subscriptionId": channel_id,
                         "subscriptionExpirationDateTime": sub["expirationDateTime"],
                         "changeType": change_type,
                         "resource": f"Users/{user}/Events/{event_id}",
@@ -402,7 +404,7 @@ class FakeMicrosoft(LoopbackServer):
                             "@odata.etag": f'W/"{secrets.token_urlsafe(12)}"',
                             "id": event_id,
                         },
-                        "clientState": sub.get("clientState"),
+                        "clientState": sub.get("clientState") if secret is None else secret,
                         "tenantId": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.tenant)),
                     }
                 ]
@@ -410,36 +412,39 @@ class FakeMicrosoft(LoopbackServer):
             url = sub["notificationUrl"]
         return requests.post(url, json=payload, timeout=10)
 
-    def events(self, account=DEFAULT_ACCOUNT, calendar_id=None):
-        """{event_id: event} of one calendar (the default one by default), extended properties included."""
+    def push_channels(self, account=None):
+        """Subscriptions made (deleted ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
-            cal = calendar_id or self.calendar_id(account)
-            events = self.accounts[account]["events"].values()
-            return {e["id"]: json.loads(json.dumps({k: v for k, v in e.items() if not k.startswith("_")})) for e in events if e["_calendar"] == cal}
+            return {
+                s["id"]: {"id": s["id"], "account": s["account"], "calendar": self._subscribed_calendar(s), "address": s["notificationUrl"],
+                          "secret": s["clientState"], "resource": s["resource"], "expiration": s["expirationDateTime"], "stopped": s["deleted"]}
+                for s in self.subscriptions.values()
+                if account is None or s["account"] == account
+            }
 
-    def graph_calls(self, account=None):
-        return [c for c in self.calls if account is None or c["account"] == account]
+    def _subscribed_calendar(self, sub):
+        """The calendar a subscription's resource names (`.../calendars/{id}/events`), else the default one."""
+        parts = sub["resource"].strip("/").split("/")
+        return parts[-2] if len(parts) >= 3 and parts[-3].lower() == "calendars" else self.calendar_id(sub["account"])
 
-    def graph_http_requests(self, account=None):
+    def drop_channel(self, channel_id):
+        """Graph removes a subscription on its own: it sends nothing more, and deleting it answers 404."""
+        with self.lock:
+            self.subscriptions[channel_id]["deleted"] = True
+
+    def api_requests(self, account=None):
         """How many HTTP requests reached Graph (a `$batch` counts once)."""
         with self.lock:
             return sum(1 for r in self.http_requests if r["path"].startswith("/v1.0/") and (account is None or r["account"] == account))
 
-    def consent(self, authorization_url, account=DEFAULT_ACCOUNT, allow=True):
-        """Act as the member: load the consent page, press Allow (or Deny); return the redirect Location."""
-        page = requests.get(authorization_url, timeout=10)
-        page.raise_for_status()
-        action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
-        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
-        fields = {html.unescape(k): html.unescape(v) for k, v in fields.items()}
-        response = requests.post(
-            urllib.parse.urljoin(authorization_url, html.unescape(action)),
-            data={**fields, "login_hint": account, "decision": "allow" if allow else "deny"},
-            allow_redirects=False,
-            timeout=10,
-        )
-        assert response.status_code == 302, response.text
-        return response.headers["Location"]
+    # --- old names, kept for tests written against them ------------------------------------------
+    def graph_calls(self, account=None):
+        return self.calls(account)
+
+    def expire_delta_tokens(self, code="SyncStateNotFound"):
+        self.expire_cursors(code)
+
+    graph_http_requests = api_requests
 
     # --- internals ---------------------------------------------------------------------------
     def _touch(self, event):
@@ -464,14 +469,6 @@ class FakeMicrosoft(LoopbackServer):
                 break
             span = (dt.datetime.fromisoformat(start) if start else None, dt.datetime.fromisoformat(end) if end else None)
         return span
-
-    def _take_fault(self, path, batch_part):
-        with self.lock:
-            for fault in self.faults:
-                if fault["times"] > 0 and fault["batch_part"] == batch_part and path.startswith(fault["path"]):
-                    fault["times"] -= 1
-                    return fault
-        return None
 
     def _fault_answer(self, fault, path):
         if fault["delay"]:
@@ -523,12 +520,12 @@ class FakeMicrosoft(LoopbackServer):
                     )
                 if fake.latency:
                     time.sleep(fake.latency)
-                fault = fake._take_fault(path, batch_part=False)
+                fault = None if path == "/" else fake._take_fault(path, batch_part=False)  # the page is always shown
                 if fault:
                     status, payload, extra = fake._fault_answer(fault, path)
                     if path.startswith("/v1.0/"):
                         with fake.lock:
-                            fake.calls.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": False, "status": status})
+                            fake.call_log.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": False, "status": status})
                 elif path == "/v1.0/$batch" and method == "POST":
                     status, payload, extra = fake._batch(headers, body)
                 else:
@@ -573,8 +570,10 @@ class FakeMicrosoft(LoopbackServer):
                 status, answer, extra = self._graph(method, path.removeprefix("/v1.0/"), query, payload, account, headers)
             call["status"] = status
             with self.lock:
-                self.calls.append(call)
+                self.call_log.append(call)
             return status, answer, extra
+        if path == "/" and method == "GET":
+            return self.home_page()
         segments = path.strip("/").split("/")
         if len(segments) >= 4 and segments[1:3] == ["oauth2", "v2.0"]:
             tenant, action = urllib.parse.unquote(segments[0]), "/".join(segments[3:])
@@ -613,16 +612,11 @@ class FakeMicrosoft(LoopbackServer):
             problem = "AADSTS501491: Invalid size of Code_Challenge parameter (PKCE with S256 is required here)."
         if problem:
             return 400, ("text/html; charset=utf-8", f"<!doctype html><title>Sign in to your account</title><p>{html.escape(problem)}</p>".encode()), {}
-        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in q.items())
-        accounts = "".join(f'<option value="{html.escape(a)}">{html.escape(a)}</option>' for a in self.accounts)
         scopes = "".join(f"<li>{html.escape(s)}</li>" for s in q["scope"].split())
+        form = self._consent_form(f"/{urllib.parse.quote(tenant)}/oauth2/v2.0/decision", q, "login_hint", allow="Accept", deny="Cancel")
         page = (
             "<!doctype html><title>Permissions requested (fake Microsoft)</title>"
-            f"<h1>Permissions requested</h1><p>This app would like to:</p><ul>{scopes}</ul>"
-            f'<form method="post" action="/{html.escape(urllib.parse.quote(tenant))}/oauth2/v2.0/decision">{hidden}'
-            f'<label>Account <select name="login_hint">{accounts}</select></label> '
-            '<button name="decision" value="allow" id="allow">Accept</button> '
-            '<button name="decision" value="deny" id="deny">Cancel</button></form>'
+            f"<h1>Permissions requested</h1><p>This app would like to:</p><ul>{scopes}</ul>{form}"
         )
         return 200, ("text/html; charset=utf-8", page.encode()), {}
 
@@ -1228,7 +1222,7 @@ class FakeMicrosoft(LoopbackServer):
                 if fault:
                     status, body, extra = self._fault_answer(fault, target)
                     with self.lock:
-                        self.calls.append({"time": time.time(), "method": r["method"].upper(), "path": urllib.parse.urlsplit(target).path,
+                        self.call_log.append({"time": time.time(), "method": r["method"].upper(), "path": urllib.parse.urlsplit(target).path,
                                            "account": self._account_for(part_headers["authorization"])[0], "batch": True, "status": status,
                                            "transactionId": (r.get("body") or {}).get("transactionId") if isinstance(r.get("body"), dict) else None})
                 else:

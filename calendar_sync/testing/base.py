@@ -1,0 +1,267 @@
+"""What both fakes share, and the one vocabulary tests speak to either of them.
+
+A fake holds accounts (each with calendars and events), OAuth codes, grants and access tokens,
+injected faults, and a log of the calendar API calls it answered. The provider-specific parts
+(wire formats, token rules, cursors) live in `fake_google.py` and `fake_microsoft.py`; the names a
+test uses are the same on both:
+
+    fake.add_event(account, start, end, title="Standup", calendar=None, busy=True) -> event id
+    fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
+    fake.events(account=None, calendar=None) -> {id: event as the service returns it}
+    fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
+    fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
+    fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
+    fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
+    fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0)
+    fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
+    fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
+    fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
+    fake.reset() / reset_log() / settings() / env()
+
+`GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
+the sandbox (`python -m calendar_sync.testing`).
+"""
+import html
+import re
+import threading
+import urllib.parse
+from typing import Any
+
+import requests
+
+from .server import LoopbackServer
+
+
+class FakeService(LoopbackServer):
+    """The state and controls both fakes share. Subclasses set the class attributes and implement
+    the provider-specific methods (`_init_state`, `add_account`, the event controls, `_agenda`)."""
+
+    #: "google" or "microsoft": the provider name the app uses.
+    provider = ""
+    #: A person's mailbox and a room's shared calendar: both offered on the consent page.
+    default_account = ""
+    room_account = ""
+    #: Path prefix of the calendar API: what `calls()` counts and `inject()` hits by default.
+    api_prefix = "/"
+    title = "Fake"
+    lock: threading.RLock  # made by the subclass before its state
+    accounts: dict[str, Any]
+    call_log: list[dict[str, Any]]
+    http_requests: list[dict[str, Any]]
+    faults: list[dict[str, Any]]
+    access_tokens: dict[str, dict[str, Any]]
+    codes: dict[str, dict[str, Any]]
+    grants: dict[str, dict[str, Any]]
+
+    def _init_common(self) -> None:
+        """Accounts, grants, tokens, faults and logs: the state every reset starts from (the
+        subclass made `self.lock`)."""
+        self.accounts = {}
+        self.codes = {}
+        self.access_tokens = {}  # token -> {"account", "expires", ...}
+        self.grants = {}  # live refresh token -> {"account", "scope", ...}
+        self.faults = []
+        self.call_log = []  # one dict per logical API request: time, method, path, account, batch, ...
+        self.http_requests = []  # one dict per HTTP request received
+        self.latency = 0.0
+        self.granted_scope = None  # override the scope a consent grants
+        self.add_account(self.default_account)
+        self.add_account(self.room_account)
+
+    def _init_state(self) -> None:
+        """Everything a reset forgets: `_init_common()` plus the provider's own state."""
+        raise NotImplementedError
+
+    def add_account(self, email: str, calendars: Any = None) -> str:
+        """A person's (or a room's) account with the service's default calendars."""
+        raise NotImplementedError
+
+    # --- settings ----------------------------------------------------------------------------
+    def settings(self) -> dict[str, str]:
+        """CALENDAR_SYNC entries that point the app at this server."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """The same, as the host project's environment variables (for worker processes)."""
+        return dict(self.settings())
+
+    # --- reset and logs ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the default and room accounts; forget grants, events, faults and logged calls."""
+        with self.lock:
+            self._init_state()
+
+    def reset_log(self) -> None:
+        """Forget logged calls and HTTP requests (state stays)."""
+        with self.lock:
+            self.call_log.clear()
+            self.http_requests.clear()
+
+    def calls(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Calendar API calls answered (batch parts each count), optionally for one account."""
+        with self.lock:
+            return [c for c in self.call_log if c["path"].startswith(self.api_prefix) and (account is None or c["account"] == account)]
+
+    def max_calls_in_window(self, account: str | None, seconds: float) -> int:
+        """The most calendar API calls of `account` inside any `seconds`-long window."""
+        times = sorted(c["time"] for c in self.calls(account))
+        best, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    # --- faults ------------------------------------------------------------------------------
+    def inject(
+        self, status: int, times: int = 1, path: str | None = None, retry_after: int | None = None, code: str | None = None, delay: float = 0.0, batch_part: bool = False
+    ) -> None:
+        """The next `times` requests whose path starts with `path` (default: the calendar API) get
+        `status` instead, with the service's error `code` (Google's reason, Graph's code) and a
+        `Retry-After` when given. `batch_part=True` (Microsoft) hits single `$batch` parts instead."""
+        with self.lock:
+            self.faults.append(
+                {"status": status, "times": times, "path": path or self.api_prefix, "retry_after": retry_after, "code": code, "delay": delay, "batch_part": batch_part}
+            )
+
+    def _take_fault(self, path: str, batch_part: bool | None = None) -> dict[str, Any] | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault["times"] > 0 and (batch_part is None or fault["batch_part"] == batch_part) and path.startswith(fault["path"]):
+                    fault["times"] -= 1
+                    return fault
+        return None
+
+    # --- grants and tokens ---------------------------------------------------------------------
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is now expired (the next call answers 401)."""
+        with self.lock:
+            for info in self.access_tokens.values():
+                info["expires"] = 0
+
+    def revoke_grants(self, account: str) -> None:
+        """The member revoked the app: refresh tokens answer `invalid_grant`, access tokens 401."""
+        raise NotImplementedError
+
+    def expire_cursors(self) -> None:
+        """Every outstanding incremental-read cursor (sync token, delta link) now answers 410."""
+        raise NotImplementedError
+
+    # --- a person in the calendar's own UI -------------------------------------------------------
+    def calendar_id(self, account: str | None = None, name: str | None = None) -> str:
+        """Id of the account's calendar called `name` (the default calendar when None)."""
+        raise NotImplementedError
+
+    def add_event(self, account: str, start: Any, end: Any, title: str = "Busy", calendar: str | None = None, busy: bool = True) -> str:
+        """Create an event as a person would (aware datetimes, or dates for all day); its id."""
+        raise NotImplementedError
+
+    def move_event(self, account: str, event_id: str, start: Any, end: Any, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    def update_event(self, account: str, event_id: str, calendar: str | None = None, **fields: Any) -> None:
+        """Set fields of the service's own event shape (e.g. Google's `transparency`, Graph's `showAs`)."""
+        raise NotImplementedError
+
+    def delete_event(self, account: str, event_id: str, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:
+        """{id: event} of one calendar (the default account's default calendar by default), as the service returns it."""
+        raise NotImplementedError
+
+    def notify(self, channel_id: str, event_id: str | None = None, secret: str | None = None) -> Any:
+        """Deliver a change notification for a channel the way the service does; the receiver's
+        response (None when the channel is stopped). `secret` forges the channel's secret."""
+        raise NotImplementedError
+
+    def push_channels(self, account: str | None = None) -> dict[str, dict[str, Any]]:
+        """Channels made, stopped ones too: {id: {"id", "account", "calendar", "address", "secret", ...}}."""
+        raise NotImplementedError
+
+    def drop_channel(self, channel_id: str) -> None:
+        """The service ends a channel on its own."""
+        raise NotImplementedError
+
+    def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
+    def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:
+        """Mark an event busy or free, as the member would."""
+        raise NotImplementedError
+
+    def agenda(self, account: str | None = None, calendar: str | None = None) -> list[dict[str, Any]]:
+        """The events of one calendar (the account's default) in either fake's terms, by start:
+        [{"id", "title", "start", "end", "busy"}] with aware UTC datetimes; deleted ones left out."""
+        with self.lock:
+            return sorted(self._agenda(account or self.default_account, calendar), key=lambda e: (e["start"] is None, e["start"] or 0, e["id"]))
+
+    def _agenda(self, account: str, calendar: str | None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _calendars(self, account: str) -> list[tuple[str, str]]:
+        """[(calendar id, name)] of an account, the default first."""
+        raise NotImplementedError
+
+    # --- consent -----------------------------------------------------------------------------
+    def consent(self, authorization_url: str, account: str | None = None, allow: bool = True) -> str:
+        """Act as a person on the consent page: load it, choose `account` (the default one when
+        None), press Allow (or Deny); return the redirect Location."""
+        page = requests.get(authorization_url, timeout=10)
+        page.raise_for_status()
+        form = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        select = re.search(r'<select name="([^"]+)"', page.text)
+        assert form and select, page.text
+        action, account_field = html.unescape(form.group(1)), html.unescape(select.group(1))
+        fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+        response = requests.post(
+            urllib.parse.urljoin(authorization_url, action),
+            data={**fields, account_field: account or self.default_account, "decision": "allow" if allow else "deny"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert response.status_code == 302, response.text
+        return response.headers["Location"]
+
+    def _consent_form(self, action: str, query: dict[str, str], account_field: str, allow: str = "Allow", deny: str = "Deny") -> str:
+        """The consent form: the request's parameters kept hidden, a choice of accounts (a person's
+        and a room's), Allow and Deny."""
+        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in query.items())
+        with self.lock:
+            accounts = list(self.accounts)
+        options = "".join(f'<option value="{html.escape(a)}">{html.escape(a)}{" (room)" if a == self.room_account else ""}</option>' for a in accounts)
+        return (
+            f'<form method="post" action="{html.escape(action)}">{hidden}'
+            f'<label>Account <select name="{html.escape(account_field)}">{options}</select></label> '
+            f'<button name="decision" value="allow" id="allow">{html.escape(allow)}</button> '
+            f'<button name="decision" value="deny" id="deny">{html.escape(deny)}</button></form>'
+        )
+
+    # --- the page at / -----------------------------------------------------------------------
+    def home_page(self) -> tuple[int, tuple[str, bytes], dict[str, str]]:
+        """(200, ("text/html", page), {}): every account, its calendars and their events, escaped."""
+        parts = [
+            f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5><title>{html.escape(self.title)}</title>",
+            f"<h1>{html.escape(self.title)}</h1><p>What reached each calendar (this page reloads every 5 seconds). "
+            f"Calendar API calls answered: {len(self.calls())}.</p>",
+        ]
+        with self.lock:
+            accounts = list(self.accounts)
+            for account in accounts:
+                parts.append(f"<h2>{html.escape(account)}{' (room)' if account == self.room_account else ''}</h2>")
+                for cal_id, name in self._calendars(account):
+                    rows = self.agenda(account, cal_id)
+                    parts.append(f"<h3>{html.escape(name)} <small>{html.escape(cal_id)}</small></h3>")
+                    if not rows:
+                        parts.append("<p>No events.</p>")
+                        continue
+                    parts.append("<table><tr><th>Start (UTC)</th><th>End (UTC)</th><th>Title</th><th>Shows as</th><th>Id</th></tr>")
+                    for row in rows:
+                        start = row["start"].strftime("%Y-%m-%d %H:%M") if row["start"] else ""
+                        end = row["end"].strftime("%Y-%m-%d %H:%M") if row["end"] else ""
+                        parts.append(
+                            f"<tr><td>{start}</td><td>{end}</td><td>{html.escape(row['title'])}</td>"
+                            f"<td>{'busy' if row['busy'] else 'free'}</td><td>{html.escape(row['id'])}</td></tr>"
+                        )
+                    parts.append("</table>")
+        return 200, ("text/html; charset=utf-8", "".join(parts).encode()), {}
