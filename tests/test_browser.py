@@ -20,7 +20,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 @pytest.fixture
-def page(live_server, fake_google, fake_microsoft, settings):
+def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
     if not CHROMIUM:
         if IN_CI:
             pytest.fail("CI must run the browser test: Debian's chromium is missing")
@@ -35,7 +35,7 @@ def page(live_server, fake_google, fake_microsoft, settings):
         "SHARED_FRONTEND_URL": f"{live_server.url}/integrations/rooms",
     }
     settings.CALENDAR_SYNC_SANDBOX = True
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the live server runs beside Playwright's loop
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop (this test only)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser.new_page()
