@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .api import connection
 from .models import AccessLog, CalendarToken
 from .providers import configured_providers
 
@@ -42,8 +43,6 @@ class StatusSerializer(serializers.Serializer):
 
     @classmethod
     def for_owner(cls, owner):
-        from .api import connection  # late: api imports tasks, which imports models via this app
-
         return cls({**connection(owner), "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
 
 
