@@ -19,10 +19,12 @@ from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
 from .reads import external_busy
+from .serializers import ErrorSerializer, SyncStateSerializer
 from .sources import EventSource, get_source
 from .types import Event
 
 __all__ = [
+    "ErrorSerializer",
     "Event",
     "EventSource",
     "Owner",
@@ -33,6 +35,7 @@ __all__ = [
     "shared_connections",
     "shared_kinds",
     "sync_states",
+    "SyncStateSerializer",
 ]
 
 

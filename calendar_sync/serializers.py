@@ -1,7 +1,6 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .api import connection
 from .models import AccessLog, CalendarToken
 from .providers import configured_providers
 
@@ -42,8 +41,9 @@ class StatusSerializer(serializers.Serializer):
     providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
 
     @classmethod
-    def for_owner(cls, owner):
-        return cls({**connection(owner), "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
+    def of(cls, state):
+        """A connection's state (`api.connection`) with the providers a member can connect here."""
+        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
 
 
 class SharedConnectionSerializer(StatusSerializer):

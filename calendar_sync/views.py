@@ -24,7 +24,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from . import flows, oauth, reads, tasks, tokens
-from .api import shared_connections
+from .api import connection, shared_connections
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError, Undecryptable
 from .models import AccessLog, CalendarFeed
@@ -396,7 +396,7 @@ class CompleteView(ProviderMixin, BaseView):
             logger.info("calendar connect failed: %s", exc.code)
             return error_response(exc.code, str(exc), COMPLETE_STATUSES.get(exc.code, 400))
         tasks.schedule(flows.connect(token))
-        return Response(StatusSerializer.for_owner(Owner(token.owner_kind, token.owner_id)).data)
+        return Response(StatusSerializer.of(connection(Owner(token.owner_kind, token.owner_id))).data)
 
 
 class StatusView(OwnedView):
@@ -404,7 +404,7 @@ class StatusView(OwnedView):
 
     @extend_schema(responses={200: StatusSerializer, **errors(401)})
     def get(self, request, **kwargs):
-        return Response(StatusSerializer.for_owner(self.owner).data)
+        return Response(StatusSerializer.of(connection(self.owner)).data)
 
 
 class CalendarsView(OwnedView):
@@ -437,7 +437,7 @@ class SelectCalendarView(OwnedView):
             tasks.schedule(flows.change_calendar(self.owner, serializer.validated_data["calendar_id"], self.reason))
         except flows.UnknownCalendar:
             return Response({"code": "invalid", "detail": "Not one of your writable calendars.", "calendar_id": ["Not one of your writable calendars."]}, status=400)
-        return Response(StatusSerializer.for_owner(self.owner).data)
+        return Response(StatusSerializer.of(connection(self.owner)).data)
 
 
 class DisconnectView(OwnedView):
