@@ -1,6 +1,6 @@
 """What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
 
-connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
+store and connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
 Views, admin actions, management commands and the host API call these and repeat none of
 their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
 a calendar change that read the old calendar after setting the new one, and moved nothing).
@@ -27,7 +27,7 @@ from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .sources import get_source
 from .sync import destinations
-from .types import Calendar, Event, Operation, Task
+from .types import Calendar, Event, Operation, Task, TokenSet
 
 logger = logging.getLogger(__name__)
 Reason = AccessLog.Reason
@@ -51,6 +51,37 @@ def connection(owner: Owner) -> CalendarToken:
     token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(**owner.lookup()).first()
     if token is None:
         raise NotConnected("No calendar is connected.")
+    return token
+
+
+def store(owner: Owner, user, provider_name: str, grant: TokenSet) -> CalendarToken:
+    """Save a new grant as `owner`'s connection (the end of the OAuth flow, before `connect`).
+
+    A reconnect or a switch replaces a connection: its push channel belongs to the old grant and is
+    stopped; a switch of provider first takes our events out of the old calendar, as a calendar
+    change does, and starts again on the new account's primary calendar."""
+    existing = CalendarToken.objects.filter(**owner.lookup()).first()
+    if existing is not None and existing.push_channel:
+        channels.stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
+    previous = existing if existing is not None and existing.provider != provider_name else None
+    if previous is not None:
+        # Switching provider: take our events out of the old calendar first, as a calendar change does.
+        sync.remove_events(previous, previous.calendar_id)
+    token, _ = CalendarToken.objects.update_or_create(
+        **owner.lookup(),
+        defaults={
+            "user": user if owner.is_member else None,
+            "connected_by": user,
+            "provider": provider_name,
+            "access_token": grant.access_token,
+            "refresh_token": grant.refresh_token,
+            "expires_at": grant.expires_at,
+            "scopes": sorted(grant.scopes),
+            "status": CalendarToken.Status.ACTIVE,
+            "last_error": "",
+            **({"calendar_id": "primary"} if previous is not None else {}),
+        },
+    )
     return token
 
 

@@ -10,13 +10,12 @@ import uuid
 from django.core import signing
 from django.db import transaction
 
-from .channels import stop_watch
+from . import flows
 from .conf import get_setting
 from .exceptions import CalendarSyncError, ConfigurationError, TransientError
-from .models import CalendarToken, OAuthState
+from .models import OAuthState
 from .owners import Owner
 from .providers import get_provider
-from .sync import remove_events
 
 logger = logging.getLogger(__name__)
 STATE_SALT = "calendar_sync.oauth.state"
@@ -157,27 +156,6 @@ def _connect(provider_name, params, user, verifier, owner):
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
         raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
-    existing = CalendarToken.objects.filter(**owner.lookup()).first()
-    if existing is not None and existing.push_channel:
-        stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
-    previous = existing if existing is not None and existing.provider != provider_name else None
-    if previous is not None:
-        # Switching provider: take our events out of the old calendar first, as a calendar change does.
-        remove_events(previous, previous.calendar_id)
-    token, _ = CalendarToken.objects.update_or_create(
-        **owner.lookup(),
-        defaults={
-            "user": user if owner.is_member else None,
-            "connected_by": user,
-            "provider": provider_name,
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "expires_at": tokens.expires_at,
-            "scopes": sorted(tokens.scopes),
-            "status": CalendarToken.Status.ACTIVE,
-            "last_error": "",
-            **({"calendar_id": "primary"} if previous is not None else {}),
-        },
-    )
+    token = flows.store(owner, user, provider_name, tokens)
     logger.info("calendar connected: owner=%s by user=%s provider=%s", owner, user.pk, provider_name)
     return token
