@@ -1,5 +1,6 @@
-"""Access tokens: refresh under the lock, needs_reauth (and the one email it sends), the one way
-to call a provider with a token (`with_access`), calendar listing and revoking a grant."""
+"""Access tokens: refresh under the lock, needs_reauth (and the one email it sends), calls with a
+token (`with_access`: reads, listing and channel upkeep; the sync's batches use `access_token` and
+`mark_needs_reauth` directly), and revoking a grant."""
 import logging
 from datetime import timedelta
 
