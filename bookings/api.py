@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.utils import html
 
 from calendar_sync import api as calendar_sync
-from calendar_sync.serializers import ErrorSerializer, SyncStateSerializer
+from calendar_sync.api import ErrorSerializer, SyncStateSerializer
 
 from . import services
 from .models import Booking, Workspace

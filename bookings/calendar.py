@@ -4,8 +4,7 @@ from urllib.parse import urlsplit
 from django.urls import reverse
 from django.utils import timezone
 
-from calendar_sync.conf import get_setting
-from calendar_sync.sources import Event, EventSource
+from calendar_sync.api import Event, EventSource, get_setting
 
 from .models import Booking
 

@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core import checks
 
-from calendar_sync.conf import get_setting
+from calendar_sync.api import get_setting
 
 
 @checks.register()

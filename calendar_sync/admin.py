@@ -6,7 +6,7 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
 
-from . import flows, oauth, tasks
+from . import flows, tasks, tokens
 from .exceptions import CalendarSyncError
 from .fields import SecretField
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -72,7 +72,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         done = 0
         for token in queryset:
             try:
-                oauth.access_token(token, force=True)
+                tokens.access_token(token, force=True)
                 done += 1
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}: {exc}", messages.ERROR)

@@ -1,4 +1,7 @@
-"""What a host may call. The host never queries the app's tables (`SyncRecord` stays private).
+"""What a host may call, and all it imports of the app besides `calendar_sync.testing` and its URLs.
+The host never queries the app's tables (`SyncRecord` stays private).
+
+    from calendar_sync.api import Event, EventSource   # a source: what a model's calendar event is
 
     from calendar_sync import api
     api.sync_states("booking", bookings)   # {pk: {"member": {...}, "workspace": {...}}}
@@ -12,12 +15,28 @@ from typing import Any
 from django.db import models
 
 from . import flows, tasks
-from .awareness import external_busy
+from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
-from .sources import get_source
+from .reads import external_busy
+from .serializers import ErrorSerializer, SyncStateSerializer
+from .sources import EventSource, get_source
+from .types import Event
 
-__all__ = ["Owner", "connection", "external_busy", "resync", "shared_connections", "shared_kinds", "sync_states"]
+__all__ = [
+    "ErrorSerializer",
+    "Event",
+    "EventSource",
+    "Owner",
+    "connection",
+    "external_busy",
+    "get_setting",
+    "resync",
+    "shared_connections",
+    "shared_kinds",
+    "sync_states",
+    "SyncStateSerializer",
+]
 
 
 def _state(record: SyncRecord) -> dict[str, Any]:

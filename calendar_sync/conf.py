@@ -1,10 +1,10 @@
 """The one place settings are read: `CALENDAR_SYNC = {...}` in the host's settings.
 
 Read lazily on every call, so `override_settings(CALENDAR_SYNC=...)` works in tests. Each
-provider declares its own keys and defaults (`BaseProvider.settings`); they are looked up here
-too, so there is still one accessor.
+provider declares its own keys and defaults (`BaseProvider.settings`) and reads them through
+`BaseProvider.setting`, which passes them here: still one accessor, and this module imports no provider.
 """
-from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -66,19 +66,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=1)
-def _defaults() -> dict[str, Any]:
-    from .providers import provider_classes  # late: providers read settings through here
-
-    merged = dict(DEFAULTS)
-    for cls in provider_classes():
-        merged.update(cls.settings)
-    return merged
-
-
-def get_setting(name: str) -> Any:
-    """Return CALENDAR_SYNC[name], falling back to the documented default."""
-    defaults = _defaults()
-    if name not in defaults:
+def get_setting(name: str, defaults: Mapping[str, Any] | None = None) -> Any:
+    """Return CALENDAR_SYNC[name], falling back to the documented default (a provider passes its own
+    `defaults`: its keys are declared in its module, which this one does not import)."""
+    if defaults is not None and name in defaults:
+        default = defaults[name]
+    elif name in DEFAULTS:
+        default = DEFAULTS[name]
+    else:
         raise KeyError(f"Unknown calendar_sync setting {name!r}")
-    return getattr(settings, "CALENDAR_SYNC", {}).get(name, defaults[name])
+    return getattr(settings, "CALENDAR_SYNC", {}).get(name, default)

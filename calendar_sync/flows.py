@@ -1,6 +1,6 @@
 """What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
 
-connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
+store and connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
 Views, admin actions, management commands and the host API call these and repeat none of
 their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
 a calendar change that read the old calendar after setting the new one, and moved nothing).
@@ -10,33 +10,27 @@ to `tasks.schedule`, which enqueues them once the transaction commits.
 """
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import models
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import awareness, oauth, push
+from . import channels, reads, sync, tokens
 from .exceptions import NotConnected
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
-from .providers.base import Calendar
 from .sources import get_source
 from .sync import destinations
+from .types import Calendar, Event, Operation, Task, TokenSet
 
 logger = logging.getLogger(__name__)
 Reason = AccessLog.Reason
-
-
-@dataclass(frozen=True)
-class Task:
-    """Follow-up work for the entry point to enqueue after commit: a task of `tasks.TASKS` by name,
-    with its arguments (primary keys and plain strings only, never a token)."""
-
-    name: str
-    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +54,37 @@ def connection(owner: Owner) -> CalendarToken:
     return token
 
 
+def store(owner: Owner, user, provider_name: str, grant: TokenSet) -> CalendarToken:
+    """Save a new grant as `owner`'s connection (the end of the OAuth flow, before `connect`).
+
+    A reconnect or a switch replaces a connection: its push channel belongs to the old grant and is
+    stopped; a switch of provider first takes our events out of the old calendar, as a calendar
+    change does, and starts again on the new account's primary calendar."""
+    existing = CalendarToken.objects.filter(**owner.lookup()).first()
+    if existing is not None and existing.push_channel:
+        channels.stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
+    previous = existing if existing is not None and existing.provider != provider_name else None
+    if previous is not None:
+        # Switching provider: take our events out of the old calendar first, as a calendar change does.
+        sync.remove_events(previous, previous.calendar_id)
+    token, _ = CalendarToken.objects.update_or_create(
+        **owner.lookup(),
+        defaults={
+            "user": user if owner.is_member else None,
+            "connected_by": user,
+            "provider": provider_name,
+            "access_token": grant.access_token,
+            "refresh_token": grant.refresh_token,
+            "expires_at": grant.expires_at,
+            "scopes": sorted(grant.scopes),
+            "status": CalendarToken.Status.ACTIVE,
+            "last_error": "",
+            **({"calendar_id": "primary"} if previous is not None else {}),
+        },
+    )
+    return token
+
+
 def connect(token: CalendarToken) -> list[Task]:
     """A connection was just stored (the OAuth callback): push what is booked into it and, for a
     shared calendar, read what is already in it (from scratch: a reconnect may be another
@@ -67,7 +92,7 @@ def connect(token: CalendarToken) -> list[Task]:
     owner = Owner(token.owner_kind, token.owner_id)
     work = [Task("backfill", (owner.kind, owner.id))]
     if token.is_shared:
-        awareness.forget(owner)
+        reads.forget(owner)
         work += [Task("pull", (owner.kind, owner.id)), Task("renew_push")]
     return work
 
@@ -77,9 +102,9 @@ def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnecte
     busy blocks and mark its unfinished work not connected. Works even when the stored secrets
     cannot be decrypted: then nothing is revoked and the reason says so."""
     token = connection(owner)
-    push.stop_watch(token)  # needs the grant: before it goes (a channel it cannot stop expires on its own)
-    revoked, why = oauth.disconnect(token)
-    awareness.forget(owner)
+    channels.stop_watch(token)  # needs the grant: before it goes (a channel it cannot stop expires on its own)
+    revoked, why = tokens.revoke(token)
+    reads.forget(owner)
     SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(
         state=SyncRecord.State.NOT_CONNECTED, updated_at=timezone.now()
     )
@@ -103,17 +128,17 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
     provider's classified error from listing the calendars.
     """
     token = connection(owner)
-    calendars = oauth.calendars(token, reason)
+    calendars = tokens.calendars(token, reason)
     if calendar_id != "primary" and calendar_id not in {c.id for c in calendars}:
         raise UnknownCalendar(calendar_id)
     old = token.calendar_id
     if _same_calendar(old, calendar_id, calendars):
         return []
-    push.stop_watch(token)  # it watches the old calendar
+    channels.stop_watch(token)  # it watches the old calendar
     CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
     token.calendar_id = calendar_id
-    awareness.forget(owner)  # busy blocks and the read cursor belong to the old calendar
-    push.ensure_watch(token)  # only for shared connections with push on
+    reads.forget(owner)  # busy blocks and the read cursor belong to the old calendar
+    channels.ensure_watch(token)  # only for shared connections with push on
     logger.info("calendar of %s changed (%s)", owner, reason)
     work = [Task("move_calendar", (owner.kind, owner.id, old))]
     if token.is_shared:
@@ -157,4 +182,14 @@ def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
 
 def test(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> dict:
     """Write a short test event to the owner's calendar and remove it: {"ok": True}, or the classified error."""
-    return awareness.test_push(owner, reason)
+    token = reads.active_token(owner)
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
+    key = base64.b32hexencode(secrets.token_bytes(20)).decode().lower()
+    event = Event(summary="ManageHub test event", start=start, end=start + timedelta(minutes=5), description="A connection test; it is removed at once.")
+    created = sync._run(token, [Operation(key=key, event=event, object_ref="test")], reason)[0]
+    if created.error is not None:
+        raise created.error
+    removed = sync._run(token, [Operation(key=key, object_ref="test", remote_id=created.remote_id or key, known_to_exist=True)], reason)[0]
+    if removed.error is not None:
+        raise removed.error
+    return {"ok": True}

@@ -1,21 +1,19 @@
-"""The connection lifecycle: authorization with a signed single-use state and server-side
-PKCE verifier, code exchange, locked proactive refresh, revoke."""
+"""Connecting: authorization with a signed single-use state and server-side PKCE verifier, and the
+code exchange that stores the connection. Access tokens, refresh and revoke are `tokens`."""
 import base64
 import hashlib
 import hmac
 import logging
 import secrets
 import uuid
-from datetime import timedelta
 
 from django.core import signing
 from django.db import transaction
-from django.utils import timezone
 
-from . import audit
+from . import flows
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
-from .models import AccessLog, CalendarToken, OAuthState
+from .exceptions import CalendarSyncError, ConfigurationError, TransientError
+from .models import OAuthState
 from .owners import Owner
 from .providers import get_provider
 
@@ -158,152 +156,6 @@ def _connect(provider_name, params, user, verifier, owner):
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
         raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
-    existing = CalendarToken.objects.filter(**owner.lookup()).first()
-    if existing is not None and existing.push_channel:
-        from .push import stop_watch  # late: push uses this module
-
-        stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
-    previous = existing if existing is not None and existing.provider != provider_name else None
-    if previous is not None:
-        # Switching provider: take our events out of the old calendar first, as a calendar change does.
-        from .sync import remove_events  # late: sync uses this module
-
-        remove_events(previous, previous.calendar_id)
-    token, _ = CalendarToken.objects.update_or_create(
-        **owner.lookup(),
-        defaults={
-            "user": user if owner.is_member else None,
-            "connected_by": user,
-            "provider": provider_name,
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "expires_at": tokens.expires_at,
-            "scopes": sorted(tokens.scopes),
-            "status": CalendarToken.Status.ACTIVE,
-            "last_error": "",
-            **({"calendar_id": "primary"} if previous is not None else {}),
-        },
-    )
+    token = flows.store(owner, user, provider_name, tokens)
     logger.info("calendar connected: owner=%s by user=%s provider=%s", owner, user.pk, provider_name)
     return token
-
-
-def mark_needs_reauth(token, error):
-    """The grant is gone. The first transition (not every failed sync) emails the owner once;
-    reconnecting makes the connection active again, which re-arms it."""
-    if _set_needs_reauth(token, error):
-        _notify_reauth(token)
-
-
-def _set_needs_reauth(token, error):
-    """Record the state; True only for the transition from active."""
-    changed = CalendarToken.objects.filter(pk=token.pk, status=CalendarToken.Status.ACTIVE).update(
-        status=CalendarToken.Status.NEEDS_REAUTH, last_error=str(error)[:1000], updated_at=timezone.now()
-    )
-    token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
-    if changed:
-        logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
-    return bool(changed)
-
-
-def _notify_reauth(token):
-    from .awareness import notify_needs_reauth  # late: awareness uses this module
-
-    _notify(notify_needs_reauth, token.pk)  # at once: callers are outside transactions, and tests see it
-
-
-def _notify(send, token_pk):
-    try:
-        send(token_pk)
-    except Exception as exc:  # noqa: BLE001 - a mail server problem must not break a sync
-        logger.warning("reconnect email not sent for connection %s: %s", token_pk, type(exc).__name__)
-
-
-def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
-    """A usable access token for `token`, refreshed first when it expires within REFRESH_MARGIN.
-
-    The refresh happens under a row lock and re-checks after acquiring it, so concurrent
-    workers refresh once and the rest reuse the saved result. `force` refreshes even a
-    token that looks fresh (after a 401), unless another worker already replaced it.
-    """
-    margin = timedelta(seconds=get_setting("REFRESH_MARGIN"))
-    if not force and token.expires_at and token.expires_at > timezone.now() + margin:
-        return token.access_token
-    error, lost_now = None, False
-    with transaction.atomic():
-        locked = CalendarToken.objects.select_for_update().get(pk=token.pk)
-        if locked.status != CalendarToken.Status.ACTIVE:
-            raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
-        fresh = locked.expires_at and locked.expires_at > timezone.now() + margin
-        if (fresh and not force) or (force and locked.access_token != token.access_token):
-            token.access_token, token.expires_at = locked.access_token, locked.expires_at
-            return token.access_token
-        try:
-            new = get_provider(locked.provider).refresh(locked.refresh_token)
-        except CalendarSyncError as exc:
-            error = exc
-            # Still under the lock: a worker queued behind this one sees needs_reauth, not a second refresh.
-            lost_now = isinstance(exc, AuthorizationLost) and _set_needs_reauth(token, exc)
-        else:
-            locked.access_token, locked.expires_at = new.access_token, new.expires_at
-            locked.refresh_token = new.refresh_token or locked.refresh_token  # rotated, or the old one kept
-            locked.last_error = ""
-            locked.save(update_fields=["access_token", "refresh_token", "expires_at", "last_error", "updated_at"])
-            token.access_token, token.refresh_token, token.expires_at = locked.access_token, locked.refresh_token, locked.expires_at
-    audit.log(token, audit.Operation.REFRESH, reason, error)
-    if error is None:
-        logger.info("calendar token refreshed: owner=%s:%s", token.owner_kind, token.owner_id)
-        return token.access_token
-    if lost_now:
-        _notify_reauth(token)
-    raise error
-
-
-def with_access(token, operation, reason, call):
-    """`call(access_token)` with a fresh access token and one forced refresh on a 401; a lost grant
-    marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through here."""
-    error = None
-    try:
-        try:
-            return call(access_token(token, reason=reason))
-        except AuthorizationLost:
-            return call(access_token(token, force=True, reason=reason))
-    except AuthorizationLost as exc:
-        error = exc
-        mark_needs_reauth(token, exc)
-        raise
-    except Exception as exc:
-        error = exc
-        raise
-    finally:
-        audit.log(token, operation, reason, error)
-
-
-def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
-    """The owner's writable calendars."""
-    provider = get_provider(token.provider)
-    return with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
-
-
-def disconnect(token):
-    """Revoke at the provider (best effort) and delete the connection. Returns (revoked, reason)."""
-    reason = ""
-    provider = get_provider(token.provider)
-    try:
-        if provider.revocable:
-            provider.revoke(token.refresh_token or token.access_token)
-        else:
-            reason = "not_supported"  # the member removes the app's access in their account
-    except AuthorizationLost:
-        reason = "already_invalid"
-    except TransientError:
-        reason = "provider_unreachable"
-    except PermanentError:  # an answer other than "already invalid": the grant may still be live
-        reason = "revoke_failed"
-    except ConfigurationError:
-        reason = "undecryptable"
-    if provider.revocable:
-        audit.log(token, audit.Operation.REVOKE, AccessLog.Reason.MEMBER_REQUEST, CalendarSyncError(code=reason) if reason else None)
-    CalendarToken.objects.filter(pk=token.pk).delete()
-    logger.info("calendar disconnected: owner=%s:%s revoked=%s", token.owner_kind, token.owner_id, not reason)
-    return not reason, reason

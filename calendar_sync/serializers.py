@@ -41,10 +41,9 @@ class StatusSerializer(serializers.Serializer):
     providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
 
     @classmethod
-    def for_owner(cls, owner):
-        from .api import connection  # late: api imports tasks, which imports models via this app
-
-        return cls({**connection(owner), "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
+    def of(cls, state):
+        """A connection's state (`api.connection`) with the providers a member can connect here."""
+        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
 
 
 class SharedConnectionSerializer(StatusSerializer):

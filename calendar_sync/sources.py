@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -19,23 +18,14 @@ from django.utils.module_loading import import_string
 from .conf import get_setting
 from .exceptions import ConfigurationError
 from .models import MEMBER
+from .types import Event
+
+__all__ = ["Event", "EventSource", "get_source", "get_sources"]  # Event lives in `types`; importable here as before
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
 
     from .owners import Owner
-
-
-@dataclass(frozen=True)
-class Event:
-    """Provider-neutral description of the event one object should have."""
-
-    summary: str
-    start: datetime
-    end: datetime
-    time_zone: str = "UTC"
-    location: str = ""
-    description: str = ""
 
 
 class EventSource:

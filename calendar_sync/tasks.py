@@ -1,6 +1,6 @@
 """Thin Celery wrappers. Tasks take primary keys only: never instances, never tokens.
 
-The core (`sync`) returns what must be enqueued; enqueueing happens only here.
+The core (`sync`, `flows`) returns what must be enqueued; enqueueing happens only in entry points, through here.
 """
 import logging
 import random
@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, awareness, flows, push, sync
+from . import audit, channels, flows, health, reads, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
@@ -146,7 +146,7 @@ def sweep():
 def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
     """Read one shared calendar's changes into busy blocks."""
     try:
-        return awareness.pull(Owner(owner_kind, str(owner_id)), reason)
+        return reads.pull(Owner(owner_kind, str(owner_id)), reason)
     except Exception as exc:  # noqa: BLE001 - the next pull tries again; the error is logged and audited
         logger.warning("calendar pull of %s:%s failed: %s", owner_kind, owner_id, getattr(exc, "code", type(exc).__name__))
         return None
@@ -155,7 +155,7 @@ def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.pull_all")
 def pull_all():
     """Beat: one pull task per connected shared calendar."""
-    owners = awareness.shared_owners()
+    owners = reads.shared_owners()
     for owner in owners:
         pull_task.delay(owner.kind, owner.id)
     return len(owners)
@@ -164,13 +164,13 @@ def pull_all():
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.health")
 def health_task(include_recent=False):
     """Beat: refresh idle connections; dead grants become needs_reauth and their owners are told once."""
-    return awareness.health(include_recent)
+    return health.check(include_recent)
 
 
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.renew_push")
 def renew_push_task():
     """Beat: give every shared connection a live push channel, renewing those expiring within a day."""
-    return push.renew_all()
+    return channels.renew_all()
 
 
 #: What `flows.Task` names: the task each one enqueues ("sync" goes through `enqueue`).

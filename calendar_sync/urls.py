@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import ical, push, views
+from . import ical, views, webhooks
 
 app_name = "calendar_sync"
 
@@ -25,6 +25,6 @@ urlpatterns = [
     re_path(r"^activity/?$", views.ActivityView.as_view(), name="activity"),
     re_path(r"^ical/?$", views.FeedView.as_view(), name="feed"),
     re_path(r"^ical/rotate/?$", views.FeedRotateView.as_view(), name="feed-rotate"),
-    re_path(r"^push/(?P<provider>[a-z]+)/?$", push.webhook, name="push"),
+    re_path(r"^push/(?P<provider>[a-z]+)/?$", webhooks.webhook, name="push"),
     re_path(r"^ical/(?P<secret>[A-Za-z0-9_-]{20,100})\.ics$", ical.feed_view, name="ical"),
 ]

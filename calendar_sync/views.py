@@ -23,8 +23,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import awareness, flows, oauth, tasks
-from .api import shared_connections
+from . import flows, oauth, reads, tasks, tokens
+from .api import connection, shared_connections
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError, Undecryptable
 from .models import AccessLog, CalendarFeed
@@ -210,8 +210,6 @@ class SharedRouteSchema(AutoSchema):
         parameters = super().get_override_parameters()
         if "{kind}" not in self.path:
             return parameters
-        from .owners import shared_kinds  # the registry is settings, read when the schema is built
-
         return [
             *parameters,
             OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=sorted(shared_kinds()), description="Kind of host object."),
@@ -398,7 +396,7 @@ class CompleteView(ProviderMixin, BaseView):
             logger.info("calendar connect failed: %s", exc.code)
             return error_response(exc.code, str(exc), COMPLETE_STATUSES.get(exc.code, 400))
         tasks.schedule(flows.connect(token))
-        return Response(StatusSerializer.for_owner(Owner(token.owner_kind, token.owner_id)).data)
+        return Response(StatusSerializer.of(connection(Owner(token.owner_kind, token.owner_id))).data)
 
 
 class StatusView(OwnedView):
@@ -406,7 +404,7 @@ class StatusView(OwnedView):
 
     @extend_schema(responses={200: StatusSerializer, **errors(401)})
     def get(self, request, **kwargs):
-        return Response(StatusSerializer.for_owner(self.owner).data)
+        return Response(StatusSerializer.of(connection(self.owner)).data)
 
 
 class CalendarsView(OwnedView):
@@ -420,7 +418,7 @@ class CalendarsView(OwnedView):
         token = self.token()
         if token is None:
             return error_response("not_connected", "Connect a calendar first.", 409)
-        calendars = oauth.calendars(token)
+        calendars = tokens.calendars(token)
         rows = [{**c.__dict__, "selected": c.id == token.calendar_id or (c.primary and token.calendar_id == "primary")} for c in calendars]
         return Response(CalendarSerializer(rows, many=True).data)
 
@@ -439,7 +437,7 @@ class SelectCalendarView(OwnedView):
             tasks.schedule(flows.change_calendar(self.owner, serializer.validated_data["calendar_id"], self.reason))
         except flows.UnknownCalendar:
             return Response({"code": "invalid", "detail": "Not one of your writable calendars.", "calendar_id": ["Not one of your writable calendars."]}, status=400)
-        return Response(StatusSerializer.for_owner(self.owner).data)
+        return Response(StatusSerializer.of(connection(self.owner)).data)
 
 
 class DisconnectView(OwnedView):
@@ -576,11 +574,11 @@ class BusyView(OwnedView):
     @extend_schema(parameters=WINDOW, responses={200: BusySerializer, **errors(400, 401, 409, 503)})
     def get(self, request, **kwargs):
         try:
-            start, end = awareness.parse_window(request.query_params.get("start"), request.query_params.get("end"))
+            start, end = reads.parse_window(request.query_params.get("start"), request.query_params.get("end"))
         except ValueError as exc:
             field, _, detail = str(exc).partition(": ")
             return Response({"code": "invalid", "detail": detail, field: [detail]}, status=400)
-        return Response(BusySerializer(awareness.busy(self.owner, start, end)).data)
+        return Response(BusySerializer(reads.busy(self.owner, start, end)).data)
 
 
 class TestPushView(OwnedView):

@@ -20,14 +20,13 @@ from django.utils import timezone
 from tzlocal.windows_tz import win_tz
 
 from bookings.models import Booking, Workspace
-from calendar_sync import awareness, sync
+from calendar_sync import reads, sync
 from calendar_sync.conf import get_setting
 from calendar_sync.models import BusyBlock, CalendarFeed
 from calendar_sync.owners import Owner
 from calendar_sync.owners import parse as parse_owner
-from calendar_sync.providers.base import Operation
 from calendar_sync.providers.microsoft import MicrosoftProvider
-from calendar_sync.sources import Event
+from calendar_sync.types import Event, Operation
 from tests.conftest import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
@@ -70,14 +69,14 @@ def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_mic
     booking = make_booking(member, hours_from_now=48, duration=2)
     outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting")
     fake_microsoft.update_event("rooms@contoso.com", outside, transactionId="d2c5b1a0-7e1f-4c55-9a51-outlook-mobile")
-    awareness.pull(owner)
+    reads.pull(owner)
     assert BusyBlock.objects.filter(remote_id=outside).exists()
     response = run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     assert response.status_code == 409 and response.json()["code"] == "overlap", response.content
     # Our own events are still recognised (by the id we stored) and never imported.
     ours = make_booking(member, hours_from_now=24 * 5, duration=1)
     assert run(api.post, f"/api/bookings/{ours.pk}/confirm/").status_code == 200
-    awareness.pull(owner)
+    reads.pull(owner)
     assert list(BusyBlock.objects.values_list("remote_id", flat=True)) == [outside]
 
 
@@ -86,13 +85,13 @@ def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_boo
     booking = make_booking(member, hours_from_now=48, duration=2)
     fake_microsoft.lose_response()
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")  # the create lands in the room calendar, its answer is lost
-    awareness.pull(owner)  # delta reads carry no extended property and no id is stored yet: imported
+    reads.pull(owner)  # delta reads carry no extended property and no id is stored yet: imported
     assert BusyBlock.objects.count() == 1
     sync.sync_object("booking", booking.pk, "workspace")  # the retry finds the event by our property and stores its id
     later = {"start": (booking.start + HOUR).isoformat(), "end": (booking.end + HOUR).isoformat()}
     response = run(api.patch, f"/api/bookings/{booking.pk}/", later, format="json")
     assert response.status_code == 200, response.content  # never in its own way
-    awareness.pull(owner)
+    reads.pull(owner)
     assert not BusyBlock.objects.exists()
 
 
@@ -145,7 +144,7 @@ def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staf
     owner = connect_room(staff, fake, workspace, fake.room_account, run)
     at = hour_from_now(settings.BOOKING_HORIZON_DAYS - 2)
     fake.add_event(fake.room_account, at, at + 2 * HOUR, title="Board meeting")
-    awareness.pull(owner)
+    reads.pull(owner)
     created = book(api, workspace, at + HOUR, at + 3 * HOUR)
     assert created.status_code == 201, created.content
     response = run(api.post, f"/api/bookings/{created.json()['id']}/confirm/")
@@ -157,12 +156,12 @@ def test_a_pull_whose_window_falls_short_reads_everything_again(fake, staff, wor
     owner = connect_room(staff, fake, workspace, fake.room_account, run)  # a full read, 30 days ahead and a margin
     at = hour_from_now(60)
     fake.add_event(fake.room_account, at, at + HOUR, title="Board meeting")
-    assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
+    assert reads.pull(owner)["full"] is False and not BusyBlock.objects.exists()
     # Time passing (or a longer window) leaves the round's reach behind: a new full read, not changes.
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 90}
-    assert awareness.pull(owner)["full"] is True
+    assert reads.pull(owner)["full"] is True
     assert BusyBlock.objects.filter(start=at).count() == 1
-    assert awareness.pull(owner)["full"] is False  # and incremental again after it
+    assert reads.pull(owner)["full"] is False  # and incremental again after it
 
 
 def test_a_pull_window_shorter_than_the_booking_horizon_fails_the_checks(settings):
@@ -250,10 +249,10 @@ def test_google_incremental_reads_send_the_full_reads_parameters(fake_google, st
     owner = connect_room(staff, fake_google, workspace, "rooms@example.com", run)  # the initial full read
     at = hour_from_now(3)
     outside = fake_google.add_event("rooms@example.com", at, at + HOUR)
-    assert awareness.pull(owner)["full"] is False
+    assert reads.pull(owner)["full"] is False
     assert BusyBlock.objects.get().remote_id == outside
     fake_google.delete_event("rooms@example.com", outside)
-    assert awareness.pull(owner)["full"] is False and not BusyBlock.objects.exists()
+    assert reads.pull(owner)["full"] is False and not BusyBlock.objects.exists()
     full, *incremental = (c["query"] for c in fake_google.calls("rooms@example.com") if c["path"].endswith("/events"))
     assert "syncToken" not in full and len(incremental) == 2
     for query in incremental:

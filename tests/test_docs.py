@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from calendar_sync import conf
+from calendar_sync.providers import provider_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -15,7 +16,7 @@ READS = re.compile(r"""(?:get_setting|\.setting)\(\s*["']([A-Z][A-Z0-9_]*)["']|C
 
 
 def keys_the_code_reads():
-    found = set(conf._defaults())  # DEFAULTS and every provider's own keys
+    found = set(conf.DEFAULTS).union(*(cls.settings for cls in provider_classes()))  # the app's keys and every provider's own
     for path in (ROOT / "calendar_sync").rglob("*.py"):
         if "testing" not in path.parts:
             found.update(a or b for a, b in READS.findall(path.read_text()))

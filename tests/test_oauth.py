@@ -6,7 +6,7 @@ import responses
 from django.core import signing
 from django.utils import timezone
 
-from calendar_sync import oauth
+from calendar_sync import tokens
 from calendar_sync.exceptions import AuthorizationLost, ConfigurationError
 from calendar_sync.models import CalendarToken, OAuthState
 from tests.conftest import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
@@ -175,7 +175,7 @@ def test_expiring_token_is_refreshed_once_and_persisted(fake_google, api, member
     old_access, old_refresh = token.access_token, token.refresh_token
     CalendarToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() + timezone.timedelta(seconds=30))
     token.refresh_from_db()
-    new_access = oauth.access_token(token)
+    new_access = tokens.access_token(token)
     assert new_access != old_access and new_access in fake_google.access_tokens
     stored = CalendarToken.objects.get(pk=token.pk)
     assert stored.access_token == new_access
@@ -185,14 +185,14 @@ def test_expiring_token_is_refreshed_once_and_persisted(fake_google, api, member
     stale = CalendarToken.objects.get(pk=token.pk)
     stale.expires_at = timezone.now()
     refreshes = sum(1 for r in fake_google.http_requests if r["path"] == "/token")
-    assert oauth.access_token(stale) == new_access
+    assert tokens.access_token(stale) == new_access
     assert sum(1 for r in fake_google.http_requests if r["path"] == "/token") == refreshes
 
 
 def test_fresh_token_is_not_refreshed(fake_google, api, member):
     token = _connected_token(api, fake_google, member)
     before = len(fake_google.http_requests)
-    assert oauth.access_token(token) == token.access_token
+    assert tokens.access_token(token) == token.access_token
     assert len(fake_google.http_requests) == before
 
 
@@ -202,13 +202,13 @@ def test_invalid_grant_ends_in_needs_reauth(fake_google, api, member):
     CalendarToken.objects.filter(pk=token.pk).update(expires_at=timezone.now())
     token.refresh_from_db()
     with pytest.raises(AuthorizationLost):
-        oauth.access_token(token)
+        tokens.access_token(token)
     status = api.get("/api/calendar-sync/status").json()
     assert status["connected"] is True and status["status"] == "needs_reauth"
     assert "invalid_grant" in status["last_error"]
     with pytest.raises(AuthorizationLost):  # no further calls to Google once marked
         before = len(fake_google.http_requests)
-        oauth.access_token(CalendarToken.objects.get(pk=token.pk))
+        tokens.access_token(CalendarToken.objects.get(pk=token.pk))
     assert len(fake_google.http_requests) == before
     # reconnecting restores the connection
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"

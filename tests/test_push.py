@@ -11,7 +11,7 @@ import requests
 from django.test import Client
 from django.utils import timezone
 
-from calendar_sync import push, tasks
+from calendar_sync import channels, tasks
 from calendar_sync.models import AccessLog, BusyBlock, CalendarToken
 from managehub.celery import app as celery_app
 from tests.conftest import client_for
@@ -75,12 +75,12 @@ def test_tasks_run_eagerly_here():
 @pytest.mark.django_db(transaction=True)
 def test_a_notification_pulls_the_room_calendar_at_once(live, live_server):
     token = live.token
-    assert push.ensure_watch(token) is True
+    assert channels.ensure_watch(token) is True
     token = live.token
     channel = live.fake.push_channels()[token.push_channel]
     address, secret, stopped = channel["address"], channel["secret"], channel["stopped"]
     assert address == f"{live_server.url}/api/calendar-sync/push/{live.fake.provider}"
-    assert secret == push.channel_secret(token) and len(secret) == 64 and not stopped
+    assert secret == channels.channel_secret(token) and len(secret) == 64 and not stopped
     lifetime = token.push_expires_at - timezone.now()
     if live.fake.provider == "google":
         assert token.push_resource and timezone.timedelta(days=6) < lifetime <= timezone.timedelta(days=7)
@@ -104,7 +104,7 @@ def test_a_notification_pulls_the_room_calendar_at_once(live, live_server):
 
 @pytest.mark.django_db(transaction=True)
 def test_forged_notifications_are_refused_and_pull_nothing(live, live_server):
-    push.ensure_watch(live.token)
+    channels.ensure_watch(live.token)
     token = live.token
     live.fake.add_event(live.fake.room_account, timezone.now() + timezone.timedelta(days=1), timezone.now() + timezone.timedelta(days=1, hours=1), title="Client call")
     before = pulls()
@@ -112,10 +112,10 @@ def test_forged_notifications_are_refused_and_pull_nothing(live, live_server):
     response = live.fake.notify(token.push_channel, secret="f" * 64)
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
     if live.fake.provider == "google":
-        headers = {"X-Goog-Channel-ID": "not-ours", "X-Goog-Channel-Token": push.channel_secret(token), "X-Goog-Resource-State": "exists", "X-Goog-Resource-ID": token.push_resource}
+        headers = {"X-Goog-Channel-ID": "not-ours", "X-Goog-Channel-Token": channels.channel_secret(token), "X-Goog-Resource-State": "exists", "X-Goog-Resource-ID": token.push_resource}
         response = requests.post(address, headers=headers, timeout=10)
     else:
-        item = {"subscriptionId": "00000000-0000-0000-0000-000000000000", "clientState": push.channel_secret(token), "changeType": "updated"}
+        item = {"subscriptionId": "00000000-0000-0000-0000-000000000000", "clientState": channels.channel_secret(token), "changeType": "updated"}
         response = requests.post(address, json={"value": [item]}, timeout=10)
     assert response.status_code == 403 and response.json() == {"code": "forbidden", "detail": response.json()["detail"]}
     assert not BusyBlock.objects.exists() and pulls() == before
@@ -123,15 +123,15 @@ def test_forged_notifications_are_refused_and_pull_nothing(live, live_server):
 
 @pytest.mark.django_db(transaction=True)
 def test_stop_watch_stops_the_channel_at_the_provider(live):
-    push.ensure_watch(live.token)
+    channels.ensure_watch(live.token)
     token = live.token
     channel = token.push_channel
-    assert push.stop_watch(token) is True
+    assert channels.stop_watch(token) is True
     assert live.fake.push_channels()[channel]["stopped"]  # stopped at Google / subscription deleted at Graph
     token = live.token
     assert (token.push_channel, token.push_resource, token.push_expires_at) == ("", "", None)
     assert live.fake.notify(channel) is None  # the provider sends nothing more
-    assert push.stop_watch(token) is False  # nothing left to stop
+    assert channels.stop_watch(token) is False  # nothing left to stop
 
 
 @pytest.mark.django_db(transaction=True)
@@ -140,11 +140,11 @@ def test_graph_validation_handshake_when_subscribing(fake_microsoft, staff, work
     set_push_url(settings, live_server.url)
     fake_microsoft.validate_subscriptions = True
     try:
-        assert push.ensure_watch(room.token) is True  # the fake POSTed ?validationToken= to the live webhook
+        assert channels.ensure_watch(room.token) is True  # the fake POSTed ?validationToken= to the live webhook
         assert room.token.push_channel in fake_microsoft.subscriptions
-        push.stop_watch(room.token)
+        channels.stop_watch(room.token)
         set_push_url(settings, "http://127.0.0.1:9")  # nobody answers there: Graph refuses the subscription
-        assert push.ensure_watch(room.token) is False
+        assert channels.ensure_watch(room.token) is False
         assert room.token.push_channel == ""
         assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification", outcome="ValidationError").exists()
     finally:
@@ -162,16 +162,16 @@ def pushing(room, settings):
 @pytest.mark.django_db
 def test_a_live_channel_is_kept_and_one_near_expiry_renewed(pushing):
     room = pushing
-    assert push.ensure_watch(room.token)
+    assert channels.ensure_watch(room.token)
     first = room.token.push_channel
-    assert push.ensure_watch(room.token) and room.token.push_channel == first and len(room.fake.push_channels()) == 1  # nothing to do
+    assert channels.ensure_watch(room.token) and room.token.push_channel == first and len(room.fake.push_channels()) == 1  # nothing to do
     CalendarToken.objects.update(push_expires_at=timezone.now() + 2 * HOUR)
-    assert push.ensure_watch(room.token)
+    assert channels.ensure_watch(room.token)
     token = room.token
     assert token.push_channel != first and token.push_expires_at > timezone.now() + timezone.timedelta(days=2)
     assert room.fake.push_channels()[first]["stopped"] and not room.fake.push_channels()[token.push_channel]["stopped"]  # the old one stopped, the new one live
     second = token.push_channel
-    assert push.ensure_watch(token, force=True)  # e.g. the calendar changed
+    assert channels.ensure_watch(token, force=True)  # e.g. the calendar changed
     assert room.token.push_channel not in (first, second) and room.fake.push_channels()[second]["stopped"]
 
 
@@ -182,7 +182,7 @@ def test_the_renew_task_watches_every_active_shared_connection(pushing):
     first = room.token.push_channel
     assert first in room.fake.push_channels()
     assert tasks.renew_push_task.delay().get() == 1 and room.token.push_channel == first  # still live: untouched
-    assert push.renew_all(force=True) == 1 and room.token.push_channel != first and room.fake.push_channels()[first]["stopped"]  # PUSH_URL moved
+    assert channels.renew_all(force=True) == 1 and room.token.push_channel != first and room.fake.push_channels()[first]["stopped"]  # PUSH_URL moved
     CalendarToken.objects.update(status=CalendarToken.Status.NEEDS_REAUTH, push_channel="", push_expires_at=None)
     assert tasks.renew_push_task.delay().get() == 0 and len(room.fake.push_channels()) == 2
 
@@ -191,36 +191,36 @@ def test_the_renew_task_watches_every_active_shared_connection(pushing):
 def test_no_channel_without_a_usable_push_url_or_for_members(room, settings, member):
     for url in ("", "http://push.example.com", "ftp://127.0.0.1/"):
         set_push_url(settings, url)
-        assert push.ensure_watch(room.token) is False and push.renew_all() == 0
+        assert channels.ensure_watch(room.token) is False and channels.renew_all() == 0
     set_push_url(settings, "http://127.0.0.1:9")
     settings.DEBUG = False  # plain http to loopback only in DEBUG
-    assert push.ensure_watch(room.token) is False
+    assert channels.ensure_watch(room.token) is False
     assert not room.fake.push_channels() and not AccessLog.objects.filter(reason="push_notification").exists()
     settings.DEBUG = True
     personal = CalendarToken.objects.create(user=member, owner_kind="user", provider=room.fake.provider, access_token="a", refresh_token="r")
-    assert push.ensure_watch(personal) is False and not room.fake.push_channels()
+    assert channels.ensure_watch(personal) is False and not room.fake.push_channels()
 
 
 @pytest.mark.django_db
 def test_provider_errors_are_logged_never_raised(pushing):
     room = pushing
     room.fake.inject(503, times=1, path="/calendar/" if room.fake.provider == "google" else "/v1.0/subscriptions")
-    assert push.ensure_watch(room.token) is False
+    assert channels.ensure_watch(room.token) is False
     assert room.token.push_channel == "" and not room.fake.push_channels()
     assert AccessLog.objects.filter(operation="pull_changes", reason="push_notification").exclude(outcome="ok").count() == 1
-    assert push.ensure_watch(room.token) is True  # the next try (the renew task) makes it
+    assert channels.ensure_watch(room.token) is True  # the next try (the renew task) makes it
     token = room.token
     room.fake.inject(503, times=1, path="/calendar/" if room.fake.provider == "google" else "/v1.0/subscriptions")
-    assert push.stop_watch(token) is True and room.token.push_channel == ""  # forgotten locally even so
+    assert channels.stop_watch(token) is True and room.token.push_channel == ""  # forgotten locally even so
 
 
 @pytest.mark.django_db
 def test_stopping_a_channel_the_provider_already_dropped_is_fine(pushing):
     room = pushing
-    push.ensure_watch(room.token)
+    channels.ensure_watch(room.token)
     token = room.token
     room.fake.drop_channel(token.push_channel)
-    assert push.stop_watch(token) is True
+    assert channels.stop_watch(token) is True
     assert AccessLog.objects.filter(reason="push_notification").exclude(outcome="ok").count() == 0  # 404 = already gone
 
 
@@ -228,7 +228,7 @@ def test_stopping_a_channel_the_provider_already_dropped_is_fine(pushing):
 def google_headers(token, **override):
     headers = {
         "HTTP_X_GOOG_CHANNEL_ID": token.push_channel,
-        "HTTP_X_GOOG_CHANNEL_TOKEN": push.channel_secret(token),
+        "HTTP_X_GOOG_CHANNEL_TOKEN": channels.channel_secret(token),
         "HTTP_X_GOOG_RESOURCE_ID": token.push_resource,
         "HTTP_X_GOOG_RESOURCE_STATE": "exists",
     }
@@ -240,7 +240,7 @@ def google_headers(token, **override):
 def test_google_webhook_checks_channel_token_and_resource(fake_google, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
     room = connect_room(fake_google, staff, workspace)
-    push.ensure_watch(room.token)
+    channels.ensure_watch(room.token)
     token, client = room.token, Client()
     for bad in ({"channel_token": "x"}, {"channel_token": ""}, {"channel_id": "nope"}, {"channel_id": "x" * 300}, {"resource_id": "other"}, {"channel_token": "é" * 64}):
         response = client.post(GOOGLE_PATH, **google_headers(token, **bad))
@@ -261,7 +261,7 @@ def test_google_webhook_checks_channel_token_and_resource(fake_google, staff, wo
 def test_channels_made_before_a_key_rotation_still_verify(fake_google, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
     room = connect_room(fake_google, staff, workspace)
-    push.ensure_watch(room.token)
+    channels.ensure_watch(room.token)
     token, client = room.token, Client()
     headers = google_headers(token)
     old = settings.SECRET_KEY
@@ -276,7 +276,7 @@ def test_channels_made_before_a_key_rotation_still_verify(fake_google, staff, wo
 def test_graph_webhook_handshake_and_bodies_of_any_shape(fake_microsoft, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
     room = connect_room(fake_microsoft, staff, workspace)
-    push.ensure_watch(room.token)
+    channels.ensure_watch(room.token)
     token, client = room.token, Client()
     challenge = "Validation: Testing client application reachability for subscription Request-Id: 1+2/3=?&é"
     response = client.post(f"{GRAPH_PATH}?validationToken={urllib.parse.quote(challenge)}", content_type="text/plain")
@@ -286,7 +286,7 @@ def test_graph_webhook_handshake_and_bodies_of_any_shape(fake_microsoft, staff, 
     for bad in ("a" * 2049, "", "line\nbreak", "\x00", "<script>\x1b"):
         response = client.post(f"{GRAPH_PATH}?validationToken={urllib.parse.quote(bad)}")
         assert response.status_code == 400 and response.json()["code"] == "invalid", bad
-    good = {"subscriptionId": token.push_channel, "clientState": push.channel_secret(token), "changeType": "created", "resource": "Users/x/Events/y"}
+    good = {"subscriptionId": token.push_channel, "clientState": channels.channel_secret(token), "changeType": "created", "resource": "Users/x/Events/y"}
     before = pulls()
     bodies = [
         b"", b"not json", b"\xff\xfe", b"[" * 100_000, b"null", b"[]", b"{}", b'{"value": "x"}', b'{"value": [1, null, "x", []]}',

@@ -91,7 +91,7 @@ def test_concurrent_refresh_happens_once(broker_url, fake_google, member):
 
     from django.db import connection as main_connection
 
-    from calendar_sync import oauth
+    from calendar_sync import tokens
     from tests.conftest import client_for
 
     assert landing(connect(client_for(member), fake_google))["calendar_sync"] == "connected"
@@ -106,7 +106,7 @@ def test_concurrent_refresh_happens_once(broker_url, fake_google, member):
         try:
             token = CalendarToken.objects.get(user=member)
             barrier.wait()
-            results.append(oauth.access_token(token))
+            results.append(tokens.access_token(token))
         finally:
             connection.close()
 

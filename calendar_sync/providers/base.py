@@ -9,8 +9,8 @@ inspects an HTTP status or names a provider.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -18,10 +18,13 @@ from django.conf import settings as django_settings
 from django.core import checks
 
 from ..conf import get_setting
-from ..exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
+from ..exceptions import AuthorizationLost, ConfigurationError, PermanentError, TransientError
+from ..types import BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet
 
-if TYPE_CHECKING:
-    from ..sources import Event
+__all__ = [  # the value types stay importable from here, where the providers have always taken them
+    "BaseProvider", "BusyBlock", "Calendar", "Changes", "Notification", "Operation", "Outcome", "TokenSet",
+    "insecure_reason", "is_loopback", "retry_after",
+]
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -57,80 +60,6 @@ def retry_after(value: Any) -> float | None:
         return None
 
 
-@dataclass(frozen=True)
-class TokenSet:
-    access_token: str
-    refresh_token: str | None
-    expires_at: dt.datetime | None
-    scopes: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return f"<TokenSet expires_at={self.expires_at} scopes={self.scopes}>"
-
-
-@dataclass(frozen=True)
-class Calendar:
-    id: str
-    summary: str
-    primary: bool
-    access_role: str
-
-
-@dataclass(frozen=True)
-class Operation:
-    """Make the event for `key` match `event`, or be gone (event=None).
-
-    `key` is deterministic per (source, object): Google uses it as the event id, Graph as
-    the create's `transactionId`; both store it in an extended property so our events are
-    always recognisable. `remote_id` is the provider's id of the event when we know it;
-    `known_to_exist` says an event may exist even when its id is unknown (a lost response).
-    """
-
-    key: str
-    event: Event | None = None
-    object_ref: str = ""
-    remote_id: str | None = None
-    known_to_exist: bool = False
-
-    @property
-    def is_delete(self) -> bool:
-        return self.event is None
-
-
-@dataclass(frozen=True)
-class BusyBlock:
-    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
-
-    start: dt.datetime
-    end: dt.datetime
-    remote_id: str = ""
-    summary: str = ""
-    ours: bool = False
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What changed in a calendar since `cursor` (Google syncToken, Graph deltaLink).
-
-    `full` means a complete read of the window (first pull, or the old cursor expired with 410):
-    `blocks` is then everything and the caller replaces what it had. Otherwise `blocks` are the
-    events added or changed and `removed` the remote ids deleted, cancelled or no longer busy.
-    """
-
-    blocks: list[BusyBlock]
-    removed: list[str]
-    cursor: str
-    full: bool
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one Operation: an error, or success with the event's remote id."""
-
-    error: CalendarSyncError | None = None
-    remote_id: str | None = None
-
-
 class BaseProvider:
     """Subclass per service; list the subclass in `providers.PROVIDERS`."""
 
@@ -152,7 +81,8 @@ class BaseProvider:
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
-        return get_setting(key)
+        """CALENDAR_SYNC[key], or this provider's default for it (`settings`), or the app's."""
+        return get_setting(key, self.settings)
 
     def is_configured(self) -> bool:
         return all(self.setting(key) for key in self.required_settings)
@@ -259,6 +189,12 @@ class BaseProvider:
 
     def unwatch(self, access_token: str, channel_id: str, resource_id: str) -> None:
         """Stop a channel or subscription made by `watch`; one already gone (404/410) is success."""
+        raise NotImplementedError
+
+    def parse_notification(self, headers: Mapping[str, str], query: Mapping[str, str], body: Callable[[], bytes]) -> Notification:
+        """Read one POST to this provider's webhook: its headers, query string and (read on demand)
+        body. Says which channels it names and with what secret; the webhook verifies them.
+        Raises PermanentError (code "invalid") for a request no notification of this service looks like."""
         raise NotImplementedError
 
     # --- shared HTTP helpers for the token endpoint (RFC 6749) ------------------------------

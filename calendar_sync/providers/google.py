@@ -28,7 +28,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from .base import BaseProvider, BusyBlock, Calendar, Changes, Outcome, retry_after
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,14 @@ class GoogleProvider(BaseProvider):
         except CalendarSyncError as exc:
             if exc.status not in GONE_STATUSES:
                 raise
+
+    def parse_notification(self, headers, query, body):
+        """A Google notification is headers only. `sync` (sent as a channel is made, maybe before
+        events.watch has even answered us) needs nothing; `exists` / `not_exists` mean "pull"."""
+        if headers.get("X-Goog-Resource-State", "") == "sync":
+            return Notification(ping=True)
+        item = (headers.get("X-Goog-Channel-ID", ""), headers.get("X-Goog-Channel-Token", ""), headers.get("X-Goog-Resource-ID", ""))
+        return Notification(items=(item,))
 
     def event_body(self, operation):
         event = operation.event

@@ -7,6 +7,7 @@ and, on create, as `transactionId` (so Graph de-duplicates a create retried afte
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from .base import BaseProvider, BusyBlock, Calendar, Changes, Operation, Outcome, TokenSet, retry_after
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
 _sessions = threading.local()  # per thread: one requests.Session each
 
@@ -62,6 +63,7 @@ UTC = dt.UTC
 FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
+MAX_VALIDATION_TOKEN = 2048  # the webhook handshake's validationToken echo: anything longer is refused
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -446,6 +448,25 @@ class MicrosoftProvider(BaseProvider):
         error = classify(status, headers, answer)
         if error and status not in (404, 410):
             raise error
+
+    def parse_notification(self, headers: Any, query: Any, body: Any) -> Notification:
+        """Graph's handshake (`?validationToken=`, echoed as text) or a JSON body whose `value` items
+        each name a subscription and carry its clientState."""
+        if "validationToken" in query:
+            value = query.get("validationToken", "")
+            if not value or len(value) > MAX_VALIDATION_TOKEN or not value.isprintable():
+                raise PermanentError(f"validationToken: at most {MAX_VALIDATION_TOKEN} printable characters.", code="invalid", status=400)
+            return Notification(echo=value)
+        try:
+            payload = json.loads(body() or b"null")
+        except (ValueError, RecursionError):
+            raise PermanentError("A JSON body is required.", code="invalid", status=400) from None
+        items = payload.get("value") if isinstance(payload, dict) else None
+        items = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+        return Notification(
+            items=tuple((sub if isinstance(sub := item.get("subscriptionId"), str) else "", item.get("clientState"), None) for item in items),
+            status=202,
+        )
 
     # --- events ------------------------------------------------------------------------------
     def event_body(self, operation: Operation) -> dict[str, Any]:

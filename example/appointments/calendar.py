@@ -1,7 +1,7 @@
 """How an Appointment becomes an event in its owner's calendar (named in CALENDAR_SYNC["SOURCES"])."""
 from django.utils import timezone
 
-from calendar_sync.sources import Event, EventSource
+from calendar_sync.api import Event, EventSource
 
 
 class AppointmentSource(EventSource):

@@ -4,7 +4,7 @@ A grant that is gone becomes needs_reauth and its owner gets one email with a re
 """
 from django.core.management.base import BaseCommand
 
-from calendar_sync import awareness
+from calendar_sync import health
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="every connection, however recently used")
 
     def handle(self, *args, all=False, **options):
-        counts = awareness.health(include_recent=all)
+        counts = health.check(include_recent=all)
         self.stdout.write(
             f"Checked {counts['checked']} connection(s): {counts['needs_reauth']} need reauthorization, "
             f"{counts['unavailable']} could not be checked (provider unavailable)."

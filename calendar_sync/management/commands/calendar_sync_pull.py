@@ -1,7 +1,7 @@
 """Read shared calendars for bookings made outside the app: every connected one, or --owner KIND:ID."""
 from django.core.management.base import BaseCommand, CommandError
 
-from calendar_sync import awareness
+from calendar_sync import reads
 from calendar_sync.exceptions import CalendarSyncError
 from calendar_sync.management.commands.calendar_sync_resync import parse_owner
 
@@ -13,11 +13,11 @@ class Command(BaseCommand):
         parser.add_argument("--owner", help="one shared calendar's owner, e.g. workspace:3")
 
     def handle(self, *args, owner=None, **options):
-        owners = [parse_owner(owner)] if owner else awareness.shared_owners()
+        owners = [parse_owner(owner)] if owner else reads.shared_owners()
         failed = 0
         for o in owners:
             try:
-                result = awareness.pull(o)
+                result = reads.pull(o)
             except CalendarSyncError as exc:
                 failed += 1
                 self.stderr.write(f"{o}: {exc.code}: {exc}")

@@ -1,11 +1,10 @@
-"""Push notifications: the provider says a shared calendar changed, and it is pulled at once.
+"""Push channel upkeep: a shared calendar is watched, so a change there is pulled at once.
 
 A shared (room) connection gets a Google push channel (`events.watch`) or a Microsoft Graph
-subscription (`POST /subscriptions`) whose notifications reach `webhook` at
+subscription (`POST /subscriptions`) whose notifications reach `webhooks.webhook` at
 `/api/calendar-sync/push/<provider>`. A notification carries no data we trust beyond "this
-channel changed": it is verified (the channel's secret, an HMAC of the connection id, so
-nothing secret is stored) and answered by enqueueing the same incremental pull the schedule
-runs (`tasks.pull_task`). The scheduled pull stays the safety net: a lost notification, an
+channel changed": it is verified with the channel's secret (an HMAC of the connection id, so
+nothing secret is stored). The scheduled pull stays the safety net: a lost notification, an
 expired channel or an unreachable webhook only delays a change until the next pull.
 
 Only with CALENDAR_SYNC["PUSH_URL"] set: the public base URL of this site (https; plain http
@@ -13,23 +12,16 @@ only to a loopback host with DEBUG on), e.g. "https://hub.example.com". Channels
 (Google) or ~70 hours (Graph); `renew_all` (beat) renews those expiring within a day.
 """
 import hmac
-import json
 import logging
-import math
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
-from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
-from django.http import HttpResponse, JsonResponse
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
-from . import oauth
+from . import tokens
 from .conf import get_setting
 from .exceptions import CalendarSyncError
 from .models import MEMBER, AccessLog, CalendarToken
@@ -39,12 +31,8 @@ from .providers.base import insecure_reason
 logger = logging.getLogger(__name__)
 Reason = AccessLog.Reason
 
-SECRET_SALT = "calendar_sync.push.channel"
+SECRET_SALT = "calendar_sync.push.channel"  # every live channel's secret depends on it: never change it
 RENEW_BEFORE = timedelta(days=1)  # renew a channel expiring sooner than this
-MAX_VALIDATION_TOKEN = 2048  # Graph's validationToken echo: anything longer is refused
-MAX_CHANNEL_ID = 255  # CalendarToken.push_channel's length: a longer id cannot be ours
-MAX_SUBSCRIPTIONS = 100  # distinct Graph subscriptions looked up per notification request
-LOOKUP_FIELDS = ("id", "owner_kind", "owner_id", "provider", "status", "push_channel", "push_resource")
 
 
 # --- the channel secret ----------------------------------------------------------------------
@@ -57,7 +45,7 @@ def channel_secret(token, key=None):
     return salted_hmac(SECRET_SALT, str(token.pk), secret=key, algorithm="sha256").hexdigest()
 
 
-def _secret_ok(token, given):
+def secret_ok(token, given):
     """Whether `given` is the connection's secret under SECRET_KEY or one of SECRET_KEY_FALLBACKS
     (a channel made before a key rotation keeps working until it is renewed)."""
     if not isinstance(given, str) or not given:
@@ -97,7 +85,7 @@ def _unwatch(token, channel_id, resource_id, reason):
     """Stop a channel at the provider, best effort: the error is logged, never raised."""
     provider = get_provider(token.provider)
     try:
-        oauth.with_access(token, AccessLog.Operation.PULL, reason, lambda access: provider.unwatch(access, channel_id, resource_id))
+        tokens.with_access(token, AccessLog.Operation.PULL, reason, lambda access: provider.unwatch(access, channel_id, resource_id))
     except CalendarSyncError as exc:
         logger.warning("push channel of %s:%s not stopped at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code)
         return False
@@ -126,7 +114,7 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     old_channel, old_resource = token.push_channel, token.push_resource
     provider = get_provider(token.provider)
     try:
-        channel, resource, expires = oauth.with_access(
+        channel, resource, expires = tokens.with_access(
             token, AccessLog.Operation.PULL, reason, lambda access: provider.watch(access, token.calendar_id, address, channel_secret(token))
         )
     except CalendarSyncError as exc:
@@ -173,114 +161,3 @@ def renew_all(reason=Reason.PUSH, force=False):
         return 0
     tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by("push_expires_at")
     return sum(1 for token in tokens if ensure_watch(token, reason, force=force))
-
-
-# --- the webhook -----------------------------------------------------------------------------
-def _json(status, body=None):
-    return JsonResponse(body if body is not None else {}, status=status)
-
-
-def _forbidden(detail):
-    return _json(403, {"code": "forbidden", "detail": detail})
-
-
-def _lookup(provider_name, channel_ids):
-    """{push_channel: CalendarToken} of shared connections with these channel ids (no secrets loaded)."""
-    ids = {c for c in channel_ids if isinstance(c, str) and 0 < len(c) <= MAX_CHANNEL_ID}
-    if not ids:
-        return {}
-    tokens = CalendarToken.objects.only(*LOOKUP_FIELDS).filter(~Q(owner_kind=MEMBER), provider=provider_name, push_channel__in=ids)
-    return {t.push_channel: t for t in tokens}
-
-
-def _pull(tokens):
-    """Enqueue one pull per connection; a broker outage is logged (the scheduled pull catches up).
-
-    A connection pulled for a notification less than PUSH_COALESCE_SECONDS ago is not pulled
-    again: that pull, pending or just done, covers the next notification too, so replayed or
-    bursting notifications cost one pull. The mark is a `cache.add` (atomic in locmem and Redis)."""
-    from . import tasks  # late: tasks imports this module
-
-    window = get_setting("PUSH_COALESCE_SECONDS")
-    for token in tokens:
-        if not token.is_active:
-            continue
-        if window > 0 and not cache.add(f"calendar_sync:push-pull:{token.pk}", True, timeout=math.ceil(window)):
-            continue
-        try:
-            tasks.pull_task.delay(token.owner_kind, token.owner_id, Reason.PUSH.value)
-        except Exception as exc:  # noqa: BLE001 - any broker failure: the schedule covers it
-            logger.warning("pull after a push notification not enqueued for %s:%s (%s)", token.owner_kind, token.owner_id, type(exc).__name__)
-
-
-def _google(request):
-    """A Google notification: headers only. `sync` (sent as a channel is made, maybe before
-    events.watch has even answered us) needs nothing; `exists` / `not_exists` mean "pull"."""
-    if request.headers.get("X-Goog-Resource-State", "") == "sync":
-        return _json(200)
-    channel = request.headers.get("X-Goog-Channel-ID", "")
-    token = _lookup("google", [channel]).get(channel)
-    if (
-        token is None
-        or not _secret_ok(token, request.headers.get("X-Goog-Channel-Token", ""))
-        or request.headers.get("X-Goog-Resource-ID", "") != token.push_resource
-    ):
-        logger.warning("Google push notification refused: unknown channel or wrong token")
-        return _forbidden("Unknown channel or wrong channel token.")
-    _pull([token])
-    return _json(200)
-
-
-def _graph_validation(value):
-    """Graph's handshake: echo the (already URL-decoded) validationToken as text/plain, 200."""
-    if not value or len(value) > MAX_VALIDATION_TOKEN or not value.isprintable():
-        return _json(400, {"code": "invalid", "detail": f"validationToken: at most {MAX_VALIDATION_TOKEN} printable characters."})
-    response = HttpResponse(value, content_type="text/plain; charset=utf-8")
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _microsoft(request):
-    if "validationToken" in request.GET:
-        return _graph_validation(request.GET.get("validationToken", ""))
-    try:
-        payload = json.loads(request.body or b"null")
-    except RequestDataTooBig:
-        return _json(413, {"code": "too_large", "detail": "Request body too large."})
-    except (ValueError, RecursionError):
-        return _json(400, {"code": "invalid", "detail": "A JSON body is required."})
-    items = payload.get("value") if isinstance(payload, dict) else None
-    items = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-    wanted = []
-    for item in items:
-        sub = item.get("subscriptionId")
-        if isinstance(sub, str) and sub not in wanted and len(wanted) < MAX_SUBSCRIPTIONS:
-            wanted.append(sub)
-    found = _lookup("microsoft", wanted)
-    verified, refused = {}, 0
-    for item in items:
-        token = found.get(item.get("subscriptionId")) if isinstance(item.get("subscriptionId"), str) else None
-        if token is not None and _secret_ok(token, item.get("clientState")):
-            verified[token.pk] = token
-        else:
-            refused += 1
-    if refused:
-        logger.warning("Microsoft Graph push notification: %s of %s items refused (unknown subscription or wrong clientState)", refused, len(items))
-    if not verified:
-        return _forbidden("Unknown subscription or wrong clientState.")
-    _pull(verified.values())
-    return _json(202)
-
-
-HANDLERS = {"google": _google, "microsoft": _microsoft}
-
-
-@csrf_exempt
-@require_POST
-def webhook(request, provider):
-    """POST /api/calendar-sync/push/<provider>: where Google and Microsoft Graph say a watched
-    calendar changed. No session or login: the channel's secret is the credential."""
-    handler = HANDLERS.get(provider)
-    if handler is None:
-        return _json(404, {"code": "not_found", "detail": "Unknown calendar provider."})
-    return handler(request)

@@ -1,29 +1,23 @@
 """Reading calendars — never on the confirm path.
 
-Busy times for a member choosing a slot (briefly cached), incremental pulls of shared calendars
-into busy blocks the host's overlap rule consults, a test push, and the health check that finds
-a dead grant before a booking needs it (and tells its owner once).
+Busy times for a member choosing a slot (briefly cached), and incremental pulls of shared
+calendars into busy blocks the host's overlap rule consults.
 """
-import base64
 import logging
-import secrets
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from . import oauth
+from . import tokens
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected
+from .exceptions import AuthorizationLost, NotConnected
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
-from .owners import Owner, label
+from .owners import Owner
 from .providers import get_provider
-from .providers.base import Operation
-from .sources import Event
 
 logger = logging.getLogger(__name__)
 Reason, Op = AccessLog.Reason, AccessLog.Operation
@@ -34,7 +28,7 @@ PULL_AHEAD_MARGIN = timedelta(days=7)
 EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzinfo=UTC)
 
 
-def _active_token(owner):
+def active_token(owner):
     token = owner.token()
     if token is None:
         raise NotConnected("Connect a calendar first.")
@@ -55,14 +49,14 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
     cached for BUSY_CACHE_SECONDS per connection as last saved (a new connection, a reconnect or
     a refresh reads afresh), calendar and window: never another account's meetings.
     """
-    token = _active_token(owner)
+    token = active_token(owner)
     saved = token.updated_at.timestamp() if token.updated_at else ""
     key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
     answer = cache.get(key)
     if answer is not None:
         return answer
     provider = get_provider(token.provider)
-    blocks = oauth.with_access(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
+    blocks = tokens.with_access(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
     ours = _ours(owner)
     spans = sorted((b.start, b.end) for b in blocks if not b.ours and b.remote_id not in ours)
     answer = {
@@ -84,13 +78,13 @@ def pull(owner, reason=Reason.SCHEDULE):
     A full read reaches PULL_AHEAD_MARGIN further, so that happens about once a week.
     Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
     """
-    token = _active_token(owner)
+    token = active_token(owner)
     provider = get_provider(token.provider)
     now = timezone.now()
     start, needed = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
     cursor = token.pull_cursor if token.pull_until and token.pull_until >= needed else ""
     end = token.pull_until if cursor else needed + PULL_AHEAD_MARGIN
-    changes = oauth.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end))
+    changes = tokens.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end))
     ours = _ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
     external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
@@ -127,75 +121,12 @@ def forget(owner):
     CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
 
 
-def test_push(owner, reason=Reason.MEMBER_REQUEST):
-    """Write a short test event to the owner's calendar and remove it. Raises the classified error."""
-    from .sync import _run  # late: sync imports this app's models through owners
-
-    token = _active_token(owner)
-    start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
-    key = base64.b32hexencode(secrets.token_bytes(20)).decode().lower()
-    event = Event(summary="ManageHub test event", start=start, end=start + timedelta(minutes=5), description="A connection test; it is removed at once.")
-    created = _run(token, [Operation(key=key, event=event, object_ref="test")], reason)[0]
-    if created.error is not None:
-        raise created.error
-    removed = _run(token, [Operation(key=key, object_ref="test", remote_id=created.remote_id or key, known_to_exist=True)], reason)[0]
-    if removed.error is not None:
-        raise removed.error
-    return {"ok": True}
-
-
-def health(include_recent=False):
-    """Refresh connections not used for HEALTH_IDLE_SECONDS (or all): finds dead grants early and
-    keeps Google refresh tokens from expiring unused. Returns {"checked", "needs_reauth", "unavailable"}."""
-    tokens = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
-    if not include_recent:
-        since = timezone.now() - timedelta(seconds=get_setting("HEALTH_IDLE_SECONDS"))
-        used = set(AccessLog.objects.filter(created_at__gte=since).values_list("owner", flat=True).distinct())
-        tokens = [t for t in tokens if f"{t.owner_kind}:{t.owner_id}" not in used and t.created_at < since]
-    counts = {"checked": 0, "needs_reauth": 0, "unavailable": 0}
-    for token in tokens:
-        counts["checked"] += 1
-        try:
-            oauth.access_token(token, force=True, reason=Reason.HEALTH)
-        except AuthorizationLost:
-            counts["needs_reauth"] += 1
-        except CalendarSyncError as exc:
-            counts["unavailable"] += 1
-            logger.warning("calendar health check of %s:%s: %s", token.owner_kind, token.owner_id, exc.code)
-    return counts
-
-
-def notify_needs_reauth(token_pk):
-    """The one email for a connection that just became needs_reauth, with a reconnect link."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by").filter(pk=token_pk).first()
-    if token is None or token.is_active:
-        return 0
-    owner = Owner(token.owner_kind, token.owner_id)
-    if owner.kind == MEMBER:
-        recipients, link = [token.user.email] if token.user and token.user.email else [], get_setting("FRONTEND_URL")
-        what = "your calendar"
-    else:
-        by = token.connected_by
-        recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
-        link, what = get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"), f"the calendar of {label(owner)}"
-    if not recipients:
-        logger.warning("calendar connection %s needs reauthorization and nobody can be told", owner)
-        return 0
-    body = (
-        f"The connection to {what} stopped working: the calendar provider no longer accepts it.\n"
-        f"Bookings wait until it is reconnected; nothing is lost.\n\nReconnect here: {link}\n"
-    )
-    return send_mail("Reconnect your calendar to keep bookings in sync", body, None, recipients, fail_silently=False)
-
-
 def shared_owners():
     return [Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).values_list("owner_kind", "owner_id")]
 
 
 def parse_window(start, end):
     """(start, end) from ISO 8601 strings, or ValueError naming the problem."""
-    from django.utils.dateparse import parse_datetime
-
     values = []
     for name, raw in (("start", start), ("end", end)):
         try:

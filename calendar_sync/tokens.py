@@ -1,0 +1,162 @@
+"""Access tokens: refresh under the lock, needs_reauth (and the one email it sends), calls with a
+token (`with_access`: reads, listing and channel upkeep; the sync's batches use `access_token` and
+`mark_needs_reauth` directly), and revoking a grant."""
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit
+from .conf import get_setting
+from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
+from .models import MEMBER, AccessLog, CalendarToken
+from .owners import Owner, label
+from .providers import get_provider
+
+logger = logging.getLogger(__name__)
+
+
+def mark_needs_reauth(token, error):
+    """The grant is gone. The first transition (not every failed sync) emails the owner once;
+    reconnecting makes the connection active again, which re-arms it."""
+    if _set_needs_reauth(token, error):
+        _notify_reauth(token)
+
+
+def _set_needs_reauth(token, error):
+    """Record the state; True only for the transition from active."""
+    changed = CalendarToken.objects.filter(pk=token.pk, status=CalendarToken.Status.ACTIVE).update(
+        status=CalendarToken.Status.NEEDS_REAUTH, last_error=str(error)[:1000], updated_at=timezone.now()
+    )
+    token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
+    if changed:
+        logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
+    return bool(changed)
+
+
+def _notify_reauth(token):
+    _notify(notify_needs_reauth, token.pk)  # at once: callers are outside transactions, and tests see it
+
+
+def _notify(send, token_pk):
+    try:
+        send(token_pk)
+    except Exception as exc:  # noqa: BLE001 - a mail server problem must not break a sync
+        logger.warning("reconnect email not sent for connection %s: %s", token_pk, type(exc).__name__)
+
+
+def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
+    """A usable access token for `token`, refreshed first when it expires within REFRESH_MARGIN.
+
+    The refresh happens under a row lock and re-checks after acquiring it, so concurrent
+    workers refresh once and the rest reuse the saved result. `force` refreshes even a
+    token that looks fresh (after a 401), unless another worker already replaced it.
+    """
+    margin = timedelta(seconds=get_setting("REFRESH_MARGIN"))
+    if not force and token.expires_at and token.expires_at > timezone.now() + margin:
+        return token.access_token
+    error, lost_now = None, False
+    with transaction.atomic():
+        locked = CalendarToken.objects.select_for_update().get(pk=token.pk)
+        if locked.status != CalendarToken.Status.ACTIVE:
+            raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
+        fresh = locked.expires_at and locked.expires_at > timezone.now() + margin
+        if (fresh and not force) or (force and locked.access_token != token.access_token):
+            token.access_token, token.expires_at = locked.access_token, locked.expires_at
+            return token.access_token
+        try:
+            new = get_provider(locked.provider).refresh(locked.refresh_token)
+        except CalendarSyncError as exc:
+            error = exc
+            # Still under the lock: a worker queued behind this one sees needs_reauth, not a second refresh.
+            lost_now = isinstance(exc, AuthorizationLost) and _set_needs_reauth(token, exc)
+        else:
+            locked.access_token, locked.expires_at = new.access_token, new.expires_at
+            locked.refresh_token = new.refresh_token or locked.refresh_token  # rotated, or the old one kept
+            locked.last_error = ""
+            locked.save(update_fields=["access_token", "refresh_token", "expires_at", "last_error", "updated_at"])
+            token.access_token, token.refresh_token, token.expires_at = locked.access_token, locked.refresh_token, locked.expires_at
+    audit.log(token, audit.Operation.REFRESH, reason, error)
+    if error is None:
+        logger.info("calendar token refreshed: owner=%s:%s", token.owner_kind, token.owner_id)
+        return token.access_token
+    if lost_now:
+        _notify_reauth(token)
+    raise error
+
+
+def with_access(token, operation, reason, call):
+    """`call(access_token)` with a fresh access token and one forced refresh on a 401; a lost grant
+    marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through here."""
+    error = None
+    try:
+        try:
+            return call(access_token(token, reason=reason))
+        except AuthorizationLost:
+            return call(access_token(token, force=True, reason=reason))
+    except AuthorizationLost as exc:
+        error = exc
+        mark_needs_reauth(token, exc)
+        raise
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        audit.log(token, operation, reason, error)
+
+
+def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
+    """The owner's writable calendars."""
+    provider = get_provider(token.provider)
+    return with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
+
+
+def notify_needs_reauth(token_pk):
+    """The one email for a connection that just became needs_reauth, with a reconnect link."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by").filter(pk=token_pk).first()
+    if token is None or token.is_active:
+        return 0
+    owner = Owner(token.owner_kind, token.owner_id)
+    if owner.kind == MEMBER:
+        recipients, link = [token.user.email] if token.user and token.user.email else [], get_setting("FRONTEND_URL")
+        what = "your calendar"
+    else:
+        by = token.connected_by
+        recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
+        link, what = get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"), f"the calendar of {label(owner)}"
+    if not recipients:
+        logger.warning("calendar connection %s needs reauthorization and nobody can be told", owner)
+        return 0
+    body = (
+        f"The connection to {what} stopped working: the calendar provider no longer accepts it.\n"
+        f"Bookings wait until it is reconnected; nothing is lost.\n\nReconnect here: {link}\n"
+    )
+    return send_mail("Reconnect your calendar to keep bookings in sync", body, None, recipients, fail_silently=False)
+
+
+
+def revoke(token):
+    """Revoke at the provider (best effort) and delete the connection. Returns (revoked, reason)."""
+    reason = ""
+    provider = get_provider(token.provider)
+    try:
+        if provider.revocable:
+            provider.revoke(token.refresh_token or token.access_token)
+        else:
+            reason = "not_supported"  # the member removes the app's access in their account
+    except AuthorizationLost:
+        reason = "already_invalid"
+    except TransientError:
+        reason = "provider_unreachable"
+    except PermanentError:  # an answer other than "already invalid": the grant may still be live
+        reason = "revoke_failed"
+    except ConfigurationError:
+        reason = "undecryptable"
+    if provider.revocable:
+        audit.log(token, audit.Operation.REVOKE, AccessLog.Reason.MEMBER_REQUEST, CalendarSyncError(code=reason) if reason else None)
+    CalendarToken.objects.filter(pk=token.pk).delete()
+    logger.info("calendar disconnected: owner=%s:%s revoked=%s", token.owner_kind, token.owner_id, not reason)
+    return not reason, reason

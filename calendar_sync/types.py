@@ -1,0 +1,121 @@
+"""The value types every layer passes around, below everything: this module imports nothing of ours.
+
+What a host's `EventSource` returns (`Event`), what the sync hands a provider (`Operation`) and gets
+back (`Outcome`), what a provider reads (`Calendar`, `BusyBlock`, `Changes`, `TokenSet`), and what a
+flow returns for an entry point to enqueue (`Task`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Event:
+    """Provider-neutral description of the event one object should have."""
+
+    summary: str
+    start: dt.datetime
+    end: dt.datetime
+    time_zone: str = "UTC"
+    location: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str | None
+    expires_at: dt.datetime | None
+    scopes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"<TokenSet expires_at={self.expires_at} scopes={self.scopes}>"
+
+
+@dataclass(frozen=True)
+class Calendar:
+    id: str
+    summary: str
+    primary: bool
+    access_role: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Make the event for `key` match `event`, or be gone (event=None).
+
+    `key` is deterministic per (source, object): Google uses it as the event id, Graph as
+    the create's `transactionId`; both store it in an extended property so our events are
+    always recognisable. `remote_id` is the provider's id of the event when we know it;
+    `known_to_exist` says an event may exist even when its id is unknown (a lost response).
+    """
+
+    key: str
+    event: Event | None = None
+    object_ref: str = ""
+    remote_id: str | None = None
+    known_to_exist: bool = False
+
+    @property
+    def is_delete(self) -> bool:
+        return self.event is None
+
+
+@dataclass(frozen=True)
+class BusyBlock:
+    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
+
+    start: dt.datetime
+    end: dt.datetime
+    remote_id: str = ""
+    summary: str = ""
+    ours: bool = False
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a calendar since `cursor` (Google syncToken, Graph deltaLink).
+
+    `full` means a complete read of the window (first pull, or the old cursor expired with 410):
+    `blocks` is then everything and the caller replaces what it had. Otherwise `blocks` are the
+    events added or changed and `removed` the remote ids deleted, cancelled or no longer busy.
+    """
+
+    blocks: list[BusyBlock]
+    removed: list[str]
+    cursor: str
+    full: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one Operation: an error (a `CalendarSyncError`), or success with the event's remote id."""
+
+    error: Exception | None = None
+    remote_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A push notification as its provider read it (`BaseProvider.parse_notification`).
+
+    `items` are the (channel or subscription id, secret, resource id or None) the request claims to
+    be about, for the webhook to verify against what it stored; `status` is the answer when one of
+    them checks out. `ping` is a notification with nothing to do (answered `status` at once);
+    `echo` a handshake the webhook answers with that text.
+    """
+
+    items: tuple[tuple[str, str, str | None], ...] = ()
+    status: int = 200
+    ping: bool = False
+    echo: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """Follow-up work for the entry point to enqueue after commit: a task of `tasks.TASKS` by name,
+    with its arguments (primary keys and plain strings only, never a token)."""
+
+    name: str
+    args: tuple[str, ...] = ()
