@@ -218,9 +218,14 @@ def _records(source_key, object_id, destination):
     return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
 
 
+def _one(queryset):
+    """The row of a query on a unique key, or None. Unordered (unlike first()): there is nothing to order."""
+    return next(iter(queryset.order_by()), None)
+
+
 def _token(record):
     """The connection of the record's owner, or None."""
-    return CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id).first()
+    return _one(CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id))
 
 
 def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
@@ -278,11 +283,11 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
 def _read(source, object_id, destination):
     """The `_Item` to sync, or None when there is no record. The record is read before the object,
     so its version never claims a newer object than the one read."""
-    record = _records(source.key, object_id, destination).first()
+    record = _one(_records(source.key, object_id, destination))
     if record is None:
         return None
     token = _token(record)
-    obj = next(iter(source.get_queryset().filter(pk=object_id)), None)  # by primary key: one row at most
+    obj = _one(source.get_queryset().filter(pk=object_id))
     return _Item(source, record, token, obj)
 
 
