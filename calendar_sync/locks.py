@@ -12,7 +12,7 @@ from django.db import OperationalError, connection
 
 # The functions per database: wait for one lock, take one if free, release one.
 POSTGRESQL = ("pg_advisory_lock(%s::bigint)", "pg_try_advisory_lock(%s::bigint)", "pg_advisory_unlock(%s::bigint)")
-MYSQL = ("GET_LOCK(%s, -1)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)")  # -1: wait as long as it takes
+MYSQL = ("GET_LOCK(%s, 86400)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)")  # wait up to a day (MariaDB takes no -1)
 
 
 def _functions():
