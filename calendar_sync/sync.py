@@ -280,11 +280,12 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     return State.PENDING
 
 
-def _read(source, object_id, destination):
-    """The `_Item` to sync, or None when there is no record. The record is read before the object,
-    so its version never claims a newer object than the one read."""
+def _read(source, object_id, destination, first):
+    """The `_Item` to sync; None when there is no record, or (`first`) when it is synced at its
+    version already: a duplicate delivery reads nothing more. The record is read before the
+    object, so its version never claims a newer object than the one read."""
     record = _one(_records(source.key, object_id, destination))
-    if record is None:
+    if record is None or (first and record.state == State.SYNCED and record.synced_version == record.version):
         return None
     token = _token(record)
     obj = _one(source.get_queryset().filter(pk=object_id))
@@ -293,12 +294,10 @@ def _read(source, object_id, destination):
 
 def _sync_round(source, object_id, destination, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
-    item = _read(source, object_id, destination)
+    item = _read(source, object_id, destination, first)
     if item is None:
-        return State.SYNCED  # nothing was ever asked, or the object and its event are gone
+        return State.SYNCED  # already synced, nothing was ever asked, or the object and its event are gone
     record, token = item.record, item.token
-    if first and record.state == State.SYNCED and record.synced_version == record.version:
-        return State.SYNCED
     if token is None or not token.is_active:
         outcome = Outcome(None if token is None else AuthorizationLost("Reconnect the calendar to resume syncing."))
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=outcome) else None
