@@ -44,8 +44,10 @@ DATABASES = {
 MYSQLCLIENT = "mysqlclient==2.3.2"
 # The focused subset: the sync and its lock, OAuth, and a real worker (skipped on SQLite).
 TESTS = ["tests/test_sync.py", "tests/test_sync_statements.py", "tests/test_object_lock.py", "tests/test_oauth.py", "tests/test_reliability.py"]
-# What the subset does not need from requirements.txt (browser, schema fuzzing, linters).
-NOT_NEEDED = {"playwright", "greenlet", "schemathesis", "mypy", "mypy_extensions", "librt", "ruff", "ast_serialize", "pathspec"}
+# What the subset does not need from requirements.txt (browser, schema fuzzing, linters, nox itself).
+NOT_NEEDED = {"playwright", "greenlet", "schemathesis", "mypy", "mypy_extensions", "librt", "ruff", "ast_serialize", "pathspec",
+              "nox", "argcomplete", "colorlog", "dependency-groups", "distlib", "filelock", "humanize", "platformdirs",
+              "python-discovery", "virtualenv"}
 
 MATRIX = [(python, django, database) for django, pythons in DJANGO.items() for python in pythons for database in DATABASES]
 
