@@ -7,12 +7,21 @@ needs none: it lets one connection write at a time, and runs with one worker.
 """
 import hashlib
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from django.db import OperationalError, connection
 
-# The functions per database: wait for one lock, take one if free, release one.
-POSTGRESQL = ("pg_advisory_lock(%s::bigint)", "pg_try_advisory_lock(%s::bigint)", "pg_advisory_unlock(%s::bigint)")
-MYSQL = ("GET_LOCK(%s, 86400)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)")  # wait up to a day (MariaDB takes no -1)
+
+class _Functions(NamedTuple):
+    """A database's SQL for one lock: wait for it, take it if free, release it."""
+
+    wait: str
+    take_if_free: str
+    release: str
+
+
+POSTGRESQL = _Functions("pg_advisory_lock(%s::bigint)", "pg_try_advisory_lock(%s::bigint)", "pg_advisory_unlock(%s::bigint)")
+MYSQL = _Functions("GET_LOCK(%s, 86400)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)")  # wait up to a day (MariaDB takes no -1)
 
 
 def _functions():
@@ -49,24 +58,24 @@ def held(source_key, object_id, destination):
         yield
         return
     lock_key = key(source_key, object_id, destination)
-    (taken,) = _call(functions[0], [lock_key])
+    (taken,) = _call(functions.wait, [lock_key])
     if functions is MYSQL and taken != 1:  # 0 or NULL: not taken (PostgreSQL's returns nothing, or raises)
         raise OperationalError(f"could not take the calendar sync lock {lock_key}")
     try:
         yield
     finally:
-        _call(functions[2], [lock_key])
+        _call(functions.release, [lock_key])
 
 
 def try_acquire(keys):
     """Take those of the locks that are free now, without waiting: [whether each was taken].
     Where the database has no such locks, every one counts as taken."""
     functions = _functions()
-    return [True] * len(keys) if functions is None else [taken in (True, 1) for taken in _call(functions[1], keys)]
+    return [True] * len(keys) if functions is None else [taken in (True, 1) for taken in _call(functions.take_if_free, keys)]
 
 
 def release(keys):
     """Release locks taken by `try_acquire` on this connection."""
     functions = _functions()
     if functions is not None:
-        _call(functions[2], keys)
+        _call(functions.release, keys)
