@@ -1,7 +1,6 @@
 """The access log: one row per use of a stored token, written with at most one insert per operation."""
 from django.utils import timezone
 
-from . import rows
 from .conf import get_setting
 from .models import AccessLog
 
@@ -31,12 +30,12 @@ def entry_for(token, operations, outcomes, reason):
 
 
 def log(token, operation, reason, error=None, object_ref="", count=1):
-    """Record one use of `token`: one plain INSERT, nothing read back."""
-    rows.run([rows.insert(entry(token, operation, reason, error, object_ref, count))])
+    """Record one use of `token`."""
+    entry(token, operation, reason, error, object_ref, count).save(force_insert=True)
 
 
 def log_operations(token, operations, outcomes, reason):
-    rows.run([rows.insert(entry_for(token, operations, outcomes, reason))])
+    entry_for(token, operations, outcomes, reason).save(force_insert=True)
 
 
 def prune():

@@ -45,11 +45,7 @@ class EventSource:
         return apps.get_model(self.model)
 
     def get_queryset(self) -> QuerySet[Any]:
-        """Objects as the sync reads them; add select_related() for what event() uses.
-
-        Kept to select_related()/only()/defer(), it is compiled once (`rows.by_pk`); filters or
-        annotations of its own make every sync compile it again through the ORM.
-        """
+        """Objects as the sync reads them (one by primary key); add select_related() for what event() uses."""
         return self.get_model()._default_manager.all()
 
     def owner_id(self, obj: Any) -> Any:

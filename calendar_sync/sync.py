@@ -4,7 +4,6 @@ Plain functions, no Celery: what needs enqueueing is returned to the caller (`ta
 trigger (save, retry, sweep, reconnect, resync) asks for the same work — sync one object in
 one destination — so duplicate, late or reordered deliveries converge on the right result.
 """
-import hashlib
 import logging
 import time
 from collections import deque
@@ -12,18 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, transaction
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, rows
-from . import tokens as oauth  # access tokens moved to `tokens`; the name is kept until this module's next rewrite
+from . import audit, locks, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import get_provider
-from .sources import get_source, get_sources
+from .sources import EventSource, get_source, get_sources
 from .types import Operation, Outcome
 
 logger = logging.getLogger(__name__)
@@ -121,14 +119,14 @@ def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
     try:
-        results = provider.apply(oauth.access_token(token, reason=reason), calendar_id, operations, limiter)
+        results = provider.apply(tokens.access_token(token, reason=reason), calendar_id, operations, limiter)
         retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
         if retry:
-            access = oauth.access_token(token, force=True, reason=reason)
+            access = tokens.access_token(token, force=True, reason=reason)
             for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True):
                 results[i] = r
                 if isinstance(r.error, AuthorizationLost):
-                    oauth.mark_needs_reauth(token, r.error)
+                    tokens.mark_needs_reauth(token, r.error)
                     raise r.error
     except AuthorizationLost as exc:
         audit.log_operations(token, operations, [Outcome(exc)] * len(operations), reason)
@@ -138,8 +136,20 @@ def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
     return results
 
 
-def _operation(source, record, obj):
+@dataclass
+class _Item:
+    """One object in one destination as a sync read it: its record, the record owner's connection
+    (None when not connected) and the object (None when it is gone)."""
+
+    source: EventSource
+    record: SyncRecord
+    token: CalendarToken | None
+    obj: Model | None
+
+
+def _operation(item):
     """What the provider must do for this object in this destination now. Patch first when an event may exist."""
+    source, record, obj = item.source, item.record, item.obj
     object_id, role = record.object_id, record.destination
     wanted = obj is not None and source.should_exist(obj) and role in source.destinations(obj)
     remote_id = record.remote_id or None
@@ -161,35 +171,38 @@ def _reason(operation):
     return AccessLog.Reason.RESCHEDULED if operation.known_to_exist else AccessLog.Reason.CONFIRMED
 
 
-def _finish(record, version, state, error=None, source=None, obj=None, operation=None, remote_id=None, log=None, after=()):
-    """Write the outcome; the record only if nobody changed the object meanwhile (compare-and-set
-    on version). Returns whether it was written.
+NO_CALL = Outcome()  # how a sync ends that called nothing: no error, no remote id
 
-    One transaction, one round trip on PostgreSQL: the object's event id (only when it changes),
-    the record (an UPDATE guarded by the version read before the call), and `log`, the call's
-    access-log row (an unsaved AccessLog). Rows are locked in the order saves lock them (object,
-    then record), so no deadlock. The event id and the log row are written whoever wins: both
-    say what the calendar now holds, and a newer version's sync starts from there. The `after`
-    statements (the sync's unlock) follow in the same round trip.
+
+def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
+    """Write how the sync of `item` ended; its record only if nobody changed the object meanwhile
+    (compare-and-set on the version read). Returns whether the record was written.
+
+    One transaction: the object's event id (only when it changes), the record, and `log`, the
+    call's access-log row (unsaved). Rows are locked in the order saves lock them (object, then
+    record), so no deadlock. The event id and the log row are written whoever wins: both say what
+    the calendar now holds, and a newer version's sync starts from there.
     """
-    now = timezone.now()
-    statements = []
-    if state == State.SYNCED and obj is None:
-        statements.append(rows.delete(SyncRecord, pk=record.pk, version=version))  # the object and its event are gone
-    else:
-        event_id = None if operation is None or operation.is_delete else remote_id or operation.remote_id
-        if state == State.SYNCED and source.event_id_field and record.destination == MEMBER_ROLE:
-            if getattr(obj, source.event_id_field) != (stored := source.stored_event_id(event_id)):
-                field = obj._meta.get_field(source.event_id_field)
-                statements.append(rows.update(field.model, {field.name: stored}, pk=obj.pk))  # the object row first
-        changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
-        if state == State.SYNCED:
-            changes.update(synced_version=version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")
-        statements.append(rows.update(SyncRecord, changes, pk=record.pk, version=version))
-    compare_and_set = len(statements) - 1
-    if log is not None:
-        statements.append(rows.insert(log))
-    return rows.run(statements, atomic=True, after=after)[compare_and_set] > 0
+    source, record, obj = item.source, item.record, item.obj
+    records = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    error = outcome.error
+    with transaction.atomic():
+        if state == State.SYNCED and obj is None:
+            won = records.delete()[0] > 0  # the object and its event are gone: so is the record
+        else:
+            event_id = None if operation is None or operation.is_delete else outcome.remote_id or operation.remote_id
+            field = source.event_id_field
+            if state == State.SYNCED and field and record.destination == MEMBER_ROLE:
+                if getattr(obj, field) != (stored := source.stored_event_id(event_id)):  # "" where the field takes no null
+                    type(obj)._default_manager.filter(pk=obj.pk).update(**{field: stored})  # the object row first
+            now = timezone.now()
+            changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
+            if state == State.SYNCED:
+                changes.update(synced_version=record.version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")
+            won = records.update(**changes) > 0
+        if log is not None:
+            log.save(force_insert=True)
+    return won
 
 
 def record_transient(record, error, retry_in):
@@ -206,30 +219,14 @@ def _records(source_key, object_id, destination):
     return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
 
 
-def _record_and_token(source_key, object_id, destination):
-    """The statement reading (SyncRecord, its owner's CalendarToken) in one LEFT JOIN on the owner
-    (the models share no foreign key), and the function turning its rows into those two (or Nones)."""
+def _one(queryset):
+    """The row of a query on a unique key, or None. Unordered (unlike first()): there is nothing to order."""
+    return next(iter(queryset.order_by()), None)
 
-    def build():
-        qn = connection.ops.quote_name
-        record, token = rows.Loader(SyncRecord), rows.Loader(CalendarToken)
-        sql = (
-            f"SELECT {record.columns('r')}, {token.columns('t')} FROM {qn(record.table)} r"
-            f" LEFT JOIN {qn(token.table)} t ON t.{qn('owner_kind')} = r.{qn('owner_kind')} AND t.{qn('owner_id')} = r.{qn('owner_id')}"
-            f" WHERE r.{qn('source')} = %s AND r.{qn('object_id')} = %s AND r.{qn('destination')} = %s"
-        )
-        return record, token, sql
 
-    record, token, sql = rows.compiled(("record_and_token",), build)
-
-    def load(found):
-        if not found:
-            return None, None
-        row, split = found[0], len(record.fields)
-        token_pk = row[split + token.fields.index(CalendarToken._meta.pk)]
-        return record.load(row[:split]), None if token_pk is None else token.load(row[split:])
-
-    return (sql, [source_key, str(object_id), destination]), load
+def _token(record):
+    """The connection of the record's owner, or None."""
+    return _one(CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id))
 
 
 def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
@@ -259,72 +256,20 @@ def fail_unexpected(source_key, object_id, exc, destination=MEMBER_ROLE):
     )
 
 
-def _lock_key(source_key, object_id, destination):
-    digest = hashlib.blake2b(f"calendar_sync:{source_key}:{object_id}:{destination}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _advisory(function, keys):
-    """Call a PostgreSQL advisory-lock function per key; other databases go without (all True)."""
-    if connection.vendor != "postgresql" or not keys:
-        return [True] * len(keys)
-    with connection.cursor() as cursor:
-        if len(keys) == 1:  # a single sync's lock: the plain call
-            cursor.execute(f"SELECT {function}(%s::bigint)", keys)
-        else:
-            cursor.execute(f"SELECT {function}(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i", [keys])
-        return [row[0] is not False for row in cursor.fetchall()]
-
-
-class _Lock:
-    """A PostgreSQL session advisory lock on one sync, taken and released inside the sync's own
-    round trips. `held` is True from the moment taking it is sent until its release has succeeded."""
-
-    def __init__(self, key):
-        self.key, self.held = key, False
-
-    def take(self):
-        if self.key is None or self.held:
-            return []
-        self.held = True
-        return [("SELECT pg_advisory_lock(%s::bigint)", [self.key])]
-
-    def release(self):
-        return [("SELECT pg_advisory_unlock(%s::bigint)", [self.key])] if self.held else []
-
-
-@contextmanager
-def _exclusive(source_key, object_id, destination):
-    """Serialize syncs of one object in one destination across workers (a PostgreSQL session advisory lock).
-
-    Without it a stale task's write could land after a newer task's, and a crash right then
-    would leave the calendar wrong while the record says synced. The lock dies with the
-    connection, so a killed worker never leaves it held. Other databases run without it.
-
-    Yields the `_Lock`: the first read sends its taking ahead of its own statements (which
-    therefore see everything committed before the lock was held), the outcome's write its
-    release; whatever ends the sync otherwise releases it here.
-    """
-    lock = _Lock(_lock_key(source_key, object_id, destination) if connection.vendor == "postgresql" else None)
-    try:
-        yield lock
-    finally:
-        if lock.held:
-            _advisory("pg_advisory_unlock", [lock.key])
-
-
 def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     """Bring one object's event in one destination up to date. Returns the record state.
 
     Raises TransientError for the caller to retry later; every other outcome is recorded,
-    including errors nothing classified (as failed, with the error).
+    including errors nothing classified (as failed, with the error). Syncs of the same object in
+    the same destination run one at a time (`locks.held`); the lock is released after the
+    outcome is committed, so the next sync reads it.
     """
     source = get_source(source_key)
     object_id = str(object_id)
-    with _exclusive(source_key, object_id, destination) as lock:
+    with locks.held(source_key, object_id, destination):
         try:
             for round_ in range(MAX_ROUNDS):
-                state = _sync_round(source, object_id, destination, lock, first=round_ == 0, reason=reason)
+                state = _sync_round(source, object_id, destination, first=round_ == 0, reason=reason)
                 if state is not None:
                     return state
         except TransientError:
@@ -336,81 +281,47 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     return State.PENDING
 
 
-def _may_exist(source_key, object_id, destination):
-    """The statement marking `remote_may_exist` before a call that may create the event, read alongside the record.
-
-    It must be committed before the call: a create whose answer is lost then still leaves the
-    record saying an event may exist. Set only while the owner's connection is active and the
-    record is not already synced (a duplicate delivery calls nothing); a sync that then finds
-    nothing to delete clears it again as it finishes.
-    """
-
-    def build():
-        qn = connection.ops.quote_name
-        r, t = qn(SyncRecord._meta.db_table), qn(CalendarToken._meta.db_table)
-        return (
-            f"UPDATE {r} SET {qn('remote_may_exist')} = %s WHERE {qn('source')} = %s AND {qn('object_id')} = %s"
-            f" AND {qn('destination')} = %s AND {qn('remote_may_exist')} = %s"
-            f" AND NOT ({qn('state')} = %s AND {qn('synced_version')} = {qn('version')})"
-            f" AND EXISTS (SELECT 1 FROM {t} WHERE {t}.{qn('owner_kind')} = {r}.{qn('owner_kind')}"
-            f" AND {t}.{qn('owner_id')} = {r}.{qn('owner_id')} AND {t}.{qn('status')} = %s)"
-        )
-
-    params = [True, source_key, object_id, destination, False, State.SYNCED, CalendarToken.Status.ACTIVE]
-    return rows.compiled(("may_exist",), build), params
+def _read(source, object_id, destination, first):
+    """The `_Item` to sync; None when there is no record, or (`first`) when it is synced at its
+    version already: a duplicate delivery reads nothing more. The record is read before the
+    object, so its version never claims a newer object than the one read."""
+    record = _one(_records(source.key, object_id, destination))
+    if record is None or (first and record.state == State.SYNCED and record.synced_version == record.version):
+        return None
+    token = _token(record)
+    obj = _one(source.get_queryset().filter(pk=object_id))
+    return _Item(source, record, token, obj)
 
 
-def _read(source, object_id, destination, lock):
-    """(record, token, object) in one round trip where the database allows: the lock first, then
-    the record before the object (its version never claims a newer object than the one read),
-    then the `remote_may_exist` mark."""
-    record_read, load_record = _record_and_token(source.key, object_id, destination)
-    queryset = source.get_queryset()
-    object_read = rows.by_pk(queryset, object_id)
-    before = lock.take()
-    statements = [*before, record_read] + ([object_read.params(object_id)] if object_read else [])
-    results = rows.run([*statements, _may_exist(source.key, object_id, destination)])[len(before) :]
-    record, token = load_record(results[0])
-    if object_read:
-        obj = object_read.load(results[1])
-    else:
-        obj = next(iter(queryset.filter(pk=object_id)), None)  # by primary key: one row at most
-    return record, token, obj
-
-
-def _sync_round(source, object_id, destination, lock, first, reason=None):
+def _sync_round(source, object_id, destination, first, reason=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
-    record, token, obj = _read(source, object_id, destination, lock)
-    if record is None:
-        return State.SYNCED  # nothing was ever asked, or the object and its event are gone
-    if first and record.state == State.SYNCED and record.synced_version == record.version:
-        return State.SYNCED
-    version = record.version
-
-    def finish(state, error=None, operation=None, remote_id=None, log=None):
-        won = _finish(record, version, state, error, source, obj, operation, remote_id, log, after=lock.release())
-        lock.held = False
-        return won
-
+    item = _read(source, object_id, destination, first)
+    if item is None:
+        return State.SYNCED  # already synced, nothing was ever asked, or the object and its event are gone
+    record, token = item.record, item.token
     if token is None or not token.is_active:
-        return State.NOT_CONNECTED if finish(State.NOT_CONNECTED, None if token is None else "Reconnect the calendar to resume syncing.") else None
-    operation = _operation(source, record, obj)
+        outcome = Outcome(None if token is None else AuthorizationLost("Reconnect the calendar to resume syncing."))
+        return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=outcome) else None
+    operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
-        return State.SYNCED if finish(State.SYNCED, None, operation) else None
+        return State.SYNCED if _finish(item, State.SYNCED, operation) else None
+    if not operation.is_delete and not record.remote_may_exist:
+        # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
+        SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
     reason = reason or _reason(operation)
     try:
         outcome = _run(token, [operation], reason, log=False)[0]
     except AuthorizationLost as exc:  # logged by _run
-        return State.NOT_CONNECTED if finish(State.NOT_CONNECTED, exc) else None
+        return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=Outcome(exc)) else None
     log = audit.entry_for(token, [operation], [outcome], reason)
     error = outcome.error
     if isinstance(error, TransientError):
         with transaction.atomic():
-            rows.run([rows.insert(log)])
+            log.save(force_insert=True)
             record_transient(record, error, error.retry_after or get_setting("RETRY_BACKOFF"))
         raise error
     state = State.FAILED if error is not None else State.SYNCED
-    if not finish(state, error, operation, outcome.remote_id, log):
+    if not _finish(item, state, operation, outcome, log):
         return None
     if error is not None:
         logger.warning("calendar sync failed for %s:%s → %s: %s", source.key, object_id, destination, error)
@@ -442,42 +353,42 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
                 state=State.PENDING
             ).update(state=State.PENDING, version=F("version") + 1, updated_at=timezone.now())
     records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
-    work = []
+    work = []  # (item, operation)
     for key, source in get_sources().items():
         mine = [r for r in records if r.source == key]
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
         for record in mine:
-            obj = objects.get(_pk(source, record.object_id))
-            operation = _operation(source, record, obj)
+            item = _Item(source, record, token, objects.get(_pk(source, record.object_id)))
+            operation = _operation(item)
             if operation.is_delete and not record.remote_may_exist:
-                _finish(record, record.version, State.SYNCED, None, source, obj, operation)
+                _finish(item, State.SYNCED, operation)
             elif operation.is_delete or (key, record.object_id, record.destination) in upcoming:
-                work.append((record, source, obj, operation))  # past events are not created after the fact
-    SyncRecord.objects.filter(pk__in=[w[0].pk for w in work if not w[3].is_delete]).update(remote_may_exist=True)
+                work.append((item, operation))  # past events are not created after the fact
+    SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(remote_may_exist=True)
     if not work:
         return {}, []
-    keys = [_lock_key(w[1].key, w[0].object_id, w[0].destination) for w in work]
-    locked = _advisory("pg_try_advisory_lock", keys)
-    later = [Work(w[1].key, w[0].object_id, w[0].destination) for w, ok in zip(work, locked, strict=True) if not ok]  # being synced right now
-    work = [w for w, ok in zip(work, locked, strict=True) if ok]
+    keys = [locks.key(item.source.key, item.record.object_id, item.record.destination) for item, _ in work]
+    taken = locks.try_acquire(keys)
+    later = [Work(item.source.key, item.record.object_id, item.record.destination) for (item, _), ok in zip(work, taken, strict=True) if not ok]  # being synced right now
+    work = [w for w, ok in zip(work, taken, strict=True) if ok]
     counts = {}
     try:
-        results = _run(token, [w[3] for w in work], reason, RateLimiter())
+        results = _run(token, [operation for _, operation in work], reason, RateLimiter())
     except AuthorizationLost as exc:
         results = [Outcome(exc)] * len(work)
     finally:
-        _advisory("pg_advisory_unlock", [k for k, ok in zip(keys, locked, strict=True) if ok])
-    for (record, source, obj, operation), outcome in zip(work, results, strict=True):
-        error = outcome.error
+        locks.release([k for k, ok in zip(keys, taken, strict=True) if ok])
+    for (item, operation), outcome in zip(work, results, strict=True):
+        record, error = item.record, outcome.error
         if isinstance(error, TransientError):
             retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
             record_transient(record, error, retry_in)
-            later.append(Work(source.key, record.object_id, record.destination, retry_in))
+            later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
             state = State.PENDING
         else:
             state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
-            if not _finish(record, record.version, state, error, source, obj, operation, outcome.remote_id):
-                later.append(Work(source.key, record.object_id, record.destination))  # changed meanwhile
+            if not _finish(item, state, operation, outcome):
+                later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
         counts[state] = counts.get(state, 0) + 1
     logger.info("calendar backfill for %s: %s", owner, counts)
     return counts, later

@@ -36,15 +36,17 @@ def wait_until(condition, timeout=30, what="condition"):
 
 
 def database_url():
+    """The test database's URL, for the worker processes (PostgreSQL or MySQL/MariaDB)."""
     db = connection.settings_dict
-    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    scheme, port = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}[connection.vendor]
+    return f"{scheme}://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or port}/{db['NAME']}"
 
 
 @pytest.fixture(scope="module")
 def broker_url():
     url = os.environ.get("CELERY_BROKER_URL")
-    if not url or os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql", "psql", "pgsql"):
-        message = "needs CELERY_BROKER_URL (Redis or RabbitMQ) and a PostgreSQL DATABASE_URL"
+    if not url or connection.vendor not in ("postgresql", "mysql"):  # SQLite's test database is one process's file
+        message = "needs CELERY_BROKER_URL (Redis or RabbitMQ) and a PostgreSQL or MySQL/MariaDB DATABASE_URL"
         if IN_CI:
             pytest.fail(f"CI asked for the real stack but it is missing: {message}")
         pytest.skip(message)

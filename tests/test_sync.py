@@ -222,33 +222,6 @@ def test_booking_list_has_no_n_plus_one(google_connected, api, member, make_book
     assert response.json()["count"] == 23
 
 
-def test_a_sync_costs_two_round_trips(google_connected, member, make_booking, django_assert_num_queries):
-    """The SQL of one sync (docs/performance.md, "Worker CPU"). On PostgreSQL, two round trips:
-    the advisory lock, the record with its connection, the booking and the remote_may_exist mark;
-    then the outcome (the booking's event id, the record's compare-and-set, the access-log row) and
-    the unlock. After a change the event id is already right: one statement fewer. Elsewhere each
-    statement is its own round trip, and the outcome's transaction a savepoint inside the test's.
-    (Was 13 and 11 statements, each its own round trip.)"""
-    from django.db import connection
-
-    from bookings import services
-
-    def statements(captured):
-        return sum(len(q["sql"].split("; ")) for q in captured.captured_queries)
-
-    pg = connection.vendor == "postgresql"
-    booking = make_booking(member)
-    services.confirm_booking(booking)  # records the change; its task is not run here
-    with django_assert_num_queries(2 if pg else 8) as first:
-        assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
-    services.update_booking(booking, title="Moved")
-    with django_assert_num_queries(2 if pg else 7) as again:
-        assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
-    assert (statements(first), statements(again)) == (8, 7)
-    assert google_connected.events(GOOGLE_ACCOUNT)[event_id(booking)]["summary"].startswith("Moved")
-    assert [c["method"] for c in google_connected.calls()] == ["POST", "PATCH"]
-
-
 def test_changing_calendar_moves_the_events(google_connected, api, member, make_booking, run):
     bookings = [make_booking(member, hours_from_now=24 + 3 * i) for i in range(3)]
     for b in bookings:
