@@ -82,7 +82,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def disconnect(self, request, queryset):
         for token in queryset:
             try:
-                result = flows.disconnect(Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST)
+                result = flows.disconnect(Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST)  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
                 continue
@@ -103,7 +103,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
             return
         for token in queryset:
             try:
-                tasks.schedule(flows.change_calendar(Owner(token.owner_kind, token.owner_id), calendar_id, AccessLog.Reason.STAFF_REQUEST))
+                tasks.schedule(flows.change_calendar(Owner(token.owner_kind, token.owner_id), calendar_id, AccessLog.Reason.STAFF_REQUEST))  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
             except flows.UnknownCalendar:
                 self.message_user(request, f"{token}: {calendar_id!r} is not one of its writable calendars.", messages.ERROR)
             except CalendarSyncError as exc:

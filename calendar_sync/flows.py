@@ -97,7 +97,7 @@ def connect(token: CalendarToken) -> list[Task]:
     return work
 
 
-def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnected:
+def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnected:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
     """Stop the push channel, revoke the grant (best effort), delete the connection, forget its
     busy blocks and mark its unfinished work not connected. Works even when the stored secrets
     cannot be decrypted: then nothing is revoked and the reason says so."""
@@ -118,7 +118,7 @@ def _same_calendar(current: str, wanted: str, calendars: Iterable[Calendar]) -> 
     return current == wanted or {current, wanted} == {"primary", primary}
 
 
-def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_REQUEST) -> list[Task]:
+def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_REQUEST) -> list[Task]:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
     """Send the owner's events to another of their writable calendars.
 
     The old calendar is read before the new one is stored, so the move knows where the events
@@ -152,7 +152,7 @@ def resync_records(records: QuerySet[SyncRecord]) -> list[Task]:
     SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
         version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
     )
-    return [Task("sync", (source, object_id, destination, Reason.RESYNC.value)) for _, source, object_id, destination in rows]
+    return [Task("sync", (source, object_id, destination, Reason.RESYNC.value)) for _, source, object_id, destination in rows]  # type: ignore[attr-defined]  # TextChoices member: a str at runtime (no django-stubs)
 
 
 def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Task]:
@@ -180,7 +180,7 @@ def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
     return work
 
 
-def test(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> dict:
+def test(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> dict:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
     """Write a short test event to the owner's calendar and remove it: {"ok": True}, or the classified error."""
     token = reads.active_token(owner)
     start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)

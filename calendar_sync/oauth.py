@@ -25,7 +25,7 @@ class ConnectError(CalendarSyncError):
     """A failed callback; `code` is the reason given to the frontend, `owner` whose connection it was (if known),
     `consumed` whether the flow was used up (its cookie is then of no more use)."""
 
-    owner = None
+    owner: Owner | None = None
     consumed = False
 
 

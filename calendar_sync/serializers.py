@@ -52,7 +52,7 @@ class SharedConnectionSerializer(StatusSerializer):
     owner_kind = serializers.CharField()
     owner_id = serializers.CharField()
     owner_label = serializers.CharField()
-    providers = None
+    providers = None  # type: ignore[assignment]  # DRF: None drops the inherited field
 
 
 class CalendarSerializer(serializers.Serializer):

@@ -91,7 +91,7 @@ class RateLimiter:
     def __init__(self, limit=None, window=None):
         self.limit = limit or get_setting("RATE_LIMIT_PER_MINUTE")
         self.window = window or get_setting("RATE_LIMIT_WINDOW")
-        self.sent = deque()
+        self.sent: deque[float] = deque()
 
     @contextmanager
     def slot(self, n):
@@ -340,7 +340,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
     token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
     if token is None:
         return {}, []
-    upcoming = set()
+    upcoming: set[tuple[str, str, str]] = set()
     for source in get_sources().values():
         objects = list(source.get_queryset().filter(pk__in=source.upcoming(owner).values("pk")))
         pairs = {(str(obj.pk), role) for obj in objects for role in _roles_at(source, obj, owner)}
@@ -371,7 +371,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
     taken = locks.try_acquire(keys)
     later = [Work(item.source.key, item.record.object_id, item.record.destination) for (item, _), ok in zip(work, taken, strict=True) if not ok]  # being synced right now
     work = [w for w, ok in zip(work, taken, strict=True) if ok]
-    counts = {}
+    counts: dict[str, int] = {}
     try:
         results = _run(token, [operation for _, operation in work], reason, RateLimiter())
     except AuthorizationLost as exc:
@@ -389,7 +389,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
             state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
             if not _finish(item, state, operation, outcome):
                 later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
-        counts[state] = counts.get(state, 0) + 1
+        counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
     logger.info("calendar backfill for %s: %s", owner, counts)
     return counts, later
 

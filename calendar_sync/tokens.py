@@ -91,7 +91,7 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
 def with_access(token, operation, reason, call):
     """`call(access_token)` with a fresh access token and one forced refresh on a 401; a lost grant
     marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through here."""
-    error = None
+    error: Exception | None = None
     try:
         try:
             return call(access_token(token, reason=reason))

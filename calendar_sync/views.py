@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import secrets
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.http import Http404, HttpResponseRedirect
@@ -132,7 +133,12 @@ class ProviderCallThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view):
         owner = view.owner  # 404 for an unknown owner
         # Shared owners by their object's own key, so that no spelling of an id gets a fresh count.
-        ident = owner.id if owner.is_member else resolve(owner).pk
+        if owner.is_member:
+            ident = owner.id
+        else:
+            obj = resolve(owner)
+            assert obj is not None  # view.owner answered 404 for an unknown owner
+            ident = obj.pk
         digest = hashlib.sha256(f"{owner.kind}:{ident}".encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": digest}
 
@@ -166,7 +172,14 @@ def flow_cookie_path():
 SESSION_CHALLENGE = 'Cookie realm="api"'
 
 
-class SafeDefaultsMixin:
+# The mixins below are only ever mixed into DRF views: type checkers see them as such.
+if TYPE_CHECKING:
+    from rest_framework.views import APIView as _APIView
+else:
+    _APIView = object
+
+
+class SafeDefaultsMixin(_APIView):
     """What every app view decides for itself, whatever the host's REST_FRAMEWORK defaults say:
     members only (a view may widen or narrow it), anonymous → 401 with a challenge, errors as {"code", "detail"}."""
 
@@ -194,7 +207,7 @@ class BaseView(SafeDefaultsMixin, APIView):
     pass
 
 
-class ProviderMixin:
+class ProviderMixin(_APIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if kwargs.get("provider") not in PROVIDERS:

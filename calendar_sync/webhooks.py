@@ -54,7 +54,7 @@ def _pull(tokens):
         if window > 0 and not cache.add(f"calendar_sync:push-pull:{token.pk}", True, timeout=math.ceil(window)):
             continue
         try:
-            tasks.pull_task.delay(token.owner_kind, token.owner_id, AccessLog.Reason.PUSH.value)
+            tasks.pull_task.delay(token.owner_kind, token.owner_id, AccessLog.Reason.PUSH.value)  # type: ignore[attr-defined]  # TextChoices member: a str at runtime (no django-stubs)
         except Exception as exc:  # noqa: BLE001 - any broker failure: the schedule covers it
             logger.warning("pull after a push notification not enqueued for %s:%s (%s)", token.owner_kind, token.owner_id, type(exc).__name__)
 
@@ -62,7 +62,7 @@ def _pull(tokens):
 def _verified(provider_name, items):
     """{pk: CalendarToken} of the items naming a channel of ours with its secret (and resource, where
     the service sends one); refusals are logged."""
-    wanted = []
+    wanted: list[str] = []
     for channel, _, _ in items:
         if channel not in wanted and len(wanted) < MAX_CHANNELS:
             wanted.append(channel)

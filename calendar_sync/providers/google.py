@@ -337,7 +337,8 @@ class GoogleProvider(BaseProvider):
             params.update(syncToken=sync_token)
         else:
             params.update(timeMin=_rfc3339(start), timeMax=_rfc3339(end, ceil=True))
-        state, page = {}, None
+        state: dict[str, BusyBlock | None] = {}
+        page = None
         for _ in range(MAX_PAGES):
             result = self._execute(service.events().list(pageToken=page, **params), http)
             for item in result.get("items") or []:
@@ -444,7 +445,7 @@ class GoogleProvider(BaseProvider):
 
     def _run(self, service, http, calendar_id, operations, pending, limiter):
         """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
-        errors = {}
+        errors: dict[int, CalendarSyncError | None] = {}
         items = list(pending.items())
         if len(items) == 1:
             (i, step), = items

@@ -473,6 +473,7 @@ class MicrosoftProvider(BaseProvider):
         """Local times in the workspace's zone, named the Windows way Graph always accepts (UTC where
         the Windows zone would read them as another instant)."""
         event = operation.event
+        assert event is not None  # only a create or an update has a body
         zone_name, zone = _graph_zone(event.time_zone, event.start, event.end)
         return {
             "subject": event.summary,
@@ -523,7 +524,7 @@ class MicrosoftProvider(BaseProvider):
                 if outcome is not None:
                     results[i] = outcome
                     del steps[i]
-                elif step.error is not None and step.error.status in (429, 503):
+                elif isinstance(step.error, TransientError) and step.error.status in (429, 503):
                     wait = max(wait, step.error.retry_after or 0.0)
         for i, step in steps.items():
             results[i] = Outcome(error=step.error or TransientError("Microsoft Graph kept the operation pending.", code="unavailable"))

@@ -32,6 +32,7 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -404,7 +405,7 @@ class FakeGoogle(FakeService):
                 boundary = "batch_" + secrets.token_hex(8)
                 out = []
                 for part in parts:
-                    raw = part.get_payload(decode=True)
+                    raw = cast(bytes, part.get_payload(decode=True))  # each part is one application/http message
                     head, sub_body = (re.split(rb"\r?\n\r?\n", raw, maxsplit=1) + [b""])[:2]
                     lines = re.split(r"\r?\n", head.decode())
                     method, path, _ = lines[0].split(" ", 2)
@@ -518,7 +519,7 @@ class FakeGoogle(FakeService):
         return self._client_credentials(form, headers) == (self.client_id, self.client_secret)
 
     def _token(self, form, headers):
-        invalid_grant = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, {})
+        invalid_grant: tuple[int, dict, dict] = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, {})
         if not self._client_ok(form, headers):
             return 401, {"error": "invalid_client", "error_description": "The OAuth client was not found."}, {}
         with self.lock:
@@ -723,7 +724,7 @@ class FakeGoogle(FakeService):
                         continue
                     start, end = _span(event)
                     spans.append([max(start, time_min), min(end, time_max)])
-                merged = []
+                merged: list[list] = []
                 for start, end in sorted(spans):
                     if merged and start <= merged[-1][1]:
                         merged[-1][1] = max(merged[-1][1], end)

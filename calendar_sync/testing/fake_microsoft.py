@@ -510,7 +510,7 @@ class FakeMicrosoft(FakeService):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urllib.parse.urlsplit(self.path).path
-                headers = {}
+                headers: dict[str, str] = {}
                 for k, v in self.headers.items():  # a repeated header (e.g. Prefer) is one comma-separated list
                     headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
                 account = fake._account_for(headers.get("authorization", ""))[0] if path.startswith("/v1.0/") else None
@@ -625,7 +625,7 @@ class FakeMicrosoft(FakeService):
         if page[0] != 200:
             return page
         redirect = form.get("redirect_uri", "")
-        params = {}
+        params: dict[str, str] = {}
         if form.get("decision") != "allow":
             params.update(error="access_denied", error_description="AADSTS65004: User declined to consent to access the app.")
         else:
@@ -755,15 +755,16 @@ class FakeMicrosoft(FakeService):
                 return self._get_schedule(body, headers or {})
             if rest[:1] == ["calendar"]:  # the default calendar's alias
                 rest = ["calendars", self.calendar_id(account)] + rest[1:]
+            scoped = True  # the path names a calendar (not /me/events or /me/calendarView)
             if rest[:1] == ["events"] or [r.lower() for r in rest[:1]] == ["calendarview"]:
-                rest = ["calendars", None] + rest
+                rest = ["calendars", ""] + rest
+                scoped = False
             if len(rest) < 2 or rest[0] != "calendars":
                 return graph_error(400, "BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'.")
             cal_id = rest[1] or self.calendar_id(account)
             calendar = mailbox["calendars"].get(cal_id)
             if calendar is None:
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
-            scoped = rest[1] is not None
             if len(rest) == 2 and method == "GET":
                 return 200, self._select(calendar, query), {}
             if len(rest) >= 3 and rest[2].lower() == "calendarview":

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, calendar_id, user=None, owner=None, **options):
         who = member_or_owner(user, owner)
         try:
-            work = flows.change_calendar(who, calendar_id, AccessLog.Reason.STAFF_REQUEST)
+            work = flows.change_calendar(who, calendar_id, AccessLog.Reason.STAFF_REQUEST)  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
         except flows.UnknownCalendar:
             raise CommandError(f"{calendar_id!r} is not one of the writable calendars of {who}.") from None
         except CalendarSyncError as exc:

@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, user=None, owner=None, **options):
         who = member_or_owner(user, owner)
         try:
-            result = flows.disconnect(who, AccessLog.Reason.STAFF_REQUEST)
+            result = flows.disconnect(who, AccessLog.Reason.STAFF_REQUEST)  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
         except NotConnected:
             raise CommandError(f"{who} has no calendar connected.") from None
         if result.revoked:
