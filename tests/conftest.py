@@ -1,25 +1,14 @@
-import os
-import urllib.parse
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from bookings.models import Booking, Workspace
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
+from tests.helpers import FRONTEND, MS_REDIRECT, REDIRECT, client_for, connect, landing
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
-
-IN_CI = bool(os.environ.get("CI"))
-FRONTEND = "https://app.example.com/integrations/calendar"
-REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
-GOOGLE_ACCOUNT = "member@example.com"
-MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
-MS_ACCOUNT = "member@contoso.com"
-
 
 @pytest.fixture(autouse=True, scope="session")
 def eager_celery():
@@ -95,13 +84,6 @@ def staff(make_user):
     return make_user("staff", is_staff=True)
 
 
-def client_for(user):
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
 @pytest.fixture
 def api(member):
     return client_for(member)
@@ -121,35 +103,6 @@ def make_booking(workspace):
         )
 
     return make
-
-
-def connect(client, fake, account=None, allow=True):
-    """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect.
-
-    `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it. The test client keeps
-    the flow cookie the first step sets, as the browser does, and shows it to the callback.
-    """
-    provider, redirect, default = ("microsoft", MS_REDIRECT, MS_ACCOUNT) if isinstance(fake, FakeMicrosoft) else ("google", REDIRECT, "member@example.com")
-    response = client.get(f"/api/calendar-sync/auth/{provider}")
-    assert response.status_code == 200, response.content
-    location = fake.consent(response.json()["authorization_url"], account=account or default, allow=allow)
-    assert location.startswith(redirect)
-    query = urllib.parse.urlsplit(location).query
-    return client.get(f"/api/calendar-sync/auth/{provider}/callback?{query}")
-
-
-def same_browser(client):
-    """An anonymous client with `client`'s cookies (the flow cookie): the member's browser without a session."""
-    browser = APIClient()
-    browser.cookies.update(client.cookies)
-    return browser
-
-
-def landing(response):
-    """The query parameters of the callback's redirect to the frontend."""
-    assert response.status_code == 302, response.content
-    assert response["Location"].startswith(FRONTEND)
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))
 
 
 @pytest.fixture

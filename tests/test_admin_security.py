@@ -18,7 +18,7 @@ from knox.models import AuthToken
 from bookings.models import Booking
 from calendar_sync import tasks
 from managehub.admin import AdminSite, is_credential
-from tests.conftest import GOOGLE_ACCOUNT, client_for
+from tests.helpers import GOOGLE_ACCOUNT, client_for
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()

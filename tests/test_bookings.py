@@ -4,7 +4,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
-from tests.conftest import IN_CI, client_for
+from tests.helpers import IN_CI, client_for
 
 pytestmark = pytest.mark.django_db
 

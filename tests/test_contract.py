@@ -23,7 +23,7 @@ from django.test import Client
 from bookings import services
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarFeed
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from bookings.models import Booking, Workspace
 from calendar_sync import oauth, sync
 from calendar_sync.fields import SecretField
 from calendar_sync.models import CalendarToken, OAuthState, SyncRecord
-from tests.conftest import FRONTEND, client_for, connect, landing
+from tests.helpers import FRONTEND, client_for, connect, landing
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from django.utils import timezone
 from bookings.models import Booking
 from calendar_sync import sync, tasks
 from calendar_sync.models import AccessLog, CalendarToken, SyncRecord
-from tests.conftest import MS_ACCOUNT, MS_REDIRECT, client_for, connect, landing
+from tests.helpers import MS_ACCOUNT, MS_REDIRECT, client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
 

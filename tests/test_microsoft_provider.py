@@ -14,8 +14,7 @@ from calendar_sync.providers.base import Operation
 from calendar_sync.providers.microsoft import PROP_ID, MicrosoftProvider
 from calendar_sync.sources import Event
 from calendar_sync.testing.fake_microsoft import DEFAULT_ACCOUNT, FakeMicrosoft
-
-REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
+from tests.helpers import MS_REDIRECT, pkce
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def ms_server():
 def fake(ms_server, settings):
     ms_server.reset()
     settings.DEBUG = True  # plain http to the loopback fake
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **ms_server.settings(), "MICROSOFT_REDIRECT_URI": REDIRECT}
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **ms_server.settings(), "MICROSOFT_REDIRECT_URI": MS_REDIRECT}
     return ms_server
 
 
@@ -37,17 +36,11 @@ def provider(fake):
     return MicrosoftProvider()
 
 
-def pkce():
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
-
-
 def connect(provider, fake, account=DEFAULT_ACCOUNT):
     verifier, challenge = pkce()
     location = fake.consent(provider.authorization_url(state="st4te", code_challenge=challenge), account=account)
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-    assert location.startswith(REDIRECT) and query["state"] == "st4te"
+    assert location.startswith(MS_REDIRECT) and query["state"] == "st4te"
     return provider.exchange_code(code=query["code"], code_verifier=verifier)
 
 
@@ -88,7 +81,7 @@ def test_authorization_url_asks_for_offline_calendar_access_with_pkce(provider, 
     assert f"{parts.scheme}://{parts.netloc}/" == fake.url and parts.path == "/common/oauth2/v2.0/authorize"
     assert query["scope"] == "offline_access Calendars.ReadWrite"
     assert query["code_challenge_method"] == "S256" and query["prompt"] == "select_account" and query["response_mode"] == "query"
-    assert query["redirect_uri"] == REDIRECT and query["client_id"] == fake.client_id
+    assert query["redirect_uri"] == MS_REDIRECT and query["client_id"] == fake.client_id
 
 
 def test_consent_and_code_exchange(provider, fake):
@@ -144,7 +137,7 @@ def test_single_tenant_app_must_refresh_at_its_tenant(settings):
     tenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
     with FakeMicrosoft(tenant=tenant) as server:
         settings.DEBUG = True
-        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **server.settings(), "MICROSOFT_REDIRECT_URI": REDIRECT}
+        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **server.settings(), "MICROSOFT_REDIRECT_URI": MS_REDIRECT}
         provider = MicrosoftProvider()
         assert f"/{tenant}/oauth2/v2.0/authorize" in provider.authorization_url(state="s", code_challenge="c" * 43)
         tokens = connect(provider, server)

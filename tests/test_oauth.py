@@ -9,7 +9,7 @@ from django.utils import timezone
 from calendar_sync import tokens
 from calendar_sync.exceptions import AuthorizationLost, ConfigurationError
 from calendar_sync.models import CalendarToken, OAuthState
-from tests.conftest import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
+from tests.helpers import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
 
 pytestmark = pytest.mark.django_db
 

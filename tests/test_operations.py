@@ -9,7 +9,7 @@ from django.utils import timezone
 from bookings.models import Booking
 from calendar_sync import tasks
 from calendar_sync.models import OAuthState, SyncRecord
-from tests.conftest import GOOGLE_ACCOUNT
+from tests.helpers import GOOGLE_ACCOUNT
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from calendar_sync.models import CalendarToken
-from tests.conftest import client_for, connect, landing
+from tests.helpers import client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
 
