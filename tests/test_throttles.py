@@ -249,3 +249,20 @@ def test_coalescing_can_be_turned_off(fake_google, staff, workspace, settings):
     for _ in range(3):
         assert Client().post(GOOGLE_PATH, **google_headers(room.token)).status_code == 200
     assert push_pulls() == before + 3
+
+
+@pytest.mark.django_db
+def test_sign_in_is_throttled(member):
+    anonymous = client_for(None)
+    codes = [anonymous.post("/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json").status_code for _ in range(30)]
+    assert 429 in codes and codes[0] == 400
+    throttled = anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+    assert throttled.json()["code"] == "throttled"
+
+
+@pytest.mark.django_db
+def test_connect_is_throttled(fake_google, api, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "5/min"}
+    codes = [api.get("/api/calendar-sync/auth/google").status_code for _ in range(8)]
+    assert codes[:5] == [200] * 5 and codes[5:] == [429] * 3
