@@ -4,9 +4,10 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
+from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
-from tests.helpers import FRONTEND, MS_REDIRECT, REDIRECT, client_for, connect, landing
+from tests.helpers import FRONTEND, MS_ACCOUNT, MS_REDIRECT, REDIRECT, client_for, connect, grant, landing
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
 
@@ -122,3 +123,29 @@ def google_connected(fake_google, api, run):
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     fake_google.reset_log()
     return fake_google
+
+
+@pytest.fixture
+def outlook(fake_microsoft, api, run):
+    """A member connected to Outlook; the fake's call log starts empty."""
+    assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"
+    fake_microsoft.reset_log()
+    return fake_microsoft
+
+
+@pytest.fixture
+def ms_provider(fake_microsoft):
+    """MicrosoftProvider, pointed at the fake Microsoft."""
+    return MicrosoftProvider()
+
+
+@pytest.fixture
+def ms_tokens(ms_provider, fake_microsoft):
+    """The member's TokenSet, after consent on the fake Microsoft."""
+    return grant(fake_microsoft, ms_provider)
+
+
+@pytest.fixture
+def ms_calendar(fake_microsoft):
+    """The id of the member's default Outlook calendar."""
+    return fake_microsoft.calendar_id(MS_ACCOUNT)

@@ -119,6 +119,14 @@ def pkce():
     return verifier, challenge
 
 
+def grant(fake, provider, account=None):
+    """Consent on the fake as `account` and redeem the code: the provider's TokenSet."""
+    verifier, challenge = pkce()
+    location = fake.consent(provider.authorization_url(state="st", code_challenge=challenge), account=account)
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
+    return provider.exchange_code(code=code, code_verifier=verifier)
+
+
 def settled(bookings):
     """Every booking's record is synced at its latest version."""
     ids = [str(b.pk) for b in bookings]

@@ -4,7 +4,6 @@ room account beside the member's on their consent page."""
 import datetime as dt
 import html
 import re
-import urllib.parse
 
 import pytest
 import requests
@@ -12,7 +11,7 @@ import requests
 from calendar_sync.exceptions import AuthorizationLost, TransientError
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.providers.microsoft import MicrosoftProvider
-from tests.helpers import pkce
+from tests.helpers import grant
 
 UTC = dt.UTC
 DAY = dt.datetime(2030, 5, 6, tzinfo=UTC)
@@ -31,14 +30,6 @@ def fake(request, fake_google, fake_microsoft):
 @pytest.fixture
 def provider(fake):
     return GoogleProvider() if fake.provider == "google" else MicrosoftProvider()
-
-
-def grant(fake, provider, account=None):
-    """Consent on the fake as `account` and redeem the code: the provider's TokenSet."""
-    verifier, challenge = pkce()
-    location = fake.consent(provider.authorization_url(state="st", code_challenge=challenge), account=account)
-    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
-    return provider.exchange_code(code=code, code_verifier=verifier)
 
 
 # --- one vocabulary ---------------------------------------------------------------------------------
