@@ -1,25 +1,15 @@
-import os
-import urllib.parse
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from bookings.models import Booking, Workspace
+from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
+from tests.helpers import FRONTEND, MS_ACCOUNT, MS_REDIRECT, REDIRECT, client_for, connect, grant, landing
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
-
-IN_CI = bool(os.environ.get("CI"))
-FRONTEND = "https://app.example.com/integrations/calendar"
-REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
-GOOGLE_ACCOUNT = "member@example.com"
-MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
-MS_ACCOUNT = "member@contoso.com"
-
 
 @pytest.fixture(autouse=True, scope="session")
 def eager_celery():
@@ -95,13 +85,6 @@ def staff(make_user):
     return make_user("staff", is_staff=True)
 
 
-def client_for(user):
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
 @pytest.fixture
 def api(member):
     return client_for(member)
@@ -123,35 +106,6 @@ def make_booking(workspace):
     return make
 
 
-def connect(client, fake, account=None, allow=True):
-    """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect.
-
-    `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it. The test client keeps
-    the flow cookie the first step sets, as the browser does, and shows it to the callback.
-    """
-    provider, redirect, default = ("microsoft", MS_REDIRECT, MS_ACCOUNT) if isinstance(fake, FakeMicrosoft) else ("google", REDIRECT, "member@example.com")
-    response = client.get(f"/api/calendar-sync/auth/{provider}")
-    assert response.status_code == 200, response.content
-    location = fake.consent(response.json()["authorization_url"], account=account or default, allow=allow)
-    assert location.startswith(redirect)
-    query = urllib.parse.urlsplit(location).query
-    return client.get(f"/api/calendar-sync/auth/{provider}/callback?{query}")
-
-
-def same_browser(client):
-    """An anonymous client with `client`'s cookies (the flow cookie): the member's browser without a session."""
-    browser = APIClient()
-    browser.cookies.update(client.cookies)
-    return browser
-
-
-def landing(response):
-    """The query parameters of the callback's redirect to the frontend."""
-    assert response.status_code == 302, response.content
-    assert response["Location"].startswith(FRONTEND)
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))
-
-
 @pytest.fixture
 def run(django_capture_on_commit_callbacks):
     """Run an action and the Celery tasks its commit enqueues (eagerly)."""
@@ -169,3 +123,29 @@ def google_connected(fake_google, api, run):
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     fake_google.reset_log()
     return fake_google
+
+
+@pytest.fixture
+def outlook(fake_microsoft, api, run):
+    """A member connected to Outlook; the fake's call log starts empty."""
+    assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"
+    fake_microsoft.reset_log()
+    return fake_microsoft
+
+
+@pytest.fixture
+def ms_provider(fake_microsoft):
+    """MicrosoftProvider, pointed at the fake Microsoft."""
+    return MicrosoftProvider()
+
+
+@pytest.fixture
+def ms_tokens(ms_provider, fake_microsoft):
+    """The member's TokenSet, after consent on the fake Microsoft."""
+    return grant(fake_microsoft, ms_provider)
+
+
+@pytest.fixture
+def ms_calendar(fake_microsoft):
+    """The id of the member's default Outlook calendar."""
+    return fake_microsoft.calendar_id(MS_ACCOUNT)

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.db.models import F
 
 from bookings.models import Booking
-from calendar_sync.models import SyncRecord
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.conftest import FRONTEND, GOOGLE_ACCOUNT, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
+from tests.helpers import FRONTEND, GOOGLE_ACCOUNT, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = GOOGLE_ACCOUNT
@@ -161,12 +159,6 @@ def _no_stray_database_sessions(django_db_setup, django_db_blocker):
 
 def event_id(booking):
     return get_source("booking").event_id(booking.pk)
-
-
-def settled(fake_google, bookings):
-    """Every booking's record is synced at its latest version."""
-    ids = [str(b.pk) for b in bookings]
-    return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
 
 
 def matches(fake_google, bookings):

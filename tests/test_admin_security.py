@@ -17,8 +17,9 @@ from knox.models import AuthToken
 
 from bookings.models import Booking
 from calendar_sync import tasks
+from calendar_sync.fields import SecretField
 from managehub.admin import AdminSite, is_credential
-from tests.conftest import GOOGLE_ACCOUNT, client_for
+from tests.helpers import GOOGLE_ACCOUNT, client_for, connect
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -245,3 +246,30 @@ def test_hostile_token_headers_are_a_401(member, header):
     sign_in()
     response = client_for(None).get("/api/bookings/", HTTP_AUTHORIZATION=header)
     assert response.status_code == 401 and response.json()["code"] == "authentication_failed"
+
+
+def secret_lookups():
+    for model, model_admin in admin.site._registry.items():
+        for field in model._meta.get_fields():
+            if isinstance(field, SecretField):
+                yield model_admin, field.name
+            elif field.is_relation and field.related_model is not None:
+                for far in field.related_model._meta.get_fields():
+                    if isinstance(far, SecretField):
+                        yield model_admin, f"{field.name}__{far.name}"
+
+
+def test_no_admin_lookup_reaches_a_secret(staff, client, fake_google, api):
+    connect(api, fake_google)
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    checked = 0
+    for model_admin, path in secret_lookups():
+        url = f"/admin/{model_admin.model._meta.app_label}/{model_admin.model._meta.model_name}/"
+        for lookup in ("__regex=^gAAAAAB[A-M]", "__startswith=gAAAA", "=x", "__isnull=False"):
+            response = client.get(f"{url}?{path}{lookup}")
+            assert response.status_code == 400, (url, path, lookup)
+            checked += 1
+        assert path not in str(model_admin.search_fields) and path not in str(model_admin.list_filter)
+    assert checked >= 8  # tokens, OAuth states and feeds, directly and through the user

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from calendar_sync.models import AccessLog, BusyBlock, CalendarToken
-from tests.conftest import client_for, connect, landing
+from tests.helpers import client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
 HOUR = timezone.timedelta(hours=1)

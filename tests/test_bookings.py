@@ -1,10 +1,12 @@
 """The booking lifecycle and its REST API: rules, bad input, cross-member access."""
+import threading
+
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
-from tests.conftest import IN_CI, client_for
+from tests.helpers import IN_CI, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -158,3 +160,45 @@ def test_workspace_time_zone_validated_on_model(db):
 
     with pytest.raises(ValidationError):
         Workspace(name="x", time_zone="Nowhere/Land").full_clean()
+
+
+def test_workspace_of_a_booking_cannot_be_patched(api, member, make_booking, workspace):
+    booking = make_booking(member)
+    elsewhere = Workspace.objects.create(name="Other", time_zone="UTC")
+    response = api.patch(f"/api/bookings/{booking.pk}/", {"workspace": elsewhere.pk, "title": "Renamed"}, format="json")
+    assert response.status_code == 200, response.content
+    booking.refresh_from_db()
+    assert booking.workspace == workspace and booking.title == "Renamed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_confirms_of_overlapping_bookings_give_one_409(make_user, workspace):
+    alice, bob = make_user("alice2"), make_user("bob2")
+    start = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
+    for round_ in range(5):
+        at = start + timezone.timedelta(days=round_)
+        a = Booking.objects.create(user=alice, workspace=workspace, title="A", start=at, end=at + timezone.timedelta(hours=1))
+        b = Booking.objects.create(user=bob, workspace=workspace, title="B", start=at, end=at + timezone.timedelta(hours=1))
+        results = {}
+        barrier = threading.Barrier(2)
+
+        def confirm(user, booking, barrier=barrier, results=results):
+            barrier.wait()
+            try:
+                results[user.username] = client_for(user).post(f"/api/bookings/{booking.pk}/confirm/")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=confirm, args=pair) for pair in ((alice, a), (bob, b))]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        codes = sorted(r.status_code for r in results.values())
+        assert codes == [200, 409], [r.content for r in results.values()]
+        assert [r.json()["code"] for r in results.values() if r.status_code == 409] == ["overlap"]
+
+
+def test_dates_no_calendar_can_hold_are_refused(api, workspace):
+    for start, end in (("0001-01-01T00:00Z", "0001-01-01T01:00Z"), ("9999-12-31T20:00Z", "9999-12-31T21:00Z")):
+        response = api.post("/api/bookings/", {"workspace": workspace.pk, "title": "x", "start": start, "end": end}, format="json")
+        assert response.status_code == 400 and "start" in response.json(), response.content
+    assert not Booking.objects.exists()

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarToken
 from calendar_sync.sources import get_source
-from tests.conftest import IN_CI
+from tests.helpers import IN_CI
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -23,7 +23,7 @@ from django.test import Client
 from bookings import services
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarFeed
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -395,3 +395,56 @@ def test_disconnect_asks_first(page_client):
     script = html[html.index("<script>") :]
     handler = script[script.index('$("disconnect-confirm").onclick') :]
     assert '"DELETE"' in handler and '"DELETE"' not in script[: script.index('$("disconnect-confirm").onclick')]
+
+
+def test_deeply_nested_json_is_a_400_without_login(db):
+    body = "[" * 1000 + "]" * 1000
+    response = client_for(None).generic("POST", "/api/auth/token/", body, content_type="application/json")
+    assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
+    assert response.json()["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("query", ["limit=9223372036854775808", "offset=9223372036854775808", "limit=-1&offset=-5", "limit=abc"])
+def test_pagination_parameters_cannot_overflow(api, workspace, query):
+    response = api.get(f"/api/workspaces/?{query}")
+    assert response.status_code == 200, response.content
+    assert "results" in response.json()
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [("get", "/api/no-such-thing/"), ("delete", "/api/workspaces/"), ("get", "/api/calendar-sync/nope"), ("post", "/api/calendar-sync/status")],
+)
+def test_every_api_error_is_json(api, method, path):
+    response = getattr(api, method)(path)
+    assert response.status_code >= 400
+    assert response["Content-Type"].startswith("application/json"), response.content[:200]
+    assert response.json()["detail"]
+
+
+def test_too_many_query_parameters_is_a_json_400(api, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    query = "&".join(f"p{i}=1" for i in range(50))
+    response = api.get(f"/api/workspaces/?{query}")
+    assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
+
+
+def test_csrf_failure_under_api_is_json(member):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(member)
+    response = browser.post("/api/bookings/", {"title": "x"})
+    assert response.status_code == 403 and response.json()["detail"]
+
+
+def test_unhandled_error_is_a_json_500_without_traceback(api, monkeypatch):
+    from bookings import api as bookings_api
+
+    def boom(self, request, *args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(bookings_api.WorkspaceViewSet, "list", boom)
+    client = client_for(api.handler._force_user)
+    client.raise_request_exception = False
+    response = client.get("/api/workspaces/")
+    assert response.status_code == 500
+    assert response.json() == {"code": "server_error", "detail": "Internal server error."}

@@ -27,7 +27,7 @@ from calendar_sync.owners import Owner
 from calendar_sync.owners import parse as parse_owner
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.types import Event, Operation
-from tests.conftest import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, landing
+from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, connect_room, landing
 
 pytestmark = pytest.mark.django_db
 UTC = dt.UTC
@@ -39,13 +39,9 @@ def hour_from_now(days):
     return timezone.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=days)
 
 
-def connect_room(staff, fake, workspace, account, run):
-    """Staff connect the workspace's room calendar on `fake` (it is read once at once)."""
-    provider = fake.provider
-    staff_api = client_for(staff)
-    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}").json()["authorization_url"]
-    location = fake.consent(url, account=account)
-    response = run(staff_api.get, f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
+def room_owner(staff, fake, workspace, account, run):
+    """Staff connect the workspace's room calendar on `fake` (it is read once at once): its Owner."""
+    response = run(connect_room, client_for(staff), fake, workspace, account)
     assert "calendar_sync=connected" in response["Location"], response["Location"]
     return Owner("workspace", str(workspace.pk))
 
@@ -65,7 +61,7 @@ def fake(request, fake_google, fake_microsoft):
 
 # --- 1. Outlook: a transactionId is anyone's; only our property (or a stored id) makes an event ours -------
 def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_microsoft, staff, workspace, member, api, make_booking, run):
-    owner = connect_room(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
+    owner = room_owner(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
     outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting")
     fake_microsoft.update_event("rooms@contoso.com", outside, transactionId="d2c5b1a0-7e1f-4c55-9a51-outlook-mobile")
@@ -81,7 +77,7 @@ def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_mic
 
 
 def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_booking(fake_microsoft, staff, workspace, member, api, make_booking, run):
-    owner = connect_room(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
+    owner = room_owner(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
     fake_microsoft.lose_response()
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")  # the create lands in the room calendar, its answer is lost
@@ -141,7 +137,7 @@ def test_the_horizon_and_length_are_settings(api, workspace, settings):
 
 def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staff, workspace, api, run, settings):
     assert get_setting("PULL_WINDOW_DAYS") > settings.BOOKING_HORIZON_DAYS
-    owner = connect_room(staff, fake, workspace, fake.room_account, run)
+    owner = room_owner(staff, fake, workspace, fake.room_account, run)
     at = hour_from_now(settings.BOOKING_HORIZON_DAYS - 2)
     fake.add_event(fake.room_account, at, at + 2 * HOUR, title="Board meeting")
     reads.pull(owner)
@@ -153,7 +149,7 @@ def test_room_calendars_are_read_as_far_ahead_as_bookings_can_be_made(fake, staf
 
 def test_a_pull_whose_window_falls_short_reads_everything_again(fake, staff, workspace, run, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PULL_WINDOW_DAYS": 30}
-    owner = connect_room(staff, fake, workspace, fake.room_account, run)  # a full read, 30 days ahead and a margin
+    owner = room_owner(staff, fake, workspace, fake.room_account, run)  # a full read, 30 days ahead and a margin
     at = hour_from_now(60)
     fake.add_event(fake.room_account, at, at + HOUR, title="Board meeting")
     assert reads.pull(owner)["full"] is False and not BusyBlock.objects.exists()
@@ -246,7 +242,7 @@ PAGING = {"syncToken", "pageToken", "timeMin", "timeMax"}
 
 
 def test_google_incremental_reads_send_the_full_reads_parameters(fake_google, staff, workspace, run):
-    owner = connect_room(staff, fake_google, workspace, "rooms@example.com", run)  # the initial full read
+    owner = room_owner(staff, fake_google, workspace, "rooms@example.com", run)  # the initial full read
     at = hour_from_now(3)
     outside = fake_google.add_event("rooms@example.com", at, at + HOUR)
     assert reads.pull(owner)["full"] is False

@@ -8,7 +8,7 @@ from calendar_sync import api
 from calendar_sync.checks import EVENT_ID_MIN_LENGTH, check_event_id_field, check_settings
 from calendar_sync.models import SyncRecord
 from calendar_sync.sources import Event, EventSource, get_source
-from tests.conftest import GOOGLE_ACCOUNT
+from tests.helpers import GOOGLE_ACCOUNT
 
 pytestmark = pytest.mark.django_db
 START = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)

@@ -1,13 +1,9 @@
 """The fake kit: the fake Google and the fake Microsoft speak one vocabulary (each test runs on both,
 through the real provider code over HTTP), show what they hold on a page at their root, and offer a
 room account beside the member's on their consent page."""
-import base64
 import datetime as dt
-import hashlib
 import html
 import re
-import secrets
-import urllib.parse
 
 import pytest
 import requests
@@ -15,6 +11,7 @@ import requests
 from calendar_sync.exceptions import AuthorizationLost, TransientError
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.providers.microsoft import MicrosoftProvider
+from tests.helpers import grant
 
 UTC = dt.UTC
 DAY = dt.datetime(2030, 5, 6, tzinfo=UTC)
@@ -33,15 +30,6 @@ def fake(request, fake_google, fake_microsoft):
 @pytest.fixture
 def provider(fake):
     return GoogleProvider() if fake.provider == "google" else MicrosoftProvider()
-
-
-def grant(fake, provider, account=None):
-    """Consent on the fake as `account` and redeem the code: the provider's TokenSet."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    location = fake.consent(provider.authorization_url(state="st", code_challenge=challenge), account=account)
-    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
-    return provider.exchange_code(code=code, code_verifier=verifier)
 
 
 # --- one vocabulary ---------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from django.utils import timezone
 from bookings import services
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken
-from tests.conftest import connect, landing
-from tests.stack import ROOT, BrokerProxy, Worker, calendar_report, settled, wait_until
+from tests.helpers import client_for, connect, landing, settled
+from tests.stack import ROOT, BrokerProxy, Worker, calendar_report, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 CLEAN = {"missing": 0, "extra": 0, "duplicated": 0}
@@ -36,7 +36,7 @@ def workload(bookings, part=None):
 
 
 def converge(fake_google, bookings, name, timeout=90):
-    wait_until(lambda: settled(fake_google, bookings), timeout=timeout, what=f"{name}: every sync settled")
+    wait_until(lambda: settled(bookings), timeout=timeout, what=f"{name}: every sync settled")
     report = calendar_report(fake_google, bookings)
     print(f"\n[fault battery] {name}: {report}")
     assert {k: report[k] for k in CLEAN} == CLEAN, report
@@ -70,7 +70,7 @@ def test_access_tokens_expire_mid_run(member_on_worker, fake_google, member, mak
 def test_grant_revoked_mid_run_then_reconnect(member_on_worker, fake_google, member, make_booking):
     bookings = make_bookings(member, make_booking)
     workload(bookings, slice(0, 12))
-    wait_until(lambda: settled(fake_google, bookings[:12]), what="first half")
+    wait_until(lambda: settled(bookings[:12]), what="first half")
     fake_google.revoke_grants("member@example.com")
     workload(bookings, slice(12, None))
     wait_until(lambda: CalendarToken.objects.get().status == "needs_reauth", what="needs_reauth")
@@ -101,7 +101,6 @@ def _manage_shell(code, env):
 
 def test_broker_cut_during_confirmations(stack, fake_google, member, make_booking, broker_url):
     """The broker (Redis or RabbitMQ, behind a relay we can cut) is gone while members confirm."""
-    from tests.conftest import client_for
 
     api = client_for(member)
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"

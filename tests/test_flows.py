@@ -13,8 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from calendar_sync.models import BusyBlock, CalendarToken, SyncRecord
-from tests.conftest import GOOGLE_ACCOUNT, client_for, connect, landing
-from tests.test_rooms import ROOM_ACCOUNT, connect_room, event_key
+from tests.helpers import GOOGLE_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, event_key, landing
 
 pytestmark = pytest.mark.django_db
 ENTRY_POINTS = ["api", "admin", "command"]

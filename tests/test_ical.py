@@ -10,7 +10,7 @@ from icalendar import Calendar
 from bookings.models import Booking
 from calendar_sync.models import CalendarFeed
 from calendar_sync.sources import get_source
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.db import connection
 from calendar_sync.exceptions import ConfigurationError
 from calendar_sync.fields import SecretField, current_fernet
 from calendar_sync.models import CalendarFeed, CalendarToken, OAuthState
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

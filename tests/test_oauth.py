@@ -6,10 +6,10 @@ import responses
 from django.core import signing
 from django.utils import timezone
 
-from calendar_sync import tokens
+from calendar_sync import oauth, tokens
 from calendar_sync.exceptions import AuthorizationLost, ConfigurationError
 from calendar_sync.models import CalendarToken, OAuthState
-from tests.conftest import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
+from tests.helpers import FRONTEND, REDIRECT, client_for, connect, landing, same_browser
 
 pytestmark = pytest.mark.django_db
 
@@ -282,3 +282,11 @@ def test_wrong_key_is_a_clear_error_not_ciphertext(fake_google, api, member, set
     api.get("/api/calendar-sync/calendars")
     assert len(fake_google.http_requests) == before  # nothing sent to Google
     assert api.get("/api/calendar-sync/status").json()["connected"] is True  # status still answers
+
+
+def test_wrongly_typed_signed_state_is_an_invalid_state_redirect(db, member):
+    for payload in ({"n": "not-a-uuid", "u": "abc"}, {"n": None}, ["x"], "text", {"u": str(member.pk)}):
+        state = signing.dumps(payload, salt=oauth.STATE_SALT)
+        response = client_for(None).get(f"/api/calendar-sync/auth/google/callback?code=x&state={urllib.parse.quote(state)}")
+        assert response.status_code == 302
+        assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))["reason"] == "invalid_state", payload

@@ -10,7 +10,7 @@ from django.core import signing
 from calendar_sync import oauth
 from calendar_sync.models import CalendarToken, OAuthState
 from calendar_sync.views import FLOW_COOKIE
-from tests.conftest import FRONTEND, MS_ACCOUNT, client_for, connect, landing, same_browser
+from tests.helpers import FRONTEND, MS_ACCOUNT, client_for, connect, landing, same_browser
 
 pytestmark = pytest.mark.django_db
 VICTIM_ACCOUNT = "victim@example.com"

@@ -10,7 +10,7 @@ from bookings.models import Booking
 from calendar_sync import locks, sync
 from calendar_sync.models import SyncRecord
 from calendar_sync.sources import get_source
-from tests.conftest import GOOGLE_ACCOUNT
+from tests.helpers import GOOGLE_ACCOUNT
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -1,15 +1,17 @@
-"""Operator tools: resync commands, the admin resync action, the bounded sweeper."""
+"""Operator tools: resync commands, the admin resync action, the bounded sweeper, and a sync that fails
+unexpectedly ending `failed` with a bounded retry schedule."""
 import io
+from datetime import UTC
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from bookings.models import Booking
-from calendar_sync import tasks
+from bookings.models import Booking, Workspace
+from calendar_sync import sync, tasks
 from calendar_sync.models import OAuthState, SyncRecord
-from tests.conftest import GOOGLE_ACCOUNT
+from tests.helpers import GOOGLE_ACCOUNT, connect, landing
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +82,20 @@ def test_bad_source_setting_is_a_named_check_error(settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SOURCES": {"x": "nowhere.Source"}}
     errors = [e for e in check_settings(None) if e.id == "calendar_sync.E004"]
     assert errors and "nowhere.Source" in errors[0].msg
+
+
+def test_unexpected_sync_error_ends_failed_with_a_bounded_retry(fake_google, api, member, settings):
+    assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
+    lisbon = Workspace.objects.create(name="Old", time_zone="Europe/Lisbon")
+    start = timezone.datetime(1, 1, 1, tzinfo=UTC)
+    booking = Booking.objects.create(user=member, workspace=lisbon, title="Ancient", start=start, end=start + timezone.timedelta(hours=1), status="confirmed")
+    assert sync.sync_object("booking", booking.pk) == "failed"
+    record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")
+    assert record.state == "failed" and "OverflowError" in record.last_error
+    assert record.retry_at is not None and record.attempts == 1
+    assert api.get("/api/calendar-sync/status").json()["failed_syncs"] == 1
+    assert api.get(f"/api/bookings/{booking.pk}/").json()["calendar_sync"]["state"] == "failed"
+    # the schedule is bounded: after MAX_RETRIES attempts nothing is scheduled any more
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MAX_RETRIES": 2}
+    sync.sync_object("booking", booking.pk)
+    assert SyncRecord.objects.get(pk=record.pk).retry_at is None

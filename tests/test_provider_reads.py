@@ -5,7 +5,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import secrets
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,21 +19,14 @@ from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.sources import Event
 from calendar_sync.testing.fake_microsoft import DEFAULT_ACCOUNT
+from tests.helpers import MS_REDIRECT, REDIRECT, pkce
 
 UTC = dt.UTC
 DAY = dt.datetime(2030, 5, 6, tzinfo=UTC)  # a Monday, far from now
-GOOGLE_REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"
-MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
 
 
 def at(hour, minute=0, day=0):
     return DAY + dt.timedelta(days=day, hours=hour, minutes=minute)
-
-
-def pkce():
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
 
 
 def key(n):
@@ -61,13 +53,13 @@ def connected(fake, provider, settings, redirect):
 @pytest.fixture(params=["google", "microsoft"])
 def side(request, settings, google_server, microsoft_server):
     if request.param == "google":
-        return connected(google_server, GoogleProvider(), settings, GOOGLE_REDIRECT)
+        return connected(google_server, GoogleProvider(), settings, REDIRECT)
     return connected(microsoft_server, MicrosoftProvider(), settings, MS_REDIRECT)
 
 
 @pytest.fixture
 def gside(settings, google_server):
-    return connected(google_server, GoogleProvider(), settings, GOOGLE_REDIRECT)
+    return connected(google_server, GoogleProvider(), settings, REDIRECT)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ forged ones are refused, channels are renewed before they expire and stopped on 
 
 The fakes deliver notifications over real HTTP, so the webhook runs in Django's live server."""
 import urllib.parse
-from dataclasses import dataclass
 
 import pytest
 import requests
@@ -14,36 +13,9 @@ from django.utils import timezone
 from calendar_sync import channels, tasks
 from calendar_sync.models import AccessLog, BusyBlock, CalendarToken
 from managehub.celery import app as celery_app
-from tests.conftest import client_for
+from tests.helpers import GOOGLE_PATH, GRAPH_PATH, google_headers, room_on, set_push_url
 
 HOUR = timezone.timedelta(hours=1)
-GOOGLE_PATH = "/api/calendar-sync/push/google"
-GRAPH_PATH = "/api/calendar-sync/push/microsoft"
-
-
-@dataclass
-class Room:
-    """A workspace's room calendar, connected on `fake` as its room account."""
-
-    fake: object
-    workspace: object
-
-    @property
-    def token(self):
-        return CalendarToken.objects.get(owner_kind="workspace", owner_id=str(self.workspace.pk))
-
-
-def connect_room(fake, staff, workspace):
-    staff_api = client_for(staff)
-    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{fake.provider}").json()["authorization_url"]
-    location = fake.consent(url, account=fake.room_account)
-    response = staff_api.get(f"/api/calendar-sync/auth/{fake.provider}/callback?{urllib.parse.urlsplit(location).query}")
-    assert "calendar_sync=connected" in response["Location"]
-    return Room(fake, workspace)
-
-
-def set_push_url(settings, url):
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_URL": url}
 
 
 @pytest.fixture(params=["google", "microsoft"])
@@ -53,7 +25,7 @@ def fake(request, fake_google, fake_microsoft):
 
 @pytest.fixture
 def room(fake, staff, workspace):
-    return connect_room(fake, staff, workspace)
+    return room_on(fake, staff, workspace)
 
 
 @pytest.fixture
@@ -136,7 +108,7 @@ def test_stop_watch_stops_the_channel_at_the_provider(live):
 
 @pytest.mark.django_db(transaction=True)
 def test_graph_validation_handshake_when_subscribing(fake_microsoft, staff, workspace, live_server, settings):
-    room = connect_room(fake_microsoft, staff, workspace)
+    room = room_on(fake_microsoft, staff, workspace)
     set_push_url(settings, live_server.url)
     fake_microsoft.validate_subscriptions = True
     try:
@@ -225,21 +197,10 @@ def test_stopping_a_channel_the_provider_already_dropped_is_fine(pushing):
 
 
 # --- the webhook, whatever arrives -----------------------------------------------------------------
-def google_headers(token, **override):
-    headers = {
-        "HTTP_X_GOOG_CHANNEL_ID": token.push_channel,
-        "HTTP_X_GOOG_CHANNEL_TOKEN": channels.channel_secret(token),
-        "HTTP_X_GOOG_RESOURCE_ID": token.push_resource,
-        "HTTP_X_GOOG_RESOURCE_STATE": "exists",
-    }
-    headers.update({f"HTTP_X_GOOG_{k.upper()}": v for k, v in override.items()})
-    return headers
-
-
 @pytest.mark.django_db
 def test_google_webhook_checks_channel_token_and_resource(fake_google, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
-    room = connect_room(fake_google, staff, workspace)
+    room = room_on(fake_google, staff, workspace)
     channels.ensure_watch(room.token)
     token, client = room.token, Client()
     for bad in ({"channel_token": "x"}, {"channel_token": ""}, {"channel_id": "nope"}, {"channel_id": "x" * 300}, {"resource_id": "other"}, {"channel_token": "é" * 64}):
@@ -260,7 +221,7 @@ def test_google_webhook_checks_channel_token_and_resource(fake_google, staff, wo
 @pytest.mark.django_db
 def test_channels_made_before_a_key_rotation_still_verify(fake_google, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
-    room = connect_room(fake_google, staff, workspace)
+    room = room_on(fake_google, staff, workspace)
     channels.ensure_watch(room.token)
     token, client = room.token, Client()
     headers = google_headers(token)
@@ -275,7 +236,7 @@ def test_channels_made_before_a_key_rotation_still_verify(fake_google, staff, wo
 @pytest.mark.django_db
 def test_graph_webhook_handshake_and_bodies_of_any_shape(fake_microsoft, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
-    room = connect_room(fake_microsoft, staff, workspace)
+    room = room_on(fake_microsoft, staff, workspace)
     channels.ensure_watch(room.token)
     token, client = room.token, Client()
     challenge = "Validation: Testing client application reachability for subscription Request-Id: 1+2/3=?&é"

@@ -11,8 +11,8 @@ from django.utils import timezone
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
 from managehub.celery import app as celery_app
-from tests.conftest import connect, landing
-from tests.stack import ACCOUNT, event_id, matches, settled, wait_until
+from tests.helpers import client_for, connect, landing, settled
+from tests.stack import ACCOUNT, event_id, matches, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -20,13 +20,13 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_lifecycle_through_a_real_worker(member_on_worker, fake_google, member, make_booking):
     booking = make_booking(member)
     member_on_worker.post(f"/api/bookings/{booking.pk}/confirm/")
-    wait_until(lambda: event_id(booking) in fake_google.events(ACCOUNT) and settled(fake_google, [booking]), what="the event")
+    wait_until(lambda: event_id(booking) in fake_google.events(ACCOUNT) and settled([booking]), what="the event")
     later = booking.start + timezone.timedelta(days=1)
     member_on_worker.patch(f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
-    wait_until(lambda: fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"].startswith(later.astimezone(timezone.get_default_timezone()).date().isoformat()) and settled(fake_google, [booking]), what="the move")
+    wait_until(lambda: fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"].startswith(later.astimezone(timezone.get_default_timezone()).date().isoformat()) and settled([booking]), what="the move")
     assert timezone.datetime.fromisoformat(fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"]) == later
     member_on_worker.post(f"/api/bookings/{booking.pk}/cancel/")
-    wait_until(lambda: fake_google.events(ACCOUNT) == {} and settled(fake_google, [booking]), what="the removal")
+    wait_until(lambda: fake_google.events(ACCOUNT) == {} and settled([booking]), what="the removal")
     assert [c["method"] for c in fake_google.calls()] == ["POST", "PATCH", "DELETE"]
     # the same task delivered again, many times, changes nothing
     for _ in range(5):
@@ -45,7 +45,7 @@ def test_duplicate_and_racing_deliveries(member_on_worker, fake_google, member, 
     for _ in range(4):
         tasks.enqueue("booking", bookings[0].pk)
     try:
-        wait_until(lambda: settled(fake_google, bookings) and matches(fake_google, bookings), what="convergence")
+        wait_until(lambda: settled(bookings) and matches(fake_google, bookings), what="convergence")
     except AssertionError:
         print(list(SyncRecord.objects.values("object_id", "state", "version", "synced_version", "last_error")), [str(b.pk) for b in bookings], list(fake_google.events(ACCOUNT)), [event_id(b) for b in bookings])
         raise
@@ -78,7 +78,7 @@ def test_task_messages_carry_no_secrets(member_on_worker, fake_google, member, m
         probe.close()
         conn.default_channel.queue_delete("secrets-probe")
     member_on_worker.post(f"/api/bookings/{booking.pk}/confirm/")
-    wait_until(lambda: settled(fake_google, [booking]), what="sync")
+    wait_until(lambda: settled([booking]), what="sync")
     assert str(booking.pk) in seen[0] and "workspace" in seen[1]
     for raw in seen:
         for secret in secrets:
@@ -92,7 +92,6 @@ def test_concurrent_refresh_happens_once(broker_url, fake_google, member):
     from django.db import connection as main_connection
 
     from calendar_sync import tokens
-    from tests.conftest import client_for
 
     assert landing(connect(client_for(member), fake_google))["calendar_sync"] == "connected"
     CalendarToken.objects.update(expires_at=timezone.now())

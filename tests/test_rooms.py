@@ -6,19 +6,9 @@ from django.utils import timezone
 
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarToken, OAuthState, SyncRecord
-from calendar_sync.sources import get_source
-from tests.conftest import MS_ACCOUNT, client_for, connect, landing
+from tests.helpers import MS_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, event_key, landing
 
 pytestmark = pytest.mark.django_db
-ROOM_ACCOUNT = "rooms@example.com"
-
-
-def connect_room(client, fake, workspace, account, provider="google", allow=True):
-    """Staff connect a workspace's calendar: the consent URL comes from the shared root, the callback is the provider's."""
-    response = client.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{provider}")
-    assert response.status_code == 200, response.content
-    location = fake.consent(response.json()["authorization_url"], account=account, allow=allow)
-    return client.get(f"/api/calendar-sync/auth/{provider}/callback?{urllib.parse.urlsplit(location).query}")
 
 
 @pytest.fixture
@@ -41,10 +31,6 @@ def member_connected(fake_google, api, run):
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     fake_google.reset_log()
     return api
-
-
-def event_key(booking, destination="member"):
-    return get_source("booking").event_id(booking.pk, destination)
 
 
 def test_lifecycle_reaches_both_calendars_in_six_calls(room, member_connected, member, make_booking, run):
@@ -150,7 +136,7 @@ def test_disconnecting_a_room_stops_its_sync_and_spares_the_member(room, member_
 
 def test_room_calendar_on_outlook_and_calendar_change(fake_microsoft, staff_api, workspace, member, make_booking, run, api):
     fake_microsoft.add_account("room@contoso.com")
-    response = run(connect_room, staff_api, fake_microsoft, workspace, "room@contoso.com", provider="microsoft")
+    response = run(connect_room, staff_api, fake_microsoft, workspace, "room@contoso.com")
     assert "calendar_sync=connected" in response["Location"]
     booking = make_booking(member, status=Booking.Status.PENDING)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")

@@ -95,6 +95,7 @@ def roomy_throttles(fake_google, settings, monkeypatch):
     monkeypatch.setitem(LoginThrottle.THROTTLE_RATES, LoginThrottle.scope, "10000/min")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("debug", [True, False], ids=["debug-on", "debug-off"])
 def test_schemathesis(live_server, fake_google, roomy_throttles, probe_data, tmp_path, settings, debug):
     """schemathesis, every check, against the live server, as a member and as staff, DEBUG on and

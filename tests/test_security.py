@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from calendar_sync.models import CalendarToken
-from tests.conftest import client_for, connect, landing
+from tests.helpers import client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +163,15 @@ def test_feed_of_another_member_is_never_shown_or_rotated(api, member, other):
     assert api.get("/api/calendar-sync/ical").json()["url"] == mine  # bob's rotate touched only his feed
     bob.delete("/api/calendar-sync/ical")
     assert CalendarFeed.objects.filter(user=member).exists()
+
+
+def test_oauth_codes_never_reach_the_access_log():
+    import logging
+
+    from managehub.log_filters import RedactOAuthQuery
+
+    record = logging.LogRecord("django.server", logging.INFO, __file__, 1, '"%s" %s %s',
+                               ("GET /api/calendar-sync/auth/google/callback?state=abc.def&code=4/secret-code&scope=x HTTP/1.1", "302", "0"), None)
+    RedactOAuthQuery().filter(record)
+    message = record.getMessage()
+    assert "4/secret-code" not in message and "abc.def" not in message and "scope=x" in message

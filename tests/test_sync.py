@@ -7,7 +7,7 @@ from bookings.models import Booking
 from calendar_sync import sync, tasks
 from calendar_sync.models import CalendarToken, SyncRecord
 from calendar_sync.sources import get_source
-from tests.conftest import FRONTEND, GOOGLE_ACCOUNT, client_for, connect, landing
+from tests.helpers import FRONTEND, GOOGLE_ACCOUNT, client_for, connect, landing
 
 pytestmark = pytest.mark.django_db
 

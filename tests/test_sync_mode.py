@@ -10,7 +10,7 @@ from calendar_sync.checks import check_settings
 from calendar_sync.models import SyncRecord
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.conftest import GOOGLE_ACCOUNT
+from tests.helpers import GOOGLE_ACCOUNT
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,7 @@ from django.utils import timezone
 from calendar_sync import channels
 from calendar_sync.models import AccessLog
 from managehub.signin import LoginThrottle
-from tests.conftest import client_for
-from tests.test_push import GOOGLE_PATH, GRAPH_PATH, connect_room, google_headers, set_push_url
+from tests.helpers import GOOGLE_PATH, GRAPH_PATH, client_for, google_headers, room_on, set_push_url
 
 TOKEN_URL = "/api/auth/token/"
 SPELLINGS = ["staffer", " staffer", "staffer ", "\tstaffer", "staffer\n", "Staffer", "ｓｔａｆｆｅｒ", "\u00a0staffer\u3000"]
@@ -171,7 +170,7 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
 
 @pytest.mark.django_db
 def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, staff, make_user, workspace, provider_rate):
-    connect_room(fake_google, staff, workspace)
+    room_on(fake_google, staff, workspace)
     fake_google.reset_log()
     colleague = client_for(make_user("colleague", is_staff=True))
     base = f"/api/calendar-sync/shared/workspace/{workspace.pk}/"
@@ -212,7 +211,7 @@ def push_pulls():
 def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_microsoft, staff, workspace, settings):
     fake = fake_google if provider == "google" else fake_microsoft
     set_push_url(settings, "http://127.0.0.1:9")
-    room = connect_room(fake, staff, workspace)
+    room = room_on(fake, staff, workspace)
     assert channels.ensure_watch(room.token)
     token = room.token
     at = timezone.now().replace(microsecond=0) + timedelta(days=2)
@@ -243,10 +242,27 @@ def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_micros
 @pytest.mark.django_db
 def test_coalescing_can_be_turned_off(fake_google, staff, workspace, settings):
     set_push_url(settings, "http://127.0.0.1:9")
-    room = connect_room(fake_google, staff, workspace)
+    room = room_on(fake_google, staff, workspace)
     channels.ensure_watch(room.token)
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_COALESCE_SECONDS": 0}
     before = push_pulls()
     for _ in range(3):
         assert Client().post(GOOGLE_PATH, **google_headers(room.token)).status_code == 200
     assert push_pulls() == before + 3
+
+
+@pytest.mark.django_db
+def test_sign_in_is_throttled(member):
+    anonymous = client_for(None)
+    codes = [anonymous.post("/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json").status_code for _ in range(30)]
+    assert 429 in codes and codes[0] == 400
+    throttled = anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+    assert throttled.json()["code"] == "throttled"
+
+
+@pytest.mark.django_db
+def test_connect_is_throttled(fake_google, api, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "5/min"}
+    codes = [api.get("/api/calendar-sync/auth/google").status_code for _ in range(8)]
+    assert codes[:5] == [200] * 5 and codes[5:] == [429] * 3

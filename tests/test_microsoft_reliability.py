@@ -6,21 +6,15 @@ whatever is lost, repeated, raced, throttled or killed, and a revoked grant that
 import time
 
 import pytest
-from django.db.models import F
 from django.utils import timezone
 
 from bookings.models import Booking
 from calendar_sync import tasks
 from calendar_sync.models import CalendarToken, SyncRecord
-from tests.conftest import MS_ACCOUNT, connect, landing
+from tests.helpers import MS_ACCOUNT, connect, landing, settled
 from tests.stack import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def settled(bookings):
-    ids = [str(b.pk) for b in bookings]
-    return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
 
 
 def keys(fake):
