@@ -5,6 +5,7 @@ Each creates `.venv` (once, or again when requirements.txt or requirements-dev.t
 installs the pinned development requirements into it (the host's runtime plus the test, lint and
 docs tools), and then runs inside it — so a fresh clone needs only Python 3.11+.
 """
+
 import hashlib
 import json
 import os
@@ -100,13 +101,18 @@ def bench(argv):
 
 def lint(argv):
     """`python3 dev.py lint`: the import contract (`.importlinter`: layers point down, the core knows no
-    Celery), ruff (lint and import order) over the tree, mypy over calendar_sync's public surface, and
-    the docs site built with warnings as errors."""
-    failed = subprocess.call([str(VENV / ("Scripts/lint-imports.exe" if os.name == "nt" else "bin/lint-imports")), "--no-cache"], cwd=ROOT)
+    Celery), ruff (lint, import order and `ruff format --check`, 120 columns) over the tree, mypy over
+    all of calendar_sync, and the docs site built with warnings as errors."""
+    failed = subprocess.call(
+        [str(VENV / ("Scripts/lint-imports.exe" if os.name == "nt" else "bin/lint-imports")), "--no-cache"], cwd=ROOT
+    )
     failed |= subprocess.call([str(PY), "-m", "ruff", "check", ".", *argv], cwd=ROOT)
+    failed |= subprocess.call([str(PY), "-m", "ruff", "format", "--check", "."], cwd=ROOT)
     failed |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
     with tempfile.TemporaryDirectory() as site:
-        failed |= subprocess.call([str(PY), "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", site], cwd=ROOT)
+        failed |= subprocess.call(
+            [str(PY), "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", site], cwd=ROOT
+        )
     sys.exit(1 if failed else 0)
 
 

@@ -18,6 +18,7 @@ come from the environment (defaults: this machine's services):
 MariaDB/MySQL is driven by mysqlclient, the driver Django recommends; it compiles against the
 MariaDB client library: `apt-get install libmariadb-dev pkg-config` (Debian) first.
 """
+
 import glob
 import hashlib
 import os
@@ -28,7 +29,9 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 # pyenv's interpreters, found without `pyenv global` listing them all
-os.environ["PATH"] = os.pathsep.join([*sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[1-9]*/bin"))), os.environ["PATH"]])
+os.environ["PATH"] = os.pathsep.join(
+    [*sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[1-9]*/bin"))), os.environ["PATH"]]
+)
 
 nox.options.envdir = os.environ.get("NOX_ENVDIR", str(ROOT / ".nox"))
 nox.options.reuse_venv = "yes"
@@ -43,11 +46,41 @@ DATABASES = {
 }
 MYSQLCLIENT = "mysqlclient==2.3.2"
 # The focused subset: the sync and its lock, OAuth, and a real worker (skipped on SQLite).
-TESTS = ["tests/test_sync.py", "tests/test_sync_statements.py", "tests/test_object_lock.py", "tests/test_oauth.py", "tests/test_reliability.py"]
+TESTS = [
+    "tests/test_sync.py",
+    "tests/test_sync_statements.py",
+    "tests/test_object_lock.py",
+    "tests/test_oauth.py",
+    "tests/test_reliability.py",
+]
 # What the subset does not need from the development requirements (browser, schema fuzzing, linters, docs, packaging, nox itself).
-NOT_NEEDED = {"playwright", "greenlet", "schemathesis", "mypy", "mypy_extensions", "librt", "ruff", "ast_serialize", "pathspec",
-              "nox", "argcomplete", "colorlog", "dependency-groups", "distlib", "filelock", "humanize", "platformdirs",
-              "python-discovery", "virtualenv", "import-linter", "grimp", "mkdocs", "mkdocs-get-deps", "build", "twine"}
+NOT_NEEDED = {
+    "playwright",
+    "greenlet",
+    "schemathesis",
+    "mypy",
+    "mypy_extensions",
+    "librt",
+    "ruff",
+    "ast_serialize",
+    "pathspec",
+    "nox",
+    "argcomplete",
+    "colorlog",
+    "dependency-groups",
+    "distlib",
+    "filelock",
+    "humanize",
+    "platformdirs",
+    "python-discovery",
+    "virtualenv",
+    "import-linter",
+    "grimp",
+    "mkdocs",
+    "mkdocs-get-deps",
+    "build",
+    "twine",
+}
 
 # CI runs one Python per Django release on every database (`nox -t ci`): 9 sessions; the full suite
 # covers Django 5.2 on Python 3.11 and PostgreSQL. `nox` alone runs all 18.
@@ -63,7 +96,10 @@ MATRIX = [
 def _requirements(django, database):
     """The host's runtime and test pins (requirements.txt, requirements-dev.txt) with Django replaced by the release under test."""
     pins = []
-    for line in [*(ROOT / "requirements.txt").read_text().splitlines(), *(ROOT / "requirements-dev.txt").read_text().splitlines()]:
+    for line in [
+        *(ROOT / "requirements.txt").read_text().splitlines(),
+        *(ROOT / "requirements-dev.txt").read_text().splitlines(),
+    ]:
         name = line.split("==")[0].strip()
         if not name or name.startswith(("#", "-")) or name in NOT_NEEDED:
             continue
@@ -86,7 +122,10 @@ def _install(session, pins):
 def tests(session, django, database):
     """The focused subset on one Django release and one database, a Redis worker beside it."""
     _install(session, _requirements(django, database))
-    env = {"CELERY_BROKER_URL": os.environ.get("NOX_BROKER_URL", "redis://127.0.0.1:6379/13"), "DATABASE_URL": DATABASES[database]}
+    env = {
+        "CELERY_BROKER_URL": os.environ.get("NOX_BROKER_URL", "redis://127.0.0.1:6379/13"),
+        "DATABASE_URL": DATABASES[database],
+    }
     # A real worker needs a database server (SQLite's test database lives in one process's file).
     args = session.posargs or [*TESTS, *(["-m", "not worker"] if database == "sqlite" else [])]
     session.run("python", "-c", "import django; print('Django', django.get_version())")

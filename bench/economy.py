@@ -2,6 +2,7 @@
 
 Usage: python3 dev.py bench economy [BACKFILL_N]
 """
+
 import sys
 import time
 
@@ -45,11 +46,14 @@ def main(n=1000):
         window = stack.google.max_calls_in_window("backfill@example.com", 60)
         assert len(stack.google.events("backfill@example.com")) == n
         assert SyncRecord.objects.filter(owner_kind="user", owner_id=str(backfiller.pk), state="synced").count() == n
-        table("Google API economy (real worker, fake Google)", [
-            ("confirm -> reschedule -> cancel", f"{len(lifecycle)} calls: {' '.join(lifecycle)}"),
-            (f"backfill of {n} bookings", f"{len(http)} HTTP requests carrying {len(parts)} calls, {took:.1f} s"),
-            ("most calls in any 60 s", f"{window} (limit {get_setting('RATE_LIMIT_PER_MINUTE')}/min)"),
-        ])
+        table(
+            "Google API economy (real worker, fake Google)",
+            [
+                ("confirm -> reschedule -> cancel", f"{len(lifecycle)} calls: {' '.join(lifecycle)}"),
+                (f"backfill of {n} bookings", f"{len(http)} HTTP requests carrying {len(parts)} calls, {took:.1f} s"),
+                ("most calls in any 60 s", f"{window} (limit {get_setting('RATE_LIMIT_PER_MINUTE')}/min)"),
+            ],
+        )
         print(f"\nKEY: lifecycle costs {len(lifecycle)} calls; backfill of {n} takes {len(http)} HTTP requests")
     finally:
         stack.close()

@@ -4,6 +4,7 @@ Each benchmark calls `Stack()` first: it points the project at a fresh database
 (`managehub_bench`), a Redis broker and an in-process fake Google, runs the migrations and
 sets Django up. Nothing here reaches the internet.
 """
+
 import os
 import signal
 import statistics
@@ -20,7 +21,9 @@ from calendar_sync.testing import FakeGoogle  # noqa: E402  (no Django needed)
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/managehub_bench")
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
-REDIRECT = "https://testserver/api/calendar-sync/auth/google/callback"  # tests.conftest.REDIRECT: its connect() checks it
+REDIRECT = (
+    "https://testserver/api/calendar-sync/auth/google/callback"  # tests.conftest.REDIRECT: its connect() checks it
+)
 
 
 def pct(values, q):
@@ -98,9 +101,28 @@ class Stack:
     # --- processes ------------------------------------------------------------------------
     def start_worker(self, concurrency=1, pool="prefork", *options):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "managehub", "worker", f"--pool={pool}", f"--concurrency={concurrency}",
-             "-l", "error", "--without-gossip", "--without-mingle", "-n", f"bench-{time.monotonic_ns()}@%h", *options],
-            cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "managehub",
+                "worker",
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                "-l",
+                "error",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"bench-{time.monotonic_ns()}@%h",
+                *options,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.workers.append(proc)
         deadline = time.monotonic() + 30
@@ -158,11 +180,22 @@ class Stack:
 
         from bookings.models import Booking, Workspace
 
-        workspace = Workspace.objects.create(name=f"Desk of {user.username}", address="1 Bench St", time_zone="Europe/Lisbon")
+        workspace = Workspace.objects.create(
+            name=f"Desk of {user.username}", address="1 Bench St", time_zone="Europe/Lisbon"
+        )
         start = timezone.now().replace(microsecond=0) + timezone.timedelta(hours=start_in_hours)
         return Booking.objects.bulk_create(
-            [Booking(user=user, workspace=workspace, title=f"B{i}", status=status,
-                     start=start + timezone.timedelta(hours=i), end=start + timezone.timedelta(hours=i, minutes=30)) for i in range(n)]
+            [
+                Booking(
+                    user=user,
+                    workspace=workspace,
+                    title=f"B{i}",
+                    status=status,
+                    start=start + timezone.timedelta(hours=i),
+                    end=start + timezone.timedelta(hours=i, minutes=30),
+                )
+                for i in range(n)
+            ]
         )
 
     def wait_synced(self, count, timeout=600, bookings=None):
@@ -214,7 +247,9 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done.count()} of {len(confirmed)} synced")
             time.sleep(0.2)
-        main, pool = (after - before for after, before in zip(group_cpu(worker.pid, split=True), cpu_before, strict=True))
+        main, pool = (
+            after - before for after, before in zip(group_cpu(worker.pid, split=True), cpu_before, strict=True)
+        )
         watched = time.time() - started
         elapsed = datetime.timestamp(done.aggregate(last=Max("synced_at"))["last"]) - started
         cpu = main + pool
@@ -223,9 +258,17 @@ class Stack:
         events = sum(len(self.google.events(f"{u.username}@example.com")) for u in users)
         assert events == len(confirmed), (events, len(confirmed))
         measured = len(confirmed) - already
-        return {"syncs": len(confirmed), "measured": measured, "seconds": elapsed, "per_second": measured / elapsed,
-                "cpu_per_sync": cpu / measured, "main_cpu_per_sync": main / measured, "pool_cpu_per_sync": pool / measured,
-                "worker_load": cpu / elapsed, "fake_load": fake_load}
+        return {
+            "syncs": len(confirmed),
+            "measured": measured,
+            "seconds": elapsed,
+            "per_second": measured / elapsed,
+            "cpu_per_sync": cpu / measured,
+            "main_cpu_per_sync": main / measured,
+            "pool_cpu_per_sync": pool / measured,
+            "worker_load": cpu / elapsed,
+            "fake_load": fake_load,
+        }
 
     def statements_per_sync(self, user):
         """SQL statements of one sync, in this process (BEGIN and COMMIT included): (a confirmed
@@ -263,8 +306,18 @@ class Stack:
 
         token = CalendarToken.objects.first()
         http = google_auth_httplib2.AuthorizedHttp(Credentials(token=token.access_token), http=httplib2.Http())
-        service = build("calendar", "v3", http=http, static_discovery=True, client_options={"api_endpoint": f"{self.google.url}calendar/v3/"})
-        body = {"summary": "bare", "start": {"dateTime": "2030-01-01T10:00:00Z"}, "end": {"dateTime": "2030-01-01T11:00:00Z"}}
+        service = build(
+            "calendar",
+            "v3",
+            http=http,
+            static_discovery=True,
+            client_options={"api_endpoint": f"{self.google.url}calendar/v3/"},
+        )
+        body = {
+            "summary": "bare",
+            "start": {"dateTime": "2030-01-01T10:00:00Z"},
+            "end": {"dateTime": "2030-01-01T11:00:00Z"},
+        }
         for _ in range(20):  # warm: connection, imports, caches
             service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
         cpus, rates = [], []
@@ -274,7 +327,11 @@ class Stack:
                 service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
             cpus.append((time.thread_time() - cpu) / (n // 3))
             rates.append((n // 3) / (time.monotonic() - started))
-        return {"cpu": statistics.median(cpus), "per_second": statistics.median(rates), "blocks": list(zip(cpus, rates, strict=True))}
+        return {
+            "cpu": statistics.median(cpus),
+            "per_second": statistics.median(rates),
+            "blocks": list(zip(cpus, rates, strict=True)),
+        }
 
 
 def summary(values):

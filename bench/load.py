@@ -20,6 +20,7 @@
 The last line is `KEY: missing=<n> extra=<n> duplicated=<n> ...`; the exit status is 0 only when
 the calendars match the bookings exactly. Nothing leaves 127.0.0.1; every loop is bounded.
 """
+
 import os
 import random
 import secrets
@@ -169,13 +170,18 @@ class Load:
         User = get_user_model()
         base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
         hashed = make_password(PASSWORD)
-        users = [User(username=f"m{i:02d}", email=f"m{i:02d}@example.com", password=hashed) for i in range(self.n_clients)]
+        users = [
+            User(username=f"m{i:02d}", email=f"m{i:02d}@example.com", password=hashed) for i in range(self.n_clients)
+        ]
         users.append(User(username="staff", email="staff@example.com", password=hashed, is_staff=True))
         User.objects.bulk_create(users)
         ids = dict(User.objects.values_list("username", "id"))
         n_workspaces = (self.n_clients + 1) // 2
         workspaces = Workspace.objects.bulk_create(
-            [Workspace(name=f"Room {j:02d}", address=f"{j} Load St", time_zone=ZONES[j % len(ZONES)]) for j in range(n_workspaces)]
+            [
+                Workspace(name=f"Room {j:02d}", address=f"{j} Load St", time_zone=ZONES[j % len(ZONES)])
+                for j in range(n_workspaces)
+            ]
         )
         # Members: i % 4 == 0 Google, == 2 Microsoft, odd ones not connected (half). Two per workspace.
         self.members = []
@@ -183,23 +189,54 @@ class Load:
             provider = {0: "google", 2: "microsoft"}.get(i % 4)
             name = f"m{i:02d}"
             account = None if provider is None else f"{name}@{'example.com' if provider == 'google' else 'contoso.com'}"
-            self.members.append({"i": i, "name": name, "id": ids[name], "provider": provider, "account": account, "workspace": workspaces[i // 2].pk,
-                                 "slots": iter(range(SLOTS_PER_CLIENT)), "base": base})
+            self.members.append(
+                {
+                    "i": i,
+                    "name": name,
+                    "id": ids[name],
+                    "provider": provider,
+                    "account": account,
+                    "workspace": workspaces[i // 2].pk,
+                    "slots": iter(range(SLOTS_PER_CLIENT)),
+                    "base": base,
+                }
+            )
         # Rooms: j % 5 in (0, 1) Google, (2, 3) Outlook, 4 not connected.
         self.rooms = {}
         for j, ws in enumerate(workspaces):
             provider = {0: "google", 1: "google", 2: "microsoft", 3: "microsoft"}.get(j % 5)
             if provider:
-                self.rooms[ws.pk] = {"provider": provider, "account": f"room{j:02d}@{'example.com' if provider == 'google' else 'contoso.com'}"}
+                self.rooms[ws.pk] = {
+                    "provider": provider,
+                    "account": f"room{j:02d}@{'example.com' if provider == 'google' else 'contoso.com'}",
+                }
         self.staff_id = ids["staff"]
 
     # --- processes --------------------------------------------------------------------------
     def start_gunicorn(self):
         with open(self.logs / "gunicorn.log", "ab") as log:
             self.gunicorn = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "managehub.wsgi", "-w", "2", "-b", f"{HOST}:{self.port}", "--timeout", "60",
-                 "--graceful-timeout", "5", "--log-level", "warning"],
-                cwd=ROOT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "managehub.wsgi",
+                    "-w",
+                    "2",
+                    "-b",
+                    f"{HOST}:{self.port}",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "5",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_gunicorn(self):
@@ -219,9 +256,27 @@ class Load:
         name = f"load-{label}@{HOST}"
         with open(self.logs / f"worker-{label}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", "--concurrency=1", "-l", "warning",
-                 "--without-gossip", "--without-mingle", "-n", name],
-                cwd=ROOT, env=self.worker_env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "managehub",
+                    "worker",
+                    "--pool=prefork",
+                    "--concurrency=1",
+                    "-l",
+                    "warning",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    name,
+                ],
+                cwd=ROOT,
+                env=self.worker_env,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.workers[label] = proc
         return name
@@ -242,7 +297,9 @@ class Load:
     # --- through the API --------------------------------------------------------------------
     def sign_in(self, username):
         session = requests.Session()
-        response = session.post(f"{self.base}/api/auth/token/", json={"username": username, "password": PASSWORD}, timeout=REQUEST_TIMEOUT)
+        response = session.post(
+            f"{self.base}/api/auth/token/", json={"username": username, "password": PASSWORD}, timeout=REQUEST_TIMEOUT
+        )
         assert response.status_code == 200, (username, response.status_code, response.text[:300])
         session.headers["Authorization"] = f"Token {response.json()['token']}"
         return session
@@ -262,7 +319,11 @@ class Load:
         location = fake.consent(response.json()["authorization_url"], account=account)
         assert location.startswith(self.base), location
         landing = browser.get(location, allow_redirects=False, timeout=REQUEST_TIMEOUT)
-        assert landing.status_code == 302 and "calendar_sync=connected" in landing.headers["Location"], (account, landing.status_code, landing.headers.get("Location"))
+        assert landing.status_code == 302 and "calendar_sync=connected" in landing.headers["Location"], (
+            account,
+            landing.status_code,
+            landing.headers.get("Location"),
+        )
 
     def prepare_clients(self):
         from concurrent.futures import ThreadPoolExecutor
@@ -273,16 +334,29 @@ class Load:
         for member, session in zip(self.members, sessions, strict=True):
             member["session"] = session
         with ThreadPoolExecutor(6) as pool:
-            jobs = [pool.submit(self.connect, m["session"], m["provider"], m["account"]) for m in self.members if m["provider"]]
-            jobs += [pool.submit(self.connect, self.staff, r["provider"], r["account"], f"shared/workspace/{ws}/") for ws, r in self.rooms.items()]
+            jobs = [
+                pool.submit(self.connect, m["session"], m["provider"], m["account"])
+                for m in self.members
+                if m["provider"]
+            ]
+            jobs += [
+                pool.submit(self.connect, self.staff, r["provider"], r["account"], f"shared/workspace/{ws}/")
+                for ws, r in self.rooms.items()
+            ]
             for job in jobs:
                 job.result()
 
     # --- the load ---------------------------------------------------------------------------
     @staticmethod
     def new_stats():
-        return {"lock": threading.Lock(), "times": defaultdict(list), "by_action": defaultdict(list), "by_provider": defaultdict(list),
-                "status": Counter(), "conflicts": 0}
+        return {
+            "lock": threading.Lock(),
+            "times": defaultdict(list),
+            "by_action": defaultdict(list),
+            "by_provider": defaultdict(list),
+            "status": Counter(),
+            "conflicts": 0,
+        }
 
     def call(self, member, stats, action, method, path, body=None):
         """One timed request; (response or None, status)."""
@@ -315,7 +389,14 @@ class Load:
         times = self.span(member)
         if times is None:
             return None
-        created, _ = self.call(member, stats, "create", "POST", "/api/bookings/", {"workspace": member["workspace"], "title": f"Load {member['name']}", **times})
+        created, _ = self.call(
+            member,
+            stats,
+            "create",
+            "POST",
+            "/api/bookings/",
+            {"workspace": member["workspace"], "title": f"Load {member['name']}", **times},
+        )
         if created is None or not confirm:
             return created and created.json()["id"]
         booking = created.json()["id"]
@@ -381,7 +462,9 @@ class Load:
                 name = self.start_worker("c")
                 t0 = time.monotonic()
                 self.wait_worker(name)
-                self.events_log.append((time.monotonic() - started, f"worker c answering ({time.monotonic() - t0:.1f} s to start)"))
+                self.events_log.append(
+                    (time.monotonic() - started, f"worker c answering ({time.monotonic() - t0:.1f} s to start)")
+                )
 
     def progress(self, started, stop, stats):
         import redis
@@ -391,7 +474,9 @@ class Load:
         while not stop.wait(10):
             with stats["lock"]:
                 total = sum(stats["status"].values())
-            self.say(f"load {time.monotonic() - started:5.1f}s: {total} requests ({(total - last) / 10:.0f}/s), queue {broker.llen('celery')}")
+            self.say(
+                f"load {time.monotonic() - started:5.1f}s: {total} requests ({(total - last) / 10:.0f}/s), queue {broker.llen('celery')}"
+            )
             last = total
 
     def run_load(self):
@@ -403,8 +488,10 @@ class Load:
         started = time.monotonic()
         stop_at = started + self.seconds
         clients = [threading.Thread(target=self.client, args=(m, stop_at, stats), name=m["name"]) for m in self.members]
-        helpers = [threading.Thread(target=self.faults, args=(started, stop_at, stop), daemon=True),
-                   threading.Thread(target=self.progress, args=(started, stop, stats), daemon=True)]
+        helpers = [
+            threading.Thread(target=self.faults, args=(started, stop_at, stop), daemon=True),
+            threading.Thread(target=self.progress, args=(started, stop, stats), daemon=True),
+        ]
         for thread in clients + helpers:
             thread.start()
         for thread in clients:
@@ -431,7 +518,9 @@ class Load:
         from calendar_sync.tasks import sweep
 
         broker = redis.Redis.from_url(BROKER)
-        unsettled = SyncRecord.objects.exclude(Q(state=SyncRecord.State.SYNCED, synced_version=F("version")) | Q(state=SyncRecord.State.NOT_CONNECTED))
+        unsettled = SyncRecord.objects.exclude(
+            Q(state=SyncRecord.State.SYNCED, synced_version=F("version")) | Q(state=SyncRecord.State.NOT_CONNECTED)
+        )
         started = time.monotonic()
         deadline, swept, last_sweep = started + SETTLE_TIMEOUT, 0, 0.0
         while True:
@@ -453,29 +542,72 @@ class Load:
         from calendar_sync.sources import get_source
 
         source = get_source("booking")
-        confirmed = list(Booking.objects.filter(status=Booking.Status.CONFIRMED).values_list("pk", "user_id", "workspace_id", "start", "end"))
-        calendars = [("member", m["provider"], m["account"], {source.event_id(pk): (s, e) for pk, u, w, s, e in confirmed if u == m["id"]})
-                     for m in self.members if m["provider"]]
-        calendars += [("room", r["provider"], r["account"], {source.event_id(pk, "workspace"): (s, e) for pk, u, w, s, e in confirmed if w == ws})
-                      for ws, r in self.rooms.items()]
+        confirmed = list(
+            Booking.objects.filter(status=Booking.Status.CONFIRMED).values_list(
+                "pk", "user_id", "workspace_id", "start", "end"
+            )
+        )
+        calendars = [
+            (
+                "member",
+                m["provider"],
+                m["account"],
+                {source.event_id(pk): (s, e) for pk, u, w, s, e in confirmed if u == m["id"]},
+            )
+            for m in self.members
+            if m["provider"]
+        ]
+        calendars += [
+            (
+                "room",
+                r["provider"],
+                r["account"],
+                {source.event_id(pk, "workspace"): (s, e) for pk, u, w, s, e in confirmed if w == ws},
+            )
+            for ws, r in self.rooms.items()
+        ]
         totals = {kind: Counter() for kind in ("member", "room")}
         for kind, provider, account, wanted in calendars:
             live = []  # (key, object, start, end) of every event in the calendar
             if provider == "google":
                 for event_id, event in self.google.events(account).items():
                     private = (event.get("extendedProperties") or {}).get("private") or {}
-                    live.append((event_id, private.get("calendar_sync_id") or event_id, google_provider._moment(event.get("start")), google_provider._moment(event.get("end"))))
+                    live.append(
+                        (
+                            event_id,
+                            private.get("calendar_sync_id") or event_id,
+                            google_provider._moment(event.get("start")),
+                            google_provider._moment(event.get("end")),
+                        )
+                    )
             else:
                 for event in self.microsoft.events(account).values():
-                    key = next((p.get("value") for p in event.get("singleValueExtendedProperties") or []), None) or f"?{event['id']}"
-                    live.append((key, key, microsoft_provider._moment(event.get("start")), microsoft_provider._moment(event.get("end"))))
+                    key = (
+                        next((p.get("value") for p in event.get("singleValueExtendedProperties") or []), None)
+                        or f"?{event['id']}"
+                    )
+                    live.append(
+                        (
+                            key,
+                            key,
+                            microsoft_provider._moment(event.get("start")),
+                            microsoft_provider._moment(event.get("end")),
+                        )
+                    )
             keys = {key for key, *_ in live}
             per_object = Counter(obj for _, obj, *_ in live)
             stale = sum(1 for key, _, s, e in live if key in wanted and (s, e) != wanted[key])
-            totals[kind].update({
-                "calendars": 1, "wanted": len(wanted), "events": len(live), "missing": len(set(wanted) - keys),
-                "extra": len(keys - set(wanted)), "duplicated": sum(1 for n in per_object.values() if n > 1), "stale": stale,
-            })
+            totals[kind].update(
+                {
+                    "calendars": 1,
+                    "wanted": len(wanted),
+                    "events": len(live),
+                    "missing": len(set(wanted) - keys),
+                    "extra": len(keys - set(wanted)),
+                    "duplicated": sum(1 for n in per_object.values() if n > 1),
+                    "stale": stale,
+                }
+            )
         return totals
 
     def sync_counts(self):
@@ -483,13 +615,18 @@ class Load:
 
         from calendar_sync.models import AccessLog, SyncRecord
 
-        writes = AccessLog.objects.filter(operation__in=["create_event", "update_event", "delete_event", "batch"], created_at__gte=self.load_started_wall)
+        writes = AccessLog.objects.filter(
+            operation__in=["create_event", "update_event", "delete_event", "batch"],
+            created_at__gte=self.load_started_wall,
+        )
         ok = writes.filter(outcome="ok")
         from bookings.models import Booking
 
         changed = dict(Booking.objects.filter(updated_at__gte=self.load_started_wall).values_list("pk", "updated_at"))
         lag = []
-        for object_id, synced in SyncRecord.objects.filter(state=SyncRecord.State.SYNCED).values_list("object_id", "synced_at"):
+        for object_id, synced in SyncRecord.objects.filter(state=SyncRecord.State.SYNCED).values_list(
+            "object_id", "synced_at"
+        ):
             pk = uuid.UUID(object_id)
             if pk in changed:
                 lag.append(synced - changed[pk])
@@ -535,9 +672,13 @@ def main(seconds=60, clients=20):
         if left:
             raise RuntimeError(f"{left} sync records unsettled before the load")
         load.say(f"unloaded (one request at a time): {latency(sum(idle['times'].values(), []))}")
-        load.say(f"load: {clients} clients for {seconds} s, faults every {FAULT_EVERY} s, a worker killed at {KILL_AT} s")
+        load.say(
+            f"load: {clients} clients for {seconds} s, faults every {FAULT_EVERY} s, a worker killed at {KILL_AT} s"
+        )
         stats = load.run_load()
-        load.say(f"load done in {load.load_seconds:.1f} s; waiting for the syncs to settle (at most {SETTLE_TIMEOUT} s)")
+        load.say(
+            f"load done in {load.load_seconds:.1f} s; waiting for the syncs to settle (at most {SETTLE_TIMEOUT} s)"
+        )
         settle_seconds, swept, left = load.settle()
         load.say(f"settled in {settle_seconds:.1f} s ({swept} re-enqueued by the sweeper, {left} unsettled)")
         totals = load.compare()
@@ -553,44 +694,76 @@ def main(seconds=60, clients=20):
     sync_seconds = load.load_seconds + settle_seconds
     syncs_per_s = counts["writes_total"] / sync_seconds
     errors = sum(n for s, n in status.items() if not isinstance(s, int) or s >= 500)
-    table(f"requests: {clients} clients without pause for {load.load_seconds:.1f} s through gunicorn (2 sync workers)", [
-        ("requests", f"{requests_total} ({requests_total / load.load_seconds:.1f}/s)"),
-        ("statuses", ", ".join(f"{s}: {n}" for s, n in sorted(status.items(), key=lambda kv: str(kv[0])))),
-        ("409 overlap (counted apart)", str(stats["conflicts"])),
-        *[(f"{g} members ({len(times[g])} requests)", f"p50 {p50[g] * 1000:.1f} ms · p95 {p95[g] * 1000:.1f} ms") for g in ("connected", "not connected")],
-        ("ratio connected / not connected", f"p50 {ratio50:.2f} · p95 {ratio95:.2f}"),
-        *[(f"  {action}, {group}", latency(v)) for (group, action), v in sorted(stats["by_action"].items(), key=lambda kv: (kv[0][1], kv[0][0]))],
-        *[(f"  members of {p}", latency(v)) for p, v in sorted(stats["by_provider"].items())],
-        *[(f"unloaded, {g} ({len(v)} requests one at a time)", latency(v)) for g, v in sorted(idle["times"].items())],
-    ])
+    table(
+        f"requests: {clients} clients without pause for {load.load_seconds:.1f} s through gunicorn (2 sync workers)",
+        [
+            ("requests", f"{requests_total} ({requests_total / load.load_seconds:.1f}/s)"),
+            ("statuses", ", ".join(f"{s}: {n}" for s, n in sorted(status.items(), key=lambda kv: str(kv[0])))),
+            ("409 overlap (counted apart)", str(stats["conflicts"])),
+            *[
+                (f"{g} members ({len(times[g])} requests)", f"p50 {p50[g] * 1000:.1f} ms · p95 {p95[g] * 1000:.1f} ms")
+                for g in ("connected", "not connected")
+            ],
+            ("ratio connected / not connected", f"p50 {ratio50:.2f} · p95 {ratio95:.2f}"),
+            *[
+                (f"  {action}, {group}", latency(v))
+                for (group, action), v in sorted(stats["by_action"].items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            ],
+            *[(f"  members of {p}", latency(v)) for p, v in sorted(stats["by_provider"].items())],
+            *[
+                (f"unloaded, {g} ({len(v)} requests one at a time)", latency(v))
+                for g, v in sorted(idle["times"].items())
+            ],
+        ],
+    )
     worker_cpu = sum(v for k, v in cpu.items() if k in ("a", "b", "c"))
     ours = cpu["gunicorn"] + worker_cpu + cpu["bench"]
     per = load.load_seconds
-    table("CPU during the load (cores busy, of 2)", [
-        ("gunicorn, 2 workers", f"{cpu['gunicorn'] / per:.2f} ({cpu['gunicorn'] / max(requests_total, 1) * 1000:.1f} ms per request)"),
-        ("Celery, 2 worker processes (+ the restart)", f"{worker_cpu / per:.2f}"),
-        ("this process: 20 HTTP clients and both fakes", f"{cpu['bench'] / per:.2f}"),
-        ("everything else (PostgreSQL, Redis, other jobs)", f"{max(0.0, cpu['machine'] - ours) / per:.2f}"),
-        ("whole machine", f"{cpu['machine'] / per:.2f} (1-minute load average {load.loadavg[0]:.1f} at the start, {load.loadavg[1]:.1f} at the end)"),
-    ])
-    table("syncs (event writes the fakes accepted, from the access log)", [
-        ("during the load", f"{counts['writes_during_load']} ({counts['writes_during_load'] / load.load_seconds:.1f}/s)"),
-        ("load + drain", f"{counts['writes_total']} in {sync_seconds:.1f} s ({syncs_per_s:.1f}/s)"),
-        ("writes refused by injected faults (retried)", str(counts["refused"])),
-        ("booking change -> every calendar synced", latency(counts["lag"])),
-        ("sync records", ", ".join(f"{k}: {v}" for k, v in sorted(counts["records"].items()))),
-        ("drain after the load", f"{settle_seconds:.1f} s, {swept} re-enqueued by the sweeper, {left} unsettled"),
-        *[(f"at {t:5.1f} s", what) for t, what in load.events_log],
-    ])
+    table(
+        "CPU during the load (cores busy, of 2)",
+        [
+            (
+                "gunicorn, 2 workers",
+                f"{cpu['gunicorn'] / per:.2f} ({cpu['gunicorn'] / max(requests_total, 1) * 1000:.1f} ms per request)",
+            ),
+            ("Celery, 2 worker processes (+ the restart)", f"{worker_cpu / per:.2f}"),
+            ("this process: 20 HTTP clients and both fakes", f"{cpu['bench'] / per:.2f}"),
+            ("everything else (PostgreSQL, Redis, other jobs)", f"{max(0.0, cpu['machine'] - ours) / per:.2f}"),
+            (
+                "whole machine",
+                f"{cpu['machine'] / per:.2f} (1-minute load average {load.loadavg[0]:.1f} at the start, {load.loadavg[1]:.1f} at the end)",
+            ),
+        ],
+    )
+    table(
+        "syncs (event writes the fakes accepted, from the access log)",
+        [
+            (
+                "during the load",
+                f"{counts['writes_during_load']} ({counts['writes_during_load'] / load.load_seconds:.1f}/s)",
+            ),
+            ("load + drain", f"{counts['writes_total']} in {sync_seconds:.1f} s ({syncs_per_s:.1f}/s)"),
+            ("writes refused by injected faults (retried)", str(counts["refused"])),
+            ("booking change -> every calendar synced", latency(counts["lag"])),
+            ("sync records", ", ".join(f"{k}: {v}" for k, v in sorted(counts["records"].items()))),
+            ("drain after the load", f"{settle_seconds:.1f} s, {swept} re-enqueued by the sweeper, {left} unsettled"),
+            *[(f"at {t:5.1f} s", what) for t, what in load.events_log],
+        ],
+    )
     total = Counter()
     for kind in ("member", "room"):
         total.update(totals[kind])
-    table("calendars vs bookings", [
-        (f"{kind} calendars ({totals[kind]['calendars']})",
-         f"confirmed bookings {totals[kind]['wanted']}, events {totals[kind]['events']}, missing {totals[kind]['missing']}, "
-         f"extra {totals[kind]['extra']}, duplicated {totals[kind]['duplicated']}, stale {totals[kind]['stale']}")
-        for kind in ("member", "room")
-    ])
+    table(
+        "calendars vs bookings",
+        [
+            (
+                f"{kind} calendars ({totals[kind]['calendars']})",
+                f"confirmed bookings {totals[kind]['wanted']}, events {totals[kind]['events']}, missing {totals[kind]['missing']}, "
+                f"extra {totals[kind]['extra']}, duplicated {totals[kind]['duplicated']}, stale {totals[kind]['stale']}",
+            )
+            for kind in ("member", "room")
+        ],
+    )
     elapsed = time.monotonic() - load.started
     print(f"\nRun time {elapsed:.1f} s.")
     print(

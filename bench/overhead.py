@@ -4,6 +4,7 @@ one without, interleaved in one run, with a real worker syncing in the backgroun
 Goal: p50 ratio <= 1.10 (the request path only records and enqueues).
 Usage: python3 dev.py bench overhead [N]
 """
+
 import sys
 import time
 
@@ -34,12 +35,15 @@ def main(n=200):
         stack.wait_synced(n)
         ratio50 = pct(times["with"], 50) / pct(times["without"], 50)
         ratio95 = pct(times["with"], 95) / pct(times["without"], 95)
-        table(f"confirm request latency, {n - 1} interleaved pairs (in-process Django test client, PostgreSQL, Redis)", [
-            ("with a Google connection", summary(times["with"])),
-            ("without", summary(times["without"])),
-            ("p95 ratio", f"{ratio95:.2f}"),
-            ("events created meanwhile", str(sum(len(stack.google.events(f"{u}@example.com")) for u in ("with",)))),
-        ])
+        table(
+            f"confirm request latency, {n - 1} interleaved pairs (in-process Django test client, PostgreSQL, Redis)",
+            [
+                ("with a Google connection", summary(times["with"])),
+                ("without", summary(times["without"])),
+                ("p95 ratio", f"{ratio95:.2f}"),
+                ("events created meanwhile", str(sum(len(stack.google.events(f"{u}@example.com")) for u in ("with",)))),
+            ],
+        )
         print(f"\nKEY: confirm p50 ratio connected/unconnected = {ratio50:.2f} (goal <= 1.10)")
     finally:
         stack.close()

@@ -8,6 +8,7 @@
    the event being present at Google.
 Usage: python3 dev.py bench throughput [N]
 """
+
 import statistics
 import sys
 import time
@@ -58,19 +59,34 @@ def main(n=2000, members=50):
         latency = [_epoch(events[source.event_id(b.pk)]["updated"]) - committed[b.pk] for b in bookings]
         cpu_ratio = drain["cpu_per_sync"] / bare["cpu"]
         drain_ratio = drain["per_second"] / bare["per_second"]
-        table("sync throughput and latency (PostgreSQL, Redis, 1 worker process, fake Google on 127.0.0.1)", [
-            ("drained", f"{drain['syncs']} syncs for {members} members; {drain['measured']} timed in {drain['seconds']:.1f} s"),
-            ("throughput", f"{drain['per_second']:.1f} syncs/s"),
-            ("bare client inserts (one connection)", f"{bare['per_second']:.1f} inserts/s"),
-            ("drain ratio syncs/bare inserts", f"{drain_ratio:.2f}"),
-            ("worker CPU per sync (all its processes)", f"{drain['cpu_per_sync'] * 1000:.2f} ms"
-             f" (main process {drain['main_cpu_per_sync'] * 1000:.2f}, pool process {drain['pool_cpu_per_sync'] * 1000:.2f})"),
-            ("bare client insert CPU (floor)", f"{bare['cpu'] * 1000:.2f} ms"),
-            ("CPU ratio sync/floor", f"{cpu_ratio:.2f}x"),
-            ("SQL statements per sync", f"{first_sql} first sync, {again_sql} after a change (BEGIN and COMMIT included)"),
-            ("CPU busy during drain", f"worker {drain['worker_load']:.0%} of a core, fake Google + poller {drain['fake_load']:.0%}"),
-            ("commit -> event present (100 at 10/s)", summary(latency)),
-        ])
+        table(
+            "sync throughput and latency (PostgreSQL, Redis, 1 worker process, fake Google on 127.0.0.1)",
+            [
+                (
+                    "drained",
+                    f"{drain['syncs']} syncs for {members} members; {drain['measured']} timed in {drain['seconds']:.1f} s",
+                ),
+                ("throughput", f"{drain['per_second']:.1f} syncs/s"),
+                ("bare client inserts (one connection)", f"{bare['per_second']:.1f} inserts/s"),
+                ("drain ratio syncs/bare inserts", f"{drain_ratio:.2f}"),
+                (
+                    "worker CPU per sync (all its processes)",
+                    f"{drain['cpu_per_sync'] * 1000:.2f} ms"
+                    f" (main process {drain['main_cpu_per_sync'] * 1000:.2f}, pool process {drain['pool_cpu_per_sync'] * 1000:.2f})",
+                ),
+                ("bare client insert CPU (floor)", f"{bare['cpu'] * 1000:.2f} ms"),
+                ("CPU ratio sync/floor", f"{cpu_ratio:.2f}x"),
+                (
+                    "SQL statements per sync",
+                    f"{first_sql} first sync, {again_sql} after a change (BEGIN and COMMIT included)",
+                ),
+                (
+                    "CPU busy during drain",
+                    f"worker {drain['worker_load']:.0%} of a core, fake Google + poller {drain['fake_load']:.0%}",
+                ),
+                ("commit -> event present (100 at 10/s)", summary(latency)),
+            ],
+        )
         print(
             f"\nKEY: cpu_ratio={cpu_ratio:.2f} drain_ratio={drain_ratio:.2f} syncs_per_s={drain['per_second']:.1f} bare_inserts_per_s={bare['per_second']:.1f}"
             f" cpu_per_sync_ms={drain['cpu_per_sync'] * 1000:.2f} bare_insert_cpu_ms={bare['cpu'] * 1000:.2f}"

@@ -24,7 +24,11 @@ class BookingChangeList(ChangeList):
 
 def _summary(states, key):
     """One line over every destination: "member: Synced · workspace: Not connected"."""
-    parts = [f"{role}: {str(state[key]).replace('_', ' ').capitalize()}" for role, state in sorted(states.items()) if state[key]]
+    parts = [
+        f"{role}: {str(state[key]).replace('_', ' ').capitalize()}"
+        for role, state in sorted(states.items())
+        if state[key]
+    ]
     return " · ".join(parts) or "—"
 
 

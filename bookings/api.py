@@ -1,9 +1,16 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
+
 from datetime import UTC, datetime
 
 from django.db import models
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -27,7 +34,9 @@ ERRORS = {
     401: _error("Not signed in, or the credentials are wrong (see WWW-Authenticate)"),
     403: _error("Not allowed (including a failed CSRF check when signed in with a session cookie)"),
     404: _error("No such booking among yours (others' bookings are 404 too)"),
-    409: _error("The lifecycle refuses it: code `overlap` (the workspace is booked then) or `invalid_transition` (e.g. a cancelled booking)"),
+    409: _error(
+        "The lifecycle refuses it: code `overlap` (the workspace is booked then) or `invalid_transition` (e.g. a cancelled booking)"
+    ),
     413: _error("Request body too large"),
     415: _error("Unsupported request body media type"),
 }
@@ -38,7 +47,10 @@ def errors(*codes):
 
 
 BOOKING_ID = OpenApiParameter(
-    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A booking's id: a member gets 404 for anyone else's (staff see every booking)."
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="A booking's id: a member gets 404 for anyone else's (staff see every booking).",
 )
 WORKSPACE_404 = _error("No such workspace")
 
@@ -59,7 +71,10 @@ class FormBlankCharField(serializers.CharField):
 
 
 class WorkspaceSerializer(serializers.ModelSerializer):
-    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.CharField: FormBlankCharField}
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: FormBlankCharField,
+    }
 
     class Meta:
         model = Workspace
@@ -78,7 +93,9 @@ class WorkspaceSerializer(serializers.ModelSerializer):
         }
     ),
 )
-class WorkspaceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+class WorkspaceViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
     queryset = Workspace.objects.all()
     serializer_class = WorkspaceSerializer
     permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
@@ -97,16 +114,32 @@ class BookingSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Booking
-        fields = ["id", "user", "workspace", "title", "start", "end", "status", "google_calendar_event_id", "calendar_sync", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "user",
+            "workspace",
+            "title",
+            "start",
+            "end",
+            "status",
+            "google_calendar_event_id",
+            "calendar_sync",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "user", "status", "google_calendar_event_id", "created_at", "updated_at"]
         extra_kwargs = {
-            "start": {"help_text": "Between 1900-01-01 and 2999-12-31 (UTC), and within BOOKING_HORIZON_DAYS (365) from now."},
+            "start": {
+                "help_text": "Between 1900-01-01 and 2999-12-31 (UTC), and within BOOKING_HORIZON_DAYS (365) from now."
+            },
             "end": {
                 "help_text": "After `start`, at most BOOKING_MAX_HOURS (24) after it, and within BOOKING_HORIZON_DAYS (365) from now."
             },
         }
 
-    @extend_schema_field(BookingSyncSerializer(allow_null=True, help_text="Calendar sync state; null before the first sync."))
+    @extend_schema_field(
+        BookingSyncSerializer(allow_null=True, help_text="Calendar sync state; null before the first sync.")
+    )
     def get_calendar_sync(self, booking) -> dict | None:
         states = self.context.get("sync_states")
         if states is None:
@@ -114,7 +147,13 @@ class BookingSerializer(serializers.ModelSerializer):
         mine = states.get(str(booking.pk)) or {}
         if not mine:
             return None
-        return BookingSyncSerializer({**(mine.get("member") or next(iter(mine.values()))), "member": mine.get("member"), "workspace": mine.get("workspace")}).data
+        return BookingSyncSerializer(
+            {
+                **(mine.get("member") or next(iter(mine.values()))),
+                "member": mine.get("member"),
+                "workspace": mine.get("workspace"),
+            }
+        ).data
 
     def validate_start(self, value):
         return _calendar_date(value)
@@ -158,7 +197,13 @@ LATEST = datetime(2999, 12, 31, tzinfo=UTC)
         responses={200: BookingUpdateSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
     ),
 )
-class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
+class BookingViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
     serializer_class = BookingSerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -172,7 +217,9 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     def get_serializer(self, *args, **kwargs):
         # One query for the sync state of every booking on the page (no N+1).
         if args and not isinstance(args[0], Booking) and self.request.method == "GET":
-            kwargs.setdefault("context", self.get_serializer_context())["sync_states"] = calendar_sync.sync_states("booking", args[0])
+            kwargs.setdefault("context", self.get_serializer_context())["sync_states"] = calendar_sync.sync_states(
+                "booking", args[0]
+            )
         return super().get_serializer(*args, **kwargs)
 
     def perform_create(self, serializer):
@@ -189,7 +236,9 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         booking.refresh_from_db(fields=["google_calendar_event_id"])
         return booking
 
-    @extend_schema(request=None, parameters=[BOOKING_ID], responses={200: BookingSerializer, **errors(401, 403, 404, 409)})
+    @extend_schema(
+        request=None, parameters=[BOOKING_ID], responses={200: BookingSerializer, **errors(401, 403, 404, 409)}
+    )
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         booking = self._fresh(services.confirm_booking(self.get_object()))
@@ -198,7 +247,10 @@ class BookingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
     @extend_schema(
         request=None,
         parameters=[BOOKING_ID],
-        responses={200: OpenApiResponse(BookingSerializer, description="Cancelled (cancelling again changes nothing)"), **errors(401, 403, 404)},
+        responses={
+            200: OpenApiResponse(BookingSerializer, description="Cancelled (cancelling again changes nothing)"),
+            **errors(401, 403, 404),
+        },
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

@@ -1,4 +1,5 @@
 """The reference integration: how a Booking becomes an event in its member's calendar and its room's."""
+
 from urllib.parse import urlsplit
 
 from django.urls import reverse

@@ -1,4 +1,5 @@
 """The booking horizon must stay within what room calendars are read: every bookable time covered."""
+
 from django.conf import settings
 from django.core import checks
 

@@ -44,7 +44,9 @@ class Booking(models.Model):
     class Meta:
         ordering = ["start"]
         indexes = [models.Index(fields=["workspace", "status", "start"]), models.Index(fields=["user", "start"])]
-        constraints = [models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="booking_end_after_start")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="booking_end_after_start")
+        ]
 
     def __str__(self):
         return f"{self.title} @ {self.workspace} ({self.start:%Y-%m-%d %H:%M})"

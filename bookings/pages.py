@@ -3,6 +3,7 @@ and staff's Integrations → Room calendars page.
 
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
 Cancel, so it says the same thing and works the same way with JavaScript off."""
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -50,7 +51,9 @@ def _in_calendar(booking, state, connection):
 
 
 def _rows(user, errors):
-    bookings = list(Booking.objects.filter(user=user, end__gt=timezone.now()).select_related("workspace").order_by("start", "pk"))
+    bookings = list(
+        Booking.objects.filter(user=user, end__gt=timezone.now()).select_related("workspace").order_by("start", "pk")
+    )
     states = calendar_sync.sync_states("booking", bookings)
     connection = calendar_sync.connection(calendar_sync.Owner.member(user))
     rows = []

@@ -3,6 +3,7 @@
 Each service runs in a transaction and locks the workspace row while checking overlaps, so
 two confirmations racing for one slot cannot both succeed.
 """
+
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -39,7 +40,9 @@ def _check_bounds(start, end):
     days = settings.BOOKING_HORIZON_DAYS
     horizon = timezone.now() + timedelta(days=days)
     if end > horizon:
-        raise BookingError(f"Bookings can be made at most {days} days ahead.", field="start" if start >= horizon else "end")
+        raise BookingError(
+            f"Bookings can be made at most {days} days ahead.", field="start" if start >= horizon else "end"
+        )
 
 
 def when(start, end, time_zone):
@@ -54,7 +57,12 @@ def when(start, end, time_zone):
 
 def _check_free(booking):
     clash = (
-        Booking.objects.filter(workspace_id=booking.workspace_id, status=Booking.Status.CONFIRMED, start__lt=booking.end, end__gt=booking.start)
+        Booking.objects.filter(
+            workspace_id=booking.workspace_id,
+            status=Booking.Status.CONFIRMED,
+            start__lt=booking.end,
+            end__gt=booking.start,
+        )
         .exclude(pk=booking.pk)
         .order_by("start")
         .values_list("start", "end")
@@ -62,9 +70,13 @@ def _check_free(booking):
     )
     if clash:
         workspace = booking.workspace  # its name and zone, for the message
-        raise BookingError(f"{workspace.name} is already booked on {when(*clash, workspace.time_zone)}.", field="start", code="overlap")
+        raise BookingError(
+            f"{workspace.name} is already booked on {when(*clash, workspace.time_zone)}.", field="start", code="overlap"
+        )
     # Bookings made straight in the room's calendar (read in the background, never here).
-    for block in calendar_sync.external_busy(calendar_sync.Owner("workspace", booking.workspace_id), booking.start, booking.end)[:1]:
+    for block in calendar_sync.external_busy(
+        calendar_sync.Owner("workspace", booking.workspace_id), booking.start, booking.end
+    )[:1]:
         workspace = booking.workspace
         raise BookingError(
             f"{workspace.name} is booked in its room calendar on {when(block.start, block.end, workspace.time_zone)}.",

@@ -1,4 +1,5 @@
 """Operators manage connections and sync work here; tokens are never loaded, shown or editable."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -41,15 +42,39 @@ class SecretSafeAdmin(admin.ModelAdmin):
 
 
 class ConnectionActionForm(ActionForm):
-    calendar_id = forms.CharField(required=False, max_length=1024, label="Calendar id", help_text="for “Change calendar”")
+    calendar_id = forms.CharField(
+        required=False, max_length=1024, label="Calendar id", help_text="for “Change calendar”"
+    )
 
 
 @admin.register(CalendarToken)
 class CalendarTokenAdmin(SecretSafeAdmin):
-    list_display = ("owner", "provider", "calendar_id", "status", "connected_by", "expires_at", "last_error", "updated_at")
+    list_display = (
+        "owner",
+        "provider",
+        "calendar_id",
+        "status",
+        "connected_by",
+        "expires_at",
+        "last_error",
+        "updated_at",
+    )
     list_filter = ("owner_kind", "provider", "status")
     search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
-    fields = ("owner_kind", "owner_id", "user", "connected_by", "provider", "calendar_id", "status", "scopes", "expires_at", "last_error", "created_at", "updated_at")
+    fields = (
+        "owner_kind",
+        "owner_id",
+        "user",
+        "connected_by",
+        "provider",
+        "calendar_id",
+        "status",
+        "scopes",
+        "expires_at",
+        "last_error",
+        "created_at",
+        "updated_at",
+    )
     readonly_fields = fields
     actions = ("refresh_now", "disconnect", "change_calendar", "resync")
     action_form = ConnectionActionForm
@@ -87,7 +112,11 @@ class CalendarTokenAdmin(SecretSafeAdmin):
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
                 continue
             level = messages.SUCCESS if result.revoked else messages.WARNING
-            self.message_user(request, f"{token}: disconnected" + ("" if result.revoked else f" (not revoked: {result.reason})"), level)
+            self.message_user(
+                request,
+                f"{token}: disconnected" + ("" if result.revoked else f" (not revoked: {result.reason})"),
+                level,
+            )
 
     def has_manage_permission(self, request):
         """Refreshing, changing the calendar and resyncing change connections: they need the change permission
@@ -103,9 +132,15 @@ class CalendarTokenAdmin(SecretSafeAdmin):
             return
         for token in queryset:
             try:
-                tasks.schedule(flows.change_calendar(Owner(token.owner_kind, token.owner_id), calendar_id, AccessLog.Reason.STAFF_REQUEST))  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
+                reason = AccessLog.Reason.STAFF_REQUEST  # a str at runtime (TextChoices)
+                owner = Owner(token.owner_kind, token.owner_id)
+                tasks.schedule(
+                    flows.change_calendar(owner, calendar_id, reason)  # type: ignore[arg-type]  # TextChoices member (no django-stubs)
+                )
             except flows.UnknownCalendar:
-                self.message_user(request, f"{token}: {calendar_id!r} is not one of its writable calendars.", messages.ERROR)
+                self.message_user(
+                    request, f"{token}: {calendar_id!r} is not one of its writable calendars.", messages.ERROR
+                )
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
             else:
@@ -120,7 +155,18 @@ class CalendarTokenAdmin(SecretSafeAdmin):
 
 @admin.register(SyncRecord)
 class SyncRecordAdmin(SecretSafeAdmin):
-    list_display = ("source", "object_id", "destination", "owner_kind", "owner_id", "state", "attempts", "last_error", "synced_at", "updated_at")
+    list_display = (
+        "source",
+        "object_id",
+        "destination",
+        "owner_kind",
+        "owner_id",
+        "state",
+        "attempts",
+        "last_error",
+        "synced_at",
+        "updated_at",
+    )
     list_filter = ("state", "source", "destination")
     search_fields = ("object_id", "owner_id", "last_error")
     readonly_fields = [f.name for f in SyncRecord._meta.fields]
@@ -134,7 +180,6 @@ class SyncRecordAdmin(SecretSafeAdmin):
         work = flows.resync_records(queryset)
         tasks.schedule(work)
         self.message_user(request, f"Queued {len(work)} sync(s).")
-
 
 
 @admin.register(AccessLog)

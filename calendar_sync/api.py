@@ -7,6 +7,7 @@ The host never queries the app's tables (`SyncRecord` stays private).
     api.sync_states("booking", bookings)   # {pk: {"member": {...}, "workspace": {...}}}
     api.resync("booking", bookings)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,7 +70,12 @@ def resync(source_key: str, objects: Iterable[models.Model]) -> int:
 
 def connection(owner: Owner) -> dict[str, Any]:
     """A connection's public state (never a token): for status APIs and the host's pages."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("connected_by").filter(**owner.lookup()).first()
+    token = (
+        CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS)
+        .select_related("connected_by")
+        .filter(**owner.lookup())
+        .first()
+    )
     counts = {SyncRecord.State.PENDING: 0, SyncRecord.State.FAILED: 0}
     for state in SyncRecord.objects.filter(state__in=counts, **owner.lookup()).values_list("state", flat=True):
         counts[state] += 1

@@ -1,4 +1,5 @@
 """The access log: one row per use of a stored token, written with at most one insert per operation."""
+
 from django.utils import timezone
 
 from .conf import get_setting
@@ -14,8 +15,14 @@ def _outcome(error):
 def entry(token, operation, reason, error=None, object_ref="", count=1):
     """The (unsaved) row for one use of `token` (a CalendarToken). `error` is the classified error, if any."""
     return AccessLog(
-        user_id=token.user_id, owner=f"{token.owner_kind}:{token.owner_id}", provider=token.provider, operation=operation, reason=reason,
-        outcome=_outcome(error), object_ref=object_ref[:140], count=count,
+        user_id=token.user_id,
+        owner=f"{token.owner_kind}:{token.owner_id}",
+        provider=token.provider,
+        operation=operation,
+        reason=reason,
+        outcome=_outcome(error),
+        object_ref=object_ref[:140],
+        count=count,
     )
 
 
@@ -23,7 +30,13 @@ def entry_for(token, operations, outcomes, reason):
     """One row for a single event write; one row for a batch (its first error as the outcome)."""
     if len(operations) == 1:
         op, outcome = operations[0], outcomes[0]
-        kind = Operation.DELETE_EVENT if op.is_delete else Operation.UPDATE_EVENT if op.known_to_exist else Operation.CREATE_EVENT
+        kind = (
+            Operation.DELETE_EVENT
+            if op.is_delete
+            else Operation.UPDATE_EVENT
+            if op.known_to_exist
+            else Operation.CREATE_EVENT
+        )
         return entry(token, kind, reason, outcome.error, op.object_ref)
     errors = [o.error for o in outcomes if o.error is not None]
     return entry(token, Operation.BATCH, reason, errors[0] if errors else None, count=len(operations))
@@ -42,6 +55,3 @@ def prune():
     """Delete rows older than ACCESS_LOG_RETENTION_DAYS; returns how many."""
     cutoff = timezone.now() - timezone.timedelta(days=get_setting("ACCESS_LOG_RETENTION_DAYS"))
     return AccessLog.objects.filter(created_at__lt=cutoff).delete()[0]
-
-
-

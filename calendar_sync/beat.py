@@ -8,10 +8,13 @@ Importable from settings (it imports nothing of the app's models)::
 Hosts in `CALENDAR_SYNC["SYNC_MODE"] = "inline"` without beat run the same tasks from cron
 (`manage.py calendar_sync_sweep`, `calendar_sync_pull`, `calendar_sync_health`).
 """
+
 from datetime import timedelta
 
 
-def beat_schedule(sweep: float = 60, pull: float = 300, renew_push: float = 3600, health: float = 6 * 3600) -> dict[str, dict]:
+def beat_schedule(
+    sweep: float = 60, pull: float = 300, renew_push: float = 3600, health: float = 6 * 3600
+) -> dict[str, dict]:
     """{entry name: {"task", "schedule"}} for every periodic task; intervals in seconds.
 
     - sweep: re-enqueue work left pending (broker down at commit, retries due), prune old rows;
@@ -19,6 +22,7 @@ def beat_schedule(sweep: float = 60, pull: float = 300, renew_push: float = 3600
     - renew_push: renew push channels before they expire (Google's last a week; only with PUSH_URL);
     - health: refresh idle connections so a dead grant is found before a booking needs it.
     """
+
     def entry(task, seconds):
         return {"task": f"calendar_sync.tasks.{task}", "schedule": timedelta(seconds=seconds)}
 

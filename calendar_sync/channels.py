@@ -11,6 +11,7 @@ Only with CALENDAR_SYNC["PUSH_URL"] set: the public base URL of this site (https
 only to a loopback host with DEBUG on), e.g. "https://hub.example.com". Channels live a week
 (Google) or ~70 hours (Graph); `renew_all` (beat) renews those expiring within a day.
 """
+
 import hmac
 import logging
 from datetime import timedelta
@@ -85,9 +86,13 @@ def _unwatch(token, channel_id, resource_id, reason):
     """Stop a channel at the provider, best effort: the error is logged, never raised."""
     provider = get_provider(token.provider)
     try:
-        tokens.with_access(token, AccessLog.Operation.PULL, reason, lambda access: provider.unwatch(access, channel_id, resource_id))
+        tokens.with_access(
+            token, AccessLog.Operation.PULL, reason, lambda access: provider.unwatch(access, channel_id, resource_id)
+        )
     except CalendarSyncError as exc:
-        logger.warning("push channel of %s:%s not stopped at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code)
+        logger.warning(
+            "push channel of %s:%s not stopped at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code
+        )
         return False
     except Exception:  # noqa: BLE001 - never let stopping a channel break its caller
         logger.exception("push channel of %s:%s not stopped at %s", token.owner_kind, token.owner_id, token.provider)
@@ -115,23 +120,34 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     provider = get_provider(token.provider)
     try:
         channel, resource, expires = tokens.with_access(
-            token, AccessLog.Operation.PULL, reason, lambda access: provider.watch(access, token.calendar_id, address, channel_secret(token))
+            token,
+            AccessLog.Operation.PULL,
+            reason,
+            lambda access: provider.watch(access, token.calendar_id, address, channel_secret(token)),
         )
     except CalendarSyncError as exc:
-        logger.warning("push channel for %s:%s not made at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code)
+        logger.warning(
+            "push channel for %s:%s not made at %s: %s", token.owner_kind, token.owner_id, token.provider, exc.code
+        )
         return False
     except Exception:  # noqa: BLE001 - pulls still run; a push problem must not break connecting
         logger.exception("push channel for %s:%s not made at %s", token.owner_kind, token.owner_id, token.provider)
         return False
     # Stored only if nobody replaced the channel, changed the calendar or disconnected meanwhile.
     stored = CalendarToken.objects.filter(
-        pk=token.pk, push_channel=old_channel, calendar_id=token.calendar_id, provider=token.provider, status=CalendarToken.Status.ACTIVE
+        pk=token.pk,
+        push_channel=old_channel,
+        calendar_id=token.calendar_id,
+        provider=token.provider,
+        status=CalendarToken.Status.ACTIVE,
     ).update(push_channel=channel, push_resource=resource, push_expires_at=expires, updated_at=timezone.now())
     if not stored:
         _unwatch(token, channel, resource, reason)  # surplus: the connection moved on without it
         return False
     token.push_channel, token.push_resource, token.push_expires_at = channel, resource, expires
-    logger.info("push channel for %s:%s at %s until %s", token.owner_kind, token.owner_id, token.provider, expires.isoformat())
+    logger.info(
+        "push channel for %s:%s at %s until %s", token.owner_kind, token.owner_id, token.provider, expires.isoformat()
+    )
     if old_channel:
         _unwatch(token, old_channel, old_resource, reason)
     return True
@@ -159,5 +175,7 @@ def renew_all(reason=Reason.PUSH, force=False):
     `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
-    tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by("push_expires_at")
+    tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by(
+        "push_expires_at"
+    )
     return sum(1 for token in tokens if ensure_watch(token, reason, force=force))

@@ -4,6 +4,7 @@ The regular checks are about the app and pass in any project's test run (Django'
 DEBUG off and runs them). What only matters in production — the strength of the host's keys, plain
 http to a loopback fake with DEBUG off — is a deploy check (`manage.py check --deploy`).
 """
+
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
@@ -30,19 +31,28 @@ def check_settings(app_configs, **kwargs):
     errors = []
     salts = _salts()
     if not all(salts) or not salts:
-        errors.append(checks.Error("SALT_KEY is not set: calendar tokens cannot be encrypted.", id="calendar_sync.E001"))
+        errors.append(
+            checks.Error("SALT_KEY is not set: calendar tokens cannot be encrypted.", id="calendar_sync.E001")
+        )
     if not get_setting("FRONTEND_URL"):
         errors.append(
-            checks.Warning('CALENDAR_SYNC["FRONTEND_URL"] is not set: the OAuth callback has nowhere to return.', id="calendar_sync.W001")
+            checks.Warning(
+                'CALENDAR_SYNC["FRONTEND_URL"] is not set: the OAuth callback has nowhere to return.',
+                id="calendar_sync.W001",
+            )
         )
     if get_setting("SYNC_MODE") not in SYNC_MODES:
-        errors.append(checks.Error(f'CALENDAR_SYNC["SYNC_MODE"] must be one of {", ".join(SYNC_MODES)}.', id="calendar_sync.E007"))
+        errors.append(
+            checks.Error(f'CALENDAR_SYNC["SYNC_MODE"] must be one of {", ".join(SYNC_MODES)}.', id="calendar_sync.E007")
+        )
     providers = [cls() for cls in provider_classes()]
     offered = any(p.is_configured() for p in providers)
     for provider in providers:
         messages = provider.check()
         if offered and not any(provider.setting(key) for key in provider.required_settings):
-            messages = [m for m in messages if m.id != "calendar_sync.W001"]  # not offered on purpose: nothing to warn about
+            messages = [
+                m for m in messages if m.id != "calendar_sync.W001"
+            ]  # not offered on purpose: nothing to warn about
         errors.extend(messages)
     try:
         for source in get_sources().values():

@@ -4,6 +4,7 @@ Read lazily on every call, so `override_settings(CALENDAR_SYNC=...)` works in te
 provider declares its own keys and defaults (`BaseProvider.settings`) and reads them through
 `BaseProvider.setting`, which passes them here: still one accessor, and this module imports no provider.
 """
+
 from collections.abc import Mapping
 from typing import Any
 

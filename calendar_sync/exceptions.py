@@ -1,4 +1,5 @@
 """One error hierarchy; provider errors are classified once, where they are raised."""
+
 from django.core.exceptions import ImproperlyConfigured
 
 

@@ -5,6 +5,7 @@ it, which would send `gAAAA...` to Google as a token. `SecretField` raises inste
 derives its keys from the *current* settings (cached per key set), so a rotation or an
 `override_settings` is honoured without a restart.
 """
+
 import base64
 import logging
 from functools import lru_cache
@@ -67,9 +68,12 @@ class SecretField(EncryptedTextField):
             logger.error(
                 "%s.%s cannot be decrypted with the configured SECRET_KEY/SECRET_KEY_FALLBACKS and SALT_KEY. Restore the "
                 "key the tokens were written with (as a fallback) and run `manage.py calendar_sync_rotate_keys`.",
-                self.model.__name__, self.name,
+                self.model.__name__,
+                self.name,
             )
-            raise Undecryptable("The stored calendar credentials cannot be read on this server; an administrator must fix it.") from None
+            raise Undecryptable(
+                "The stored calendar credentials cannot be read on this server; an administrator must fix it."
+            ) from None
 
     def to_python(self, value):
         return value

@@ -8,6 +8,7 @@ a calendar change that read the old calendar after setting the new one, and move
 No Celery here: a flow returns the follow-up work as `Task`s, and the entry point hands them
 to `tasks.schedule`, which enqueues them once the transaction commits.
 """
+
 from __future__ import annotations
 
 import base64
@@ -113,7 +114,7 @@ def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnecte
 
 
 def _same_calendar(current: str, wanted: str, calendars: Iterable[Calendar]) -> bool:
-    """"primary" and the primary calendar's own id name the same calendar."""
+    """ "primary" and the primary calendar's own id name the same calendar."""
     primary = next((c.id for c in calendars if c.primary), None)
     return current == wanted or {current, wanted} == {"primary", primary}
 
@@ -152,7 +153,8 @@ def resync_records(records: QuerySet[SyncRecord]) -> list[Task]:
     SyncRecord.objects.filter(pk__in=[r[0] for r in rows]).update(
         version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
     )
-    return [Task("sync", (source, object_id, destination, Reason.RESYNC.value)) for _, source, object_id, destination in rows]  # type: ignore[attr-defined]  # TextChoices member: a str at runtime (no django-stubs)
+    reason = Reason.RESYNC.value  # type: ignore[attr-defined]  # TextChoices member: a str at runtime (no django-stubs)
+    return [Task("sync", (source, object_id, destination, reason)) for _, source, object_id, destination in rows]
 
 
 def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Task]:
@@ -185,11 +187,18 @@ def test(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> dict:  # type: ig
     token = reads.active_token(owner)
     start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
     key = base64.b32hexencode(secrets.token_bytes(20)).decode().lower()
-    event = Event(summary="ManageHub test event", start=start, end=start + timedelta(minutes=5), description="A connection test; it is removed at once.")
+    event = Event(
+        summary="ManageHub test event",
+        start=start,
+        end=start + timedelta(minutes=5),
+        description="A connection test; it is removed at once.",
+    )
     created = sync._run(token, [Operation(key=key, event=event, object_ref="test")], reason)[0]
     if created.error is not None:
         raise created.error
-    removed = sync._run(token, [Operation(key=key, object_ref="test", remote_id=created.remote_id or key, known_to_exist=True)], reason)[0]
+    removed = sync._run(
+        token, [Operation(key=key, object_ref="test", remote_id=created.remote_id or key, known_to_exist=True)], reason
+    )[0]
     if removed.error is not None:
         raise removed.error
     return {"ok": True}

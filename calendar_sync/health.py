@@ -1,5 +1,6 @@
 """The health check: refresh connections nobody used lately, so a dead grant is found before a
 booking needs it (and its owner is told once, by `tokens`), and Google refresh tokens stay alive."""
+
 import logging
 from datetime import timedelta
 

@@ -4,6 +4,7 @@
 up to date; `feed_view` serves it with Django's conditional-request machinery, so weak and
 listed `If-None-Match` values, `*` and `If-Modified-Since` all answer 304.
 """
+
 import hashlib
 from datetime import UTC, timedelta
 from functools import wraps
@@ -44,7 +45,9 @@ def render(feed):
     cal.add("x-published-ttl", vDuration(REFRESH_INTERVAL))
     undated = []  # events whose source can't tell when they changed
     for source in get_sources().values():
-        objects = list(source.get_queryset().filter(pk__in=source.upcoming(Owner.member(feed.user_id)).values("pk")).order_by("pk"))
+        objects = list(
+            source.get_queryset().filter(pk__in=source.upcoming(Owner.member(feed.user_id)).values("pk")).order_by("pk")
+        )
         versions = _versions(source, objects)
         for obj in objects:
             event = source.event(obj)

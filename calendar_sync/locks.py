@@ -5,6 +5,7 @@ PostgreSQL takes an advisory lock (`pg_advisory_lock`), MySQL and MariaDB a name
 when the connection ends, so a killed worker never leaves one held. SQLite has no such lock and
 needs none: it lets one connection write at a time, and runs with one worker.
 """
+
 import hashlib
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -20,8 +21,12 @@ class _Functions(NamedTuple):
     release: str
 
 
-POSTGRESQL = _Functions("pg_advisory_lock(%s::bigint)", "pg_try_advisory_lock(%s::bigint)", "pg_advisory_unlock(%s::bigint)")
-MYSQL = _Functions("GET_LOCK(%s, 86400)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)")  # wait up to a day (MariaDB takes no -1)
+POSTGRESQL = _Functions(
+    "pg_advisory_lock(%s::bigint)", "pg_try_advisory_lock(%s::bigint)", "pg_advisory_unlock(%s::bigint)"
+)
+MYSQL = _Functions(
+    "GET_LOCK(%s, 86400)", "GET_LOCK(%s, 0)", "RELEASE_LOCK(%s)"
+)  # wait up to a day (MariaDB takes no -1)
 
 
 def _functions():
@@ -33,7 +38,10 @@ def key(source_key, object_id, destination):
     server-wide, so it includes the database's."""
     text = f"calendar_sync:{source_key}:{object_id}:{destination}"
     if connection.vendor == "mysql":
-        return "calendar_sync:" + hashlib.blake2b(f"{connection.settings_dict['NAME']}:{text}".encode(), digest_size=16).hexdigest()
+        return (
+            "calendar_sync:"
+            + hashlib.blake2b(f"{connection.settings_dict['NAME']}:{text}".encode(), digest_size=16).hexdigest()
+        )
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
@@ -71,7 +79,11 @@ def try_acquire(keys):
     """Take those of the locks that are free now, without waiting: [whether each was taken].
     Where the database has no such locks, every one counts as taken."""
     functions = _functions()
-    return [True] * len(keys) if functions is None else [taken in (True, 1) for taken in _call(functions.take_if_free, keys)]
+    return (
+        [True] * len(keys)
+        if functions is None
+        else [taken in (True, 1) for taken in _call(functions.take_if_free, keys)]
+    )
 
 
 def release(keys):

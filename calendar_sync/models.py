@@ -26,10 +26,14 @@ class CalendarToken(models.Model):
         NEEDS_REAUTH = "needs_reauth", "Needs reauthorization"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_token")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_token"
+    )
     owner_kind = models.CharField(max_length=32, default=MEMBER)
     owner_id = models.CharField(max_length=64)
-    connected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    connected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     provider = models.CharField(max_length=32)  # a key of calendar_sync.providers.PROVIDERS
     access_token = SecretField()
     refresh_token = SecretField()
@@ -51,7 +55,9 @@ class CalendarToken(models.Model):
 
     class Meta:
         verbose_name = "calendar connection"
-        constraints = [models.UniqueConstraint(fields=["owner_kind", "owner_id"], name="calendar_sync_token_owner_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner_kind", "owner_id"], name="calendar_sync_token_owner_unique")
+        ]
 
     def __str__(self):
         return f"{self.provider} calendar of {self.owner_kind}:{self.owner_id}"
@@ -127,8 +133,13 @@ class SyncRecord(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "object_id", "destination"], name="calendar_sync_record_unique")]
-        indexes = [models.Index(fields=["state", "updated_at"]), models.Index(fields=["owner_kind", "owner_id", "state"], name="calendar_sync_owner_state_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "object_id", "destination"], name="calendar_sync_record_unique")
+        ]
+        indexes = [
+            models.Index(fields=["state", "updated_at"]),
+            models.Index(fields=["owner_kind", "owner_id", "state"], name="calendar_sync_owner_state_idx"),
+        ]
 
     def __str__(self):
         return f"{self.source}:{self.object_id} → {self.destination} ({self.state})"
@@ -230,7 +241,9 @@ class BusyBlock(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["owner_kind", "owner_id", "remote_id"], name="calendar_sync_busy_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner_kind", "owner_id", "remote_id"], name="calendar_sync_busy_unique")
+        ]
         indexes = [models.Index(fields=["owner_kind", "owner_id", "start", "end"], name="calendar_sync_busy_span_idx")]
 
     def __str__(self):

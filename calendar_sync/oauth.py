@@ -1,5 +1,6 @@
 """Connecting: authorization with a signed single-use state and server-side PKCE verifier, and the
 code exchange that stores the connection. Access tokens, refresh and revoke are `tokens`."""
+
 import base64
 import hashlib
 import hmac
@@ -56,7 +57,11 @@ def start_authorization(user, provider_name, owner=None, browser=""):
     verifier = secrets.token_urlsafe(72)[:96]
     with transaction.atomic():
         pending = OAuthState.objects.create(
-            user=user, provider=provider_name, code_verifier=verifier, browser_hash=browser_hash(browser), **owner.lookup()
+            user=user,
+            provider=provider_name,
+            code_verifier=verifier,
+            browser_hash=browser_hash(browser),
+            **owner.lookup(),
         )
         state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
         # Built inside the transaction: a refused endpoint leaves no pending state behind.
@@ -90,7 +95,9 @@ def _read_state(state):
 
 def provider_refusal(params, owner=None):
     """The ConnectError for a callback carrying the provider's `error` (consent not given)."""
-    error = ConnectError("Consent was not given.", code="access_denied" if params.get("error") == "access_denied" else "provider_error")
+    error = ConnectError(
+        "Consent was not given.", code="access_denied" if params.get("error") == "access_denied" else "provider_error"
+    )
     error.owner = owner
     return error
 
@@ -111,11 +118,18 @@ def complete_authorization(params, request_user, provider_name, browser=None):
     if (signed_in and str(request_user.pk) != user_id) or (browser is None and not signed_in):
         raise ConnectError("This authorization was started by another user.", code="state_user_mismatch")
     with transaction.atomic():
-        pending = OAuthState.objects.select_for_update().filter(pk=nonce, provider=provider_name).select_related("user").first()
+        pending = (
+            OAuthState.objects.select_for_update()
+            .filter(pk=nonce, provider=provider_name)
+            .select_related("user")
+            .first()
+        )
         if pending is None or str(pending.user_id) != user_id:
             raise ConnectError("This authorization was already used or has expired.", code="replayed_state")
         owner = Owner(pending.owner_kind, pending.owner_id or str(pending.user_id))
-        if browser is not None and not (pending.browser_hash and hmac.compare_digest(pending.browser_hash, browser_hash(browser))):
+        if browser is not None and not (
+            pending.browser_hash and hmac.compare_digest(pending.browser_hash, browser_hash(browser))
+        ):
             error = (
                 Unbound("This browser did not start the authorization.", code="unbound")
                 if not browser
@@ -155,7 +169,9 @@ def _connect(provider_name, params, user, verifier, owner):
     if missing:
         raise ConnectError(f"Missing permissions: {', '.join(sorted(missing))}", code="missing_scopes")
     if not tokens.refresh_token:
-        raise ConnectError(f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token")
+        raise ConnectError(
+            f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token"
+        )
     token = flows.store(owner, user, provider_name, tokens)
     logger.info("calendar connected: owner=%s by user=%s provider=%s", owner, user.pk, provider_name)
     return token

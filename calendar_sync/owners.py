@@ -1,7 +1,8 @@
 """Who a connection belongs to: a member, or a host object declared able to own a shared calendar.
 
-    CALENDAR_SYNC = {"SHARED_OWNERS": {"workspace": "bookings.Workspace"}}
+CALENDAR_SYNC = {"SHARED_OWNERS": {"workspace": "bookings.Workspace"}}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def label(owner: Owner, obj: models.Model | None = None) -> str:
 
 
 def parse(value: str) -> Owner:
-    """"workspace:3" -> Owner of a declared shared kind whose object exists; ValueError saying why not."""
+    """ "workspace:3" -> Owner of a declared shared kind whose object exists; ValueError saying why not."""
     kind, _, pk = str(value).partition(":")
     if kind not in shared_kinds() or not pk:
         raise ValueError(f"expected KIND:ID with KIND one of {', '.join(shared_kinds()) or '(none declared)'}")

@@ -3,6 +3,7 @@
 Busy times for a member choosing a slot (briefly cached), and incremental pulls of shared
 calendars into busy blocks the host's overlap rule consults.
 """
+
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -56,7 +57,9 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
     if answer is not None:
         return answer
     provider = get_provider(token.provider)
-    blocks = tokens.with_access(token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end))
+    blocks = tokens.with_access(
+        token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end)
+    )
     ours = _ours(owner)
     spans = sorted((b.start, b.end) for b in blocks if not b.ours and b.remote_id not in ours)
     answer = {
@@ -84,7 +87,9 @@ def pull(owner, reason=Reason.SCHEDULE):
     start, needed = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
     cursor = token.pull_cursor if token.pull_until and token.pull_until >= needed else ""
     end = token.pull_until if cursor else needed + PULL_AHEAD_MARGIN
-    changes = tokens.with_access(token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end))
+    changes = tokens.with_access(
+        token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end)
+    )
     ours = _ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
     external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
@@ -97,7 +102,13 @@ def pull(owner, reason=Reason.SCHEDULE):
             blocks.filter(remote_id__in=gone | set(external)).delete()
         BusyBlock.objects.bulk_create(
             [
-                BusyBlock(remote_id=b.remote_id[:1024], start=b.start, end=b.end, summary=(b.summary or "")[:255] if keep_titles else "", **owner.lookup())
+                BusyBlock(
+                    remote_id=b.remote_id[:1024],
+                    start=b.start,
+                    end=b.end,
+                    summary=(b.summary or "")[:255] if keep_titles else "",
+                    **owner.lookup(),
+                )
                 for b in external.values()
             ]
         )
@@ -122,7 +133,12 @@ def forget(owner):
 
 
 def shared_owners():
-    return [Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).values_list("owner_kind", "owner_id")]
+    return [
+        Owner(kind, pk)
+        for kind, pk in CalendarToken.objects.filter(
+            ~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE
+        ).values_list("owner_kind", "owner_id")
+    ]
 
 
 def parse_window(start, end):

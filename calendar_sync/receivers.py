@@ -1,4 +1,5 @@
 """Signal receivers: record the need to sync inside the saving transaction, enqueue on commit."""
+
 from functools import partial
 
 from django.db import transaction

@@ -69,7 +69,9 @@ class CalendarIdField(serializers.CharField):
 
 
 class SelectCalendarSerializer(serializers.Serializer):
-    calendar_id = CalendarIdField(max_length=1024, help_text="`primary`, or the id of one of your writable calendars (see GET calendars).")
+    calendar_id = CalendarIdField(
+        max_length=1024, help_text="`primary`, or the id of one of your writable calendars (see GET calendars)."
+    )
 
 
 class DisconnectSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ The host subclasses `EventSource` and names it in `CALENDAR_SYNC["SOURCES"]`::
 
     CALENDAR_SYNC = {"SOURCES": {"booking": "bookings.calendar.BookingSource"}}
 """
+
 from __future__ import annotations
 
 import base64

@@ -4,6 +4,7 @@ Plain functions, no Celery: what needs enqueueing is returned to the caller (`ta
 trigger (save, retry, sweep, reconnect, resync) asks for the same work — sync one object in
 one destination — so duplicate, late or reordered deliveries converge on the right result.
 """
+
 import logging
 import time
 from collections import deque
@@ -48,7 +49,14 @@ def mark_changed(source, obj):
     object_id = str(obj.pk)
     wanted = destinations(source, obj)
     records = SyncRecord.objects.filter(source=source.key, object_id=object_id)
-    changes = {"version": F("version") + 1, "state": State.PENDING, "attempts": 0, "retry_at": None, "last_error": "", "updated_at": timezone.now()}
+    changes = {
+        "version": F("version") + 1,
+        "state": State.PENDING,
+        "attempts": 0,
+        "retry_at": None,
+        "last_error": "",
+        "updated_at": timezone.now(),
+    }
     if records.update(**changes) == len(wanted):
         return list(wanted)
     present = set(records.values_list("destination", flat=True))
@@ -57,7 +65,10 @@ def mark_changed(source, obj):
         try:
             with transaction.atomic():
                 SyncRecord.objects.bulk_create(
-                    [SyncRecord(source=source.key, object_id=object_id, destination=role, **wanted[role].lookup()) for role in missing]
+                    [
+                        SyncRecord(source=source.key, object_id=object_id, destination=role, **wanted[role].lookup())
+                        for role in missing
+                    ]
                 )
         except IntegrityError:  # created concurrently: bump them instead
             records.filter(destination__in=missing).update(**changes)
@@ -77,7 +88,9 @@ def destinations(source, obj):
     query = Q()
     for owner in shared:
         query |= Q(**owner.lookup())
-    connected = {Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(query).values_list("owner_kind", "owner_id")}
+    connected = {
+        Owner(kind, pk) for kind, pk in CalendarToken.objects.filter(query).values_list("owner_kind", "owner_id")
+    }
     return {role: owner for role, owner in destinations.items() if owner.is_member or owner in connected}
 
 
@@ -123,7 +136,9 @@ def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
         retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
         if retry:
             access = tokens.access_token(token, force=True, reason=reason)
-            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True):
+            for i, r in zip(
+                retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True
+            ):
                 results[i] = r
                 if isinstance(r.error, AuthorizationLost):
                     tokens.mark_needs_reauth(token, r.error)
@@ -193,12 +208,25 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
             event_id = None if operation is None or operation.is_delete else outcome.remote_id or operation.remote_id
             field = source.event_id_field
             if state == State.SYNCED and field and record.destination == MEMBER_ROLE:
-                if getattr(obj, field) != (stored := source.stored_event_id(event_id)):  # "" where the field takes no null
+                if getattr(obj, field) != (
+                    stored := source.stored_event_id(event_id)
+                ):  # "" where the field takes no null
                     type(obj)._default_manager.filter(pk=obj.pk).update(**{field: stored})  # the object row first
             now = timezone.now()
-            changes = {"state": state, "last_error": "" if error is None else str(error)[:2000], "retry_at": None, "updated_at": now}
+            changes = {
+                "state": state,
+                "last_error": "" if error is None else str(error)[:2000],
+                "retry_at": None,
+                "updated_at": now,
+            }
             if state == State.SYNCED:
-                changes.update(synced_version=record.version, synced_at=now, attempts=0, remote_may_exist=not operation.is_delete, remote_id=event_id or "")
+                changes.update(
+                    synced_version=record.version,
+                    synced_at=now,
+                    attempts=0,
+                    remote_may_exist=not operation.is_delete,
+                    remote_id=event_id or "",
+                )
             won = records.update(**changes) > 0
         if log is not None:
             log.save(force_insert=True)
@@ -251,8 +279,11 @@ def fail_unexpected(source_key, object_id, exc, destination=MEMBER_ROLE):
     delay = min(get_setting("RETRY_BACKOFF_MAX"), get_setting("RETRY_BACKOFF") * 2**attempts)
     retry_at = timezone.now() + timedelta(seconds=delay) if attempts < get_setting("MAX_RETRIES") else None
     SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
-        state=State.FAILED, attempts=attempts, retry_at=retry_at,
-        last_error=f"Unexpected error: {type(exc).__name__}: {exc}"[:2000], updated_at=timezone.now(),
+        state=State.FAILED,
+        attempts=attempts,
+        retry_at=retry_at,
+        last_error=f"Unexpected error: {type(exc).__name__}: {exc}"[:2000],
+        updated_at=timezone.now(),
     )
 
 
@@ -346,12 +377,15 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
         pairs = {(str(obj.pk), role) for obj in objects for role in _roles_at(source, obj, owner)}
         upcoming.update((source.key, *pair) for pair in pairs)
         SyncRecord.objects.bulk_create(
-            [SyncRecord(source=source.key, object_id=i, destination=role, **owner.lookup()) for i, role in pairs], ignore_conflicts=True
+            [SyncRecord(source=source.key, object_id=i, destination=role, **owner.lookup()) for i, role in pairs],
+            ignore_conflicts=True,
         )
         for role in {role for _, role in pairs}:
-            SyncRecord.objects.filter(source=source.key, destination=role, object_id__in=[i for i, r in pairs if r == role]).exclude(
-                state=State.PENDING
-            ).update(state=State.PENDING, version=F("version") + 1, updated_at=timezone.now())
+            SyncRecord.objects.filter(
+                source=source.key, destination=role, object_id__in=[i for i, r in pairs if r == role]
+            ).exclude(state=State.PENDING).update(
+                state=State.PENDING, version=F("version") + 1, updated_at=timezone.now()
+            )
     records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
     work = []  # (item, operation)
     for key, source in get_sources().items():
@@ -364,12 +398,18 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
                 _finish(item, State.SYNCED, operation)
             elif operation.is_delete or (key, record.object_id, record.destination) in upcoming:
                 work.append((item, operation))  # past events are not created after the fact
-    SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(remote_may_exist=True)
+    SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(
+        remote_may_exist=True
+    )
     if not work:
         return {}, []
     keys = [locks.key(item.source.key, item.record.object_id, item.record.destination) for item, _ in work]
     taken = locks.try_acquire(keys)
-    later = [Work(item.source.key, item.record.object_id, item.record.destination) for (item, _), ok in zip(work, taken, strict=True) if not ok]  # being synced right now
+    later = [
+        Work(item.source.key, item.record.object_id, item.record.destination)
+        for (item, _), ok in zip(work, taken, strict=True)
+        if not ok
+    ]  # being synced right now
     work = [w for w, ok in zip(work, taken, strict=True) if ok]
     counts: dict[str, int] = {}
     try:
@@ -386,7 +426,9 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
             later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
             state = State.PENDING
         else:
-            state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
+            state = (
+                State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
+            )
             if not _finish(item, state, operation, outcome):
                 later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
         counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
@@ -400,10 +442,16 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     Used when the owner picks another calendar or connects another provider, so nobody sees
     every booking twice. Returns how many could not be removed.
     """
-    records = list(SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True))
+    records = list(
+        SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True)
+    )
     operations = [
-        Operation(key=get_source(r.source).event_id(r.object_id, r.destination), object_ref=f"{r.source}:{r.object_id}",
-                  remote_id=r.remote_id or None, known_to_exist=True)
+        Operation(
+            key=get_source(r.source).event_id(r.object_id, r.destination),
+            object_ref=f"{r.source}:{r.object_id}",
+            remote_id=r.remote_id or None,
+            known_to_exist=True,
+        )
         for r in records
     ]
     if not operations:
@@ -414,8 +462,15 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
         outcomes = [Outcome(exc)] * len(operations)
     failed = sum(1 for o in outcomes if o.error is not None)
     if failed:
-        logger.warning("calendar move for %s:%s: %s event(s) could not be removed from the old calendar", token.owner_kind, token.owner_id, failed)
-    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes, strict=True) if o.error is None]).update(remote_may_exist=False, remote_id="")
+        logger.warning(
+            "calendar move for %s:%s: %s event(s) could not be removed from the old calendar",
+            token.owner_kind,
+            token.owner_id,
+            failed,
+        )
+    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes, strict=True) if o.error is None]).update(
+        remote_may_exist=False, remote_id=""
+    )
     return failed
 
 

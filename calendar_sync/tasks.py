@@ -2,6 +2,7 @@
 
 The core (`sync`, `flows`) returns what must be enqueued; enqueueing happens only in entry points, through here.
 """
+
 import logging
 import random
 from functools import partial
@@ -40,12 +41,20 @@ def backoff(retries, retry_after=None):
 
 def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None):
     """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
-    kwargs = {k: v for k, v in (("destination", destination), ("reason", reason)) if v and (k, v) != ("destination", MEMBER_ROLE)}
+    kwargs = {
+        k: v
+        for k, v in (("destination", destination), ("reason", reason))
+        if v and (k, v) != ("destination", MEMBER_ROLE)
+    }
     try:
         sync_task.apply_async((source_key, str(object_id)), kwargs or None, countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the durable record covers it
         logger.warning(
-            "calendar sync not enqueued for %s:%s → %s (%s); the sweeper will pick it up", source_key, object_id, destination, type(exc).__name__
+            "calendar sync not enqueued for %s:%s → %s (%s); the sweeper will pick it up",
+            source_key,
+            object_id,
+            destination,
+            type(exc).__name__,
         )
 
 
@@ -93,7 +102,14 @@ def schedule(work):
         transaction.on_commit(partial(send, work))
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.sync", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(
+    base=CalendarTask,
+    name="calendar_sync.tasks.sync",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
         return sync.sync_object(source_key, object_id, destination, reason)
@@ -127,7 +143,10 @@ def sweep():
     stale = now - timezone.timedelta(seconds=get_setting("SWEEP_STALE_AFTER"))
     due = Q(retry_at__isnull=True) | Q(retry_at__lte=now)
     left = (
-        SyncRecord.objects.filter((Q(state=SyncRecord.State.PENDING, updated_at__lt=stale) & due) | Q(state=SyncRecord.State.FAILED, retry_at__lte=now))
+        SyncRecord.objects.filter(
+            (Q(state=SyncRecord.State.PENDING, updated_at__lt=stale) & due)
+            | Q(state=SyncRecord.State.FAILED, retry_at__lte=now)
+        )
         .order_by("updated_at")
         .values_list("source", "object_id", "destination")[: get_setting("SWEEP_BATCH")]
     )
@@ -148,7 +167,9 @@ def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
     try:
         return reads.pull(Owner(owner_kind, str(owner_id)), reason)
     except Exception as exc:  # noqa: BLE001 - the next pull tries again; the error is logged and audited
-        logger.warning("calendar pull of %s:%s failed: %s", owner_kind, owner_id, getattr(exc, "code", type(exc).__name__))
+        logger.warning(
+            "calendar pull of %s:%s failed: %s", owner_kind, owner_id, getattr(exc, "code", type(exc).__name__)
+        )
         return None
 
 
@@ -174,4 +195,9 @@ def renew_push_task():
 
 
 #: What `flows.Task` names: the task each one enqueues ("sync" goes through `enqueue`).
-TASKS = {"backfill": backfill_task, "move_calendar": move_calendar_task, "pull": pull_task, "renew_push": renew_push_task}
+TASKS = {
+    "backfill": backfill_task,
+    "move_calendar": move_calendar_task,
+    "pull": pull_task,
+    "renew_push": renew_push_task,
+}

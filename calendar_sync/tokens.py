@@ -1,6 +1,7 @@
 """Access tokens: refresh under the lock, needs_reauth (and the one email it sends), calls with a
 token (`with_access`: reads, listing and channel upkeep; the sync's batches use `access_token` and
 `mark_needs_reauth` directly), and revoking a grant."""
+
 import logging
 from datetime import timedelta
 
@@ -33,7 +34,12 @@ def _set_needs_reauth(token, error):
     )
     token.status, token.last_error = CalendarToken.Status.NEEDS_REAUTH, str(error)[:1000]
     if changed:
-        logger.warning("calendar connection needs reauthorization: owner=%s:%s (%s)", token.owner_kind, token.owner_id, getattr(error, "code", ""))
+        logger.warning(
+            "calendar connection needs reauthorization: owner=%s:%s (%s)",
+            token.owner_kind,
+            token.owner_id,
+            getattr(error, "code", ""),
+        )
     return bool(changed)
 
 
@@ -78,7 +84,11 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
             locked.refresh_token = new.refresh_token or locked.refresh_token  # rotated, or the old one kept
             locked.last_error = ""
             locked.save(update_fields=["access_token", "refresh_token", "expires_at", "last_error", "updated_at"])
-            token.access_token, token.refresh_token, token.expires_at = locked.access_token, locked.refresh_token, locked.expires_at
+            token.access_token, token.refresh_token, token.expires_at = (
+                locked.access_token,
+                locked.refresh_token,
+                locked.expires_at,
+            )
     audit.log(token, audit.Operation.REFRESH, reason, error)
     if error is None:
         logger.info("calendar token refreshed: owner=%s:%s", token.owner_kind, token.owner_id)
@@ -116,7 +126,12 @@ def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
 
 def notify_needs_reauth(token_pk):
     """The one email for a connection that just became needs_reauth, with a reconnect link."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by").filter(pk=token_pk).first()
+    token = (
+        CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS)
+        .select_related("user", "connected_by")
+        .filter(pk=token_pk)
+        .first()
+    )
     if token is None or token.is_active:
         return 0
     owner = Owner(token.owner_kind, token.owner_id)
@@ -126,7 +141,10 @@ def notify_needs_reauth(token_pk):
     else:
         by = token.connected_by
         recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
-        link, what = get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"), f"the calendar of {label(owner)}"
+        link, what = (
+            get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"),
+            f"the calendar of {label(owner)}",
+        )
     if not recipients:
         logger.warning("calendar connection %s needs reauthorization and nobody can be told", owner)
         return 0
@@ -135,7 +153,6 @@ def notify_needs_reauth(token_pk):
         f"Bookings wait until it is reconnected; nothing is lost.\n\nReconnect here: {link}\n"
     )
     return send_mail("Reconnect your calendar to keep bookings in sync", body, None, recipients, fail_silently=False)
-
 
 
 def revoke(token):
@@ -156,7 +173,12 @@ def revoke(token):
     except ConfigurationError:
         reason = "undecryptable"
     if provider.revocable:
-        audit.log(token, audit.Operation.REVOKE, AccessLog.Reason.MEMBER_REQUEST, CalendarSyncError(code=reason) if reason else None)
+        audit.log(
+            token,
+            audit.Operation.REVOKE,
+            AccessLog.Reason.MEMBER_REQUEST,
+            CalendarSyncError(code=reason) if reason else None,
+        )
     CalendarToken.objects.filter(pk=token.pk).delete()
     logger.info("calendar disconnected: owner=%s:%s revoked=%s", token.owner_kind, token.owner_id, not reason)
     return not reason, reason

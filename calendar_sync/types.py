@@ -4,6 +4,7 @@ What a host's `EventSource` returns (`Event`), what the sync hands a provider (`
 back (`Outcome`), what a provider reads (`Calendar`, `BusyBlock`, `Changes`, `TokenSet`), and what a
 flow returns for an entry point to enqueue (`Task`).
 """
+
 from __future__ import annotations
 
 import datetime as dt

@@ -4,6 +4,7 @@ Provider-neutral: the provider is a URL segment checked against the registry. Th
 views serve two roots: the member's own (`/`) and a host object's shared calendar
 (`/shared/<kind>/<id>/`, staff only).
 """
+
 import hashlib
 import logging
 import re
@@ -27,7 +28,14 @@ from rest_framework.views import APIView
 from . import flows, oauth, reads, tasks, tokens
 from .api import connection, shared_connections
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, NotConnected, TransientError, Undecryptable
+from .exceptions import (
+    AuthorizationLost,
+    CalendarSyncError,
+    ConfigurationError,
+    NotConnected,
+    TransientError,
+    Undecryptable,
+)
 from .models import AccessLog, CalendarFeed
 from .owners import Owner, resolve, shared_kinds
 from .providers import PROVIDERS
@@ -71,11 +79,19 @@ def errors(*codes):
 
 #: The `{provider}` path segment: a key of the provider registry; anything else is a 404.
 PROVIDER_PARAMETER = OpenApiParameter(
-    "provider", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(PROVIDERS), description="Calendar provider; unknown names are 404."
+    "provider",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    enum=list(PROVIDERS),
+    description="Calendar provider; unknown names are 404.",
 )
 #: A throttled answer says when to try again.
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429], description="Seconds to wait before trying again."
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds to wait before trying again.",
 )
 
 logger = logging.getLogger(__name__)
@@ -88,19 +104,23 @@ def error_response(code, detail, http_status):
 def provider_error_response(exc):
     """Map our error hierarchy to HTTP once, for every view."""
     if isinstance(exc, Undecryptable):  # the operator's log says what to do; the member is told nothing about keys
-        return error_response("unavailable", "This calendar connection can't be used at the moment; try again later, or disconnect it and connect again.", 503)
+        return error_response(
+            "unavailable",
+            "This calendar connection can't be used at the moment; try again later, or disconnect it and connect again.",
+            503,
+        )
     if isinstance(exc, ConfigurationError):
         # 409, not 503: only the server's operator can fix it, so a client must not read it as "retry later".
         return error_response(exc.code if exc.code != "configuration" else "not_configured", str(exc), 409)
     if isinstance(exc, NotConnected):
         return error_response("not_connected", "Connect a calendar first.", 409)
     if isinstance(exc, AuthorizationLost):
-        return error_response("needs_reauth", "Reconnect your calendar: the provider no longer accepts this connection.", 409)
+        return error_response(
+            "needs_reauth", "Reconnect your calendar: the provider no longer accepts this connection.", 409
+        )
     if isinstance(exc, TransientError):
         return error_response("provider_unavailable", "The calendar provider is unavailable; try again shortly.", 503)
     return error_response(exc.code, str(exc), 502)
-
-
 
 
 class ConnectThrottle(SimpleRateThrottle):
@@ -198,8 +218,14 @@ class SafeDefaultsMixin(_APIView):
             logger.warning("calendar sync API error: %s (%s)", exc.code, type(exc).__name__)
             return provider_error_response(exc)
         response = super().handle_exception(exc)
-        if isinstance(exc, APIException) and not isinstance(exc.detail, (dict, list)) and isinstance(response.data, dict):
-            response.data.setdefault("code", getattr(exc.detail, "code", None) or exc.default_code)  # the host's handler may give {"detail"} only
+        if (
+            isinstance(exc, APIException)
+            and not isinstance(exc.detail, (dict, list))
+            and isinstance(response.data, dict)
+        ):
+            response.data.setdefault(
+                "code", getattr(exc.detail, "code", None) or exc.default_code
+            )  # the host's handler may give {"detail"} only
         return response
 
 
@@ -225,26 +251,44 @@ class SharedRouteSchema(AutoSchema):
             return parameters
         return [
             *parameters,
-            OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=sorted(shared_kinds()), description="Kind of host object."),
             OpenApiParameter(
-                "owner_id", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The host object's id."
+                "kind",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                enum=sorted(shared_kinds()),
+                description="Kind of host object.",
+            ),
+            OpenApiParameter(
+                "owner_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                description="The host object's id.",
             ),
         ]
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation and getattr(self.view, "throttle_classes", None):  # throttled: 429 with Retry-After
-            operation["responses"].setdefault("429", {
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                "description": ERRORS[429].description,
-                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": RETRY_AFTER.description}},
-            })
+            operation["responses"].setdefault(
+                "429",
+                {
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    "description": ERRORS[429].description,
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": RETRY_AFTER.description}},
+                },
+            )
         if operation and "{kind}" in path:
             error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             responses = operation["responses"]
             responses.setdefault("403", {"content": error, "description": "Staff only"})
             missing = "No such owner (unknown kind or id)"
-            responses["404"] = {"content": error, "description": f"{responses['404']['description']}; or {missing.lower()}" if "404" in responses else missing}
+            responses["404"] = {
+                "content": error,
+                "description": f"{responses['404']['description']}; or {missing.lower()}"
+                if "404" in responses
+                else missing,
+            }
         return operation
 
 
@@ -290,7 +334,9 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         responses={
             200: AuthorizationURLSerializer,
             **errors(401, 404, 429),
-            409: OpenApiResponse(ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"),
+            409: OpenApiResponse(
+                ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"
+            ),
         },
     )
     def get(self, request, provider, **kwargs):
@@ -300,8 +346,13 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         url = oauth.start_authorization(request.user, provider, self.owner, browser=browser)
         response = Response(AuthorizationURLSerializer({"authorization_url": url}).data)
         response.set_cookie(
-            FLOW_COOKIE, browser, max_age=get_setting("STATE_MAX_AGE"), path=flow_cookie_path(),
-            secure=request.is_secure(), httponly=True, samesite="Lax",
+            FLOW_COOKIE,
+            browser,
+            max_age=get_setting("STATE_MAX_AGE"),
+            path=flow_cookie_path(),
+            secure=request.is_secure(),
+            httponly=True,
+            samesite="Lax",
         )
         return response
 
@@ -322,9 +373,15 @@ class CallbackView(ProviderMixin, BaseView):
     @extend_schema(
         parameters=[
             PROVIDER_PARAMETER,
-            OpenApiParameter("state", OpenApiTypes.STR, description="The signed, single-use state from the consent URL."),
+            OpenApiParameter(
+                "state", OpenApiTypes.STR, description="The signed, single-use state from the consent URL."
+            ),
             OpenApiParameter("code", OpenApiTypes.STR, description="The provider's authorization code."),
-            OpenApiParameter("error", OpenApiTypes.STR, description="Set by the provider when consent was not given (e.g. `access_denied`)."),
+            OpenApiParameter(
+                "error",
+                OpenApiTypes.STR,
+                description="Set by the provider when consent was not given (e.g. `access_denied`).",
+            ),
             RETRY_AFTER,
         ],
         responses={
@@ -339,13 +396,17 @@ class CallbackView(ProviderMixin, BaseView):
     def get(self, request, provider):
         params = request.query_params
         try:
-            token = oauth.complete_authorization(params, request.user, provider, browser=request.COOKIES.get(FLOW_COOKIE, ""))
+            token = oauth.complete_authorization(
+                params, request.user, provider, browser=request.COOKIES.get(FLOW_COOKIE, "")
+            )
         except oauth.Unbound as exc:
             if params.get("error"):
                 return self._redirect(exc.owner, calendar_sync="error", reason=oauth.provider_refusal(params).code)
             if not params.get("code"):
                 return self._redirect(exc.owner, calendar_sync="error", reason="missing_code")
-            return self._redirect(exc.owner, calendar_sync="complete", provider=provider, code=params["code"], state=params["state"])
+            return self._redirect(
+                exc.owner, calendar_sync="complete", provider=provider, code=params["code"], state=params["state"]
+            )
         except oauth.ConnectError as exc:
             logger.info("calendar connect failed: %s", exc.code)
             return self._forget_flow(self._redirect(exc.owner, calendar_sync="error", reason=exc.code), exc.consumed)
@@ -353,7 +414,9 @@ class CallbackView(ProviderMixin, BaseView):
             logger.error("calendar connect misconfigured: %s", exc)
             return self._forget_flow(self._redirect(None, calendar_sync="error", reason="not_configured"), True)
         tasks.schedule(flows.connect(token))
-        return self._forget_flow(self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected"), True)
+        return self._forget_flow(
+            self._redirect(Owner(token.owner_kind, token.owner_id), calendar_sync="connected"), True
+        )
 
     @staticmethod
     def _forget_flow(response, consumed):
@@ -374,7 +437,13 @@ class CallbackView(ProviderMixin, BaseView):
 
 
 #: POST .../complete: the HTTP status of each refusal (any other is 400, bad input).
-COMPLETE_STATUSES = {"state_user_mismatch": 403, "forbidden": 403, "account_inactive": 403, "replayed_state": 409, "provider_unreachable": 502}
+COMPLETE_STATUSES = {
+    "state_user_mismatch": 403,
+    "forbidden": 403,
+    "account_inactive": 403,
+    "replayed_state": 409,
+    "provider_unreachable": 502,
+}
 
 
 class CompleteView(ProviderMixin, BaseView):
@@ -388,12 +457,23 @@ class CompleteView(ProviderMixin, BaseView):
         request=CompleteSerializer,
         parameters=[PROVIDER_PARAMETER, RETRY_AFTER],
         responses={
-            200: OpenApiResponse(StatusSerializer, description="Connected: the connection's status (the member's, or the shared calendar's)"),
-            400: OpenApiResponse(ErrorSerializer, description="Bad input, or a state or code that is not valid (`invalid_state`, `expired_state`, `exchange_failed`, `missing_scopes`…)"),
+            200: OpenApiResponse(
+                StatusSerializer,
+                description="Connected: the connection's status (the member's, or the shared calendar's)",
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="Bad input, or a state or code that is not valid (`invalid_state`, `expired_state`, `exchange_failed`, `missing_scopes`…)",
+            ),
             401: ERRORS[401],
-            403: OpenApiResponse(ErrorSerializer, description="The flow was started by someone else (`state_user_mismatch`), or they may no longer connect"),
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="The flow was started by someone else (`state_user_mismatch`), or they may no longer connect",
+            ),
             **errors(404),
-            409: OpenApiResponse(ErrorSerializer, description="The state was already used or has expired (`replayed_state`)"),
+            409: OpenApiResponse(
+                ErrorSerializer, description="The state was already used or has expired (`replayed_state`)"
+            ),
             **errors(413, 415, 429, 502, 503),
         },
     )
@@ -402,7 +482,9 @@ class CompleteView(ProviderMixin, BaseView):
         if not serializer.is_valid():  # named in `detail`: a field called `code` cannot stand beside the error's `code`
             field, (problem, *_) = next(iter(serializer.errors.items()))
             kind = "missing" if problem.code in ("required", "blank", "null") else "invalid"
-            return error_response(f"{kind}_{field}" if field in ("code", "state") else "invalid", f"{field}: {problem}", 400)
+            return error_response(
+                f"{kind}_{field}" if field in ("code", "state") else "invalid", f"{field}: {problem}", 400
+            )
         try:
             token = oauth.complete_authorization(serializer.validated_data, request.user, provider)
         except oauth.ConnectError as exc:
@@ -432,7 +514,10 @@ class CalendarsView(OwnedView):
         if token is None:
             return error_response("not_connected", "Connect a calendar first.", 409)
         calendars = tokens.calendars(token)
-        rows = [{**c.__dict__, "selected": c.id == token.calendar_id or (c.primary and token.calendar_id == "primary")} for c in calendars]
+        rows = [
+            {**c.__dict__, "selected": c.id == token.calendar_id or (c.primary and token.calendar_id == "primary")}
+            for c in calendars
+        ]
         return Response(CalendarSerializer(rows, many=True).data)
 
 
@@ -442,14 +527,24 @@ class SelectCalendarView(OwnedView):
     serializer_class = SelectCalendarSerializer
     throttle_classes = [ProviderCallThrottle]
 
-    @extend_schema(request=SelectCalendarSerializer, responses={200: StatusSerializer, **errors(400, 401, 403, 409, 413, 415, 502, 503)})
+    @extend_schema(
+        request=SelectCalendarSerializer,
+        responses={200: StatusSerializer, **errors(400, 401, 403, 409, 413, 415, 502, 503)},
+    )
     def put(self, request, **kwargs):
         serializer = SelectCalendarSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
             tasks.schedule(flows.change_calendar(self.owner, serializer.validated_data["calendar_id"], self.reason))
         except flows.UnknownCalendar:
-            return Response({"code": "invalid", "detail": "Not one of your writable calendars.", "calendar_id": ["Not one of your writable calendars."]}, status=400)
+            return Response(
+                {
+                    "code": "invalid",
+                    "detail": "Not one of your writable calendars.",
+                    "calendar_id": ["Not one of your writable calendars."],
+                },
+                status=400,
+            )
         return Response(StatusSerializer.of(connection(self.owner)).data)
 
 
@@ -461,7 +556,9 @@ class DisconnectView(OwnedView):
     @extend_schema(
         responses={
             204: OpenApiResponse(description="Revoked at the provider and deleted"),
-            200: OpenApiResponse(DisconnectSerializer, description="Deleted here, but the provider did not confirm the revoke"),
+            200: OpenApiResponse(
+                DisconnectSerializer, description="Deleted here, but the provider did not confirm the revoke"
+            ),
             **errors(401, 403),
             404: OpenApiResponse(ErrorSerializer, description="No calendar is connected (code `not_connected`)"),
             **errors(502),
@@ -535,9 +632,15 @@ class ActivityView(SafeDefaultsMixin, generics.ListAPIView):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "limit", OpenApiTypes.STR, description="Rows per page: a positive integer, at most 200 (larger is capped); anything else means 50."
+                "limit",
+                OpenApiTypes.STR,
+                description="Rows per page: a positive integer, at most 200 (larger is capped); anything else means 50.",
             ),
-            OpenApiParameter("offset", OpenApiTypes.STR, description="Index of the first row: a non-negative integer; anything else means 0."),
+            OpenApiParameter(
+                "offset",
+                OpenApiTypes.STR,
+                description="Index of the first row: a non-negative integer; anything else means 0.",
+            ),
         ],
         responses={200: AccessLogSerializer(many=True), **errors(401)},
     )
@@ -571,9 +674,19 @@ class SharedResyncView(OwnedView):
 
 
 WINDOW = [
-    OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 start of the window, 1900-01-01 to 2999-12-31 (UTC)."),
     OpenApiParameter(
-        "end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=True, description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start, by 2999-12-31 (UTC)."
+        "start",
+        OpenApiTypes.DATETIME,
+        OpenApiParameter.QUERY,
+        required=True,
+        description="ISO 8601 start of the window, 1900-01-01 to 2999-12-31 (UTC).",
+    ),
+    OpenApiParameter(
+        "end",
+        OpenApiTypes.DATETIME,
+        OpenApiParameter.QUERY,
+        required=True,
+        description="ISO 8601 end; at most BUSY_MAX_DAYS (90) after start, by 2999-12-31 (UTC).",
     ),
 ]
 

@@ -4,6 +4,7 @@ Each provider reads its own notifications (`parse_notification`); here they are 
 against the stored channels (`channels.secret_ok`) and answered by enqueueing the same
 incremental pull the schedule runs (`tasks.pull_task`).
 """
+
 import logging
 import math
 
@@ -37,7 +38,9 @@ def _lookup(provider_name, channel_ids):
     ids = {c for c in channel_ids if isinstance(c, str) and 0 < len(c) <= MAX_CHANNEL_ID}
     if not ids:
         return {}
-    tokens = CalendarToken.objects.only(*LOOKUP_FIELDS).filter(~Q(owner_kind=MEMBER), provider=provider_name, push_channel__in=ids)
+    tokens = CalendarToken.objects.only(*LOOKUP_FIELDS).filter(
+        ~Q(owner_kind=MEMBER), provider=provider_name, push_channel__in=ids
+    )
     return {t.push_channel: t for t in tokens}
 
 
@@ -56,7 +59,12 @@ def _pull(tokens):
         try:
             tasks.pull_task.delay(token.owner_kind, token.owner_id, AccessLog.Reason.PUSH.value)  # type: ignore[attr-defined]  # TextChoices member: a str at runtime (no django-stubs)
         except Exception as exc:  # noqa: BLE001 - any broker failure: the schedule covers it
-            logger.warning("pull after a push notification not enqueued for %s:%s (%s)", token.owner_kind, token.owner_id, type(exc).__name__)
+            logger.warning(
+                "pull after a push notification not enqueued for %s:%s (%s)",
+                token.owner_kind,
+                token.owner_id,
+                type(exc).__name__,
+            )
 
 
 def _verified(provider_name, items):
@@ -75,7 +83,12 @@ def _verified(provider_name, items):
         else:
             refused += 1
     if refused:
-        logger.warning("%s push notification: %s of %s items refused (unknown channel or wrong secret)", provider_name, refused, len(items))
+        logger.warning(
+            "%s push notification: %s of %s items refused (unknown channel or wrong secret)",
+            provider_name,
+            refused,
+            len(items),
+        )
     return verified
 
 

@@ -6,6 +6,7 @@ and CELERY_BEAT_SCHEDULE = beat_schedule(); in mysite/__init__.py: `from .celery
     celery -A mysite worker -l info     # the syncs
     celery -A mysite beat -l info       # exactly one in the whole deployment
 """
+
 import os
 
 from celery import Celery

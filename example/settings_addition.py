@@ -12,7 +12,9 @@ CALENDAR_SYNC = {
     # Google's OAuth client; Microsoft's keys are MICROSOFT_CLIENT_ID, _CLIENT_SECRET and _REDIRECT_URI.
     "GOOGLE_CLIENT_ID": os.environ.get("GOOGLE_CLIENT_ID", ""),
     "GOOGLE_CLIENT_SECRET": os.environ.get("GOOGLE_CLIENT_SECRET", ""),
-    "GOOGLE_REDIRECT_URI": os.environ.get("GOOGLE_REDIRECT_URI", "http://127.0.0.1:8000/api/calendar-sync/auth/google/callback"),
+    "GOOGLE_REDIRECT_URI": os.environ.get(
+        "GOOGLE_REDIRECT_URI", "http://127.0.0.1:8000/api/calendar-sync/auth/google/callback"
+    ),
     # Where the OAuth callback sends the member back to.
     "FRONTEND_URL": os.environ.get("FRONTEND_URL", "http://127.0.0.1:8000/"),
     "SOURCES": {"appointment": "appointments.calendar.AppointmentSource"},

@@ -7,6 +7,7 @@ registered on this site (any app's, the host's included) refuses lookups, filter
 ordering and sortable columns whose path reaches a credential: a refused lookup is Django's own
 DisallowedModelAdminLookup, a 400.
 """
+
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist, FieldError
@@ -31,7 +32,9 @@ CREDENTIAL_FIELDS = frozenset(
 
 def is_credential(field):
     model = getattr(field, "model", None)
-    return isinstance(field, SecretField) or (model is not None and f"{model._meta.label_lower}.{field.name}" in CREDENTIAL_FIELDS)
+    return isinstance(field, SecretField) or (
+        model is not None and f"{model._meta.label_lower}.{field.name}" in CREDENTIAL_FIELDS
+    )
 
 
 def reaches_credential(model, path):
@@ -78,7 +81,11 @@ class CredentialGuard:
         return not reaches_credential(self.model, lookup) and super().lookup_allowed(lookup, value, request)
 
     def get_list_filter(self, request):
-        return [item for item in super().get_list_filter(request) if not self._reaches(item[0] if isinstance(item, (list, tuple)) else item)]
+        return [
+            item
+            for item in super().get_list_filter(request)
+            if not self._reaches(item[0] if isinstance(item, (list, tuple)) else item)
+        ]
 
     def get_search_fields(self, request):
         return [item for item in super().get_search_fields(request) if not self._reaches(item.lstrip("^=@"))]
@@ -104,7 +111,11 @@ class AdminSite(admin.AdminSite):
     def register(self, model_or_iterable, admin_class=None, **options):
         admin_class = admin_class or admin.ModelAdmin
         if not issubclass(admin_class, CredentialGuard):
-            names = {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__, "__doc__": admin_class.__doc__}
+            names = {
+                "__module__": admin_class.__module__,
+                "__qualname__": admin_class.__qualname__,
+                "__doc__": admin_class.__doc__,
+            }
             admin_class = type(admin_class.__name__, (CredentialGuard, admin_class), names)
         super().register(model_or_iterable, admin_class, **options)
 

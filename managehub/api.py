@@ -1,10 +1,17 @@
 """API plumbing for the whole host: JSON errors everywhere under /api/, safe parsing, bounded pagination."""
+
 import json
 import logging
 import re
 from http import HTTPStatus
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiViewExtension
@@ -35,7 +42,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
-    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and not getattr(exc, "auth_header", None):
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and not getattr(
+        exc, "auth_header", None
+    ):
         _challenge(exc, context)
     if isinstance(exc, BookingError):
         http = 409 if exc.code in ("invalid_transition", "overlap") else 400
@@ -46,7 +55,13 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
-        code = codes if isinstance(codes, str) else "invalid" if isinstance(exc, exceptions.ValidationError) else exc.default_code
+        code = (
+            codes
+            if isinstance(codes, str)
+            else "invalid"
+            if isinstance(exc, exceptions.ValidationError)
+            else exc.default_code
+        )
         return _with_code(response, code)
     return response
 
@@ -68,7 +83,9 @@ def _challenge(exc, context):
 def _with_code(response, code):
     if isinstance(response.data, dict):
         response.data.setdefault("code", code)
-        response.data.setdefault("detail", "Invalid input." if code == "invalid" else HTTPStatus(response.status_code).phrase)
+        response.data.setdefault(
+            "detail", "Invalid input." if code == "invalid" else HTTPStatus(response.status_code).phrase
+        )
     elif isinstance(response.data, list):
         response.data = {"code": code, "detail": "; ".join(str(d) for d in response.data)}
     return response
@@ -187,7 +204,9 @@ def _with_code_and_detail(body, code, detail):
     for key, default in (("code", code), ("detail", detail)):
         if not isinstance(body.get(key), str):
             if body.get(key) is not None:
-                messages.append(f"{key}: {'; '.join(map(str, body[key])) if isinstance(body[key], list) else body[key]}")
+                messages.append(
+                    f"{key}: {'; '.join(map(str, body[key])) if isinstance(body[key], list) else body[key]}"
+                )
             body[key] = default
     if messages:
         body["detail"] = " ".join(messages)
@@ -224,7 +243,9 @@ class ObtainTokenSchema(OpenApiViewExtension):
         from calendar_sync.views import ERRORS, RETRY_AFTER
 
         errors = {
-            400: OpenApiResponse(ErrorSerializer, description="Missing fields, or wrong username or password (code `invalid`)"),
+            400: OpenApiResponse(
+                ErrorSerializer, description="Missing fields, or wrong username or password (code `invalid`)"
+            ),
             **{code: ERRORS[code] for code in (401, 403, 413, 415, 429)},
         }
 
@@ -233,7 +254,9 @@ class ObtainTokenSchema(OpenApiViewExtension):
             parameters=[RETRY_AFTER],
             request=AuthTokenSerializer,
             responses={
-                200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField(), "expiry": serializers.DateTimeField()}),
+                200: inline_serializer(
+                    "AuthTokenResponse", {"token": serializers.CharField(), "expiry": serializers.DateTimeField()}
+                ),
                 **errors,
             },
         )

@@ -1,4 +1,5 @@
 """The host's Celery app: `celery -A managehub worker` and `celery -A managehub beat`."""
+
 import os
 
 from celery import Celery

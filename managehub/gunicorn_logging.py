@@ -1,5 +1,6 @@
 """gunicorn's logger with Django's redaction: its access log (`--access-logfile`) and error log hide
 OAuth codes and feed secrets like ManageHub's own log handlers do. `gunicorn.conf.py` selects it."""
+
 from gunicorn.glogging import Logger
 
 from .log_filters import RedactOAuthQuery

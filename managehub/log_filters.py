@@ -1,4 +1,5 @@
 """Logging filters, importable while logging is configured (before apps are ready)."""
+
 import re
 
 

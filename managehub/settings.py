@@ -3,6 +3,7 @@
 Every variable is documented in `.env.example`. With nothing set, the project runs on
 SQLite with Celery tasks executed eagerly in-process: no server needed.
 """
+
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -82,7 +83,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # first write), so a lost race gets the same 409 as on PostgreSQL.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
     # Tests use a file too (not shared-cache memory, whose table locks fail at once), so they see the same locking.
-    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(Path(gettempdir()) / f"managehub-test-{os.getpid()}.sqlite3"))
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(Path(gettempdir()) / f"managehub-test-{os.getpid()}.sqlite3")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Throttle counters and cached busy times; per process unless shared (e.g. redis://127.0.0.1:6379/2).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
@@ -101,7 +104,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PARSER_CLASSES": ["managehub.api.JSONParser", "rest_framework.parsers.FormParser", "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PARSER_CLASSES": [
+        "managehub.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "managehub.api.Pagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "managehub.api.exception_handler",
@@ -172,7 +179,8 @@ CALENDAR_SYNC = {
     "MICROSOFT_CLIENT_ID": env.str("MICROSOFT_CLIENT_ID", default=""),
     "MICROSOFT_CLIENT_SECRET": env.str("MICROSOFT_CLIENT_SECRET", default=""),
     "MICROSOFT_REDIRECT_URI": env.str(
-        "MICROSOFT_REDIRECT_URI", default="http://127.0.0.1:8000/api/calendar-sync/auth/microsoft/callback" if DEBUG else ""
+        "MICROSOFT_REDIRECT_URI",
+        default="http://127.0.0.1:8000/api/calendar-sync/auth/microsoft/callback" if DEBUG else "",
     ),
     "MICROSOFT_TENANT": env.str("MICROSOFT_TENANT", default="common"),
     "MICROSOFT_LOGIN_ROOT": env.str("MICROSOFT_LOGIN_ROOT", default="https://login.microsoftonline.com/"),
@@ -191,7 +199,9 @@ CALENDAR_SYNC = {
     # Workspaces can own a shared (room) calendar that gets every booking of that room.
     "SHARED_OWNERS": {"workspace": "bookings.Workspace"},
     "SHARED_SHOW_OWNER": env.bool("CALENDAR_SYNC_SHARED_SHOW_OWNER", default=True),
-    "SHARED_FRONTEND_URL": env.str("CALENDAR_SYNC_SHARED_FRONTEND_URL", default="http://127.0.0.1:8000/integrations/rooms"),
+    "SHARED_FRONTEND_URL": env.str(
+        "CALENDAR_SYNC_SHARED_FRONTEND_URL", default="http://127.0.0.1:8000/integrations/rooms"
+    ),
 }
 
 # Email (the one "reconnect your calendar" message): console in DEBUG unless EMAIL_URL says otherwise.

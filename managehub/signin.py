@@ -5,6 +5,7 @@ authentication backend compares that form, and the sign-in throttles count attem
 and per client address (LOGIN_THROTTLE_RATE each). So `" staffer"`, `"staffer\\t"` or a full-width
 `"ｓｔａｆｆｅｒ"` are the same account to both, and none of them gets round the limit.
 """
+
 import hashlib
 import math
 from functools import wraps

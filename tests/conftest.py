@@ -11,6 +11,7 @@ from tests.helpers import FRONTEND, MS_ACCOUNT, MS_REDIRECT, REDIRECT, client_fo
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
 
+
 @pytest.fixture(autouse=True, scope="session")
 def eager_celery():
     """Unit tests run tasks in-process; tests marked `worker` use a real worker instead."""
@@ -65,7 +66,9 @@ def fake_microsoft(microsoft_server, settings):
 @pytest.fixture
 def make_user(db):
     def make(username, **extra):
-        return get_user_model().objects.create_user(username=username, password="pw-" + username, email=f"{username}@example.com", **extra)
+        return get_user_model().objects.create_user(
+            username=username, password="pw-" + username, email=f"{username}@example.com", **extra
+        )
 
     return make
 
@@ -100,7 +103,12 @@ def make_booking(workspace):
     def make(user, hours_from_now=24, duration=2, status=Booking.Status.PENDING, title="Deep work", ws=None):
         start = timezone.now().replace(microsecond=0) + timezone.timedelta(hours=hours_from_now)
         return Booking.objects.create(
-            user=user, workspace=ws or workspace, title=title, start=start, end=start + timezone.timedelta(hours=duration), status=status
+            user=user,
+            workspace=ws or workspace,
+            title=title,
+            start=start,
+            end=start + timezone.timedelta(hours=duration),
+            status=status,
         )
 
     return make

@@ -2,6 +2,7 @@
 
 Fixtures live in conftest.py (pytest finds them there); test files import these from here.
 """
+
 import base64
 import hashlib
 import os
@@ -41,7 +42,11 @@ def connect(client, fake, account=None, allow=True):
     `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it. The test client keeps
     the flow cookie the first step sets, as the browser does, and shows it to the callback.
     """
-    provider, redirect, default = ("microsoft", MS_REDIRECT, MS_ACCOUNT) if isinstance(fake, FakeMicrosoft) else ("google", REDIRECT, "member@example.com")
+    provider, redirect, default = (
+        ("microsoft", MS_REDIRECT, MS_ACCOUNT)
+        if isinstance(fake, FakeMicrosoft)
+        else ("google", REDIRECT, "member@example.com")
+    )
     response = client.get(f"/api/calendar-sync/auth/{provider}")
     assert response.status_code == 200, response.content
     location = fake.consent(response.json()["authorization_url"], account=account or default, allow=allow)

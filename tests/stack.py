@@ -1,5 +1,6 @@
 """The real stack for tests: a Celery worker process on the configured Redis broker and
 PostgreSQL, talking to the fake Google. Fixtures here are imported by the test modules."""
+
 import os
 import select
 import signal
@@ -37,7 +38,9 @@ def database_url():
     """The test database's URL, for the worker processes (PostgreSQL or MySQL/MariaDB)."""
     db = connection.settings_dict
     scheme, port = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}[connection.vendor]
-    return f"{scheme}://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or port}/{db['NAME']}"
+    return (
+        f"{scheme}://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or port}/{db['NAME']}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,22 @@ class Worker:
     def start(self, broker_url=None):
         """Start the worker and wait until it answers a ping on its broker."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "managehub", "worker", "--pool=prefork", f"--concurrency={self.concurrency}", "-l", os.environ.get("TEST_WORKER_LOGLEVEL", "warning"), "--without-gossip", "--without-mingle", "-n", f"test-{time.monotonic_ns()}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "managehub",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={self.concurrency}",
+                "-l",
+                os.environ.get("TEST_WORKER_LOGLEVEL", "warning"),
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{time.monotonic_ns()}@%h",
+            ],
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
@@ -174,7 +192,10 @@ def calendar_report(fake_google, bookings, account=ACCOUNT):
     current = {b.pk: b for b in Booking.objects.filter(pk__in=[b.pk for b in bookings])}
     wanted = {source.event_id(pk) for pk, b in current.items() if b.status == "confirmed"}
     events = fake_google.events(account)
-    per_booking = Counter(e.get("extendedProperties", {}).get("private", {}).get("calendar_sync_id") for e in fake_google.events(account, include_cancelled=True).values())
+    per_booking = Counter(
+        e.get("extendedProperties", {}).get("private", {}).get("calendar_sync_id")
+        for e in fake_google.events(account, include_cancelled=True).values()
+    )
     return {
         "bookings": len(current),
         "confirmed": len(wanted),
@@ -199,7 +220,11 @@ class BrokerProxy:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username + ':' + parts.password + '@' if parts.username else ''}127.0.0.1:{self.port}"))
+        self.url = urllib.parse.urlunsplit(
+            parts._replace(
+                netloc=f"{parts.username + ':' + parts.password + '@' if parts.username else ''}127.0.0.1:{self.port}"
+            )
+        )
         self.listener, self.pairs, self.lock = None, [], threading.Lock()
 
     def start(self):

@@ -1,5 +1,6 @@
 """The admin as a staff user who may only view changes nothing and reaches no credential, on every
 registered admin (the host's included); API tokens are stored hashed and expire."""
+
 import hashlib
 
 import pytest
@@ -66,16 +67,34 @@ def estate(google_connected, member, make_booking, run):
 
 def snapshot():
     """Every row of every table (sessions aside), decrypted where encrypted."""
-    return {model._meta.label: list(model._base_manager.order_by("pk").values_list()) for model in apps.get_models() if model is not Session}
+    return {
+        model._meta.label: list(model._base_manager.order_by("pk").values_list())
+        for model in apps.get_models()
+        if model is not Session
+    }
 
 
 def test_credentials_are_known():
-    fields = {f"{f.model._meta.label}.{f.name}" for model in apps.get_models() for f in model._meta.get_fields() if is_credential(f)}
-    assert {"auth.User.password", "knox.AuthToken.digest", "knox.AuthToken.token_key", "calendar_sync.CalendarToken.refresh_token",
-            "calendar_sync.CalendarToken.access_token", "calendar_sync.CalendarFeed.secret", "calendar_sync.OAuthState.code_verifier"} <= fields
+    fields = {
+        f"{f.model._meta.label}.{f.name}"
+        for model in apps.get_models()
+        for f in model._meta.get_fields()
+        if is_credential(f)
+    }
+    assert {
+        "auth.User.password",
+        "knox.AuthToken.digest",
+        "knox.AuthToken.token_key",
+        "calendar_sync.CalendarToken.refresh_token",
+        "calendar_sync.CalendarToken.access_token",
+        "calendar_sync.CalendarFeed.secret",
+        "calendar_sync.OAuthState.code_verifier",
+    } <= fields
 
 
-def test_view_only_staff_runs_no_state_changing_action(estate, viewer, client, make_user, django_capture_on_commit_callbacks):
+def test_view_only_staff_runs_no_state_changing_action(
+    estate, viewer, client, make_user, django_capture_on_commit_callbacks
+):
     superuser = make_user("root", is_staff=True, is_superuser=True)
     client.force_login(viewer)
     tried = 0
@@ -155,7 +174,11 @@ def test_no_admin_searches_filters_orders_or_shows_a_credential(estate, viewer):
             item = item.lstrip("-^=@") if isinstance(item, str) else getattr(item, "name", "")
             return any(item == path or item.startswith(f"{path}__") for path in paths)
 
-        for item in (*model_admin.get_search_fields(request), *model_admin.get_ordering(request), *model_admin.get_list_display(request)):
+        for item in (
+            *model_admin.get_search_fields(request),
+            *model_admin.get_ordering(request),
+            *model_admin.get_list_display(request),
+        ):
             assert not reaches(item), (model, item)
         for item in model_admin.get_list_filter(request):
             assert not reaches(item[0] if isinstance(item, tuple) else item), (model, item)
@@ -184,7 +207,12 @@ def test_the_guard_covers_any_admin_a_project_registers(member, viewer):
     assert list(model_admin.get_list_display(request)) == ["username"]
     found, _ = model_admin.get_search_results(request, User.objects.all(), member.password[:25])
     assert not found.exists()
-    for lookup in ("password__startswith", "auth_token_set__pk__regex", "auth_token_set", "user_permissions__user__password"):
+    for lookup in (
+        "password__startswith",
+        "auth_token_set__pk__regex",
+        "auth_token_set",
+        "user_permissions__user__password",
+    ):
         assert not model_admin.lookup_allowed(lookup, "a", request), lookup
     assert model_admin.lookup_allowed("is_staff__exact", "1", request)
 
@@ -193,7 +221,9 @@ def test_the_guard_covers_any_admin_a_project_registers(member, viewer):
 
 
 def sign_in(username="alice"):
-    response = client_for(None).post("/api/auth/token/", {"username": username, "password": f"pw-{username}"}, format="json")
+    response = client_for(None).post(
+        "/api/auth/token/", {"username": username, "password": f"pw-{username}"}, format="json"
+    )
     assert response.status_code == 200, response.content
     return response.json()
 

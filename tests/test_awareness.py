@@ -1,5 +1,6 @@
 """Calendar awareness, for Google and for Microsoft: busy times before confirming, rooms booked
 outside ManageHub never double-booked, a test push, and dead grants found before they hurt."""
+
 import urllib.parse
 
 import pytest
@@ -41,7 +42,9 @@ def test_busy_times_show_the_members_other_meetings_not_ours(fake, member_api, m
     run(member_api.post, f"/api/bookings/{booking.pk}/confirm/")  # our own event is in the calendar too
     answer = member_api.get(window(at - HOUR, at + 2 * HOUR)).json()
     assert answer["provider"] == fake.provider and answer["calendar_id"] == "primary" and answer["checked_at"]
-    assert [(timezone.datetime.fromisoformat(b["start"]), timezone.datetime.fromisoformat(b["end"])) for b in answer["busy"]] == [(at, at + HOUR)]
+    assert [
+        (timezone.datetime.fromisoformat(b["start"]), timezone.datetime.fromisoformat(b["end"])) for b in answer["busy"]
+    ] == [(at, at + HOUR)]
     assert member_api.get(window(at + 3 * HOUR, at + 4 * HOUR)).json()["busy"] == []
     ours = member_api.get(window(booking.start - HOUR, booking.end + HOUR)).json()["busy"]
     assert ours == []  # the member's own synced booking never conflicts with itself
@@ -118,15 +121,21 @@ def room_calendar(fake, staff, workspace, run):
     """The workspace's room calendar connected on `fake` by staff (account rooms@...)."""
     account = fake.room_account
     staff_api = client_for(staff)
-    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{fake.provider}").json()["authorization_url"]
+    url = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/auth/{fake.provider}").json()[
+        "authorization_url"
+    ]
     location = fake.consent(url, account=account)
-    response = run(staff_api.get, f"/api/calendar-sync/auth/{fake.provider}/callback?{urllib.parse.urlsplit(location).query}")
+    response = run(
+        staff_api.get, f"/api/calendar-sync/auth/{fake.provider}/callback?{urllib.parse.urlsplit(location).query}"
+    )
     assert "calendar_sync=connected" in response["Location"]
     fake.reset_log()
     return account
 
 
-def test_room_booked_in_its_calendar_blocks_confirming_until_deleted(fake, room_calendar, api, member, make_booking, workspace, run):
+def test_room_booked_in_its_calendar_blocks_confirming_until_deleted(
+    fake, room_calendar, api, member, make_booking, workspace, run
+):
     booking = make_booking(member, hours_from_now=48, duration=2)
     outside = fake.add_event(room_calendar, booking.start + HOUR, booking.end + HOUR, title="Client call")
     call_command("calendar_sync_pull", "--owner", f"workspace:{workspace.pk}")
@@ -139,7 +148,9 @@ def test_room_booked_in_its_calendar_blocks_confirming_until_deleted(fake, room_
     assert run(api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
 
 
-def test_pulls_are_incremental_recover_from_410_and_skip_our_events(fake, room_calendar, api, member, make_booking, workspace, run):
+def test_pulls_are_incremental_recover_from_410_and_skip_our_events(
+    fake, room_calendar, api, member, make_booking, workspace, run
+):
     booking = make_booking(member, hours_from_now=30, duration=1)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")  # our event lands in the room calendar
     assert len(fake.events(room_calendar)) == 1

@@ -1,4 +1,5 @@
 """The booking lifecycle and its REST API: rules, bad input, cross-member access."""
+
 import threading
 
 import pytest
@@ -29,7 +30,10 @@ def test_token_auth(member):
     token = response.json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/bookings/").status_code == 200
-    assert client_for(None).post("/api/auth/token/", {"username": "alice", "password": "nope"}, format="json").status_code == 400
+    assert (
+        client_for(None).post("/api/auth/token/", {"username": "alice", "password": "nope"}, format="json").status_code
+        == 400
+    )
 
 
 def test_unauthenticated_is_refused(db):
@@ -53,7 +57,14 @@ def test_workspace_creation_is_staff_only(api, staff):
 def test_create_confirm_reschedule_cancel(api, workspace):
     start = timezone.now() + timezone.timedelta(days=2)
     response = api.post(
-        "/api/bookings/", {"workspace": workspace.pk, "title": "Standup", "start": iso(start), "end": iso(start + timezone.timedelta(hours=1))}, format="json"
+        "/api/bookings/",
+        {
+            "workspace": workspace.pk,
+            "title": "Standup",
+            "start": iso(start),
+            "end": iso(start + timezone.timedelta(hours=1)),
+        },
+        format="json",
     )
     assert response.status_code == 201, response.content
     booking = response.json()
@@ -64,7 +75,9 @@ def test_create_confirm_reschedule_cancel(api, workspace):
     assert api.post(url + "confirm/").status_code == 200  # idempotent
 
     later = start + timezone.timedelta(hours=3)
-    moved = api.patch(url, {"start": iso(later), "end": iso(later + timezone.timedelta(hours=2)), "title": "Planning"}, format="json")
+    moved = api.patch(
+        url, {"start": iso(later), "end": iso(later + timezone.timedelta(hours=2)), "title": "Planning"}, format="json"
+    )
     assert moved.status_code == 200, moved.content
     assert moved.json()["title"] == "Planning"
     assert Booking.objects.get(pk=booking["id"]).start == later
@@ -88,7 +101,13 @@ def test_create_confirm_reschedule_cancel(api, workspace):
 )
 def test_bad_booking_input_names_the_field(api, workspace, change, field):
     start = timezone.now() + timezone.timedelta(days=1)
-    body = {"workspace": workspace.pk, "title": "Ok", "start": iso(start), "end": iso(start + timezone.timedelta(hours=1)), **change}
+    body = {
+        "workspace": workspace.pk,
+        "title": "Ok",
+        "start": iso(start),
+        "end": iso(start + timezone.timedelta(hours=1)),
+        **change,
+    }
     response = api.post("/api/bookings/", body, format="json")
     assert response.status_code == 400
     assert field in response.json()
@@ -118,7 +137,9 @@ def test_overlapping_confirmations_are_refused(api, member, make_booking):
 
 def test_end_before_start_on_reschedule(api, member, make_booking):
     booking = make_booking(member)
-    response = api.patch(f"/api/bookings/{booking.pk}/", {"end": iso(booking.start - timezone.timedelta(hours=1))}, format="json")
+    response = api.patch(
+        f"/api/bookings/{booking.pk}/", {"end": iso(booking.start - timezone.timedelta(hours=1))}, format="json"
+    )
     assert response.status_code == 400 and "end" in response.json()
 
 
@@ -141,7 +162,12 @@ def test_schema_describes_bookings_and_calendar_sync(api):
     schema = response.json()
     assert schema["openapi"].startswith("3.")
     paths = schema["paths"]
-    for path in ("/api/bookings/", "/api/bookings/{id}/confirm/", "/api/calendar-sync/status", "/api/calendar-sync/disconnect"):
+    for path in (
+        "/api/bookings/",
+        "/api/bookings/{id}/confirm/",
+        "/api/calendar-sync/status",
+        "/api/calendar-sync/disconnect",
+    ):
         assert any(p.rstrip("/") == path.rstrip("/") for p in paths), path
     assert "Booking" in schema["components"]["schemas"]
 
@@ -151,7 +177,12 @@ def test_admin_pages_render(staff, member, make_booking, client):
     staff.save()
     make_booking(member)
     client.force_login(staff)
-    for url in ("/admin/bookings/booking/", "/admin/bookings/workspace/", "/admin/calendar_sync/calendartoken/", "/admin/calendar_sync/syncrecord/"):
+    for url in (
+        "/admin/bookings/booking/",
+        "/admin/bookings/workspace/",
+        "/admin/calendar_sync/calendartoken/",
+        "/admin/calendar_sync/syncrecord/",
+    ):
         assert client.get(url).status_code == 200, url
 
 
@@ -177,8 +208,12 @@ def test_racing_confirms_of_overlapping_bookings_give_one_409(make_user, workspa
     start = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
     for round_ in range(5):
         at = start + timezone.timedelta(days=round_)
-        a = Booking.objects.create(user=alice, workspace=workspace, title="A", start=at, end=at + timezone.timedelta(hours=1))
-        b = Booking.objects.create(user=bob, workspace=workspace, title="B", start=at, end=at + timezone.timedelta(hours=1))
+        a = Booking.objects.create(
+            user=alice, workspace=workspace, title="A", start=at, end=at + timezone.timedelta(hours=1)
+        )
+        b = Booking.objects.create(
+            user=bob, workspace=workspace, title="B", start=at, end=at + timezone.timedelta(hours=1)
+        )
         results = {}
         barrier = threading.Barrier(2)
 
@@ -199,6 +234,8 @@ def test_racing_confirms_of_overlapping_bookings_give_one_409(make_user, workspa
 
 def test_dates_no_calendar_can_hold_are_refused(api, workspace):
     for start, end in (("0001-01-01T00:00Z", "0001-01-01T01:00Z"), ("9999-12-31T20:00Z", "9999-12-31T21:00Z")):
-        response = api.post("/api/bookings/", {"workspace": workspace.pk, "title": "x", "start": start, "end": end}, format="json")
+        response = api.post(
+            "/api/bookings/", {"workspace": workspace.pk, "title": "x", "start": start, "end": end}, format="json"
+        )
         assert response.status_code == 400 and "start" in response.json(), response.content
     assert not Booking.objects.exists()

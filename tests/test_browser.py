@@ -4,6 +4,7 @@ Chromium against the fake Google and the fake Microsoft (both configured, so the
 Needs Debian's `chromium` (`.ci/run` installs it). Locally without it the test is skipped;
 in CI it fails instead.
 """
+
 import os
 import shutil
 
@@ -16,7 +17,15 @@ from calendar_sync.sources import get_source
 from tests.helpers import IN_CI
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -35,7 +44,9 @@ def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
         "SHARED_FRONTEND_URL": f"{live_server.url}/integrations/rooms",
     }
     settings.CALENDAR_SYNC_SANDBOX = True
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop (this test only)
+    monkeypatch.setenv(
+        "DJANGO_ALLOW_ASYNC_UNSAFE", "true"
+    )  # the live server runs beside Playwright's loop (this test only)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser.new_page()
@@ -48,7 +59,9 @@ def member_with_booking(title="Deep work"):
     user = get_user_model().objects.create_user("demo", password="demo-password")
     workspace = Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
     start = timezone.now() + timezone.timedelta(days=1)
-    booking = Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=start + timezone.timedelta(hours=2))
+    booking = Booking.objects.create(
+        user=user, workspace=workspace, title=title, start=start, end=start + timezone.timedelta(hours=2)
+    )
     return user, booking
 
 
@@ -75,7 +88,9 @@ def test_member_connects_syncs_and_disconnects(page, live_server, fake_google, f
     page.wait_for_url("**/integrations/calendar")
     page.wait_for_selector("#status[data-state=active]")
     assert "connected" in page.text_content("#outcome")
-    assert not [c for c in page.context.cookies() if c["name"] == "calendar_sync_flow"]  # the flow cookie: shown once, then cleared
+    assert not [
+        c for c in page.context.cookies() if c["name"] == "calendar_sync_flow"
+    ]  # the flow cookie: shown once, then cleared
 
     page.wait_for_selector("#calendar-select option", state="attached")
     page.select_option("#calendar-select", "team@group.calendar.google.com")
@@ -114,7 +129,9 @@ def test_member_connects_syncs_and_disconnects(page, live_server, fake_google, f
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_the_flow_cookie_the_page_finishes_with_the_members_session(page, live_server, fake_google, fake_microsoft):
+def test_without_the_flow_cookie_the_page_finishes_with_the_members_session(
+    page, live_server, fake_google, fake_microsoft
+):
     """A browser that drops the flow cookie is sent back with the code and state; the page posts them
     to .../complete with the member's own session, which is what links the calendar."""
     user, _ = member_with_booking()
@@ -211,7 +228,10 @@ def test_staff_connects_a_room_calendar_and_a_member_booking_reaches_it(page, li
     # The picker lists the room account's calendars once someone reaches for it.
     page.focus(f"#calendar-{loft.pk}")
     page.wait_for_function(f"document.getElementById('calendar-{loft.pk}').options.length > 1")
-    assert page.eval_on_selector(f"#calendar-{loft.pk}", "s => s.selectedOptions[0].textContent") == "rooms@example.com (primary)"
+    assert (
+        page.eval_on_selector(f"#calendar-{loft.pk}", "s => s.selectedOptions[0].textContent")
+        == "rooms@example.com (primary)"
+    )
     page.click(f"#resync-{loft.pk}")
     page.wait_for_function("document.getElementById('outcome').textContent.includes('resync queued')")
     page.screenshot(path=os.environ.get("ROOMS_SCREENSHOT", "/tmp/rooms-page.png"), full_page=True)
@@ -221,7 +241,9 @@ def test_staff_connects_a_room_calendar_and_a_member_booking_reaches_it(page, li
     sign_in(page, live_server)
     assert page.query_selector("#nav-rooms") is None
     response = page.goto(f"{live_server.url}/integrations/rooms")
-    assert response.status == 403 or page.url.startswith(f"{live_server.url}/admin/login/")  # "not authorized to access this page"
+    assert response.status == 403 or page.url.startswith(
+        f"{live_server.url}/admin/login/"
+    )  # "not authorized to access this page"
     assert page.query_selector("#rooms") is None
 
     # The member connects their own Google calendar and confirms a booking of that room: both calendars get it.

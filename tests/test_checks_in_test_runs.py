@@ -1,5 +1,6 @@
 """The app's checks pass in any project's test run (Django's runner: DEBUG off, checks on) with the
 startproject key and loopback fakes; key strength and loopback http with DEBUG off are deploy checks."""
+
 import os
 import subprocess
 import sys
@@ -32,10 +33,18 @@ def test_the_missing_setting_hint_names_the_setting_not_our_env_file(settings):
 def test_a_provider_left_out_on_purpose_is_not_warned_about(fake_google, settings):
     """Google configured, Microsoft's keys all empty: Microsoft is simply not offered (no W001 for it);
     a half-configured provider is still named."""
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MICROSOFT_CLIENT_ID": "", "MICROSOFT_CLIENT_SECRET": "", "MICROSOFT_REDIRECT_URI": ""}
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "MICROSOFT_CLIENT_ID": "",
+        "MICROSOFT_CLIENT_SECRET": "",
+        "MICROSOFT_REDIRECT_URI": "",
+    }
     assert not [e for e in check_settings(None) if e.id == "calendar_sync.W001"]
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MICROSOFT_CLIENT_ID": "an-id"}
-    assert {e.msg.split('"')[1] for e in check_settings(None) if e.id == "calendar_sync.W001"} == {"MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI"}
+    assert {e.msg.split('"')[1] for e in check_settings(None) if e.id == "calendar_sync.W001"} == {
+        "MICROSOFT_CLIENT_SECRET",
+        "MICROSOFT_REDIRECT_URI",
+    }
 
 
 @pytest.mark.django_db
@@ -55,6 +64,8 @@ def test_development_keys_fail_the_deploy_checks_outside_debug(settings):
 @pytest.mark.parametrize("env", [{"DEBUG": "false"}, {"DEBUG": "false", "SECRET_KEY": "", "SALT_KEY": ""}])
 def test_wsgi_refuses_to_serve_on_development_keys(env):
     clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SALT_KEY", "DEBUG")}
-    result = subprocess.run([sys.executable, "-c", "import managehub.wsgi"], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import managehub.wsgi"], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True
+    )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr

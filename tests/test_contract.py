@@ -1,6 +1,7 @@
 """The API's contract at its edges: every error under /api/ is JSON with `code` and `detail`
 (any content type, DEBUG on or off), a provider not configured is a 4xx, feed secrets stay out of
 access logs, the members' page says what really happened, and the API docs work offline."""
+
 import json
 import logging
 import os
@@ -54,14 +55,24 @@ def browser(member):
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/workspaces/", "/api/bookings/", "/api/calendar-sync/status", "/api/calendar-sync/busy", FEED, "/api/no-such-thing/"]
+    "path",
+    [
+        "/api/workspaces/",
+        "/api/bookings/",
+        "/api/calendar-sync/status",
+        "/api/calendar-sync/busy",
+        FEED,
+        "/api/no-such-thing/",
+    ],
 )
 def test_too_many_query_parameters_are_a_json_400_on_every_endpoint(browser, debug, path):
     body = _is_error_json(browser.get(f"{path}?{MANY}"), 400)
     assert body["code"] == "too_many_fields" and "DATA_UPLOAD" not in body["detail"]
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"]
+)
 def test_too_many_body_fields_are_a_json_400_whatever_the_content_type(staff, debug, content_type, settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
     fields = {f"f{i}": "x" for i in range(50)} | {"name": "Room"}
@@ -80,7 +91,9 @@ def test_too_many_body_fields_are_a_json_400_whatever_the_content_type(staff, de
     assert Workspace.objects.count() == (1 if content_type == "application/json" else 0)
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"]
+)
 def test_validation_errors_of_every_body_type_carry_code_and_detail(google_connected, api, member, debug, content_type):
     client = Client(raise_request_exception=False)
     client.force_login(member)
@@ -88,16 +101,22 @@ def test_validation_errors_of_every_body_type_carry_code_and_detail(google_conne
         if content_type == "multipart/form-data":
             from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
-            response = client.put("/api/calendar-sync/calendar", encode_multipart(BOUNDARY, data), content_type=MULTIPART_CONTENT)
+            response = client.put(
+                "/api/calendar-sync/calendar", encode_multipart(BOUNDARY, data), content_type=MULTIPART_CONTENT
+            )
         elif content_type == "application/json":
             response = client.put("/api/calendar-sync/calendar", json.dumps(data), content_type=content_type)
         else:
-            response = client.put("/api/calendar-sync/calendar", urllib.parse.urlencode(data), content_type=content_type)
+            response = client.put(
+                "/api/calendar-sync/calendar", urllib.parse.urlencode(data), content_type=content_type
+            )
         body = _is_error_json(response, 400)
         assert body["code"] == "invalid" and body["calendar_id"], body
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/json"]
+)
 def test_an_empty_time_zone_is_refused_whatever_the_content_type(staff, debug, content_type):
     client = Client(raise_request_exception=False)
     client.force_login(staff)
@@ -120,12 +139,18 @@ def test_a_view_that_answers_a_bare_field_dict_still_gets_code_and_detail(api, m
 
     from bookings import api as bookings_api
 
-    monkeypatch.setattr(bookings_api.WorkspaceViewSet, "list", lambda self, request: Response({"name": ["Bad."]}, status=400))
+    monkeypatch.setattr(
+        bookings_api.WorkspaceViewSet, "list", lambda self, request: Response({"name": ["Bad."]}, status=400)
+    )
     body = _is_error_json(api.get("/api/workspaces/"), 400)
     assert body == {"name": ["Bad."], "code": "invalid", "detail": "Invalid input."}
-    monkeypatch.setattr(bookings_api.WorkspaceViewSet, "list", lambda self, request: Response({"code": ["Required."]}, status=400))
+    monkeypatch.setattr(
+        bookings_api.WorkspaceViewSet, "list", lambda self, request: Response({"code": ["Required."]}, status=400)
+    )
     assert _is_error_json(api.get("/api/workspaces/"), 400) == {"code": "invalid", "detail": "code: Required."}
-    monkeypatch.setattr(bookings_api.WorkspaceViewSet, "list", lambda self, request: Response(["one", "two"], status=409))
+    monkeypatch.setattr(
+        bookings_api.WorkspaceViewSet, "list", lambda self, request: Response(["one", "two"], status=409)
+    )
     assert _is_error_json(api.get("/api/workspaces/"), 409) == {"code": "conflict", "detail": "Conflict"}
 
 
@@ -185,7 +210,13 @@ def _serve_and_log(command, settings, requests):
     """Start a real server (`command` with {port}), send `requests` (paths), stop it; its log output."""
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": _database_url(settings), "DEBUG": "true", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([part.format(port=port) for part in command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [part.format(port=port) for part in command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -194,7 +225,9 @@ def _serve_and_log(command, settings, requests):
             except urllib.error.HTTPError:
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.poll() is not None else "no answer"
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stdout.read().decode() if proc.poll() is not None else "no answer"
+                )
                 time.sleep(0.2)
         opener = urllib.request.build_opener(_NoRedirect)  # the callback redirects to the frontend: not followed
         for path in requests:
@@ -215,7 +248,18 @@ def _serve_and_log(command, settings, requests):
 
 SERVERS = {
     "runserver": [sys.executable, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload", "--skip-checks"],
-    "gunicorn": [sys.executable, "-m", "gunicorn", "managehub.wsgi", "-b", "127.0.0.1:{port}", "-w", "1", "--access-logfile", "-"],
+    "gunicorn": [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "managehub.wsgi",
+        "-b",
+        "127.0.0.1:{port}",
+        "-w",
+        "1",
+        "--access-logfile",
+        "-",
+    ],
 }
 
 
@@ -226,7 +270,10 @@ def test_feed_secrets_and_oauth_codes_never_reach_the_access_log(member, setting
     output = _serve_and_log(
         SERVERS[server],
         settings,
-        [f"/api/calendar-sync/ical/{feed.secret}.ics", "/api/calendar-sync/auth/google/callback?state=st4te-value&code=4/c0de-value"],
+        [
+            f"/api/calendar-sync/ical/{feed.secret}.ics",
+            "/api/calendar-sync/auth/google/callback?state=st4te-value&code=4/c0de-value",
+        ],
     )
     assert "/api/calendar-sync/ical/[redacted]" in output, output  # the request was logged, and redacted
     assert "code=[redacted]" in output, output
@@ -237,7 +284,15 @@ def test_the_redaction_covers_feed_paths_in_any_log_line():
     from managehub.log_filters import RedactOAuthQuery
 
     secret = "Abc_def-0123456789xyzXYZ"
-    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(r)s %(s)s", ({"r": f"GET /api/calendar-sync/ical/{secret}.ics HTTP/1.1", "s": "200"},), None)
+    record = logging.LogRecord(
+        "gunicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        "%(r)s %(s)s",
+        ({"r": f"GET /api/calendar-sync/ical/{secret}.ics HTTP/1.1", "s": "200"},),
+        None,
+    )
     RedactOAuthQuery().filter(record)
     assert record.getMessage() == "GET /api/calendar-sync/ical/[redacted] HTTP/1.1 200"
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "POST /api/calendar-sync/ical/rotate", (), None)
@@ -256,9 +311,13 @@ def test_api_docs_load_swagger_ui_from_our_own_static_files(live_server, member)
     page = client.get("/api/docs/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert not re.findall(r"(?:https?:)?//(?!127\.0\.0\.1|testserver)[\w.-]+\.\w+", html), re.findall(r"(?:https?:)?//[^\s\"']+", html)
+    assert not re.findall(r"(?:https?:)?//(?!127\.0\.0\.1|testserver)[\w.-]+\.\w+", html), re.findall(
+        r"(?:https?:)?//[^\s\"']+", html
+    )
     assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
-    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith("swagger-ui.css") for a in assets), assets
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(
+        a.endswith("swagger-ui.css") for a in assets
+    ), assets
     for asset in assets:
         assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
         with urllib.request.urlopen(live_server.url + asset, timeout=10) as response:
@@ -271,7 +330,9 @@ def test_api_docs_load_swagger_ui_from_our_own_static_files(live_server, member)
 def _row(page, booking):
     """(the booking's row, the error row right after it or "") of the rendered page."""
     html = page.content.decode()
-    match = re.search(rf'<tr id="booking-{booking.pk}"[^>]*>(.*?)</tr>(\s*<tr class="row-error"[^>]*>(.*?)</tr>)?', html, re.S)
+    match = re.search(
+        rf'<tr id="booking-{booking.pk}"[^>]*>(.*?)</tr>(\s*<tr class="row-error"[^>]*>(.*?)</tr>)?', html, re.S
+    )
     assert match, html
     return match.group(1), re.sub(r"<[^>]+>", "", match.group(3) or "").strip()
 
@@ -289,8 +350,14 @@ def page_client(member):
     return client
 
 
-def test_only_a_confirmed_synced_booking_shows_in_your_calendar(google_connected, page_client, member, make_booking, run):
-    confirmed, cancelled, pending = make_booking(member), make_booking(member, hours_from_now=48), make_booking(member, hours_from_now=72)
+def test_only_a_confirmed_synced_booking_shows_in_your_calendar(
+    google_connected, page_client, member, make_booking, run
+):
+    confirmed, cancelled, pending = (
+        make_booking(member),
+        make_booking(member, hours_from_now=48),
+        make_booking(member, hours_from_now=72),
+    )
     for booking in (confirmed, cancelled):
         assert run(page_client.post, f"/integrations/calendar/bookings/{booking.pk}/confirm").status_code == 302
     assert run(page_client.post, f"/integrations/calendar/bookings/{cancelled.pk}/cancel").status_code == 302
@@ -310,14 +377,22 @@ def test_only_a_confirmed_synced_booking_shows_in_your_calendar(google_connected
     assert "✓" not in page.content.decode()
     # The script refreshes the list from the same rendering.
     part = page_client.get("/integrations/calendar?part=bookings")
-    assert part.content.decode().lstrip().startswith('<tbody id="bookings">') and "Not connected" in part.content.decode()
+    assert (
+        part.content.decode().lstrip().startswith('<tbody id="bookings">') and "Not connected" in part.content.decode()
+    )
 
 
 def test_times_show_minutes_and_the_zone_of_the_workspace(page_client, member, workspace):
     start = datetime(2030, 7, 1, 8, 0, 30, tzinfo=UTC)  # 09:00:30 in Lisbon (summer time)
-    booking = Booking.objects.create(user=member, workspace=workspace, title="Deep work", start=start, end=start + timedelta(hours=2))
+    booking = Booking.objects.create(
+        user=member, workspace=workspace, title="Deep work", start=start, end=start + timedelta(hours=2)
+    )
     overnight = Booking.objects.create(
-        user=member, workspace=workspace, title="Night", start=start + timedelta(hours=14), end=start + timedelta(hours=17)
+        user=member,
+        workspace=workspace,
+        title="Night",
+        start=start + timedelta(hours=14),
+        end=start + timedelta(hours=17),
     )
     page = page_client.get("/integrations/calendar")
     assert _cell(_row(page, booking)[0], "when") == "Mon 1 Jul 2030, 09:00–11:00 (Europe/Lisbon)"
@@ -347,7 +422,10 @@ def test_the_api_overlap_message_names_the_room_and_local_times(api, member, oth
     mine = make_booking(member, hours_from_now=25)
     response = api.post(f"/api/bookings/{mine.pk}/confirm/")
     assert response.status_code == 409
-    assert response.json()["detail"] == f"The Loft is already booked on {services.when(taken.start, taken.end, 'Europe/Lisbon')}."
+    assert (
+        response.json()["detail"]
+        == f"The Loft is already booked on {services.when(taken.start, taken.end, 'Europe/Lisbon')}."
+    )
 
 
 def test_cancel_asks_first_without_javascript(page_client, member, other, make_booking, run):
@@ -355,11 +433,13 @@ def test_cancel_asks_first_without_javascript(page_client, member, other, make_b
     page = page_client.get("/integrations/calendar")
     row = _row(page, booking)[0]
     # Cancel is a link to a question, not a form that cancels at once.
-    assert f'href="/integrations/calendar/bookings/{booking.pk}/cancel"' in row and "/cancel\" method" not in row
+    assert f'href="/integrations/calendar/bookings/{booking.pk}/cancel"' in row and '/cancel" method' not in row
     question = page_client.get(f"/integrations/calendar/bookings/{booking.pk}/cancel")
     assert question.status_code == 200
     html = question.content.decode()
-    assert "Cancel this booking?" in html and "Deep work" in html and "The Loft" in html and 'id="cancel-confirm"' in html
+    assert (
+        "Cancel this booking?" in html and "Deep work" in html and "The Loft" in html and 'id="cancel-confirm"' in html
+    )
     assert 'name="csrfmiddlewaretoken"' in html
     booking.refresh_from_db()
     assert booking.status == Booking.Status.CONFIRMED  # asking changed nothing
@@ -383,7 +463,9 @@ def test_the_page_actions_need_csrf_and_sign_in(member, make_booking):
     assert browser.post(f"/integrations/calendar/bookings/{booking.pk}/confirm").status_code == 403
     assert browser.post(f"/integrations/calendar/bookings/{booking.pk}/cancel").status_code == 403
     anonymous = Client()
-    assert anonymous.post(f"/integrations/calendar/bookings/{booking.pk}/cancel")["Location"].startswith("/accounts/login/")
+    assert anonymous.post(f"/integrations/calendar/bookings/{booking.pk}/cancel")["Location"].startswith(
+        "/accounts/login/"
+    )
     booking.refresh_from_db()
     assert booking.status == Booking.Status.PENDING
 
@@ -404,7 +486,9 @@ def test_deeply_nested_json_is_a_400_without_login(db):
     assert response.json()["code"] == "parse_error"
 
 
-@pytest.mark.parametrize("query", ["limit=9223372036854775808", "offset=9223372036854775808", "limit=-1&offset=-5", "limit=abc"])
+@pytest.mark.parametrize(
+    "query", ["limit=9223372036854775808", "offset=9223372036854775808", "limit=-1&offset=-5", "limit=abc"]
+)
 def test_pagination_parameters_cannot_overflow(api, workspace, query):
     response = api.get(f"/api/workspaces/?{query}")
     assert response.status_code == 200, response.content
@@ -413,7 +497,12 @@ def test_pagination_parameters_cannot_overflow(api, workspace, query):
 
 @pytest.mark.parametrize(
     "method,path",
-    [("get", "/api/no-such-thing/"), ("delete", "/api/workspaces/"), ("get", "/api/calendar-sync/nope"), ("post", "/api/calendar-sync/status")],
+    [
+        ("get", "/api/no-such-thing/"),
+        ("delete", "/api/workspaces/"),
+        ("get", "/api/calendar-sync/nope"),
+        ("post", "/api/calendar-sync/status"),
+    ],
 )
 def test_every_api_error_is_json(api, method, path):
     response = getattr(api, method)(path)

@@ -6,6 +6,7 @@ booking at its own instant whatever the zone; Google incremental reads repeat th
 parameters; one iCal feed per member however many requests race; owner ids are canonical; and
 busy answers belong to the connection that read them.
 """
+
 import datetime as dt
 import threading
 import urllib.parse
@@ -47,7 +48,11 @@ def room_owner(staff, fake, workspace, account, run):
 
 
 def book(api, workspace, start, end):
-    return api.post("/api/bookings/", {"workspace": workspace.pk, "title": "Desk", "start": start.isoformat(), "end": end.isoformat()}, format="json")
+    return api.post(
+        "/api/bookings/",
+        {"workspace": workspace.pk, "title": "Desk", "start": start.isoformat(), "end": end.isoformat()},
+        format="json",
+    )
 
 
 def window(start, end):
@@ -60,10 +65,14 @@ def fake(request, fake_google, fake_microsoft):
 
 
 # --- 1. Outlook: a transactionId is anyone's; only our property (or a stored id) makes an event ours -------
-def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_microsoft, staff, workspace, member, api, make_booking, run):
+def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(
+    fake_microsoft, staff, workspace, member, api, make_booking, run
+):
     owner = room_owner(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
-    outside = fake_microsoft.add_event("rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting")
+    outside = fake_microsoft.add_event(
+        "rooms@contoso.com", booking.start + HOUR, booking.end + HOUR, title="Board meeting"
+    )
     fake_microsoft.update_event("rooms@contoso.com", outside, transactionId="d2c5b1a0-7e1f-4c55-9a51-outlook-mobile")
     reads.pull(owner)
     assert BusyBlock.objects.filter(remote_id=outside).exists()
@@ -76,7 +85,9 @@ def test_an_outside_outlook_event_with_a_transaction_id_blocks_the_room(fake_mic
     assert list(BusyBlock.objects.values_list("remote_id", flat=True)) == [outside]
 
 
-def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_booking(fake_microsoft, staff, workspace, member, api, make_booking, run):
+def test_our_outlook_event_read_before_its_id_was_known_never_blocks_its_own_booking(
+    fake_microsoft, staff, workspace, member, api, make_booking, run
+):
     owner = room_owner(staff, fake_microsoft, workspace, "rooms@contoso.com", run)
     booking = make_booking(member, hours_from_now=48, duration=2)
     fake_microsoft.lose_response()
@@ -105,7 +116,9 @@ def test_bookings_beyond_the_horizon_or_longer_than_allowed_are_refused(api, wor
     assert (settings.BOOKING_HORIZON_DAYS, settings.BOOKING_MAX_HOURS) == (365, 24)  # the documented defaults
     far = hour_from_now(366)
     response = book(api, workspace, far, far + HOUR)
-    assert response.status_code == 400 and response.json()["code"] == "invalid" and "start" in response.json(), response.content
+    assert response.status_code == 400 and response.json()["code"] == "invalid" and "start" in response.json(), (
+        response.content
+    )
     assert "365 days" in response.json()["detail"]
     edge = timezone.now() + dt.timedelta(days=365) - 30 * dt.timedelta(minutes=1)
     response = book(api, workspace, edge, edge + HOUR)  # starts inside the horizon, ends beyond it
@@ -114,7 +127,9 @@ def test_bookings_beyond_the_horizon_or_longer_than_allowed_are_refused(api, wor
     assert century.status_code == 400 and century.json()["code"] == "invalid"
     start = hour_from_now(2)
     response = book(api, workspace, start, start + 25 * HOUR)
-    assert response.status_code == 400 and "end" in response.json() and "24 hours" in response.json()["detail"], response.content
+    assert response.status_code == 400 and "end" in response.json() and "24 hours" in response.json()["detail"], (
+        response.content
+    )
     created = book(api, workspace, start, start + 24 * HOUR)
     assert created.status_code == 201, created.content
     path = f"/api/bookings/{created.json()['id']}/"
@@ -176,7 +191,11 @@ def test_a_pull_window_shorter_than_the_booking_horizon_fails_the_checks(setting
     ("start", "end", "field"),
     [
         ("0001-01-01T00:30:00+01:00", "0001-01-01T05:00:00+01:00", "start"),  # overflows going to UTC
-        ("0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", "start"),  # a year-1 UTC window: refused here, not by the provider
+        (
+            "0001-01-01T00:00:00Z",
+            "0001-01-02T00:00:00Z",
+            "start",
+        ),  # a year-1 UTC window: refused here, not by the provider
         ("9999-12-31T20:00:00-05:00", "9999-12-31T22:00:00-05:00", "start"),
         ("2030-01-01T00:00:00Z", "9999-12-31T23:30:00-01:00", "end"),
         ("9999-12-31T10:00:00+14:00", "9999-12-31T11:00:00+14:00", "start"),
@@ -192,9 +211,16 @@ def test_busy_windows_no_calendar_can_hold_are_refused(google_connected, api, st
 
 
 def test_booking_dates_with_offsets_that_overflow_are_refused(api, workspace):
-    for start, end in (("0001-01-01T00:30:00+01:00", "0001-01-01T02:00:00+01:00"), ("9999-12-31T20:00:00-05:00", "9999-12-31T22:00:00-05:00")):
-        response = api.post("/api/bookings/", {"workspace": workspace.pk, "title": "x", "start": start, "end": end}, format="json")
-        assert response.status_code == 400 and response.json()["code"] == "invalid" and "start" in response.json(), response.content
+    for start, end in (
+        ("0001-01-01T00:30:00+01:00", "0001-01-01T02:00:00+01:00"),
+        ("9999-12-31T20:00:00-05:00", "9999-12-31T22:00:00-05:00"),
+    ):
+        response = api.post(
+            "/api/bookings/", {"workspace": workspace.pk, "title": "x", "start": start, "end": end}, format="json"
+        )
+        assert response.status_code == 400 and response.json()["code"] == "invalid" and "start" in response.json(), (
+            response.content
+        )
     assert not Booking.objects.exists()
 
 
@@ -211,7 +237,9 @@ def graph_instants(value):
 def test_graph_reads_every_booking_at_its_instant_in_every_zone():
     provider = MicrosoftProvider()
     first = timezone.now().replace(minute=0, second=0, microsecond=0)
-    instants = [first + dt.timedelta(days=7 * week, hours=week) for week in range(53)]  # a year, weekly, at shifting hours
+    instants = [
+        first + dt.timedelta(days=7 * week, hours=week) for week in range(53)
+    ]  # a year, weekly, at shifting hours
     utc_zones = set()
     for zone in sorted(zoneinfo.available_timezones()):
         for start in instants:
@@ -224,7 +252,9 @@ def test_graph_reads_every_booking_at_its_instant_in_every_zone():
             if body["start"]["timeZone"] == "UTC":
                 utc_zones.add(zone)
     assert {"America/Scoresbysund", "Antarctica/Casey", "Antarctica/Vostok"} <= utc_zones
-    assert not {"Europe/Lisbon", "America/New_York", "Asia/Kolkata", "Australia/Sydney"} & utc_zones  # Windows names where they agree
+    assert (
+        not {"Europe/Lisbon", "America/New_York", "Asia/Kolkata", "Australia/Sydney"} & utc_zones
+    )  # Windows names where they agree
 
 
 def test_an_outlook_booking_in_scoresbysund_lands_at_its_instant(fake_microsoft, api, member, run):
@@ -266,9 +296,17 @@ def test_fake_google_refuses_an_incremental_read_whose_parameters_differ(fake_go
 
     first = get(timeMin="2030-01-01T00:00:00Z", singleEvents="true", showDeleted="false", maxResults="10").json()
     sync = first["nextSyncToken"]
-    for changed in ({"showDeleted": "true", "singleEvents": "true"}, {"singleEvents": "false"}, {}, {"singleEvents": "true", "showHiddenInvitations": "true"}):
+    for changed in (
+        {"showDeleted": "true", "singleEvents": "true"},
+        {"singleEvents": "false"},
+        {},
+        {"singleEvents": "true", "showHiddenInvitations": "true"},
+    ):
         answer = get(syncToken=sync, **changed)
-        assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid", (changed, answer.text)
+        assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid", (
+            changed,
+            answer.text,
+        )
     same = get(syncToken=sync, singleEvents="true", showDeleted="false")  # "false" is refused alongside a syncToken
     assert same.status_code == 400
     both = get(timeMin="2030-01-01T00:00:00Z", singleEvents="true", showDeleted="true").json()["nextSyncToken"]

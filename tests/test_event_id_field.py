@@ -1,4 +1,5 @@
 """The host's event-id field may be any text field, nullable or not; a system check names one that can't hold an id."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -32,7 +33,10 @@ class WorkspaceSource(EventSource):
 
 @pytest.fixture
 def workspace_source(settings):
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SOURCES": {**settings.CALENDAR_SYNC["SOURCES"], "room": f"{__name__}.WorkspaceSource"}}
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "SOURCES": {**settings.CALENDAR_SYNC["SOURCES"], "room": f"{__name__}.WorkspaceSource"},
+    }
     return get_source("room")
 
 
@@ -58,7 +62,11 @@ def test_no_event_is_null_in_a_nullable_field_and_empty_in_another():
 
 @pytest.mark.parametrize(
     "field, problem",
-    [("created_at", "DateTimeField, not a CharField"), ("time_zone", f"max_length 64 is shorter than an event id may be ({EVENT_ID_MIN_LENGTH})"), ("nope", "no such field")],
+    [
+        ("created_at", "DateTimeField, not a CharField"),
+        ("time_zone", f"max_length 64 is shorter than an event id may be ({EVENT_ID_MIN_LENGTH})"),
+        ("nope", "no such field"),
+    ],
 )
 def test_a_field_that_cannot_hold_an_event_id_is_named(settings, field, problem):
     source = type("Source", (WorkspaceSource,), {"event_id_field": field})()

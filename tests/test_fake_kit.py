@@ -1,6 +1,7 @@
 """The fake kit: the fake Google and the fake Microsoft speak one vocabulary (each test runs on both,
 through the real provider code over HTTP), show what they hold on a page at their root, and offer a
 room account beside the member's on their consent page."""
+
 import datetime as dt
 import html
 import re
@@ -48,7 +49,9 @@ def test_a_person_adds_moves_frees_and_deletes_events(fake, provider):
     fake.set_busy(fake.default_account, focus, True)
     assert [(e["id"], e["start"], e["busy"]) for e in fake.agenda()] == [(focus, at(11), True), (meeting, at(14), True)]
     fake.delete_event(fake.default_account, focus)
-    assert list(fake.events()) == [meeting] and [b.remote_id for b in provider.busy(token, "primary", *WEEK)] == [meeting]
+    assert list(fake.events()) == [meeting] and [b.remote_id for b in provider.busy(token, "primary", *WEEK)] == [
+        meeting
+    ]
 
 
 def test_events_of_another_calendar_stay_there(fake, provider):
@@ -166,7 +169,12 @@ def test_push_channels_notify_and_drop(fake, provider, live_server):
     channel_id, _resource, _expires = provider.watch(token, "primary", address, "s" * 64)
     channel = fake.push_channels()[channel_id]
     assert (channel["account"], channel["calendar"], channel["address"], channel["secret"], channel["stopped"]) == (
-        fake.default_account, fake.calendar_id(fake.default_account), address, "s" * 64, False)
+        fake.default_account,
+        fake.calendar_id(fake.default_account),
+        address,
+        "s" * 64,
+        False,
+    )
     assert fake.push_channels(fake.room_account) == {}
     assert fake.notify(channel_id, secret="f" * 64).status_code == 403  # delivered over HTTP; our webhook refuses it
     fake.drop_channel(channel_id)

@@ -2,6 +2,7 @@
 cancellations while one fault hits, judged by comparing the whole calendar with the bookings
 (0 missing, 0 extra, 0 duplicated). Single guarantees measured exactly are in test_reliability.py.
 """
+
 import subprocess
 import sys
 import time
@@ -94,7 +95,14 @@ def test_worker_sigkilled_mid_run(member_on_worker, worker, fake_google, member,
 
 
 def _manage_shell(code, env):
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -124,9 +132,14 @@ def test_broker_cut_during_confirmations(stack, fake_google, member, make_bookin
         assert "sweeper will pick it up" in out.stderr and outage_seconds < 60  # publishing gave up fast
         assert fake_google.events("member@example.com") == {}
         broker.start()  # same port: the worker reconnects
-        sweep = _manage_shell("from calendar_sync.tasks import sweep; print('swept', sweep())", {**env, "CALENDAR_SYNC_SWEEP_STALE_AFTER": "0"})
+        sweep = _manage_shell(
+            "from calendar_sync.tasks import sweep; print('swept', sweep())",
+            {**env, "CALENDAR_SYNC_SWEEP_STALE_AFTER": "0"},
+        )
         assert "swept 12" in sweep.stdout, sweep.stdout
-        report = converge(fake_google, bookings, f"broker cut for 12 confirmations ({outage_seconds:.1f}s incl. start-up)")
+        report = converge(
+            fake_google, bookings, f"broker cut for 12 confirmations ({outage_seconds:.1f}s incl. start-up)"
+        )
         assert report["confirmed"] == 12
     finally:
         outage_worker.stop()

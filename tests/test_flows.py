@@ -4,6 +4,7 @@ resync), so the end state at the (fake) provider and here is the same whichever 
 
 The scene is a room calendar on Google with a push channel, an outside event read into a busy
 block, and a member's booking in it; the member is connected too, and stays untouched."""
+
 import io
 from dataclasses import dataclass
 
@@ -37,13 +38,21 @@ class Scene:
 
     @property
     def token(self):
-        return CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(owner_kind="workspace", owner_id=str(self.workspace.pk)).first()
+        return (
+            CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS)
+            .filter(owner_kind="workspace", owner_id=str(self.workspace.pk))
+            .first()
+        )
 
     def channel(self, channel_id):
         return self.google.channels[channel_id]
 
     def blocks(self):
-        return list(BusyBlock.objects.filter(owner_kind="workspace", owner_id=str(self.workspace.pk)).values_list("start", "end"))
+        return list(
+            BusyBlock.objects.filter(owner_kind="workspace", owner_id=str(self.workspace.pk)).values_list(
+                "start", "end"
+            )
+        )
 
 
 def admin_client(make_user):
@@ -55,7 +64,10 @@ def admin_client(make_user):
 
 @pytest.fixture
 def scene(fake_google, staff, workspace, member, make_booking, run, settings):
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_URL": "http://127.0.0.1:9"}  # Google does not call back when watching
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "PUSH_URL": "http://127.0.0.1:9",
+    }  # Google does not call back when watching
     fake_google.add_account(ROOM_ACCOUNT)
     at = timezone.now().replace(microsecond=0) + timezone.timedelta(days=2)
     fake_google.add_event(ROOM_ACCOUNT, at, at + timezone.timedelta(hours=1), title="Booked at the front desk")
@@ -85,7 +97,9 @@ def disconnect(entry, scene, run, make_user):
         return run(scene.staff_api.delete, f"/api/calendar-sync/shared/workspace/{scene.workspace.pk}/disconnect")
     if entry == "admin":
         client = admin_client(make_user)
-        return run(client.post, CHANGELIST, {"action": "disconnect", "_selected_action": [str(scene.token.pk)]}, follow=True)
+        return run(
+            client.post, CHANGELIST, {"action": "disconnect", "_selected_action": [str(scene.token.pk)]}, follow=True
+        )
     out = io.StringIO()
     run(call_command, "calendar_sync_disconnect", "--owner", scene.owner, stdout=out)
     return out.getvalue()
@@ -100,7 +114,9 @@ def test_disconnect_stops_the_channel_revokes_forgets_and_marks(entry, scene, ru
     clash = make_booking(member, hours_from_now=0, duration=1)
     clash.start, clash.end = scene.outside
     clash.save()
-    assert run(scene.member_api.post, f"/api/bookings/{clash.pk}/confirm/").status_code == 409  # the room calendar has it
+    assert (
+        run(scene.member_api.post, f"/api/bookings/{clash.pk}/confirm/").status_code == 409
+    )  # the room calendar has it
 
     response = disconnect(entry, scene, run, make_user)
 
@@ -125,7 +141,12 @@ def test_disconnect_stops_the_channel_revokes_forgets_and_marks(entry, scene, ru
 # --- calendar change -------------------------------------------------------------------------------
 def change_calendar(entry, scene, run, make_user, calendar_id):
     if entry == "api":
-        return run(scene.staff_api.put, f"/api/calendar-sync/shared/workspace/{scene.workspace.pk}/calendar", {"calendar_id": calendar_id}, format="json")
+        return run(
+            scene.staff_api.put,
+            f"/api/calendar-sync/shared/workspace/{scene.workspace.pk}/calendar",
+            {"calendar_id": calendar_id},
+            format="json",
+        )
     if entry == "admin":
         client = admin_client(make_user)
         data = {"action": "change_calendar", "calendar_id": calendar_id, "_selected_action": [str(scene.token.pk)]}
@@ -159,7 +180,9 @@ def test_calendar_change_moves_events_and_replaces_the_channel(entry, scene, run
     assert token.push_channel not in ("", old_channel)
     new = scene.channel(token.push_channel)
     assert new["calendar_id"] == TEAM and not new["stopped"]
-    assert scene.blocks() == [(at, at + timezone.timedelta(hours=2))]  # the old calendar's forgotten, the new one's read
+    assert scene.blocks() == [
+        (at, at + timezone.timedelta(hours=2))
+    ]  # the old calendar's forgotten, the new one's read
     assert SyncRecord.objects.get(destination="workspace").state == "synced"
     assert list(scene.google.events(GOOGLE_ACCOUNT)) == [event_key(scene.booking)]  # the member's calendar: untouched
 
@@ -170,7 +193,9 @@ def test_choosing_the_same_calendar_changes_nothing(entry, scene, run, make_user
     change_calendar(entry, scene, run, make_user, ROOM_ACCOUNT)  # the primary calendar's own id: "primary" already
     assert scene.token.calendar_id == "primary" and scene.token.push_channel == channel
     assert scene.blocks() == [scene.outside]
-    assert [c["method"] for c in scene.google.calls(ROOM_ACCOUNT)] == ["GET"]  # the calendar list; nothing moved, no channel made
+    assert [c["method"] for c in scene.google.calls(ROOM_ACCOUNT)] == [
+        "GET"
+    ]  # the calendar list; nothing moved, no channel made
 
 
 # --- resync ---------------------------------------------------------------------------------------
@@ -179,7 +204,9 @@ def resync(entry, scene, run, make_user):
         return run(scene.staff_api.post, f"/api/calendar-sync/shared/workspace/{scene.workspace.pk}/resync")
     if entry == "admin":
         client = admin_client(make_user)
-        return run(client.post, CHANGELIST, {"action": "resync", "_selected_action": [str(scene.token.pk)]}, follow=True)
+        return run(
+            client.post, CHANGELIST, {"action": "resync", "_selected_action": [str(scene.token.pk)]}, follow=True
+        )
     out = io.StringIO()
     run(call_command, "calendar_sync_resync", "--owner", scene.owner, stdout=out)
     return out.getvalue()
@@ -189,7 +216,9 @@ def resync(entry, scene, run, make_user):
 def test_resync_puts_every_event_back(entry, scene, run, make_user, make_booking, member):
     failed = make_booking(member, hours_from_now=72)
     run(scene.member_api.post, f"/api/bookings/{failed.pk}/confirm/")
-    SyncRecord.objects.filter(object_id=str(failed.pk), destination="workspace").update(state=SyncRecord.State.FAILED, last_error="x")
+    SyncRecord.objects.filter(object_id=str(failed.pk), destination="workspace").update(
+        state=SyncRecord.State.FAILED, last_error="x"
+    )
     with scene.google.lock:
         scene.google.accounts[ROOM_ACCOUNT]["events"][ROOM_ACCOUNT].clear()  # someone emptied the room calendar
     channel = scene.token.push_channel
@@ -203,7 +232,9 @@ def test_resync_puts_every_event_back(entry, scene, run, make_user, make_booking
         assert response.status_code == 200 and "Queued a full resync for 1 connection" in response.content.decode()
     else:
         assert "Queued a full resync for 1 connection" in response
-    assert sorted(scene.google.events(ROOM_ACCOUNT)) == sorted([event_key(scene.booking, "workspace"), event_key(failed, "workspace")])
+    assert sorted(scene.google.events(ROOM_ACCOUNT)) == sorted(
+        [event_key(scene.booking, "workspace"), event_key(failed, "workspace")]
+    )
     assert {r.state for r in SyncRecord.objects.filter(destination="workspace")} == {"synced"}
     assert scene.token.push_channel == channel and scene.blocks() == [scene.outside]  # nothing else changed
     assert not scene.google.calls(GOOGLE_ACCOUNT)  # the member's calendar was not touched
@@ -244,7 +275,11 @@ def test_a_member_sees_no_key_management_details(scene, settings, run):
         assert response.status_code == 503 and response.json()["code"] == "unavailable"
         assert not any(word.lower() in response.content.decode().lower() for word in SECRET_WORDS), response.content
     response = run(api.delete, "/api/calendar-sync/disconnect")
-    assert response.status_code == 200 and response.json() == {"disconnected": True, "revoked": False, "reason": "undecryptable"}
+    assert response.status_code == 200 and response.json() == {
+        "disconnected": True,
+        "revoked": False,
+        "reason": "undecryptable",
+    }
     assert api.get("/api/calendar-sync/status").json()["connected"] is False
     assert run(api.delete, "/api/calendar-sync/disconnect").status_code == 404
 
@@ -268,7 +303,12 @@ def test_view_only_staff_cannot_run_the_connection_actions(scene, run, make_user
     assert client.get(CHANGELIST).status_code == 200
     token = scene.token
     for action in ("change_calendar", "resync"):
-        response = run(client.post, CHANGELIST, {"action": action, "calendar_id": TEAM, "_selected_action": [str(token.pk)]}, follow=True)
+        response = run(
+            client.post,
+            CHANGELIST,
+            {"action": action, "calendar_id": TEAM, "_selected_action": [str(token.pk)]},
+            follow=True,
+        )
         assert response.status_code == 200, action  # the changelist again: no action is offered to this user
         assert f'value="{action}"' not in response.content.decode(), action
     assert scene.token.calendar_id == "primary" and scene.token.push_channel == token.push_channel

@@ -1,4 +1,5 @@
 """The private iCal feed: valid RFC 5545, the right events, stable UIDs, cheap polling, dead old URLs."""
+
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
@@ -103,7 +104,17 @@ def test_feed_events_take_one_query(api, member, workspace, django_assert_num_qu
 
     def add(n, offset):
         Booking.objects.bulk_create(
-            [Booking(user=member, workspace=workspace, title=f"B{i}", start=start + timezone.timedelta(hours=offset + i), end=start + timezone.timedelta(hours=offset + i, minutes=30), status="confirmed") for i in range(n)]
+            [
+                Booking(
+                    user=member,
+                    workspace=workspace,
+                    title=f"B{i}",
+                    start=start + timezone.timedelta(hours=offset + i),
+                    end=start + timezone.timedelta(hours=offset + i, minutes=30),
+                    status="confirmed",
+                )
+                for i in range(n)
+            ]
         )
 
     add(2, 0)

@@ -1,5 +1,6 @@
 """Key rotation re-encrypts every secret the app stores: calendar tokens, OAuth verifiers, iCal
 feed secrets, and any SecretField added later (found from the models, not from a list)."""
+
 from io import StringIO
 
 import pytest
@@ -90,9 +91,15 @@ def test_every_secret_survives_rotation_and_dropping_the_old_key(api, member, st
 def test_rotate_keys_covers_every_secret_field_of_every_model(stored, member, make_user, settings):
     from calendar_sync.management.commands.calendar_sync_rotate_keys import rotate_keys
 
-    CalendarToken.objects.create(user=make_user("carol"), access_token="access-plain-2", refresh_token="refresh-plain-2")
+    CalendarToken.objects.create(
+        user=make_user("carol"), access_token="access-plain-2", refresh_token="refresh-plain-2"
+    )
     secret_models = models_with_secrets()
-    assert {m._meta.label for m in secret_models} >= {"calendar_sync.CalendarToken", "calendar_sync.OAuthState", "calendar_sync.CalendarFeed"}
+    assert {m._meta.label for m in secret_models} >= {
+        "calendar_sync.CalendarToken",
+        "calendar_sync.OAuthState",
+        "calendar_sync.CalendarFeed",
+    }
     before = raw_secrets()
 
     switch_key(settings)

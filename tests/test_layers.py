@@ -1,5 +1,6 @@
 """The import contract (`.importlinter`, run by `python3 dev.py lint`): layers point down, and the core
 never imports Celery or an entry point. Shown failing on a copy of the package with one upward import."""
+
 import configparser
 import shutil
 import subprocess
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONFIG = configparser.ConfigParser()
 CONFIG.read(ROOT / ".importlinter")
-LAYERS, NO_CELERY, NO_CYCLES = (CONFIG[f"importlinter:contract:{key}"]["name"] for key in ("layers", "core-knows-no-celery", "no-cycles"))
+LAYERS, NO_CELERY, NO_CYCLES = (
+    CONFIG[f"importlinter:contract:{key}"]["name"] for key in ("layers", "core-knows-no-celery", "no-cycles")
+)
 
 
 def lint_imports(where):
@@ -38,9 +41,17 @@ def test_the_tree_keeps_the_contract():
 @pytest.mark.parametrize(
     "module, line, broken",
     [
-        ("channels.py", "from . import tasks", [LAYERS, NO_CELERY, NO_CYCLES]),  # the core enqueueing (tasks imports channels)
+        (
+            "channels.py",
+            "from . import tasks",
+            [LAYERS, NO_CELERY, NO_CYCLES],
+        ),  # the core enqueueing (tasks imports channels)
         ("types.py", "import celery", [NO_CELERY]),
-        ("conf.py", "from .providers import provider_classes", [LAYERS, NO_CYCLES]),  # the settings reading the registry
+        (
+            "conf.py",
+            "from .providers import provider_classes",
+            [LAYERS, NO_CYCLES],
+        ),  # the settings reading the registry
     ],
 )
 def test_an_upward_import_breaks_the_contract(tmp_path, module, line, broken):

@@ -1,5 +1,6 @@
 """Connecting Outlook: the OAuth flow with PKCE (rotating refresh tokens, revoked grants, tenants), the
 settings it needs, the calendars a member may choose, switching provider, and tokens never shown."""
+
 import secrets
 import urllib.parse
 
@@ -94,10 +95,17 @@ def test_tokens_are_ciphertext_and_never_shown(outlook, api, member, staff, clie
     staff.is_superuser = True
     staff.save()
     client.force_login(staff)
-    pages = [client.get("/admin/calendar_sync/calendartoken/").content, client.get(f"/admin/calendar_sync/calendartoken/{token.pk}/change/").content]
-    pages += [api.get(p).content for p in ("/api/calendar-sync/status", "/api/calendar-sync/calendars", "/api/calendar-sync/activity")]
+    pages = [
+        client.get("/admin/calendar_sync/calendartoken/").content,
+        client.get(f"/admin/calendar_sync/calendartoken/{token.pk}/change/").content,
+    ]
+    pages += [
+        api.get(p).content
+        for p in ("/api/calendar-sync/status", "/api/calendar-sync/calendars", "/api/calendar-sync/activity")
+    ]
     for secret in (token.access_token, token.refresh_token):
         assert all(secret.encode() not in page for page in pages)
+
 
 # --- MicrosoftProvider: OAuth ---------------------------------------------------------------------
 def test_authorization_url_asks_for_offline_calendar_access_with_pkce(ms_provider, fake_microsoft):
@@ -106,7 +114,11 @@ def test_authorization_url_asks_for_offline_calendar_access_with_pkce(ms_provide
     query = dict(urllib.parse.parse_qsl(parts.query))
     assert f"{parts.scheme}://{parts.netloc}/" == fake_microsoft.url and parts.path == "/common/oauth2/v2.0/authorize"
     assert query["scope"] == "offline_access Calendars.ReadWrite"
-    assert query["code_challenge_method"] == "S256" and query["prompt"] == "select_account" and query["response_mode"] == "query"
+    assert (
+        query["code_challenge_method"] == "S256"
+        and query["prompt"] == "select_account"
+        and query["response_mode"] == "query"
+    )
     assert query["redirect_uri"] == MS_REDIRECT and query["client_id"] == fake_microsoft.client_id
 
 
@@ -179,6 +191,7 @@ def test_token_endpoint_outage_is_transient(ms_provider, fake_microsoft, ms_toke
         ms_provider.refresh(ms_tokens.refresh_token)
     assert info.value.retry_after == 9
 
+
 # --- MicrosoftProvider: settings ------------------------------------------------------------------
 def test_plain_http_refused_without_debug(ms_provider, settings):
     settings.DEBUG = False
@@ -193,6 +206,7 @@ def test_plain_http_refused_without_debug(ms_provider, settings):
 def test_check_wants_trailing_slashes(ms_provider, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "MICROSOFT_GRAPH_ROOT": "https://graph.microsoft.com/v1.0"}
     assert [m.id for m in ms_provider.check() if m.id == "calendar_sync.E003"] == ["calendar_sync.E003"]
+
 
 # --- MicrosoftProvider: calendars -----------------------------------------------------------------
 def test_list_calendars_follows_next_links_and_keeps_writable_ones(ms_provider, fake_microsoft):

@@ -1,6 +1,7 @@
 """Bookings in Outlook exactly once: a lifecycle in three Graph calls, backfills in batches of twenty,
 lost responses and throttling survived, Graph's errors mapped to the sync's outcomes, each member's
 own mailbox, and the activity a member sees."""
+
 import base64
 import datetime as dt
 import hashlib
@@ -33,7 +34,14 @@ def key(n):
 
 def event(n=1, summary=None, zone="UTC"):
     start = dt.datetime(2030, 5, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(days=n)
-    return Event(summary=summary or f"Booking {n}", start=start, end=start + dt.timedelta(hours=2), time_zone=zone, location="The Loft", description=f"Desk {n}")
+    return Event(
+        summary=summary or f"Booking {n}",
+        start=start,
+        end=start + dt.timedelta(hours=2),
+        time_zone=zone,
+        location="The Loft",
+        description=f"Desk {n}",
+    )
 
 
 def upsert(n=1, **kw):
@@ -45,19 +53,28 @@ def upsert(n=1, **kw):
 def delete(n=1, **kw):
     return Operation(key=key(n), event=None, object_ref=f"booking:{n}", **kw)
 
+
 # --- through the API (eager tasks) ----------------------------------------------------------------
 def test_lifecycle_costs_three_graph_calls_and_reruns_none(outlook, api, member, make_booking, run):
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     events = outlook.events(MS_ACCOUNT)
     assert len(events) == 1
-    (remote_id, event), = events.items()
+    ((remote_id, event),) = events.items()
     assert Booking.objects.get(pk=booking.pk).google_calendar_event_id == remote_id
-    assert event["subject"] == "Deep work — The Loft" and event["location"]["displayName"] == "The Loft, 1 Harbour St, Lisbon"
+    assert (
+        event["subject"] == "Deep work — The Loft"
+        and event["location"]["displayName"] == "The Loft, 1 Harbour St, Lisbon"
+    )
     assert event["body"]["contentType"] == "text" and f"/bookings/{booking.pk}" in event["body"]["content"]
     assert event["start"]["timeZone"] == "GMT Standard Time"
     later = booking.start + timezone.timedelta(days=1)
-    run(api.patch, f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=2)).isoformat()}, format="json")
+    run(
+        api.patch,
+        f"/api/bookings/{booking.pk}/",
+        {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=2)).isoformat()},
+        format="json",
+    )
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     assert outlook.events(MS_ACCOUNT) == {}
     assert methods(outlook) == ["POST", "PATCH", "DELETE"]
@@ -128,13 +145,23 @@ def test_activity_shows_the_lifecycle(outlook, api, member, make_booking, run):
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     later = booking.start + timezone.timedelta(hours=3)
-    run(api.patch, f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
+    run(
+        api.patch,
+        f"/api/bookings/{booking.pk}/",
+        {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()},
+        format="json",
+    )
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     rows = api.get("/api/calendar-sync/activity").json()["results"]
     writes = [(r["operation"], r["reason"], r["outcome"]) for r in rows if r["object_ref"] == f"booking:{booking.pk}"]
-    assert writes == [("delete_event", "cancelled", "ok"), ("update_event", "rescheduled", "ok"), ("create_event", "confirmed", "ok")]
+    assert writes == [
+        ("delete_event", "cancelled", "ok"),
+        ("update_event", "rescheduled", "ok"),
+        ("create_event", "confirmed", "ok"),
+    ]
     assert all(r["provider"] == "microsoft" for r in rows)
     assert client_for(None).get("/api/calendar-sync/activity").status_code in (401, 403)
+
 
 # --- MicrosoftProvider.apply: single operations ---------------------------------------------------
 def test_create_patch_delete_one_request_each(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
@@ -144,11 +171,16 @@ def test_create_patch_delete_one_request_each(ms_provider, fake_microsoft, ms_to
     stored = fake_microsoft.events()[created.remote_id]
     assert stored["subject"] == "Booking 1" and stored["transactionId"] == key(1)
     assert stored["start"] == {"dateTime": "2030-05-02T11:00:00", "timeZone": "Romance Standard Time"}
-    assert stored["location"] == {"displayName": "The Loft"} and stored["body"] == {"contentType": "text", "content": "Desk 1"}
+    assert stored["location"] == {"displayName": "The Loft"} and stored["body"] == {
+        "contentType": "text",
+        "content": "Desk 1",
+    }
     assert stored["showAs"] == "busy" and stored["isReminderOn"] is False
     assert stored["singleValueExtendedProperties"] == [{"id": PROP_ID, "value": key(1)}]
 
-    [patched] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1, summary="Moved", remote_id=created.remote_id)])
+    [patched] = ms_provider.apply(
+        ms_tokens.access_token, ms_calendar, [upsert(1, summary="Moved", remote_id=created.remote_id)]
+    )
     assert patched.error is None and patched.remote_id == created.remote_id
     assert fake_microsoft.events()[created.remote_id]["subject"] == "Moved"
 
@@ -206,7 +238,9 @@ def test_lost_batch_response_then_retry_makes_one_event_each(ms_provider, fake_m
 def test_patch_of_remotely_deleted_event_recreates_it(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     [created] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1)])
     fake_microsoft.delete_event(fake_microsoft.default_account, created.remote_id)  # the member deleted it in Outlook
-    [again] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1, summary="Back", remote_id=created.remote_id)])
+    [again] = ms_provider.apply(
+        ms_tokens.access_token, ms_calendar, [upsert(1, summary="Back", remote_id=created.remote_id)]
+    )
     assert again.error is None and again.remote_id != created.remote_id
     assert [e["subject"] for e in fake_microsoft.events().values()] == ["Back"]
 
@@ -214,7 +248,9 @@ def test_patch_of_remotely_deleted_event_recreates_it(ms_provider, fake_microsof
 def test_patch_known_event_without_id_finds_it_by_key(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     [created] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1)])
     fake_microsoft.reset_log()
-    [found] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1, summary="Renamed", known_to_exist=True)])
+    [found] = ms_provider.apply(
+        ms_tokens.access_token, ms_calendar, [upsert(1, summary="Renamed", known_to_exist=True)]
+    )
     assert found.remote_id == created.remote_id and fake_microsoft.events()[created.remote_id]["subject"] == "Renamed"
     assert [c["method"] for c in fake_microsoft.calls()] == ["GET", "PATCH"]
 
@@ -222,9 +258,13 @@ def test_patch_known_event_without_id_finds_it_by_key(ms_provider, fake_microsof
 def test_time_zones_go_out_with_their_windows_names(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     """Graph always accepts Windows zone names; an IANA zone with no Windows name goes out in UTC."""
     [lisbon] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(1, zone="Europe/Lisbon")])
-    assert fake_microsoft.events()[lisbon.remote_id]["start"] == {"dateTime": "2030-05-02T10:00:00", "timeZone": "GMT Standard Time"}
+    assert fake_microsoft.events()[lisbon.remote_id]["start"] == {
+        "dateTime": "2030-05-02T10:00:00",
+        "timeZone": "GMT Standard Time",
+    }
     [unknown] = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(2, zone="Etc/Unknown")])
     assert fake_microsoft.events()[unknown.remote_id]["start"]["timeZone"] == "UTC"
+
 
 # --- MicrosoftProvider.apply: errors --------------------------------------------------------------
 def test_expired_token_is_authorization_lost(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
@@ -244,7 +284,9 @@ def test_bad_request_is_permanent_with_graph_code(ms_provider, fake_microsoft, m
 
 
 def test_read_only_calendar_is_permanent(ms_provider, fake_microsoft, ms_tokens):
-    [result] = ms_provider.apply(ms_tokens.access_token, fake_microsoft.calendar_id(DEFAULT_ACCOUNT, "Holidays"), [upsert(1)])
+    [result] = ms_provider.apply(
+        ms_tokens.access_token, fake_microsoft.calendar_id(DEFAULT_ACCOUNT, "Holidays"), [upsert(1)]
+    )
     assert isinstance(result.error, PermanentError) and result.error.code == "ErrorAccessDenied"
 
 
@@ -259,6 +301,7 @@ def test_failed_batch_fails_every_operation(ms_provider, fake_microsoft, ms_toke
     fake_microsoft.inject(504, path="/v1.0/$batch")
     results = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(3)])
     assert all(isinstance(o.error, TransientError) and o.error.status == 504 for o in results)
+
 
 # --- MicrosoftProvider.apply: batching ------------------------------------------------------------
 class CountingLimiter:
@@ -286,14 +329,26 @@ def test_many_creates_go_in_batches_of_twenty(ms_provider, fake_microsoft, ms_to
 
 def test_mixed_batch(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     first = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(3)])
-    ops = [upsert(0, summary="Changed", remote_id=first[0].remote_id), delete(1, remote_id=first[1].remote_id), upsert(2, known_to_exist=True), upsert(3), delete(4)]
+    ops = [
+        upsert(0, summary="Changed", remote_id=first[0].remote_id),
+        delete(1, remote_id=first[1].remote_id),
+        upsert(2, known_to_exist=True),
+        upsert(3),
+        delete(4),
+    ]
     results = ms_provider.apply(ms_tokens.access_token, ms_calendar, ops)
     assert all(o.error is None for o in results)
-    assert results[0].remote_id == first[0].remote_id and results[1].remote_id is None and results[2].remote_id == first[2].remote_id
+    assert (
+        results[0].remote_id == first[0].remote_id
+        and results[1].remote_id is None
+        and results[2].remote_id == first[2].remote_id
+    )
     assert sorted(fake_microsoft.events()) == sorted([first[0].remote_id, first[2].remote_id, results[3].remote_id])
 
 
-def test_throttled_parts_wait_for_retry_after_and_only_they_are_resent(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
+def test_throttled_parts_wait_for_retry_after_and_only_they_are_resent(
+    ms_provider, fake_microsoft, ms_tokens, ms_calendar
+):
     fake_microsoft.reset_log()
     fake_microsoft.inject(429, times=2, retry_after=1, batch_part=True)
     results = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(5)])
@@ -321,7 +376,9 @@ def test_throttling_that_persists_is_reported(ms_provider, fake_microsoft, ms_to
 def test_patch_404_inside_a_batch_recreates(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     first = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(2)])
     fake_microsoft.delete_event(fake_microsoft.default_account, first[0].remote_id)
-    results = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n, remote_id=first[n].remote_id) for n in range(2)])
+    results = ms_provider.apply(
+        ms_tokens.access_token, ms_calendar, [upsert(n, remote_id=first[n].remote_id) for n in range(2)]
+    )
     assert all(o.error is None for o in results)
     assert results[0].remote_id != first[0].remote_id and results[1].remote_id == first[1].remote_id
     assert len(fake_microsoft.events()) == 2

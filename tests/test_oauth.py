@@ -1,4 +1,5 @@
 """Connecting, checking, choosing and disconnecting a Google Calendar against the fake Google."""
+
 import urllib.parse
 
 import pytest
@@ -45,7 +46,11 @@ def test_whole_flow(fake_google, api, member):
     grants_before = len(fake_google.grants)
     assert api.delete("/api/calendar-sync/disconnect").status_code == 204
     assert len(fake_google.grants) == grants_before - 1  # the revoke reached Google
-    assert api.get("/api/calendar-sync/status").json() == {**api.get("/api/calendar-sync/status").json(), "connected": False, "provider": None}
+    assert api.get("/api/calendar-sync/status").json() == {
+        **api.get("/api/calendar-sync/status").json(),
+        "connected": False,
+        "provider": None,
+    }
     assert not CalendarToken.objects.exists()
 
 
@@ -157,7 +162,9 @@ def test_token_endpoint_down_is_an_error_redirect(fake_google, api, member):
 
 def test_callback_ignores_redirect_parameters(fake_google, api, member):
     params = _start(api, fake_google)
-    response = _callback({**params, "next": "https://evil.example.com/", "redirect_uri": "https://evil.example.com/"}, api)
+    response = _callback(
+        {**params, "next": "https://evil.example.com/", "redirect_uri": "https://evil.example.com/"}, api
+    )
     assert response["Location"].startswith(FRONTEND)
     assert "evil" not in response["Location"]
 
@@ -220,13 +227,26 @@ def test_refresh_request_shape(settings):
     """Focused check of the refresh call made to the configured token URI."""
     from calendar_sync.providers.google import GoogleProvider
 
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "GOOGLE_CLIENT_ID": "cid", "GOOGLE_CLIENT_SECRET": "cs", "GOOGLE_OAUTH_TOKEN_URI": "https://oauth.test/token"}
-    responses.post("https://oauth.test/token", json={"access_token": "new-access", "expires_in": 3599, "token_type": "Bearer"})
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "GOOGLE_CLIENT_ID": "cid",
+        "GOOGLE_CLIENT_SECRET": "cs",
+        "GOOGLE_OAUTH_TOKEN_URI": "https://oauth.test/token",
+    }
+    responses.post(
+        "https://oauth.test/token", json={"access_token": "new-access", "expires_in": 3599, "token_type": "Bearer"}
+    )
     tokens = GoogleProvider().refresh("the-refresh")
     body = urllib.parse.parse_qs(responses.calls[0].request.body)
-    assert body["grant_type"] == ["refresh_token"] and body["refresh_token"] == ["the-refresh"] and body["client_id"] == ["cid"]
+    assert (
+        body["grant_type"] == ["refresh_token"]
+        and body["refresh_token"] == ["the-refresh"]
+        and body["client_id"] == ["cid"]
+    )
     assert tokens.access_token == "new-access" and tokens.refresh_token == "the-refresh"
-    responses.post("https://oauth.test/token", status=400, json={"error": "invalid_grant", "error_description": "Bad Request"})
+    responses.post(
+        "https://oauth.test/token", status=400, json={"error": "invalid_grant", "error_description": "Bad Request"}
+    )
     with pytest.raises(AuthorizationLost):
         GoogleProvider().refresh("the-refresh")
 
@@ -287,6 +307,10 @@ def test_wrong_key_is_a_clear_error_not_ciphertext(fake_google, api, member, set
 def test_wrongly_typed_signed_state_is_an_invalid_state_redirect(db, member):
     for payload in ({"n": "not-a-uuid", "u": "abc"}, {"n": None}, ["x"], "text", {"u": str(member.pk)}):
         state = signing.dumps(payload, salt=oauth.STATE_SALT)
-        response = client_for(None).get(f"/api/calendar-sync/auth/google/callback?code=x&state={urllib.parse.quote(state)}")
+        response = client_for(None).get(
+            f"/api/calendar-sync/auth/google/callback?code=x&state={urllib.parse.quote(state)}"
+        )
         assert response.status_code == 302
-        assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))["reason"] == "invalid_state", payload
+        assert (
+            dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response["Location"]).query))["reason"] == "invalid_state"
+        ), payload

@@ -2,6 +2,7 @@
 their own credentials (POST .../complete). Also: revoke is authenticated and read exactly,
 Microsoft's permanent refresh refusals need reauthorization, a deactivated member gets nothing,
 and junk callbacks cannot spend a real one's allowance."""
+
 import urllib.parse
 
 import pytest
@@ -80,7 +81,12 @@ def test_a_consent_link_followed_by_someone_else_links_nothing(fake_google, mall
     # The victim's browser, without Mallory's cookie, follows the callback: nothing is linked or
     # redeemed; the browser is sent on to the frontend with the code and state.
     relayed = landing(callback(client_for(None), params))
-    assert relayed == {"calendar_sync": "complete", "provider": "google", "code": params["code"], "state": params["state"]}
+    assert relayed == {
+        "calendar_sync": "complete",
+        "provider": "google",
+        "code": params["code"],
+        "state": params["state"],
+    }
     assert not CalendarToken.objects.exists() and token_requests(fake_google) == 0
     # The victim's frontend finishes with the victim's own credentials: refused, the state is Mallory's.
     refused = complete(api, relayed)
@@ -110,7 +116,9 @@ def test_a_room_consent_link_followed_by_someone_else_links_nothing(fake_google,
 
 # --- POST .../complete: the frontend on another site -------------------------------------------
 @pytest.mark.parametrize("provider", ["google", "microsoft"])
-def test_a_frontend_without_the_cookie_completes_with_the_members_credentials(fake_google, fake_microsoft, api, member, provider, run):
+def test_a_frontend_without_the_cookie_completes_with_the_members_credentials(
+    fake_google, fake_microsoft, api, member, provider, run
+):
     fake = fake_google if provider == "google" else fake_microsoft
     params = consent(fake, start(api, provider))
     relayed = landing(callback(client_for(None), params, provider))  # the API's cookie never reached this browser
@@ -232,7 +240,9 @@ def test_replaying_one_real_state_is_limited_per_flow(fake_google, api, settings
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "3/min"}
     params = consent(fake_google, start(api))
     assert [callback(client_for(None), params).status_code for _ in range(4)] == [302, 302, 302, 429]
-    assert landing(callback(same_browser(api), consent(fake_google, start(api))))["calendar_sync"] == "connected"  # another flow: its own
+    assert (
+        landing(callback(same_browser(api), consent(fake_google, start(api))))["calendar_sync"] == "connected"
+    )  # another flow: its own
 
 
 # --- Google revoke --------------------------------------------------------------------------------
@@ -277,7 +287,17 @@ def _expire(token):
     CalendarToken.objects.filter(pk=token.pk).update(expires_at=token.created_at)
 
 
-@pytest.mark.parametrize("error", ["invalid_scope", "unauthorized_client", "interaction_required", "consent_required", "login_required", "invalid_grant"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        "invalid_scope",
+        "unauthorized_client",
+        "interaction_required",
+        "consent_required",
+        "login_required",
+        "invalid_grant",
+    ],
+)
 def test_microsoft_refresh_refused_for_good_needs_reauth(fake_microsoft, api, member, error, mailoutbox):
     assert landing(connect(api, fake_microsoft))["calendar_sync"] == "connected"
     _expire(CalendarToken.objects.get())
@@ -320,5 +340,7 @@ def test_complete_is_documented(client):
     assert {"200", "400", "401", "403", "409", "429"} <= set(operation["responses"])
     body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(schema["components"]["schemas"][body]["required"]) == {"code", "state"}
-    callback = schema["paths"][next(p for p in schema["paths"] if p.rstrip("/") == "/api/calendar-sync/auth/{provider}/callback")]["get"]
+    callback = schema["paths"][
+        next(p for p in schema["paths"] if p.rstrip("/") == "/api/calendar-sync/auth/{provider}/callback")
+    ]["get"]
     assert "calendar_sync=complete" in callback["responses"]["302"]["description"]

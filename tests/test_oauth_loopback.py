@@ -1,5 +1,6 @@
 """Connecting over plain http: in DEBUG any OAuth server on loopback works (not only our fakes) with
 no environment variable to set; outside DEBUG it is a clear 409 and nothing is saved."""
+
 import json
 import os
 import threading
@@ -28,8 +29,14 @@ class StubProvider:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 stub.requests.append(dict(urllib.parse.parse_qsl(body)))
-                data = json.dumps({"access_token": "stub-access", "refresh_token": "stub-refresh", "expires_in": 3600,
-                                   "scope": "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly"}).encode()
+                data = json.dumps(
+                    {
+                        "access_token": "stub-access",
+                        "refresh_token": "stub-refresh",
+                        "expires_in": 3600,
+                        "scope": "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly",
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -42,10 +49,14 @@ class StubProvider:
 
     def settings(self):
         return {
-            "GOOGLE_CLIENT_ID": "stub-id", "GOOGLE_CLIENT_SECRET": "stub-secret",
+            "GOOGLE_CLIENT_ID": "stub-id",
+            "GOOGLE_CLIENT_SECRET": "stub-secret",
             "GOOGLE_REDIRECT_URI": "http://127.0.0.1:8000/api/calendar-sync/auth/google/callback",
-            "GOOGLE_OAUTH_AUTH_URI": f"{self.url}auth", "GOOGLE_OAUTH_TOKEN_URI": f"{self.url}token",
-            "GOOGLE_OAUTH_REVOKE_URI": f"{self.url}revoke", "GOOGLE_API_ROOT": self.url, "FRONTEND_URL": FRONTEND,
+            "GOOGLE_OAUTH_AUTH_URI": f"{self.url}auth",
+            "GOOGLE_OAUTH_TOKEN_URI": f"{self.url}token",
+            "GOOGLE_OAUTH_REVOKE_URI": f"{self.url}revoke",
+            "GOOGLE_API_ROOT": self.url,
+            "FRONTEND_URL": FRONTEND,
         }
 
 

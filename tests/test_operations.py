@@ -1,5 +1,6 @@
 """Operator tools: resync commands, the admin resync action, the bounded sweeper, and a sync that fails
 unexpectedly ending `failed` with a bounded retry schedule."""
+
 import io
 from datetime import UTC
 
@@ -88,7 +89,14 @@ def test_unexpected_sync_error_ends_failed_with_a_bounded_retry(fake_google, api
     assert landing(connect(api, fake_google))["calendar_sync"] == "connected"
     lisbon = Workspace.objects.create(name="Old", time_zone="Europe/Lisbon")
     start = timezone.datetime(1, 1, 1, tzinfo=UTC)
-    booking = Booking.objects.create(user=member, workspace=lisbon, title="Ancient", start=start, end=start + timezone.timedelta(hours=1), status="confirmed")
+    booking = Booking.objects.create(
+        user=member,
+        workspace=lisbon,
+        title="Ancient",
+        start=start,
+        end=start + timezone.timedelta(hours=1),
+        status="confirmed",
+    )
     assert sync.sync_object("booking", booking.pk) == "failed"
     record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")
     assert record.state == "failed" and "OverflowError" in record.last_error

@@ -1,5 +1,6 @@
 """`pip install` of the distribution installs the reusable app alone, with its dependencies; the host's
 runtime requirements hold no test tool; and the documented integration works in a fresh project."""
+
 import ast
 import email
 import importlib.metadata
@@ -42,7 +43,9 @@ def requirements(path):
 def dist(tmp_path_factory):
     """`python -m build`: the sdist and the wheel, as a release would make them."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True, cwd=out, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True, cwd=out, capture_output=True
+    )
     return out
 
 
@@ -62,7 +65,9 @@ def test_wheel_holds_calendar_sync_only(wheel):
 
 
 def test_twine_check_passes(dist):
-    result = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -73,7 +78,12 @@ def test_metadata_carries_version_licence_urls_and_a_changelog_entry(wheel):
         assert any(n.endswith("licenses/LICENSE") for n in archive.namelist())
     assert metadata["Version"] == calendar_sync.__version__
     assert metadata["License-Expression"] == "MIT"
-    assert {url.split(",")[0] for url in metadata.get_all("Project-URL")} >= {"Homepage", "Documentation", "Repository", "Changelog"}
+    assert {url.split(",")[0] for url in metadata.get_all("Project-URL")} >= {
+        "Homepage",
+        "Documentation",
+        "Repository",
+        "Changelog",
+    }
     assert "Framework :: Django" in metadata.get_all("Classifier")
     assert f"## [{calendar_sync.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
 
@@ -89,7 +99,9 @@ def test_every_runtime_import_of_the_app_is_declared():
                 modules.add(node.module.split(".")[0])
     distributions = importlib.metadata.packages_distributions()
     third_party = {m for m in modules - set(sys.stdlib_module_names) - {"calendar_sync"} - OPTIONAL_IMPORTS}
-    undeclared = {m: distributions.get(m) for m in third_party if not {name(d) for d in distributions.get(m, [m])} & declared}
+    undeclared = {
+        m: distributions.get(m) for m in third_party if not {name(d) for d in distributions.get(m, [m])} & declared
+    }
     assert undeclared == {}
     assert "drf-spectacular" in declared  # the views' OpenAPI description is imported at runtime
 
@@ -101,7 +113,9 @@ def test_runtime_requirements_hold_no_test_tool():
     assert {"gunicorn", "psycopg", "redis", "django-environ"} <= runtime
     dev = requirements(ROOT / "requirements-dev.txt")
     assert dev[0] == "-r requirements.txt"
-    assert {"pytest", "pytest-django", "schemathesis", "playwright", "ruff", "mypy", "mkdocs"} <= {name(r) for r in dev[1:]}
+    assert {"pytest", "pytest-django", "schemathesis", "playwright", "ruff", "mypy", "mkdocs"} <= {
+        name(r) for r in dev[1:]
+    }
     assert all("==" in r for r in dev[1:] + requirements(ROOT / "requirements.txt")), "pinned"
 
 
@@ -157,5 +171,10 @@ def test_the_example_integrates_into_a_fresh_startproject(wheel, tmp_path):
     tested = run(python, "manage.py", "test", "-v", "2", cwd=project)  # Django's runner: DEBUG off, system checks on
     assert "Ran 2 tests" in tested and "\nOK" in tested
     assert "test_create_then_cancel" in tested and "test_every_member_endpoint_answers_401" in tested
-    beat = run(python, "-c", "import django, mysite.celery as c; django.setup(); print(sorted(e['task'] for e in c.app.conf.beat_schedule.values()))", cwd=project)
+    beat = run(
+        python,
+        "-c",
+        "import django, mysite.celery as c; django.setup(); print(sorted(e['task'] for e in c.app.conf.beat_schedule.values()))",
+        cwd=project,
+    )
     assert "calendar_sync.tasks.renew_push" in beat and "calendar_sync.tasks.sweep" in beat

@@ -1,6 +1,7 @@
 """Reading calendars: `busy()` and `changes()` of both providers against FakeGoogle / FakeMicrosoft,
 plus the fakes' read-side surfaces (sync tokens, delta rounds, freeBusy, getSchedule, push channels,
 subscriptions) as the real services document them."""
+
 import base64
 import datetime as dt
 import hashlib
@@ -34,7 +35,14 @@ def key(n):
 
 
 def upsert(n, start, hours=1):
-    event = Event(summary=f"Booking {n}", start=start, end=start + dt.timedelta(hours=hours), time_zone="Europe/Berlin", location="Desk", description="")
+    event = Event(
+        summary=f"Booking {n}",
+        start=start,
+        end=start + dt.timedelta(hours=hours),
+        time_zone="Europe/Berlin",
+        location="Desk",
+        description="",
+    )
     return Operation(key=key(n), event=event, object_ref=f"booking:{n}")
 
 
@@ -43,11 +51,20 @@ def connected(fake, provider, settings, redirect):
     """`fake` reset and its default account connected: (fake, provider, access token, account)."""
     settings.DEBUG = True  # plain http to the loopback fakes
     fake.reset()
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, **fake.settings(), f"{fake.provider.upper()}_REDIRECT_URI": redirect}
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        **fake.settings(),
+        f"{fake.provider.upper()}_REDIRECT_URI": redirect,
+    }
     verifier, challenge = pkce()
     location = fake.consent(provider.authorization_url(state="st", code_challenge=challenge))
     code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
-    return SimpleNamespace(fake=fake, provider=provider, token=provider.exchange_code(code=code, code_verifier=verifier).access_token, account=fake.default_account)
+    return SimpleNamespace(
+        fake=fake,
+        provider=provider,
+        token=provider.exchange_code(code=code, code_verifier=verifier).access_token,
+        account=fake.default_account,
+    )
 
 
 @pytest.fixture(params=["google", "microsoft"])
@@ -94,7 +111,10 @@ def test_events_we_wrote_are_ours(side):
     blocks = {b.remote_id: b for b in busy(side, DAY, DAY + dt.timedelta(days=1))}
     assert set(blocks) == {theirs, outcome.remote_id}
     assert blocks[outcome.remote_id].ours and blocks[outcome.remote_id].summary == "Booking 1"
-    assert (blocks[outcome.remote_id].start, blocks[outcome.remote_id].end) == (at(13), at(14))  # written in Berlin time, read in UTC
+    assert (blocks[outcome.remote_id].start, blocks[outcome.remote_id].end) == (
+        at(13),
+        at(14),
+    )  # written in Berlin time, read in UTC
     assert not blocks[theirs].ours
 
 
@@ -111,7 +131,12 @@ def test_free_transparent_and_deleted_events_do_not_block(side):
 def test_all_day_events_block_midnight_to_midnight_utc(side):
     event_id = side.fake.add_event(side.account, DAY.date(), (DAY + dt.timedelta(days=1)).date(), title="Offsite")
     [block] = busy(side, at(12), at(13))
-    assert (block.remote_id, block.start, block.end, block.summary) == (event_id, DAY, DAY + dt.timedelta(days=1), "Offsite")
+    assert (block.remote_id, block.start, block.end, block.summary) == (
+        event_id,
+        DAY,
+        DAY + dt.timedelta(days=1),
+        "Offsite",
+    )
     assert busy(side, at(0, day=1), at(1, day=1)) == []
 
 
@@ -238,8 +263,14 @@ def test_google_requests_use_the_documented_parameters(gside):
     cursor = changes(gside, None).cursor
     changes(gside, cursor)
     full, incremental = (c["query"] for c in gside.fake.calls())
-    assert "syncToken" not in full and full["showDeleted"] == "true" and full["singleEvents"] == "true"  # as the incremental read
-    assert incremental["syncToken"] == cursor and incremental["showDeleted"] == "true" and incremental["singleEvents"] == "true"
+    assert (
+        "syncToken" not in full and full["showDeleted"] == "true" and full["singleEvents"] == "true"
+    )  # as the incremental read
+    assert (
+        incremental["syncToken"] == cursor
+        and incremental["showDeleted"] == "true"
+        and incremental["singleEvents"] == "true"
+    )
     assert "timeMin" not in incremental and "timeMax" not in incremental
 
 
@@ -253,20 +284,26 @@ def test_google_full_read_past_the_page_bound_is_transient(gside):
 
 
 def _google_get(fake, token, path, **params):
-    return requests.get(f"{fake.url}calendar/v3/{path}", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return requests.get(
+        f"{fake.url}calendar/v3/{path}", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
 
 
 def test_fake_google_sync_tokens_as_documented(gside):
     fake, token = gside.fake, gside.token
     kept = gside.fake.add_event(gside.account, at(9), at(10))
-    first = _google_get(fake, token, "calendars/primary/events", timeMin=at(0).isoformat(), timeMax=at(0, day=1).isoformat()).json()
+    first = _google_get(
+        fake, token, "calendars/primary/events", timeMin=at(0).isoformat(), timeMax=at(0, day=1).isoformat()
+    ).json()
     assert [e["id"] for e in first["items"]] == [kept] and first["nextSyncToken"] and "nextPageToken" not in first
     sync = first["nextSyncToken"]
     clash = _google_get(fake, token, "calendars/primary/events", syncToken=sync, timeMin=at(0).isoformat())
     assert clash.status_code == 400 and clash.json()["error"]["errors"][0]["reason"] == "invalid"
     gside.fake.delete_event(gside.account, kept)
     delta = _google_get(fake, token, "calendars/primary/events", syncToken=sync).json()
-    assert delta["items"] == [{"kind": "calendar#event", "etag": delta["items"][0]["etag"], "id": kept, "status": "cancelled"}]
+    assert delta["items"] == [
+        {"kind": "calendar#event", "etag": delta["items"][0]["etag"], "id": kept, "status": "cancelled"}
+    ]
     bogus = _google_get(fake, token, "calendars/primary/events", syncToken="not-a-token")
     assert bogus.status_code == 410 and bogus.json()["error"]["errors"][0]["reason"] == "fullSyncRequired"
     fake.expire_cursors()
@@ -284,7 +321,11 @@ def test_fake_google_free_busy(gside):
     gside.fake.add_event(gside.account, at(12), at(13), busy=False)
     answer = requests.post(
         f"{fake.url}calendar/v3/freeBusy",
-        json={"timeMin": at(0).isoformat(), "timeMax": at(0, day=1).isoformat(), "items": [{"id": "primary"}, {"id": "nobody@example.com"}]},
+        json={
+            "timeMin": at(0).isoformat(),
+            "timeMax": at(0, day=1).isoformat(),
+            "items": [{"id": "primary"}, {"id": "nobody@example.com"}],
+        },
         headers={"Authorization": f"Bearer {gside.token}"},
         timeout=10,
     ).json()
@@ -331,9 +372,18 @@ def test_fake_google_push_channels(gside):
 
         service = _service(fake.url)
         http = gside.provider._http(gside.token)
-        channel = service.events().watch(calendarId="primary", body={"id": "chan-1", "type": "web_hook", "address": receiver.url, "token": "secret"}).execute(http=http)
+        channel = (
+            service.events()
+            .watch(
+                calendarId="primary",
+                body={"id": "chan-1", "type": "web_hook", "address": receiver.url, "token": "secret"},
+            )
+            .execute(http=http)
+        )
         assert channel["id"] == "chan-1" and channel["resourceId"] and int(channel["expiration"]) > 0
-        assert fake.push_channels()["chan-1"]["address"] == receiver.url and not fake.push_channels()["chan-1"]["stopped"]
+        assert (
+            fake.push_channels()["chan-1"]["address"] == receiver.url and not fake.push_channels()["chan-1"]["stopped"]
+        )
         fake.notify("chan-1")
         headers = receiver.received[0]["headers"]
         assert headers["X-Goog-Channel-ID"] == "chan-1" and headers["X-Goog-Channel-Token"] == "secret"
@@ -362,8 +412,13 @@ def test_graph_busy_asks_for_utc_and_our_property(mside):
     assert (block.start, block.end) == (at(9), at(10))
     [call] = mside.fake.calls()
     assert call["path"] == "/v1.0/me/calendar/calendarView"
-    assert call["query"]["startDateTime"] == "2030-05-06T00:00:00Z" and call["query"]["endDateTime"] == "2030-05-07T00:00:00Z"
-    assert "singleValueExtendedProperties" in call["query"]["$expand"] and "transactionId" not in call["query"]["$select"]
+    assert (
+        call["query"]["startDateTime"] == "2030-05-06T00:00:00Z"
+        and call["query"]["endDateTime"] == "2030-05-07T00:00:00Z"
+    )
+    assert (
+        "singleValueExtendedProperties" in call["query"]["$expand"] and "transactionId" not in call["query"]["$select"]
+    )
 
 
 def test_graph_busy_on_a_named_calendar(mside):
@@ -418,8 +473,18 @@ def test_fake_graph_calendar_view_and_delta_as_documented(mside):
     assert no_window.status_code == 400 and no_window.json()["error"]["code"] == "ErrorInvalidParameter"
     event_id = fake.add_event(DEFAULT_ACCOUNT, at(9), at(10), time_zone="Pacific Standard Time")
     window = {"startDateTime": at(0).isoformat(), "endDateTime": at(0, day=1).isoformat()}
-    pacific = _graph(fake, token, "GET", "me/calendar/calendarView", params=window, headers={"Prefer": 'outlook.timezone="Pacific Standard Time"'})
-    assert pacific.json()["value"][0]["start"] == {"dateTime": "2030-05-06T02:00:00.0000000", "timeZone": "Pacific Standard Time"}
+    pacific = _graph(
+        fake,
+        token,
+        "GET",
+        "me/calendar/calendarView",
+        params=window,
+        headers={"Prefer": 'outlook.timezone="Pacific Standard Time"'},
+    )
+    assert pacific.json()["value"][0]["start"] == {
+        "dateTime": "2030-05-06T02:00:00.0000000",
+        "timeZone": "Pacific Standard Time",
+    }
     utc = _graph(fake, token, "GET", "me/calendar/calendarView", params=window).json()["value"][0]
     assert utc["start"] == {"dateTime": "2030-05-06T09:00:00.0000000", "timeZone": "UTC"}
     # delta: a round, then only changes; deletions as @removed; expired tokens answer 410
@@ -428,7 +493,9 @@ def test_fake_graph_calendar_view_and_delta_as_documented(mside):
     assert _graph(fake, token, "GET", "me/calendarView/delta", params={**window, "$select": "id"}).status_code == 400
     fake.delete_event(DEFAULT_ACCOUNT, event_id)
     second = requests.get(first["@odata.deltaLink"], headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
-    assert second["value"] == [{"@odata.type": "#microsoft.graph.event", "id": event_id, "@removed": {"reason": "deleted"}}]
+    assert second["value"] == [
+        {"@odata.type": "#microsoft.graph.event", "id": event_id, "@removed": {"reason": "deleted"}}
+    ]
     fake.expire_cursors()
     gone = requests.get(second["@odata.deltaLink"], headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "SyncStateNotFound"
@@ -453,7 +520,10 @@ def test_fake_graph_get_schedule(mside):
     assert answer.status_code == 200
     mine, stranger = answer.json()["value"]
     assert mine["availabilityView"] == "002210"
-    assert [(i["status"], i["start"]["dateTime"]) for i in mine["scheduleItems"]] == [("busy", "2030-05-06T09:00:00.0000000"), ("tentative", "2030-05-06T10:00:00.0000000")]
+    assert [(i["status"], i["start"]["dateTime"]) for i in mine["scheduleItems"]] == [
+        ("busy", "2030-05-06T09:00:00.0000000"),
+        ("tentative", "2030-05-06T10:00:00.0000000"),
+    ]
     assert stranger["error"]["responseCode"]
 
 
@@ -463,17 +533,34 @@ def test_fake_graph_subscriptions(mside):
     try:
         fake.validate_subscriptions = True
         expiry = (dt.datetime.now(UTC) + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"changeType": "created,updated,deleted", "notificationUrl": receiver.url, "resource": "me/events", "expirationDateTime": expiry, "clientState": "s3cret"}
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": receiver.url,
+            "resource": "me/events",
+            "expirationDateTime": expiry,
+            "clientState": "s3cret",
+        }
         created = _graph(fake, token, "POST", "subscriptions", json=body)
         assert created.status_code == 201, created.text
         sub = created.json()
         assert sub["id"] in fake.subscriptions and receiver.received[0]["query"]["validationToken"]
-        too_long = _graph(fake, token, "POST", "subscriptions", json={**body, "expirationDateTime": (dt.datetime.now(UTC) + dt.timedelta(days=4)).isoformat()})
+        too_long = _graph(
+            fake,
+            token,
+            "POST",
+            "subscriptions",
+            json={**body, "expirationDateTime": (dt.datetime.now(UTC) + dt.timedelta(days=4)).isoformat()},
+        )
         assert too_long.status_code == 400
         event_id = fake.add_event(DEFAULT_ACCOUNT, at(9), at(10))
         fake.notify(sub["id"], event_id, change_type="created")
         note = json.loads(receiver.received[-1]["body"])["value"][0]
-        assert (note["subscriptionId"], note["clientState"], note["resourceData"]["id"], note["changeType"]) == (sub["id"], "s3cret", event_id, "created")
+        assert (note["subscriptionId"], note["clientState"], note["resourceData"]["id"], note["changeType"]) == (
+            sub["id"],
+            "s3cret",
+            event_id,
+            "created",
+        )
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 204
         assert fake.push_channels()[sub["id"]]["stopped"]
         assert _graph(fake, token, "DELETE", f"subscriptions/{sub['id']}").status_code == 404

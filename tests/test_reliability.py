@@ -3,6 +3,7 @@
 Mixed workloads under faults — bursts, expiry, revocation, a killed worker, the broker cut —
 are in test_faults.py, judged by comparing the whole calendar with the bookings.
 """
+
 import time
 
 import pytest
@@ -22,8 +23,20 @@ def test_lifecycle_through_a_real_worker(member_on_worker, fake_google, member, 
     member_on_worker.post(f"/api/bookings/{booking.pk}/confirm/")
     wait_until(lambda: event_id(booking) in fake_google.events(ACCOUNT) and settled([booking]), what="the event")
     later = booking.start + timezone.timedelta(days=1)
-    member_on_worker.patch(f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
-    wait_until(lambda: fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"].startswith(later.astimezone(timezone.get_default_timezone()).date().isoformat()) and settled([booking]), what="the move")
+    member_on_worker.patch(
+        f"/api/bookings/{booking.pk}/",
+        {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+    wait_until(
+        lambda: (
+            fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"].startswith(
+                later.astimezone(timezone.get_default_timezone()).date().isoformat()
+            )
+            and settled([booking])
+        ),
+        what="the move",
+    )
     assert timezone.datetime.fromisoformat(fake_google.events(ACCOUNT)[event_id(booking)]["start"]["dateTime"]) == later
     member_on_worker.post(f"/api/bookings/{booking.pk}/cancel/")
     wait_until(lambda: fake_google.events(ACCOUNT) == {} and settled([booking]), what="the removal")
@@ -47,16 +60,17 @@ def test_duplicate_and_racing_deliveries(member_on_worker, fake_google, member, 
     try:
         wait_until(lambda: settled(bookings) and matches(fake_google, bookings), what="convergence")
     except AssertionError:
-        print(list(SyncRecord.objects.values("object_id", "state", "version", "synced_version", "last_error")), [str(b.pk) for b in bookings], list(fake_google.events(ACCOUNT)), [event_id(b) for b in bookings])
+        print(
+            list(SyncRecord.objects.values("object_id", "state", "version", "synced_version", "last_error")),
+            [str(b.pk) for b in bookings],
+            list(fake_google.events(ACCOUNT)),
+            [event_id(b) for b in bookings],
+        )
         raise
     inserts = [c for c in fake_google.calls() if c["method"] == "POST"]
     assert len(fake_google.events(ACCOUNT, include_cancelled=True)) <= 6  # never a second event for one booking
     assert len(fake_google.events(ACCOUNT)) == 5
     assert inserts  # they were really sent
-
-
-
-
 
 
 def test_task_messages_carry_no_secrets(member_on_worker, fake_google, member, make_booking, broker_url):
@@ -68,7 +82,12 @@ def test_task_messages_carry_no_secrets(member_on_worker, fake_google, member, m
         # publish real sync messages exactly as enqueue() does, to a queue nobody consumes, and read the raw bytes back
         producer = conn.Producer(serializer="json")
         tasks.sync_task.apply_async(("booking", str(booking.pk)), producer=producer, queue="secrets-probe")
-        tasks.sync_task.apply_async(("booking", str(booking.pk)), {"destination": "workspace", "reason": "resync"}, producer=producer, queue="secrets-probe")
+        tasks.sync_task.apply_async(
+            ("booking", str(booking.pk)),
+            {"destination": "workspace", "reason": "resync"},
+            producer=producer,
+            queue="secrets-probe",
+        )
         probe = conn.SimpleQueue("secrets-probe")
         seen = []
         for _ in range(2):

@@ -1,4 +1,5 @@
 """Room calendars: a workspace's shared Google or Outlook calendar gets every booking of that room."""
+
 import urllib.parse
 
 import pytest
@@ -44,8 +45,16 @@ def test_lifecycle_reaches_both_calendars_in_six_calls(room, member_connected, m
     assert "/admin/bookings/booking/" in room_event["description"]
     assert len(room.calls()) == 2
     later = booking.start + timezone.timedelta(days=1)
-    run(api.patch, f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
-    assert timezone.datetime.fromisoformat(room.events(ROOM_ACCOUNT)[event_key(booking, "workspace")]["start"]["dateTime"]) == later
+    run(
+        api.patch,
+        f"/api/bookings/{booking.pk}/",
+        {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+    assert (
+        timezone.datetime.fromisoformat(room.events(ROOM_ACCOUNT)[event_key(booking, "workspace")]["start"]["dateTime"])
+        == later
+    )
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     assert room.events("member@example.com") == {} and room.events(ROOM_ACCOUNT) == {}
     assert len(room.calls()) == 6
@@ -60,16 +69,27 @@ def test_owner_name_can_be_left_out(room, member_connected, member, make_booking
     assert room.events(ROOM_ACCOUNT)[event_key(booking, "workspace")]["summary"] == "Deep work"
 
 
-def test_a_failing_room_calendar_never_holds_up_the_member(room, member_connected, staff_api, workspace, member, make_booking, run):
+def test_a_failing_room_calendar_never_holds_up_the_member(
+    room, member_connected, staff_api, workspace, member, make_booking, run
+):
     team = "team@group.calendar.google.com"  # the room's events go there; the member's to their primary
-    assert staff_api.put(f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar", {"calendar_id": team}, format="json").status_code == 200
+    assert (
+        staff_api.put(
+            f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar", {"calendar_id": team}, format="json"
+        ).status_code
+        == 200
+    )
     room.inject(503, times=10, retry_after=5, path=f"/calendar/v3/calendars/{urllib.parse.quote(team)}")
     booking = make_booking(member)
     run(member_connected.post, f"/api/bookings/{booking.pk}/confirm/")
     assert list(room.events("member@example.com")) == [event_key(booking)]
     assert room.events(ROOM_ACCOUNT, team) == {}
     records = {r.destination: r for r in SyncRecord.objects.filter(object_id=str(booking.pk))}
-    assert records["member"].state == "synced" and records["workspace"].state == "pending" and records["workspace"].retry_at
+    assert (
+        records["member"].state == "synced"
+        and records["workspace"].state == "pending"
+        and records["workspace"].retry_at
+    )
 
 
 def test_connection_outlives_the_staff_member_who_made_it(room, member_connected, member, make_booking, run, staff):
@@ -82,11 +102,21 @@ def test_connection_outlives_the_staff_member_who_made_it(room, member_connected
 
 
 def test_members_get_403_everywhere_shared(fake_google, api, workspace, room):
-    paths = ["", f"workspace/{workspace.pk}/status", f"workspace/{workspace.pk}/calendars", f"workspace/{workspace.pk}/auth/google"]
+    paths = [
+        "",
+        f"workspace/{workspace.pk}/status",
+        f"workspace/{workspace.pk}/calendars",
+        f"workspace/{workspace.pk}/auth/google",
+    ]
     for path in paths:
         response = api.get(f"/api/calendar-sync/shared/{path}")
         assert response.status_code == 403, path
-    assert api.put(f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar", {"calendar_id": "x"}, format="json").status_code == 403
+    assert (
+        api.put(
+            f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar", {"calendar_id": "x"}, format="json"
+        ).status_code
+        == 403
+    )
     assert api.delete(f"/api/calendar-sync/shared/workspace/{workspace.pk}/disconnect").status_code == 403
     assert api.get("/api/calendar-sync/status").json()["connected"] is False  # a member never sees a shared connection
     assert CalendarToken.objects.filter(owner_kind="workspace").exists()
@@ -96,7 +126,11 @@ def test_staff_see_every_shared_connection(room, staff_api, workspace, staff):
     listing = staff_api.get("/api/calendar-sync/shared/").json()
     assert len(listing) == 1
     row = listing[0]
-    assert row["owner_kind"] == "workspace" and row["owner_id"] == str(workspace.pk) and row["owner_label"] == workspace.name
+    assert (
+        row["owner_kind"] == "workspace"
+        and row["owner_id"] == str(workspace.pk)
+        and row["owner_label"] == workspace.name
+    )
     assert row["provider"] == "google" and row["status"] == "active" and row["connected_by"] == staff.username
     for field in ("calendar_id", "last_error", "pending_syncs", "failed_syncs", "connected_at"):
         assert field in row
@@ -109,10 +143,15 @@ def test_staff_see_every_shared_connection(room, staff_api, workspace, staff):
     assert {c["id"] for c in calendars} == {ROOM_ACCOUNT, "team@group.calendar.google.com"}
 
 
-def test_connecting_a_room_backfills_its_bookings_in_batches(fake_google, staff_api, workspace, member, other, make_booking, run, api):
+def test_connecting_a_room_backfills_its_bookings_in_batches(
+    fake_google, staff_api, workspace, member, other, make_booking, run, api
+):
     run(connect, api, fake_google)  # the member is connected too: their calendar must not be touched
     elsewhere = Workspace.objects.create(name="Elsewhere", time_zone="UTC")
-    bookings = [make_booking(member if i % 2 else other, hours_from_now=24 + 3 * i, status=Booking.Status.CONFIRMED) for i in range(60)]
+    bookings = [
+        make_booking(member if i % 2 else other, hours_from_now=24 + 3 * i, status=Booking.Status.CONFIRMED)
+        for i in range(60)
+    ]
     make_booking(member, hours_from_now=30, status=Booking.Status.CONFIRMED, ws=elsewhere)
     make_booking(member, hours_from_now=-30, status=Booking.Status.CONFIRMED)  # past
     fake_google.add_account(ROOM_ACCOUNT)
@@ -124,7 +163,9 @@ def test_connecting_a_room_backfills_its_bookings_in_batches(fake_google, staff_
     assert {c["account"] for c in fake_google.calls()} == {ROOM_ACCOUNT}
 
 
-def test_disconnecting_a_room_stops_its_sync_and_spares_the_member(room, member_connected, staff_api, workspace, member, make_booking, run):
+def test_disconnecting_a_room_stops_its_sync_and_spares_the_member(
+    room, member_connected, staff_api, workspace, member, make_booking, run
+):
     response = staff_api.delete(f"/api/calendar-sync/shared/workspace/{workspace.pk}/disconnect")
     assert response.status_code == 204
     booking = make_booking(member)
@@ -134,7 +175,9 @@ def test_disconnecting_a_room_stops_its_sync_and_spares_the_member(room, member_
     assert CalendarToken.objects.filter(owner_kind="user").exists()
 
 
-def test_room_calendar_on_outlook_and_calendar_change(fake_microsoft, staff_api, workspace, member, make_booking, run, api):
+def test_room_calendar_on_outlook_and_calendar_change(
+    fake_microsoft, staff_api, workspace, member, make_booking, run, api
+):
     fake_microsoft.add_account("room@contoso.com")
     response = run(connect_room, staff_api, fake_microsoft, workspace, "room@contoso.com")
     assert "calendar_sync=connected" in response["Location"]
@@ -142,19 +185,30 @@ def test_room_calendar_on_outlook_and_calendar_change(fake_microsoft, staff_api,
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     assert len(fake_microsoft.events("room@contoso.com")) == 1 and fake_microsoft.events(MS_ACCOUNT) == {}
     team = fake_microsoft.calendar_id("room@contoso.com", "Team")
-    run(staff_api.put, f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar", {"calendar_id": team}, format="json")
+    run(
+        staff_api.put,
+        f"/api/calendar-sync/shared/workspace/{workspace.pk}/calendar",
+        {"calendar_id": team},
+        format="json",
+    )
     assert fake_microsoft.events("room@contoso.com") == {}
     assert len(fake_microsoft.events("room@contoso.com", team)) == 1
 
 
 def test_callback_returns_staff_to_the_rooms_page(fake_google, staff_api, workspace, settings):
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SHARED_FRONTEND_URL": "https://app.example.com/integrations/rooms"}
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "SHARED_FRONTEND_URL": "https://app.example.com/integrations/rooms",
+    }
     fake_google.add_account(ROOM_ACCOUNT)
     response = connect_room(staff_api, fake_google, workspace, ROOM_ACCOUNT)
     assert response["Location"].startswith("https://app.example.com/integrations/rooms?")
     assert f"owner=workspace%3A{workspace.pk}" in response["Location"]
     denied = connect_room(staff_api, fake_google, workspace, ROOM_ACCOUNT, allow=False)
-    assert denied["Location"].startswith("https://app.example.com/integrations/rooms?") and "calendar_sync=error" in denied["Location"]
+    assert (
+        denied["Location"].startswith("https://app.example.com/integrations/rooms?")
+        and "calendar_sync=error" in denied["Location"]
+    )
 
 
 def test_resync_of_a_room(room, staff_api, workspace, member, make_booking, run, member_connected):

@@ -3,6 +3,7 @@ authentication, every member endpoint answers an anonymous request 401 JSON with
 
 DRF binds a view's defaults when the class is defined, so each host configuration runs in its own process.
 """
+
 import json
 import subprocess
 import sys
@@ -56,7 +57,10 @@ HOSTS = {
     },
     "token first, IsAdminUser": {
         "REST_FRAMEWORK": {
-            "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication", "rest_framework.authentication.TokenAuthentication"],
+            "DEFAULT_AUTHENTICATION_CLASSES": [
+                "rest_framework.authentication.SessionAuthentication",
+                "rest_framework.authentication.TokenAuthentication",
+            ],
             "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
         },
     },
@@ -65,7 +69,9 @@ HOSTS = {
 
 @pytest.mark.parametrize("host", HOSTS)
 def test_anonymous_gets_401_json_on_every_member_endpoint(host):
-    result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(HOSTS[host])], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(HOSTS[host])], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout.splitlines()[-1])
     assert probe["public"] == ["CallbackView"]  # the OAuth callback needs no login; nothing else does

@@ -5,6 +5,7 @@ against a live server with a signed-in member, a workspace and bookings; any res
 schema does not describe (a status, a content type, a body shape), any 500 and any accepted
 invalid input fails it. `test_schema_facts` pins the facts people rely on, without schemathesis.
 """
+
 import os
 import subprocess
 import sys
@@ -66,22 +67,36 @@ def _schemathesis():
 @pytest.fixture(params=["member", "staff"])
 def probe_data(request, transactional_db):
     """A member (or staff) with an API token, a workspace, their bookings (pending, confirmed, cancelled) and someone else's."""
-    member = get_user_model().objects.create_user(username="probe", password="probe-password-123", is_staff=request.param == "staff")
+    member = get_user_model().objects.create_user(
+        username="probe", password="probe-password-123", is_staff=request.param == "staff"
+    )
     other = get_user_model().objects.create_user(username="other", password="other-password-123")
     _, token = AuthToken.objects.create(user=member)
     workspace = Workspace.objects.create(name="The Loft", address="1 Harbour St, Lisbon", time_zone="Europe/Lisbon")
     start = timezone.now().replace(microsecond=0) + timedelta(days=2)
     bookings = [
-        Booking.objects.create(user=member, workspace=workspace, title="Deep work", start=start, end=start + timedelta(hours=2)),
         Booking.objects.create(
-            user=member, workspace=workspace, title="Call", start=start + timedelta(days=1), end=start + timedelta(days=1, hours=1),
+            user=member, workspace=workspace, title="Deep work", start=start, end=start + timedelta(hours=2)
+        ),
+        Booking.objects.create(
+            user=member,
+            workspace=workspace,
+            title="Call",
+            start=start + timedelta(days=1),
+            end=start + timedelta(days=1, hours=1),
             status=Booking.Status.CONFIRMED,
         ),
         Booking.objects.create(
-            user=member, workspace=workspace, title="Dropped", start=start + timedelta(days=2), end=start + timedelta(days=2, hours=1),
+            user=member,
+            workspace=workspace,
+            title="Dropped",
+            start=start + timedelta(days=2),
+            end=start + timedelta(days=2, hours=1),
             status=Booking.Status.CANCELLED,
         ),
-        Booking.objects.create(user=other, workspace=workspace, title="Not yours", start=start, end=start + timedelta(hours=1)),
+        Booking.objects.create(
+            user=other, workspace=workspace, title="Not yours", start=start, end=start + timedelta(hours=1)
+        ),
     ]
     return {"token": token, "workspace": workspace, "bookings": bookings}
 
@@ -90,7 +105,11 @@ def probe_data(request, transactional_db):
 def roomy_throttles(fake_google, settings, monkeypatch):
     """Sign-in, connect and provider-call limits far above what one run sends, so throttling does not hide the
     answers behind it (the 429s stay documented; test_schema_facts checks that)."""
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "CONNECT_THROTTLE_RATE": "10000/min", "PROVIDER_CALL_THROTTLE_RATE": "10000/min"}
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "CONNECT_THROTTLE_RATE": "10000/min",
+        "PROVIDER_CALL_THROTTLE_RATE": "10000/min",
+    }
     # DRF copies DEFAULT_THROTTLE_RATES into the throttle class at import: a settings override misses it.
     monkeypatch.setitem(LoginThrottle.THROTTLE_RATES, LoginThrottle.scope, "10000/min")
 
@@ -106,23 +125,34 @@ def test_schemathesis(live_server, fake_google, roomy_throttles, probe_data, tmp
     config.write_text(CONFIG)
     command = [
         *_schemathesis(),
-        "--config-file", str(config),
+        "--config-file",
+        str(config),
         "run",
         f"{live_server.url}/api/schema/",
-        "--url", f"{live_server.url}",
-        "--checks", "all",
-        "--header", f"Authorization: Token {probe_data['token']}",
-        "--seed", str(SEED),
-        "--max-examples", str(MAX_EXAMPLES),
-        "--generation-database", "none",
+        "--url",
+        f"{live_server.url}",
+        "--checks",
+        "all",
+        "--header",
+        f"Authorization: Token {probe_data['token']}",
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--generation-database",
+        "none",
         # Our credentials are the token above; invented session cookies next to it prove nothing
         # (a valid token rightly wins). ignored_auth still probes each scheme without and with bad credentials.
-        "--generation-with-security-parameters", "false",
-        "--request-timeout", "30",
+        "--generation-with-security-parameters",
+        "false",
+        "--request-timeout",
+        "30",
         "--no-color",
     ]
     started = time.monotonic()
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"}
+    )
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
     print(" ".join(command).replace(probe_data["token"], "<token>"))
@@ -155,7 +185,10 @@ def _documents_errors(operation, *statuses):
     for status in statuses:
         response = operation["responses"].get(str(status))
         assert response, f"{operation['operationId']} does not document {status}"
-        assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, (operation["operationId"], status)
+        assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, (
+            operation["operationId"],
+            status,
+        )
 
 
 @pytest.mark.django_db
@@ -197,7 +230,9 @@ def test_schema_facts(schema):
     _documents_errors(_op(schema, "/api/bookings", "post"), 400, 401, 403, 413)
     _documents_errors(_op(schema, "/api/bookings/{id}", "get"), 401, 404)
     for path in ("/api/bookings/{id}", "/api/bookings/{id}/confirm", "/api/bookings/{id}/cancel"):
-        (booking_id,) = [p for p in _op(schema, path, "post" if path.count("/") == 4 else "get")["parameters"] if p["name"] == "id"]
+        (booking_id,) = [
+            p for p in _op(schema, path, "post" if path.count("/") == 4 else "get")["parameters"] if p["name"] == "id"
+        ]
         assert booking_id["schema"]["format"] == "uuid"
     _documents_errors(_op(schema, "/api/workspaces", "post"), 400, 401, 403)
     _documents_errors(_op(schema, "/api/workspaces/{id}", "get"), 401, 404)
@@ -214,7 +249,11 @@ def test_schema_facts(schema):
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 if status >= "400":
-                    assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, (method, path, status)
+                    assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, (
+                        method,
+                        path,
+                        status,
+                    )
 
 
 @pytest.mark.django_db
@@ -231,4 +270,7 @@ def test_unknown_provider_is_a_404_with_a_code(client):
     member = get_user_model().objects.create_user(username="probe", password="probe-password-123")
     client.force_login(member)
     response = client.get("/api/calendar-sync/auth/nope")
-    assert response.status_code == 404 and response.json() == {"detail": "Unknown calendar provider.", "code": "not_found"}
+    assert response.status_code == 404 and response.json() == {
+        "detail": "Unknown calendar provider.",
+        "code": "not_found",
+    }

@@ -1,4 +1,5 @@
 """Tokens are secrets: encrypted at rest, absent from every response, admin page and log line."""
+
 import logging
 
 import pytest
@@ -36,20 +37,32 @@ def test_database_holds_ciphertext(fake_google, api, member, secrets_of):
     assert token.access_token in fake_google.access_tokens  # and it decrypts to the real token
 
 
-def test_no_token_in_responses_admin_or_logs(fake_google, api, member, staff, caplog, client, make_booking, django_capture_on_commit_callbacks, secrets_of):
+def test_no_token_in_responses_admin_or_logs(
+    fake_google, api, member, staff, caplog, client, make_booking, django_capture_on_commit_callbacks, secrets_of
+):
     caplog.set_level(logging.DEBUG)
     with django_capture_on_commit_callbacks(execute=True):
         callback = connect(api, fake_google)
         booking = make_booking(member)
         api.post(f"/api/bookings/{booking.pk}/confirm/")
     bodies = [callback["Location"]]
-    for path in ("/api/calendar-sync/status", "/api/calendar-sync/calendars", f"/api/bookings/{booking.pk}/", "/api/bookings/"):
+    for path in (
+        "/api/calendar-sync/status",
+        "/api/calendar-sync/calendars",
+        f"/api/bookings/{booking.pk}/",
+        "/api/bookings/",
+    ):
         bodies.append(api.get(path).content.decode())
     staff.is_superuser = True
     staff.save()
     client.force_login(staff)
     token = CalendarToken.objects.get()
-    for url in ("/admin/calendar_sync/calendartoken/", f"/admin/calendar_sync/calendartoken/{token.pk}/change/", "/admin/calendar_sync/syncrecord/", "/admin/bookings/booking/"):
+    for url in (
+        "/admin/calendar_sync/calendartoken/",
+        f"/admin/calendar_sync/calendartoken/{token.pk}/change/",
+        "/admin/calendar_sync/syncrecord/",
+        "/admin/bookings/booking/",
+    ):
         page = client.get(url)
         assert page.status_code == 200, url
         bodies.append(page.content.decode())
@@ -57,7 +70,11 @@ def test_no_token_in_responses_admin_or_logs(fake_google, api, member, staff, ca
     bodies.append(repr(token))
     logged = "\n".join(r.getMessage() + " " + repr(r.args) for r in caplog.records)
     assert logged  # the flow did log
-    secrets = secrets_of() if CalendarToken.objects.exists() else {*fake_google.access_tokens, *fake_google.grants, token.access_token, token.refresh_token}
+    secrets = (
+        secrets_of()
+        if CalendarToken.objects.exists()
+        else {*fake_google.access_tokens, *fake_google.grants, token.access_token, token.refresh_token}
+    )
     for secret in secrets:
         assert secret not in logged
         for body in bodies:
@@ -110,11 +127,19 @@ def test_cross_member_access_to_every_calendar_endpoint(fake_google, api, member
     bob = client_for(other)
     assert bob.get("/api/calendar-sync/status").json()["connected"] is False
     assert bob.get("/api/calendar-sync/calendars").status_code == 409
-    assert bob.put("/api/calendar-sync/calendar", {"calendar_id": "member@example.com"}, format="json").status_code == 409
+    assert (
+        bob.put("/api/calendar-sync/calendar", {"calendar_id": "member@example.com"}, format="json").status_code == 409
+    )
     assert bob.delete("/api/calendar-sync/disconnect").status_code == 404
     assert CalendarToken.objects.get().user == member and CalendarToken.objects.get().calendar_id == "primary"
     anonymous = client_for(None)
-    for method, path in (("get", "auth/google"), ("get", "status"), ("get", "calendars"), ("put", "calendar"), ("delete", "disconnect")):
+    for method, path in (
+        ("get", "auth/google"),
+        ("get", "status"),
+        ("get", "calendars"),
+        ("put", "calendar"),
+        ("delete", "disconnect"),
+    ):
         assert getattr(anonymous, method)(f"/api/calendar-sync/{path}").status_code in (401, 403)
 
 
@@ -141,8 +166,13 @@ def test_oversized_body_is_a_json_413(api, workspace):
 def test_unauthenticated_access_everywhere(db):
     anonymous = client_for(None)
     for method, path in (
-        ("get", "/api/bookings/"), ("post", "/api/bookings/"), ("get", "/api/workspaces/"), ("post", "/api/workspaces/"),
-        ("get", "/api/calendar-sync/ical"), ("post", "/api/calendar-sync/ical"), ("post", "/api/calendar-sync/ical/rotate"),
+        ("get", "/api/bookings/"),
+        ("post", "/api/bookings/"),
+        ("get", "/api/workspaces/"),
+        ("post", "/api/workspaces/"),
+        ("get", "/api/calendar-sync/ical"),
+        ("post", "/api/calendar-sync/ical"),
+        ("post", "/api/calendar-sync/ical/rotate"),
         ("delete", "/api/calendar-sync/ical"),
     ):
         response = getattr(anonymous, method)(path)
@@ -170,8 +200,15 @@ def test_oauth_codes_never_reach_the_access_log():
 
     from managehub.log_filters import RedactOAuthQuery
 
-    record = logging.LogRecord("django.server", logging.INFO, __file__, 1, '"%s" %s %s',
-                               ("GET /api/calendar-sync/auth/google/callback?state=abc.def&code=4/secret-code&scope=x HTTP/1.1", "302", "0"), None)
+    record = logging.LogRecord(
+        "django.server",
+        logging.INFO,
+        __file__,
+        1,
+        '"%s" %s %s',
+        ("GET /api/calendar-sync/auth/google/callback?state=abc.def&code=4/secret-code&scope=x HTTP/1.1", "302", "0"),
+        None,
+    )
     RedactOAuthQuery().filter(record)
     message = record.getMessage()
     assert "4/secret-code" not in message and "abc.def" not in message and "scope=x" in message

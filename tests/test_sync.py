@@ -29,7 +29,10 @@ def test_confirm_creates_exactly_one_event_with_the_right_fields(google_connecte
     assert event["start"]["timeZone"] == "Europe/Lisbon"
     assert timezone.datetime.fromisoformat(event["start"]["dateTime"]) == booking.start
     assert timezone.datetime.fromisoformat(event["end"]["dateTime"]) == booking.end
-    assert event["extendedProperties"]["private"] == {"calendar_sync_source": "booking", "calendar_sync_id": str(booking.pk)}
+    assert event["extendedProperties"]["private"] == {
+        "calendar_sync_source": "booking",
+        "calendar_sync_id": str(booking.pk),
+    }
     assert event["sendUpdates"] == "none"
     booking.refresh_from_db()
     assert booking.google_calendar_event_id == event_id(booking)
@@ -41,7 +44,12 @@ def test_lifecycle_costs_three_calls_and_reruns_cost_none(google_connected, api,
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     later = booking.start + timezone.timedelta(hours=5)
-    run(api.patch, f"/api/bookings/{booking.pk}/", {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}, format="json")
+    run(
+        api.patch,
+        f"/api/bookings/{booking.pk}/",
+        {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()},
+        format="json",
+    )
     moved = google_connected.events(GOOGLE_ACCOUNT)[event_id(booking)]
     assert timezone.datetime.fromisoformat(moved["start"]["dateTime"]) == later
     assert moved["sequence"] == 1  # patched in place, not re-created
@@ -106,7 +114,9 @@ def test_cancel_of_an_event_already_gone_succeeds(google_connected, api, member,
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     with google_connected.lock:
-        google_connected.accounts[GOOGLE_ACCOUNT]["events"][GOOGLE_ACCOUNT][event_id(booking)]["status"] = "cancelled"  # 410 on delete
+        google_connected.accounts[GOOGLE_ACCOUNT]["events"][GOOGLE_ACCOUNT][event_id(booking)]["status"] = (
+            "cancelled"  # 410 on delete
+        )
     run(api.post, f"/api/bookings/{booking.pk}/cancel/")
     record = SyncRecord.objects.get(object_id=str(booking.pk))
     assert record.state == "synced" and record.last_error == ""
@@ -140,7 +150,9 @@ def test_chosen_calendar_receives_the_events(google_connected, api, member, make
 def test_permanent_failure_is_recorded_and_shown(google_connected, api, member, make_booking, run):
     run(api.put, "/api/calendar-sync/calendar", {"calendar_id": "team@group.calendar.google.com"}, format="json")
     with google_connected.lock:
-        del google_connected.accounts[GOOGLE_ACCOUNT]["calendars"]["team@group.calendar.google.com"]  # calendar deleted in Google
+        del google_connected.accounts[GOOGLE_ACCOUNT]["calendars"][
+            "team@group.calendar.google.com"
+        ]  # calendar deleted in Google
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     state = api.get(f"/api/bookings/{booking.pk}/").json()["calendar_sync"]
@@ -196,11 +208,25 @@ def test_backfill_uses_batches_within_the_rate_limit(fake_google, api, member, w
     start = timezone.now() + timezone.timedelta(days=1)
     Booking.objects.bulk_create(
         [
-            Booking(user=member, workspace=workspace, title=f"B{i}", start=start + timezone.timedelta(hours=i), end=start + timezone.timedelta(hours=i, minutes=30), status="confirmed")
+            Booking(
+                user=member,
+                workspace=workspace,
+                title=f"B{i}",
+                start=start + timezone.timedelta(hours=i),
+                end=start + timezone.timedelta(hours=i, minutes=30),
+                status="confirmed",
+            )
             for i in range(500)
         ]
     )
-    Booking.objects.create(user=member, workspace=workspace, title="past", start=start - timezone.timedelta(days=3), end=start - timezone.timedelta(days=3) + timezone.timedelta(hours=1), status="confirmed")
+    Booking.objects.create(
+        user=member,
+        workspace=workspace,
+        title="past",
+        start=start - timezone.timedelta(days=3),
+        end=start - timezone.timedelta(days=3) + timezone.timedelta(hours=1),
+        status="confirmed",
+    )
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
     assert len(fake_google.events(GOOGLE_ACCOUNT)) == 500
     calendar_http = [r for r in fake_google.http_requests if "calendar" in r["path"]]
@@ -210,7 +236,9 @@ def test_backfill_uses_batches_within_the_rate_limit(fake_google, api, member, w
     assert Booking.objects.filter(google_calendar_event_id__isnull=False).count() == 500
 
 
-def test_booking_list_has_no_n_plus_one(google_connected, api, member, make_booking, run, django_assert_max_num_queries):
+def test_booking_list_has_no_n_plus_one(
+    google_connected, api, member, make_booking, run, django_assert_max_num_queries
+):
     for i in range(3):
         run(api.post, f"/api/bookings/{make_booking(member, hours_from_now=24 + 3 * i).pk}/confirm/")
     with django_assert_max_num_queries(3) as few:
@@ -230,5 +258,7 @@ def test_changing_calendar_moves_the_events(google_connected, api, member, make_
     assert len(google_connected.events(GOOGLE_ACCOUNT)) == 2
     run(api.put, "/api/calendar-sync/calendar", {"calendar_id": "team@group.calendar.google.com"}, format="json")
     assert google_connected.events(GOOGLE_ACCOUNT) == {}  # nothing left behind in the old calendar
-    assert set(google_connected.events(GOOGLE_ACCOUNT, "team@group.calendar.google.com")) == {event_id(b) for b in bookings[:2]}
+    assert set(google_connected.events(GOOGLE_ACCOUNT, "team@group.calendar.google.com")) == {
+        event_id(b) for b in bookings[:2]
+    }
     assert {r.state for r in SyncRecord.objects.all()} == {"synced"}

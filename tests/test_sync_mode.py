@@ -1,5 +1,6 @@
 """SYNC_MODE "inline": a host without Celery workers syncs in the process that saved, after its commit;
 and the one beat schedule the app provides (the host's settings use it)."""
+
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
@@ -32,7 +33,9 @@ def test_inline_mode_syncs_on_commit_without_a_broker(google_connected, no_worke
     assert google_connected.events(GOOGLE_ACCOUNT) == {}
 
 
-def test_inline_mode_leaves_a_transient_failure_to_the_sweep_command(google_connected, no_worker, api, member, make_booking, run):
+def test_inline_mode_leaves_a_transient_failure_to_the_sweep_command(
+    google_connected, no_worker, api, member, make_booking, run
+):
     google_connected.inject(503, times=1, retry_after=0)
     booking = make_booking(member)
     assert run(api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200  # the request does not fail
@@ -49,6 +52,11 @@ def test_an_unknown_sync_mode_is_named(settings):
 
 def test_the_beat_schedule_has_every_periodic_task_and_the_host_uses_it():
     tasks = {entry["task"] for entry in beat_schedule().values()}
-    assert tasks == {"calendar_sync.tasks.sweep", "calendar_sync.tasks.pull_all", "calendar_sync.tasks.renew_push", "calendar_sync.tasks.health"}
+    assert tasks == {
+        "calendar_sync.tasks.sweep",
+        "calendar_sync.tasks.pull_all",
+        "calendar_sync.tasks.renew_push",
+        "calendar_sync.tasks.health",
+    }
     assert celery_app.tasks.keys() >= tasks  # each names a registered task
     assert django_settings.CELERY_BEAT_SCHEDULE.keys() == beat_schedule().keys()

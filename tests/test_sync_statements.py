@@ -49,13 +49,29 @@ def test_a_sync_reads_then_commits_its_outcome_and_unlocks_last(google_connected
     with CaptureQueriesContext(connection) as first:
         assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
     assert [label(q["sql"]) for q in first.captured_queries] == [
-        *lock, *reads, "UPDATE syncrecord", "BEGIN", "UPDATE booking", "UPDATE syncrecord", "INSERT accesslog", "COMMIT", *unlock
+        *lock,
+        *reads,
+        "UPDATE syncrecord",
+        "BEGIN",
+        "UPDATE booking",
+        "UPDATE syncrecord",
+        "INSERT accesslog",
+        "COMMIT",
+        *unlock,
     ]
     change(booking, title="Moved")
     with CaptureQueriesContext(connection) as again:
         assert sync.sync_object("booking", booking.pk) == SyncRecord.State.SYNCED
     assert [label(q["sql"]) for q in again.captured_queries] == [
-        *lock, *reads, "BEGIN", "UPDATE syncrecord", "INSERT accesslog", "COMMIT", *unlock
+        *lock,
+        *reads,
+        "BEGIN",
+        "UPDATE syncrecord",
+        "INSERT accesslog",
+        "COMMIT",
+        *unlock,
     ]
-    assert google_connected.events(GOOGLE_ACCOUNT)[get_source("booking").event_id(booking.pk)]["summary"].startswith("Moved")
+    assert google_connected.events(GOOGLE_ACCOUNT)[get_source("booking").event_id(booking.pk)]["summary"].startswith(
+        "Moved"
+    )
     assert [c["method"] for c in google_connected.api_calls()] == ["POST", "PATCH"]

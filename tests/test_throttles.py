@@ -1,6 +1,7 @@
 """Brute force and quota abuse: sign-in attempts are counted per account name (in the form
 authentication compares) and per client address on all three sign-in entry points; member- and
 staff-triggered provider calls are limited per owner; replayed push notifications cost one pull."""
+
 import time
 from datetime import timedelta
 
@@ -15,7 +16,16 @@ from managehub.signin import LoginThrottle
 from tests.helpers import GOOGLE_PATH, GRAPH_PATH, client_for, google_headers, room_on, set_push_url
 
 TOKEN_URL = "/api/auth/token/"
-SPELLINGS = ["staffer", " staffer", "staffer ", "\tstaffer", "staffer\n", "Staffer", "ｓｔａｆｆｅｒ", "\u00a0staffer\u3000"]
+SPELLINGS = [
+    "staffer",
+    " staffer",
+    "staffer ",
+    "\tstaffer",
+    "staffer\n",
+    "Staffer",
+    "ｓｔａｆｆｅｒ",
+    "\u00a0staffer\u3000",
+]
 
 
 @pytest.fixture
@@ -34,7 +44,9 @@ def login_rate(monkeypatch):
 
 
 def api_sign_in(username, password, address="10.0.0.1"):
-    return client_for(None).post(TOKEN_URL, {"username": username, "password": password}, format="json", REMOTE_ADDR=address)
+    return client_for(None).post(
+        TOKEN_URL, {"username": username, "password": password}, format="json", REMOTE_ADDR=address
+    )
 
 
 def page_sign_in(path, username, password, address="10.0.0.1"):
@@ -124,7 +136,7 @@ def burst(send, count=40):
     """`count` requests; the answers that got through, after checking every other one is a JSON 429."""
     answers = [send(i) for i in range(count)]
     passed = [a for a in answers if a.status_code != 429]
-    for answer in answers[len(passed):]:
+    for answer in answers[len(passed) :]:
         assert_throttled_json(answer)
     return passed
 
@@ -153,28 +165,41 @@ def test_a_member_cannot_spend_the_provider_quota(google_connected, api, provide
     cache.clear()
     before = len(fake.calls())
     passed = burst(lambda i: api.get("/api/calendar-sync/busy", window(i)))  # each window a new provider call
-    assert [a.status_code for a in passed] == [200] * LIMIT and len(fake.calls()) - before == LIMIT  # one events.list each
+    assert [a.status_code for a in passed] == [200] * LIMIT and len(
+        fake.calls()
+    ) - before == LIMIT  # one events.list each
 
     cache.clear()  # one count for every endpoint that calls the provider
     before = len(fake.calls())
     answers = [api.get("/api/calendar-sync/busy", window(100 + i)) for i in range(3)]
-    answers += [api.get("/api/calendar-sync/calendars"), api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")]
+    answers += [
+        api.get("/api/calendar-sync/calendars"),
+        api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json"),
+    ]
     assert [a.status_code for a in answers] == [200] * LIMIT
     calls = len(fake.calls())
-    for answer in (api.post("/api/calendar-sync/test"), api.get("/api/calendar-sync/calendars"), api.get("/api/calendar-sync/busy", window(200)),
-                   api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json")):
+    for answer in (
+        api.post("/api/calendar-sync/test"),
+        api.get("/api/calendar-sync/calendars"),
+        api.get("/api/calendar-sync/busy", window(200)),
+        api.put("/api/calendar-sync/calendar", {"calendar_id": "primary"}, format="json"),
+    ):
         assert_throttled_json(answer)
     assert len(fake.calls()) == calls > before
     assert api.get("/api/calendar-sync/status").status_code == 200  # no provider call, no limit
 
 
 @pytest.mark.django_db
-def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, staff, make_user, workspace, provider_rate):
+def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(
+    fake_google, staff, make_user, workspace, provider_rate
+):
     room_on(fake_google, staff, workspace)
     fake_google.reset_log()
     colleague = client_for(make_user("colleague", is_staff=True))
     base = f"/api/calendar-sync/shared/workspace/{workspace.pk}/"
-    mine = [client_for(staff).get(base + "calendars") for _ in range(3)] + [colleague.post(base + "test") for _ in range(2)]
+    mine = [client_for(staff).get(base + "calendars") for _ in range(3)] + [
+        colleague.post(base + "test") for _ in range(2)
+    ]
     assert [a.status_code for a in mine] == [200] * LIMIT
     calls = len(fake_google.calls(fake_google.room_account))
     assert_throttled_json(colleague.get(base + "calendars"))
@@ -190,10 +215,16 @@ def test_a_shared_calendar_has_one_count_whoever_of_the_staff_asks(fake_google, 
 def test_the_limit_is_documented(client):
     schema = client.get("/api/schema/?format=json").json()
     paths = {
-        ("/api/calendar-sync/test/", "post"), ("/api/calendar-sync/calendars/", "get"), ("/api/calendar-sync/calendar/", "put"),
+        ("/api/calendar-sync/test/", "post"),
+        ("/api/calendar-sync/calendars/", "get"),
+        ("/api/calendar-sync/calendar/", "put"),
         ("/api/calendar-sync/busy/", "get"),
     }
-    paths |= {(p.replace("/api/calendar-sync/", "/api/calendar-sync/shared/{kind}/{owner_id}/"), m) for p, m in paths if "busy" not in p}
+    paths |= {
+        (p.replace("/api/calendar-sync/", "/api/calendar-sync/shared/{kind}/{owner_id}/"), m)
+        for p, m in paths
+        if "busy" not in p
+    }
     for path, method in paths:
         response = schema["paths"][path][method]["responses"]["429"]
         assert response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error", path
@@ -221,8 +252,12 @@ def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_micros
     def replay():
         if provider == "google":
             return Client().post(GOOGLE_PATH, **google_headers(token))
-        item = {"subscriptionId": token.push_channel, "clientState": channels.channel_secret(token), "changeType": "updated",
-                "resource": f"Users/{fake.room_account}/Events/AAMk-1"}
+        item = {
+            "subscriptionId": token.push_channel,
+            "clientState": channels.channel_secret(token),
+            "changeType": "updated",
+            "resource": f"Users/{fake.room_account}/Events/AAMk-1",
+        }
         return Client().post(GRAPH_PATH, {"value": [item]}, content_type="application/json")
 
     fake.reset_log()
@@ -233,7 +268,9 @@ def test_replayed_notifications_cost_one_pull(provider, fake_google, fake_micros
     one_pull = len(calls())
     assert one_pull >= 1 and room.token.pulled_at
 
-    time.sleep(settings.CALENDAR_SYNC.get("PUSH_COALESCE_SECONDS", 1) + 0.1)  # the window has passed: the next one pulls
+    time.sleep(
+        settings.CALENDAR_SYNC.get("PUSH_COALESCE_SECONDS", 1) + 0.1
+    )  # the window has passed: the next one pulls
     fake.reset_log()
     replay()
     assert push_pulls() == before + 2 and len(calls()) == 1  # one incremental read
@@ -254,7 +291,10 @@ def test_coalescing_can_be_turned_off(fake_google, staff, workspace, settings):
 @pytest.mark.django_db
 def test_sign_in_is_throttled(member):
     anonymous = client_for(None)
-    codes = [anonymous.post("/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json").status_code for _ in range(30)]
+    codes = [
+        anonymous.post("/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json").status_code
+        for _ in range(30)
+    ]
     assert 429 in codes and codes[0] == 400
     throttled = anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
     assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0

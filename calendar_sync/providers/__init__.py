@@ -1,4 +1,5 @@
 """Calendar providers, listed explicitly (no discovery): one module and one entry each."""
+
 from functools import cache
 
 from django.utils.module_loading import import_string

@@ -6,6 +6,7 @@ calendar listing and `apply()` with its own batching. Implementations translate 
 service's errors into `calendar_sync.exceptions` at this boundary, so nothing above it ever
 inspects an HTTP status or names a provider.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,8 +23,17 @@ from ..exceptions import AuthorizationLost, ConfigurationError, PermanentError, 
 from ..types import BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet
 
 __all__ = [  # the value types stay importable from here, where the providers have always taken them
-    "BaseProvider", "BusyBlock", "Calendar", "Changes", "Notification", "Operation", "Outcome", "TokenSet",
-    "insecure_reason", "is_loopback", "retry_after",
+    "BaseProvider",
+    "BusyBlock",
+    "Calendar",
+    "Changes",
+    "Notification",
+    "Operation",
+    "Outcome",
+    "TokenSet",
+    "insecure_reason",
+    "is_loopback",
+    "retry_after",
 ]
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -128,7 +138,9 @@ class BaseProvider:
         for key in self.endpoint_settings:
             url = self.setting(key)
             if url and not insecure_reason(url, strict=False) and insecure_reason(url):
-                messages.append(checks.Error(f'CALENDAR_SYNC["{key}"] = {insecure_reason(url)}.', id="calendar_sync.E002"))
+                messages.append(
+                    checks.Error(f'CALENDAR_SYNC["{key}"] = {insecure_reason(url)}.', id="calendar_sync.E002")
+                )
         return messages
 
     # --- OAuth (authorization code with PKCE S256) --------------------------------------------
@@ -161,7 +173,9 @@ class BaseProvider:
         """Calendars the member can write to."""
         raise NotImplementedError
 
-    def apply(self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None) -> list[Outcome]:
+    def apply(
+        self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None
+    ) -> list[Outcome]:
         """Apply Operations idempotently; return one Outcome per operation, in order.
 
         An upsert creates the event or, when it already exists (even cancelled), brings it
@@ -176,7 +190,9 @@ class BaseProvider:
         not cancelled), with `ours` set for events this app wrote (extended property)."""
         raise NotImplementedError
 
-    def changes(self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime) -> Changes:
+    def changes(
+        self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime
+    ) -> Changes:
         """Incremental read since `cursor`; a full read of [start, end) when cursor is None or expired (410)."""
         raise NotImplementedError
 
@@ -191,7 +207,9 @@ class BaseProvider:
         """Stop a channel or subscription made by `watch`; one already gone (404/410) is success."""
         raise NotImplementedError
 
-    def parse_notification(self, headers: Mapping[str, str], query: Mapping[str, str], body: Callable[[], bytes]) -> Notification:
+    def parse_notification(
+        self, headers: Mapping[str, str], query: Mapping[str, str], body: Callable[[], bytes]
+    ) -> Notification:
         """Read one POST to this provider's webhook: its headers, query string and (read on demand)
         body. Says which channels it names and with what secret; the webhook verifies them.
         Raises PermanentError (code "invalid") for a request no notification of this service looks like."""
@@ -205,9 +223,13 @@ class BaseProvider:
         """POST a grant to the token endpoint; classify the answer once for every provider."""
         url = self.endpoint(url_key)
         try:
-            response = requests.post(url, data=data, headers={"Accept": "application/json"}, timeout=get_setting("HTTP_TIMEOUT"))
+            response = requests.post(
+                url, data=data, headers={"Accept": "application/json"}, timeout=get_setting("HTTP_TIMEOUT")
+            )
         except requests.RequestException as exc:
-            raise TransientError(f"{self.label} token endpoint unreachable: {type(exc).__name__}", code="provider_unreachable") from None
+            raise TransientError(
+                f"{self.label} token endpoint unreachable: {type(exc).__name__}", code="provider_unreachable"
+            ) from None
         try:
             body = response.json()
         except ValueError:
@@ -219,14 +241,22 @@ class BaseProvider:
         error = str(body.get("error") or "")
         if error in self.reauth_errors:
             raise AuthorizationLost(f"{self.label} says the grant is no longer valid ({error}).", code=error)
-        if response.status_code >= 500 or response.status_code == 429 or error in ("temporarily_unavailable", "server_error"):
+        if (
+            response.status_code >= 500
+            or response.status_code == 429
+            or error in ("temporarily_unavailable", "server_error")
+        ):
             raise TransientError(
                 f"{self.label} token endpoint answered {response.status_code}.",
                 status=response.status_code,
                 code="provider_unreachable",
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
-        raise PermanentError(f"{self.label} refused the token request: {error or response.status_code}", status=response.status_code, code=error[:64] or "token_refused")
+        raise PermanentError(
+            f"{self.label} refused the token request: {error or response.status_code}",
+            status=response.status_code,
+            code=error[:64] or "token_refused",
+        )
 
     @staticmethod
     def token_set(body: dict[str, Any], refresh_token: str | None = None) -> TokenSet:

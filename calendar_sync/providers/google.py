@@ -5,6 +5,7 @@ The token endpoint is spoken to through the shared `BaseProvider.token_request` 
 `requests`), not oauthlib: oauthlib allows plain-http endpoints only through a process-wide
 environment variable, which we never set; `BaseProvider.endpoint` decides per URL instead.
 """
+
 import datetime as dt
 import json
 import logging
@@ -56,7 +57,9 @@ def classify_http_error(exc):
         pass
     text = f"Google Calendar API {status} {reason or ''}: {message}".strip()
     if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
-        return TransientError(text, status=status, code=reason or "unavailable", retry_after=retry_after(exc.resp.get("retry-after")))
+        return TransientError(
+            text, status=status, code=reason or "unavailable", retry_after=retry_after(exc.resp.get("retry-after"))
+        )
     if status == 401:
         return AuthorizationLost(text, status=status, code="unauthorized")
     if status in GONE_STATUSES:
@@ -160,7 +163,13 @@ def _block(item):
     if start is None or end is None or end <= start:
         return None
     private = (item.get("extendedProperties") or {}).get("private") or {}
-    return BusyBlock(start=start, end=end, remote_id=str(item.get("id") or ""), summary=str(item.get("summary") or ""), ours=MARKER in private)
+    return BusyBlock(
+        start=start,
+        end=end,
+        remote_id=str(item.get("id") or ""),
+        summary=str(item.get("summary") or ""),
+        ours=MARKER in private,
+    )
 
 
 def _in_window(block, start, end):
@@ -189,7 +198,13 @@ class GoogleProvider(BaseProvider):
         "BATCH_SIZE": 50,
     }
     required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
-    endpoint_settings = ("GOOGLE_OAUTH_AUTH_URI", "GOOGLE_OAUTH_TOKEN_URI", "GOOGLE_OAUTH_REVOKE_URI", "GOOGLE_API_ROOT", "GOOGLE_REDIRECT_URI")
+    endpoint_settings = (
+        "GOOGLE_OAUTH_AUTH_URI",
+        "GOOGLE_OAUTH_TOKEN_URI",
+        "GOOGLE_OAUTH_REVOKE_URI",
+        "GOOGLE_API_ROOT",
+        "GOOGLE_REDIRECT_URI",
+    )
 
     @property
     def scopes(self):
@@ -198,7 +213,9 @@ class GoogleProvider(BaseProvider):
     def check(self):
         messages = super().check()
         if not str(self.setting("GOOGLE_API_ROOT")).endswith("/"):
-            messages.append(checks.Error('CALENDAR_SYNC["GOOGLE_API_ROOT"] must end with "/".', id="calendar_sync.E003"))
+            messages.append(
+                checks.Error('CALENDAR_SYNC["GOOGLE_API_ROOT"] must end with "/".', id="calendar_sync.E003")
+            )
         return messages
 
     # --- OAuth -----------------------------------------------------------------------------
@@ -223,13 +240,20 @@ class GoogleProvider(BaseProvider):
     def exchange_code(self, *, code, code_verifier):
         body = self.token_request(
             "GOOGLE_OAUTH_TOKEN_URI",
-            {"grant_type": "authorization_code", "code": code, "code_verifier": code_verifier,
-             "redirect_uri": self.setting("GOOGLE_REDIRECT_URI"), **self._client()},
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": code_verifier,
+                "redirect_uri": self.setting("GOOGLE_REDIRECT_URI"),
+                **self._client(),
+            },
         )
         return self.token_set(body)
 
     def refresh(self, refresh_token):
-        body = self.token_request("GOOGLE_OAUTH_TOKEN_URI", {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()})
+        body = self.token_request(
+            "GOOGLE_OAUTH_TOKEN_URI", {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
+        )
         return self.token_set(body, refresh_token)
 
     def revoke(self, token):
@@ -238,7 +262,12 @@ class GoogleProvider(BaseProvider):
         (a wrong client, a malformed request) is a failed revoke, not a success."""
         url = self.endpoint("GOOGLE_OAUTH_REVOKE_URI")
         try:
-            response = requests.post(url, data={"token": token, **self._client()}, headers={"Accept": "application/json"}, timeout=get_setting("HTTP_TIMEOUT"))
+            response = requests.post(
+                url,
+                data={"token": token, **self._client()},
+                headers={"Accept": "application/json"},
+                timeout=get_setting("HTTP_TIMEOUT"),
+            )
         except requests.RequestException as exc:
             raise TransientError(f"Google revoke endpoint unreachable: {type(exc).__name__}", code="network") from None
         if response.status_code == 200:
@@ -251,8 +280,14 @@ class GoogleProvider(BaseProvider):
         if response.status_code == 400 and error == "invalid_token":
             raise AuthorizationLost("Google says the token was already invalid.", code="already_invalid")
         if response.status_code >= 500 or response.status_code == 429:
-            raise TransientError(f"Google revoke endpoint answered {response.status_code}.", status=response.status_code)
-        raise PermanentError(f"Google refused the revoke: {error[:64] or response.status_code}.", status=response.status_code, code="revoke_failed")
+            raise TransientError(
+                f"Google revoke endpoint answered {response.status_code}.", status=response.status_code
+            )
+        raise PermanentError(
+            f"Google refused the revoke: {error[:64] or response.status_code}.",
+            status=response.status_code,
+            code="revoke_failed",
+        )
 
     # --- Calendar API ----------------------------------------------------------------------
     def _http(self, access_token):
@@ -278,7 +313,12 @@ class GoogleProvider(BaseProvider):
             for item in result.get("items", []):
                 if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted"):
                     calendars.append(
-                        Calendar(item["id"], item.get("summaryOverride") or item.get("summary", ""), bool(item.get("primary")), item["accessRole"])
+                        Calendar(
+                            item["id"],
+                            item.get("summaryOverride") or item.get("summary", ""),
+                            bool(item.get("primary")),
+                            item["accessRole"],
+                        )
                     )
             page = result.get("nextPageToken")
             if not page:
@@ -313,7 +353,9 @@ class GoogleProvider(BaseProvider):
         state, token, complete = self._read(service, http, calendar_id, start, end, sync_token=None)
         if not token:
             raise TransientError(
-                "Google did not finish the calendar read within the page bound." if not complete else "Google ended the calendar read without a sync token.",
+                "Google did not finish the calendar read within the page bound."
+                if not complete
+                else "Google ended the calendar read without a sync token.",
                 code="incomplete_read",
             )
         return Changes(
@@ -332,7 +374,13 @@ class GoogleProvider(BaseProvider):
         discovery document), so reads that are `tracked` (`changes`) always show deleted events;
         a one-off read (`busy`) needs none.
         """
-        params = {"calendarId": calendar_id, "singleEvents": True, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS, "showDeleted": tracked}
+        params = {
+            "calendarId": calendar_id,
+            "singleEvents": True,
+            "maxResults": PAGE_SIZE,
+            "fields": LIST_FIELDS,
+            "showDeleted": tracked,
+        }
         if sync_token:
             params.update(syncToken=sync_token)
         else:
@@ -357,7 +405,13 @@ class GoogleProvider(BaseProvider):
     def watch(self, access_token, calendar_id, address, secret):
         """events.watch: a web_hook channel whose notifications carry `secret` as X-Goog-Channel-Token."""
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        body = {"id": str(uuid.uuid4()), "type": "web_hook", "address": address, "token": secret, "params": {"ttl": str(CHANNEL_TTL)}}
+        body = {
+            "id": str(uuid.uuid4()),
+            "type": "web_hook",
+            "address": address,
+            "token": secret,
+            "params": {"ttl": str(CHANNEL_TTL)},
+        }
         result = self._execute(service.events().watch(calendarId=calendar_id, body=body), http)
         channel_id, resource_id = str(result.get("id") or body["id"]), str(result.get("resourceId") or "")
         if not resource_id:
@@ -382,7 +436,11 @@ class GoogleProvider(BaseProvider):
         events.watch has even answered us) needs nothing; `exists` / `not_exists` mean "pull"."""
         if headers.get("X-Goog-Resource-State", "") == "sync":
             return Notification(ping=True)
-        item = (headers.get("X-Goog-Channel-ID", ""), headers.get("X-Goog-Channel-Token", ""), headers.get("X-Goog-Resource-ID", ""))
+        item = (
+            headers.get("X-Goog-Channel-ID", ""),
+            headers.get("X-Goog-Channel-Token", ""),
+            headers.get("X-Goog-Resource-ID", ""),
+        )
         return Notification(items=(item,))
 
     def event_body(self, operation):
@@ -403,11 +461,15 @@ class GoogleProvider(BaseProvider):
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
         if step == "delete":
-            return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none")
+            return events.delete(
+                calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none"
+            )
         body = self.event_body(operation)
         if step == "insert":
             return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
-        return events.patch(calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none")
+        return events.patch(
+            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none"
+        )
 
     @staticmethod
     def _next_step(step, error):
@@ -448,7 +510,7 @@ class GoogleProvider(BaseProvider):
         errors: dict[int, CalendarSyncError | None] = {}
         items = list(pending.items())
         if len(items) == 1:
-            (i, step), = items
+            ((i, step),) = items
             try:
                 with limiter.slot(1) if limiter else nullcontext():
                     self._execute(self._request(service, calendar_id, operations[i], step), http)

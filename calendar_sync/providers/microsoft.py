@@ -4,6 +4,7 @@ Plain `requests`, no SDK: every URL comes from settings and every failure is cla
 here. Events carry our key in a single-value extended property (so we can always find them)
 and, on create, as `transactionId` (so Graph de-duplicates a create retried after a lost answer).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,6 +38,7 @@ def _drop_session() -> None:
     if session is not None:
         session.close()
 
+
 logger = logging.getLogger(__name__)
 
 GRAPH_SCOPE_PREFIX = "https://graph.microsoft.com/"
@@ -51,14 +53,29 @@ MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> crea
 # (`invalid_scope`: AADSTS70011, 650053), or their tenant removed or disabled the app
 # (`unauthorized_client`: AADSTS700016, 7000112). Not `invalid_client` (AADSTS7000215, 7000222):
 # our own secret is wrong or expired, which no member can fix; it stays a PermanentError.
-REAUTH_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required", "invalid_scope", "unauthorized_client"})
+REAUTH_ERRORS = frozenset(
+    {
+        "invalid_grant",
+        "interaction_required",
+        "consent_required",
+        "login_required",
+        "invalid_scope",
+        "unauthorized_client",
+    }
+)
 MAX_PAGES = 100  # per read: a bound, should a server page forever
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
 VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay"
 NOT_BUSY = {"free", "workingelsewhere"}
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
-SYNC_RESET_CODES = {"syncstatenotfound", "syncstateinvalid", "fullsyncrequired", "resyncrequired", "errorinvalidsyncstatedata"}
+SYNC_RESET_CODES = {
+    "syncstatenotfound",
+    "syncstateinvalid",
+    "fullsyncrequired",
+    "resyncrequired",
+    "errorinvalidsyncstatedata",
+}
 UTC = dt.UTC
 FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
@@ -160,7 +177,13 @@ def _block(item: dict[str, Any]) -> BusyBlock | None:
     start, end = _moment(item.get("start")), _moment(item.get("end"))
     if start is None or end is None or end <= start:
         return None
-    return BusyBlock(start=start, end=end, remote_id=str(item.get("id") or ""), summary=str(item.get("subject") or ""), ours=_is_ours(item))
+    return BusyBlock(
+        start=start,
+        end=end,
+        remote_id=str(item.get("id") or ""),
+        summary=str(item.get("subject") or ""),
+        ours=_is_ours(item),
+    )
 
 
 def _query(params: list[tuple[str, str]]) -> str:
@@ -248,15 +271,27 @@ class MicrosoftProvider(BaseProvider):
         )
 
     def _client(self) -> dict[str, str]:
-        return {"client_id": self.setting("MICROSOFT_CLIENT_ID"), "client_secret": self.setting("MICROSOFT_CLIENT_SECRET"), "scope": " ".join(self.scopes)}
+        return {
+            "client_id": self.setting("MICROSOFT_CLIENT_ID"),
+            "client_secret": self.setting("MICROSOFT_CLIENT_SECRET"),
+            "scope": " ".join(self.scopes),
+        }
 
     def exchange_code(self, *, code: str, code_verifier: str) -> TokenSet:
-        data = {**self._client(), "grant_type": "authorization_code", "code": code, "code_verifier": code_verifier, "redirect_uri": self.setting("MICROSOFT_REDIRECT_URI")}
+        data = {
+            **self._client(),
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": code_verifier,
+            "redirect_uri": self.setting("MICROSOFT_REDIRECT_URI"),
+        }
         return self.token_set(self.token_request("MICROSOFT_TOKEN_URL", data))
 
     def refresh(self, refresh_token: str) -> TokenSet:
         """Microsoft rotates refresh tokens: the answer's one replaces ours. Refusals: see REAUTH_ERRORS."""
-        body = self.token_request("MICROSOFT_TOKEN_URL", {**self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token})
+        body = self.token_request(
+            "MICROSOFT_TOKEN_URL", {**self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
         return self.token_set(body, refresh_token)
 
     def revoke(self, token: str) -> None:
@@ -272,7 +307,14 @@ class MicrosoftProvider(BaseProvider):
         return _sessions.session
 
     def _call(
-        self, access_token: str, method: str, url: str, body: Any = None, limiter: Any = None, parts: int = 1, prefer: str | None = None
+        self,
+        access_token: str,
+        method: str,
+        url: str,
+        body: Any = None,
+        limiter: Any = None,
+        parts: int = 1,
+        prefer: str | None = None,
     ) -> tuple[int, Any, Any]:
         """One HTTP request to Graph: (status, headers, JSON body); network trouble raised as TransientError."""
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
@@ -280,10 +322,14 @@ class MicrosoftProvider(BaseProvider):
             headers["Prefer"] = prefer
         try:
             with limiter.slot(parts) if limiter else nullcontext():
-                response = self._http().request(method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT"))
+                response = self._http().request(
+                    method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT")
+                )
         except requests.RequestException as exc:
             _drop_session()
-            raise TransientError(f"Network error talking to Microsoft Graph: {type(exc).__name__}", code="network") from None
+            raise TransientError(
+                f"Network error talking to Microsoft Graph: {type(exc).__name__}", code="network"
+            ) from None
         try:
             payload = response.json() if response.content else {}
         except ValueError:
@@ -298,7 +344,9 @@ class MicrosoftProvider(BaseProvider):
             if not url:
                 break
             if urlsplit(url)[:2] != urlsplit(root)[:2]:  # never send the token anywhere but Graph
-                raise PermanentError("Microsoft Graph returned a nextLink outside the Graph root.", code="bad_next_link")
+                raise PermanentError(
+                    "Microsoft Graph returned a nextLink outside the Graph root.", code="bad_next_link"
+                )
             status, headers, body = self._call(access_token, "GET", url)
             error = classify(status, headers, body)
             if error:
@@ -306,7 +354,9 @@ class MicrosoftProvider(BaseProvider):
             for item in body.get("value", []):
                 if item.get("canEdit"):
                     default = bool(item.get("isDefaultCalendar"))
-                    calendars.append(Calendar(item["id"], item.get("name", ""), default, "owner" if default else "writer"))
+                    calendars.append(
+                        Calendar(item["id"], item.get("name", ""), default, "owner" if default else "writer")
+                    )
             url = body.get("@odata.nextLink")
         return calendars
 
@@ -359,7 +409,9 @@ class MicrosoftProvider(BaseProvider):
                 logger.warning("Microsoft Graph calendarView still paging after %s pages: stopping.", MAX_PAGES)
         return list(blocks.values())
 
-    def changes(self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime) -> Changes:
+    def changes(
+        self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime
+    ) -> Changes:
         """calendarView delta rounds: the deltaLink is the cursor; a 410 (or no cursor) means a new round from scratch."""
         start, end = _aware(start), _aware(end)
         root = self.endpoint("MICROSOFT_GRAPH_ROOT")
@@ -376,7 +428,9 @@ class MicrosoftProvider(BaseProvider):
         url = f"{root}{self._calendar_path(calendar_id)}/calendarView/delta?{_query(params)}"
         return self._delta(access_token, url, root, start, end, full=True)
 
-    def _delta(self, access_token: str, url: str, root: str, start: dt.datetime, end: dt.datetime, full: bool) -> Changes:
+    def _delta(
+        self, access_token: str, url: str, root: str, start: dt.datetime, end: dt.datetime, full: bool
+    ) -> Changes:
         """Follow one delta round to its deltaLink (or the page bound: then the pending nextLink is the cursor)."""
         prefer = f'odata.maxpagesize={DELTA_PAGE_SIZE}, outlook.timezone="UTC"'
         state: dict[str, BusyBlock | None] = {}
@@ -393,7 +447,9 @@ class MicrosoftProvider(BaseProvider):
             delta, next_link = body.get("@odata.deltaLink"), body.get("@odata.nextLink")
             if delta:
                 if not self._on_graph(delta, root):
-                    raise PermanentError("Microsoft Graph returned a deltaLink outside the Graph root.", code="bad_next_link")
+                    raise PermanentError(
+                        "Microsoft Graph returned a deltaLink outside the Graph root.", code="bad_next_link"
+                    )
                 cursor = delta
                 break
             if not next_link:
@@ -428,14 +484,18 @@ class MicrosoftProvider(BaseProvider):
             "expirationDateTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "clientState": secret,
         }
-        status, headers, answer = self._call(access_token, "POST", f"{self.endpoint('MICROSOFT_GRAPH_ROOT')}subscriptions", body)
+        status, headers, answer = self._call(
+            access_token, "POST", f"{self.endpoint('MICROSOFT_GRAPH_ROOT')}subscriptions", body
+        )
         error = classify(status, headers, answer)
         if error:
             raise error
         if not answer.get("id"):
             raise PermanentError("Microsoft Graph answered a subscription without an id.", code="bad_subscription")
         try:
-            granted = dt.datetime.fromisoformat(FRACTION.sub(r"\1", str(answer.get("expirationDateTime") or "")).replace("Z", "+00:00"))
+            granted = dt.datetime.fromisoformat(
+                FRACTION.sub(r"\1", str(answer.get("expirationDateTime") or "")).replace("Z", "+00:00")
+            )
             expires = _aware(granted)
         except ValueError:
             pass  # keep what we asked for
@@ -455,7 +515,9 @@ class MicrosoftProvider(BaseProvider):
         if "validationToken" in query:
             value = query.get("validationToken", "")
             if not value or len(value) > MAX_VALIDATION_TOKEN or not value.isprintable():
-                raise PermanentError(f"validationToken: at most {MAX_VALIDATION_TOKEN} printable characters.", code="invalid", status=400)
+                raise PermanentError(
+                    f"validationToken: at most {MAX_VALIDATION_TOKEN} printable characters.", code="invalid", status=400
+                )
             return Notification(echo=value)
         try:
             payload = json.loads(body() or b"null")
@@ -464,7 +526,10 @@ class MicrosoftProvider(BaseProvider):
         items = payload.get("value") if isinstance(payload, dict) else None
         items = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
         return Notification(
-            items=tuple((sub if isinstance(sub := item.get("subscriptionId"), str) else "", item.get("clientState"), None) for item in items),
+            items=tuple(
+                (sub if isinstance(sub := item.get("subscriptionId"), str) else "", item.get("clientState"), None)
+                for item in items
+            ),
             status=202,
         )
 
@@ -489,7 +554,9 @@ class MicrosoftProvider(BaseProvider):
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
         """(method, path relative to the Graph root, body) for an operation's next step."""
         # "primary" (the default when a member connects) is the mailbox's default calendar.
-        events = "me/calendar/events" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}/events"
+        events = (
+            "me/calendar/events" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}/events"
+        )
         if step.kind == "find":
             key = op.key.replace("'", "''")
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
@@ -499,7 +566,9 @@ class MicrosoftProvider(BaseProvider):
         path = f"{events}/{quote(step.remote_id or '', safe='=')}"
         return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
 
-    def apply(self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None) -> list[Outcome]:
+    def apply(
+        self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None
+    ) -> list[Outcome]:
         results: list[Outcome | None] = [None] * len(operations)
         steps: dict[int, _Step] = {}
         for i, op in enumerate(operations):
@@ -520,17 +589,25 @@ class MicrosoftProvider(BaseProvider):
                 wait = 0.0
             for i, answer in self._send(access_token, calendar_id, operations, steps, batched, limiter).items():
                 step = steps[i]
-                outcome = answer if isinstance(answer, Outcome) else self._advance(operations[i], step, *answer, batched=batched)
+                outcome = (
+                    answer
+                    if isinstance(answer, Outcome)
+                    else self._advance(operations[i], step, *answer, batched=batched)
+                )
                 if outcome is not None:
                     results[i] = outcome
                     del steps[i]
                 elif isinstance(step.error, TransientError) and step.error.status in (429, 503):
                     wait = max(wait, step.error.retry_after or 0.0)
         for i, step in steps.items():
-            results[i] = Outcome(error=step.error or TransientError("Microsoft Graph kept the operation pending.", code="unavailable"))
+            results[i] = Outcome(
+                error=step.error or TransientError("Microsoft Graph kept the operation pending.", code="unavailable")
+            )
         return [r or Outcome() for r in results]
 
-    def _advance(self, op: Operation, step: _Step, status: int, headers: Any, body: Any, *, batched: bool) -> Outcome | None:
+    def _advance(
+        self, op: Operation, step: _Step, status: int, headers: Any, body: Any, *, batched: bool
+    ) -> Outcome | None:
         """Outcome when the operation is done (or failed for good); None to send its next step."""
         error = classify(status, headers, body)
         body = body if isinstance(body, dict) else {}
@@ -567,12 +644,20 @@ class MicrosoftProvider(BaseProvider):
                 return None
         return Outcome(error=error)
 
-    def _send(self, access_token: str, calendar_id: str, operations: list[Operation], steps: dict[int, _Step], batched: bool, limiter: Any) -> dict[int, Any]:
+    def _send(
+        self,
+        access_token: str,
+        calendar_id: str,
+        operations: list[Operation],
+        steps: dict[int, _Step],
+        batched: bool,
+        limiter: Any,
+    ) -> dict[int, Any]:
         """One round: {index: (status, headers, body)}, or an error Outcome when the request itself failed."""
         root = self.endpoint("MICROSOFT_GRAPH_ROOT")
         answers: dict[int, Any] = {}
         if not batched:
-            (i, step), = steps.items()
+            ((i, step),) = steps.items()
             method, path, body = self._request(calendar_id, operations[i], step)
             try:
                 answers[i] = self._call(access_token, method, root + path, body, limiter)
@@ -591,17 +676,27 @@ class MicrosoftProvider(BaseProvider):
                     part.update(headers={"Content-Type": "application/json"}, body=body)
                 parts.append(part)
             try:
-                status, headers, reply = self._call(access_token, "POST", f"{root}$batch", {"requests": parts}, limiter, len(parts))
+                status, headers, reply = self._call(
+                    access_token, "POST", f"{root}$batch", {"requests": parts}, limiter, len(parts)
+                )
                 error = classify(status, headers, reply) if status != 200 else None
             except CalendarSyncError as exc:
                 error = exc
-            responses = {str(r.get("id")): r for r in (reply.get("responses") or []) if isinstance(r, dict)} if error is None else {}
+            responses = (
+                {str(r.get("id")): r for r in (reply.get("responses") or []) if isinstance(r, dict)}
+                if error is None
+                else {}
+            )
             for i, _ in chunk:
                 r = responses.get(str(i))
                 if error is not None:
                     answers[i] = Outcome(error=error)  # the whole batch failed: every part shares it
                 elif r is None:
-                    answers[i] = Outcome(error=TransientError("Microsoft Graph left a batch request unanswered.", code="incomplete_batch"))
+                    answers[i] = Outcome(
+                        error=TransientError(
+                            "Microsoft Graph left a batch request unanswered.", code="incomplete_batch"
+                        )
+                    )
                 else:
                     answers[i] = (int(r.get("status") or 0), r.get("headers") or {}, r.get("body"))
         return answers

@@ -12,6 +12,7 @@ Plain http to loopback is accepted for connecting only with DEBUG on, so `use_fa
 (calls with an existing grant accept it always). Run both for a sandbox with
 `python -m calendar_sync.testing`.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -21,6 +21,7 @@ test uses are the same on both:
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
 the sandbox (`python -m calendar_sync.testing`).
 """
+
 import html
 import re
 import threading
@@ -100,7 +101,11 @@ class FakeService(LoopbackServer):
     def calls(self, account: str | None = None) -> list[dict[str, Any]]:
         """Calendar API calls answered (batch parts each count), optionally for one account."""
         with self.lock:
-            return [c for c in self.call_log if c["path"].startswith(self.api_prefix) and (account is None or c["account"] == account)]
+            return [
+                c
+                for c in self.call_log
+                if c["path"].startswith(self.api_prefix) and (account is None or c["account"] == account)
+            ]
 
     def max_calls_in_window(self, account: str | None, seconds: float) -> int:
         """The most calendar API calls of `account` inside any `seconds`-long window."""
@@ -114,20 +119,39 @@ class FakeService(LoopbackServer):
 
     # --- faults ------------------------------------------------------------------------------
     def inject(
-        self, status: int, times: int = 1, path: str | None = None, retry_after: int | None = None, code: str | None = None, delay: float = 0.0, batch_part: bool = False
+        self,
+        status: int,
+        times: int = 1,
+        path: str | None = None,
+        retry_after: int | None = None,
+        code: str | None = None,
+        delay: float = 0.0,
+        batch_part: bool = False,
     ) -> None:
         """The next `times` requests whose path starts with `path` (default: the calendar API) get
         `status` instead, with the service's error `code` (Google's reason, Graph's code) and a
         `Retry-After` when given. `batch_part=True` (Microsoft) hits single `$batch` parts instead."""
         with self.lock:
             self.faults.append(
-                {"status": status, "times": times, "path": path or self.api_prefix, "retry_after": retry_after, "code": code, "delay": delay, "batch_part": batch_part}
+                {
+                    "status": status,
+                    "times": times,
+                    "path": path or self.api_prefix,
+                    "retry_after": retry_after,
+                    "code": code,
+                    "delay": delay,
+                    "batch_part": batch_part,
+                }
             )
 
     def _take_fault(self, path: str, batch_part: bool | None = None) -> dict[str, Any] | None:
         with self.lock:
             for fault in self.faults:
-                if fault["times"] > 0 and (batch_part is None or fault["batch_part"] == batch_part) and path.startswith(fault["path"]):
+                if (
+                    fault["times"] > 0
+                    and (batch_part is None or fault["batch_part"] == batch_part)
+                    and path.startswith(fault["path"])
+                ):
                     fault["times"] -= 1
                     return fault
         return None
@@ -152,7 +176,9 @@ class FakeService(LoopbackServer):
         """Id of the account's calendar called `name` (the default calendar when None)."""
         raise NotImplementedError
 
-    def add_event(self, account: str, start: Any, end: Any, title: str = "Busy", calendar: str | None = None, busy: bool = True) -> str:
+    def add_event(
+        self, account: str, start: Any, end: Any, title: str = "Busy", calendar: str | None = None, busy: bool = True
+    ) -> str:
         """Create an event as a person would (aware datetimes, or dates for all day); its id."""
         raise NotImplementedError
 
@@ -194,7 +220,10 @@ class FakeService(LoopbackServer):
         """The events of one calendar (the account's default) in either fake's terms, by start:
         [{"id", "title", "start", "end", "busy"}] with aware UTC datetimes; deleted ones left out."""
         with self.lock:
-            return sorted(self._agenda(account or self.default_account, calendar), key=lambda e: (e["start"] is None, e["start"] or 0, e["id"]))
+            return sorted(
+                self._agenda(account or self.default_account, calendar),
+                key=lambda e: (e["start"] is None, e["start"] or 0, e["id"]),
+            )
 
     def _agenda(self, account: str, calendar: str | None) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -213,7 +242,10 @@ class FakeService(LoopbackServer):
         select = re.search(r'<select name="([^"]+)"', page.text)
         assert form and select, page.text
         action, account_field = html.unescape(form.group(1)), html.unescape(select.group(1))
-        fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+        fields = {
+            html.unescape(k): html.unescape(v)
+            for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)
+        }
         response = requests.post(
             urllib.parse.urljoin(authorization_url, action),
             data={**fields, account_field: account or self.default_account, "decision": "allow" if allow else "deny"},
@@ -223,13 +255,20 @@ class FakeService(LoopbackServer):
         assert response.status_code == 302, response.text
         return response.headers["Location"]
 
-    def _consent_form(self, action: str, query: dict[str, str], account_field: str, allow: str = "Allow", deny: str = "Deny") -> str:
+    def _consent_form(
+        self, action: str, query: dict[str, str], account_field: str, allow: str = "Allow", deny: str = "Deny"
+    ) -> str:
         """The consent form: the request's parameters kept hidden, a choice of accounts (a person's
         and a room's), Allow and Deny."""
-        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in query.items())
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in query.items()
+        )
         with self.lock:
             accounts = list(self.accounts)
-        options = "".join(f'<option value="{html.escape(a)}">{html.escape(a)}{" (room)" if a == self.room_account else ""}</option>' for a in accounts)
+        options = "".join(
+            f'<option value="{html.escape(a)}">{html.escape(a)}{" (room)" if a == self.room_account else ""}</option>'
+            for a in accounts
+        )
         return (
             f'<form method="post" action="{html.escape(action)}">{hidden}'
             f'<label>Account <select name="{html.escape(account_field)}">{options}</select></label> '
@@ -255,7 +294,9 @@ class FakeService(LoopbackServer):
                     if not rows:
                         parts.append("<p>No events.</p>")
                         continue
-                    parts.append("<table><tr><th>Start (UTC)</th><th>End (UTC)</th><th>Title</th><th>Shows as</th><th>Id</th></tr>")
+                    parts.append(
+                        "<table><tr><th>Start (UTC)</th><th>End (UTC)</th><th>Title</th><th>Shows as</th><th>Id</th></tr>"
+                    )
                     for row in rows:
                         start = row["start"].strftime("%Y-%m-%d %H:%M") if row["start"] else ""
                         end = row["end"].strftime("%Y-%m-%d %H:%M") if row["end"] else ""

@@ -17,6 +17,7 @@ its other parameters differ from the full read that began the sync);
 `freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
 Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
 """
+
 import base64
 import datetime as dt
 import email.utils
@@ -50,7 +51,16 @@ CHANNEL_ID = re.compile(r"^[A-Za-z0-9\-_+/=]{1,64}$")
 CHANNEL_TTL = 7 * 24 * 3600  # default push channel lifetime (seconds)
 CHANNEL_MAX_TTL = 30 * 24 * 3600
 # Filters Google refuses alongside a syncToken (the sync guide: "not compatible").
-NOT_WITH_SYNC_TOKEN = ("timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID", "privateExtendedProperty", "sharedExtendedProperty")
+NOT_WITH_SYNC_TOKEN = (
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+    "orderBy",
+    "q",
+    "iCalUID",
+    "privateExtendedProperty",
+    "sharedExtendedProperty",
+)
 # Parameters that say how a page is fetched, not what the read returns: free to differ between reads.
 NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyPrint", "quotaUser")
 # events.list defaults, so that leaving a parameter out matches sending its default.
@@ -62,13 +72,22 @@ UTC = dt.UTC
 
 
 def _error(status, reason, message, domain="global"):
-    return status, {"error": {"code": status, "message": message, "errors": [{"domain": domain, "reason": reason, "message": message}]}}
+    return status, {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"domain": domain, "reason": reason, "message": message}],
+        }
+    }
 
 
 def _sync_parameters(query):
     """What an incremental read must repeat of the full read that began the sync ("All other query
     parameters should be the same as for the initial synchronization"), as a short digest."""
-    kept = {**LIST_DEFAULTS, **{k: v for k, v in query.items() if k not in NOT_FILTERS and k not in NOT_WITH_SYNC_TOKEN}}
+    kept = {
+        **LIST_DEFAULTS,
+        **{k: v for k, v in query.items() if k not in NOT_FILTERS and k not in NOT_WITH_SYNC_TOKEN},
+    }
     return hashlib.sha256(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
 
 
@@ -128,8 +147,6 @@ def _event_time(value, all_day=False):
     if isinstance(value, dt.date):
         return {"date": value.isoformat()}
     raise TypeError(f"expected a datetime or a date, got {value!r}")
-
-
 
 
 def _public(event):
@@ -221,10 +238,20 @@ class FakeGoogle(FakeService):
 
     def _agenda(self, account, calendar):
         rows = []
-        for event in self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {}).values():
+        for event in (
+            self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {}).values()
+        ):
             if event["status"] != "cancelled":
                 start, end = _span(event)
-                rows.append({"id": event["id"], "title": event.get("summary") or "", "start": start, "end": end, "busy": event.get("transparency") != "transparent"})
+                rows.append(
+                    {
+                        "id": event["id"],
+                        "title": event.get("summary") or "",
+                        "start": start,
+                        "end": end,
+                        "busy": event.get("transparency") != "transparent",
+                    }
+                )
         return rows
 
     # --- a person in Google Calendar's own UI ----------------------------------------------------
@@ -312,8 +339,16 @@ class FakeGoogle(FakeService):
         """Channels made (stopped ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
             return {
-                c["id"]: {"id": c["id"], "account": c["account"], "calendar": c["calendar_id"], "address": c["address"], "secret": c["token"],
-                          "resource": c["resourceUri"], "expiration": c["expiration"], "stopped": c["stopped"]}
+                c["id"]: {
+                    "id": c["id"],
+                    "account": c["account"],
+                    "calendar": c["calendar_id"],
+                    "address": c["address"],
+                    "secret": c["token"],
+                    "resource": c["resourceUri"],
+                    "expiration": c["expiration"],
+                    "stopped": c["stopped"],
+                }
                 for c in self.channels.values()
                 if account is None or c["account"] == account
             }
@@ -326,7 +361,11 @@ class FakeGoogle(FakeService):
     def api_requests(self, account=None):
         """How many HTTP requests reached the Calendar API (a batch counts once)."""
         with self.lock:
-            return sum(1 for r in self.http_requests if r["path"].startswith(("/calendar/", "/batch/")) and (account is None or r["account"] == account))
+            return sum(
+                1
+                for r in self.http_requests
+                if r["path"].startswith(("/calendar/", "/batch/")) and (account is None or r["account"] == account)
+            )
 
     # --- old names, kept for tests written against them ------------------------------------------
     def api_calls(self, account=None):
@@ -357,7 +396,11 @@ class FakeGoogle(FakeService):
 
     def _issue_access(self, refresh_token):
         token = self._new_token("ya29.fake-")
-        self.access_tokens[token] = {"account": self.grants[refresh_token]["account"], "expires": time.time() + self.token_lifetime, "grant": refresh_token}
+        self.access_tokens[token] = {
+            "account": self.grants[refresh_token]["account"],
+            "expires": time.time() + self.token_lifetime,
+            "grant": refresh_token,
+        }
         return token
 
     def _handler(self):
@@ -385,7 +428,9 @@ class FakeGoogle(FakeService):
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                 with fake.lock:
                     account = (fake.access_tokens.get(token) or {}).get("account")
-                    fake.http_requests.append({"time": time.time(), "method": method, "path": parts.path, "account": account})
+                    fake.http_requests.append(
+                        {"time": time.time(), "method": method, "path": parts.path, "account": account}
+                    )
                 if fake.latency:
                     time.sleep(fake.latency)
                 if parts.path == "/batch/calendar/v3" and method == "POST":
@@ -398,10 +443,14 @@ class FakeGoogle(FakeService):
 
             def _batch(self, body):
                 content_type = self.headers.get("Content-Type", "")
-                message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+                message = BytesParser(policy=HTTP).parsebytes(
+                    b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+                )
                 parts = list(message.iter_parts())
                 if len(parts) > BATCH_LIMIT:
-                    return self._send(*_error(400, "tooManyRequests", f"A batch may hold at most {BATCH_LIMIT} requests."))
+                    return self._send(
+                        *_error(400, "tooManyRequests", f"A batch may hold at most {BATCH_LIMIT} requests.")
+                    )
                 boundary = "batch_" + secrets.token_hex(8)
                 out = []
                 for part in parts:
@@ -409,7 +458,10 @@ class FakeGoogle(FakeService):
                     head, sub_body = (re.split(rb"\r?\n\r?\n", raw, maxsplit=1) + [b""])[:2]
                     lines = re.split(r"\r?\n", head.decode())
                     method, path, _ = lines[0].split(" ", 2)
-                    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                    headers = {
+                        k.strip().lower(): v.strip()
+                        for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                    }
                     # Like Google: the outer request's headers apply to parts that don't set them.
                     headers.setdefault("authorization", self.headers.get("Authorization", ""))
                     status, payload, extra = fake.dispatch(method, path, headers, sub_body, batch=True)
@@ -440,12 +492,23 @@ class FakeGoogle(FakeService):
             with self.lock:
                 info = self.access_tokens.get(token)
                 account, expires = (info["account"], info["expires"]) if info else (None, 0)
-                self.call_log.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": batch, "query": query})
+                self.call_log.append(
+                    {
+                        "time": time.time(),
+                        "method": method,
+                        "path": path,
+                        "account": account,
+                        "batch": batch,
+                        "query": query,
+                    }
+                )
         if fault:
             if fault["delay"]:
                 time.sleep(fault["delay"])
             extra = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
-            reason = fault["code"] or {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(fault["status"], "backendError")
+            reason = fault["code"] or {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(
+                fault["status"], "backendError"
+            )
             if path in ("/token", "/revoke"):  # OAuth endpoints answer RFC 6749 errors
                 return fault["status"], {"error": "internal_failure" if fault["status"] >= 500 else reason}, extra
             return (*_error(fault["status"], reason, "Injected fault"), extra)
@@ -460,7 +523,10 @@ class FakeGoogle(FakeService):
             return self._revoke({**query, **form}, headers)
         if path.startswith("/calendar/v3/"):
             if account is None or expires < time.time():
-                return (*_error(401, "authError", "Request had invalid authentication credentials."), {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'})
+                return (
+                    *_error(401, "authError", "Request had invalid authentication credentials."),
+                    {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'},
+                )
             return (*self._calendar(method, path.removeprefix("/calendar/v3/"), query, body, account), {})
         return (*_error(404, "notFound", "Not Found"), {})
 
@@ -519,7 +585,11 @@ class FakeGoogle(FakeService):
         return self._client_credentials(form, headers) == (self.client_id, self.client_secret)
 
     def _token(self, form, headers):
-        invalid_grant: tuple[int, dict, dict] = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, {})
+        invalid_grant: tuple[int, dict, dict] = (
+            400,
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+            {},
+        )
         if not self._client_ok(form, headers):
             return 401, {"error": "invalid_client", "error_description": "The OAuth client was not found."}, {}
         with self.lock:
@@ -534,13 +604,32 @@ class FakeGoogle(FakeService):
                 refresh = self._new_token("1//fake-refresh-")
                 self.grants[refresh] = {"account": grant["account"], "scope": grant["scope"]}
                 access = self._issue_access(refresh)
-                return 200, {"access_token": access, "expires_in": self.token_lifetime, "refresh_token": refresh, "scope": grant["scope"], "token_type": "Bearer"}, {}
+                return (
+                    200,
+                    {
+                        "access_token": access,
+                        "expires_in": self.token_lifetime,
+                        "refresh_token": refresh,
+                        "scope": grant["scope"],
+                        "token_type": "Bearer",
+                    },
+                    {},
+                )
             if form.get("grant_type") == "refresh_token":
                 refresh = form.get("refresh_token", "")
                 if refresh not in self.grants:
                     return invalid_grant
                 access = self._issue_access(refresh)
-                return 200, {"access_token": access, "expires_in": self.token_lifetime, "scope": self.grants[refresh]["scope"], "token_type": "Bearer"}, {}
+                return (
+                    200,
+                    {
+                        "access_token": access,
+                        "expires_in": self.token_lifetime,
+                        "scope": self.grants[refresh]["scope"],
+                        "token_type": "Bearer",
+                    },
+                    {},
+                )
         return 400, {"error": "unsupported_grant_type"}, {}
 
     def _revoke(self, params, headers):
@@ -565,12 +654,21 @@ class FakeGoogle(FakeService):
         segments = [urllib.parse.unquote(s) for s in path.split("/")]
         data = self.accounts[account]
         if segments == ["users", "me", "calendarList"] and method == "GET":
-            items = [{"id": cid, "summary": c["summary"], "accessRole": c["accessRole"], "primary": c.get("primary", False)} for cid, c in data["calendars"].items()]
+            items = [
+                {"id": cid, "summary": c["summary"], "accessRole": c["accessRole"], "primary": c.get("primary", False)}
+                for cid, c in data["calendars"].items()
+            ]
             return 200, {"kind": "calendar#calendarList", "items": items}
         if segments == ["freeBusy"]:
-            return self._free_busy(account, body) if method == "POST" else _error(405, "methodNotAllowed", "Method not allowed")
+            return (
+                self._free_busy(account, body)
+                if method == "POST"
+                else _error(405, "methodNotAllowed", "Method not allowed")
+            )
         if segments == ["channels", "stop"]:
-            return self._stop_channel(body) if method == "POST" else _error(405, "methodNotAllowed", "Method not allowed")
+            return (
+                self._stop_channel(body) if method == "POST" else _error(405, "methodNotAllowed", "Method not allowed")
+            )
         if len(segments) < 3 or segments[0] != "calendars" or segments[2] != "events":
             return _error(404, "notFound", "Not Found")
         calendar = self._calendar_id(account, segments[1])
@@ -595,7 +693,12 @@ class FakeGoogle(FakeService):
                 if not event.get("start") or not event.get("end"):
                     return _error(400, "required", "Missing time range.")
                 event = {k: v for k, v in event.items() if not k.startswith("_")}
-                event.update(id=event_id, status=event.get("status", "confirmed"), sequence=0, sendUpdates=query.get("sendUpdates"))
+                event.update(
+                    id=event_id,
+                    status=event.get("status", "confirmed"),
+                    sequence=0,
+                    sendUpdates=query.get("sendUpdates"),
+                )
                 event.setdefault("kind", "calendar#event")
                 event.setdefault("created", _rfc3339(dt.datetime.now(UTC)))
                 events[event_id] = event
@@ -633,7 +736,9 @@ class FakeGoogle(FakeService):
             if clash:
                 return _error(400, "invalid", f"The '{clash[0]}' parameter cannot be used together with a syncToken.")
             if query.get("showDeleted") == "false":
-                return _error(400, "invalid", "Deleted events are always returned with a syncToken: showDeleted may not be false.")
+                return _error(
+                    400, "invalid", "Deleted events are always returned with a syncToken: showDeleted may not be false."
+                )
         try:
             size = max(1, min(int(query.get("maxResults") or DEFAULT_PAGE), MAX_PAGE, self.max_page_size))
         except ValueError:
@@ -652,23 +757,43 @@ class FakeGoogle(FakeService):
         since = None
         if sync is not None:
             token = decode_token(sync)
-            if not token or token.get("c") != calendar or token.get("e") != self.sync_epoch or not isinstance(token.get("n"), int):
+            if (
+                not token
+                or token.get("c") != calendar
+                or token.get("e") != self.sync_epoch
+                or not isinstance(token.get("n"), int)
+            ):
                 return _error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
             if token.get("p") != _sync_parameters(query):
-                return _error(400, "invalid", "The parameters of an incremental read must match those of the initial synchronization.")
+                return _error(
+                    400,
+                    "invalid",
+                    "The parameters of an incremental read must match those of the initial synchronization.",
+                )
             since = token["n"]
         # A page token pins the query it belongs to and the change counter when paging began.
-        fingerprint = hashlib.sha256(json.dumps(sorted((k, v) for k, v in query.items() if k not in ("pageToken", "maxResults", "fields", "alt"))).encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                sorted((k, v) for k, v in query.items() if k not in ("pageToken", "maxResults", "fields", "alt"))
+            ).encode()
+        ).hexdigest()[:16]
         offset, snapshot = 0, self.change_counter
         if query.get("pageToken"):
             page = decode_token(query["pageToken"])
-            if not page or page.get("q") != fingerprint or not isinstance(page.get("o"), int) or not isinstance(page.get("n"), int):
+            if (
+                not page
+                or page.get("q") != fingerprint
+                or not isinstance(page.get("o"), int)
+                or not isinstance(page.get("n"), int)
+            ):
                 return _error(400, "invalid", "Invalid page token value.")
             offset, snapshot = page["o"], page["n"]
         if since is not None:  # changes since the token, deletions included (minimal items)
             changed = sorted((e for e in events.values() if e.get("_seq", 0) > since), key=lambda e: e["_seq"])
             items = [
-                {"kind": "calendar#event", "etag": e.get("etag", ""), "id": e["id"], "status": "cancelled"} if e["status"] == "cancelled" else _public(e)
+                {"kind": "calendar#event", "etag": e.get("etag", ""), "id": e["id"], "status": "cancelled"}
+                if e["status"] == "cancelled"
+                else _public(e)
                 for e in changed
             ]
         else:
@@ -676,7 +801,8 @@ class FakeGoogle(FakeService):
             items = [
                 _public(e)
                 for e in events.values()
-                if (show_deleted or e["status"] != "cancelled") and ((time_min is None and time_max is None) or _overlaps(e, time_min, time_max))
+                if (show_deleted or e["status"] != "cancelled")
+                and ((time_min is None and time_max is None) or _overlaps(e, time_min, time_max))
             ]
         answer = {
             "kind": "calendar#events",
@@ -691,7 +817,15 @@ class FakeGoogle(FakeService):
         if offset + size < len(items):
             answer["nextPageToken"] = encode_token({"o": offset + size, "n": snapshot, "q": fingerprint})
         else:
-            answer["nextSyncToken"] = encode_token({"c": calendar, "n": snapshot, "e": self.sync_epoch, "p": _sync_parameters(query), "r": secrets.token_hex(4)})
+            answer["nextSyncToken"] = encode_token(
+                {
+                    "c": calendar,
+                    "n": snapshot,
+                    "e": self.sync_epoch,
+                    "p": _sync_parameters(query),
+                    "r": secrets.token_hex(4),
+                }
+            )
         return 200, answer
 
     # --- freeBusy.query ----------------------------------------------------------------------
@@ -720,7 +854,11 @@ class FakeGoogle(FakeService):
                     continue
                 spans = []
                 for event in data["events"].get(cal, {}).values():
-                    if event["status"] == "cancelled" or event.get("transparency") == "transparent" or not _overlaps(event, time_min, time_max):
+                    if (
+                        event["status"] == "cancelled"
+                        or event.get("transparency") == "transparent"
+                        or not _overlaps(event, time_min, time_max)
+                    ):
                         continue
                     start, end = _span(event)
                     spans.append([max(start, time_min), min(end, time_max)])
@@ -730,8 +868,18 @@ class FakeGoogle(FakeService):
                         merged[-1][1] = max(merged[-1][1], end)
                     else:
                         merged.append([start, end])
-                calendars[requested] = {"busy": [{"start": s.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": e.strftime("%Y-%m-%dT%H:%M:%SZ")} for s, e in merged]}
-        return 200, {"kind": "calendar#freeBusy", "timeMin": _rfc3339(time_min), "timeMax": _rfc3339(time_max), "calendars": calendars}
+                calendars[requested] = {
+                    "busy": [
+                        {"start": s.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": e.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                        for s, e in merged
+                    ]
+                }
+        return 200, {
+            "kind": "calendar#freeBusy",
+            "timeMin": _rfc3339(time_min),
+            "timeMax": _rfc3339(time_max),
+            "calendars": calendars,
+        }
 
     # --- push channels ---------------------------------------------------------------------------
     def _watch(self, account, calendar, requested_id, body):
@@ -749,7 +897,10 @@ class FakeGoogle(FakeService):
         if str(request.get("type") or "").lower() not in ("web_hook", "webhook"):
             return _error(400, "invalid", "Invalid channel type: only web_hook is supported.")
         parts = urllib.parse.urlsplit(address)
-        if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)) or not parts.hostname:
+        if (
+            not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK))
+            or not parts.hostname
+        ):
             return _error(400, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS: " + address, domain="push")
         if len(str(request.get("token") or "")) > 256:
             return _error(400, "invalid", "Channel token too long.")
@@ -776,7 +927,13 @@ class FakeGoogle(FakeService):
             "calendar_id": calendar,
             "message_number": 0,
         }
-        answer = {"kind": "api#channel", "id": channel_id, "resourceId": resource_id, "resourceUri": resource_uri, "expiration": str(expiration)}
+        answer = {
+            "kind": "api#channel",
+            "id": channel_id,
+            "resourceId": resource_id,
+            "resourceUri": resource_uri,
+            "expiration": str(expiration),
+        }
         if request.get("token"):
             answer["token"] = request["token"]
         return 200, answer

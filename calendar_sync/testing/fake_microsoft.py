@@ -19,6 +19,7 @@ changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410
 `notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
 `delete_event`.
 """
+
 import base64
 import datetime as dt
 import hashlib
@@ -73,30 +74,50 @@ FILTER_BY_PROPERTY = re.compile(
     r"^\s*singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+'((?:[^']|'')*)'\s+and\s+\1/value\s+eq\s+'((?:[^']|'')*)'\s*\)\s*$",
     re.IGNORECASE,
 )
-EXPAND_PROPERTIES = re.compile(r"^\s*singleValueExtendedProperties(?:\(\s*\$filter\s*=\s*id\s+eq\s+'((?:[^']|'')*)'\s*\))?\s*$", re.IGNORECASE)
+EXPAND_PROPERTIES = re.compile(
+    r"^\s*singleValueExtendedProperties(?:\(\s*\$filter\s*=\s*id\s+eq\s+'((?:[^']|'')*)'\s*\))?\s*$", re.IGNORECASE
+)
 UTC = dt.UTC
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DELTA_PAGE_SIZE = 10  # delta page size when the client sends no odata.maxpagesize
 SUBSCRIPTION_MAX_MINUTES = 4230  # Graph's limit for Outlook event subscriptions
-SUBSCRIPTION_RESOURCE = re.compile(r"^/?(me|users/[^/]+)/(events|calendar/events|calendars/[^/]+/events)$", re.IGNORECASE)
+SUBSCRIPTION_RESOURCE = re.compile(
+    r"^/?(me|users/[^/]+)/(events|calendar/events|calendars/[^/]+/events)$", re.IGNORECASE
+)
 AVAILABILITY = {"free": "0", "tentative": "1", "busy": "2", "oof": "3", "workingelsewhere": "4"}
 AVAILABILITY_RANK = ["free", "workingelsewhere", "tentative", "busy", "oof"]
 DEFAULT_CODES = {
-    400: "ErrorInvalidRequest", 401: "InvalidAuthenticationToken", 403: "ErrorAccessDenied", 404: "ErrorItemNotFound",
-    409: "ErrorIrresolvableConflict", 429: "ApplicationThrottled", 500: "ErrorInternalServerError",
-    502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout",
+    400: "ErrorInvalidRequest",
+    401: "InvalidAuthenticationToken",
+    403: "ErrorAccessDenied",
+    404: "ErrorItemNotFound",
+    409: "ErrorIrresolvableConflict",
+    429: "ApplicationThrottled",
+    500: "ErrorInternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
 }
 
 
 # The AADSTS code an injected identity-platform error carries (one of Microsoft's for that error).
 AADSTS = {
-    "invalid_grant": 70000, "invalid_scope": 70011, "unauthorized_client": 700016, "invalid_client": 7000215,
-    "interaction_required": 50076, "consent_required": 65001, "login_required": 50058,
+    "invalid_grant": 70000,
+    "invalid_scope": 70011,
+    "unauthorized_client": 700016,
+    "invalid_client": 7000215,
+    "interaction_required": 50076,
+    "consent_required": 65001,
+    "login_required": 50058,
 }
 
 
 def graph_error(status, code, message):
-    return status, {"error": {"code": code, "message": message, "innerError": {"date": _now(), "request-id": str(uuid.uuid4())}}}, {}
+    return (
+        status,
+        {"error": {"code": code, "message": message, "innerError": {"date": _now(), "request-id": str(uuid.uuid4())}}},
+        {},
+    )
 
 
 def aad_error(status, error, code, description):
@@ -160,7 +181,10 @@ def _query_instant(value):
 def _local(moment, zone_name):
     """An instant as Graph writes it in a zone: 7 fractional digits, no offset."""
     zone = _tz(zone_name) or UTC
-    return {"dateTime": moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0", "timeZone": zone_name}
+    return {
+        "dateTime": moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0",
+        "timeZone": zone_name,
+    }
 
 
 def _span_of(event):
@@ -186,8 +210,6 @@ def _prefer(headers):
     return found
 
 
-
-
 def _when(value, zone_name):
     """A control's start/end (aware datetime, or a date for all-day) as dateTimeTimeZone in `zone_name`."""
     if isinstance(value, dt.datetime):
@@ -205,7 +227,14 @@ class FakeMicrosoft(FakeService):
     api_prefix = "/v1.0/"
     title = "Fake Microsoft 365"
 
-    def __init__(self, port=0, client_id="test-ms-client-id", client_secret="test-ms-client-secret", tenant="common", token_lifetime=3600):
+    def __init__(
+        self,
+        port=0,
+        client_id="test-ms-client-id",
+        client_secret="test-ms-client-secret",
+        tenant="common",
+        token_lifetime=3600,
+    ):
         self.client_id = client_id
         self.client_secret = client_secret
         self.tenant = tenant
@@ -317,7 +346,18 @@ class FakeMicrosoft(FakeService):
             self.delta_expired_code = code
 
     # --- a person using Outlook ------------------------------------------------------------------
-    def add_event(self, account, start, end, title="Busy", calendar=None, busy=True, show_as=None, time_zone="UTC", is_cancelled=False):
+    def add_event(
+        self,
+        account,
+        start,
+        end,
+        title="Busy",
+        calendar=None,
+        busy=True,
+        show_as=None,
+        time_zone="UTC",
+        is_cancelled=False,
+    ):
         """Create an event as the member would (aware datetimes, or dates for an all-day event); return
         its id. `show_as` (e.g. "tentative") overrides `busy`."""
         all_day = not isinstance(start, dt.datetime)
@@ -348,7 +388,13 @@ class FakeMicrosoft(FakeService):
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             event.update(fields)
-            event.update({"lastModifiedDateTime": _now(), "changeKey": secrets.token_urlsafe(24), "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"'})
+            event.update(
+                {
+                    "lastModifiedDateTime": _now(),
+                    "changeKey": secrets.token_urlsafe(24),
+                    "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
+                }
+            )
             self._touch(event)
 
     def set_busy(self, account, event_id, busy, calendar=None):
@@ -368,7 +414,11 @@ class FakeMicrosoft(FakeService):
             account = account or DEFAULT_ACCOUNT
             cal = calendar or self.calendar_id(account)
             events = self.accounts[account]["events"].values()
-            return {e["id"]: json.loads(json.dumps({k: v for k, v in e.items() if not k.startswith("_")})) for e in events if e["_calendar"] == cal}
+            return {
+                e["id"]: json.loads(json.dumps({k: v for k, v in e.items() if not k.startswith("_")}))
+                for e in events
+                if e["_calendar"] == cal
+            }
 
     def _agenda(self, account, calendar):
         cal = calendar or self.calendar_id(account)
@@ -377,7 +427,9 @@ class FakeMicrosoft(FakeService):
             if event["_calendar"] == cal:
                 start, end = _span_of(event)
                 busy = str(event.get("showAs", "busy")).lower() != "free" and not event.get("isCancelled")
-                rows.append({"id": event["id"], "title": event.get("subject") or "", "start": start, "end": end, "busy": busy})
+                rows.append(
+                    {"id": event["id"], "title": event.get("subject") or "", "start": start, "end": end, "busy": busy}
+                )
         return rows
 
     # --- push -------------------------------------------------------------------------------------
@@ -416,8 +468,16 @@ class FakeMicrosoft(FakeService):
         """Subscriptions made (deleted ones too): {id: {"id", "account", "calendar", "address", "secret", "resource", "expiration", "stopped"}}."""
         with self.lock:
             return {
-                s["id"]: {"id": s["id"], "account": s["account"], "calendar": self._subscribed_calendar(s), "address": s["notificationUrl"],
-                          "secret": s["clientState"], "resource": s["resource"], "expiration": s["expirationDateTime"], "stopped": s["deleted"]}
+                s["id"]: {
+                    "id": s["id"],
+                    "account": s["account"],
+                    "calendar": self._subscribed_calendar(s),
+                    "address": s["notificationUrl"],
+                    "secret": s["clientState"],
+                    "resource": s["resource"],
+                    "expiration": s["expirationDateTime"],
+                    "stopped": s["deleted"],
+                }
                 for s in self.subscriptions.values()
                 if account is None or s["account"] == account
             }
@@ -435,7 +495,11 @@ class FakeMicrosoft(FakeService):
     def api_requests(self, account=None):
         """How many HTTP requests reached Graph (a `$batch` counts once)."""
         with self.lock:
-            return sum(1 for r in self.http_requests if r["path"].startswith("/v1.0/") and (account is None or r["account"] == account))
+            return sum(
+                1
+                for r in self.http_requests
+                if r["path"].startswith("/v1.0/") and (account is None or r["account"] == account)
+            )
 
     # --- old names, kept for tests written against them ------------------------------------------
     def graph_calls(self, account=None):
@@ -453,12 +517,19 @@ class FakeMicrosoft(FakeService):
             self.change_counter += 1
             event["_seq"] = self.change_counter
             start, end = _span_of(event)
-            event.setdefault("_spans", []).append((self.change_counter, start.isoformat() if start else None, end.isoformat() if end else None))
+            event.setdefault("_spans", []).append(
+                (self.change_counter, start.isoformat() if start else None, end.isoformat() if end else None)
+            )
 
     def _bury(self, mailbox, event):
         with self.lock:
             self.change_counter += 1
-            mailbox["tombstones"][event["id"]] = {"id": event["id"], "_calendar": event["_calendar"], "_seq": self.change_counter, "_spans": event.get("_spans", [])}
+            mailbox["tombstones"][event["id"]] = {
+                "id": event["id"],
+                "_calendar": event["_calendar"],
+                "_seq": self.change_counter,
+                "_spans": event.get("_spans", []),
+            }
 
     @staticmethod
     def _span_at(record, n):
@@ -467,7 +538,10 @@ class FakeMicrosoft(FakeService):
         for seq, start, end in record.get("_spans", []):
             if seq > n:
                 break
-            span = (dt.datetime.fromisoformat(start) if start else None, dt.datetime.fromisoformat(end) if end else None)
+            span = (
+                dt.datetime.fromisoformat(start) if start else None,
+                dt.datetime.fromisoformat(end) if end else None,
+            )
         return span
 
     def _fault_answer(self, fault, path):
@@ -476,10 +550,16 @@ class FakeMicrosoft(FakeService):
         status = fault["status"]
         extra = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
         if "/oauth2/" in path:
-            error = fault["code"] or ("temporarily_unavailable" if status >= 500 or status == 429 else "invalid_request")
-            status_, body, _ = aad_error(status, error, AADSTS.get(error, 50000 if status >= 500 else 90000), "Injected fault.")
+            error = fault["code"] or (
+                "temporarily_unavailable" if status >= 500 or status == 429 else "invalid_request"
+            )
+            status_, body, _ = aad_error(
+                status, error, AADSTS.get(error, 50000 if status >= 500 else 90000), "Injected fault."
+            )
             return status_, body, extra
-        status_, body, _ = graph_error(status, fault["code"] or DEFAULT_CODES.get(status, "UnknownError"), "Injected fault.")
+        status_, body, _ = graph_error(
+            status, fault["code"] or DEFAULT_CODES.get(status, "UnknownError"), "Injected fault."
+        )
         return status_, body, extra
 
     def _account_for(self, authorization):
@@ -494,7 +574,14 @@ class FakeMicrosoft(FakeService):
         fake = self
 
         class Handler(server.Handler):
-            def _send(self, status, payload=None, headers=None, raw=None, content_type="application/json; odata.metadata=minimal"):
+            def _send(
+                self,
+                status,
+                payload=None,
+                headers=None,
+                raw=None,
+                content_type="application/json; odata.metadata=minimal",
+            ):
                 data = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
                 self.send_response(status)
                 if data:
@@ -516,7 +603,13 @@ class FakeMicrosoft(FakeService):
                 account = fake._account_for(headers.get("authorization", ""))[0] if path.startswith("/v1.0/") else None
                 with fake.lock:
                     fake.http_requests.append(
-                        {"time": time.time(), "method": method, "path": path, "account": account, "client": self.client_address}
+                        {
+                            "time": time.time(),
+                            "method": method,
+                            "path": path,
+                            "account": account,
+                            "client": self.client_address,
+                        }
                     )
                 if fake.latency:
                     time.sleep(fake.latency)
@@ -525,7 +618,16 @@ class FakeMicrosoft(FakeService):
                     status, payload, extra = fake._fault_answer(fault, path)
                     if path.startswith("/v1.0/"):
                         with fake.lock:
-                            fake.call_log.append({"time": time.time(), "method": method, "path": path, "account": account, "batch": False, "status": status})
+                            fake.call_log.append(
+                                {
+                                    "time": time.time(),
+                                    "method": method,
+                                    "path": path,
+                                    "account": account,
+                                    "batch": False,
+                                    "status": status,
+                                }
+                            )
                 elif path == "/v1.0/$batch" and method == "POST":
                     status, payload, extra = fake._batch(headers, body)
                 else:
@@ -553,7 +655,14 @@ class FakeMicrosoft(FakeService):
         path, query = parts.path, dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         if path.startswith("/v1.0/"):
             account, expired = self._account_for(headers.get("authorization", ""))
-            call = {"time": time.time(), "method": method, "path": path, "account": account, "batch": batch, "query": query}
+            call = {
+                "time": time.time(),
+                "method": method,
+                "path": path,
+                "account": account,
+                "batch": batch,
+                "query": query,
+            }
             try:
                 payload = json.loads(body) if body else None
             except ValueError:
@@ -561,13 +670,21 @@ class FakeMicrosoft(FakeService):
             if isinstance(payload, dict) and payload.get("transactionId"):
                 call["transactionId"] = payload["transactionId"]
             if account is None:
-                message = "Lifetime validation failed, the token is expired." if expired else "IDX14100: JWT is not well formed, there are no dots (.)."
+                message = (
+                    "Lifetime validation failed, the token is expired."
+                    if expired
+                    else "IDX14100: JWT is not well formed, there are no dots (.)."
+                )
                 status, answer, extra = graph_error(401, "InvalidAuthenticationToken", message)
-                extra["WWW-Authenticate"] = 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="invalid_token"'
+                extra["WWW-Authenticate"] = (
+                    'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="invalid_token"'
+                )
             elif payload is ValueError:
                 status, answer, extra = graph_error(400, "BadRequest", "Unable to read JSON request payload.")
             else:
-                status, answer, extra = self._graph(method, path.removeprefix("/v1.0/"), query, payload, account, headers)
+                status, answer, extra = self._graph(
+                    method, path.removeprefix("/v1.0/"), query, payload, account, headers
+                )
             call["status"] = status
             with self.lock:
                 self.call_log.append(call)
@@ -593,7 +710,12 @@ class FakeMicrosoft(FakeService):
         if self.tenant in ("common", "organizations") and tenant in ("common", "organizations"):
             return None
         if tenant in ("common", "organizations", "consumers"):
-            return aad_error(400, "invalid_request", 50194, f"Application '{self.client_id}' is not configured as a multi-tenant application. Use a tenant-specific endpoint.")
+            return aad_error(
+                400,
+                "invalid_request",
+                50194,
+                f"Application '{self.client_id}' is not configured as a multi-tenant application. Use a tenant-specific endpoint.",
+            )
         return aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
 
     def _consent_page(self, tenant, q):
@@ -601,7 +723,9 @@ class FakeMicrosoft(FakeService):
         if problem:
             problem = problem[1]["error_description"]
         elif q.get("client_id") != self.client_id:
-            problem = f"AADSTS700016: Application with identifier '{q.get('client_id')}' was not found in the directory."
+            problem = (
+                f"AADSTS700016: Application with identifier '{q.get('client_id')}' was not found in the directory."
+            )
         elif q.get("response_type") != "code":
             problem = "AADSTS900144: The request body must contain the following parameter: 'response_type'."
         elif not q.get("redirect_uri"):
@@ -611,9 +735,18 @@ class FakeMicrosoft(FakeService):
         elif q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
             problem = "AADSTS501491: Invalid size of Code_Challenge parameter (PKCE with S256 is required here)."
         if problem:
-            return 400, ("text/html; charset=utf-8", f"<!doctype html><title>Sign in to your account</title><p>{html.escape(problem)}</p>".encode()), {}
+            return (
+                400,
+                (
+                    "text/html; charset=utf-8",
+                    f"<!doctype html><title>Sign in to your account</title><p>{html.escape(problem)}</p>".encode(),
+                ),
+                {},
+            )
         scopes = "".join(f"<li>{html.escape(s)}</li>" for s in q["scope"].split())
-        form = self._consent_form(f"/{urllib.parse.quote(tenant)}/oauth2/v2.0/decision", q, "login_hint", allow="Accept", deny="Cancel")
+        form = self._consent_form(
+            f"/{urllib.parse.quote(tenant)}/oauth2/v2.0/decision", q, "login_hint", allow="Accept", deny="Cancel"
+        )
         page = (
             "<!doctype html><title>Permissions requested (fake Microsoft)</title>"
             f"<h1>Permissions requested</h1><p>This app would like to:</p><ul>{scopes}</ul>{form}"
@@ -627,7 +760,9 @@ class FakeMicrosoft(FakeService):
         redirect = form.get("redirect_uri", "")
         params: dict[str, str] = {}
         if form.get("decision") != "allow":
-            params.update(error="access_denied", error_description="AADSTS65004: User declined to consent to access the app.")
+            params.update(
+                error="access_denied", error_description="AADSTS65004: User declined to consent to access the app."
+            )
         else:
             code = "0.AXEA" + secrets.token_urlsafe(48)
             with self.lock:
@@ -660,7 +795,12 @@ class FakeMicrosoft(FakeService):
             basic_id, _, basic_secret = decoded.partition(":")
             client_id, client_secret = urllib.parse.unquote_plus(basic_id), urllib.parse.unquote_plus(basic_secret)
         if client_id != self.client_id:
-            return aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not found in the directory.")
+            return aad_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory.",
+            )
         if client_secret != self.client_secret:
             return aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
         return None
@@ -668,14 +808,33 @@ class FakeMicrosoft(FakeService):
     def _granted_scope(self, requested):
         if self.granted_scope is not None:
             return self.granted_scope
-        names = [s.removeprefix(GRAPH) for s in requested.split() if s.lower() not in ("offline_access", "openid", "profile", "email")]
+        names = [
+            s.removeprefix(GRAPH)
+            for s in requested.split()
+            if s.lower() not in ("offline_access", "openid", "profile", "email")
+        ]
         names += [] if any(n.lower() == "user.read" for n in names) else ["User.Read"]
         return " ".join(GRAPH + n for n in names)
 
     def _issue(self, account, scope, family, with_refresh):
-        access = "eyJ0eXAiOiJKV1QiLCJub25jZSI6ImZha2UiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(96) + "." + secrets.token_urlsafe(32)
-        self.access_tokens[access] = {"account": account, "expires": time.time() + self.token_lifetime, "family": family}
-        answer = {"token_type": "Bearer", "scope": self._granted_scope(scope), "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime, "access_token": access}
+        access = (
+            "eyJ0eXAiOiJKV1QiLCJub25jZSI6ImZha2UiLCJhbGciOiJSUzI1NiJ9."
+            + secrets.token_urlsafe(96)
+            + "."
+            + secrets.token_urlsafe(32)
+        )
+        self.access_tokens[access] = {
+            "account": account,
+            "expires": time.time() + self.token_lifetime,
+            "family": family,
+        }
+        answer = {
+            "token_type": "Bearer",
+            "scope": self._granted_scope(scope),
+            "expires_in": self.token_lifetime,
+            "ext_expires_in": self.token_lifetime,
+            "access_token": access,
+        }
         if with_refresh:
             refresh = "1.AXEA" + secrets.token_urlsafe(180)
             self.grants[refresh] = {"account": account, "scope": scope, "family": family, "client_id": self.client_id}
@@ -691,13 +850,25 @@ class FakeMicrosoft(FakeService):
             if grant_type == "authorization_code":
                 code = self.codes.pop(form.get("code", ""), None)
                 if code is None or code["expires"] < time.time():
-                    return aad_error(400, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed or is invalid.")
+                    return aad_error(
+                        400, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed or is invalid."
+                    )
                 if code["redirect_uri"] != form.get("redirect_uri"):
-                    return aad_error(400, "invalid_grant", 50148, "The redirect_uri does not match the one used in the authorization request.")
+                    return aad_error(
+                        400,
+                        "invalid_grant",
+                        50148,
+                        "The redirect_uri does not match the one used in the authorization request.",
+                    )
                 verifier = form.get("code_verifier", "")
                 challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
                 if not verifier or challenge != code["challenge"]:
-                    return aad_error(400, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.")
+                    return aad_error(
+                        400,
+                        "invalid_grant",
+                        501481,
+                        "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                    )
                 with_refresh = "offline_access" in [s.lower() for s in code["scope"].split()]
                 return self._issue(code["account"], code["scope"], secrets.token_hex(8), with_refresh)
             if grant_type == "refresh_token":
@@ -706,14 +877,25 @@ class FakeMicrosoft(FakeService):
                 if grant is None:
                     family = self.superseded.get(token)
                     if family is None:
-                        return aad_error(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+                        return aad_error(
+                            400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid."
+                        )
                     if family in self.revoked:
-                        return aad_error(400, "invalid_grant", 50173, "The provided grant has expired due to it being revoked.")
-                    return aad_error(400, "invalid_grant", 70000, "The provided value for the 'refresh_token' is not valid: it was superseded by a newer token.")
+                        return aad_error(
+                            400, "invalid_grant", 50173, "The provided grant has expired due to it being revoked."
+                        )
+                    return aad_error(
+                        400,
+                        "invalid_grant",
+                        70000,
+                        "The provided value for the 'refresh_token' is not valid: it was superseded by a newer token.",
+                    )
                 del self.grants[token]  # rotation: the superseded token stops working
                 self.superseded[token] = grant["family"]
                 return self._issue(grant["account"], form.get("scope") or grant["scope"], grant["family"], True)
-        return aad_error(400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'.")
+        return aad_error(
+            400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
+        )
 
     # --- Graph --------------------------------------------------------------------------------
     def _page(self, items, path, query, size):
@@ -727,7 +909,9 @@ class FakeMicrosoft(FakeService):
         if start + size < len(items):
             rest = {k: v for k, v in query.items() if k != "$skiptoken"}
             rest["$skiptoken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
-            answer["@odata.nextLink"] = f"{self.url}v1.0/{path}?{urllib.parse.urlencode(rest, quote_via=urllib.parse.quote, safe='$')}"
+            answer["@odata.nextLink"] = (
+                f"{self.url}v1.0/{path}?{urllib.parse.urlencode(rest, quote_via=urllib.parse.quote, safe='$')}"
+            )
         return 200, answer, {}
 
     @staticmethod
@@ -809,7 +993,10 @@ class FakeMicrosoft(FakeService):
                 if not isinstance(value, dict):
                     continue
                 if event.get("isAllDay"):  # all-day events float: midnight in whatever zone is asked for
-                    item[field] = {"dateTime": str(value.get("dateTime", ""))[:10] + "T00:00:00.0000000", "timeZone": zone}
+                    item[field] = {
+                        "dateTime": str(value.get("dateTime", ""))[:10] + "T00:00:00.0000000",
+                        "timeZone": zone,
+                    }
                 else:
                     moment = _instant(value)
                     item[field] = _local(moment, zone) if moment else value
@@ -818,7 +1005,11 @@ class FakeMicrosoft(FakeService):
             match = EXPAND_PROPERTIES.match(expand)
             if match:
                 wanted = _unquote_filter_value(match.group(1)).lower() if match.group(1) is not None else None
-                props = [p for p in event.get("singleValueExtendedProperties", []) if wanted is None or p["id"].lower() == wanted]
+                props = [
+                    p
+                    for p in event.get("singleValueExtendedProperties", [])
+                    if wanted is None or p["id"].lower() == wanted
+                ]
                 if props:
                     item["singleValueExtendedProperties"] = props
         selected = self._select(item, query)
@@ -831,9 +1022,18 @@ class FakeMicrosoft(FakeService):
         if query.get("$filter"):
             match = FILTER_BY_PROPERTY.match(query["$filter"])
             if not match:
-                return graph_error(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
+                return graph_error(
+                    400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes."
+                )
             prop_id, value = _unquote_filter_value(match.group(2)).lower(), _unquote_filter_value(match.group(3))
-            items = [e for e in items if any(p["id"].lower() == prop_id and p["value"] == value for p in e.get("singleValueExtendedProperties", []))]
+            items = [
+                e
+                for e in items
+                if any(
+                    p["id"].lower() == prop_id and p["value"] == value
+                    for p in e.get("singleValueExtendedProperties", [])
+                )
+            ]
         if query.get("$expand") and not EXPAND_PROPERTIES.match(query["$expand"]):
             return graph_error(400, "BadRequest", "Parsing OData Select and Expand failed.")
         items.sort(key=lambda e: e["createdDateTime"])
@@ -847,17 +1047,35 @@ class FakeMicrosoft(FakeService):
             if value is None and not creating:
                 continue
             if not isinstance(value, dict) or not value.get("dateTime") or not value.get("timeZone"):
-                return graph_error(400, "ErrorInvalidRequest", f"Your request can't be completed. The '{field}' property needs dateTime and timeZone.")
+                return graph_error(
+                    400,
+                    "ErrorInvalidRequest",
+                    f"Your request can't be completed. The '{field}' property needs dateTime and timeZone.",
+                )
             zone = value["timeZone"]
             if zone not in IANA_ZONES and zone != "UTC" and not zone.endswith(" Time"):
-                return graph_error(400, "TimeZoneNotSupportedException", f"A valid TimeZone value must be specified. The following TimeZone value is not supported: '{zone}'.")
+                return graph_error(
+                    400,
+                    "TimeZoneNotSupportedException",
+                    f"A valid TimeZone value must be specified. The following TimeZone value is not supported: '{zone}'.",
+                )
             try:
                 dt.datetime.fromisoformat(value["dateTime"][:26])
             except ValueError:
-                return graph_error(400, "ErrorInvalidRequest", f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTime'.")
+                return graph_error(
+                    400,
+                    "ErrorInvalidRequest",
+                    f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTime'.",
+                )
         for prop in body.get("singleValueExtendedProperties") or []:
-            if not isinstance(prop, dict) or not re.match(r"^String \{[0-9a-fA-F-]{36}\} Name \S+$", str(prop.get("id", ""))) or not isinstance(prop.get("value"), str):
-                return graph_error(400, "ErrorInvalidExtendedPropertyValue", "The extended property id or value is not valid.")
+            if (
+                not isinstance(prop, dict)
+                or not re.match(r"^String \{[0-9a-fA-F-]{36}\} Name \S+$", str(prop.get("id", "")))
+                or not isinstance(prop.get("value"), str)
+            ):
+                return graph_error(
+                    400, "ErrorInvalidExtendedPropertyValue", "The extended property id or value is not valid."
+                )
         return None
 
     def _create(self, mailbox, calendar, body):
@@ -867,7 +1085,9 @@ class FakeMicrosoft(FakeService):
         if not calendar["canEdit"]:
             return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
         tid = body.get("transactionId")
-        if tid and mailbox["transactions"].get(tid) in mailbox["events"]:  # a retried create: answer with the event already made
+        if (
+            tid and mailbox["transactions"].get(tid) in mailbox["events"]
+        ):  # a retried create: answer with the event already made
             event = mailbox["events"][mailbox["transactions"][tid]]
             return 201, self._view(event, {}), {"_created": True}
         event = self._insert(mailbox, calendar, body)
@@ -900,7 +1120,13 @@ class FakeMicrosoft(FakeService):
             "organizer": {"emailAddress": dict(calendar["owner"])},
             "webLink": "https://outlook.office365.com/owa/?itemid=fake&exvsurl=1&path=/calendar/item",
         }
-        event.update({k: v for k, v in body.items() if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") and not k.startswith("_")})
+        event.update(
+            {
+                k: v
+                for k, v in body.items()
+                if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") and not k.startswith("_")
+            }
+        )
         event["_calendar"] = calendar["id"]
         mailbox["events"][event["id"]] = event
         if tid:
@@ -918,12 +1144,22 @@ class FakeMicrosoft(FakeService):
         props = {p["id"].lower(): p for p in event.get("singleValueExtendedProperties", [])}
         for prop in body.pop("singleValueExtendedProperties", None) or []:
             props[prop["id"].lower()] = prop
-        for key in [k for k in body if k in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") or k.startswith("_")]:
+        for key in [
+            k
+            for k in body
+            if k in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") or k.startswith("_")
+        ]:
             body.pop(key, None)
         event.update(body)
         if props:
             event["singleValueExtendedProperties"] = list(props.values())
-        event.update({"lastModifiedDateTime": _now(), "changeKey": secrets.token_urlsafe(24), "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"'})
+        event.update(
+            {
+                "lastModifiedDateTime": _now(),
+                "changeKey": secrets.token_urlsafe(24),
+                "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
+            }
+        )
         self._touch(event)
         return 200, self._view(event, {}), {}
 
@@ -934,10 +1170,18 @@ class FakeMicrosoft(FakeService):
         lowered = {k.lower(): v for k, v in query.items()}
         start, end = lowered.get("startdatetime"), lowered.get("enddatetime")
         if not start or not end:
-            return graph_error(400, "ErrorInvalidParameter", "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
+            return graph_error(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+            )
         start, end = _query_instant(start), _query_instant(end)
         if start is None or end is None:
-            return graph_error(400, "ErrorInvalidParameter", "The value of the StartDateTime or EndDateTime parameter is not a valid date and time.")
+            return graph_error(
+                400,
+                "ErrorInvalidParameter",
+                "The value of the StartDateTime or EndDateTime parameter is not a valid date and time.",
+            )
         if end < start:
             return graph_error(400, "ErrorInvalidParameter", "The EndDateTime must be later than the StartDateTime.")
         return start, end
@@ -956,7 +1200,9 @@ class FakeMicrosoft(FakeService):
             return window
         start, end = window
         if query.get("$filter"):
-            return graph_error(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
+            return graph_error(
+                400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes."
+            )
         if query.get("$expand") and not EXPAND_PROPERTIES.match(query["$expand"]):
             return graph_error(400, "BadRequest", "Parsing OData Select and Expand failed.")
         prefs = _prefer(headers)
@@ -966,7 +1212,9 @@ class FakeMicrosoft(FakeService):
         if prefs.get("odata.maxpagesize", "").isdigit():
             size = max(1, int(prefs["odata.maxpagesize"]))
             applied.append(f"odata.maxpagesize={size}")
-        events = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)]
+        events = [
+            e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
+        ]
         events.sort(key=lambda e: (_span_of(e)[0], e["createdDateTime"]))
         status, answer, extra = self._page([self._view(e, query, zone) for e in events], path, query, size)
         if applied:
@@ -977,27 +1225,54 @@ class FakeMicrosoft(FakeService):
         lowered = {k.lower(): v for k, v in query.items()}
         prefs = _prefer(headers)
         zone, zone_applied = self._zone_preference(prefs)
-        size = int(prefs["odata.maxpagesize"]) if prefs.get("odata.maxpagesize", "").isdigit() and int(prefs["odata.maxpagesize"]) > 0 else DELTA_PAGE_SIZE
+        size = (
+            int(prefs["odata.maxpagesize"])
+            if prefs.get("odata.maxpagesize", "").isdigit() and int(prefs["odata.maxpagesize"]) > 0
+            else DELTA_PAGE_SIZE
+        )
         token = lowered.get("$skiptoken") or lowered.get("$deltatoken")
         if token is not None:
             state = decode_token(token)
             if not state or state.get("g") != self.delta_generation or state.get("c") != cal_id:
-                return graph_error(410, self.delta_expired_code, "The sync state generation is not found; a full synchronization is required.")
+                return graph_error(
+                    410,
+                    self.delta_expired_code,
+                    "The sync state generation is not found; a full synchronization is required.",
+                )
             if "$deltatoken" in lowered:  # a new round: changes since the previous one ended
                 state = {**state, "since": state["snap"], "snap": self.change_counter, "o": 0}
         else:
             unsupported = [k for k in ("$select", "$filter", "$expand", "$orderby", "$search", "$top") if k in lowered]
             if unsupported:
-                return graph_error(400, "ErrorInvalidUrlQuery", f"The query parameter '{unsupported[0]}' is not supported with delta on a calendar view.")
+                return graph_error(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    f"The query parameter '{unsupported[0]}' is not supported with delta on a calendar view.",
+                )
             window = self._window(query)
             if len(window) == 3:
                 return window
-            state = {"c": cal_id, "s": window[0].isoformat(), "e": window[1].isoformat(), "since": None, "snap": self.change_counter, "o": 0, "g": self.delta_generation}
+            state = {
+                "c": cal_id,
+                "s": window[0].isoformat(),
+                "e": window[1].isoformat(),
+                "since": None,
+                "snap": self.change_counter,
+                "o": 0,
+                "g": self.delta_generation,
+            }
         start, end = dt.datetime.fromisoformat(state["s"]), dt.datetime.fromisoformat(state["e"])
         since = state["since"]
         items = []
         if since is None:  # first round: everything in the window
-            events = sorted((e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)), key=lambda e: e.get("_seq", 0))
+            events = sorted(
+                (
+                    e
+                    for e in mailbox["events"].values()
+                    if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
+                ),
+                key=lambda e: e.get("_seq", 0),
+            )
             items = [self._view(e, {}, zone) for e in events]
         else:  # later rounds: what changed since, and what left the window or was deleted
             changed = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and e.get("_seq", 0) > since]
@@ -1009,14 +1284,18 @@ class FakeMicrosoft(FakeService):
                 if alive and _overlaps(_span_of(record), start, end):
                     items.append(self._view(record, {}, zone))
                 elif was_in:
-                    items.append({"@odata.type": "#microsoft.graph.event", "id": record["id"], "@removed": {"reason": "deleted"}})
+                    items.append(
+                        {"@odata.type": "#microsoft.graph.event", "id": record["id"], "@removed": {"reason": "deleted"}}
+                    )
         offset, size = state["o"], max(1, min(size, self.max_page_size))
         answer = {"@odata.context": f"{GRAPH}v1.0/$metadata#Collection(event)", "value": items[offset : offset + size]}
         base = f"{self.url}v1.0/{path}"
         if offset + size < len(items):
             answer["@odata.nextLink"] = f"{base}?$skiptoken={encode_token({**state, 'o': offset + size})}"
         else:
-            answer["@odata.deltaLink"] = f"{base}?$deltatoken={encode_token({**state, 'o': 0, 'r': secrets.token_hex(4)})}"
+            answer["@odata.deltaLink"] = (
+                f"{base}?$deltatoken={encode_token({**state, 'o': 0, 'r': secrets.token_hex(4)})}"
+            )
         applied = [f'outlook.timezone="{zone}"'] if zone_applied else []
         if size != DELTA_PAGE_SIZE or "odata.maxpagesize" in prefs:
             applied.append(f"odata.maxpagesize={size}")
@@ -1028,11 +1307,22 @@ class FakeMicrosoft(FakeService):
         bounds = []
         for field in ("startTime", "endTime"):
             value = body.get(field)
-            if not isinstance(value, dict) or not value.get("dateTime") or not value.get("timeZone") or _tz(value["timeZone"]) is None:
-                return graph_error(400, "ErrorInvalidParameter", f"The '{field}' parameter needs a dateTime and a supported timeZone.")
+            if (
+                not isinstance(value, dict)
+                or not value.get("dateTime")
+                or not value.get("timeZone")
+                or _tz(value["timeZone"]) is None
+            ):
+                return graph_error(
+                    400, "ErrorInvalidParameter", f"The '{field}' parameter needs a dateTime and a supported timeZone."
+                )
             moment = _instant(value)
             if moment is None:
-                return graph_error(400, "ErrorInvalidParameter", f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTime'.")
+                return graph_error(
+                    400,
+                    "ErrorInvalidParameter",
+                    f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTime'.",
+                )
             bounds.append(moment)
         start, end = bounds
         if end <= start:
@@ -1042,65 +1332,105 @@ class FakeMicrosoft(FakeService):
         except (TypeError, ValueError):
             interval = 0
         if not 5 <= interval <= 1440:
-            return graph_error(400, "ErrorInvalidParameter", "The availabilityViewInterval must be between 5 and 1440 minutes.")
+            return graph_error(
+                400, "ErrorInvalidParameter", "The availabilityViewInterval must be between 5 and 1440 minutes."
+            )
         zone, _ = self._zone_preference(_prefer(headers))
         accounts = {a.lower(): a for a in self.accounts}
         value = []
         for schedule in body["schedules"]:
             owner = accounts.get(str(schedule).lower())
             if owner is None:
-                value.append({"scheduleId": schedule, "availabilityView": "", "scheduleItems": [], "workingHours": {},
-                              "error": {"message": "The specified user was not found.", "responseCode": "ErrorMailRecipientNotFound"}})
+                value.append(
+                    {
+                        "scheduleId": schedule,
+                        "availabilityView": "",
+                        "scheduleItems": [],
+                        "workingHours": {},
+                        "error": {
+                            "message": "The specified user was not found.",
+                            "responseCode": "ErrorMailRecipientNotFound",
+                        },
+                    }
+                )
                 continue
             mailbox = self.accounts[owner]
             default = self.calendar_id(owner)
-            events = [e for e in mailbox["events"].values() if e["_calendar"] == default and not e.get("isCancelled") and _overlaps(_span_of(e), start, end)]
+            events = [
+                e
+                for e in mailbox["events"].values()
+                if e["_calendar"] == default and not e.get("isCancelled") and _overlaps(_span_of(e), start, end)
+            ]
             events.sort(key=lambda e: _span_of(e)[0])
             items = []
             for event in events:
                 view = self._view(event, {}, zone)
-                items.append({
-                    "isPrivate": event.get("sensitivity") == "private",
-                    "status": event.get("showAs", "busy"),
-                    "subject": event.get("subject", ""),
-                    "location": (event.get("location") or {}).get("displayName", ""),
-                    "isMeeting": bool(event.get("attendees")),
-                    "isRecurring": False,
-                    "isException": False,
-                    "isReminderSet": bool(event.get("isReminderOn")),
-                    "start": view["start"],
-                    "end": view["end"],
-                })
+                items.append(
+                    {
+                        "isPrivate": event.get("sensitivity") == "private",
+                        "status": event.get("showAs", "busy"),
+                        "subject": event.get("subject", ""),
+                        "location": (event.get("location") or {}).get("displayName", ""),
+                        "isMeeting": bool(event.get("attendees")),
+                        "isRecurring": False,
+                        "isException": False,
+                        "isReminderSet": bool(event.get("isReminderOn")),
+                        "start": view["start"],
+                        "end": view["end"],
+                    }
+                )
             view_chars, slot = [], start
             while slot < end:
                 slot_end = min(slot + dt.timedelta(minutes=interval), end)
-                statuses = [str(e.get("showAs", "busy")).lower() for e in events if _overlaps(_span_of(e), slot, slot_end)]
-                worst = max(statuses, key=lambda st: AVAILABILITY_RANK.index(st) if st in AVAILABILITY_RANK else 3, default="free")
+                statuses = [
+                    str(e.get("showAs", "busy")).lower() for e in events if _overlaps(_span_of(e), slot, slot_end)
+                ]
+                worst = max(
+                    statuses,
+                    key=lambda st: AVAILABILITY_RANK.index(st) if st in AVAILABILITY_RANK else 3,
+                    default="free",
+                )
                 view_chars.append(AVAILABILITY.get(worst, "2"))
                 slot = slot_end
-            value.append({
-                "scheduleId": schedule,
-                "availabilityView": "".join(view_chars),
-                "scheduleItems": items,
-                "workingHours": {
-                    "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
-                    "startTime": "08:00:00.0000000",
-                    "endTime": "17:00:00.0000000",
-                    "timeZone": {"name": "UTC"},
-                },
-            })
-        return 200, {"@odata.context": f"{GRAPH}v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)", "value": value}, {}
+            value.append(
+                {
+                    "scheduleId": schedule,
+                    "availabilityView": "".join(view_chars),
+                    "scheduleItems": items,
+                    "workingHours": {
+                        "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                        "startTime": "08:00:00.0000000",
+                        "endTime": "17:00:00.0000000",
+                        "timeZone": {"name": "UTC"},
+                    },
+                }
+            )
+        return (
+            200,
+            {
+                "@odata.context": f"{GRAPH}v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)",
+                "value": value,
+            },
+            {},
+        )
 
     # --- change notifications ----------------------------------------------------------------------
     def _subscription_view(self, sub):
-        return {"@odata.context": f"{GRAPH}v1.0/$metadata#subscriptions/$entity", **{k: v for k, v in sub.items() if k not in ("account", "deleted")}}
+        return {
+            "@odata.context": f"{GRAPH}v1.0/$metadata#subscriptions/$entity",
+            **{k: v for k, v in sub.items() if k not in ("account", "deleted")},
+        }
 
     def _subscriptions(self, method, rest, body, account):
         not_found = graph_error(404, "ResourceNotFound", "The object was not found.")
         if not rest:
             if method == "GET":
                 with self.lock:
-                    subs = [self._subscription_view(s) for s in self.subscriptions.values() if not s["deleted"] and s["account"] == account]
+                    subs = [
+                        self._subscription_view(s)
+                        for s in self.subscriptions.values()
+                        if not s["deleted"] and s["account"] == account
+                    ]
                 return 200, {"@odata.context": f"{GRAPH}v1.0/$metadata#subscriptions", "value": subs}, {}
             if method != "POST":
                 return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
@@ -1130,11 +1460,17 @@ class FakeMicrosoft(FakeService):
         moment = _query_instant(str(value).replace("Z", "+00:00")) if value else None
         now = dt.datetime.now(UTC)
         if moment is None:
-            return graph_error(400, "InvalidRequest", "expirationDateTime is required and must be an ISO 8601 date and time.")
+            return graph_error(
+                400, "InvalidRequest", "expirationDateTime is required and must be an ISO 8601 date and time."
+            )
         if moment <= now:
             return graph_error(400, "InvalidRequest", "Subscription expiration must be in the future.")
         if moment > now + dt.timedelta(minutes=SUBSCRIPTION_MAX_MINUTES):
-            return graph_error(400, "InvalidRequest", f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in the future.")
+            return graph_error(
+                400,
+                "InvalidRequest",
+                f"Subscription expiration can only be {SUBSCRIPTION_MAX_MINUTES} minutes in the future.",
+            )
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
 
     def _subscribe(self, body, account):
@@ -1142,10 +1478,14 @@ class FakeMicrosoft(FakeService):
             return graph_error(400, "BadRequest", "Empty Payload. JSON content expected.")
         change_types = [c.strip() for c in str(body.get("changeType") or "").split(",") if c.strip()]
         if not change_types or any(c not in ("created", "updated", "deleted") for c in change_types):
-            return graph_error(400, "InvalidRequest", "changeType must be a comma-separated list of created, updated and deleted.")
+            return graph_error(
+                400, "InvalidRequest", "changeType must be a comma-separated list of created, updated and deleted."
+            )
         url = str(body.get("notificationUrl") or "")
         parts = urllib.parse.urlsplit(url)
-        if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)
+        ):
             return graph_error(400, "InvalidRequest", "The Notification URL must be HTTPS.")
         resource = str(body.get("resource") or "")
         if not SUBSCRIPTION_RESOURCE.match(resource):
@@ -1158,12 +1498,21 @@ class FakeMicrosoft(FakeService):
         if self.validate_subscriptions:  # Graph's handshake: echo the validationToken, 200 text/plain, within 10 s
             challenge = secrets.token_urlsafe(24)
             try:
-                answer = requests.post(f"{url}{'&' if '?' in url else '?'}validationToken={urllib.parse.quote(challenge)}", data=b"", headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=10)
+                answer = requests.post(
+                    f"{url}{'&' if '?' in url else '?'}validationToken={urllib.parse.quote(challenge)}",
+                    data=b"",
+                    headers={"Content-Type": "text/plain; charset=utf-8"},
+                    timeout=10,
+                )
                 ok = answer.status_code == 200 and answer.text == challenge
             except requests.RequestException:
                 ok = False
             if not ok:
-                return graph_error(400, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.")
+                return graph_error(
+                    400,
+                    "ValidationError",
+                    "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+                )
         sub = {
             "id": str(uuid.uuid4()),
             "resource": resource,
@@ -1207,7 +1556,11 @@ class FakeMicrosoft(FakeService):
             if not r.get("method") or not r.get("url"):
                 return graph_error(400, "BadRequest", "Each request needs a method and a url.")
             if "body" in r and not any(k.lower() == "content-type" for k in (r.get("headers") or {})):
-                return graph_error(400, "BadRequest", "Write request id : " + str(r["id"]) + " does not contain Content-Type header or body.")
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    "Write request id : " + str(r["id"]) + " does not contain Content-Type header or body.",
+                )
         with self.lock:
             self.max_batch_size = max(self.max_batch_size, len(requests_))
         responses, created = [], False
@@ -1223,18 +1576,30 @@ class FakeMicrosoft(FakeService):
                 if fault:
                     status, body, extra = self._fault_answer(fault, target)
                     with self.lock:
-                        self.call_log.append({"time": time.time(), "method": r["method"].upper(), "path": urllib.parse.urlsplit(target).path,
-                                           "account": self._account_for(part_headers["authorization"])[0], "batch": True, "status": status,
-                                           "transactionId": (r.get("body") or {}).get("transactionId") if isinstance(r.get("body"), dict) else None})
+                        self.call_log.append(
+                            {
+                                "time": time.time(),
+                                "method": r["method"].upper(),
+                                "path": urllib.parse.urlsplit(target).path,
+                                "account": self._account_for(part_headers["authorization"])[0],
+                                "batch": True,
+                                "status": status,
+                                "transactionId": (r.get("body") or {}).get("transactionId")
+                                if isinstance(r.get("body"), dict)
+                                else None,
+                            }
+                        )
                 else:
                     data = json.dumps(r["body"]).encode() if "body" in r else b""
                     status, body, extra = self.dispatch(r["method"].upper(), target, part_headers, data, batch=True)
             created = extra.pop("_created", False) or created
             answer = {"id": str(r["id"]), "status": status, "headers": dict(extra)}
             if body is not None:
-                answer["headers"].setdefault("Content-Type", "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8")
+                answer["headers"].setdefault(
+                    "Content-Type",
+                    "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8",
+                )
                 answer["body"] = body
             responses.append(answer)
         random.shuffle(responses)  # Graph answers in any order
         return 200, {"responses": responses}, {"_created": created}
-

@@ -1,4 +1,5 @@
 """What both fakes share: a threaded HTTP server on 127.0.0.1, its lifecycle, and opaque tokens."""
+
 import base64
 import json
 import threading

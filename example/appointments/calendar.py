@@ -1,4 +1,5 @@
 """How an Appointment becomes an event in its owner's calendar (named in CALENDAR_SYNC["SOURCES"])."""
+
 from django.utils import timezone
 
 from calendar_sync.api import Event, EventSource

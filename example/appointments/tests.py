@@ -30,7 +30,9 @@ class AppointmentCalendarTests(TestCase):
         start = timezone.now() + timedelta(days=1)
         # The sync is enqueued on commit: TestCase never commits, so run the callbacks here.
         with self.captureOnCommitCallbacks(execute=True):
-            appointment = Appointment.objects.create(owner=self.user, title="Dentist", start=start, end=start + timedelta(hours=1))
+            appointment = Appointment.objects.create(
+                owner=self.user, title="Dentist", start=start, end=start + timedelta(hours=1)
+            )
         appointment.refresh_from_db()
         events = self.google.events(ACCOUNT)
         self.assertEqual([event["summary"] for event in events.values()], ["Dentist"])
@@ -49,9 +51,20 @@ class AnonymousTests(TestCase):
 
     def test_every_member_endpoint_answers_401(self):
         endpoints = [
-            ("get", "status"), ("get", "calendars"), ("put", "calendar"), ("delete", "disconnect"), ("post", "test"),
-            ("get", "auth/google"), ("get", "busy"), ("get", "activity"), ("get", "ical"), ("post", "ical"),
-            ("delete", "ical"), ("post", "ical/rotate"), ("get", "shared/"), ("get", "shared/room/1/status"),
+            ("get", "status"),
+            ("get", "calendars"),
+            ("put", "calendar"),
+            ("delete", "disconnect"),
+            ("post", "test"),
+            ("get", "auth/google"),
+            ("get", "busy"),
+            ("get", "activity"),
+            ("get", "ical"),
+            ("post", "ical"),
+            ("delete", "ical"),
+            ("post", "ical/rotate"),
+            ("get", "shared/"),
+            ("get", "shared/room/1/status"),
         ]
         for method, path in endpoints:
             with self.subTest(f"{method.upper()} {path}"):

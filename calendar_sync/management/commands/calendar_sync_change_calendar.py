@@ -1,5 +1,6 @@
 """Send a connection's events to another of its writable calendars (what the API's calendar
 choice does): the old calendar's events are moved, its push channel replaced, its busy blocks forgotten."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from calendar_sync import flows, tasks
@@ -15,7 +16,9 @@ class Command(BaseCommand):
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--user", help="username of the member whose calendar to change")
         who.add_argument("--owner", help="a shared calendar's owner, e.g. workspace:3")
-        parser.add_argument("calendar_id", help='the calendar to use from now on ("primary" or an id the provider lists)')
+        parser.add_argument(
+            "calendar_id", help='the calendar to use from now on ("primary" or an id the provider lists)'
+        )
 
     def handle(self, *args, calendar_id, user=None, owner=None, **options):
         who = member_or_owner(user, owner)

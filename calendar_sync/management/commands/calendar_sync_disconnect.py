@@ -1,5 +1,6 @@
 """Disconnect a calendar: stop its push channel, revoke the grant, delete the connection, forget
 its busy blocks and mark its unfinished syncs not connected (what the API's disconnect does)."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from calendar_sync import flows

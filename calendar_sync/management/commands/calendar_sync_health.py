@@ -2,6 +2,7 @@
 
 A grant that is gone becomes needs_reauth and its owner gets one email with a reconnect link.
 """
+
 from django.core.management.base import BaseCommand
 
 from calendar_sync import health

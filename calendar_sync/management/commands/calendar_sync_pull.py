@@ -1,4 +1,5 @@
 """Read shared calendars for bookings made outside the app: every connected one, or --owner KIND:ID."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from calendar_sync import reads
@@ -23,7 +24,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"{o}: {exc.code}: {exc}")
                 continue
             kind = "full read" if result["full"] else "changes"
-            self.stdout.write(f"{o}: {kind}, {result['blocks']} busy block(s) added or changed, {result['removed']} removed")
+            self.stdout.write(
+                f"{o}: {kind}, {result['blocks']} busy block(s) added or changed, {result['removed']} removed"
+            )
         if failed and owner:
             raise CommandError(f"Pull of {owner} failed.")
         self.stdout.write(self.style.SUCCESS(f"Pulled {len(owners) - failed} calendar(s)."))

@@ -3,6 +3,7 @@
 Without --failed an owner's upcoming objects and all their unsynced work are pushed again
 (the same backfill that runs on connect).
 """
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 

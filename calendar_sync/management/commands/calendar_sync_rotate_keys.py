@@ -4,6 +4,7 @@ Covers every SecretField of every calendar_sync model (calendar tokens, OAuth ve
 feed secrets, and any added later). Run after moving the old key into SECRET_KEY_FALLBACKS
 (or adding a new first salt), before dropping the old one.
 """
+
 from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.db import transaction

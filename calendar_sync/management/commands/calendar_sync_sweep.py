@@ -3,6 +3,7 @@
 Beat runs the same task every minute; hosts with CALENDAR_SYNC["SYNC_MODE"] = "inline" and no beat
 run this from cron instead (the syncs then run in this process).
 """
+
 from django.core.management.base import BaseCommand
 
 from calendar_sync import tasks
