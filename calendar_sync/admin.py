@@ -4,41 +4,24 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import FieldDoesNotExist
-from django.db.models.constants import LOOKUP_SEP
 
 from . import flows, tasks, tokens
 from .exceptions import CalendarSyncError
-from .fields import SecretField
+from .fields import reaches_secret
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner, label
-
-
-def touches_secret(model, lookup):
-    """True when a lookup path (`user__calendar_token__refresh_token__regex`) reaches a SecretField."""
-    for part in lookup.split(LOOKUP_SEP):
-        try:
-            field = model._meta.get_field(part)
-        except FieldDoesNotExist:
-            return False
-        if isinstance(field, SecretField):
-            return True
-        if not field.is_relation or field.related_model is None:
-            return False
-        model = field.related_model
-    return False
 
 
 class SecretSafeAdmin(admin.ModelAdmin):
     """No filter, search or ordering through the URL may reach a secret column (an oracle on ciphertext)."""
 
     def lookup_allowed(self, lookup, value, request=None):
-        if touches_secret(self.model, lookup):
+        if reaches_secret(self.model, lookup):
             return False
         return super().lookup_allowed(lookup, value, request)
 
     def get_ordering(self, request):
-        return [o for o in super().get_ordering(request) if not touches_secret(self.model, o.lstrip("-"))]
+        return [o for o in super().get_ordering(request) if not reaches_secret(self.model, o.lstrip("-"))]
 
 
 class ConnectionActionForm(ActionForm):

@@ -14,6 +14,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist, FieldError
+from django.db.models.constants import LOOKUP_SEP
 from encrypted_fields.fields import EncryptedTextField
 
 from .exceptions import ConfigurationError, Undecryptable
@@ -77,3 +79,39 @@ class SecretField(EncryptedTextField):
 
     def to_python(self, value):
         return value
+
+
+#: Columns that find a secret without holding it encrypted: an iCal feed is looked up by its secret's hash.
+SECRET_HASHES = frozenset({"calendar_sync.calendarfeed.secret_hash"})
+
+
+def is_secret(field):
+    """An encrypted column (`SecretField`), or a hash a secret is found by."""
+    model = getattr(field, "model", None)
+    return isinstance(field, SecretField) or (
+        model is not None and f"{model._meta.label_lower}.{field.name}" in SECRET_HASHES
+    )
+
+
+def reaches_secret(model, path, is_secret=is_secret):
+    """True when a lookup, filter, search or ordering path compares a column `is_secret` accepts:
+    directly (`access_token__startswith`), through relations (`user__calendar_token__refresh_token`),
+    through the `pk` alias, or by ending on a relation whose key is one (`feed__gt`). The admin
+    refuses such paths: each answer would leak a bit of the secret."""
+    opts, field = model._meta, None
+    for part in path.split(LOOKUP_SEP):
+        try:
+            field = opts.pk if part == "pk" else opts.get_field(part)
+        except FieldDoesNotExist:
+            break  # the rest is a lookup or transform on the field reached so far
+        if is_secret(field):
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        opts = field.related_model._meta
+    if field is None or not field.is_relation or field.related_model is None:
+        return False
+    try:  # a relation compared as a whole compares the key it points to
+        return is_secret(field.target_field)
+    except (AttributeError, FieldError):
+        return False

@@ -10,54 +10,32 @@ DisallowedModelAdminLookup, a 400.
 
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db.models import F
-from django.db.models.constants import LOOKUP_SEP
 
-from calendar_sync.fields import SecretField
+from calendar_sync.fields import is_secret, reaches_secret
 
-#: Every credential column, as "app_label.model.field". Encrypted columns (calendar_sync's OAuth
-#: tokens, PKCE verifiers, feed secrets, and any later one such as a CalDAV password) are
-#: SecretFields and count without being listed.
+#: This project's credential columns, as "app_label.model.field". calendar_sync's own (encrypted
+#: OAuth tokens, PKCE verifiers, feed secrets, the feed's secret hash, and any later one such as a
+#: CalDAV password) count without being listed (`calendar_sync.fields.is_secret`).
 CREDENTIAL_FIELDS = frozenset(
     {
         f"{settings.AUTH_USER_MODEL}.password".lower(),
         "knox.authtoken.digest",  # the hash of an API token (its primary key)
         "knox.authtoken.token_key",  # an API token's first characters, in clear
         "authtoken.token.key",  # DRF's clear-text API tokens, should that app ever be installed
-        "calendar_sync.calendarfeed.secret_hash",  # the hash an iCal feed URL is found by
     }
 )
 
 
 def is_credential(field):
     model = getattr(field, "model", None)
-    return isinstance(field, SecretField) or (
-        model is not None and f"{model._meta.label_lower}.{field.name}" in CREDENTIAL_FIELDS
-    )
+    return is_secret(field) or (model is not None and f"{model._meta.label_lower}.{field.name}" in CREDENTIAL_FIELDS)
 
 
 def reaches_credential(model, path):
-    """True when a lookup, filter, search or ordering path compares a credential column: directly
-    (`password__startswith`), through relations (`user__auth_token_set__digest__regex`), through the
-    `pk` alias, or by ending on a relation whose key is one (`auth_token_set__gt`)."""
-    opts, field = model._meta, None
-    for part in path.split(LOOKUP_SEP):
-        try:
-            field = opts.pk if part == "pk" else opts.get_field(part)
-        except FieldDoesNotExist:
-            break  # the rest is a lookup or transform on the field reached so far
-        if is_credential(field):
-            return True
-        if not field.is_relation or field.related_model is None:
-            return False
-        opts = field.related_model._meta
-    if field is None or not field.is_relation or field.related_model is None:
-        return False
-    try:  # a relation compared as a whole compares the key it points to
-        return is_credential(field.target_field)
-    except (AttributeError, FieldError):
-        return False
+    """True when a lookup, filter, search or ordering path reaches a credential (the app's walker,
+    with this project's credential columns added)."""
+    return reaches_secret(model, path, is_credential)
 
 
 def _paths(order):

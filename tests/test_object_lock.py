@@ -50,7 +50,7 @@ def test_racing_deliveries_call_google_once(google_connected, member, make_booki
     google_connected.latency = 0.3
     states = in_threads(4, lambda: sync.sync_object("booking", booking.pk))
     assert states == [SyncRecord.State.SYNCED] * 4
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST"]
+    assert [c["method"] for c in google_connected.calls()] == ["POST"]
     assert list(google_connected.events(GOOGLE_ACCOUNT)) == [get_source("booking").event_id(booking.pk)]
 
 

@@ -74,4 +74,4 @@ def test_a_sync_reads_then_commits_its_outcome_and_unlocks_last(google_connected
     assert google_connected.events(GOOGLE_ACCOUNT)[get_source("booking").event_id(booking.pk)]["summary"].startswith(
         "Moved"
     )
-    assert [c["method"] for c in google_connected.api_calls()] == ["POST", "PATCH"]
+    assert [c["method"] for c in google_connected.calls()] == ["POST", "PATCH"]

@@ -367,13 +367,6 @@ class FakeGoogle(FakeService):
                 if r["path"].startswith(("/calendar/", "/batch/")) and (account is None or r["account"] == account)
             )
 
-    # --- old names, kept for tests written against them ------------------------------------------
-    def api_calls(self, account=None):
-        return self.calls(account)
-
-    def expire_sync_tokens(self):
-        self.expire_cursors()
-
     # --- internals ---------------------------------------------------------------------------
     def _calendar_id(self, account, calendar_id):
         return account if calendar_id == "primary" else calendar_id

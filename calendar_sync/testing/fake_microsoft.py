@@ -501,15 +501,6 @@ class FakeMicrosoft(FakeService):
                 if r["path"].startswith("/v1.0/") and (account is None or r["account"] == account)
             )
 
-    # --- old names, kept for tests written against them ------------------------------------------
-    def graph_calls(self, account=None):
-        return self.calls(account)
-
-    def expire_delta_tokens(self, code="SyncStateNotFound"):
-        self.expire_cursors(code)
-
-    graph_http_requests = api_requests
-
     # --- internals ---------------------------------------------------------------------------
     def _touch(self, event):
         """Record a change for delta: the counter, and the span the event had from then on."""
