@@ -75,7 +75,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         "status",
         "scopes",
         "expires_at",
-        "writes_paused_until",
+        "paused_until",
         "last_error",
         "created_at",
         "updated_at",
