@@ -115,12 +115,14 @@ def test_rate_limits_are_not_a_pause(google_connected, api, member, make_booking
     assert mailoutbox == []
 
 
-def test_backfill_meeting_the_limit_pauses_once(fake_google, api, member, make_booking, run, mailoutbox):
-    """Connecting with bookings to write: the batch meets the limit; one pause, one email, all waiting."""
-    bookings = [make_booking(member, hours_from_now=24 + 3 * i, status="confirmed") for i in range(3)]
+def test_backfill_meeting_the_limit_pauses_once(fake_google, api, member, make_booking, run, mailoutbox, settings):
+    """Connecting with bookings to write: the first batch meets the limit and the rest is not sent;
+    one pause, one email, all waiting."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "BATCH_SIZE": 10}
+    bookings = [make_booking(member, hours_from_now=24 + 3 * i, status="confirmed") for i in range(25)]
     fake_google.usage_limit(GOOGLE_ACCOUNT)
     assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
-    assert len(creates(fake_google)) == 3  # one batch, every part refused
+    assert len(creates(fake_google)) == 10  # one batch, every part refused; the other two never sent
     token = CalendarToken.objects.get()
     assert token.writes_paused and len(mailoutbox) == 1
     records = SyncRecord.objects.filter(object_id__in=[str(b.pk) for b in bookings])

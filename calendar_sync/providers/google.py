@@ -524,8 +524,12 @@ class GoogleProvider(BaseProvider):
             return errors
         size = self.setting("BATCH_SIZE")
         root = self.endpoint("GOOGLE_API_ROOT")
+        limited = None  # the account's usage limit: it can't write for hours, so the rest is not sent
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
+            if limited is not None:
+                errors.update((i, limited) for i, _ in chunk)
+                continue
 
             def callback(request_id, response, exception):
                 errors[int(request_id)] = classify(exception) if exception is not None else None
@@ -541,4 +545,5 @@ class GoogleProvider(BaseProvider):
                 error = classify(exc)
                 for i, _ in chunk:
                     errors[i] = error
+            limited = next((e for i, _ in chunk if isinstance(e := errors.get(i), UsageLimited)), None)
         return errors
