@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_permission_codename
+from django.db.models import Q
+from django.utils import timezone
 
 from . import flows, tasks, tokens
 from .exceptions import CalendarSyncError
@@ -30,6 +32,24 @@ class ConnectionActionForm(ActionForm):
     )
 
 
+class PausedFilter(admin.SimpleListFilter):
+    """Connections whose writes wait for the provider's usage limit (`paused_until` still ahead)."""
+
+    title = "writes paused"
+    parameter_name = "paused"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Paused"), ("no", "Not paused"))
+
+    def queryset(self, request, queryset):
+        paused = Q(paused_until__gt=timezone.now())
+        if self.value() == "yes":
+            return queryset.filter(paused)
+        if self.value() == "no":
+            return queryset.exclude(paused)
+        return queryset
+
+
 @admin.register(CalendarToken)
 class CalendarTokenAdmin(SecretSafeAdmin):
     list_display = (
@@ -37,12 +57,13 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         "provider",
         "calendar_id",
         "status",
+        "writes_paused_until",
         "connected_by",
         "expires_at",
         "last_error",
         "updated_at",
     )
-    list_filter = ("owner_kind", "provider", "status")
+    list_filter = ("owner_kind", "provider", "status", PausedFilter)
     search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
     fields = (
         "owner_kind",
@@ -54,6 +75,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         "status",
         "scopes",
         "expires_at",
+        "paused_until",
         "last_error",
         "created_at",
         "updated_at",
@@ -64,6 +86,11 @@ class CalendarTokenAdmin(SecretSafeAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer(*CalendarToken.SECRET_FIELDS).select_related("user", "connected_by")
+
+    @admin.display(description="writes paused until", ordering="paused_until")
+    def writes_paused_until(self, token):
+        """Until when writes wait for the provider's usage limit; empty when they don't."""
+        return token.paused_until if token.writes_paused else None
 
     @admin.display(description="owner", ordering="owner_kind")
     def owner(self, token):

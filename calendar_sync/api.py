@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models
 
-from . import flows, tasks
+from . import flows, tasks, tokens
 from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
@@ -79,12 +79,14 @@ def connection(owner: Owner) -> dict[str, Any]:
     counts = {SyncRecord.State.PENDING: 0, SyncRecord.State.FAILED: 0}
     for state in SyncRecord.objects.filter(state__in=counts, **owner.lookup()).values_list("state", flat=True):
         counts[state] += 1
+    paused_until = token.paused_until if token and token.writes_paused else None
     return {
         "connected": token is not None,
         "provider": token and token.provider,
         "calendar_id": token and token.calendar_id,
         "status": token.status if token else "disconnected",
-        "last_error": token.last_error if token else "",
+        "last_error": tokens.pause_note(paused_until) if paused_until else token.last_error if token else "",
+        "paused_until": paused_until,
         "scopes": token.scopes if token else [],
         "expires_at": token and token.expires_at,
         "connected_at": token and token.created_at,

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RETRIES": 8,
     "RETRY_BACKOFF": 2,
     "RETRY_BACKOFF_MAX": 600,
+    # Seconds writes to a connection pause after the provider's usage limit (Google's "Calendar usage
+    # limits exceeded": the account can't write for hours; retrying sooner only prolongs it).
+    "USAGE_LIMIT_PAUSE": 3 * 3600,
     # Sweeper: work pending longer than this (seconds) is re-enqueued, at most SWEEP_BATCH a run.
     "SWEEP_STALE_AFTER": 60,
     "SWEEP_BATCH": 500,

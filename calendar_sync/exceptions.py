@@ -28,6 +28,14 @@ class TransientError(CalendarSyncError):
         self.retry_after = retry_after
 
 
+class UsageLimited(TransientError):
+    """The account hit the provider's usage limit for writes (Google's "Calendar usage limits exceeded"),
+    not the API quota: it can't write for hours, so writes to that connection pause for
+    USAGE_LIMIT_PAUSE instead of being retried (a retry storm only prolongs the limit)."""
+
+    code = "usage_limited"
+
+
 class AuthorizationLost(CalendarSyncError):
     """The grant is gone (invalid_grant, 401 after refresh): the member must reconnect."""
 

@@ -42,6 +42,8 @@ class CalendarToken(models.Model):
     scopes = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     last_error = models.TextField(blank=True)
+    # Writes wait until then: the provider's usage limit for this account (reads go on). Past = not paused.
+    paused_until = models.DateTimeField(null=True, blank=True)
     # Incremental reads of a shared calendar: the provider's cursor (syncToken / deltaLink) and when.
     pull_cursor = models.TextField(blank=True)
     pull_until = models.DateTimeField(null=True, blank=True)  # how far ahead the cursor's round reads
@@ -78,6 +80,11 @@ class CalendarToken(models.Model):
     @property
     def is_active(self):
         return self.status == self.Status.ACTIVE
+
+    @property
+    def writes_paused(self):
+        """Whether writes wait for the provider's usage limit to reset (until `paused_until`)."""
+        return self.paused_until is not None and self.paused_until > timezone.now()
 
 
 class OAuthState(models.Model):

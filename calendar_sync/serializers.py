@@ -32,6 +32,11 @@ class StatusSerializer(serializers.Serializer):
     calendar_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=[*CalendarToken.Status.values, "disconnected"])
     last_error = serializers.CharField(allow_blank=True)
+    paused_until = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Writes to this calendar wait until then: the provider's usage limit for the account "
+        "(Google's “Calendar usage limits exceeded”). Bookings stay pending and are written after it; null when not paused.",
+    )
     scopes = serializers.ListField(child=serializers.CharField())
     expires_at = serializers.DateTimeField(allow_null=True)
     connected_at = serializers.DateTimeField(allow_null=True)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from . import audit, locks, tokens
 from .conf import get_setting
-from .exceptions import AuthorizationLost, TransientError
+from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import get_provider
@@ -243,6 +243,14 @@ def record_transient(record, error, retry_in):
     )
 
 
+def record_paused(records, until):
+    """Writes to the records' connection are paused until `until`: they stay pending and the sweeper
+    takes them up then. No task waits hours in the broker (past its visibility timeout it would be
+    delivered again and again), and nothing is lost."""
+    now = timezone.now()
+    return records.update(retry_at=until, last_error=tokens.pause_note(until) if until else "", updated_at=now)
+
+
 def _records(source_key, object_id, destination):
     return SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination=destination)
 
@@ -336,6 +344,9 @@ def _sync_round(source, object_id, destination, first, reason=None):
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
         return State.SYNCED if _finish(item, State.SYNCED, operation) else None
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    if token.writes_paused:  # the provider's usage limit: no call until it resets
+        return State.PENDING if record_paused(versioned, token.paused_until) else None
     if not operation.is_delete and not record.remote_may_exist:
         # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
@@ -346,6 +357,12 @@ def _sync_round(source, object_id, destination, first, reason=None):
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=Outcome(exc)) else None
     log = audit.entry_for(token, [operation], [outcome], reason)
     error = outcome.error
+    if isinstance(error, UsageLimited):
+        until = tokens.pause_writes(token, error)
+        with transaction.atomic():
+            log.save(force_insert=True)
+            record_paused(versioned, until)
+        return State.PENDING
     if isinstance(error, TransientError):
         with transaction.atomic():
             log.save(force_insert=True)
@@ -354,6 +371,8 @@ def _sync_round(source, object_id, destination, first, reason=None):
     state = State.FAILED if error is not None else State.SYNCED
     if not _finish(item, state, operation, outcome, log):
         return None
+    if token.paused_until is not None and error is None:
+        tokens.resume_writes(token)  # the pause is over and writes go through again
     if error is not None:
         logger.warning("calendar sync failed for %s:%s → %s: %s", source.key, object_id, destination, error)
     return state
@@ -398,6 +417,9 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
                 _finish(item, State.SYNCED, operation)
             elif operation.is_delete or (key, record.object_id, record.destination) in upcoming:
                 work.append((item, operation))  # past events are not created after the fact
+    if work and token.writes_paused:  # the provider's usage limit: nothing is sent, all of it waits
+        record_paused(SyncRecord.objects.filter(pk__in=[item.record.pk for item, _ in work]), token.paused_until)
+        return {State.PENDING: len(work)}, []
     SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(
         remote_may_exist=True
     )
@@ -418,9 +440,14 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
         results = [Outcome(exc)] * len(work)
     finally:
         locks.release([k for k, ok in zip(keys, taken, strict=True) if ok])
+    paused_until = None
     for (item, operation), outcome in zip(work, results, strict=True):
         record, error = item.record, outcome.error
-        if isinstance(error, TransientError):
+        if isinstance(error, UsageLimited):
+            paused_until = paused_until or tokens.pause_writes(token, error)
+            record_paused(SyncRecord.objects.filter(pk=record.pk, version=record.version), paused_until)
+            state = State.PENDING
+        elif isinstance(error, TransientError):
             retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
             record_transient(record, error, retry_in)
             later.append(Work(item.source.key, record.object_id, record.destination, retry_in))

@@ -1,13 +1,14 @@
-"""Access tokens: refresh under the lock, needs_reauth (and the one email it sends), calls with a
-token (`with_access`: reads, listing and channel upkeep; the sync's batches use `access_token` and
-`mark_needs_reauth` directly), and revoking a grant."""
+"""Access tokens: refresh under the lock, needs_reauth and usage-limit pauses (and the one email each
+sends), calls with a token (`with_access`: reads, listing and channel upkeep; the sync's batches use
+`access_token` and `mark_needs_reauth` directly), and revoking a grant."""
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import audit
@@ -51,7 +52,7 @@ def _notify(send, token_pk):
     try:
         send(token_pk)
     except Exception as exc:  # noqa: BLE001 - a mail server problem must not break a sync
-        logger.warning("reconnect email not sent for connection %s: %s", token_pk, type(exc).__name__)
+        logger.warning("calendar email not sent for connection %s: %s", token_pk, type(exc).__name__)
 
 
 def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
@@ -124,35 +125,107 @@ def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
     return with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
 
 
-def notify_needs_reauth(token_pk):
-    """The one email for a connection that just became needs_reauth, with a reconnect link."""
-    token = (
+def pause_writes(token, error):
+    """The provider's usage limit for this account: writes to the connection wait USAGE_LIMIT_PAUSE
+    seconds (in the database, so every worker sees it). Only the transition into a pause (none, or
+    the last one over) emails the owner; a limit met again during the pause changes nothing."""
+    now = timezone.now()
+    until = now + timedelta(seconds=get_setting("USAGE_LIMIT_PAUSE"))
+    changed = (
+        CalendarToken.objects.filter(pk=token.pk)
+        .filter(Q(paused_until__isnull=True) | Q(paused_until__lte=now))
+        .update(paused_until=until, last_error=pause_note(until), updated_at=now)
+    )
+    if changed:
+        token.paused_until, token.last_error = until, pause_note(until)
+        logger.warning(
+            "calendar usage limit: writes to owner=%s:%s paused until %s (%s)",
+            token.owner_kind,
+            token.owner_id,
+            until.isoformat(),
+            getattr(error, "code", ""),
+        )
+        _notify(notify_paused, token.pk)
+    else:
+        token.paused_until = CalendarToken.objects.filter(pk=token.pk).values_list("paused_until", flat=True).first()
+    return token.paused_until
+
+
+def resume_writes(token):
+    """A write went through after a pause that is over: forget the pause and its note."""
+    CalendarToken.objects.filter(pk=token.pk, paused_until__lte=timezone.now()).update(
+        paused_until=None, last_error="", updated_at=timezone.now()
+    )
+    token.paused_until = None
+
+
+def pause_note(until):
+    """What status and the admin say about a pause."""
+    return (
+        f"The calendar's usage limit was reached: writes paused until {until.isoformat(timespec='seconds')}; "
+        "bookings wait and nothing is lost."
+    )
+
+
+def _audience(token):
+    """(recipients, link, what) for an email about this connection: the member, or whoever connected
+    the shared calendar (else the ADMINS)."""
+    owner = Owner(token.owner_kind, token.owner_id)
+    if owner.kind == MEMBER:
+        recipients = [token.user.email] if token.user and token.user.email else []
+        return recipients, get_setting("FRONTEND_URL"), "your calendar"
+    by = token.connected_by
+    recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
+    return (
+        recipients,
+        get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"),
+        f"the calendar of {label(owner)}",
+    )
+
+
+def _for_mail(token_pk):
+    return (
         CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS)
         .select_related("user", "connected_by")
         .filter(pk=token_pk)
         .first()
     )
+
+
+def notify_needs_reauth(token_pk):
+    """The one email for a connection that just became needs_reauth, with a reconnect link."""
+    token = _for_mail(token_pk)
     if token is None or token.is_active:
         return 0
-    owner = Owner(token.owner_kind, token.owner_id)
-    if owner.kind == MEMBER:
-        recipients, link = [token.user.email] if token.user and token.user.email else [], get_setting("FRONTEND_URL")
-        what = "your calendar"
-    else:
-        by = token.connected_by
-        recipients = [by.email] if by and by.email else [email for _, email in settings.ADMINS]
-        link, what = (
-            get_setting("SHARED_FRONTEND_URL") or get_setting("FRONTEND_URL"),
-            f"the calendar of {label(owner)}",
-        )
+    recipients, link, what = _audience(token)
     if not recipients:
-        logger.warning("calendar connection %s needs reauthorization and nobody can be told", owner)
+        logger.warning(
+            "calendar connection %s:%s needs reauthorization and nobody can be told", token.owner_kind, token.owner_id
+        )
         return 0
     body = (
         f"The connection to {what} stopped working: the calendar provider no longer accepts it.\n"
         f"Bookings wait until it is reconnected; nothing is lost.\n\nReconnect here: {link}\n"
     )
     return send_mail("Reconnect your calendar to keep bookings in sync", body, None, recipients, fail_silently=False)
+
+
+def notify_paused(token_pk):
+    """The one email for a connection whose writes just paused: when they resume, and that nothing is lost."""
+    token = _for_mail(token_pk)
+    if token is None or not token.writes_paused:
+        return 0
+    recipients, link, what = _audience(token)
+    if not recipients:
+        logger.warning("calendar writes to %s:%s paused and nobody can be told", token.owner_kind, token.owner_id)
+        return 0
+    resume = token.paused_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        f"The calendar provider says {what} reached its usage limit for new events, so bookings are not "
+        f"written to it for now.\nWrites resume at {resume}; bookings made meanwhile wait and are "
+        f"added then: nothing is lost. There is nothing you need to do.\n\n{link}\n"
+    )
+    return send_mail(f"Calendar writes paused until {resume}", body, None, recipients, fail_silently=False)
 
 
 def revoke(token):

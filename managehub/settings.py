@@ -176,6 +176,7 @@ CALENDAR_SYNC = {
     "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/integrations/calendar"),
     "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
     "SWEEP_STALE_AFTER": env.int("CALENDAR_SYNC_SWEEP_STALE_AFTER", default=60),
+    "USAGE_LIMIT_PAUSE": env.int("CALENDAR_SYNC_USAGE_LIMIT_PAUSE", default=3 * 3600),
     "MICROSOFT_CLIENT_ID": env.str("MICROSOFT_CLIENT_ID", default=""),
     "MICROSOFT_CLIENT_SECRET": env.str("MICROSOFT_CLIENT_SECRET", default=""),
     "MICROSOFT_REDIRECT_URI": env.str(

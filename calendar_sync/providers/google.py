@@ -28,12 +28,13 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
-from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
+USAGE_LIMIT = ("quotaExceeded", "usageLimits")  # "Calendar usage limits exceeded": (reason, domain)
 GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
@@ -47,15 +48,18 @@ CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's
 def classify_http_error(exc):
     """Turn a googleapiclient HttpError into our hierarchy (status and reason, no body text)."""
     status = int(exc.resp.status)
-    reason = ""
+    reason = domain = ""
     message = ""
     try:
         error = json.loads(exc.content or b"{}").get("error", {})
         message = error.get("message", "") if isinstance(error, dict) else str(error)
-        reason = (error.get("errors") or [{}])[0].get("reason", "") if isinstance(error, dict) else ""
+        first = (error.get("errors") or [{}])[0] if isinstance(error, dict) else {}
+        reason, domain = first.get("reason", ""), first.get("domain", "")
     except (ValueError, AttributeError):
         pass
     text = f"Google Calendar API {status} {reason or ''}: {message}".strip()
+    if status == 403 and (reason, domain) == USAGE_LIMIT:  # the account's write limit, not the API quota
+        return UsageLimited(text, status=status)
     if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
         return TransientError(
             text, status=status, code=reason or "unavailable", retry_after=retry_after(exc.resp.get("retry-after"))
@@ -520,8 +524,12 @@ class GoogleProvider(BaseProvider):
             return errors
         size = self.setting("BATCH_SIZE")
         root = self.endpoint("GOOGLE_API_ROOT")
+        limited = None  # the account's usage limit: it can't write for hours, so the rest is not sent
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
+            if limited is not None:
+                errors.update((i, limited) for i, _ in chunk)
+                continue
 
             def callback(request_id, response, exception):
                 errors[int(request_id)] = classify(exception) if exception is not None else None
@@ -537,4 +545,5 @@ class GoogleProvider(BaseProvider):
                 error = classify(exc)
                 for i, _ in chunk:
                     errors[i] = error
+            limited = next((e for i, _ in chunk if isinstance(e := errors.get(i), UsageLimited)), None)
         return errors

@@ -12,7 +12,8 @@ test uses are the same on both:
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
     fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
     fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
-    fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0)
+    fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0,
+                method=None, account=None, domain=None, message=None) / clear_faults()
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
@@ -122,15 +123,22 @@ class FakeService(LoopbackServer):
         self,
         status: int,
         times: int = 1,
-        path: str | None = None,
+        path: str | re.Pattern[str] | None = None,
         retry_after: int | None = None,
         code: str | None = None,
         delay: float = 0.0,
         batch_part: bool = False,
+        method: str | None = None,
+        account: str | None = None,
+        domain: str | None = None,
+        message: str | None = None,
     ) -> None:
-        """The next `times` requests whose path starts with `path` (default: the calendar API) get
-        `status` instead, with the service's error `code` (Google's reason, Graph's code) and a
-        `Retry-After` when given. `batch_part=True` (Microsoft) hits single `$batch` parts instead."""
+        """The next `times` requests whose path starts with `path` (default: the calendar API; or a
+        compiled pattern the whole path must match) get `status` instead, with the service's error
+        `code` (Google's reason, Graph's code) and a `Retry-After` when given. `batch_part=True`
+        (Microsoft) hits single `$batch` parts instead. `method` and `account` narrow it to requests
+        with that HTTP method and of that account (Google: batch parts too); Google's answer carries
+        `domain` and `message` when given."""
         with self.lock:
             self.faults.append(
                 {
@@ -141,16 +149,30 @@ class FakeService(LoopbackServer):
                     "code": code,
                     "delay": delay,
                     "batch_part": batch_part,
+                    "method": method,
+                    "account": account,
+                    "domain": domain,
+                    "message": message,
                 }
             )
 
-    def _take_fault(self, path: str, batch_part: bool | None = None) -> dict[str, Any] | None:
+    def clear_faults(self) -> None:
+        """Forget injected faults (those with `times` left stop at once)."""
+        with self.lock:
+            self.faults.clear()
+
+    def _take_fault(
+        self, path: str, batch_part: bool | None = None, method: str | None = None, account: str | None = None
+    ) -> dict[str, Any] | None:
         with self.lock:
             for fault in self.faults:
+                where = fault["path"]
                 if (
                     fault["times"] > 0
                     and (batch_part is None or fault["batch_part"] == batch_part)
-                    and path.startswith(fault["path"])
+                    and (where.fullmatch(path) if isinstance(where, re.Pattern) else path.startswith(where))
+                    and fault.get("method") in (None, method)
+                    and fault.get("account") in (None, account)
                 ):
                     fault["times"] -= 1
                     return fault

@@ -6,7 +6,8 @@ client credentials are optional, as at Google, but refused with 401 `invalid_cli
 each revoke is logged in `revocations` with whether the client authenticated). Calendar v3: calendarList, events insert / get /
 list / patch / delete, client-chosen ids (409 `duplicate` when taken, even by a cancelled
 event), 410 on deleting a deleted event, 401 on expired tokens, batch requests
-(multipart/mixed, at most 50 parts). Faults are injected with `inject()`; every call is
+(multipart/mixed, at most 50 parts). Faults are injected with `inject()` (`usage_limit(account)`:
+the account's event creates answer "Calendar usage limits exceeded"); every call is
 recorded in `call_log` (`calls()`) so tests can count requests and check rate limits.
 
 Reading: `events.list` with `timeMin`/`timeMax` (overlap), `showDeleted`, `singleEvents`,
@@ -66,6 +67,7 @@ NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyP
 # events.list defaults, so that leaving a parameter out matches sending its default.
 LIST_DEFAULTS = {"showDeleted": "false", "singleEvents": "false", "showHiddenInvitations": "false"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EVENT_CREATE = re.compile(r"/calendar/v3/calendars/[^/]+/events")  # events.insert (POST)
 DEFAULT_ACCOUNT = "member@example.com"
 ROOM_ACCOUNT = "rooms@example.com"
 UTC = dt.UTC
@@ -217,6 +219,21 @@ class FakeGoogle(FakeService):
         with self.lock:
             cals = sorted(self.accounts[account]["calendars"].items(), key=lambda item: not item[1].get("primary"))
             return [(cal_id, cal["summary"]) for cal_id, cal in cals]
+
+    def usage_limit(self, account, times=10**9):
+        """The account reached Google's "Calendar usage limits exceeded" (not the API quota): its event
+        creates, batch parts too, answer the documented 403 (reason `quotaExceeded`, domain
+        `usageLimits`) the next `times` times, or until `clear_faults()`. Reads and other writes go on."""
+        self.inject(
+            403,
+            times=times,
+            path=EVENT_CREATE,
+            method="POST",
+            account=account,
+            code="quotaExceeded",
+            domain="usageLimits",
+            message="Calendar usage limits exceeded.",
+        )
 
     def revoke_grants(self, account):
         with self.lock:
@@ -478,7 +495,6 @@ class FakeGoogle(FakeService):
         path, query = parts.path, dict(urllib.parse.parse_qsl(parts.query))
         if path == "/" and method == "GET":
             return self.home_page()
-        fault = self._take_fault(path)
         account, expires = None, 0
         if path.startswith("/calendar/"):
             token = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -495,6 +511,7 @@ class FakeGoogle(FakeService):
                         "query": query,
                     }
                 )
+        fault = self._take_fault(path, method=method, account=account)
         if fault:
             if fault["delay"]:
                 time.sleep(fault["delay"])
@@ -504,7 +521,8 @@ class FakeGoogle(FakeService):
             )
             if path in ("/token", "/revoke"):  # OAuth endpoints answer RFC 6749 errors
                 return fault["status"], {"error": "internal_failure" if fault["status"] >= 500 else reason}, extra
-            return (*_error(fault["status"], reason, "Injected fault"), extra)
+            error = _error(fault["status"], reason, fault["message"] or "Injected fault", fault["domain"] or "global")
+            return (*error, extra)
         form = dict(urllib.parse.parse_qsl(body.decode())) if body and not path.startswith("/calendar/") else {}
         if path == "/o/oauth2/auth" and method == "GET":
             return self._consent_page(query)
