@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.test import override_settings
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
@@ -17,6 +18,14 @@ def eager_celery():
     """Unit tests run tasks in-process; tests marked `worker` use a real worker instead."""
     celery_app.conf.task_always_eager = True
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hasher():
+    """Django's default hasher spends half a second per password by design; the tests create and sign in
+    hundreds of users, so they hash with MD5 (Django's advice for tests). The hasher is the only change."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
