@@ -347,7 +347,8 @@ class _Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                received.append({"headers": dict(self.headers), "body": body, "query": query})
+                headers = requests.structures.CaseInsensitiveDict(self.headers.items())  # as HTTP compares names
+                received.append({"headers": headers, "body": body, "query": query})
                 data = query.get("validationToken", "").encode() if echo_validation else b""
                 self.send_response(200 if echo_validation and data else 202)
                 self.send_header("Content-Type", "text/plain")
