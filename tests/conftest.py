@@ -166,3 +166,15 @@ def ms_tokens(ms_provider, fake_microsoft):
 def ms_calendar(fake_microsoft):
     """The id of the member's default Outlook calendar."""
     return fake_microsoft.calendar_id(MS_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """SQLite's test file skips fsync: a crash of the machine may lose it, which a throwaway database
+    allows; creating it (every migration commits) and the transactional tests' flushes wait on the
+    disk otherwise. Locking and transactions are unchanged."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("OPTIONS", {})["init_command"] = "PRAGMA synchronous=OFF"
