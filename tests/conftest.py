@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.test import override_settings
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
@@ -17,6 +18,14 @@ def eager_celery():
     """Unit tests run tasks in-process; tests marked `worker` use a real worker instead."""
     celery_app.conf.task_always_eager = True
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hasher():
+    """Django's default hasher spends half a second per password by design; the tests create and sign in
+    hundreds of users, so they hash with MD5 (Django's advice for tests). The hasher is the only change."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -157,3 +166,15 @@ def ms_tokens(ms_provider, fake_microsoft):
 def ms_calendar(fake_microsoft):
     """The id of the member's default Outlook calendar."""
     return fake_microsoft.calendar_id(MS_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """SQLite's test file skips fsync: a crash of the machine may lose it, which a throwaway database
+    allows; creating it (every migration commits) and the transactional tests' flushes wait on the
+    disk otherwise. Locking and transactions are unchanged."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("OPTIONS", {})["init_command"] = "PRAGMA synchronous=OFF"

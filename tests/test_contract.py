@@ -228,7 +228,7 @@ def _serve_and_log(command, settings, requests):
                 assert proc.poll() is None and time.monotonic() < deadline, (
                     proc.stdout.read().decode() if proc.poll() is not None else "no answer"
                 )
-                time.sleep(0.2)
+                time.sleep(0.05)
         opener = urllib.request.build_opener(_NoRedirect)  # the callback redirects to the frontend: not followed
         for path in requests:
             try:

@@ -119,20 +119,45 @@ def test_runtime_requirements_hold_no_test_tool():
     assert all("==" in r for r in dev[1:] + requirements(ROOT / "requirements.txt")), "pinned"
 
 
+PROBE = (
+    "import importlib.util, calendar_sync, django, rest_framework, googleapiclient, celery, encrypted_fields, tzlocal.windows_tz\n"
+    "import calendar_sync.testing  # the fakes ship with the app\n"
+    "assert importlib.util.find_spec('bookings') is None\n"
+    "assert importlib.util.find_spec('managehub') is None\n"
+    "assert importlib.util.find_spec('tests') is None or 'site-packages' not in importlib.util.find_spec('tests').origin\n"
+    "print(calendar_sync.__file__)"
+)
+
+
+def test_the_unpacked_wheel_imports_beside_its_dependencies_alone(wheel, tmp_path):
+    """The quick form of the clean install below: the wheel's files, unpacked beside the installed
+    dependencies but away from the source tree, import the app and its fakes and nothing of the host;
+    and the wheel requires what pyproject.toml declares (which the import scan above checks)."""
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+        (path,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(path))
+    assert {name(r) for r in metadata.get_all("Requires-Dist")} >= {
+        name(r) for r in PYPROJECT["project"]["dependencies"]
+    }
+    site_packages = [p for p in sys.path if p.endswith("site-packages")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTHON"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(unpacked), *site_packages])
+    # -S: no site hooks, so only these paths count; the working directory is the empty tmp_path.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", PROBE], check=True, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == str(unpacked / "calendar_sync" / "__init__.py")
+
+
+@pytest.mark.slow
 def test_wheel_installs_into_a_clean_environment(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, cwd=tmp_path)
-    probe = (
-        "import importlib.util, calendar_sync, django, rest_framework, googleapiclient, celery, encrypted_fields, tzlocal.windows_tz\n"
-        "import calendar_sync.testing  # the fakes ship with the app\n"
-        "assert importlib.util.find_spec('bookings') is None\n"
-        "assert importlib.util.find_spec('managehub') is None\n"
-        "assert importlib.util.find_spec('tests') is None or 'site-packages' not in importlib.util.find_spec('tests').origin\n"
-        "print(calendar_sync.__file__)"
-    )
-    result = subprocess.run([str(python), "-c", probe], check=True, cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", PROBE], check=True, cwd=tmp_path, capture_output=True, text=True)
     assert "site-packages" in result.stdout
 
 

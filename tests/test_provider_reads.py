@@ -347,7 +347,8 @@ class _Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                received.append({"headers": dict(self.headers), "body": body, "query": query})
+                headers = requests.structures.CaseInsensitiveDict(self.headers.items())  # as HTTP compares names
+                received.append({"headers": headers, "body": body, "query": query})
                 data = query.get("validationToken", "").encode() if echo_validation else b""
                 self.send_response(200 if echo_validation and data else 202)
                 self.send_header("Content-Type", "text/plain")
@@ -357,7 +358,8 @@ class _Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits for the loop's next poll: 0.5 s by default
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
