@@ -170,12 +170,13 @@ def stop_watch(token, reason=Reason.PUSH):
 
 
 def renew_all(reason=Reason.PUSH, force=False):
-    """Beat: `ensure_watch` on every active shared connection. Returns how many have a live channel.
+    """Beat: `ensure_watch` on every active shared connection with no channel or one expiring within
+    RENEW_BEFORE (found off a partial index, streamed). Returns how many channels were made or renewed.
 
     `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
-    tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by(
-        "push_expires_at"
-    )
-    return sum(1 for token in tokens if ensure_watch(token, reason, force=force))
+    due = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
+    if not force:
+        due = due.filter(Q(push_expires_at__isnull=True) | Q(push_expires_at__lte=timezone.now() + RENEW_BEFORE))
+    return sum(1 for token in due.iterator(chunk_size=100) if ensure_watch(token, reason, force=force))
