@@ -136,11 +136,10 @@ def due_pulls():
     """The shared calendars the scheduled pull reads: active ones not read (on schedule or on a push
     notification) for PULL_STALE_AFTER seconds. Streamed, off a partial index: cheap when none are due."""
     recent = timezone.now() - timedelta(seconds=get_setting("PULL_STALE_AFTER"))
-    due = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).filter(
-        Q(pulled_at__isnull=True) | Q(pulled_at__lt=recent)
-    )
-    for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
-        yield Owner(kind, pk)
+    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
+    for due in (shared.filter(pulled_at__isnull=True), shared.filter(pulled_at__lt=recent)):  # two range scans
+        for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
+            yield Owner(kind, pk)
 
 
 def shared_owners():
