@@ -52,6 +52,9 @@ def log_operations(token, operations, outcomes, reason):
 
 
 def prune():
-    """Delete rows older than ACCESS_LOG_RETENTION_DAYS; returns how many."""
+    """Delete the oldest rows past ACCESS_LOG_RETENTION_DAYS, at most ACCESS_LOG_PRUNE_BATCH of them
+    (one short delete per sweep, whatever the backlog); returns how many."""
     cutoff = timezone.now() - timezone.timedelta(days=get_setting("ACCESS_LOG_RETENTION_DAYS"))
-    return AccessLog.objects.filter(created_at__lt=cutoff).delete()[0]
+    old = AccessLog.objects.filter(created_at__lt=cutoff).order_by("created_at")
+    pks = list(old.values_list("pk", flat=True)[: get_setting("ACCESS_LOG_PRUNE_BATCH")])
+    return AccessLog.objects.filter(pk__in=pks).delete()[0] if pks else 0

@@ -170,12 +170,20 @@ def stop_watch(token, reason=Reason.PUSH):
 
 
 def renew_all(reason=Reason.PUSH, force=False):
-    """Beat: `ensure_watch` on every active shared connection. Returns how many have a live channel.
+    """Beat: `ensure_watch` on every active shared connection with no channel or one expiring within
+    RENEW_BEFORE (found off a partial index, streamed). Returns how many channels were made or renewed.
 
     `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
-    tokens = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE).order_by(
-        "push_expires_at"
+    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
+    if force:
+        due = [shared]
+    else:  # two plain range scans of the partial index (an OR of them may read all of it)
+        due = [
+            shared.filter(push_expires_at__isnull=True),
+            shared.filter(push_expires_at__lte=timezone.now() + RENEW_BEFORE),
+        ]
+    return sum(
+        1 for tokens in due for token in tokens.iterator(chunk_size=100) if ensure_watch(token, reason, force=force)
     )
-    return sum(1 for token in tokens if ensure_watch(token, reason, force=force))

@@ -52,12 +52,17 @@ DEFAULTS: dict[str, Any] = {
     "PULL_WINDOW_DAYS": 366,
     # Keep the titles of events made outside the app in busy blocks (off: times only).
     "PULL_KEEP_TITLES": False,
+    # The scheduled pull skips a shared calendar read (on schedule or on a push notification) within this
+    # many seconds: keep it below beat's pull interval (300 s by default).
+    "PULL_STALE_AFTER": 240,
     # Public https base URL the providers may call with push notifications ("" = pull only).
     "PUSH_URL": "",
     # The health check refreshes connections not used for this many seconds.
     "HEALTH_IDLE_SECONDS": 7 * 24 * 3600,
     # Days the access log (one row per use of a stored token) is kept; the sweeper deletes older rows.
     "ACCESS_LOG_RETENTION_DAYS": 90,
+    # Most access-log rows one sweep deletes (a bounded delete per run keeps each run short).
+    "ACCESS_LOG_PRUNE_BATCH": 5000,
     # "celery": syncs and other work go to the host's Celery broker; "inline": they run in the process
     # that asked, after its commit (no broker or worker, but provider calls on the request path).
     "SYNC_MODE": "celery",

@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from .fields import SecretField
@@ -59,6 +60,15 @@ class CalendarToken(models.Model):
         verbose_name = "calendar connection"
         constraints = [
             models.UniqueConstraint(fields=["owner_kind", "owner_id"], name="calendar_sync_token_owner_unique")
+        ]
+        # What the periodic jobs look for, so a tick with nothing due reads no table: idle connections
+        # (health), shared ones whose channel expires (renewal) or not pulled lately (scheduled pull).
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="calendar_sync_token_idle_idx"),
+            models.Index(
+                fields=["push_expires_at"], condition=~Q(owner_kind=MEMBER), name="calendar_sync_token_push_idx"
+            ),
+            models.Index(fields=["pulled_at"], condition=~Q(owner_kind=MEMBER), name="calendar_sync_token_pull_idx"),
         ]
 
     def __str__(self):
@@ -146,6 +156,7 @@ class SyncRecord(models.Model):
         indexes = [
             models.Index(fields=["state", "updated_at"]),
             models.Index(fields=["owner_kind", "owner_id", "state"], name="calendar_sync_owner_state_idx"),
+            models.Index(fields=["state", "retry_at"], name="calendar_sync_state_retry_idx"),  # the sweeper's failed
         ]
 
     def __str__(self):
@@ -224,7 +235,10 @@ class AccessLog(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "-created_at"], name="calendar_sy_user_id_8a1f2c_idx")]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="calendar_sy_user_id_8a1f2c_idx"),
+            models.Index(fields=["owner", "created_at"], name="calendar_sync_log_owner_idx"),  # the health check
+        ]
         ordering = ["-created_at", "-id"]
         verbose_name = "calendar access log entry"
         verbose_name_plural = "calendar access log"

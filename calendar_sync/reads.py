@@ -132,6 +132,16 @@ def forget(owner):
     CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
 
 
+def due_pulls():
+    """The shared calendars the scheduled pull reads: active ones not read (on schedule or on a push
+    notification) for PULL_STALE_AFTER seconds. Streamed, off a partial index: cheap when none are due."""
+    recent = timezone.now() - timedelta(seconds=get_setting("PULL_STALE_AFTER"))
+    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
+    for due in (shared.filter(pulled_at__isnull=True), shared.filter(pulled_at__lt=recent)):  # two range scans
+        for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
+            yield Owner(kind, pk)
+
+
 def shared_owners():
     return [
         Owner(kind, pk)

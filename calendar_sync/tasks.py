@@ -136,29 +136,45 @@ def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     return counts
 
 
+def left_behind(now, limit):
+    """Up to `limit` records due again, as (pk, state, source, object_id, destination): pending past
+    SWEEP_STALE_AFTER and not waiting for a retry, oldest first; then failed ones whose retry time came.
+    Two index range scans (state, updated_at) and (state, retry_at): cheap when nothing is due."""
+    stale = now - timezone.timedelta(seconds=get_setting("SWEEP_STALE_AFTER"))
+    fields = ("pk", "state", "source", "object_id", "destination")
+    pending = SyncRecord.objects.filter(state=SyncRecord.State.PENDING, updated_at__lt=stale).filter(
+        Q(retry_at__isnull=True) | Q(retry_at__lte=now)
+    )
+    rows = list(pending.order_by("updated_at").values_list(*fields)[:limit])
+    if len(rows) < limit:
+        failed = SyncRecord.objects.filter(state=SyncRecord.State.FAILED, retry_at__lte=now).order_by("retry_at")
+        rows += failed.values_list(*fields)[: limit - len(rows)]
+    return rows
+
+
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.sweep")
 def sweep():
-    """Re-enqueue work left behind (broker down at commit, retries exhausted), bounded per run."""
+    """Re-enqueue work left behind (broker down at commit, retries exhausted), at most SWEEP_BATCH per run.
+
+    Each is first marked as seen (pending: updated now; failed: retry in SWEEP_STALE_AFTER), so the next run
+    takes the next ones instead of the same batch again; the sync itself then updates its record.
+    Also deletes expired OAuth states and a bounded batch of old access-log rows."""
     now = timezone.now()
-    stale = now - timezone.timedelta(seconds=get_setting("SWEEP_STALE_AFTER"))
-    due = Q(retry_at__isnull=True) | Q(retry_at__lte=now)
-    left = (
-        SyncRecord.objects.filter(
-            (Q(state=SyncRecord.State.PENDING, updated_at__lt=stale) & due)
-            | Q(state=SyncRecord.State.FAILED, retry_at__lte=now)
-        )
-        .order_by("updated_at")
-        .values_list("source", "object_id", "destination")[: get_setting("SWEEP_BATCH")]
-    )
-    count = 0
-    for source_key, object_id, destination in left:
+    rows = left_behind(now, get_setting("SWEEP_BATCH"))
+    for state, changes in (
+        (SyncRecord.State.PENDING, {"updated_at": now}),
+        (SyncRecord.State.FAILED, {"retry_at": now + timezone.timedelta(seconds=get_setting("SWEEP_STALE_AFTER"))}),
+    ):
+        pks = [row[0] for row in rows if row[1] == state]
+        if pks:
+            SyncRecord.objects.filter(pk__in=pks, state=state).update(**changes)
+    for _pk, _state, source_key, object_id, destination in rows:
         enqueue(source_key, object_id, destination)
-        count += 1
     OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
     audit.prune()
-    if count:
-        logger.info("calendar sweep re-enqueued %s syncs", count)
-    return count
+    if rows:
+        logger.info("calendar sweep re-enqueued %s syncs", len(rows))
+    return len(rows)
 
 
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True)
@@ -175,11 +191,12 @@ def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
 
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.pull_all")
 def pull_all():
-    """Beat: one pull task per connected shared calendar."""
-    owners = reads.shared_owners()
-    for owner in owners:
+    """Beat: one pull task per connected shared calendar not read lately (see `reads.due_pulls`)."""
+    count = 0
+    for owner in reads.due_pulls():
         pull_task.delay(owner.kind, owner.id)
-    return len(owners)
+        count += 1
+    return count
 
 
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.health")
@@ -190,7 +207,8 @@ def health_task(include_recent=False):
 
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.renew_push")
 def renew_push_task():
-    """Beat: give every shared connection a live push channel, renewing those expiring within a day."""
+    """Beat: give every shared connection a live push channel, renewing those expiring within a day.
+    Returns how many channels were made or renewed."""
     return channels.renew_all()
 
 
