@@ -30,6 +30,7 @@ EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzin
 
 
 def active_token(owner):
+    """The owner's write connection, when usable: NotConnected or AuthorizationLost otherwise."""
     token = owner.token()
     if token is None:
         raise NotConnected("Connect a calendar first.")
@@ -129,7 +130,7 @@ def external_busy(owner, start, end):
 def forget(owner):
     """The calendar changed or was disconnected: its blocks and cursor no longer mean anything."""
     BusyBlock.objects.filter(**owner.lookup()).delete()
-    CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
+    CalendarToken.objects.filter(write=True, **owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
 
 
 def shared_owners():
