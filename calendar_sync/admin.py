@@ -35,22 +35,28 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     list_display = (
         "owner",
         "provider",
+        "account",
         "calendar_id",
+        "write",
+        "conflicts",
         "status",
         "connected_by",
         "expires_at",
         "last_error",
         "updated_at",
     )
-    list_filter = ("owner_kind", "provider", "status")
-    search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
+    list_filter = ("owner_kind", "provider", "status", "write", "conflicts")
+    search_fields = ("user__username", "user__email", "owner_id", "account", "calendar_id")
     fields = (
         "owner_kind",
         "owner_id",
         "user",
         "connected_by",
         "provider",
+        "account",
         "calendar_id",
+        "write",
+        "conflicts",
         "status",
         "scopes",
         "expires_at",
@@ -90,7 +96,9 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def disconnect(self, request, queryset):
         for token in queryset:
             try:
-                result = flows.disconnect(Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST)  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
+                result = flows.disconnect(
+                    Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST, pk=token.pk
+                )  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
                 continue
@@ -114,6 +122,9 @@ class CalendarTokenAdmin(SecretSafeAdmin):
             self.message_user(request, "Give the calendar id to change to.", messages.ERROR)
             return
         for token in queryset:
+            if not token.write:
+                self.message_user(request, f"{token}: not where bookings go; nothing to move.", messages.ERROR)
+                continue
             try:
                 reason = AccessLog.Reason.STAFF_REQUEST  # a str at runtime (TextChoices)
                 owner = Owner(token.owner_kind, token.owner_id)
