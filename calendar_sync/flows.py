@@ -102,7 +102,10 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
     else:
         token = _create(owner, fields)
     if owner.is_member and owner.connections().count() > 1:
-        _describe(token)  # to tell them apart, and keep one connection per account
+        # Several: name each (this one, and an earlier one never named) to tell them apart, one per account.
+        for other in owner.connections().filter(account="", status=CalendarToken.Status.ACTIVE).exclude(pk=token.pk):
+            _describe(other)
+        _describe(token)
     return token
 
 
