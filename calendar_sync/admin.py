@@ -96,9 +96,9 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def disconnect(self, request, queryset):
         for token in queryset:
             try:
-                result = flows.disconnect(
-                    Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST, pk=token.pk
-                )  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
+                reason = AccessLog.Reason.STAFF_REQUEST  # a str at runtime (TextChoices)
+                owner = Owner(token.owner_kind, token.owner_id)
+                result = flows.disconnect(owner, reason, pk=token.pk)  # type: ignore[arg-type]  # TextChoices member (no django-stubs)
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
                 continue

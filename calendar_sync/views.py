@@ -793,7 +793,7 @@ class ConnectionView(BaseView):
     )
     def delete(self, request, pk):
         try:
-            result = flows.disconnect(Owner.member(request.user), AccessLog.Reason.MEMBER_REQUEST, pk=pk)
+            result = flows.disconnect(Owner.member(request.user), pk=pk)
         except NotConnected:
             raise Http404("No such calendar connection.") from None
         if result.revoked:
