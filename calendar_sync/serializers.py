@@ -37,7 +37,7 @@ class ConnectionSerializer(serializers.Serializer):
     calendar_id = serializers.CharField()
     write = serializers.BooleanField(help_text="Bookings go to this connection's calendar (one connection at most).")
     conflicts = serializers.BooleanField(help_text="Its busy times count for conflicts.")
-    status = serializers.ChoiceField(choices=CalendarToken.Status.values)
+    status = serializers.CharField(help_text="`active`, or `needs_reauth` (reconnect it).")
     last_error = serializers.CharField(allow_blank=True)
     connected_at = serializers.DateTimeField()
 

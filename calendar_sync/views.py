@@ -743,7 +743,7 @@ class ConnectionsView(BaseView):
         return Response(ConnectionSerializer(connections(Owner.member(request.user)), many=True).data)
 
 
-CONNECTION_ID = OpenApiParameter("pk", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The connection's id.")
+CONNECTION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The connection's id.")
 
 
 class ConnectionView(BaseView):

@@ -239,3 +239,34 @@ def test_existing_connections_become_their_members_write_connection(member, othe
         ("workspace", True, True, ""),
     ]
     assert {t.user_id for t in rows if t.user_id} == {member.pk, other.pk}
+
+
+def test_the_schema_documents_connections_and_the_busy_answer(client):
+    schema = client.get("/api/schema/?format=json").json()
+    paths = schema["paths"]
+    listing = next(v for k, v in paths.items() if k.rstrip("/") == "/api/calendar-sync/connections")
+    one = next(v for k, v in paths.items() if k.rstrip("/") == "/api/calendar-sync/connections/{id}")
+    assert set(listing) - {"parameters"} == {"get"} and {"get", "patch", "delete"} <= set(one)
+    for method in ("get", "patch", "delete"):
+        assert "404" in one[method]["responses"]
+        (pk,) = [p for p in one[method]["parameters"] if p["in"] == "path"]
+        assert pk["name"] == "id" and pk["schema"]["format"] == "uuid"
+    fields = schema["components"]["schemas"]["Connection"]["properties"]
+    assert set(fields) == {
+        "id",
+        "provider",
+        "account",
+        "calendar_id",
+        "write",
+        "conflicts",
+        "status",
+        "last_error",
+        "connected_at",
+    }
+    busy = schema["components"]["schemas"]["Busy"]
+    assert {"busy", "errors", "provider", "calendar_id", "checked_at"} <= set(busy["properties"])
+    assert set(schema["components"]["schemas"]["BusySpan"]["required"]) == {"start", "end", "connection"}
+    authorize = next(v for k, v in paths.items() if k.rstrip("/") == "/api/calendar-sync/auth/{provider}")
+    assert any(p["name"] == "add" and p["in"] == "query" for p in authorize["get"]["parameters"])
+    status = schema["components"]["schemas"]["Status"]["properties"]
+    assert "connections" in status
