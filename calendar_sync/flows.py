@@ -153,10 +153,12 @@ def _merge_same_account(token: CalendarToken, account: str) -> None:
 
 
 def connect(token: CalendarToken) -> list[Task]:
-    """A connection was just stored (the OAuth callback): push what is booked into it and, for a
-    shared calendar, read what is already in it (from scratch: a reconnect may be another
-    account) and watch it for changes."""
+    """A connection was just stored (the OAuth callback): push what is booked into it when it is the
+    write connection (an additional one is only read) and, for a shared calendar, read what is
+    already in it (from scratch: a reconnect may be another account) and watch it for changes."""
     owner = Owner(token.owner_kind, token.owner_id)
+    if not token.write:
+        return []  # an additional calendar: read for conflicts, never written to
     work = [Task("backfill", (owner.kind, owner.id))]
     if token.is_shared:
         reads.forget(owner)

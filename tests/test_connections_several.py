@@ -164,6 +164,16 @@ def test_making_outlook_the_write_connection_moves_the_upcoming_events(
     assert fake_google.calls() == []
 
 
+def test_adding_an_account_writes_nothing_anywhere(fake_google, fake_microsoft, api, run, member, make_booking):
+    assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
+    confirmed(api, run, make_booking, member, 24, "Desk")
+    fake_google.reset_log()
+    assert landing(run(connect, api, fake_microsoft, add=True))["calendar_sync"] == "connected"
+    assert {c["method"] for c in fake_google.calls()} == {"GET"}  # naming the first account: no write again
+    assert {c["method"] for c in fake_microsoft.calls()} == {"GET"} and fake_microsoft.agenda(MS_ACCOUNT) == []
+    assert [r["write"] for r in api.get("/api/calendar-sync/connections/").json()] == [True, False]
+
+
 def test_only_true_makes_a_write_connection_and_a_patch_needs_a_field(three, api):
     url = f"/api/calendar-sync/connections/{three['outlook']}/"
     assert api.patch(url, {"write": False}, format="json").status_code == 400
