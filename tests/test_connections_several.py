@@ -5,6 +5,7 @@ hides the others), bookings are written only to the write connection, and making
 write connection moves the upcoming events there. Against the fake Google and the fake Microsoft.
 """
 
+import time
 import urllib.parse
 
 import pytest
@@ -130,6 +131,22 @@ def test_a_calendar_that_fails_is_named_and_the_others_still_answer(three, api, 
     answer = api.get(window(at - HOUR, at + 4 * HOUR)).json()
     assert {"connection": three["second"], "code": "needs_reauth"} in answer["errors"]
     assert [b["connection"] for b in answer["busy"]] == [three["google"]]
+
+
+def test_the_calendars_are_read_at_the_same_time(three, api, fake_google, fake_microsoft):
+    """Each fake answers after LATENCY: one after another the three reads would take 3 × LATENCY."""
+    latency = 0.6
+    fake_google.latency = fake_microsoft.latency = latency
+    try:
+        at = timezone.now().replace(minute=0, second=0, microsecond=0) + timezone.timedelta(days=5)
+        began = time.monotonic()
+        answer = api.get(window(at, at + HOUR)).json()
+        took = time.monotonic() - began
+    finally:
+        fake_google.latency = fake_microsoft.latency = 0.0
+    assert answer["errors"] == [] and len(fake_google.calls()) + len(fake_microsoft.calls()) == 3
+    print(f"busy over 3 connections, {latency}s each: {took:.2f}s")
+    assert took < 2 * latency, took
 
 
 def test_a_connection_that_does_not_count_for_conflicts_is_not_read(three, api, fake_microsoft):
