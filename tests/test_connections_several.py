@@ -9,12 +9,13 @@ import time
 import urllib.parse
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from bookings.models import Booking
-from calendar_sync.models import CalendarToken
+from calendar_sync.models import AccessLog, CalendarToken
 from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, landing
 
 # Busy reads run in threads with their own database connections: they must see committed rows.
@@ -297,3 +298,14 @@ def test_the_schema_documents_connections_and_the_busy_answer(client):
     assert any(p["name"] == "add" and p["in"] == "query" for p in authorize["get"]["parameters"])
     status = schema["components"]["schemas"]["Status"]["properties"]
     assert "connections" in status
+
+
+def test_the_health_check_reaches_a_connection_the_member_does_not_write_to(three, api, fake_microsoft, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "HEALTH_IDLE_SECONDS": 3600}
+    CalendarToken.objects.update(created_at=timezone.now() - timezone.timedelta(days=30))
+    AccessLog.objects.all().delete()
+    assert api.get("/api/calendar-sync/calendars").status_code == 200  # the Google write connection: used
+    fake_microsoft.revoke_grants(MS_ACCOUNT)
+    call_command("calendar_sync_health")
+    statuses = {r["id"]: r["status"] for r in api.get("/api/calendar-sync/connections/").json()}
+    assert statuses == {three["google"]: "active", three["outlook"]: "needs_reauth", three["second"]: "active"}
