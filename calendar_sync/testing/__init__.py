@@ -50,12 +50,16 @@ def use_fakes(*fakes: FakeGoogle | FakeMicrosoft, **overrides: Any) -> override_
     return override_settings(DEBUG=True, CALENDAR_SYNC={**current, **fake_settings(*fakes), **overrides})
 
 
-def connect(client: Any, fake: FakeGoogle | FakeMicrosoft, account: str | None = None, allow: bool = True) -> Any:
+def connect(
+    client: Any, fake: FakeGoogle | FakeMicrosoft, account: str | None = None, allow: bool = True, add: bool = False
+) -> Any:
     """Connect the member signed in on `client` (a Django or DRF test client) the way a browser does:
     ask for the consent URL, consent on the fake as `account`, follow the redirect to the callback.
+    `add` connects it as an additional account (else it replaces the member's write connection).
     Returns the callback's response (a 302 to FRONTEND_URL with `calendar_sync=connected` or `=error`)."""
     provider = fake.provider
-    response = client.get(reverse("calendar_sync:authorize", kwargs={"provider": provider}))
+    url = reverse("calendar_sync:authorize", kwargs={"provider": provider})
+    response = client.get(url + ("?add=1" if add else ""))
     assert response.status_code == 200, response.content
     extra = {"account": account} if account else {}
     location = urlsplit(fake.consent(response.json()["authorization_url"], allow=allow, **extra))
