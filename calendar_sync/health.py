@@ -20,10 +20,12 @@ def idle(since):
     """Active connections neither saved (a refresh saves) nor used (an access-log row) since `since`,
     connected before it. Found off indexes (status, updated_at) and (owner, created_at): a run with
     nothing idle reads no table, however many connections there are."""
-    used = AccessLog.objects.filter(  # by owner and provider: a member's Outlook used lately says nothing of their Google
-        owner=Concat(OuterRef("owner_kind"), Value(":"), OuterRef("owner_id"), output_field=CharField()),
-        provider=OuterRef("provider"),
-        created_at__gte=since,
+    used = (
+        AccessLog.objects.filter(  # by owner and provider: a member's Outlook used lately says nothing of their Google
+            owner=Concat(OuterRef("owner_kind"), Value(":"), OuterRef("owner_id"), output_field=CharField()),
+            provider=OuterRef("provider"),
+            created_at__gte=since,
+        )
     )
     return CalendarToken.objects.filter(
         status=CalendarToken.Status.ACTIVE, updated_at__lt=since, created_at__lt=since

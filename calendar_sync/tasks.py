@@ -150,6 +150,8 @@ def left_behind(now, limit):
         failed = SyncRecord.objects.filter(state=SyncRecord.State.FAILED, retry_at__lte=now).order_by("retry_at")
         rows += failed.values_list(*fields)[: limit - len(rows)]
     return rows
+
+
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.move_connection", acks_late=True, reject_on_worker_lost=True)
 def move_connection_task(owner_kind, owner_id, old_pk, old_calendar_id):
     counts, later = sync.move_connection(Owner(owner_kind, str(owner_id)), old_pk, old_calendar_id)
