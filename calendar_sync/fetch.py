@@ -1,0 +1,156 @@
+"""The one safe way to reach an address a person typed (a CalDAV server, an ICS link).
+
+Such an address must not turn the app into a way to read this network (SSRF). So: https only;
+the host is resolved here and every address it resolves to must be public (`is_public`): no
+loopback, private, shared (CGNAT), link-local (169.254.169.254, the cloud metadata service),
+multicast, unspecified or reserved range, IPv4 or IPv6, nor IPv4 hidden inside IPv6. The
+connection is then made to the addresses checked, never to a second answer of the DNS (no
+rebinding between check and connect): the session's resolver knows only the pinned addresses.
+Redirects are followed here, a few at most, each target checked the same way.
+
+`CALENDAR_SYNC["ALLOW_PRIVATE_ADDRESSES"]` (off by default) lets tests and a sandbox use servers
+on loopback or a private network, over plain http too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import niquests
+from niquests.packages.urllib3.contrib.resolver import ProtocolResolver, ResolverDescription
+
+from .conf import get_setting
+from .exceptions import PermanentError, TransientError
+
+MAX_REDIRECTS = 5
+REDIRECTS = {301, 302, 303, 307, 308}
+
+
+class RefusedAddress(PermanentError):
+    """An address the app will not fetch (not https, not public, not a URL, too many redirects)."""
+
+    code = "address_refused"
+
+
+def private_allowed() -> bool:
+    return bool(get_setting("ALLOW_PRIVATE_ADDRESSES"))
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address is on the public internet; IPv4 carried in IPv6 is judged as IPv4."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is None and address in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not is_public(embedded):
+            return False
+    return address.is_global and not (
+        address.is_multicast
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def normalize(url: str) -> str:
+    """The URL to fetch: `webcal://` read as https, no credentials in it, https (or http where
+    private addresses are allowed). RefusedAddress otherwise. Does not resolve anything."""
+    url = (url or "").strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise RefusedAddress("This is not a valid URL.", code="invalid_url") from None
+    scheme = parts.scheme.lower()
+    if scheme in ("webcal", "webcals"):
+        scheme = "https"
+    if not parts.hostname or scheme not in ("https", "http"):
+        raise RefusedAddress("Enter a full https:// address.", code="invalid_url")
+    if parts.username is not None or parts.password is not None:
+        raise RefusedAddress("Leave the user name and password out of the address.", code="invalid_url")
+    if scheme != "https" and not private_allowed():
+        raise RefusedAddress("Only https:// addresses can be used.", code="insecure_url")
+    return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def resolve(url: str) -> tuple[str, list[str]]:
+    """(host, addresses) of a normalized URL, every address checked (RefusedAddress otherwise);
+    TransientError when the name does not resolve at the moment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        raise TransientError(f"The host {host!r} could not be found.", code="unreachable") from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
+    if not addresses:
+        raise TransientError(f"The host {host!r} could not be found.", code="unreachable")
+    if not private_allowed():
+        for address in addresses:
+            if not is_public(ipaddress.ip_address(address)):
+                raise RefusedAddress(
+                    "This address points into a private network; use a public https:// address.",
+                    code="private_address",
+                )
+    return host, addresses
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class SafeSession(niquests.Session):
+    """A niquests session that reaches only checked addresses and follows redirects itself.
+
+    Every request's URL is normalized and resolved (`resolve`) and its host pinned in the session's
+    in-memory resolver to exactly the addresses checked; the connection can reach nothing else.
+    Redirects: at most MAX_REDIRECTS, each checked; credentials never follow to another origin.
+    """
+
+    def __init__(self, max_redirects: int = MAX_REDIRECTS, **kwargs: Any) -> None:
+        self.pinned = ResolverDescription(ProtocolResolver.MANUAL).new()
+        super().__init__(resolver=self.pinned, disable_http3=True, **kwargs)
+        self.trust_env = False  # no proxy or .netrc from the environment
+        self.max_redirects = max_redirects
+        self.checked: set[str] = set()
+
+    def check(self, url: str) -> str:
+        url = normalize(url)
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in self.checked:
+            host, addresses = resolve(url)
+            for address in addresses:
+                self.pinned.register(host.lower(), address)
+            self.checked.add(host.lower())
+        return url
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        kwargs["allow_redirects"] = False
+        for _ in range(self.max_redirects + 1):
+            url = self.check(str(url))
+            response = super().request(method, url, *args, **kwargs)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or not location:
+                return response
+            response.close()
+            target = urljoin(url, location)
+            if _origin(target) != _origin(url):  # never carry credentials to another origin
+                kwargs["auth"] = None
+                headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
+                kwargs["headers"] = headers
+            if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+                method, kwargs["data"] = "GET", None
+            url = target
+        raise RefusedAddress(f"More than {self.max_redirects} redirects.", code="too_many_redirects")
+
+
+def network_error(exc: Exception, what: str) -> TransientError:
+    """A network failure talking to `what`, as a TransientError naming no URL (it may be a secret)."""
+    return TransientError(f"Network error talking to {what}: {type(exc).__name__}", code="unreachable")

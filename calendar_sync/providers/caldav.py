@@ -1,0 +1,395 @@
+"""Apple iCloud and any CalDAV server (RFC 4791), through the `caldav` client.
+
+No OAuth: the member gives a server URL, a user name and a password (for iCloud an app-specific
+password). The three are the connection's credential, stored encrypted as JSON in `access_token`
+and `refresh_token` with no expiry (`refreshable = False`): they are used until the server
+answers 401; then "refresh" checks them once more (`refresh`), and a second 401 makes the
+connection `needs_reauth` and sends the one reconnect email (`tokens`). Every request goes through
+`calendar_sync.fetch.SafeSession`: https, public addresses only, each redirect and each URL the
+server hands back (principal, calendar home, calendars) checked before it is reached.
+
+Events are iCalendar objects named and identified by our key (`<key>.ics`, UID `<key>@calendar-sync`,
+and `X-CALENDAR-SYNC-SOURCE`): a create is `PUT` with `If-None-Match: *`, an update `PUT` with
+`If-Match` on the ETag stored in the remote id (`<href>#<etag>`); 412 re-reads the ETag and tries
+again, so an upsert whose create answer was lost still leaves one event. Deleting what is gone
+(404/410) succeeds. Busy time is a time-range `calendar-query` REPORT, expanded here (RRULE,
+overrides); incremental reads use RFC 6578 `sync-collection` where the server offers it (the
+`caldav` client falls back to comparing ETags, and then we read the window again). No push:
+CalDAV has no standard notifications, so these calendars are only pulled (`supports_push`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from typing import NamedTuple
+from urllib.parse import unquote, urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import caldav
+import icalendar
+import niquests
+from caldav.lib import error as dav_error
+
+from .. import fetch
+from ..conf import get_setting
+from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Outcome, TokenSet
+from .ics import MARKER, UID_SUFFIX, expand, parse
+
+logger = logging.getLogger(__name__)
+UTC = dt.UTC
+#: Servers a member can pick by name instead of typing a URL.
+PRESETS = {"icloud": "https://caldav.icloud.com/"}
+XML = {"Content-Type": 'application/xml; charset="utf-8"'}
+ICS = {"Content-Type": "text/calendar; charset=utf-8"}
+NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
+GONE = {404, 410}
+WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
+LIST_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+    "<d:prop><d:resourcetype/><d:displayname/><c:supported-calendar-component-set/>"
+    "<d:current-user-privilege-set/></d:prop></d:propfind>"
+)
+QUERY_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+    '<d:prop><d:getetag/><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR">'
+    '<c:comp-filter name="VEVENT"><c:time-range start="{start}" end="{end}"/></c:comp-filter>'
+    "</c:comp-filter></c:filter></c:calendar-query>"
+)
+
+
+class Credential(NamedTuple):
+    url: str
+    username: str
+    password: str
+    auth: str = ""  # the scheme the server asked for when connecting ("basic", "digest"), sent at once after
+
+
+def credential(url: str, username: str, password: str, auth: str = "") -> str:
+    """What a connection stores (encrypted)."""
+    return json.dumps({"url": url, "username": username, "password": password, "auth": auth})
+
+
+def _read(access_token: str) -> Credential:
+    try:
+        data = json.loads(access_token)
+        return Credential(str(data["url"]), str(data["username"]), str(data["password"]), str(data.get("auth") or ""))
+    except (ValueError, KeyError, TypeError):
+        raise AuthorizationLost("The stored CalDAV credential is unreadable.", code="invalid_credential") from None
+
+
+# --- errors, classified once -------------------------------------------------------------------
+def _status_error(status: int, what: str, retry: float | None = None) -> CalendarSyncError:
+    text = f"The CalDAV server answered {status} to {what}."
+    if status == 401:
+        return AuthorizationLost(text, status=status, code="unauthorized")
+    if status == 429 or status >= 500:
+        return TransientError(text, status=status, code="unavailable", retry_after=retry)
+    if status in GONE:
+        return PermanentError(text, status=status, code="not_found")
+    if status == 403:
+        return PermanentError(text, status=status, code="forbidden")
+    return PermanentError(text, status=status, code="rejected")
+
+
+def classify(exc: Exception, what: str) -> CalendarSyncError:
+    if isinstance(exc, CalendarSyncError):
+        return exc
+    if isinstance(exc, dav_error.RateLimitError):
+        return TransientError(
+            f"The CalDAV server is busy ({what}).", code="rate_limited", retry_after=exc.retry_after_seconds
+        )
+    if isinstance(exc, dav_error.AuthorizationError):
+        return _status_error(exc.status or 401, what)
+    if isinstance(exc, dav_error.NotFoundError):
+        return _status_error(404, what)
+    if isinstance(exc, dav_error.DAVError):
+        return _status_error(exc.status or 400, what)
+    if isinstance(exc, NotImplementedError):  # no authentication scheme the client speaks
+        return PermanentError("The CalDAV server asks for an unsupported kind of sign-in.", code="unsupported_auth")
+    if isinstance(exc, (niquests.exceptions.RequestException, OSError)):
+        return fetch.network_error(exc, "the CalDAV server")
+    raise exc
+
+
+def _strong(etag: str | None) -> str:
+    """An ETag usable in If-Match (a weak one never matches)."""
+    return etag if etag and not etag.startswith("W/") else ""
+
+
+def _props(response) -> dict[str, object]:
+    """{tag: element} of the 200 propstats of one DAV:response element."""
+    found = {}
+    for propstat in response.findall("d:propstat", NS):
+        if " 200 " in f" {propstat.findtext('d:status', '', NS)} ":
+            for prop in propstat.findall("d:prop/*", NS):
+                found[prop.tag] = prop
+    return found
+
+
+class CalDAVProvider(BaseProvider):
+    name = "caldav"
+    label = "Apple iCloud / CalDAV"
+    revocable = False  # the member removes an app-specific password in their account
+    refreshable = False
+    supports_push = False
+    oauth = False
+
+    # --- the connection ------------------------------------------------------------------------
+    @contextmanager
+    def client(self, cred: Credential):
+        """A `caldav.DAVClient` whose every request goes through the safe session; closed after."""
+        try:
+            client = caldav.DAVClient(
+                url=fetch.normalize(cred.url),
+                username=cred.username,
+                password=cred.password,
+                auth_type=cred.auth or None,
+                timeout=get_setting("HTTP_TIMEOUT"),
+                enable_rfc6764=False,  # its DNS and well-known lookups would bypass the checked session
+            )
+        except CalendarSyncError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+            raise classify(exc, "connecting") from None
+        client.session.close()
+        client.session = fetch.SafeSession()
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def send(self, client, method: str, url: str, body: str | bytes = "", headers=None):
+        """One request; 401, 429 and 5xx raised as our errors, any other answer returned."""
+        try:
+            response = client.request(url, method, body, headers)
+        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+            raise classify(exc, method) from None
+        if response.status == 429 or response.status >= 500:
+            raise _status_error(response.status, method)
+        return response
+
+    def connect(self, url: str, username: str, password: str) -> tuple[str, str]:
+        """Check a server URL and sign-in by finding the member's calendars. Returns (credential, first
+        calendar's id). RefusedAddress, AuthorizationLost (wrong password) or another classified error."""
+        cred = Credential(fetch.normalize(url), username, password)
+        with self.client(cred) as client:
+            calendars = self._calendars(client)
+            auth = type(client.auth).__name__.lower() if client.auth else ""
+        if not calendars:
+            raise PermanentError("No calendar for events that you can write to was found there.", code="no_calendar")
+        scheme = "digest" if "digest" in auth else "basic" if "basic" in auth else ""
+        return credential(cred.url, username, password, scheme), calendars[0].id
+
+    def refresh(self, refresh_token):
+        """Nothing to refresh: check the stored password once more (AuthorizationLost if refused)."""
+        with self.client(_read(refresh_token)) as client:
+            self._home(client)
+        return TokenSet(access_token=refresh_token, refresh_token=refresh_token, expires_at=None)
+
+    def account(self, access_token):
+        cred = _read(access_token)
+        return cred.username if "@" in cred.username else f"{cred.username}@{urlsplit(cred.url).hostname}"
+
+    # --- calendars -----------------------------------------------------------------------------
+    def _home(self, client) -> str:
+        """The calendar home of the signed-in principal (RFC 4791 §6.2.1), found from the server URL."""
+        try:
+            principal = client.principal()
+            return str(principal.calendar_home_set.url)
+        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+            raise classify(exc, "discovery") from None
+
+    def _calendars(self, client) -> list[Calendar]:
+        """Calendars in the home that hold events and that the member may write to."""
+        home = self._home(client)
+        response = self.send(client, "PROPFIND", home, LIST_BODY, {"Depth": "1", **XML})
+        if response.status != 207 or response.tree is None:
+            raise _status_error(response.status, "PROPFIND")
+        calendars = []
+        for item in response.tree.findall("d:response", NS):
+            props = _props(item)
+            kind = props.get("{DAV:}resourcetype")
+            if kind is None or kind.find("c:calendar", NS) is None:
+                continue
+            components = props.get(f"{{{NS['c']}}}supported-calendar-component-set")
+            if components is not None and len(components) and "VEVENT" not in {c.get("name") for c in components}:
+                continue
+            privileges = props.get("{DAV:}current-user-privilege-set")
+            if privileges is not None and not {p.tag.split("}")[-1] for p in privileges.iter()} & WRITE_PRIVILEGES:
+                continue
+            url = urljoin(home, item.findtext("d:href", "", NS))
+            name = (props.get("{DAV:}displayname").text if props.get("{DAV:}displayname") is not None else "") or ""
+            calendars.append(Calendar(url, name or unquote(url.rstrip("/").rsplit("/", 1)[-1]), False, "writer"))
+        if calendars:
+            calendars[0] = replace(calendars[0], primary=True)
+        return calendars
+
+    def list_calendars(self, access_token):
+        with self.client(_read(access_token)) as client:
+            return self._calendars(client)
+
+    def _calendar_url(self, client, calendar_id: str) -> str:
+        if calendar_id and calendar_id != "primary":
+            return calendar_id if calendar_id.endswith("/") else f"{calendar_id}/"
+        calendars = self._calendars(client)
+        if not calendars:
+            raise PermanentError("The CalDAV account has no calendar to write to.", code="no_calendar")
+        return calendars[0].id
+
+    # --- writing events ------------------------------------------------------------------------
+    def ical(self, operation) -> bytes:
+        """The iCalendar object for an upsert, recognisable as ours by its UID and marker."""
+        event = operation.event
+        try:
+            zone: dt.tzinfo = ZoneInfo(event.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = UTC
+        calendar = icalendar.Calendar()
+        calendar.add("prodid", "-//ManageHub//calendar-sync//EN")
+        calendar.add("version", "2.0")
+        vevent = icalendar.Event()
+        vevent.add("uid", f"{operation.key}{UID_SUFFIX}")
+        vevent.add("dtstamp", dt.datetime.now(UTC))
+        vevent.add("dtstart", event.start.astimezone(zone))
+        vevent.add("dtend", event.end.astimezone(zone))
+        vevent.add("summary", event.summary)
+        if event.location:
+            vevent.add("location", event.location)
+        if event.description:
+            vevent.add("description", event.description)
+        vevent.add("status", "CONFIRMED")
+        vevent.add("transp", "OPAQUE")
+        vevent.add(MARKER, operation.object_ref or operation.key)
+        calendar.add_component(vevent)
+        if zone is not UTC:
+            calendar.add_missing_timezones()
+        return calendar.to_ical()
+
+    @staticmethod
+    def _target(base: str, operation) -> tuple[str, str]:
+        """(href, stored ETag) of the operation's event: the stored remote id when it lies in this
+        calendar, else the href our key names."""
+        href, _, etag = (operation.remote_id or "").partition("#")
+        if href.startswith(base):
+            return href, etag
+        return urljoin(base, f"{operation.key}.ics"), ""
+
+    def _etag(self, client, href: str) -> str | None:
+        """The event's current ETag ("*" when it exists without a usable one), or None when it is gone."""
+        response = self.send(client, "HEAD", href)
+        if response.status in GONE:
+            return None
+        if response.status >= 300:
+            raise _status_error(response.status, "HEAD")
+        return _strong(response.headers.get("ETag")) or "*"
+
+    def _write(self, client, base: str, operation) -> Outcome:
+        href, etag = self._target(base, operation)
+        if operation.is_delete:
+            response = self.send(client, "DELETE", href)
+            if response.status < 300 or response.status in GONE:
+                return Outcome()
+            raise _status_error(response.status, "DELETE")
+        body = self.ical(operation)
+        for _ in range(3):  # the write, a repair after 412, a repair of a racing repair
+            condition = {"If-Match": etag} if etag else {"If-None-Match": "*"}
+            response = self.send(client, "PUT", href, body, {**ICS, **condition})
+            if response.status < 300:
+                new = _strong(response.headers.get("ETag"))
+                return Outcome(remote_id=f"{href}#{new}" if new else href)
+            if response.status != 412 and not (etag and response.status in GONE):
+                raise _status_error(response.status, "PUT")
+            etag = self._etag(client, href) or ""  # changed or made meanwhile (a lost answer): read it, go again
+        raise TransientError("The event kept changing on the CalDAV server.", code="conflict")
+
+    def apply(self, access_token, calendar_id, operations, limiter=None):
+        """One request per operation (CalDAV has no batch); an authorization error ends the round."""
+        results: list[Outcome] = []
+        with self.client(_read(access_token)) as client:
+            base = self._calendar_url(client, calendar_id)
+            for i, operation in enumerate(operations):
+                try:
+                    with limiter.slot(1) if limiter else nullcontext():
+                        results.append(self._write(client, base, operation))
+                except AuthorizationLost as exc:
+                    results.extend([Outcome(exc)] * (len(operations) - i))
+                    break
+                except CalendarSyncError as exc:
+                    results.append(Outcome(exc))
+        return results
+
+    # --- reading calendars ---------------------------------------------------------------------
+    def _query(self, client, base: str, start: dt.datetime, end: dt.datetime) -> list[tuple[str, str]]:
+        """(href, calendar data) of the events overlapping [start, end): a calendar-query REPORT."""
+        stamp = "%Y%m%dT%H%M%SZ"
+        body = QUERY_BODY.format(start=start.astimezone(UTC).strftime(stamp), end=end.astimezone(UTC).strftime(stamp))
+        response = self.send(client, "REPORT", base, body, {"Depth": "1", **XML})
+        if response.status != 207 or response.tree is None:
+            raise _status_error(response.status, "REPORT")
+        found = []
+        for item in response.tree.findall("d:response", NS):
+            data = _props(item).get(f"{{{NS['c']}}}calendar-data")
+            if data is not None and data.text:
+                found.append((unquote(urljoin(base, item.findtext("d:href", "", NS))), data.text))
+        return found
+
+    @staticmethod
+    def _blocks(items, start, end) -> list[BusyBlock]:
+        blocks = []
+        for href, data in items:
+            try:
+                blocks += expand(parse(data), start, end, remote_id=href)
+            except PermanentError:
+                logger.warning("CalDAV: an event that is not valid iCalendar was skipped.")
+        return blocks
+
+    def busy(self, access_token, calendar_id, start, end):
+        with self.client(_read(access_token)) as client:
+            base = self._calendar_url(client, calendar_id)
+            return self._blocks(self._query(client, base, start, end), start, end)
+
+    def changes(self, access_token, calendar_id, cursor, start, end):
+        """sync-collection since the cursor's token; a first read, an expired token or a server
+        without sync-collection reads the window again (full). The cursor also names the events
+        that expanded into several blocks, so that all of them go when the event changes."""
+        try:
+            state = json.loads(cursor) if cursor else {}
+        except ValueError:
+            state = {}
+        token, several = str(state.get("token") or ""), dict(state.get("several") or {})
+        with self.client(_read(access_token)) as client:
+            base = self._calendar_url(client, calendar_id)
+            calendar = caldav.Calendar(client=client, url=base)
+            try:
+                collection = calendar.get_objects_by_sync_token(sync_token=token or None, load_objects=bool(token))
+            except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+                raise classify(exc, "sync-collection") from None
+            new_token = str(collection.sync_token or "")
+            if token and not new_token.startswith("fake-"):
+                deleted = {unquote(str(url)) for url in collection.deleted_urls}
+                changed = [
+                    (unquote(urljoin(base, str(o.url))), o.data)
+                    for o in collection
+                    if unquote(urljoin(base, str(o.url))) not in deleted and o.data
+                ]
+                removed = []
+                for href in deleted | {href for href, _ in changed}:
+                    removed += [href, *(f"{href}#{i}" for i in range(1, int(several.pop(href, 1))))]
+                blocks = self._blocks(changed, start, end)
+                several.update(self._several(blocks))
+                return Changes(blocks, removed, json.dumps({"token": new_token, "several": several}), full=False)
+            blocks = self._blocks(self._query(client, base, start, end), start, end)
+        return Changes(blocks, [], json.dumps({"token": new_token, "several": self._several(blocks)}), full=True)
+
+    @staticmethod
+    def _several(blocks: list[BusyBlock]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for block in blocks:
+            href = block.remote_id.partition("#")[0]
+            counts[href] = counts.get(href, 0) + 1
+        return {href: n for href, n in counts.items() if n > 1}
