@@ -1,6 +1,6 @@
 """What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
 
-store and connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
+store and connect (connect_caldav and connect_ics for the providers without OAuth), disconnect, change_calendar, resync (and resync_records / resync_objects), test.
 Views, admin actions, management commands and the host API call these and repeat none of
 their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
 a calendar change that read the old calendar after setting the new one, and moved nothing).
@@ -22,10 +22,11 @@ from django.db import models
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import channels, reads, sync, tokens
+from . import channels, fetch, reads, sync, tokens
 from .exceptions import NotConnected
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
+from .providers import get_provider, ics
 from .sources import get_source
 from .sync import destinations
 from .types import Calendar, Event, Operation, Task, TokenSet
@@ -96,6 +97,35 @@ def connect(token: CalendarToken) -> list[Task]:
         reads.forget(owner)
         work += [Task("pull", (owner.kind, owner.id)), Task("renew_push")]
     return work
+
+
+def connect_caldav(owner: Owner, user, server_url: str, username: str, password: str) -> tuple[CalendarToken, list[Task]]:
+    """Connect a CalDAV account (Apple iCloud, Fastmail, Nextcloud…) with a user name and password.
+
+    The server is checked first by finding the member's calendars through the safe fetcher, so a
+    refused address (`fetch.RefusedAddress`), a wrong password (AuthorizationLost) or a server that
+    is not CalDAV (another classified error) stores nothing. The password is kept encrypted as the
+    connection's credential; the first writable event calendar is chosen. Then as `connect`."""
+    credential, calendar_id = get_provider("caldav").connect(server_url, username, password)
+    token = store(owner, user, "caldav", TokenSet(credential, credential, None))
+    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
+    token.calendar_id = calendar_id
+    return token, connect(token)
+
+
+def connect_ics(owner: Owner, user, url: str) -> tuple[CalendarToken, list[Task]]:
+    """Connect an ICS link (read-only: it only counts for conflicts). The link is fetched and parsed
+    once first (the same errors as `connect_caldav`); it is the secret, stored encrypted. Nothing
+    is written to it, so there is nothing to backfill; a shared one is pulled."""
+    url = fetch.normalize(url)
+    provider = get_provider("ics")
+    credential = ics.credential(url)
+    provider.list_calendars(credential)
+    token = store(owner, user, "ics", TokenSet(credential, credential, None))
+    if token.is_shared:
+        reads.forget(owner)
+        return token, [Task("pull", (owner.kind, owner.id))]
+    return token, []
 
 
 def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnected:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from .models import AccessLog, CalendarToken
 from .providers import configured_providers
+from .providers.caldav import PRESETS
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -117,3 +118,41 @@ class BusySerializer(serializers.Serializer):
 
 class TestPushSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
+
+
+APP_PASSWORD_HINT = (
+    "For Apple iCloud use an app-specific password (appleid.apple.com → Sign-In and Security → "
+    "App-Specific Passwords), not your Apple ID password."
+)
+
+
+class CalDAVConnectSerializer(serializers.Serializer):
+    """Connect an Apple iCloud or other CalDAV account. The password is never returned."""
+
+    preset = serializers.ChoiceField(
+        choices=sorted(PRESETS), required=False, help_text="`icloud`: Apple's server; `server_url` may then be left out."
+    )
+    server_url = serializers.CharField(
+        max_length=2048,
+        required=False,
+        allow_blank=True,
+        help_text="The CalDAV server's https address (e.g. https://caldav.fastmail.com/). Required without `preset`.",
+    )
+    username = serializers.CharField(max_length=320, help_text="The account's user name (for iCloud: the Apple ID).")
+    password = serializers.CharField(
+        max_length=1024, write_only=True, trim_whitespace=False, help_text=f"The password. {APP_PASSWORD_HINT}"
+    )
+
+    def validate(self, data):
+        url = (data.get("server_url") or "").strip() or PRESETS.get(data.get("preset", ""), "")
+        if not url:
+            raise serializers.ValidationError({"server_url": "Required (or choose a preset)."})
+        return {**data, "server_url": url}
+
+
+class IcsConnectSerializer(serializers.Serializer):
+    """Connect an ICS link (read-only; it counts for conflicts). The link is never returned."""
+
+    url = serializers.CharField(
+        max_length=2048, help_text="The calendar's secret iCal address (https:// or webcal://), or any .ics URL."
+    )

@@ -30,7 +30,7 @@ from django.utils import timezone
 from .. import fetch
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from .base import BaseProvider, BusyBlock, Calendar, Changes, TokenSet, retry_after
+from .base import BaseProvider, BusyBlock, Calendar, Changes, Outcome, TokenSet, retry_after
 
 UTC = dt.UTC
 CACHE_PREFIX = "calendar_sync:ics:"
@@ -218,7 +218,9 @@ class IcsProvider(BaseProvider):
         return [Calendar("primary", name, True, "reader")]
 
     def apply(self, access_token, calendar_id, operations, limiter=None):
-        raise PermanentError("An ICS link is read-only: bookings cannot be written to it.", code="read_only")
+        """Refused, every one: an ICS link is never where bookings go."""
+        refused = PermanentError("An ICS link is read-only: bookings cannot be written to it.", code="read_only")
+        return [Outcome(refused)] * len(operations)
 
     def busy(self, access_token, calendar_id, start, end):
         return expand(self.calendar(_url(access_token)), start, end)
