@@ -1,0 +1,142 @@
+"""Addresses members type are fetched only over https and only from public addresses (redirects re-checked)."""
+
+import ipaddress
+import socket
+
+import niquests
+import pytest
+
+from calendar_sync import fetch
+from calendar_sync.models import CalendarToken
+
+pytestmark = pytest.mark.django_db
+PRIVATE = ["https://127.0.0.1/", "https://[::1]/", "https://10.0.0.1/", "https://169.254.169.254/latest/meta-data/"]
+PUBLIC_NAME, PUBLIC_ADDRESS = "calendar.example.com", "93.184.215.14"
+
+
+def post(api, kind, url):
+    if kind == "ics":
+        return api.post("/api/calendar-sync/connections/ics", {"url": url}, format="json")
+    body = {"server_url": url, "username": "alice", "password": "pw"}
+    return api.post("/api/calendar-sync/connections/caldav", body, format="json")
+
+
+FIELD = {"ics": "url", "caldav": "server_url"}
+
+
+@pytest.mark.parametrize("kind", ["ics", "caldav"])
+@pytest.mark.parametrize("url", PRIVATE)
+def test_private_addresses_are_refused_naming_the_field(api, kind, url):
+    response = post(api, kind, url)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "private_address"
+    assert FIELD[kind] in body and body["detail"].startswith(f"{FIELD[kind]}:")
+    assert not CalendarToken.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["ics", "caldav"])
+def test_plain_http_is_refused(api, kind):
+    response = post(api, kind, "http://calendar.example.com/feed.ics")
+    assert response.status_code == 400 and response.json()["code"] == "insecure_url"
+
+
+@pytest.fixture
+def public_host_redirecting_to(monkeypatch):
+    """A public host (its name resolves to a public address) whose server answers with a redirect.
+    The system resolver and the session's sending are stood in for in the libraries: there is no network."""
+    real_getaddrinfo = socket.getaddrinfo
+    target = {}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == PUBLIC_NAME:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_ADDRESS, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    real_send = niquests.Session.send
+    reached = []
+
+    def send(self, request, *args, **kwargs):
+        if PUBLIC_NAME in request.url:
+            reached.append(request.url)
+            response = niquests.Response()
+            response.status_code, response.url, response.request = 302, request.url, request
+            response.headers = niquests.structures.CaseInsensitiveDict({"Location": target["url"]})
+            response._content = b""
+            return response
+        return real_send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(niquests.Session, "send", send)
+
+    def redirect_to(url):
+        target["url"] = url
+        return reached
+
+    return redirect_to
+
+
+@pytest.mark.parametrize("kind", ["ics", "caldav"])
+@pytest.mark.parametrize("url", PRIVATE)
+def test_a_public_host_redirecting_to_a_private_address_is_refused(api, kind, url, public_host_redirecting_to):
+    reached = public_host_redirecting_to(url)
+    response = post(api, kind, f"https://{PUBLIC_NAME}/calendars/")
+    assert reached  # the public host was asked
+    assert response.status_code == 400
+    assert response.json()["code"] == "private_address" and FIELD[kind] in response.json()
+
+
+def test_redirects_are_limited(public_host_redirecting_to, settings):
+    public_host_redirecting_to(f"https://{PUBLIC_NAME}/again")
+    with fetch.SafeSession() as session, pytest.raises(fetch.RefusedAddress) as refused:
+        session.get(f"https://{PUBLIC_NAME}/start")
+    assert refused.value.code == "too_many_redirects"
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("100.64.0.1", False),  # shared address space (carrier-grade NAT)
+        ("169.254.169.254", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("2002:7f00:1::1", False),  # 6to4 around 127.0.0.1
+        ("64:ff9b::a00:1", False),  # NAT64 around 10.0.0.1
+    ],
+)
+def test_which_addresses_are_public(address, public):
+    assert fetch.is_public(ipaddress.ip_address(address)) is public
+
+
+def test_the_address_checked_is_the_address_connected(settings, monkeypatch):
+    """A second DNS answer (rebinding) never reaches the connection: the session knows only the pinned one."""
+    answers = iter([PUBLIC_ADDRESS, "127.0.0.1"])
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))],
+    )
+    with fetch.SafeSession() as session:
+        session.check(f"https://{PUBLIC_NAME}/")
+        pinned = session.pinned.getaddrinfo(PUBLIC_NAME, 443, socket.AF_UNSPEC, socket.SOCK_STREAM)
+        session.check(f"https://{PUBLIC_NAME}/other")  # resolved once per session: no second answer taken
+    assert [info[4][0] for info in pinned] == [PUBLIC_ADDRESS]
+
+
+def test_private_addresses_can_be_allowed_for_tests_and_the_sandbox(settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    assert fetch.normalize("http://127.0.0.1:5232/") == "http://127.0.0.1:5232/"
+    assert fetch.resolve("http://127.0.0.1:5232/") == ("127.0.0.1", ["127.0.0.1"])
