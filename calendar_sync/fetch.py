@@ -131,7 +131,7 @@ class SafeSession(niquests.Session):
             self.checked.add(host.lower())
         return url
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method, url, *args, **kwargs):
         kwargs["allow_redirects"] = False
         for _ in range(self.max_redirects + 1):
             url = self.check(str(url))

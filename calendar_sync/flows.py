@@ -99,7 +99,9 @@ def connect(token: CalendarToken) -> list[Task]:
     return work
 
 
-def connect_caldav(owner: Owner, user, server_url: str, username: str, password: str) -> tuple[CalendarToken, list[Task]]:
+def connect_caldav(
+    owner: Owner, user, server_url: str, username: str, password: str
+) -> tuple[CalendarToken, list[Task]]:
     """Connect a CalDAV account (Apple iCloud, Fastmail, Nextcloud…) with a user name and password.
 
     The server is checked first by finding the member's calendars through the safe fetcher, so a

@@ -130,7 +130,9 @@ class CalDAVConnectSerializer(serializers.Serializer):
     """Connect an Apple iCloud or other CalDAV account. The password is never returned."""
 
     preset = serializers.ChoiceField(
-        choices=sorted(PRESETS), required=False, help_text="`icloud`: Apple's server; `server_url` may then be left out."
+        choices=sorted(PRESETS),
+        required=False,
+        help_text="`icloud`: Apple's server; `server_url` may then be left out.",
     )
     server_url = serializers.CharField(
         max_length=2048,

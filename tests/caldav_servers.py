@@ -7,9 +7,9 @@ passed (method, path, status), or drops the answer of one request to play a lost
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.server
-import hashlib
 import shutil
 import socket
 import subprocess

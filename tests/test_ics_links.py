@@ -107,7 +107,9 @@ def test_connecting_an_ics_link_keeps_it_secret_and_never_writes(
 
 
 def test_webcal_is_read_as_https():
-    assert normalize("webcal://p01-caldav.icloud.com/published/2/abc") == "https://p01-caldav.icloud.com/published/2/abc"
+    assert (
+        normalize("webcal://p01-caldav.icloud.com/published/2/abc") == "https://p01-caldav.icloud.com/published/2/abc"
+    )
 
 
 def test_a_link_that_is_not_a_calendar_is_a_400(private_ok, api):

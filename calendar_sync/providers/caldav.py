@@ -25,13 +25,14 @@ import json
 import logging
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import caldav
 import icalendar
 import niquests
+from caldav.collection import Calendar as DAVCalendar
+from caldav.davclient import DAVClient
 from caldav.lib import error as dav_error
 
 from .. import fetch
@@ -121,7 +122,7 @@ def _strong(etag: str | None) -> str:
     return etag if etag and not etag.startswith("W/") else ""
 
 
-def _props(response) -> dict[str, object]:
+def _props(response) -> dict[str, Any]:
     """{tag: element} of the 200 propstats of one DAV:response element."""
     found = {}
     for propstat in response.findall("d:propstat", NS):
@@ -144,7 +145,7 @@ class CalDAVProvider(BaseProvider):
     def client(self, cred: Credential):
         """A `caldav.DAVClient` whose every request goes through the safe session; closed after."""
         try:
-            client = caldav.DAVClient(
+            client = DAVClient(
                 url=fetch.normalize(cred.url),
                 username=cred.username,
                 password=cred.password,
@@ -223,7 +224,8 @@ class CalDAVProvider(BaseProvider):
             if privileges is not None and not {p.tag.split("}")[-1] for p in privileges.iter()} & WRITE_PRIVILEGES:
                 continue
             url = urljoin(home, item.findtext("d:href", "", NS))
-            name = (props.get("{DAV:}displayname").text if props.get("{DAV:}displayname") is not None else "") or ""
+            shown = props.get("{DAV:}displayname")
+            name = (shown.text if shown is not None else "") or ""
             calendars.append(Calendar(url, name or unquote(url.rstrip("/").rsplit("/", 1)[-1]), False, "writer"))
         if calendars:
             calendars[0] = replace(calendars[0], primary=True)
@@ -364,9 +366,9 @@ class CalDAVProvider(BaseProvider):
         token, several = str(state.get("token") or ""), dict(state.get("several") or {})
         with self.client(_read(access_token)) as client:
             base = self._calendar_url(client, calendar_id)
-            calendar = caldav.Calendar(client=client, url=base)
+            calendar = DAVCalendar(client=client, url=base)
             try:
-                collection = calendar.get_objects_by_sync_token(sync_token=token or None, load_objects=bool(token))
+                collection: Any = calendar.get_objects_by_sync_token(sync_token=token or None, load_objects=bool(token))
             except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
                 raise classify(exc, "sync-collection") from None
             new_token = str(collection.sync_token or "")

@@ -166,7 +166,7 @@ class IcsProvider(BaseProvider):
         try:
             with fetch.SafeSession() as session:
                 response = session.get(url, headers=headers, timeout=get_setting("HTTP_TIMEOUT"), stream=True)
-                status = response.status_code
+                status = response.status_code or 0
                 if status == 304:
                     return None, etag, modified
                 if status in GONE:
