@@ -15,7 +15,9 @@ on loopback or a private network, over plain http too.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -27,6 +29,22 @@ from .exceptions import PermanentError, TransientError
 
 MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
+#: Set while a session fetches an address that is itself a secret (an ICS link).
+_withheld: ContextVar[bool] = ContextVar("calendar_sync_fetch_withheld", default=False)
+
+
+class _WithholdSecretAddresses(logging.Filter):
+    """The HTTP library logs every request line at DEBUG ("GET /<path> HTTP/1.1"): while a secret
+    address is fetched, such records say only that a request was made."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _withheld.get():
+            record.msg, record.args = "request to a secret address (withheld from the log)", ()
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.connection", "niquests.sessions"):
+    logging.getLogger(_name).addFilter(_WithholdSecretAddresses())
 
 
 class RefusedAddress(PermanentError):
@@ -114,7 +132,8 @@ class SafeSession(niquests.Session):
     Redirects: at most MAX_REDIRECTS, each checked; credentials never follow to another origin.
     """
 
-    def __init__(self, max_redirects: int = MAX_REDIRECTS, **kwargs: Any) -> None:
+    def __init__(self, max_redirects: int = MAX_REDIRECTS, secret: bool = False, **kwargs: Any) -> None:
+        self.secret = secret  # the address itself is a secret: withheld from the HTTP library's log
         self.pinned = ResolverDescription(ProtocolResolver.MANUAL).new()
         super().__init__(resolver=self.pinned, disable_http3=True, **kwargs)
         self.trust_env = False  # no proxy or .netrc from the environment
@@ -132,6 +151,13 @@ class SafeSession(niquests.Session):
         return url
 
     def request(self, method, url, *args, **kwargs):
+        withheld = _withheld.set(self.secret or _withheld.get())
+        try:
+            return self._follow(method, url, *args, **kwargs)
+        finally:
+            _withheld.reset(withheld)
+
+    def _follow(self, method, url, *args, **kwargs):
         kwargs["allow_redirects"] = False
         for _ in range(self.max_redirects + 1):
             url = self.check(str(url))

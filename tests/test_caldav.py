@@ -114,6 +114,8 @@ def test_a_lost_answer_to_a_create_retried_leaves_one_event(server, connected, a
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     assert len(server.events()) == 1  # the server made it; we never heard
     sync.sync_object("booking", booking.pk)  # the retry
+    # The retry's create met the event (412), read its ETag and brought it up to date in place.
+    assert [(m, s) for m, _, s in proxy.log] == [("PUT", 201), ("PUT", 412), ("HEAD", 200), ("PUT", 204)]
     (event,) = server.events()
     assert "Deep work" in event
     record = SyncRecord.objects.get()

@@ -1,6 +1,7 @@
 """ICS links: read-only, conflicts only; expanded exactly; an unchanged feed (304) is never parsed again."""
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import icalendar
@@ -86,6 +87,7 @@ def test_an_unchanged_feed_costs_no_parse(feed, private_ok, parses):
 def test_connecting_an_ics_link_keeps_it_secret_and_never_writes(
     feed, private_ok, api, member, make_booking, run, caplog
 ):
+    caplog.set_level(logging.DEBUG)  # even the HTTP library's request lines never show the link
     response = run(api.post, "/api/calendar-sync/connections/ics", {"url": feed.url}, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -101,7 +103,7 @@ def test_connecting_an_ics_link_keeps_it_secret_and_never_writes(
     sync.sync_object("booking", booking.pk)
     record = SyncRecord.objects.get()
     assert record.state == SyncRecord.State.FAILED and "read-only" in record.last_error
-    assert all("secret-feed" not in message for message in caplog.messages)
+    assert caplog.messages and all("secret-feed" not in message for message in caplog.messages)
     gets = [status for status, _ in feed.hits]
     assert gets == [200]  # one fetch to connect; the refused write fetched nothing
 

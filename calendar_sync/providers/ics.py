@@ -164,7 +164,7 @@ class IcsProvider(BaseProvider):
             headers["If-Modified-Since"] = modified
         limit, deadline = self.setting("ICS_MAX_BYTES"), time.monotonic() + self.setting("ICS_FETCH_SECONDS")
         try:
-            with fetch.SafeSession() as session:
+            with fetch.SafeSession(secret=True) as session:
                 response = session.get(url, headers=headers, timeout=get_setting("HTTP_TIMEOUT"), stream=True)
                 status = response.status_code or 0
                 if status == 304:
