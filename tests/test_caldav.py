@@ -4,14 +4,17 @@ Writes are counted by a proxy in front of the server, never by patching our code
 """
 
 import datetime as dt
+import http.server
 import json
+import threading
 
 import pytest
 from django.core import mail
 from django.utils import timezone
 
-from calendar_sync import sync
+from calendar_sync import channels, flows, reads, sync, tasks
 from calendar_sync.models import CalendarToken, SyncRecord
+from calendar_sync.owners import Owner
 from calendar_sync.providers import get_provider
 from calendar_sync.providers.caldav import credential
 from tests.caldav_servers import CountingProxy, Radicale, Xandikos
@@ -191,3 +194,53 @@ def test_the_icloud_preset_needs_no_url(api, private_ok):
     assert "server_url" in response.json() or "password" in response.json()
     missing = api.post("/api/calendar-sync/connections/caldav", {"username": "a", "password": "b"}, format="json")
     assert missing.status_code == 400 and missing.json()["code"] == "invalid" and "server_url" in missing.json()
+
+
+def test_a_room_calendar_on_caldav_is_pulled_and_never_watched(
+    server, proxy, private_ok, staff, workspace, run, settings
+):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "PUSH_URL": "https://hub.example.com"}
+    outside = timezone.now().replace(microsecond=0) + timezone.timedelta(days=3)
+    add_outside_event(server, outside, outside + timezone.timedelta(hours=1))
+    owner = Owner("workspace", str(workspace.pk))
+    token, work = flows.connect_caldav(owner, staff, proxy.url, server.username, server.password)
+    run(tasks.schedule, work)  # backfill, pull, push upkeep
+    assert channels.renew_all() == 0  # CalDAV has no push: pulled only, and nothing fails trying
+    token.refresh_from_db()
+    assert token.push_channel == "" and token.pull_cursor and token.pulled_at
+    window = (outside - timezone.timedelta(hours=1), outside + timezone.timedelta(hours=2))
+    assert [(b.start, b.end) for b in reads.external_busy(owner, *window)] == [
+        (outside, outside + timezone.timedelta(hours=1))
+    ]
+    assert reads.pull(owner)["full"] is False  # the next pull is incremental (sync-collection)
+
+
+class NotCalDAV(http.server.BaseHTTPRequestHandler):
+    """A web server that answers PROPFIND with a web page."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_PROPFIND(self):
+        body = b"<html><body>Welcome</body></html>"
+        self.send_response(207)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_server_that_is_not_caldav_is_a_400_not_a_500(private_ok, api):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotCalDAV)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        response = api.post(
+            "/api/calendar-sync/connections/caldav",
+            {"server_url": f"http://127.0.0.1:{server.server_address[1]}/", "username": "a", "password": "b"},
+            format="json",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 400, response.content
+    assert "server_url" in response.json() and not CalendarToken.objects.exists()

@@ -114,7 +114,9 @@ def classify(exc: Exception, what: str) -> CalendarSyncError:
         return PermanentError("The CalDAV server asks for an unsupported kind of sign-in.", code="unsupported_auth")
     if isinstance(exc, (niquests.exceptions.RequestException, OSError)):
         return fetch.network_error(exc, "the CalDAV server")
-    raise exc
+    # The client choked on an answer (HTML where XML belongs, a missing property…): not a CalDAV server we can use.
+    logger.warning("CalDAV: unexpected answer during %s: %s", what, type(exc).__name__)
+    return PermanentError("The server did not answer as a CalDAV server.", code="not_caldav")
 
 
 def _strong(etag: str | None) -> str:
@@ -153,9 +155,7 @@ class CalDAVProvider(BaseProvider):
                 timeout=get_setting("HTTP_TIMEOUT"),
                 enable_rfc6764=False,  # its DNS and well-known lookups would bypass the checked session
             )
-        except CalendarSyncError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+        except Exception as exc:  # noqa: BLE001 - classified at this boundary
             raise classify(exc, "connecting") from None
         client.session.close()
         client.session = fetch.SafeSession()
@@ -168,7 +168,7 @@ class CalDAVProvider(BaseProvider):
         """One request; 401, 429 and 5xx raised as our errors, any other answer returned."""
         try:
             response = client.request(url, method, body, headers)
-        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+        except Exception as exc:  # noqa: BLE001 - classified at this boundary
             raise classify(exc, method) from None
         if response.status == 429 or response.status >= 500:
             raise _status_error(response.status, method)
@@ -202,7 +202,7 @@ class CalDAVProvider(BaseProvider):
         try:
             principal = client.principal()
             return str(principal.calendar_home_set.url)
-        except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+        except Exception as exc:  # noqa: BLE001 - classified at this boundary
             raise classify(exc, "discovery") from None
 
     def _calendars(self, client) -> list[Calendar]:
@@ -369,7 +369,7 @@ class CalDAVProvider(BaseProvider):
             calendar = DAVCalendar(client=client, url=base)
             try:
                 collection: Any = calendar.get_objects_by_sync_token(sync_token=token or None, load_objects=bool(token))
-            except Exception as exc:  # noqa: BLE001 - classified (unknown errors re-raised)
+            except Exception as exc:  # noqa: BLE001 - classified at this boundary
                 raise classify(exc, "sync-collection") from None
             new_token = str(collection.sync_token or "")
             if token and not new_token.startswith("fake-"):
