@@ -161,6 +161,7 @@ class CountingProxy:
         self.target = target.rstrip("/")
         self.log: list[tuple[str, str, int | None]] = []
         self.losing: set[str] = set()
+        self.refuse_sync = False  # answer sync-collection as a server without RFC 6578 does
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -176,6 +177,15 @@ class CountingProxy:
 
             def forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.refuse_sync and self.command == "REPORT" and b"sync-collection" in body:
+                    proxy.log.append((self.command, self.path, 403))
+                    refusal = b'<?xml version="1.0"?><d:error xmlns:d="DAV:"><d:supported-report/></d:error>'
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(refusal)))
+                    self.end_headers()
+                    self.wfile.write(refusal)
+                    return
                 host, port = proxy.target.split("//")[1].split(":")
                 upstream = http.client.HTTPConnection(host, int(port), timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}

@@ -156,6 +156,24 @@ def test_incremental_reads_see_an_event_another_client_added(server, connected):
     assert not third.full and third.blocks == [] and third.removed == []
 
 
+def test_without_sync_collection_an_unchanged_calendar_costs_one_propfind(server, connected, proxy):
+    proxy.refuse_sync = True
+    token = CalendarToken.objects.get()
+    provider = get_provider("caldav")
+    now = timezone.now()
+    start, end = now - timezone.timedelta(days=1), now + timezone.timedelta(days=30)
+    first = provider.changes(token.access_token, token.calendar_id, None, start, end)
+    assert first.full and "etags" in json.loads(first.cursor)
+    proxy.reset()
+    again = provider.changes(token.access_token, token.calendar_id, first.cursor, start, end)
+    assert (again.full, again.blocks, again.cursor) == (False, [], first.cursor)
+    assert [m for m, _, _ in proxy.log] == ["PROPFIND"]  # ETags only: no event was read
+    outside = now.replace(microsecond=0) + timezone.timedelta(days=2)
+    add_outside_event(server, outside, outside + timezone.timedelta(hours=1))
+    changed = provider.changes(token.access_token, token.calendar_id, again.cursor, start, end)
+    assert changed.full and [(b.start, b.summary) for b in changed.blocks] == [(outside, "Dentist")]
+
+
 @pytest.mark.parametrize("server", ["radicale"], indirect=True)
 def test_a_wrong_password_needs_reauth_and_sends_one_email(server, connected, api, member, make_booking, run):
     token = CalendarToken.objects.get()

@@ -13,14 +13,15 @@ and `X-CALENDAR-SYNC-SOURCE`): a create is `PUT` with `If-None-Match: *`, an upd
 `If-Match` on the ETag stored in the remote id (`<href>#<etag>`); 412 re-reads the ETag and tries
 again, so an upsert whose create answer was lost still leaves one event. Deleting what is gone
 (404/410) succeeds. Busy time is a time-range `calendar-query` REPORT, expanded here (RRULE,
-overrides); incremental reads use RFC 6578 `sync-collection` where the server offers it (the
-`caldav` client falls back to comparing ETags, and then we read the window again). No push:
+overrides); incremental reads use RFC 6578 `sync-collection` where the server offers it, elsewhere a digest
+of the calendar's ETags (a changed one reads the window again). No push:
 CalDAV has no standard notifications, so these calendars are only pulled (`supports_push`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from contextlib import contextmanager, nullcontext
@@ -356,37 +357,76 @@ class CalDAVProvider(BaseProvider):
             return self._blocks(self._query(client, base, start, end), start, end)
 
     def changes(self, access_token, calendar_id, cursor, start, end):
-        """sync-collection since the cursor's token; a first read, an expired token or a server
-        without sync-collection reads the window again (full). The cursor also names the events
-        that expanded into several blocks, so that all of them go when the event changes."""
+        """RFC 6578 `sync-collection` since the cursor's token where the server offers it; elsewhere the
+        cursor keeps a digest of the calendar's ETags (one PROPFIND, no event data) and an unchanged
+        digest means nothing changed. A first read, an expired token or a changed digest reads the
+        window again (full). The cursor also names the events that expanded into several blocks,
+        so that all of them go when the event changes."""
         try:
             state = json.loads(cursor) if cursor else {}
         except ValueError:
             state = {}
-        token, several = str(state.get("token") or ""), dict(state.get("several") or {})
+        several = {str(k): int(v) for k, v in dict(state.get("several") or {}).items()}
         with self.client(_read(access_token)) as client:
             base = self._calendar_url(client, calendar_id)
             calendar = DAVCalendar(client=client, url=base)
-            try:
-                collection: Any = calendar.get_objects_by_sync_token(sync_token=token or None, load_objects=bool(token))
-            except Exception as exc:  # noqa: BLE001 - classified at this boundary
-                raise classify(exc, "sync-collection") from None
-            new_token = str(collection.sync_token or "")
-            if token and not new_token.startswith("fake-"):
-                deleted = {unquote(str(url)) for url in collection.deleted_urls}
-                changed = [
-                    (unquote(urljoin(base, str(o.url))), o.data)
-                    for o in collection
-                    if unquote(urljoin(base, str(o.url))) not in deleted and o.data
-                ]
-                removed = []
-                for href in deleted | {href for href, _ in changed}:
-                    removed += [href, *(f"{href}#{i}" for i in range(1, int(several.pop(href, 1))))]
-                blocks = self._blocks(changed, start, end)
-                several.update(self._several(blocks))
-                return Changes(blocks, removed, json.dumps({"token": new_token, "several": several}), full=False)
+            if state.get("token"):
+                collection = self._sync(calendar, str(state["token"]), load=True)
+                if collection is not None:
+                    return self._incremental(base, collection, several, start, end)
+            elif state.get("etags"):
+                digest = self._etags(client, base)
+                if digest == state["etags"]:
+                    return Changes([], [], cursor or "", full=False)
+            collection = self._sync(calendar, None, load=False)
+            mark = (
+                {"token": str(collection.sync_token)}
+                if collection is not None
+                else {"etags": self._etags(client, base)}
+            )
             blocks = self._blocks(self._query(client, base, start, end), start, end)
-        return Changes(blocks, [], json.dumps({"token": new_token, "several": self._several(blocks)}), full=True)
+        return Changes(blocks, [], json.dumps({**mark, "several": self._several(blocks)}), full=True)
+
+    @staticmethod
+    def _sync(calendar, token: str | None, load: bool) -> Any:
+        """A sync-collection report, or None when the server does not offer one or the token expired
+        (the caller reads the window instead); 401, 429 and 5xx are raised."""
+        try:
+            collection = calendar.get_objects_by_sync_token(sync_token=token, load_objects=load, disable_fallback=True)
+        except Exception as exc:  # noqa: BLE001 - classified at this boundary
+            error = classify(exc, "sync-collection")
+            if isinstance(error, AuthorizationLost) or (isinstance(error, TransientError) and error.status != 501):
+                raise error from None
+            return None  # refused (403 supported-report, 501…) or an expired token
+        if not collection.sync_token or getattr(collection, "truncated", False):
+            return None  # a server that pages without a token to resume from: read the window
+        return collection
+
+    def _incremental(self, base, collection, several, start, end) -> Changes:
+        deleted = {unquote(urljoin(base, str(url))) for url in collection.deleted_urls}
+        changed = [(unquote(urljoin(base, str(o.url))), o.data) for o in collection]
+        changed = [(href, data) for href, data in changed if href not in deleted and data]
+        removed = []
+        for href in deleted | {href for href, _ in changed}:
+            removed += [href, *(f"{href}#{i}" for i in range(1, several.pop(href, 1)))]
+        blocks = self._blocks(changed, start, end)
+        several.update(self._several(blocks))
+        return Changes(blocks, removed, json.dumps({"token": str(collection.sync_token), "several": several}), False)
+
+    def _etags(self, client, base: str) -> str:
+        """A digest of every (href, ETag) in the calendar: one PROPFIND, no event data."""
+        body = '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>'
+        response = self.send(client, "PROPFIND", base, body, {"Depth": "1", **XML})
+        if response.status != 207 or response.tree is None:
+            raise _status_error(response.status, "PROPFIND")
+        pairs = sorted(
+            (
+                unquote(urljoin(base, item.findtext("d:href", "", NS))),
+                item.findtext("d:propstat/d:prop/d:getetag", "", NS),
+            )
+            for item in response.tree.findall("d:response", NS)
+        )
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
     @staticmethod
     def _several(blocks: list[BusyBlock]) -> dict[str, int]:
