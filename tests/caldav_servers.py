@@ -65,8 +65,12 @@ class CalDAVServer:
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
-        _wait_for(self.port, self.process)
-        self.calendar_url = self.make_calendar()
+        try:
+            _wait_for(self.port, self.process)
+            self.calendar_url = self.make_calendar()
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
         return self
 
     def stop(self):
