@@ -39,12 +39,17 @@ class StatusSerializer(serializers.Serializer):
     pending_syncs = serializers.IntegerField()
     failed_syncs = serializers.IntegerField()
     connected_by = serializers.CharField(allow_null=True, help_text="Who made the connection (shared connections).")
-    providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
+    providers = ProviderSerializer(
+        many=True,
+        help_text="OAuth providers a member can connect on this server (`auth/{provider}`); Apple iCloud / CalDAV "
+        "and ICS links are always offered, through `connections/caldav` and `connections/ics`.",
+    )
 
     @classmethod
     def of(cls, state):
         """A connection's state (`api.connection`) with the providers a member can connect here."""
-        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
+        oauth = [p for p in configured_providers() if p.oauth]  # CalDAV and ICS: their own connect endpoints
+        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in oauth]})
 
 
 class SharedConnectionSerializer(StatusSerializer):
