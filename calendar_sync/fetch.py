@@ -5,7 +5,7 @@ the host is resolved here and every address it resolves to must be public (`is_p
 loopback, private, shared (CGNAT), link-local (169.254.169.254, the cloud metadata service),
 multicast, unspecified or reserved range, IPv4 or IPv6, nor IPv4 hidden inside IPv6. The
 connection is then made to the addresses checked, never to a second answer of the DNS (no
-rebinding between check and connect): the session's resolver knows only the pinned addresses.
+rebinding between check and connect): the session sends each request to the checked address.
 Redirects are followed here, a few at most, each target checked the same way.
 
 `CALENDAR_SYNC["ALLOW_PRIVATE_ADDRESSES"]` (off by default) lets tests and a sandbox use servers
@@ -18,11 +18,10 @@ import ipaddress
 import logging
 import socket
 from contextvars import ContextVar
-from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import niquests
-from niquests.packages.urllib3.contrib.resolver import ProtocolResolver, ResolverDescription
+import requests
+from requests.adapters import HTTPAdapter
 
 from .conf import get_setting
 from .exceptions import PermanentError, TransientError
@@ -43,7 +42,7 @@ class _WithholdSecretAddresses(logging.Filter):
         return True
 
 
-for _name in ("urllib3.connectionpool", "urllib3.connection", "niquests.sessions"):
+for _name in ("urllib3.connectionpool", "urllib3.connection"):
     logging.getLogger(_name).addFilter(_WithholdSecretAddresses())
 
 
@@ -124,30 +123,67 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
-class SafeSession(niquests.Session):
-    """A niquests session that reaches only checked addresses and follows redirects itself.
+class _PinnedAdapter(HTTPAdapter):
+    """Sends each request to the address checked for its host, never to a fresh DNS answer: the URL
+    is rewritten to that literal address, and the host name kept for the Host header, TLS SNI and
+    the certificate check (urllib3's `server_hostname` and `assert_hostname`)."""
 
-    Every request's URL is normalized and resolved (`resolve`) and its host pinned in the session's
-    in-memory resolver to exactly the addresses checked; the connection can reach nothing else.
-    Redirects: at most MAX_REDIRECTS, each checked; credentials never follow to another origin.
+    def __init__(self, pins: dict[str, str]) -> None:
+        self.pins = pins
+        super().__init__(max_retries=0)
+
+    def send(self, request, *args, **kwargs):
+        url = request.url or ""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if host not in self.pins:  # only SafeSession.request sends, and it checks first
+            raise RefusedAddress("This address was not checked.", code="private_address")
+        address = self.pins[host]
+        if address != host:
+            literal = f"[{address}]" if ":" in address else address
+            request.headers["Host"] = parts.netloc
+            request.url = urlunsplit(parts._replace(netloc=f"{literal}:{parts.port}" if parts.port else literal))
+        try:
+            response = super().send(request, *args, **kwargs)
+        finally:
+            request.url = url
+        response.url = url
+        return response
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        named = request.headers.get("Host")
+        if named and host_params.get("scheme") == "https":
+            name = urlsplit(f"//{named}").hostname or ""
+            pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        return host_params, pool_kwargs
+
+
+class SafeSession(requests.Session):
+    """A requests session that reaches only checked addresses and follows redirects itself.
+
+    Every request's URL is normalized and its host resolved and checked (`resolve`) once per session;
+    the connection then goes to that address (`_PinnedAdapter`), so a second DNS answer cannot
+    send it elsewhere. Redirects: at most MAX_REDIRECTS, each checked; credentials never follow
+    to another origin. One session per call: it is not shared between threads.
     """
 
-    def __init__(self, max_redirects: int = MAX_REDIRECTS, secret: bool = False, **kwargs: Any) -> None:
+    def __init__(self, max_redirects: int = MAX_REDIRECTS, secret: bool = False) -> None:
+        super().__init__()
         self.secret = secret  # the address itself is a secret: withheld from the HTTP library's log
-        self.pinned = ResolverDescription(ProtocolResolver.MANUAL).new()
-        super().__init__(resolver=self.pinned, disable_http3=True, **kwargs)
         self.trust_env = False  # no proxy or .netrc from the environment
         self.max_redirects = max_redirects
-        self.checked: set[str] = set()
+        self.pins: dict[str, str] = {}
+        adapter = _PinnedAdapter(self.pins)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
 
     def check(self, url: str) -> str:
         url = normalize(url)
         host = (urlsplit(url).hostname or "").lower()
-        if host not in self.checked:
-            host, addresses = resolve(url)
-            for address in addresses:
-                self.pinned.register(host.lower(), address)
-            self.checked.add(host.lower())
+        if host not in self.pins:
+            _, addresses = resolve(url)
+            self.pins[host] = sorted(addresses, key=lambda a: ":" in a)[0]  # IPv4 first
         return url
 
     def request(self, method, url, *args, **kwargs):

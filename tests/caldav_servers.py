@@ -22,6 +22,8 @@ from pathlib import Path
 
 import caldav
 
+from calendar_sync.providers.caldav import CLIENT_OPTIONS
+
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 
@@ -84,7 +86,7 @@ class CalDAVServer:
 
     def client(self) -> caldav.DAVClient:
         """Another client of the same account (the member's phone, say), straight to the server."""
-        return caldav.DAVClient(url=self.url, username=self.username, password=self.password, enable_rfc6764=False)
+        return caldav.DAVClient(url=self.url, username=self.username, password=self.password, **CLIENT_OPTIONS)
 
     def make_calendar(self) -> str:
         raise NotImplementedError
@@ -94,7 +96,7 @@ class CalDAVServer:
 
     def events(self) -> list[str]:
         """The raw iCalendar text of every object in the calendar."""
-        return [obj.data for obj in self.calendar().get_events()]
+        return [obj.data for obj in self.calendar().events()]
 
     def __enter__(self):
         return self.start()

@@ -47,7 +47,7 @@ def proxy(server):
     yield proxy
     proxy.close()
     calendar = server.calendar()
-    for obj in calendar.get_events():  # every test starts from an empty calendar
+    for obj in calendar.events():  # every test starts from an empty calendar
         obj.delete()
 
 
@@ -118,7 +118,9 @@ def test_a_lost_answer_to_a_create_retried_leaves_one_event(server, connected, a
     assert len(server.events()) == 1  # the server made it; we never heard
     sync.sync_object("booking", booking.pk)  # the retry
     # The retry's create met the event (412), read its ETag and brought it up to date in place.
-    assert [(m, s) for m, _, s in proxy.log] == [("PUT", 201), ("PUT", 412), ("HEAD", 200), ("PUT", 204)]
+    # (caldav 2.0 probes a dropped connection with a GET when no sign-in is set up: not a write)
+    calls = [(m, s) for m, _, s in proxy.log if m != "GET"]
+    assert calls == [("PUT", 201), ("PUT", 412), ("HEAD", 200), ("PUT", 204)]
     (event,) = server.events()
     assert "Deep work" in event
     record = SyncRecord.objects.get()

@@ -34,7 +34,7 @@ def caldav_member_on_worker(stack, radicale, member, settings):
     stack.start()
     yield api, proxy
     proxy.close()
-    for obj in radicale.calendar().get_events():
+    for obj in radicale.calendar().events():
         obj.delete()
 
 

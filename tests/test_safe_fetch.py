@@ -1,13 +1,15 @@
 """Addresses members type are fetched only over https and only from public addresses (redirects re-checked)."""
 
+import io
 import ipaddress
 import socket
 
-import niquests
 import pytest
+import requests
 
 from calendar_sync import fetch
 from calendar_sync.models import CalendarToken
+from tests.caldav_servers import IcsServer
 
 pytestmark = pytest.mark.django_db
 PRIVATE = ["https://127.0.0.1/", "https://[::1]/", "https://10.0.0.1/", "https://169.254.169.254/latest/meta-data/"]
@@ -53,21 +55,21 @@ def public_host_redirecting_to(monkeypatch):
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_ADDRESS, port))]
         return real_getaddrinfo(host, port, *args, **kwargs)
 
-    real_send = niquests.Session.send
+    real_send = requests.Session.send
     reached = []
 
     def send(self, request, *args, **kwargs):
         if PUBLIC_NAME in request.url:
             reached.append(request.url)
-            response = niquests.Response()
+            response = requests.Response()
             response.status_code, response.url, response.request = 302, request.url, request
-            response.headers = niquests.structures.CaseInsensitiveDict({"Location": target["url"]})
-            response._content = b""
+            response.headers = requests.structures.CaseInsensitiveDict({"Location": target["url"]})
+            response._content, response.raw = b"", io.BytesIO(b"")
             return response
         return real_send(self, request, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(niquests.Session, "send", send)
+    monkeypatch.setattr(requests.Session, "send", send)
 
     def redirect_to(url):
         target["url"] = url
@@ -131,12 +133,35 @@ def test_the_address_checked_is_the_address_connected(settings, monkeypatch):
     )
     with fetch.SafeSession() as session:
         session.check(f"https://{PUBLIC_NAME}/")
-        pinned = session.pinned.getaddrinfo(PUBLIC_NAME, 443, socket.AF_UNSPEC, socket.SOCK_STREAM)
         session.check(f"https://{PUBLIC_NAME}/other")  # resolved once per session: no second answer taken
-    assert [info[4][0] for info in pinned] == [PUBLIC_ADDRESS]
+        assert session.pins == {PUBLIC_NAME: PUBLIC_ADDRESS}
 
 
 def test_private_addresses_can_be_allowed_for_tests_and_the_sandbox(settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
     assert fetch.normalize("http://127.0.0.1:5232/") == "http://127.0.0.1:5232/"
     assert fetch.resolve("http://127.0.0.1:5232/") == ("127.0.0.1", ["127.0.0.1"])
+
+
+def test_a_rebinding_name_still_reaches_only_the_checked_address(settings, monkeypatch):
+    """The name answers 127.0.0.1 when checked and an unroutable address ever after: the fetch still
+    reaches the first (the connection never asks the DNS again), with the name kept in the Host header."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    feed = IcsServer(b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nEND:VCALENDAR\r\n")
+    port = feed.server.server_address[1]
+    real_getaddrinfo, answers = socket.getaddrinfo, iter(["127.0.0.1"])
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "feed.example":
+            address = next(answers, "10.255.255.1")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        with fetch.SafeSession() as session:
+            response = session.get(f"http://feed.example:{port}/basic.ics", timeout=5)
+    finally:
+        feed.close()
+    assert response.status_code == 200 and response.content.startswith(b"BEGIN:VCALENDAR")
+    assert response.url == f"http://feed.example:{port}/basic.ics"

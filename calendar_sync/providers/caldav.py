@@ -26,13 +26,14 @@ import json
 import logging
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from typing import Any, NamedTuple
+from inspect import signature
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urljoin, urlsplit
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import icalendar
-import niquests
-from caldav.collection import Calendar as DAVCalendar
+import requests
 from caldav.davclient import DAVClient
 from caldav.lib import error as dav_error
 
@@ -50,6 +51,14 @@ XML = {"Content-Type": 'application/xml; charset="utf-8"'}
 ICS = {"Content-Type": "text/calendar; charset=utf-8"}
 NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
 GONE = {404, 410}
+#: The sign-in a server asked for when connecting, sent at once afterwards (no 401 round trip per call).
+AUTH_SCHEMES = {"basic": requests.auth.HTTPBasicAuth, "digest": requests.auth.HTTPDigestAuth}
+#: caldav 3 raises RateLimitError for 429 (and 503 with Retry-After); caldav 2.0 returns the answer.
+RATE_LIMITED = getattr(dav_error, "RateLimitError", ())
+#: caldav 3 would look the server up by DNS (RFC 6764) beside the checked session: never.
+CLIENT_OPTIONS: dict[str, Any] = (
+    {"enable_rfc6764": False} if "enable_rfc6764" in signature(DAVClient.__init__).parameters else {}
+)
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
 LIST_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
@@ -61,6 +70,16 @@ QUERY_BODY = (
     '<d:prop><d:getetag/><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR">'
     '<c:comp-filter name="VEVENT"><c:time-range start="{start}" end="{end}"/></c:comp-filter>'
     "</c:comp-filter></c:filter></c:calendar-query>"
+)
+
+
+SYNC_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token>'
+    "<d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"
+)
+MULTIGET_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+    "<d:prop><d:getetag/><c:calendar-data/></d:prop>{hrefs}</c:calendar-multiget>"
 )
 
 
@@ -101,19 +120,19 @@ def _status_error(status: int, what: str, retry: float | None = None) -> Calenda
 def classify(exc: Exception, what: str) -> CalendarSyncError:
     if isinstance(exc, CalendarSyncError):
         return exc
-    if isinstance(exc, dav_error.RateLimitError):
-        return TransientError(
-            f"The CalDAV server is busy ({what}).", code="rate_limited", retry_after=exc.retry_after_seconds
-        )
-    if isinstance(exc, dav_error.AuthorizationError):
-        return _status_error(exc.status or 401, what)
+    if isinstance(exc, RATE_LIMITED):
+        retry = getattr(exc, "retry_after_seconds", None)
+        return TransientError(f"The CalDAV server is busy ({what}).", code="rate_limited", retry_after=retry)
+    if isinstance(exc, dav_error.AuthorizationError):  # 401 or 403 (caldav 2.0 says which only in its reason)
+        forbidden = "forbidden" in str(getattr(exc, "reason", "")).lower()
+        return _status_error(getattr(exc, "status", None) or (403 if forbidden else 401), what)
     if isinstance(exc, dav_error.NotFoundError):
         return _status_error(404, what)
     if isinstance(exc, dav_error.DAVError):
-        return _status_error(exc.status or 400, what)
+        return _status_error(getattr(exc, "status", None) or 400, what)
     if isinstance(exc, NotImplementedError):  # no authentication scheme the client speaks
         return PermanentError("The CalDAV server asks for an unsupported kind of sign-in.", code="unsupported_auth")
-    if isinstance(exc, (niquests.exceptions.RequestException, OSError)):
+    if isinstance(exc, (requests.RequestException, OSError)):
         return fetch.network_error(exc, "the CalDAV server")
     # The client choked on an answer (HTML where XML belongs, a missing property…): not a CalDAV server we can use.
     logger.warning("CalDAV: unexpected answer during %s: %s", what, type(exc).__name__)
@@ -152,14 +171,14 @@ class CalDAVProvider(BaseProvider):
                 url=fetch.normalize(cred.url),
                 username=cred.username,
                 password=cred.password,
-                auth_type=cred.auth or None,
+                auth=AUTH_SCHEMES[cred.auth](cred.username, cred.password) if cred.auth in AUTH_SCHEMES else None,
                 timeout=get_setting("HTTP_TIMEOUT"),
-                enable_rfc6764=False,  # its DNS and well-known lookups would bypass the checked session
+                **CLIENT_OPTIONS,
             )
         except Exception as exc:  # noqa: BLE001 - classified at this boundary
             raise classify(exc, "connecting") from None
         client.session.close()
-        client.session = fetch.SafeSession()
+        client.session = cast(Any, fetch.SafeSession())  # requests; caldav 3 types its session as niquests'
         try:
             yield client
         finally:
@@ -334,6 +353,10 @@ class CalDAVProvider(BaseProvider):
         response = self.send(client, "REPORT", base, body, {"Depth": "1", **XML})
         if response.status != 207 or response.tree is None:
             raise _status_error(response.status, "REPORT")
+        return self._items(response, base)
+
+    @staticmethod
+    def _items(response, base: str) -> list[tuple[str, str]]:
         found = []
         for item in response.tree.findall("d:response", NS):
             data = _props(item).get(f"{{{NS['c']}}}calendar-data")
@@ -369,49 +392,63 @@ class CalDAVProvider(BaseProvider):
         several = {str(k): int(v) for k, v in dict(state.get("several") or {}).items()}
         with self.client(_read(access_token)) as client:
             base = self._calendar_url(client, calendar_id)
-            calendar = DAVCalendar(client=client, url=base)
             if state.get("token"):
-                collection = self._sync(calendar, str(state["token"]), load=True)
-                if collection is not None:
-                    return self._incremental(base, collection, several, start, end)
-            elif state.get("etags"):
-                digest = self._etags(client, base)
-                if digest == state["etags"]:
-                    return Changes([], [], cursor or "", full=False)
-            collection = self._sync(calendar, None, load=False)
-            mark = (
-                {"token": str(collection.sync_token)}
-                if collection is not None
-                else {"etags": self._etags(client, base)}
-            )
+                synced = self._sync(client, base, str(state["token"]))
+                if synced is not None:
+                    token, changed, deleted = synced
+                    items = self._multiget(client, base, changed) if changed else []
+                    deleted |= {href for href in changed if href not in {h for h, _ in items}}
+                    removed = []
+                    for href in deleted | {href for href, _ in items}:
+                        removed += [href, *(f"{href}#{i}" for i in range(1, several.pop(href, 1)))]
+                    blocks = self._blocks(items, start, end)
+                    several.update(self._several(blocks))
+                    return Changes(blocks, removed, json.dumps({"token": token, "several": several}), full=False)
+            elif state.get("etags") and self._etags(client, base) == state["etags"]:
+                return Changes([], [], cursor or "", full=False)
+            synced = self._sync(client, base, "")
+            mark = {"token": synced[0]} if synced is not None else {"etags": self._etags(client, base)}
             blocks = self._blocks(self._query(client, base, start, end), start, end)
         return Changes(blocks, [], json.dumps({**mark, "several": self._several(blocks)}), full=True)
 
-    @staticmethod
-    def _sync(calendar, token: str | None, load: bool) -> Any:
-        """A sync-collection report, or None when the server does not offer one or the token expired
-        (the caller reads the window instead); 401, 429 and 5xx are raised."""
+    def _sync(self, client, base: str, token: str) -> tuple[str, dict[str, str], set[str]] | None:
+        """One sync-collection REPORT: (new token, {href: as the server wrote it} changed, hrefs deleted),
+        or None when the server does not offer it, the token expired or the answer is truncated
+        (the caller reads the window instead). 401, 429 and 5xx are raised."""
         try:
-            collection = calendar.get_objects_by_sync_token(sync_token=token, load_objects=load, disable_fallback=True)
-        except Exception as exc:  # noqa: BLE001 - classified at this boundary
-            error = classify(exc, "sync-collection")
-            if isinstance(error, AuthorizationLost) or (isinstance(error, TransientError) and error.status != 501):
-                raise error from None
-            return None  # refused (403 supported-report, 501…) or an expired token
-        if not collection.sync_token or getattr(collection, "truncated", False):
-            return None  # a server that pages without a token to resume from: read the window
-        return collection
+            response = self.send(client, "REPORT", base, SYNC_BODY.format(token=escape(token)), {"Depth": "0", **XML})
+        except PermanentError:
+            return None  # 403 (valid-sync-token, supported-report)…
+        except TransientError as exc:
+            if exc.status == 501:
+                return None
+            raise
+        if response.status != 207 or response.tree is None:
+            return None
+        new = response.tree.findtext("d:sync-token", "", NS)
+        changed: dict[str, str] = {}
+        deleted: set[str] = set()
+        for item in response.tree.findall("d:response", NS):
+            raw = item.findtext("d:href", "", NS)
+            href = unquote(urljoin(base, raw))
+            status = item.findtext("d:status", "", NS)
+            if href.rstrip("/") == base.rstrip("/"):
+                if " 507 " in f" {status} ":
+                    return None  # truncated: the window is read instead
+                continue
+            if " 404 " in f" {status} ":
+                deleted.add(href)
+            else:
+                changed[href] = raw
+        return (new, changed, deleted) if new else None
 
-    def _incremental(self, base, collection, several, start, end) -> Changes:
-        deleted = {unquote(urljoin(base, str(url))) for url in collection.deleted_urls}
-        changed = [(unquote(urljoin(base, str(o.url))), o.data) for o in collection]
-        changed = [(href, data) for href, data in changed if href not in deleted and data]
-        removed = []
-        for href in deleted | {href for href, _ in changed}:
-            removed += [href, *(f"{href}#{i}" for i in range(1, several.pop(href, 1)))]
-        blocks = self._blocks(changed, start, end)
-        several.update(self._several(blocks))
-        return Changes(blocks, removed, json.dumps({"token": str(collection.sync_token), "several": several}), False)
+    def _multiget(self, client, base: str, hrefs: dict[str, str]) -> list[tuple[str, str]]:
+        """(href, calendar data) of these events: one calendar-multiget REPORT."""
+        body = MULTIGET_BODY.format(hrefs="".join(f"<d:href>{escape(raw)}</d:href>" for raw in hrefs.values()))
+        response = self.send(client, "REPORT", base, body, {"Depth": "1", **XML})
+        if response.status != 207 or response.tree is None:
+            raise _status_error(response.status, "REPORT")
+        return self._items(response, base)
 
     def _etags(self, client, base: str) -> str:
         """A digest of every (href, ETag) in the calendar: one PROPFIND, no event data."""

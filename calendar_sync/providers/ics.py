@@ -22,8 +22,8 @@ import time
 from urllib.parse import urlsplit
 
 import icalendar
-import niquests
 import recurring_ical_events
+import requests
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -192,7 +192,7 @@ class IcsProvider(BaseProvider):
                 return bytes(body), response.headers.get("ETag", ""), response.headers.get("Last-Modified", "")
         except CalendarSyncError:
             raise
-        except (niquests.exceptions.RequestException, OSError) as exc:
+        except (requests.RequestException, OSError) as exc:
             raise fetch.network_error(exc, "the ICS link") from None
 
     def calendar(self, url: str) -> icalendar.Calendar:
