@@ -107,8 +107,12 @@ def connect_caldav(
     The server is checked first by finding the member's calendars through the safe fetcher, so a
     refused address (`fetch.RefusedAddress`), a wrong password (AuthorizationLost) or a server that
     is not CalDAV (another classified error) stores nothing. The password is kept encrypted as the
-    connection's credential; the first writable event calendar is chosen. Then as `connect`."""
-    credential, calendar_id = get_provider("caldav").connect(server_url, username, password)
+    connection's credential. A reconnect keeps the calendar chosen before while it is still there;
+    otherwise the first writable event calendar is chosen. Then as `connect`."""
+    credential, calendars = get_provider("caldav").connect(server_url, username, password)
+    before = CalendarToken.objects.filter(provider="caldav", **owner.lookup()).values_list("calendar_id", flat=True)
+    kept = [c.id for c in calendars if c.id in set(before)]
+    calendar_id = kept[0] if kept else calendars[0].id
     token = store(owner, user, "caldav", TokenSet(credential, credential, None))
     CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
     token.calendar_id = calendar_id

@@ -179,16 +179,24 @@ def test_without_sync_collection_an_unchanged_calendar_costs_one_propfind(server
 @pytest.mark.parametrize("server", ["radicale"], indirect=True)
 def test_a_wrong_password_needs_reauth_and_sends_one_email(server, connected, api, member, make_booking, run):
     token = CalendarToken.objects.get()
+    calendar_id = token.calendar_id
     wrong = credential(json.loads(token.access_token)["url"], server.username, "old one")
     CalendarToken.objects.filter(pk=token.pk).update(access_token=wrong, refresh_token=wrong)  # the password changed
     mail.outbox.clear()
-    for _ in range(2):
-        run(api.post, f"/api/bookings/{make_booking(member).pk}/confirm/")
+    for i in range(2):
+        booking = make_booking(member, hours_from_now=24 + 3 * i)
+        assert run(api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
     token.refresh_from_db()
     assert token.status == CalendarToken.Status.NEEDS_REAUTH
     assert len(mail.outbox) == 1 and "Reconnect" in mail.outbox[0].subject
     assert set(SyncRecord.objects.values_list("state", flat=True)) == {SyncRecord.State.NOT_CONNECTED}
     assert "old one" not in token.last_error
+    # Reconnecting with the right password resumes: the calendar is kept and the waiting bookings arrive.
+    body = {"server_url": json.loads(wrong)["url"], "username": server.username, "password": server.password}
+    assert run(api.post, "/api/calendar-sync/connections/caldav", body, format="json").status_code == 201
+    token.refresh_from_db()
+    assert token.status == CalendarToken.Status.ACTIVE and token.calendar_id == calendar_id
+    assert len(server.events()) == 2 and len(mail.outbox) == 1
 
 
 @pytest.mark.parametrize("server", ["radicale"], indirect=True)

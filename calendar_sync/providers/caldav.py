@@ -194,9 +194,10 @@ class CalDAVProvider(BaseProvider):
             raise _status_error(response.status, method)
         return response
 
-    def connect(self, url: str, username: str, password: str) -> tuple[str, str]:
-        """Check a server URL and sign-in by finding the member's calendars. Returns (credential, first
-        calendar's id). RefusedAddress, AuthorizationLost (wrong password) or another classified error."""
+    def connect(self, url: str, username: str, password: str) -> tuple[str, list[Calendar]]:
+        """Check a server URL and sign-in by finding the member's calendars. Returns (credential, the
+        writable event calendars, the first one primary). RefusedAddress, AuthorizationLost (wrong
+        password) or another classified error."""
         cred = Credential(fetch.normalize(url), username, password)
         with self.client(cred) as client:
             calendars = self._calendars(client)
@@ -204,7 +205,7 @@ class CalDAVProvider(BaseProvider):
         if not calendars:
             raise PermanentError("No calendar for events that you can write to was found there.", code="no_calendar")
         scheme = "digest" if "digest" in auth else "basic" if "basic" in auth else ""
-        return credential(cred.url, username, password, scheme), calendars[0].id
+        return credential(cred.url, username, password, scheme), calendars
 
     def refresh(self, refresh_token):
         """Nothing to refresh: check the stored password once more (AuthorizationLost if refused)."""
