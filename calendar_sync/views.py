@@ -766,7 +766,7 @@ CONNECT_ERRORS = {
         ErrorSerializer,
         description="Refused, naming the field: `invalid`, `invalid_url`, `insecure_url` (not https), "
         "`private_address` (loopback, private or link-local), `too_many_redirects`, `unreachable`, "
-        "`invalid_credentials`, `no_calendar`, `invalid_calendar`, `too_large`…",
+        "`invalid_credentials` (CalDAV), `link_gone` (ICS), `no_calendar`, `invalid_calendar`, `too_large`…",
     ),
     **errors(401, 403, 413, 415, 429),
 }
@@ -806,3 +806,7 @@ class IcsConnectView(ConnectWithAddressView):
     @extend_schema(request=IcsConnectSerializer, parameters=[RETRY_AFTER], responses=CONNECT_ERRORS)
     def post(self, request):
         return self.connect(request, IcsConnectSerializer, flows.connect_ics)
+
+    def invalid_credentials(self):
+        """401, 403, 404 or 410: the link was withdrawn or reset."""
+        return self.refused("link_gone", "The link answered that it is no longer valid; copy it again.")

@@ -246,6 +246,12 @@ class IcsServer:
                 pass
 
             def do_GET(self):
+                if self.path != ics.path:  # a link that was reset: the old one is gone
+                    ics.hits.append((404, None))
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 etag = f'"{hashlib.sha256(ics.body).hexdigest()[:16]}"'
                 sent = self.headers.get("If-None-Match")
                 if sent == etag:
@@ -264,7 +270,8 @@ class IcsServer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/secret-feed-4f9a2c/basic.ics"
+        self.path = "/secret-feed-4f9a2c/basic.ics"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):

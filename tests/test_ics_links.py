@@ -122,3 +122,10 @@ def test_a_link_that_is_not_a_calendar_is_a_400(private_ok, api):
         server.close()
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_calendar" and "url" in response.json()
+
+
+def test_a_withdrawn_link_is_a_400_naming_it(private_ok, api, feed):
+    response = api.post("/api/calendar-sync/connections/ics", {"url": feed.url + ".old"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "link_gone" and "url" in response.json()
+    assert not CalendarToken.objects.exists()

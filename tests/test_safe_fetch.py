@@ -160,8 +160,8 @@ def test_a_rebinding_name_still_reaches_only_the_checked_address(settings, monke
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     try:
         with fetch.SafeSession() as session:
-            response = session.get(f"http://feed.example:{port}/basic.ics", timeout=5)
+            response = session.get(f"http://feed.example:{port}{feed.path}", timeout=5)
     finally:
         feed.close()
     assert response.status_code == 200 and response.content.startswith(b"BEGIN:VCALENDAR")
-    assert response.url == f"http://feed.example:{port}/basic.ics"
+    assert response.url == f"http://feed.example:{port}{feed.path}"

@@ -112,6 +112,13 @@ def parse(text: bytes | str) -> icalendar.Calendar:
     return calendar
 
 
+def _length(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def redact(url: str) -> str:
     """An ICS link as people may see it again: its host and the end of its file name only."""
     parts = urlsplit(url)
@@ -180,7 +187,7 @@ class IcsProvider(BaseProvider):
                     )
                 if status != 200:
                     raise PermanentError(f"The ICS link answered {status}.", status=status, code="rejected")
-                if int(response.headers.get("Content-Length") or 0) > limit:
+                if _length(response.headers.get("Content-Length")) > limit:
                     raise PermanentError("The ICS file is too large.", code="too_large")
                 body = bytearray()
                 for chunk in response.iter_content(65536):
