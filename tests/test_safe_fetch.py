@@ -165,3 +165,72 @@ def test_a_rebinding_name_still_reaches_only_the_checked_address(settings, monke
         feed.close()
     assert response.status_code == 200 and response.content.startswith(b"BEGIN:VCALENDAR")
     assert response.url == f"http://feed.example:{port}{feed.path}"
+
+
+def _certificate(tmp_path, name):
+    """A self-signed certificate for `name` (key and certificate in one PEM file)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / f"{name}.pem"
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    return path
+
+
+@pytest.mark.parametrize("served_as, ok", [("feed.example", True), ("elsewhere.example", False)])
+def test_https_to_the_pinned_address_checks_the_certificate_of_the_name(settings, monkeypatch, tmp_path, served_as, ok):
+    """Connecting to the checked address keeps TLS about the name: SNI and the certificate check use it."""
+    import ssl
+
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    pem = _certificate(tmp_path, served_as)
+    feed = IcsServer(b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nEND:VCALENDAR\r\n")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    names = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    feed.server.socket = context.wrap_socket(feed.server.socket, server_side=True)
+    port = feed.server.server_address[1]
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, *a, **k: (
+            [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+            if host == "feed.example"
+            else real_getaddrinfo(host, *a, **k)
+        ),
+    )
+    try:
+        with fetch.SafeSession() as session:
+            if ok:
+                response = session.get(f"https://feed.example:{port}{feed.path}", timeout=5, verify=str(pem))
+                assert response.status_code == 200 and response.content.startswith(b"BEGIN:VCALENDAR")
+            else:
+                with pytest.raises(requests.exceptions.SSLError):
+                    session.get(f"https://feed.example:{port}{feed.path}", timeout=5, verify=str(pem))
+    finally:
+        feed.close()
+    assert names and names[0] == "feed.example"  # SNI names the host, not the address
