@@ -108,8 +108,8 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     changed). Renewal makes the new channel first, stores it, then stops the old one, so no change
     falls between the two. Provider errors are logged, never raised: scheduled pulls still run.
     """
-    if not token.is_shared or not token.is_active:
-        return False
+    if not token.is_shared or not token.is_active or not get_provider(token.provider).supports_push:
+        return False  # a provider without push (CalDAV, ICS) is only pulled
     address = push_address(token.provider)
     if address is None:
         return False

@@ -46,7 +46,7 @@ def check_settings(app_configs, **kwargs):
             checks.Error(f'CALENDAR_SYNC["SYNC_MODE"] must be one of {", ".join(SYNC_MODES)}.', id="calendar_sync.E007")
         )
     providers = [cls() for cls in provider_classes()]
-    offered = any(p.is_configured() for p in providers)
+    offered = any(p.is_configured() for p in providers if p.oauth)  # CalDAV and ICS need no settings: always on
     for provider in providers:
         messages = provider.check()
         if offered and not any(provider.setting(key) for key in provider.required_settings):

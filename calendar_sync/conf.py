@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "SHARED_OWNERS": {},
     # Whether events in shared calendars name the member who booked (hosts read it in EventSource.event()).
     "SHARED_SHOW_OWNER": True,
+    # Let addresses members type (CalDAV servers, ICS links) reach loopback and private networks, over
+    # plain http too: for tests and a sandbox only (calendar_sync.fetch).
+    "ALLOW_PRIVATE_ADDRESSES": False,
 }
 
 

@@ -1,6 +1,7 @@
 """What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
 
-store and connect, disconnect, make_write and set_conflicts, change_calendar, resync (and resync_records / resync_objects), test.
+store and connect (connect_caldav and connect_ics for the providers without OAuth), disconnect, make_write and
+set_conflicts, change_calendar, resync (and resync_records / resync_objects), test.
 Views, admin actions, management commands and the host API call these and repeat none of
 their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
 a calendar change that read the old calendar after setting the new one, and moved nothing).
@@ -23,10 +24,11 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import channels, reads, sync, tokens
-from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected
+from . import channels, fetch, reads, sync, tokens
+from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
+from .providers import get_provider, ics
 from .sources import get_source
 from .sync import destinations
 from .types import Calendar, Event, Operation, Task, TokenSet
@@ -111,7 +113,8 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
 
 def _create(owner: Owner, fields: dict) -> CalendarToken:
     """A new connection: the write one when the owner has none (a racing one that won keeps it)."""
-    write = not CalendarToken.objects.filter(write=True, **owner.lookup()).exists()
+    writable = get_provider(fields["provider"]).writable
+    write = writable and not CalendarToken.objects.filter(write=True, **owner.lookup()).exists()
     try:
         with transaction.atomic():
             return CalendarToken.objects.create(write=write, **owner.lookup(), **fields)
@@ -166,6 +169,45 @@ def connect(token: CalendarToken) -> list[Task]:
     return work
 
 
+def connect_caldav(
+    owner: Owner, user, server_url: str, username: str, password: str
+) -> tuple[CalendarToken, list[Task]]:
+    """Connect a CalDAV account (Apple iCloud, Fastmail, Nextcloud…) with a user name and password.
+
+    The server is checked first by finding the member's calendars through the safe fetcher, so a
+    refused address (`fetch.RefusedAddress`), a wrong password (AuthorizationLost) or a server that
+    is not CalDAV (another classified error) stores nothing. The password is kept encrypted as the
+    connection's credential. A reconnect keeps the calendar chosen before while it is still there;
+    otherwise the first writable event calendar is chosen. Then as `connect`."""
+    credential, calendars = get_provider("caldav").connect(server_url, username, password)
+    before = CalendarToken.objects.filter(provider="caldav", **owner.lookup()).values_list("calendar_id", flat=True)
+    kept = [c.id for c in calendars if c.id in set(before)]
+    calendar_id = kept[0] if kept else calendars[0].id
+    token = store(owner, user, "caldav", TokenSet(credential, credential, None), add=owner.is_member)
+    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
+    token.calendar_id = calendar_id
+    _merge_same_account(token, username[:320])
+    return token, connect(token)
+
+
+def connect_ics(owner: Owner, user, url: str) -> tuple[CalendarToken, list[Task]]:
+    """Connect an ICS link (read-only: it only counts for conflicts). The link is fetched and parsed
+    once first (the same errors as `connect_caldav`); it is the secret, stored encrypted. Nothing
+    is written to it, so there is nothing to backfill; a shared one is pulled."""
+    url = fetch.normalize(url)
+    provider = get_provider("ics")
+    credential = ics.credential(url)
+    provider.list_calendars(credential)
+    token = store(owner, user, "ics", TokenSet(credential, credential, None), add=owner.is_member)
+    # Named by its host, never merged by that name: two secret links of one service look alike redacted.
+    CalendarToken.objects.filter(pk=token.pk).update(account=ics.redact(url)[:320])
+    token.account = ics.redact(url)[:320]
+    if token.is_shared:
+        reads.forget(owner)
+        return token, [Task("pull", (owner.kind, owner.id))]
+    return token, []
+
+
 def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST, pk=None) -> Disconnected:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
     """Stop the push channel, revoke the grant (best effort) and delete the write connection (or
     the connection `pk`). When it was the write connection, forget its busy blocks and mark the
@@ -198,6 +240,8 @@ def make_write(owner: Owner, pk) -> list[Task]:
             return []
         if not token.is_active:
             raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
+        if not get_provider(token.provider).writable:
+            raise PermanentError("This calendar is read-only: it counts for conflicts only.", code="read_only")
         old = next((t for t in rows if t.write), None)
         now = timezone.now()
         if old is not None:

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from .models import AccessLog, CalendarToken
 from .providers import configured_providers
+from .providers.caldav import PRESETS
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -80,7 +81,11 @@ class StatusSerializer(serializers.Serializer):
     pending_syncs = serializers.IntegerField()
     failed_syncs = serializers.IntegerField()
     connected_by = serializers.CharField(allow_null=True, help_text="Who made the connection (shared connections).")
-    providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
+    providers = ProviderSerializer(
+        many=True,
+        help_text="OAuth providers a member can connect on this server (`auth/{provider}`); Apple iCloud / CalDAV "
+        "and ICS links are always offered, through `connections/caldav` and `connections/ics`.",
+    )
     connections = ConnectionSerializer(
         many=True, help_text="Every connection of the owner; the fields above are the write one's."
     )
@@ -88,7 +93,8 @@ class StatusSerializer(serializers.Serializer):
     @classmethod
     def of(cls, state):
         """A connection's state (`api.connection`) with the providers a member can connect here."""
-        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in configured_providers()]})
+        oauth = [p for p in configured_providers() if p.oauth]  # CalDAV and ICS: their own connect endpoints
+        return cls({**state, "providers": [{"name": p.name, "label": p.label} for p in oauth]})
 
 
 class SharedConnectionSerializer(StatusSerializer):
@@ -172,3 +178,43 @@ class BusySerializer(serializers.Serializer):
 
 class TestPushSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
+
+
+APP_PASSWORD_HINT = (
+    "For Apple iCloud use an app-specific password (appleid.apple.com → Sign-In and Security → "
+    "App-Specific Passwords), not your Apple ID password."
+)
+
+
+class CalDAVConnectSerializer(serializers.Serializer):
+    """Connect an Apple iCloud or other CalDAV account. The password is never returned."""
+
+    preset = serializers.ChoiceField(
+        choices=sorted(PRESETS),
+        required=False,
+        help_text="`icloud`: Apple's server; `server_url` may then be left out.",
+    )
+    server_url = serializers.CharField(
+        max_length=2048,
+        required=False,
+        allow_blank=True,
+        help_text="The CalDAV server's https address (e.g. https://caldav.fastmail.com/). Required without `preset`.",
+    )
+    username = serializers.CharField(max_length=320, help_text="The account's user name (for iCloud: the Apple ID).")
+    password = serializers.CharField(
+        max_length=1024, write_only=True, trim_whitespace=False, help_text=f"The password. {APP_PASSWORD_HINT}"
+    )
+
+    def validate(self, data):
+        url = (data.get("server_url") or "").strip() or PRESETS.get(data.get("preset", ""), "")
+        if not url:
+            raise serializers.ValidationError({"server_url": "Required (or choose a preset)."})
+        return {**data, "server_url": url}
+
+
+class IcsConnectSerializer(serializers.Serializer):
+    """Connect an ICS link (read-only; it counts for conflicts). The link is never returned."""
+
+    url = serializers.CharField(
+        max_length=2048, help_text="The calendar's secret iCal address (https:// or webcal://), or any .ics URL."
+    )

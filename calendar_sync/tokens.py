@@ -65,6 +65,8 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     margin = timedelta(seconds=get_setting("REFRESH_MARGIN"))
     if not force and token.expires_at and token.expires_at > timezone.now() + margin:
         return token.access_token
+    if not force and token.expires_at is None and not get_provider(token.provider).refreshable:
+        return token.access_token  # a password or a secret URL: used until the server refuses it
     error, lost_now = None, False
     with transaction.atomic():
         locked = CalendarToken.objects.select_for_update().get(pk=token.pk)

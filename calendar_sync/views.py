@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from . import flows, oauth, reads, tasks, tokens
+from . import fetch, flows, oauth, reads, tasks, tokens
 from .api import connection, connections, shared_connections
 from .conf import get_setting
 from .exceptions import (
@@ -33,16 +33,19 @@ from .exceptions import (
     CalendarSyncError,
     ConfigurationError,
     NotConnected,
+    PermanentError,
     TransientError,
     Undecryptable,
 )
 from .models import AccessLog, CalendarFeed
 from .owners import Owner, resolve, shared_kinds
-from .providers import PROVIDERS
+from .providers import PROVIDERS, get_provider
 from .serializers import (
+    APP_PASSWORD_HINT,
     AccessLogSerializer,
     AuthorizationURLSerializer,
     BusySerializer,
+    CalDAVConnectSerializer,
     CalendarSerializer,
     CompleteSerializer,
     ConnectionChangeSerializer,
@@ -50,6 +53,7 @@ from .serializers import (
     DisconnectSerializer,
     ErrorSerializer,
     FeedSerializer,
+    IcsConnectSerializer,
     SelectCalendarSerializer,
     SharedConnectionSerializer,
     StatusSerializer,
@@ -79,13 +83,16 @@ def errors(*codes):
     return {code: ERRORS[code] for code in codes}
 
 
+#: Providers members connect through OAuth (`auth/<provider>`); the others have their own endpoint.
+OAUTH_PROVIDERS = [name for name in PROVIDERS if get_provider(name).oauth]
+
 #: The `{provider}` path segment: a key of the provider registry; anything else is a 404.
 PROVIDER_PARAMETER = OpenApiParameter(
     "provider",
     OpenApiTypes.STR,
     OpenApiParameter.PATH,
-    enum=list(PROVIDERS),
-    description="Calendar provider; unknown names are 404.",
+    enum=OAUTH_PROVIDERS,
+    description="Calendar provider connected through OAuth; other names are 404.",
 )
 #: A throttled answer says when to try again.
 RETRY_AFTER = OpenApiParameter(
@@ -238,7 +245,7 @@ class BaseView(SafeDefaultsMixin, APIView):
 class ProviderMixin(_APIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        if kwargs.get("provider") not in PROVIDERS:
+        if kwargs.get("provider") not in OAUTH_PROVIDERS:
             raise Http404("Unknown calendar provider.")
 
 
@@ -779,6 +786,8 @@ class ConnectionView(BaseView):
                 tasks.schedule(flows.make_write(owner, pk))
         except NotConnected:
             raise Http404("No such calendar connection.") from None
+        except PermanentError as exc:  # read_only: an ICS link can't receive bookings
+            return Response({"code": exc.code, "detail": str(exc)}, status=400)
         return self._answer(pk)
 
     @extend_schema(
@@ -799,3 +808,91 @@ class ConnectionView(BaseView):
         if result.revoked:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": result.reason}).data)
+
+
+class ConnectWithAddressView(BaseView):
+    """Connecting a calendar from an address the member types (CalDAV, ICS): checked by connecting,
+    so every refusal is a 400 naming the field, never a 500; the secret is never returned."""
+
+    throttle_classes = [ConnectThrottle]
+    field = "url"
+
+    def refused(self, code, detail, field=None):
+        field = field or self.field
+        return Response({"code": code, "detail": f"{field}: {detail}", field: [detail]}, status=400)
+
+    def connect(self, request, serializer_class, flow):
+        serializer = serializer_class(data=request.data)
+        if not serializer.is_valid():
+            field, (problem, *_) = next(iter(serializer.errors.items()))
+            return self.refused("invalid", str(problem), None if field == "non_field_errors" else field)
+        owner = Owner.member(request.user)
+        try:
+            token, work = flow(owner, request.user, **serializer.validated_data)
+        except fetch.RefusedAddress as exc:
+            return self.refused(exc.code, str(exc))
+        except AuthorizationLost:
+            return self.invalid_credentials()
+        except TransientError as exc:
+            logger.info("calendar connect: %s unreachable (%s)", self.field, exc.code)
+            return self.refused("unreachable", "The server could not be reached; check the address or try again.")
+        except PermanentError as exc:
+            return self.refused(exc.code, str(exc))
+        tasks.schedule(work)
+        row = next(r for r in connections(owner) if str(r["id"]) == str(token.pk))
+        return Response(ConnectionSerializer(row).data, status=201)
+
+    def invalid_credentials(self):
+        return self.refused("invalid_credentials", "The server refused the sign-in.")
+
+
+CONNECT_ERRORS = {
+    201: OpenApiResponse(ConnectionSerializer, description="Connected: the new connection (as in `connections/`)"),
+    400: OpenApiResponse(
+        ErrorSerializer,
+        description="Refused, naming the field: `invalid`, `invalid_url`, `insecure_url` (not https), "
+        "`private_address` (loopback, private or link-local), `too_many_redirects`, `unreachable`, "
+        "`invalid_credentials` (CalDAV), `link_gone` (ICS), `no_calendar`, `invalid_calendar`, `too_large`…",
+    ),
+    **errors(401, 403, 413, 415, 429),
+}
+
+
+class CalDAVConnectView(ConnectWithAddressView):
+    """Connect Apple iCloud (`"preset": "icloud"`, with an app-specific password) or any CalDAV server."""
+
+    serializer_class = CalDAVConnectSerializer
+    field = "server_url"
+
+    @extend_schema(request=CalDAVConnectSerializer, parameters=[RETRY_AFTER], responses=CONNECT_ERRORS)
+    def post(self, request):
+        return self.connect(request, CalDAVConnectSerializer, self.flow)
+
+    @staticmethod
+    def flow(owner, user, server_url, username, password, preset=None):
+        return flows.connect_caldav(owner, user, server_url, username, password)
+
+    def invalid_credentials(self):
+        return Response(
+            {
+                "code": "invalid_credentials",
+                "detail": f"password: The server refused this user name and password. {APP_PASSWORD_HINT}",
+                "password": ["The server refused this user name and password."],
+            },
+            status=400,
+        )
+
+
+class IcsConnectView(ConnectWithAddressView):
+    """Connect an ICS link (read-only: it counts for conflicts)."""
+
+    serializer_class = IcsConnectSerializer
+    field = "url"
+
+    @extend_schema(request=IcsConnectSerializer, parameters=[RETRY_AFTER], responses=CONNECT_ERRORS)
+    def post(self, request):
+        return self.connect(request, IcsConnectSerializer, flows.connect_ics)
+
+    def invalid_credentials(self):
+        """401, 403, 404 or 410: the link was withdrawn or reset."""
+        return self.refused("link_gone", "The link answered that it is no longer valid; copy it again.")

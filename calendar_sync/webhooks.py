@@ -97,7 +97,7 @@ def _verified(provider_name, items):
 def webhook(request, provider):
     """POST /api/calendar-sync/push/<provider>: where Google and Microsoft Graph say a watched
     calendar changed. No session or login: the channel's secret is the credential."""
-    if provider not in PROVIDERS:
+    if provider not in PROVIDERS or not get_provider(provider).supports_push:
         return _json(404, {"code": "not_found", "detail": "Unknown calendar provider."})
     try:
         notification = get_provider(provider).parse_notification(request.headers, request.GET, lambda: request.body)

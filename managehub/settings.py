@@ -194,6 +194,8 @@ CALENDAR_SYNC = {
     # Room calendars are read a day beyond the booking horizon, so every bookable time is covered.
     "PULL_WINDOW_DAYS": BOOKING_HORIZON_DAYS + 1,
     "PUSH_URL": env.str("CALENDAR_SYNC_PUSH_URL", default=""),
+    # CalDAV servers and ICS links on loopback or a private network, over http too: tests and the sandbox only.
+    "ALLOW_PRIVATE_ADDRESSES": env.bool("CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES", default=False),
     "PUSH_COALESCE_SECONDS": env.int("CALENDAR_SYNC_PUSH_COALESCE_SECONDS", default=1),
     "HEALTH_IDLE_SECONDS": env.int("CALENDAR_SYNC_HEALTH_IDLE_SECONDS", default=7 * 24 * 3600),
     "SOURCES": {"booking": "bookings.calendar.BookingSource"},

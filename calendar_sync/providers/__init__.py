@@ -9,6 +9,8 @@ from ..exceptions import ConfigurationError
 PROVIDERS = {
     "google": "calendar_sync.providers.google.GoogleProvider",
     "microsoft": "calendar_sync.providers.microsoft.MicrosoftProvider",
+    "caldav": "calendar_sync.providers.caldav.CalDAVProvider",
+    "ics": "calendar_sync.providers.ics.IcsProvider",
 }
 
 

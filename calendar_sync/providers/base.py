@@ -88,6 +88,15 @@ class BaseProvider:
     #: Token-endpoint `error` codes (RFC 6749 §5.2) that mean the grant can no longer be used and
     #: only the member reconnecting can fix it: AuthorizationLost, so the connection needs_reauth.
     reauth_errors: ClassVar[frozenset[str]] = frozenset({"invalid_grant"})
+    #: False for a credential that never expires (a CalDAV password, an ICS link): stored with no
+    #: `expires_at`, used until the server refuses it; `refresh` then raises AuthorizationLost.
+    refreshable: ClassVar[bool] = True
+    #: Whether the service can tell us about changes (`watch`); if not, its calendars are only pulled.
+    supports_push: ClassVar[bool] = True
+    #: Whether events can be written (`apply`); a read-only source only counts for conflicts.
+    writable: ClassVar[bool] = True
+    #: Whether members connect through OAuth (`auth/<name>`); if not, through their own endpoint.
+    oauth: ClassVar[bool] = True
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -167,6 +176,11 @@ class BaseProvider:
     def revoke(self, token: str) -> None:
         """Revoke at the provider; AuthorizationLost if it was already invalid."""
         raise NotImplementedError
+
+    def account(self, access_token: str) -> str:
+        """Who or what a stored credential reaches, for people to see ("" when the service does not say).
+        Never the secret itself."""
+        return ""
 
     # --- Calendars and events ----------------------------------------------------------------
     def list_calendars(self, access_token: str) -> list[Calendar]:
