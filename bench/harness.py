@@ -99,7 +99,8 @@ class Stack:
         self.workers = []
 
     # --- processes ------------------------------------------------------------------------
-    def start_worker(self, concurrency=1, pool="prefork", *options):
+    def start_worker(self, concurrency=1, pool="prefork", *options, queues="calendar_sync,calendar_sync.bulk"):
+        """A worker process consuming `queues` (the app's interactive and bulk queues unless told)."""
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -114,6 +115,8 @@ class Stack:
                 "error",
                 "--without-gossip",
                 "--without-mingle",
+                "-Q",
+                queues,
                 "-n",
                 f"bench-{time.monotonic_ns()}@%h",
                 *options,

@@ -1,0 +1,78 @@
+"""How far a bulk job on one connection has come: kept on the connection (`CalendarToken.bulk_*`),
+written by the core as it goes, read by `status` so pages and commands can show a progress bar.
+
+One job at a time per connection is shown: a second one started meanwhile takes the fields over.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.utils import timezone
+
+from .models import CalendarToken
+
+KINDS = ("backfill", "calendar_move", "resync")
+
+
+class Progress:
+    """A running job's counts; every change is one UPDATE of the connection's row."""
+
+    def __init__(self, token_pk, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown bulk kind {kind!r}")
+        self.token_pk, self.kind, self.done, self.total = token_pk, kind, 0, 0
+        self.started_at = timezone.now()
+
+    def add(self, total: int) -> None:
+        """More operations are due (a calendar move adds its backfill after its removals)."""
+        self.total += total
+        self._save()
+
+    def step(self, done: int) -> None:
+        """`done` more operations are finished (sent, whatever their outcome)."""
+        self.done += done
+        self._save()
+
+    def _save(self, **fields) -> None:
+        CalendarToken.objects.filter(pk=self.token_pk).update(
+            **(
+                fields
+                or {
+                    "bulk_kind": self.kind,
+                    "bulk_done": self.done,
+                    "bulk_total": self.total,
+                    "bulk_started_at": self.started_at,
+                }
+            )
+        )
+
+    def clear(self) -> None:
+        self._save(bulk_kind="", bulk_done=0, bulk_total=0, bulk_started_at=None)
+
+
+@contextmanager
+def tracked(token: CalendarToken, kind: str, progress: Progress | None = None) -> Iterator[Progress]:
+    """The job's Progress, shown from the start and cleared at the end, however it ends. Given an
+    outer job's `progress` (a calendar move's backfill), counts into that one and leaves it to its owner."""
+    if progress is not None:
+        yield progress
+        return
+    progress = Progress(token.pk, kind)
+    progress.add(0)
+    try:
+        yield progress
+    finally:
+        progress.clear()
+
+
+def of(token: CalendarToken | None) -> dict[str, Any] | None:
+    """{"kind", "done", "total", "started_at"} of the job under way on this connection, or None."""
+    if token is None or not token.bulk_kind:
+        return None
+    return {
+        "kind": token.bulk_kind,
+        "done": token.bulk_done,
+        "total": token.bulk_total,
+        "started_at": token.bulk_started_at,
+    }
