@@ -378,7 +378,6 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=
         return _backfill(owner, token, reason, shown)
 
 
-
 def _backfill(owner, token, reason, shown):
     upcoming: set[tuple[str, str, str]] = set()
     for source in get_sources().values():

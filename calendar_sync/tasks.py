@@ -183,9 +183,7 @@ def sweep():
     return count
 
 
-@shared_task(
-    base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True, bulk=True
-)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True, bulk=True)
 def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
     """Read one shared calendar's changes into busy blocks."""
     try:

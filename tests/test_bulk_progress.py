@@ -55,7 +55,7 @@ def published(settings):
     def take(which):
         found = []
         with probe.connection_for_read() as conn:
-            while (message := conn.default_channel.basic_get(names[which])) is not None:
+            while (message := conn.default_channel.basic_get(names[which], no_ack=True)) is not None:
                 found.append((message.headers["task"].rsplit(".", 1)[1], message.headers["argsrepr"]))
         return found
 
@@ -64,7 +64,9 @@ def published(settings):
 
 
 @pytest.mark.django_db
-def test_each_task_goes_to_its_queue(published, member, staff, workspace, make_booking, django_capture_on_commit_callbacks):
+def test_each_task_goes_to_its_queue(
+    published, member, staff, workspace, make_booking, django_capture_on_commit_callbacks
+):
     booking = make_booking(member)
     with django_capture_on_commit_callbacks(execute=True):
         services.confirm_booking(booking)  # a member's booking: interactive
@@ -72,7 +74,12 @@ def test_each_task_goes_to_its_queue(published, member, staff, workspace, make_b
 
     room = Owner("workspace", str(workspace.pk))
     CalendarToken.objects.create(
-        owner_kind=room.kind, owner_id=room.id, provider="google", connected_by=staff, access_token="a", refresh_token="r"
+        owner_kind=room.kind,
+        owner_id=room.id,
+        provider="google",
+        connected_by=staff,
+        access_token="a",
+        refresh_token="r",
     )
     tasks.send(flows.connect(CalendarToken.objects.get(owner_kind="workspace")))  # connect: backfill, pull, channel
     tasks.enqueue_work([sync.Work("booking", str(booking.pk), "workspace", 5)])  # what a backfill left to do
