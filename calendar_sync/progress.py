@@ -4,8 +4,9 @@ written by the core as it goes, read by `status` so pages and commands can show 
 One job at a time per connection is shown: a second one started meanwhile takes the fields over.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.utils import timezone
@@ -13,6 +14,7 @@ from django.utils import timezone
 from .models import CalendarToken
 
 KINDS = ("backfill", "calendar_move", "resync")
+_listeners: ContextVar[tuple[Callable[["Progress"], None], ...]] = ContextVar("calendar_sync_progress", default=())
 
 
 class Progress:
@@ -35,6 +37,9 @@ class Progress:
         self._save()
 
     def _save(self, **fields) -> None:
+        if not fields:
+            for listener in _listeners.get():
+                listener(self)
         CalendarToken.objects.filter(pk=self.token_pk).update(
             **(
                 fields
@@ -64,6 +69,17 @@ def tracked(token: CalendarToken, kind: str, progress: Progress | None = None) -
         yield progress
     finally:
         progress.clear()
+
+
+@contextmanager
+def reported(listener: Callable[[Progress], None]) -> Iterator[None]:
+    """Call `listener(progress)` at every step of the jobs run inside, in this process (a command
+    that runs the work itself prints lines with it)."""
+    reset = _listeners.set((*_listeners.get(), listener))
+    try:
+        yield
+    finally:
+        _listeners.reset(reset)
 
 
 def of(token: CalendarToken | None) -> dict[str, Any] | None:

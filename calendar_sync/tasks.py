@@ -112,6 +112,17 @@ def send(work):
             logger.warning("calendar task %s%s not enqueued (%s)", item.name, item.args, type(exc).__name__)
 
 
+def run_here(work):
+    """Run what a flow returned in this process, now, as SYNC_MODE "inline" does (a command that
+    waits for its work); what that work leaves for later is enqueued as usual."""
+    for item in work:
+        if item.name == "sync":
+            source_key, object_id, destination, reason = item.args
+            sync_task.apply((source_key, object_id), {"destination": destination, "reason": reason})
+        else:
+            TASKS[item.name].apply(item.args)
+
+
 def schedule(work):
     """Enqueue what a flow returned once the current transaction commits (at once outside one)."""
     work = list(work)

@@ -6,11 +6,13 @@ in-memory transport) and on a real worker that consumes only one of them. While 
 move or resync runs, `status` carries its progress; null otherwise.
 """
 
+import io
 import time
 import uuid
 
 import pytest
 from celery import Celery
+from django.core.management import call_command
 from django.utils import timezone
 
 from bookings import services
@@ -141,6 +143,29 @@ def test_backfill_goes_chunk_by_chunk_and_clears_its_progress(fake_google, staff
     assert fake_google.events(ROOM_ACCOUNT) == {}
     assert len(fake_google.events(ROOM_ACCOUNT, "team@group.calendar.google.com")) == 10
     assert len([r for r in fake_google.http_requests if r["path"].endswith("/batch/calendar/v3")]) == 6
+    assert staff_api.get(SHARED.format(workspace.pk)).json()["bulk"] is None
+
+
+@pytest.mark.django_db
+def test_commands_that_wait_print_progress_as_they_go(fake_google, staff, member, workspace, run, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "BULK_CHUNK": 4}
+    room_bookings(member, workspace, 10)
+    fake_google.add_account(ROOM_ACCOUNT)
+    staff_api = client_for(staff)
+    assert "calendar_sync=connected" in run(connect_room, staff_api, fake_google, workspace, ROOM_ACCOUNT)["Location"]
+    out = io.StringIO()
+    call_command("calendar_sync_resync", "--owner", f"workspace:{workspace.pk}", "--wait", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "resync: 0 of 10 (0%)" and lines[-2:] == [
+        "resync: 10 of 10 (100%)",
+        "Done: 1 connection(s) resynced.",
+    ]
+    out = io.StringIO()
+    team = "team@group.calendar.google.com"
+    call_command("calendar_sync_change_calendar", "--owner", f"workspace:{workspace.pk}", team, "--wait", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "calendar_move: 0 of 10 (0%)" and "calendar_move: 20 of 20 (100%)" in lines
+    assert fake_google.events(ROOM_ACCOUNT) == {} and len(fake_google.events(ROOM_ACCOUNT, team)) == 10
     assert staff_api.get(SHARED.format(workspace.pk)).json()["bulk"] is None
 
 
