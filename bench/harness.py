@@ -99,10 +99,12 @@ class Stack:
         self.workers = []
 
     # --- processes ------------------------------------------------------------------------
-    def start_worker(self, concurrency=1, pool="prefork", *options, queues="calendar_sync,calendar_sync.bulk"):
-        """A worker process consuming `queues` (the app's interactive and bulk queues unless told)."""
+    def start_worker(self, concurrency=1, pool="prefork", *options, queues="calendar_sync,calendar_sync.bulk", nice=0):
+        """A worker process consuming `queues` (the app's interactive and bulk queues unless told),
+        at CPU priority `nice` (a bulk worker below the interactive one)."""
         proc = subprocess.Popen(
             [
+                *(["nice", "-n", str(nice)] if nice else []),
                 sys.executable,
                 "-m",
                 "celery",

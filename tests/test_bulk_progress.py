@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from celery import Celery
+from celery.app.task import Context
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -20,6 +21,7 @@ from bookings.models import Booking
 from calendar_sync import flows, progress, sync, tasks
 from calendar_sync.models import CalendarToken, SyncRecord
 from calendar_sync.owners import Owner
+from calendar_sync.tasks import queue
 from managehub.celery import app as celery_app
 from tests.helpers import ROOM_ACCOUNT, client_for, connect, connect_room, event_key, landing
 from tests.stack import wait_until
@@ -101,6 +103,11 @@ def test_each_task_goes_to_its_queue(
     ]
     # one failed sync resynced: someone waits for it, as for a booking; the sweeper is light work
     assert published("QUEUE") == [("sync", repr(("booking", str(booking.pk)))), ("sweep", "()")]
+
+    # a retry goes back to the queue its message came from (as Celery rebuilds it from the request)
+    bulk = Context(args=("booking", "7"), kwargs={}, delivery_info={"exchange": "", "routing_key": queue(bulk=True)})
+    tasks.sync_task.signature_from_request(bulk, countdown=1, retries=1).apply_async()
+    assert published("BULK_QUEUE") == [("sync", repr(("booking", "7")))] and published("QUEUE") == []
 
     SyncRecord.objects.update(state=SyncRecord.State.FAILED)  # the member's and the room's: a resync of many
     tasks.send(flows.resync_records(SyncRecord.objects.all()))
