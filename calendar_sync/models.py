@@ -55,6 +55,7 @@ class CalendarToken(models.Model):
     bulk_done = models.PositiveIntegerField(default=0)
     bulk_total = models.PositiveIntegerField(default=0)
     bulk_started_at = models.DateTimeField(null=True, blank=True)
+    bulk_updated_at = models.DateTimeField(null=True, blank=True)  # its last step: a killed worker's job goes stale
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

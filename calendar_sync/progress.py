@@ -2,6 +2,8 @@
 written by the core as it goes, read by `status` so pages and commands can show a progress bar.
 
 One job at a time per connection is shown: a second one started meanwhile takes the fields over.
+A job whose worker was killed never clears its fields: after STALE_AFTER seconds without a step it
+is shown no more (its redelivered task starts a new one).
 """
 
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from django.utils import timezone
 from .models import CalendarToken
 
 KINDS = ("backfill", "calendar_move", "resync")
+STALE_AFTER = 900  # a chunk waits on a provider for minutes at most (a longer wait reschedules the work)
 _listeners: ContextVar[tuple[Callable[["Progress"], None], ...]] = ContextVar("calendar_sync_progress", default=())
 
 
@@ -48,12 +51,13 @@ class Progress:
                     "bulk_done": self.done,
                     "bulk_total": self.total,
                     "bulk_started_at": self.started_at,
+                    "bulk_updated_at": timezone.now(),
                 }
             )
         )
 
     def clear(self) -> None:
-        self._save(bulk_kind="", bulk_done=0, bulk_total=0, bulk_started_at=None)
+        self._save(bulk_kind="", bulk_done=0, bulk_total=0, bulk_started_at=None, bulk_updated_at=None)
 
 
 @contextmanager
@@ -86,6 +90,8 @@ def of(token: CalendarToken | None) -> dict[str, Any] | None:
     """{"kind", "done", "total", "started_at"} of the job under way on this connection, or None."""
     if token is None or not token.bulk_kind:
         return None
+    if token.bulk_updated_at and (timezone.now() - token.bulk_updated_at).total_seconds() > STALE_AFTER:
+        return None  # its worker died
     return {
         "kind": token.bulk_kind,
         "done": token.bulk_done,

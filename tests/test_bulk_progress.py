@@ -127,6 +127,14 @@ def test_status_shows_a_running_job_and_null_after_it_whatever_its_end(google_co
         raise RuntimeError("the job failed")
     assert api.get("/api/calendar-sync/status").json()["bulk"] is None
 
+    # a job whose worker was killed never clears its progress: once stale it is shown no more
+    shown = progress.Progress(token.pk, "backfill")
+    shown.add(10)
+    assert api.get("/api/calendar-sync/status").json()["bulk"]["total"] == 10
+    long_ago = timezone.now() - timezone.timedelta(seconds=progress.STALE_AFTER + 1)
+    CalendarToken.objects.filter(pk=token.pk).update(bulk_updated_at=long_ago)
+    assert api.get("/api/calendar-sync/status").json()["bulk"] is None
+
 
 @pytest.mark.django_db
 def test_backfill_goes_chunk_by_chunk_and_clears_its_progress(fake_google, staff, member, workspace, run, settings):
