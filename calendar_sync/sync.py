@@ -21,7 +21,7 @@ from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
-from .progress import tracked
+from .progress import STALE_AFTER, tracked
 from .providers import get_provider
 from .sources import EventSource, get_source, get_sources
 from .types import Operation, Outcome
@@ -414,9 +414,10 @@ def _backfill(owner, token, reason, shown):
     shown.add(len(work))
     counts: dict[str, int] = {}
     later: list[Work] = []
-    limiter, lost = RateLimiter(), None
+    limiter, lost, held = RateLimiter(), None, None
     size = get_setting("BULK_CHUNK")
     for start in range(0, len(work), size):
+        held = _hold([item.record.pk for item, _ in work[start:]], held)
         chunk = work[start : start + size]
         # Locked chunk by chunk: a member's sync of one of these objects waits for one call at most.
         keys = [locks.key(item.source.key, item.record.object_id, item.record.destination) for item, _ in chunk]
@@ -443,6 +444,19 @@ def _backfill(owner, token, reason, shown):
         shown.step(len(chunk))
     logger.info("calendar backfill for %s: %s", owner, counts)
     return counts, later
+
+
+def _hold(pks, held):
+    """Keep the sweeper off the records a backfill has yet to send (its pending ones would look
+    left behind after SWEEP_STALE_AFTER and go to the interactive queue): their `retry_at` is set
+    STALE_AFTER ahead, renewed at half time. Sending one clears it; if the job dies the sweeper
+    takes them once the hold ends. Returns until when they are held."""
+    now = timezone.now()
+    if held is not None and held - now > timedelta(seconds=STALE_AFTER / 2):
+        return held
+    held = now + timedelta(seconds=STALE_AFTER)
+    SyncRecord.objects.filter(pk__in=pks, state=State.PENDING).update(retry_at=held)
+    return held
 
 
 def _record_outcome(item, operation, outcome, later):

@@ -162,6 +162,26 @@ def test_backfill_goes_chunk_by_chunk_and_clears_its_progress(fake_google, staff
 
 
 @pytest.mark.django_db
+def test_the_sweeper_leaves_a_running_backfill_alone(fake_google, staff, member, workspace, run, settings):
+    """What a backfill has yet to send is pending for as long as it runs: not work left behind."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "BULK_CHUNK": 4, "SWEEP_STALE_AFTER": 0}
+    room_bookings(member, workspace, 10)
+    fake_google.add_account(ROOM_ACCOUNT)
+    swept = []
+
+    def sweep_midway(job):
+        if job.done == 4:
+            swept.append(tasks.sweep())
+
+    with progress.reported(sweep_midway):
+        response = run(connect_room, client_for(staff), fake_google, workspace, ROOM_ACCOUNT)
+    assert "calendar_sync=connected" in response["Location"]
+    assert swept == [0]
+    assert len(fake_google.events(ROOM_ACCOUNT)) == 10
+    assert list(SyncRecord.objects.values_list("state", "retry_at").distinct()) == [("synced", None)]
+
+
+@pytest.mark.django_db
 def test_commands_that_wait_print_progress_as_they_go(fake_google, staff, member, workspace, run, settings):
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "BULK_CHUNK": 4}
     room_bookings(member, workspace, 10)
