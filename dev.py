@@ -95,7 +95,7 @@ def test(argv):
 def bench(argv):
     """`python3 dev.py bench NAME [args]`: run bench/NAME.py (needs PostgreSQL and Redis)."""
     if not argv:
-        sys.exit("usage: python3 dev.py bench {overhead|throughput|economy|scale|load} [args]")
+        sys.exit("usage: python3 dev.py bench {overhead|throughput|economy|scale|load|backfill} [args]")
     sys.exit(subprocess.call([str(PY), str(ROOT / "bench" / f"{argv[0]}.py"), *argv[1:]], cwd=ROOT / "bench"))
 
 

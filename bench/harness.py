@@ -99,9 +99,12 @@ class Stack:
         self.workers = []
 
     # --- processes ------------------------------------------------------------------------
-    def start_worker(self, concurrency=1, pool="prefork", *options):
+    def start_worker(self, concurrency=1, pool="prefork", *options, queues="calendar_sync,calendar_sync.bulk", nice=0):
+        """A worker process consuming `queues` (the app's interactive and bulk queues unless told),
+        at CPU priority `nice` (a bulk worker below the interactive one)."""
         proc = subprocess.Popen(
             [
+                *(["nice", "-n", str(nice)] if nice else []),
                 sys.executable,
                 "-m",
                 "celery",
@@ -114,6 +117,8 @@ class Stack:
                 "error",
                 "--without-gossip",
                 "--without-mingle",
+                "-Q",
+                queues,
                 "-n",
                 f"bench-{time.monotonic_ns()}@%h",
                 *options,

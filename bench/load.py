@@ -269,6 +269,8 @@ class Load:
                     "warning",
                     "--without-gossip",
                     "--without-mingle",
+                    "-Q",
+                    "calendar_sync,calendar_sync.bulk",
                     "-n",
                     name,
                 ],

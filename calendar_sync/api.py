@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models
 
-from . import flows, tasks, tokens
+from . import flows, progress, tasks, tokens
 from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
@@ -113,6 +113,7 @@ def connection(owner: Owner) -> dict[str, Any]:
         "connected_by": token.connected_by.get_username() if token and token.connected_by else None,
         "pending_syncs": counts[SyncRecord.State.PENDING],
         "failed_syncs": counts[SyncRecord.State.FAILED],
+        "bulk": progress.of(token),
         "connections": connections(owner),
     }
 

@@ -66,6 +66,13 @@ DEFAULTS: dict[str, Any] = {
     # "celery": syncs and other work go to the host's Celery broker; "inline": they run in the process
     # that asked, after its commit (no broker or worker, but provider calls on the request path).
     "SYNC_MODE": "celery",
+    # Celery queues: interactive work (a booking's sync) goes to QUEUE, bulk work (backfill, calendar
+    # move, resync of many, pulls, health) to BULK_QUEUE, so members never wait behind a backfill.
+    # Workers consume both: `celery -A proj worker -Q calendar_sync,calendar_sync.bulk`.
+    "QUEUE": "calendar_sync",
+    "BULK_QUEUE": "calendar_sync.bulk",
+    # Operations sent per provider call by bulk work; the job's progress is saved after each.
+    "BULK_CHUNK": 50,
     # Watched models: {"key": "dotted.path.to.EventSource subclass"}.
     "SOURCES": {},
     # Host objects that may own a shared calendar (a room's): {"kind": "app_label.Model"}.

@@ -326,7 +326,7 @@ def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
     connection(owner)
     work = resync_records(SyncRecord.objects.filter(state=SyncRecord.State.FAILED, **owner.lookup()))
     if not failed_only:
-        work.append(Task("backfill", (owner.kind, owner.id)))
+        work.append(Task("backfill", (owner.kind, owner.id, "resync")))
     return work
 
 

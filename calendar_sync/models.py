@@ -58,6 +58,12 @@ class CalendarToken(models.Model):
     push_channel = models.CharField(max_length=255, blank=True)
     push_resource = models.CharField(max_length=255, blank=True)
     push_expires_at = models.DateTimeField(null=True, blank=True)
+    # The bulk job under way (backfill, calendar move, resync), for status pages ("" when none: `progress`).
+    bulk_kind = models.CharField(max_length=16, blank=True)
+    bulk_done = models.PositiveIntegerField(default=0)
+    bulk_total = models.PositiveIntegerField(default=0)
+    bulk_started_at = models.DateTimeField(null=True, blank=True)
+    bulk_updated_at = models.DateTimeField(null=True, blank=True)  # its last step: a killed worker's job goes stale
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import AccessLog, CalendarToken
+from .progress import KINDS
 from .providers import configured_providers
 from .providers.caldav import PRESETS
 
@@ -64,6 +65,15 @@ class ConnectionChangeSerializer(serializers.Serializer):
         return attrs
 
 
+class BulkProgressSerializer(serializers.Serializer):
+    """The bulk job under way on a connection: operations done of the total known so far."""
+
+    kind = serializers.ChoiceField(choices=list(KINDS))
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+
+
 class StatusSerializer(serializers.Serializer):
     connected = serializers.BooleanField()
     provider = serializers.CharField(allow_null=True)
@@ -81,6 +91,9 @@ class StatusSerializer(serializers.Serializer):
     pending_syncs = serializers.IntegerField()
     failed_syncs = serializers.IntegerField()
     connected_by = serializers.CharField(allow_null=True, help_text="Who made the connection (shared connections).")
+    bulk = BulkProgressSerializer(
+        allow_null=True, help_text="The backfill, calendar move or resync under way (null when none)."
+    )
     providers = ProviderSerializer(
         many=True,
         help_text="OAuth providers a member can connect on this server (`auth/{provider}`); Apple iCloud / CalDAV "

@@ -21,6 +21,7 @@ from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
+from .progress import STALE_AFTER, tracked
 from .providers import get_provider
 from .sources import EventSource, get_source, get_sources
 from .types import Operation, Outcome
@@ -382,14 +383,21 @@ def _roles_at(source, obj, owner):
     return [role for role, (kind, pk) in source.destinations(obj).items() if Owner.of(kind, pk) == owner]
 
 
-def backfill(owner, reason=AccessLog.Reason.BACKFILL):
-    """Sync an owner's upcoming objects and anything left pending, in batches within the rate limit.
+def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=None):
+    """Sync an owner's upcoming objects and anything left pending, in chunks within the rate limit.
 
-    Run on connect, reconnect and calendar change. Returns ({state: count}, [Work to enqueue]).
+    Run on connect, reconnect, resync and calendar change. Its progress (`kind`, or the calendar
+    move's `progress` it is part of) is on the connection while it runs. Returns ({state: count},
+    [Work to enqueue]).
     """
     token = _write_token(owner)
     if token is None:
         return {}, []
+    with tracked(token, kind, progress) as shown:
+        return _backfill(owner, token, reason, shown)
+
+
+def _backfill(owner, token, reason, shown):
     upcoming: set[tuple[str, str, str]] = set()
     for source in get_sources().values():
         objects = list(source.get_queryset().filter(pk__in=source.upcoming(owner).values("pk")))
@@ -425,69 +433,117 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
     )
     if not work:
         return {}, []
-    keys = [locks.key(item.source.key, item.record.object_id, item.record.destination) for item, _ in work]
-    taken = locks.try_acquire(keys)
-    later = [
-        Work(item.source.key, item.record.object_id, item.record.destination)
-        for (item, _), ok in zip(work, taken, strict=True)
-        if not ok
-    ]  # being synced right now
-    work = [w for w, ok in zip(work, taken, strict=True) if ok]
+    shown.add(len(work))
     counts: dict[str, int] = {}
-    try:
-        results = _run(token, [operation for _, operation in work], reason, RateLimiter())
-    except AuthorizationLost as exc:
-        results = [Outcome(exc)] * len(work)
-    finally:
-        locks.release([k for k, ok in zip(keys, taken, strict=True) if ok])
-    paused_until = None
-    for (item, operation), outcome in zip(work, results, strict=True):
-        record, error = item.record, outcome.error
-        if isinstance(error, UsageLimited):
-            paused_until = paused_until or tokens.pause_writes(token, error)
-            record_paused(SyncRecord.objects.filter(pk=record.pk, version=record.version), paused_until)
-            state = State.PENDING
-        elif isinstance(error, TransientError):
-            retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
-            record_transient(record, error, retry_in)
-            later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
-            state = State.PENDING
-        else:
-            state = (
-                State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
-            )
-            if not _finish(item, state, operation, outcome):
-                later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
-        counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
+    later: list[Work] = []
+    limiter, lost, held, paused_until = RateLimiter(), None, None, None
+    size = get_setting("BULK_CHUNK")
+    for start in range(0, len(work), size):
+        chunk = work[start : start + size]
+        if paused_until is not None:  # the usage limit was met: the rest waits for the pause, unsent
+            record_paused(SyncRecord.objects.filter(pk__in=[item.record.pk for item, _ in chunk]), paused_until)
+            counts[State.PENDING] = counts.get(State.PENDING, 0) + len(chunk)  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
+            shown.step(len(chunk))
+            continue
+        held = _hold([item.record.pk for item, _ in work[start:]], held)
+        # Locked chunk by chunk: a member's sync of one of these objects waits for one call at most.
+        keys = [locks.key(item.source.key, item.record.object_id, item.record.destination) for item, _ in chunk]
+        taken = locks.try_acquire(keys)
+        later += [
+            Work(item.source.key, item.record.object_id, item.record.destination)
+            for (item, _), ok in zip(chunk, taken, strict=True)
+            if not ok
+        ]  # being synced right now
+        sent = [w for w, ok in zip(chunk, taken, strict=True) if ok]
+        try:
+            if lost is not None or not sent:
+                results = [Outcome(lost)] * len(sent)
+            else:
+                results = _run(token, [operation for _, operation in sent], reason, limiter)
+        except AuthorizationLost as exc:
+            lost = exc  # the rest are not sent: they are not connected either
+            results = [Outcome(exc)] * len(sent)
+        finally:
+            locks.release([k for k, ok in zip(keys, taken, strict=True) if ok])
+        for (item, operation), outcome in zip(sent, results, strict=True):
+            if isinstance(outcome.error, UsageLimited):
+                paused_until = paused_until or tokens.pause_writes(token, outcome.error)
+                record_paused(SyncRecord.objects.filter(pk=item.record.pk, version=item.record.version), paused_until)
+                state = State.PENDING
+            else:
+                state = _record_outcome(item, operation, outcome, later)
+            counts[state] = counts.get(state, 0) + 1
+        shown.step(len(chunk))
     logger.info("calendar backfill for %s: %s", owner, counts)
     return counts, later
 
 
-def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
+def _hold(pks, held):
+    """Keep the sweeper off the records a backfill has yet to send (its pending ones would look
+    left behind after SWEEP_STALE_AFTER and go to the interactive queue): their `retry_at` is set
+    STALE_AFTER ahead, renewed at half time. Sending one clears it; if the job dies the sweeper
+    takes them once the hold ends. Returns until when they are held."""
+    now = timezone.now()
+    if held is not None and held - now > timedelta(seconds=STALE_AFTER / 2):
+        return held
+    held = now + timedelta(seconds=STALE_AFTER)
+    SyncRecord.objects.filter(pk__in=pks, state=State.PENDING).update(retry_at=held)
+    return held
+
+
+def _record_outcome(item, operation, outcome, later):
+    """Write one backfilled operation's outcome; what must run again goes to `later`. Returns the state."""
+    record, error = item.record, outcome.error
+    if isinstance(error, TransientError):
+        retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
+        record_transient(record, error, retry_in)
+        later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
+        return State.PENDING
+    state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
+    if not _finish(item, state, operation, outcome):
+        later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
+    return state
+
+
+def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
     Used when the owner picks another calendar or connects another provider, so nobody sees
-    every booking twice. Returns how many could not be removed.
+    every booking twice. Sent in chunks, counted in `progress` when given (a calendar move's).
+    Returns how many could not be removed.
     """
     records = list(
         SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True)
     )
-    operations = [
-        Operation(
-            key=get_source(r.source).event_id(r.object_id, r.destination),
-            object_ref=f"{r.source}:{r.object_id}",
-            remote_id=r.remote_id or None,
-            known_to_exist=True,
-        )
-        for r in records
-    ]
-    if not operations:
+    if not records:
         return 0
-    try:
-        outcomes = _run(token, operations, reason, RateLimiter(), calendar_id=calendar_id)
-    except (AuthorizationLost, TransientError) as exc:
-        outcomes = [Outcome(exc)] * len(operations)
-    failed = sum(1 for o in outcomes if o.error is not None)
+    if progress is not None:
+        progress.add(len(records))
+    limiter, failed, size, lost = RateLimiter(), 0, get_setting("BULK_CHUNK"), None
+    for start in range(0, len(records), size):
+        chunk = records[start : start + size]
+        operations = [
+            Operation(
+                key=get_source(r.source).event_id(r.object_id, r.destination),
+                object_ref=f"{r.source}:{r.object_id}",
+                remote_id=r.remote_id or None,
+                known_to_exist=True,
+            )
+            for r in chunk
+        ]
+        try:
+            if lost is not None:
+                raise lost  # the grant is gone: the rest cannot be removed either
+            outcomes = _run(token, operations, reason, limiter, calendar_id=calendar_id)
+        except (AuthorizationLost, TransientError) as exc:
+            lost = exc if isinstance(exc, AuthorizationLost) else None
+            outcomes = [Outcome(exc)] * len(operations)
+        failed += sum(1 for o in outcomes if o.error is not None)
+        SyncRecord.objects.filter(
+            pk__in=[r.pk for r, o in zip(chunk, outcomes, strict=True) if o.error is None]
+        ).update(remote_may_exist=False, remote_id="")
+        if progress is not None:
+            progress.step(len(chunk))
     if failed:
         logger.warning(
             "calendar move for %s:%s: %s event(s) could not be removed from the old calendar",
@@ -495,9 +551,6 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
             token.owner_id,
             failed,
         )
-    SyncRecord.objects.filter(pk__in=[r.pk for r, o in zip(records, outcomes, strict=True) if o.error is None]).update(
-        remote_may_exist=False, remote_id=""
-    )
     return failed
 
 
@@ -517,25 +570,28 @@ def move_connection(owner, old_pk, old_calendar_id):
     if token is None or str(token.pk) == str(old_pk):
         return {}, []
     old = CalendarToken.objects.filter(pk=old_pk, status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
-    if old is not None:
-        remove_events(old, old_calendar_id)
-    records = SyncRecord.objects.filter(**owner.lookup())
-    for key, source in get_sources().items():
-        field = source.event_id_field
-        ids = list(records.filter(source=key, destination=MEMBER_ROLE).values_list("object_id", flat=True))
-        if field and ids:
-            source.get_queryset().filter(pk__in=ids).update(**{field: source.stored_event_id(None)})
-    records.update(remote_id="", remote_may_exist=False, updated_at=timezone.now())
-    return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE)
+    with tracked(token, "calendar_move") as shown:
+        if old is not None:
+            remove_events(old, old_calendar_id, progress=shown)
+        records = SyncRecord.objects.filter(**owner.lookup())
+        for key, source in get_sources().items():
+            field = source.event_id_field
+            ids = list(records.filter(source=key, destination=MEMBER_ROLE).values_list("object_id", flat=True))
+            if field and ids:
+                source.get_queryset().filter(pk__in=ids).update(**{field: source.stored_event_id(None)})
+        records.update(remote_id="", remote_may_exist=False, updated_at=timezone.now())
+        return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE, progress=shown)
 
 
 def move_calendar(owner, old_calendar_id):
-    """The owner chose another calendar: take our events out of the old one, then backfill the new."""
+    """The owner chose another calendar: take our events out of the old one, then backfill the new
+    (one progress for both: the backfill's operations are added to the total once known)."""
     token = _write_token(owner)
     if token is None or token.calendar_id == old_calendar_id:
         return {}, []
-    remove_events(token, old_calendar_id)
-    return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE)
+    with tracked(token, "calendar_move") as shown:
+        remove_events(token, old_calendar_id, progress=shown)
+        return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE, progress=shown)
 
 
 def _pk(source, object_id):

@@ -22,14 +22,27 @@ logger = logging.getLogger(__name__)
 MEMBER_ROLE = sync.MEMBER_ROLE
 
 
+def queue(bulk=False):
+    """The Celery queue of interactive work (CALENDAR_SYNC["QUEUE"]) or of bulk work ("BULK_QUEUE"):
+    two queues, so a member's booking never waits behind a backfill (workers consume both)."""
+    return get_setting("BULK_QUEUE" if bulk else "QUEUE")
+
+
 class CalendarTask(Task):
     """Every task of the app. With CALENDAR_SYNC["SYNC_MODE"] = "inline" a call runs here and now, in the
     process that asked (the web request, after its commit), instead of going to a broker: for hosts
-    without Celery workers. A transient failure then stays pending for the sweeper (no countdowns)."""
+    without Celery workers. A transient failure then stays pending for the sweeper (no countdowns).
+
+    Routing is the app's own: each task goes to its queue (`bulk` tasks to the bulk queue) unless
+    the caller names one (a sync enqueued by bulk work) or Celery does (a retry keeps its queue)."""
+
+    bulk = False
 
     def apply_async(self, args=None, kwargs=None, task_id=None, *rest, **options):
         if get_setting("SYNC_MODE") == "inline":
             return self.apply(args, kwargs, task_id=task_id)
+        if "queue" not in options and "routing_key" not in options:
+            options["queue"] = queue(self.bulk)
         return super().apply_async(args, kwargs, task_id, *rest, **options)
 
 
@@ -39,15 +52,16 @@ def backoff(retries, retry_after=None):
     return max(retry_after or 0, random.uniform(base / 2, base))
 
 
-def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None):
-    """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
+def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None, bulk=False):
+    """Ask for a sync (on the bulk queue when bulk work asks); if the broker is down the SyncRecord
+    stays and the sweeper retries."""
     kwargs = {
         k: v
         for k, v in (("destination", destination), ("reason", reason))
         if v and (k, v) != ("destination", MEMBER_ROLE)
     }
     try:
-        sync_task.apply_async((source_key, str(object_id)), kwargs or None, countdown=countdown)
+        sync_task.apply_async((source_key, str(object_id)), kwargs or None, countdown=countdown, queue=queue(bulk))
     except Exception as exc:  # noqa: BLE001 - any broker failure: the durable record covers it
         logger.warning(
             "calendar sync not enqueued for %s:%s → %s (%s); the sweeper will pick it up",
@@ -64,8 +78,9 @@ def enqueue_all(source_key, object_id, destinations):
 
 
 def enqueue_work(work):
+    """What a bulk job (backfill, calendar move) left to do: on the bulk queue, as the job was."""
     for item in work:
-        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown)
+        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown, bulk=True)
 
 
 def resync(records):
@@ -83,16 +98,29 @@ def resync_objects(source_key, objects):
 
 
 def send(work):
-    """Enqueue what a flow returned, now. A broker failure is logged: sync records stay for the sweeper."""
+    """Enqueue what a flow returned, now. A broker failure is logged: sync records stay for the sweeper.
+    A resync of many objects is bulk work; of one, a person waiting for it."""
+    bulk = sum(item.name == "sync" for item in work) > 1
     for item in work:
         if item.name == "sync":
             source_key, object_id, destination, reason = item.args
-            enqueue(source_key, object_id, destination, reason=reason)
+            enqueue(source_key, object_id, destination, reason=reason, bulk=bulk)
             continue
         try:
             TASKS[item.name].delay(*item.args)
         except Exception as exc:  # noqa: BLE001 - any broker failure
             logger.warning("calendar task %s%s not enqueued (%s)", item.name, item.args, type(exc).__name__)
+
+
+def run_here(work):
+    """Run what a flow returned in this process, now, as SYNC_MODE "inline" does (a command that
+    waits for its work); what that work leaves for later is enqueued as usual."""
+    for item in work:
+        if item.name == "sync":
+            source_key, object_id, destination, reason = item.args
+            sync_task.apply((source_key, object_id), {"destination": destination, "reason": reason})
+        else:
+            TASKS[item.name].apply(item.args)
 
 
 def schedule(work):
@@ -122,14 +150,19 @@ def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None)
         raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True)
-def backfill_task(owner_kind, owner_id):
-    counts, later = sync.backfill(Owner(owner_kind, str(owner_id)))
+@shared_task(
+    base=CalendarTask, name="calendar_sync.tasks.backfill", acks_late=True, reject_on_worker_lost=True, bulk=True
+)
+def backfill_task(owner_kind, owner_id, kind="backfill"):
+    """`kind`: what the status shows it as ("backfill" on connect, "resync")."""
+    counts, later = sync.backfill(Owner(owner_kind, str(owner_id)), kind=kind)
     enqueue_work(later)
     return counts
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    base=CalendarTask, name="calendar_sync.tasks.move_calendar", acks_late=True, reject_on_worker_lost=True, bulk=True
+)
 def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     counts, later = sync.move_calendar(Owner(owner_kind, str(owner_id)), old_calendar_id)
     enqueue_work(later)
@@ -184,7 +217,7 @@ def sweep():
     return len(rows)
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True)
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.pull", acks_late=True, reject_on_worker_lost=True, bulk=True)
 def pull_task(owner_kind, owner_id, reason=AccessLog.Reason.SCHEDULE):
     """Read one shared calendar's changes into busy blocks."""
     try:
@@ -206,13 +239,13 @@ def pull_all():
     return count
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.health")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.health", bulk=True)
 def health_task(include_recent=False):
     """Beat: refresh idle connections; dead grants become needs_reauth and their owners are told once."""
     return health.check(include_recent)
 
 
-@shared_task(base=CalendarTask, name="calendar_sync.tasks.renew_push")
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.renew_push", bulk=True)
 def renew_push_task():
     """Beat: give every shared connection a live push channel, renewing those expiring within a day.
     Returns how many channels were made or renewed."""

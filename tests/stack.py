@@ -17,6 +17,7 @@ import pytest
 from django.db import connection
 
 from bookings.models import Booking
+from calendar_sync.conf import get_setting
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
 from tests.helpers import FRONTEND, GOOGLE_ACCOUNT, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
@@ -54,11 +55,17 @@ def broker_url():
     return url
 
 
-class Worker:
-    """A `celery -A managehub worker` process with the same settings, pointed at the fake Google."""
+def queues():
+    """The app's two queues, as a worker's `-Q` takes them: interactive work and bulk work."""
+    return f"{get_setting('QUEUE')},{get_setting('BULK_QUEUE')}"
 
-    def __init__(self, env, concurrency=2):
-        self.env, self.proc, self.concurrency = env, None, concurrency
+
+class Worker:
+    """A `celery -A managehub worker` process with the same settings, pointed at the fake Google,
+    consuming the app's queues (both unless told)."""
+
+    def __init__(self, env, concurrency=2, queues=None):
+        self.env, self.proc, self.concurrency, self.queues = env, None, concurrency, queues
 
     def start(self, broker_url=None):
         """Start the worker and wait until it answers a ping on its broker."""
@@ -76,6 +83,8 @@ class Worker:
                 os.environ.get("TEST_WORKER_LOGLEVEL", "warning"),
                 "--without-gossip",
                 "--without-mingle",
+                "-Q",
+                self.queues or queues(),
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
             ],
