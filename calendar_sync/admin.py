@@ -55,7 +55,10 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     list_display = (
         "owner",
         "provider",
+        "account",
         "calendar_id",
+        "write",
+        "conflicts",
         "status",
         "writes_paused_until",
         "connected_by",
@@ -63,15 +66,18 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         "last_error",
         "updated_at",
     )
-    list_filter = ("owner_kind", "provider", "status", PausedFilter)
-    search_fields = ("user__username", "user__email", "owner_id", "calendar_id")
+    list_filter = ("owner_kind", "provider", "status", "write", "conflicts", PausedFilter)
+    search_fields = ("user__username", "user__email", "owner_id", "account", "calendar_id")
     fields = (
         "owner_kind",
         "owner_id",
         "user",
         "connected_by",
         "provider",
+        "account",
         "calendar_id",
+        "write",
+        "conflicts",
         "status",
         "scopes",
         "expires_at",
@@ -117,7 +123,9 @@ class CalendarTokenAdmin(SecretSafeAdmin):
     def disconnect(self, request, queryset):
         for token in queryset:
             try:
-                result = flows.disconnect(Owner(token.owner_kind, token.owner_id), AccessLog.Reason.STAFF_REQUEST)  # type: ignore[arg-type]  # TextChoices member: a str at runtime (no django-stubs)
+                reason = AccessLog.Reason.STAFF_REQUEST  # a str at runtime (TextChoices)
+                owner = Owner(token.owner_kind, token.owner_id)
+                result = flows.disconnect(owner, reason, pk=token.pk)  # type: ignore[arg-type]  # TextChoices member (no django-stubs)
             except CalendarSyncError as exc:
                 self.message_user(request, f"{token}: {exc.code}", messages.ERROR)
                 continue
@@ -141,6 +149,9 @@ class CalendarTokenAdmin(SecretSafeAdmin):
             self.message_user(request, "Give the calendar id to change to.", messages.ERROR)
             return
         for token in queryset:
+            if not token.write:
+                self.message_user(request, f"{token}: not where bookings go; nothing to move.", messages.ERROR)
+                continue
             try:
                 reason = AccessLog.Reason.STAFF_REQUEST  # a str at runtime (TextChoices)
                 owner = Owner(token.owner_kind, token.owner_id)

@@ -30,6 +30,7 @@ __all__ = [
     "EventSource",
     "Owner",
     "connection",
+    "connections",
     "external_busy",
     "get_setting",
     "resync",
@@ -68,12 +69,31 @@ def resync(source_key: str, objects: Iterable[models.Model]) -> int:
     return len(work)
 
 
+def connections(owner: Owner) -> list[dict[str, Any]]:
+    """Every connection of the owner, oldest first (never a token): for the connections API and status."""
+    return [
+        {
+            "id": token.pk,
+            "provider": token.provider,
+            "account": token.account,
+            "calendar_id": token.calendar_id,
+            "write": token.write,
+            "conflicts": token.conflicts,
+            "status": token.status,
+            "last_error": token.last_error,
+            "connected_at": token.created_at,
+        }
+        for token in owner.connections().defer(*CalendarToken.SECRET_FIELDS)
+    ]
+
+
 def connection(owner: Owner) -> dict[str, Any]:
-    """A connection's public state (never a token): for status APIs and the host's pages."""
+    """The owner's state (never a token): their write connection's, and every connection's, for status
+    APIs and the host's pages."""
     token = (
         CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS)
         .select_related("connected_by")
-        .filter(**owner.lookup())
+        .filter(write=True, **owner.lookup())
         .first()
     )
     counts = {SyncRecord.State.PENDING: 0, SyncRecord.State.FAILED: 0}
@@ -93,6 +113,7 @@ def connection(owner: Owner) -> dict[str, Any]:
         "connected_by": token.connected_by.get_username() if token and token.connected_by else None,
         "pending_syncs": counts[SyncRecord.State.PENDING],
         "failed_syncs": counts[SyncRecord.State.FAILED],
+        "connections": connections(owner),
     }
 
 

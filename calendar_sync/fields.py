@@ -95,7 +95,7 @@ def is_secret(field):
 
 def reaches_secret(model, path, is_secret=is_secret):
     """True when a lookup, filter, search or ordering path compares a column `is_secret` accepts:
-    directly (`access_token__startswith`), through relations (`user__calendar_token__refresh_token`),
+    directly (`access_token__startswith`), through relations (`user__calendar_tokens__refresh_token`),
     through the `pk` alias, or by ending on a relation whose key is one (`feed__gt`). The admin
     refuses such paths: each answer would leak a bit of the secret."""
     opts, field = model._meta, None

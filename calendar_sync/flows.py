@@ -1,6 +1,6 @@
 """What a person does to a connection: one plain function each (allauth's `internal/flows` is the model).
 
-store and connect, disconnect, change_calendar, resync (and resync_records / resync_objects), test.
+store and connect, disconnect, make_write and set_conflicts, change_calendar, resync (and resync_records / resync_objects), test.
 Views, admin actions, management commands and the host API call these and repeat none of
 their steps: copies drift (an admin disconnect that left busy blocks and a push channel behind;
 a calendar change that read the old calendar after setting the new one, and moved nothing).
@@ -18,12 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import channels, reads, sync, tokens
-from .exceptions import NotConnected
+from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .sources import get_source
@@ -47,50 +48,117 @@ class UnknownCalendar(ValueError):
 
 
 def connection(owner: Owner) -> CalendarToken:
-    """The owner's connection without its secrets loaded (they are read only where used, so a
-    connection whose secrets cannot be decrypted can still be disconnected). NotConnected if none."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(**owner.lookup()).first()
+    """The owner's write connection (where their events go) without its secrets loaded (they are
+    read only where used, so a connection whose secrets cannot be decrypted can still be
+    disconnected). NotConnected if none."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(write=True, **owner.lookup()).first()
     if token is None:
         raise NotConnected("No calendar is connected.")
     return token
 
 
-def store(owner: Owner, user, provider_name: str, grant: TokenSet) -> CalendarToken:
-    """Save a new grant as `owner`'s connection (the end of the OAuth flow, before `connect`).
-
-    A reconnect or a switch replaces a connection: its push channel belongs to the old grant and is
-    stopped; a switch of provider first takes our events out of the old calendar, as a calendar
-    change does, and starts again on the new account's primary calendar."""
-    existing = CalendarToken.objects.filter(**owner.lookup()).first()
-    if existing is not None and existing.push_channel:
-        channels.stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
-    previous = existing if existing is not None and existing.provider != provider_name else None
-    if previous is not None:
-        # Switching provider: take our events out of the old calendar first, as a calendar change does.
-        sync.remove_events(previous, previous.calendar_id)
-    token, _ = CalendarToken.objects.update_or_create(
-        **owner.lookup(),
-        defaults={
-            "user": user if owner.is_member else None,
-            "connected_by": user,
-            "provider": provider_name,
-            "access_token": grant.access_token,
-            "refresh_token": grant.refresh_token,
-            "expires_at": grant.expires_at,
-            "scopes": sorted(grant.scopes),
-            "status": CalendarToken.Status.ACTIVE,
-            "last_error": "",
-            **({"calendar_id": "primary"} if previous is not None else {}),
-        },
-    )
+def owned(owner: Owner, pk) -> CalendarToken:
+    """One of the owner's connections by id (secrets not loaded); NotConnected when it is not theirs."""
+    try:
+        token = owner.connections().defer(*CalendarToken.SECRET_FIELDS).filter(pk=pk).first()
+    except (ValueError, ValidationError):
+        token = None
+    if token is None:
+        raise NotConnected("No such calendar connection.")
     return token
 
 
-def connect(token: CalendarToken) -> list[Task]:
-    """A connection was just stored (the OAuth callback): push what is booked into it and, for a
-    shared calendar, read what is already in it (from scratch: a reconnect may be another
-    account) and watch it for changes."""
+def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = False) -> CalendarToken:
+    """Save a new grant as one of `owner`'s connections (the end of the OAuth flow, before `connect`).
+
+    Without `add` it replaces the write connection: its push channel belongs to the old grant and
+    is stopped; a switch of provider first takes our events out of the old calendar, as a calendar
+    change does, and starts again on the new account's primary calendar. With `add` (members only)
+    it is another connection, counting for conflicts, and the write one only when the member has
+    none. The same account connected again stays one connection (see `_merge_same_account`)."""
+    fields = {
+        "user": user if owner.is_member else None,
+        "connected_by": user,
+        "provider": provider_name,
+        "access_token": grant.access_token,
+        "refresh_token": grant.refresh_token,
+        "expires_at": grant.expires_at,
+        "scopes": sorted(grant.scopes),
+        "status": CalendarToken.Status.ACTIVE,
+        "last_error": "",
+    }
+    existing = None if add and owner.is_member else CalendarToken.objects.filter(write=True, **owner.lookup()).first()
+    if existing is not None:
+        if existing.push_channel:
+            channels.stop_watch(existing)  # a reconnect or a switch: the old channel belongs to the old grant
+        if existing.provider != provider_name:
+            # Switching provider: take our events out of the old calendar first, as a calendar change does.
+            sync.remove_events(existing, existing.calendar_id)
+            fields.update(calendar_id="primary", account="")
+        for name, value in fields.items():
+            setattr(existing, name, value)
+        existing.save()
+        token = existing
+    else:
+        token = _create(owner, fields)
+    if owner.is_member and owner.connections().count() > 1:
+        # Several: name each (this one, and an earlier one never named) to tell them apart, one per account.
+        for other in owner.connections().filter(account="", status=CalendarToken.Status.ACTIVE).exclude(pk=token.pk):
+            _describe(other)
+        _describe(token)
+    return token
+
+
+def _create(owner: Owner, fields: dict) -> CalendarToken:
+    """A new connection: the write one when the owner has none (a racing one that won keeps it)."""
+    write = not CalendarToken.objects.filter(write=True, **owner.lookup()).exists()
+    try:
+        with transaction.atomic():
+            return CalendarToken.objects.create(write=write, **owner.lookup(), **fields)
+    except IntegrityError:  # another connection became the write one meanwhile (one write per owner)
+        return CalendarToken.objects.create(write=False, **owner.lookup(), **fields)
+
+
+def _describe(token: CalendarToken, reason: str = Reason.MEMBER_REQUEST) -> None:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
+    """Learn the account's name from its calendar list (Google's primary calendar id is the address;
+    Graph names the default calendar's owner), best effort: a failure leaves it blank. A member's
+    only connection learns it at its first calendar listing instead (`tokens.calendars`), which
+    spares connecting a call."""
+    try:
+        calendars = tokens.calendars(token, reason)
+    except CalendarSyncError as exc:
+        logger.info("calendar account of %s:%s not read: %s", token.owner_kind, token.owner_id, exc.code)
+        return
+    account = next((c.owner for c in calendars if c.primary and c.owner), "")[:320]
+    if account:
+        _merge_same_account(token, account)
+
+
+def _merge_same_account(token: CalendarToken, account: str) -> None:
+    """Record the account; an older connection of the same owner to the same account is the same
+    one connected again: it goes (not revoked: the grant is the same account's), and what the member
+    chose for it (write, conflicts, calendar) stays unless this one is the write connection already."""
     owner = Owner(token.owner_kind, token.owner_id)
+    with transaction.atomic():
+        rows = {t.pk: t for t in owner.connections().select_for_update().defer(*CalendarToken.SECRET_FIELDS)}
+        same = [t for t in rows.values() if t.pk != token.pk and t.provider == token.provider and t.account == account]
+        changes: dict = {"account": account}
+        for old in same:
+            if not token.write:
+                changes.update(write=old.write, conflicts=old.conflicts, calendar_id=old.calendar_id)
+            old.delete()
+        CalendarToken.objects.filter(pk=token.pk).update(**changes, updated_at=timezone.now())
+    for name, value in changes.items():
+        setattr(token, name, value)
+
+
+def connect(token: CalendarToken) -> list[Task]:
+    """A connection was just stored (the OAuth callback): push what is booked into it when it is the
+    write connection (an additional one is only read) and, for a shared calendar, read what is
+    already in it (from scratch: a reconnect may be another account) and watch it for changes."""
+    owner = Owner(token.owner_kind, token.owner_id)
+    if not token.write:
+        return []  # an additional calendar: read for conflicts, never written to
     work = [Task("backfill", (owner.kind, owner.id))]
     if token.is_shared:
         reads.forget(owner)
@@ -98,19 +166,55 @@ def connect(token: CalendarToken) -> list[Task]:
     return work
 
 
-def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST) -> Disconnected:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
-    """Stop the push channel, revoke the grant (best effort), delete the connection, forget its
-    busy blocks and mark its unfinished work not connected. Works even when the stored secrets
-    cannot be decrypted: then nothing is revoked and the reason says so."""
-    token = connection(owner)
+def disconnect(owner: Owner, reason: str = Reason.MEMBER_REQUEST, pk=None) -> Disconnected:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
+    """Stop the push channel, revoke the grant (best effort) and delete the write connection (or
+    the connection `pk`). When it was the write connection, forget its busy blocks and mark the
+    unfinished work not connected: no other connection becomes the write one on its own (the
+    member picks one; nothing lands in a calendar they did not choose). Works even when the stored
+    secrets cannot be decrypted: then nothing is revoked and the reason says so."""
+    token = connection(owner) if pk is None else owned(owner, pk)
     channels.stop_watch(token)  # needs the grant: before it goes (a channel it cannot stop expires on its own)
     revoked, why = tokens.revoke(token)
-    reads.forget(owner)
-    SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(
-        state=SyncRecord.State.NOT_CONNECTED, updated_at=timezone.now()
-    )
+    if token.write:
+        reads.forget(owner)
+        SyncRecord.objects.filter(**owner.lookup()).exclude(state=SyncRecord.State.SYNCED).update(
+            state=SyncRecord.State.NOT_CONNECTED, updated_at=timezone.now()
+        )
     logger.info("calendar connection of %s disconnected (%s)", owner, reason)
     return Disconnected(revoked, why)
+
+
+def make_write(owner: Owner, pk) -> list[Task]:
+    """Send the member's events to connection `pk` from now on: it becomes the write connection and
+    the move (our events out of the old write connection's calendar, into this one's) is returned.
+    Under a lock on the member's connections, so two changes at once leave exactly one write one.
+    NotConnected when it is not theirs; AuthorizationLost when it needs reauthorization."""
+    with transaction.atomic():
+        rows = list(owner.connections().select_for_update().defer(*CalendarToken.SECRET_FIELDS))
+        token = next((t for t in rows if str(t.pk) == str(pk)), None)
+        if token is None:
+            raise NotConnected("No such calendar connection.")
+        if token.write:
+            return []
+        if not token.is_active:
+            raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
+        old = next((t for t in rows if t.write), None)
+        now = timezone.now()
+        if old is not None:
+            CalendarToken.objects.filter(pk=old.pk).update(write=False, updated_at=now)
+        CalendarToken.objects.filter(pk=token.pk).update(write=True, updated_at=now)
+    logger.info("bookings of %s go to another connection now", owner)
+    if old is None:
+        return [Task("backfill", (owner.kind, owner.id))]
+    return [Task("move_connection", (owner.kind, owner.id, str(old.pk), old.calendar_id))]
+
+
+def set_conflicts(owner: Owner, pk, conflicts: bool) -> CalendarToken:
+    """Whether connection `pk`'s busy times count for conflicts. NotConnected when it is not theirs."""
+    token = owned(owner, pk)
+    CalendarToken.objects.filter(pk=token.pk).update(conflicts=conflicts, updated_at=timezone.now())
+    token.conflicts = conflicts
+    return token
 
 
 def _same_calendar(current: str, wanted: str, calendars: Iterable[Calendar]) -> bool:

@@ -20,8 +20,9 @@ def check(include_recent=False):
     idle = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
     if not include_recent:
         since = timezone.now() - timedelta(seconds=get_setting("HEALTH_IDLE_SECONDS"))
-        used = set(AccessLog.objects.filter(created_at__gte=since).values_list("owner", flat=True).distinct())
-        idle = [t for t in idle if f"{t.owner_kind}:{t.owner_id}" not in used and t.created_at < since]
+        # By owner and provider: a member's Outlook used lately says nothing of their Google.
+        used = set(AccessLog.objects.filter(created_at__gte=since).values_list("owner", "provider").distinct())
+        idle = [t for t in idle if (f"{t.owner_kind}:{t.owner_id}", t.provider) not in used and t.created_at < since]
     counts = {"checked": 0, "needs_reauth": 0, "unavailable": 0}
     for token in idle:
         counts["checked"] += 1

@@ -14,9 +14,11 @@ MEMBER = "user"  # the owner kind of a member's own connection; shared kinds com
 class CalendarToken(models.Model):
     """A connection to a calendar provider, owned by a member or by a host object (a room).
 
-    A member's connection has `user` set (one per member). A shared connection belongs to its
-    object (`owner_kind`, `owner_id`), records who connected it, and outlives that person.
-    Tokens are encrypted at rest.
+    A member's connections have `user` set: a member may connect several accounts; bookings go to
+    the one marked `write` (at most one per member, a partial unique constraint), and every one
+    marked `conflicts` counts for busy times. A shared connection belongs to its object
+    (`owner_kind`, `owner_id`; one per object, always the write one), records who connected it,
+    and outlives that person. Tokens are encrypted at rest.
     """
 
     SECRET_FIELDS = ("access_token", "refresh_token")
@@ -26,8 +28,8 @@ class CalendarToken(models.Model):
         NEEDS_REAUTH = "needs_reauth", "Needs reauthorization"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_token"
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_tokens"
     )
     owner_kind = models.CharField(max_length=32, default=MEMBER)
     owner_id = models.CharField(max_length=64)
@@ -39,6 +41,9 @@ class CalendarToken(models.Model):
     refresh_token = SecretField()
     expires_at = models.DateTimeField(null=True, blank=True)
     calendar_id = models.CharField(max_length=1024, default="primary")
+    write = models.BooleanField(default=True, help_text="Bookings go to this connection's calendar.")
+    conflicts = models.BooleanField(default=True, help_text="Its busy times count for conflicts.")
+    account = models.CharField(max_length=320, blank=True, help_text="The account's e-mail or user name, as shown.")
     scopes = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     last_error = models.TextField(blank=True)
@@ -58,7 +63,15 @@ class CalendarToken(models.Model):
     class Meta:
         verbose_name = "calendar connection"
         constraints = [
-            models.UniqueConstraint(fields=["owner_kind", "owner_id"], name="calendar_sync_token_owner_unique")
+            # One write connection per owner; a shared (room) owner has only that one.
+            models.UniqueConstraint(
+                fields=["owner_kind", "owner_id"], condition=models.Q(write=True), name="calendar_sync_token_one_write"
+            ),
+            models.UniqueConstraint(
+                fields=["owner_kind", "owner_id"],
+                condition=~models.Q(owner_kind=MEMBER),
+                name="calendar_sync_token_shared_unique",
+            ),
         ]
 
     def __str__(self):
@@ -98,6 +111,7 @@ class OAuthState(models.Model):
     code_verifier = SecretField()
     # sha256 of the flow cookie set in the browser that started it ("" when none): the callback must show it.
     browser_hash = models.CharField(max_length=64, blank=True, default="")
+    add = models.BooleanField(default=False)  # a member's additional connection, not a replacement of the write one
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __repr__(self):

@@ -45,11 +45,12 @@ def browser_hash(value):
     return hashlib.sha256(value.encode()).hexdigest() if value else ""
 
 
-def start_authorization(user, provider_name, owner=None, browser=""):
+def start_authorization(user, provider_name, owner=None, browser="", add=False):
     """Return the provider's consent URL for `user` to connect `owner`'s calendar (their own by default).
 
     The state is bound to the user and usable once; whose connection it makes stays server-side,
-    and so does the hash of `browser`, the flow cookie of the browser that asked.
+    and so does the hash of `browser`, the flow cookie of the browser that asked, and `add`: an
+    additional connection of a member rather than a replacement of their write connection.
     """
     provider = get_provider(provider_name)
     provider.ready_to_connect()
@@ -61,6 +62,7 @@ def start_authorization(user, provider_name, owner=None, browser=""):
             provider=provider_name,
             code_verifier=verifier,
             browser_hash=browser_hash(browser),
+            add=bool(add) and owner.is_member,
             **owner.lookup(),
         )
         state = signing.dumps({"n": str(pending.pk), "u": str(user.pk)}, salt=STATE_SALT)
@@ -137,20 +139,20 @@ def complete_authorization(params, request_user, provider_name, browser=None):
             )
             error.owner = owner
             raise error
-        verifier, user = pending.code_verifier, pending.user
+        verifier, user, add = pending.code_verifier, pending.user, pending.add
         pending.delete()
     try:
         if params.get("error"):
             raise provider_refusal(params)
         if not getattr(user, "is_active", True):  # deactivated since the flow started
             raise ConnectError("This account is no longer active.", code="account_inactive")
-        return _connect(provider_name, params, user, verifier, owner)
+        return _connect(provider_name, params, user, verifier, owner, add)
     except ConnectError as exc:
         exc.owner, exc.consumed = owner, True
         raise
 
 
-def _connect(provider_name, params, user, verifier, owner):
+def _connect(provider_name, params, user, verifier, owner, add=False):
     """Exchange the code and store the connection; ConnectError says why not."""
     if not owner.is_member and not user.is_staff:  # staff when they started, but no longer
         raise ConnectError("Only staff connect shared calendars.", code="forbidden")
@@ -172,6 +174,6 @@ def _connect(provider_name, params, user, verifier, owner):
         raise ConnectError(
             f"{provider.label} granted no offline access (no refresh token).", code="missing_refresh_token"
         )
-    token = flows.store(owner, user, provider_name, tokens)
+    token = flows.store(owner, user, provider_name, tokens, add=add)
     logger.info("calendar connected: owner=%s by user=%s provider=%s", owner, user.pk, provider_name)
     return token

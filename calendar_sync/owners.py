@@ -42,7 +42,12 @@ class Owner:
         return {"owner_kind": self.kind, "owner_id": self.id}
 
     def token(self) -> CalendarToken | None:
-        return CalendarToken.objects.filter(**self.lookup()).first()
+        """The write connection: where this owner's events go (a shared owner has only that one)."""
+        return CalendarToken.objects.filter(write=True, **self.lookup()).first()
+
+    def connections(self) -> models.QuerySet[CalendarToken]:
+        """Every connection of this owner, oldest first."""
+        return CalendarToken.objects.filter(**self.lookup()).order_by("created_at", "pk")
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.id}"

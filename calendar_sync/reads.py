@@ -1,12 +1,15 @@
 """Reading calendars — never on the confirm path.
 
-Busy times for a member choosing a slot (briefly cached), and incremental pulls of shared
+Busy times for a member choosing a slot, from every calendar they connected (briefly cached), and incremental pulls of shared
 calendars into busy blocks the host's overlap rule consults.
 """
 
+import contextvars
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+from django import db
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
@@ -15,7 +18,7 @@ from django.utils.dateparse import parse_datetime
 
 from . import tokens
 from .conf import get_setting
-from .exceptions import AuthorizationLost, NotConnected
+from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, TransientError, Undecryptable
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import get_provider
@@ -30,6 +33,7 @@ EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzin
 
 
 def active_token(owner):
+    """The owner's write connection, when usable: NotConnected or AuthorizationLost otherwise."""
     token = owner.token()
     if token is None:
         raise NotConnected("Connect a calendar first.")
@@ -44,32 +48,105 @@ def _ours(owner):
 
 
 def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
-    """{"busy": [{start, end}], provider, calendar_id, checked_at} of the owner's chosen calendar.
+    """Busy times in [start, end) from every connection of the owner that counts for conflicts:
+    {"busy": [{start, end, connection[, title]}], "errors": [{connection, code}], provider,
+    calendar_id (the write connection's), checked_at}.
 
-    Our own events are left out (or every booking would conflict with itself). Answers are
-    cached for BUSY_CACHE_SECONDS per connection as last saved (a new connection, a reconnect or
-    a refresh reads afresh), calendar and window: never another account's meetings.
+    The connections are read in parallel, each through `tokens.with_access`; one that fails is
+    named in `errors` and never hides the others. Only when every one failed is that error raised
+    (nothing is known). Our own events are left out in every calendar (by the provider's mark or
+    by the ids we stored), or every booking would conflict with itself. Titles only with
+    PULL_KEEP_TITLES. NotConnected when the owner has no connection at all.
     """
-    token = active_token(owner)
-    saved = token.updated_at.timestamp() if token.updated_at else ""
-    key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
-    answer = cache.get(key)
-    if answer is not None:
-        return answer
-    provider = get_provider(token.provider)
-    blocks = tokens.with_access(
-        token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end)
-    )
-    ours = _ours(owner)
-    spans = sorted((b.start, b.end) for b in blocks if not b.ours and b.remote_id not in ours)
-    answer = {
-        "busy": [{"start": s, "end": e} for s, e in spans],
-        "provider": token.provider,
-        "calendar_id": token.calendar_id,
+    rows = list(owner.connections())
+    if not rows:
+        raise NotConnected("Connect a calendar first.")
+    counting = [token for token in rows if token.conflicts]
+    if len(counting) > 1:
+        workers = min(len(counting), BUSY_PARALLEL)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calendar-busy") as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, _in_thread, _blocks, t, start, end, reason)
+                for t in counting
+            ]
+            outcomes = [future.result() for future in futures]
+    else:
+        outcomes = [_caught(_blocks, t, start, end, reason) for t in counting]
+    if counting and all(isinstance(o, Exception) for o in outcomes):
+        raise outcomes[0]
+    ours, titles = _ours(owner), get_setting("PULL_KEEP_TITLES")
+    spans, errors = [], []
+    for token, outcome in zip(counting, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            errors.append({"connection": token.pk, "code": _error_code(outcome)})
+            continue
+        for b_start, b_end, remote_id, summary in outcome:
+            if remote_id and remote_id in ours:
+                continue
+            spans.append(
+                {"start": b_start, "end": b_end, "connection": token.pk, **({"title": summary} if titles else {})}
+            )
+    spans.sort(key=lambda span: (span["start"], span["end"], str(span["connection"])))
+    write = next((token for token in rows if token.write), None)
+    return {
+        "busy": spans,
+        "errors": errors,
+        "provider": write.provider if write else None,
+        "calendar_id": write.calendar_id if write else None,
         "checked_at": timezone.now(),
     }
-    cache.set(key, answer, get_setting("BUSY_CACHE_SECONDS"))
-    return answer
+
+
+#: At most this many connections are read at once for one busy answer.
+BUSY_PARALLEL = 8
+
+
+def _blocks(token, start, end, reason):
+    """[(start, end, remote id, title)] of one connection's calendar in the window, its events marked
+    as ours left out. Cached for BUSY_CACHE_SECONDS per connection as last saved (a reconnect, a
+    refresh or a setting change reads afresh), calendar and window: never another account's."""
+    if not token.is_active:
+        raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
+    saved = token.updated_at.timestamp() if token.updated_at else ""
+    key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
+    blocks = cache.get(key)
+    if blocks is None:
+        provider = get_provider(token.provider)
+        found = tokens.with_access(
+            token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end)
+        )
+        blocks = [(b.start, b.end, b.remote_id, b.summary or "") for b in found if not b.ours]
+        cache.set(key, blocks, get_setting("BUSY_CACHE_SECONDS"))
+    return blocks
+
+
+def _caught(call, *args):
+    """`call(*args)`, or the exception it raised (so one connection's failure stays its own)."""
+    try:
+        return call(*args)
+    except Exception as exc:  # noqa: BLE001 - reported per connection; an unexpected one is logged
+        if not isinstance(exc, CalendarSyncError):
+            logger.exception("busy read of a calendar connection failed unexpectedly")
+        return exc
+
+
+def _in_thread(call, *args):
+    """`_caught` in a pool thread, closing the database connection the thread opened."""
+    try:
+        return _caught(call, *args)
+    finally:
+        db.connections.close_all()
+
+
+def _error_code(exc):
+    """The code a client sees for one connection's failure: the same words the API's errors use."""
+    if isinstance(exc, Undecryptable):
+        return "unavailable"
+    if isinstance(exc, AuthorizationLost):
+        return "needs_reauth"
+    if isinstance(exc, TransientError):
+        return "provider_unavailable"
+    return exc.code if isinstance(exc, CalendarSyncError) else "error"
 
 
 def pull(owner, reason=Reason.SCHEDULE):
@@ -129,7 +206,7 @@ def external_busy(owner, start, end):
 def forget(owner):
     """The calendar changed or was disconnected: its blocks and cursor no longer mean anything."""
     BusyBlock.objects.filter(**owner.lookup()).delete()
-    CalendarToken.objects.filter(**owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
+    CalendarToken.objects.filter(write=True, **owner.lookup()).update(pull_cursor="", pull_until=None, pulled_at=None)
 
 
 def shared_owners():

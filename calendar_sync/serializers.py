@@ -26,6 +26,43 @@ class CompleteSerializer(serializers.Serializer):
     state = serializers.CharField(max_length=4096, help_text="The `state` sent back with it.")
 
 
+class ConnectionSerializer(serializers.Serializer):
+    """One of a member's calendar connections (never a secret)."""
+
+    id = serializers.UUIDField()
+    provider = serializers.CharField()
+    account = serializers.CharField(
+        allow_blank=True, help_text="The account's e-mail or user name; blank if not known yet."
+    )
+    calendar_id = serializers.CharField()
+    write = serializers.BooleanField(help_text="Bookings go to this connection's calendar (one connection at most).")
+    conflicts = serializers.BooleanField(help_text="Its busy times count for conflicts.")
+    status = serializers.CharField(help_text="`active`, or `needs_reauth` (reconnect it).")
+    last_error = serializers.CharField(allow_blank=True)
+    connected_at = serializers.DateTimeField()
+
+
+class ConnectionChangeSerializer(serializers.Serializer):
+    """PATCH a connection: make it the write one (bookings move to it), or whether it counts for conflicts."""
+
+    write = serializers.BooleanField(
+        required=False,
+        help_text="`true`: bookings go here from now on; upcoming events move from the previous write connection. "
+        "`false` is refused: make another connection the write one, or disconnect this one.",
+    )
+    conflicts = serializers.BooleanField(required=False, help_text="Whether its busy times count for conflicts.")
+
+    def validate_write(self, value):
+        if not value:
+            raise serializers.ValidationError("Make another connection the write one instead.")
+        return value
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Give `write` or `conflicts`.")
+        return attrs
+
+
 class StatusSerializer(serializers.Serializer):
     connected = serializers.BooleanField()
     provider = serializers.CharField(allow_null=True)
@@ -44,6 +81,9 @@ class StatusSerializer(serializers.Serializer):
     failed_syncs = serializers.IntegerField()
     connected_by = serializers.CharField(allow_null=True, help_text="Who made the connection (shared connections).")
     providers = ProviderSerializer(many=True, help_text="Providers a member can connect on this server.")
+    connections = ConnectionSerializer(
+        many=True, help_text="Every connection of the owner; the fields above are the write one's."
+    )
 
     @classmethod
     def of(cls, state):
@@ -58,6 +98,7 @@ class SharedConnectionSerializer(StatusSerializer):
     owner_id = serializers.CharField()
     owner_label = serializers.CharField()
     providers = None  # type: ignore[assignment]  # DRF: None drops the inherited field
+    connections = None  # type: ignore[assignment]  # a shared owner has one connection: the fields above
 
 
 class CalendarSerializer(serializers.Serializer):
@@ -109,14 +150,23 @@ class AccessLogSerializer(serializers.ModelSerializer):
 class BusySpanSerializer(serializers.Serializer):
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
+    connection = serializers.UUIDField(help_text="The connection whose calendar holds it.")
+    title = serializers.CharField(required=False, help_text="Only where the operator keeps titles (PULL_KEEP_TITLES).")
+
+
+class BusyErrorSerializer(serializers.Serializer):
+    connection = serializers.UUIDField()
+    code = serializers.CharField(help_text="`needs_reauth`, `provider_unavailable`, or the provider's refusal.")
 
 
 class BusySerializer(serializers.Serializer):
-    """Busy times of the member's chosen calendar in the window, our own events left out."""
+    """Busy times in the window from every connection that counts for conflicts, our own events left out;
+    a connection that could not be read is in `errors` (the others still answer)."""
 
     busy = BusySpanSerializer(many=True)
-    provider = serializers.CharField()
-    calendar_id = serializers.CharField()
+    errors = BusyErrorSerializer(many=True)
+    provider = serializers.CharField(allow_null=True, help_text="The write connection's provider.")
+    calendar_id = serializers.CharField(allow_null=True, help_text="The write connection's calendar.")
     checked_at = serializers.DateTimeField()
 
 

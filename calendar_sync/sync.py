@@ -261,8 +261,8 @@ def _one(queryset):
 
 
 def _token(record):
-    """The connection of the record's owner, or None."""
-    return _one(CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id))
+    """The write connection of the record's owner (where its events go), or None."""
+    return _one(CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id, write=True))
 
 
 def give_up(source_key, object_id, error, destination=MEMBER_ROLE):
@@ -387,7 +387,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
 
     Run on connect, reconnect and calendar change. Returns ({state: count}, [Work to enqueue]).
     """
-    token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
+    token = _write_token(owner)
     if token is None:
         return {}, []
     upcoming: set[tuple[str, str, str]] = set()
@@ -501,9 +501,37 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     return failed
 
 
+def _write_token(owner):
+    """The owner's active write connection, or None."""
+    return CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, write=True, **owner.lookup()).first()
+
+
+def move_connection(owner, old_pk, old_calendar_id):
+    """The owner's events go to another connection now: take them out of the old connection's
+    calendar (while it is still connected and usable), then create them in the new one (backfill).
+
+    The ids the old calendar gave them mean nothing in the new one: they are forgotten (on the
+    records and in the objects' event id field), so the new calendar gets creates, not updates.
+    """
+    token = _write_token(owner)
+    if token is None or str(token.pk) == str(old_pk):
+        return {}, []
+    old = CalendarToken.objects.filter(pk=old_pk, status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
+    if old is not None:
+        remove_events(old, old_calendar_id)
+    records = SyncRecord.objects.filter(**owner.lookup())
+    for key, source in get_sources().items():
+        field = source.event_id_field
+        ids = list(records.filter(source=key, destination=MEMBER_ROLE).values_list("object_id", flat=True))
+        if field and ids:
+            source.get_queryset().filter(pk__in=ids).update(**{field: source.stored_event_id(None)})
+    records.update(remote_id="", remote_may_exist=False, updated_at=timezone.now())
+    return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE)
+
+
 def move_calendar(owner, old_calendar_id):
     """The owner chose another calendar: take our events out of the old one, then backfill the new."""
-    token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()
+    token = _write_token(owner)
     if token is None or token.calendar_id == old_calendar_id:
         return {}, []
     remove_events(token, old_calendar_id)

@@ -136,6 +136,13 @@ def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     return counts
 
 
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.move_connection", acks_late=True, reject_on_worker_lost=True)
+def move_connection_task(owner_kind, owner_id, old_pk, old_calendar_id):
+    counts, later = sync.move_connection(Owner(owner_kind, str(owner_id)), old_pk, old_calendar_id)
+    enqueue_work(later)
+    return counts
+
+
 @shared_task(base=CalendarTask, name="calendar_sync.tasks.sweep")
 def sweep():
     """Re-enqueue work left behind (broker down at commit, retries exhausted), bounded per run."""
@@ -198,6 +205,7 @@ def renew_push_task():
 TASKS = {
     "backfill": backfill_task,
     "move_calendar": move_calendar_task,
+    "move_connection": move_connection_task,
     "pull": pull_task,
     "renew_push": renew_push_task,
 }

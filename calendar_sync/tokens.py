@@ -120,9 +120,15 @@ def with_access(token, operation, reason, call):
 
 
 def calendars(token, reason=AccessLog.Reason.MEMBER_REQUEST):
-    """The owner's writable calendars."""
+    """The owner's writable calendars; a member's connection whose account is not known yet learns it
+    from them (the primary calendar's owner)."""
     provider = get_provider(token.provider)
-    return with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
+    found = with_access(token, audit.Operation.LIST_CALENDARS, reason, provider.list_calendars)
+    account = next((c.owner for c in found if c.primary and c.owner), "")[:320]
+    if account and not token.account and token.owner_kind == MEMBER:
+        CalendarToken.objects.filter(pk=token.pk, account="").update(account=account)
+        token.account = account
+    return found
 
 
 def pause_writes(token, error):

@@ -40,6 +40,7 @@ class Calendar:
     summary: str
     primary: bool
     access_role: str
+    owner: str = ""  # the account it belongs to (an e-mail address), where the provider says
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from . import flows, oauth, reads, tasks, tokens
-from .api import connection, shared_connections
+from .api import connection, connections, shared_connections
 from .conf import get_setting
 from .exceptions import (
     AuthorizationLost,
@@ -45,6 +45,8 @@ from .serializers import (
     BusySerializer,
     CalendarSerializer,
     CompleteSerializer,
+    ConnectionChangeSerializer,
+    ConnectionSerializer,
     DisconnectSerializer,
     ErrorSerializer,
     FeedSerializer,
@@ -330,7 +332,18 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
     throttle_classes = [ConnectThrottle]
 
     @extend_schema(
-        parameters=[PROVIDER_PARAMETER, RETRY_AFTER],
+        parameters=[
+            PROVIDER_PARAMETER,
+            OpenApiParameter(
+                "add",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=["1"],
+                description="`1`: connect an additional account (members only). Without it the account "
+                "replaces the write connection.",
+            ),
+            RETRY_AFTER,
+        ],
         responses={
             200: AuthorizationURLSerializer,
             **errors(401, 404, 429),
@@ -343,7 +356,8 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         browser = request.COOKIES.get(FLOW_COOKIE, "")
         if not FLOW_COOKIE_VALUE.fullmatch(browser):
             browser = secrets.token_urlsafe(32)
-        url = oauth.start_authorization(request.user, provider, self.owner, browser=browser)
+        add = request.query_params.get("add") in ("1", "true") and "kind" not in kwargs
+        url = oauth.start_authorization(request.user, provider, self.owner, browser=browser, add=add)
         response = Response(AuthorizationURLSerializer({"authorization_url": url}).data)
         response.set_cookie(
             FLOW_COOKIE,
@@ -692,7 +706,8 @@ WINDOW = [
 
 
 class BusyView(OwnedView):
-    """The member's busy times in a window, from their chosen calendar (briefly cached). Never called on confirm."""
+    """The member's busy times in a window, from every connection that counts for conflicts (read in
+    parallel, briefly cached; one that fails is named in `errors`). Never called on confirm."""
 
     serializer_class = BusySerializer
     throttle_classes = [ProviderCallThrottle]
@@ -716,3 +731,71 @@ class TestPushView(OwnedView):
     @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
     def post(self, request, **kwargs):
         return Response(TestPushSerializer(flows.test(self.owner, self.reason)).data)
+
+
+class ConnectionsView(BaseView):
+    """The member's calendar connections: which one bookings go to, which count for conflicts."""
+
+    serializer_class = ConnectionSerializer
+
+    @extend_schema(responses={200: ConnectionSerializer(many=True), **errors(401)})
+    def get(self, request):
+        return Response(ConnectionSerializer(connections(Owner.member(request.user)), many=True).data)
+
+
+CONNECTION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The connection's id.")
+
+
+class ConnectionView(BaseView):
+    """One of the member's connections (404 for anyone else's). PATCH `{"write": true}` makes it
+    where bookings go (the upcoming ones move to it), `{"conflicts": false}` leaves it out of busy
+    times; DELETE disconnects it (when it was the write one, none is until the member picks one)."""
+
+    serializer_class = ConnectionSerializer
+
+    def _answer(self, pk):
+        row = next((r for r in connections(Owner.member(self.request.user)) if str(r["id"]) == str(pk)), None)
+        if row is None:
+            raise Http404("No such calendar connection.")
+        return Response(ConnectionSerializer(row).data)
+
+    @extend_schema(parameters=[CONNECTION_ID], responses={200: ConnectionSerializer, **errors(401, 404)})
+    def get(self, request, pk):
+        return self._answer(pk)
+
+    @extend_schema(
+        parameters=[CONNECTION_ID],
+        request=ConnectionChangeSerializer,
+        responses={200: ConnectionSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
+    )
+    def patch(self, request, pk):
+        serializer = ConnectionChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        owner, changes = Owner.member(request.user), serializer.validated_data
+        try:
+            if "conflicts" in changes:
+                flows.set_conflicts(owner, pk, changes["conflicts"])
+            if changes.get("write"):
+                tasks.schedule(flows.make_write(owner, pk))
+        except NotConnected:
+            raise Http404("No such calendar connection.") from None
+        return self._answer(pk)
+
+    @extend_schema(
+        parameters=[CONNECTION_ID],
+        responses={
+            204: OpenApiResponse(description="Revoked at the provider and deleted"),
+            200: OpenApiResponse(
+                DisconnectSerializer, description="Deleted here, but the provider did not confirm the revoke"
+            ),
+            **errors(401, 403, 404),
+        },
+    )
+    def delete(self, request, pk):
+        try:
+            result = flows.disconnect(Owner.member(request.user), pk=pk)
+        except NotConnected:
+            raise Http404("No such calendar connection.") from None
+        if result.revoked:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": result.reason}).data)

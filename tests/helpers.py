@@ -36,18 +36,19 @@ def client_for(user):
     return client
 
 
-def connect(client, fake, account=None, allow=True):
+def connect(client, fake, account=None, allow=True, add=False):
     """Walk the OAuth flow like a browser: API -> consent page -> callback. Returns the final redirect.
 
     `fake` is a FakeGoogle or a FakeMicrosoft; the provider follows from it. The test client keeps
     the flow cookie the first step sets, as the browser does, and shows it to the callback.
+    `add` connects an additional account instead of replacing the write connection.
     """
     provider, redirect, default = (
         ("microsoft", MS_REDIRECT, MS_ACCOUNT)
         if isinstance(fake, FakeMicrosoft)
         else ("google", REDIRECT, "member@example.com")
     )
-    response = client.get(f"/api/calendar-sync/auth/{provider}")
+    response = client.get(f"/api/calendar-sync/auth/{provider}" + ("?add=1" if add else ""))
     assert response.status_code == 200, response.content
     location = fake.consent(response.json()["authorization_url"], account=account or default, allow=allow)
     assert location.startswith(redirect)

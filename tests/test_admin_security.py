@@ -160,7 +160,7 @@ def test_no_lookup_through_any_relation_reaches_a_credential(estate, viewer, cli
             checked.add((model._meta.label, path))
     assert ("auth.User", "password") in checked
     assert ("auth.User", "auth_token_set__digest") in checked and ("auth.User", "auth_token_set") in checked
-    assert ("auth.User", "calendar_token__refresh_token") in checked
+    assert ("auth.User", "calendar_tokens__refresh_token") in checked
     assert ("bookings.Booking", "user__auth_token_set__token_key") in checked
     assert ("calendar_sync.CalendarToken", "user__password") in checked
 
@@ -192,7 +192,7 @@ def test_the_guard_covers_any_admin_a_project_registers(member, viewer):
         return "…"
 
     class Careless(UserAdmin):
-        search_fields = ("username", "password", "=auth_token_set__digest", "^calendar_token__refresh_token")
+        search_fields = ("username", "password", "=auth_token_set__digest", "^calendar_tokens__refresh_token")
         list_filter = ("is_staff", "password", ("auth_token_set__token_key", admin.AllValuesFieldListFilter))
         ordering = ("-password", F("auth_token_set__digest").asc(), "username")
         list_display = ("username", "password", "auth_token_set__digest", hashed)

@@ -30,7 +30,7 @@ from django.test import Client
 from rest_framework.permissions import AllowAny
 from calendar_sync import urls
 
-values = {"provider": "google", "kind": "room", "owner_id": "1"}
+values = {"provider": "google", "kind": "room", "owner_id": "1", "pk": "00000000-0000-0000-0000-000000000000"}
 answers, public = [], []
 for pattern in urls.urlpatterns:
     view = getattr(pattern.callback, "cls", None)

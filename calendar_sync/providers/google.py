@@ -322,6 +322,7 @@ class GoogleProvider(BaseProvider):
                             item.get("summaryOverride") or item.get("summary", ""),
                             bool(item.get("primary")),
                             item["accessRole"],
+                            item["id"] if item.get("primary") else "",  # the primary calendar's id is the address
                         )
                     )
             page = result.get("nextPageToken")

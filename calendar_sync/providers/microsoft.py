@@ -354,8 +354,15 @@ class MicrosoftProvider(BaseProvider):
             for item in body.get("value", []):
                 if item.get("canEdit"):
                     default = bool(item.get("isDefaultCalendar"))
+                    owner = item.get("owner") if isinstance(item.get("owner"), dict) else {}
                     calendars.append(
-                        Calendar(item["id"], item.get("name", ""), default, "owner" if default else "writer")
+                        Calendar(
+                            item["id"],
+                            item.get("name", ""),
+                            default,
+                            "owner" if default else "writer",
+                            str(owner.get("address") or ""),
+                        )
                     )
             url = body.get("@odata.nextLink")
         return calendars

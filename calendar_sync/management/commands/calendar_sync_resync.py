@@ -45,7 +45,10 @@ class Command(BaseCommand):
         if user or owner:
             owners = [member_or_owner(user, owner)]
         else:
-            owners = [Owner(kind, pk) for kind, pk in CalendarToken.objects.values_list("owner_kind", "owner_id")]
+            owners = [
+                Owner(kind, pk)
+                for kind, pk in CalendarToken.objects.filter(write=True).values_list("owner_kind", "owner_id")
+            ]
         work = []
         for o in owners:
             try:
