@@ -255,10 +255,25 @@
       column.setAttribute("aria-label", LONG_DAY.format(day));
       column.style.height = height;
       column.style.backgroundSize = "100% " + HOUR_PX + "px";
-      for (const piece of pieces[i]) column.append(block(piece, top));
+      const lanes = lanesOf(pieces[i]);
+      for (const piece of pieces[i]) column.append(block(piece, top, lanes));
       grid.append(column);
     });
     $("week-grid").replaceChildren(grid);
+    // The overlaps again in words under the grid, where a small block cannot hold them.
+    $("week-conflicts").replaceChildren(...week.bookings.filter((b) => conflictsOf(b).length).map((b) =>
+      element("li", "error", "⚠ “" + b.title + "”, " + DAY.format(b.start) + " " + span(b) + ", overlaps " +
+        conflictsOf(b).map((x) => span(x) + " in " + nameOf(x.connection)).join(" and ") + ".")));
+  }
+  // Items side by side where they overlap: each piece gets the first lane free at its start.
+  function lanesOf(pieces) {
+    const ends = [];
+    for (const piece of pieces.sort((a, b) => a.from - b.from || (a.kind === "busy" ? -1 : 1))) {
+      piece.lane = ends.findIndex((end) => end <= piece.from);
+      if (piece.lane < 0) piece.lane = ends.length;
+      ends[piece.lane] = piece.to;
+    }
+    return Math.max(1, ends.length);
   }
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -266,14 +281,17 @@
     if (text) node.textContent = text;
     return node;
   }
-  function block({kind, item, from, to}, top) {
+  function block({kind, item, from, to, lane}, top, lanes) {
     const li = element("li", "event " + kind);
     li.style.top = (from - top) * HOUR_PX + "px";
     li.style.height = (to - from) * HOUR_PX - 2 + "px";
+    li.style.left = (lane * 100) / lanes + "%";
+    li.style.width = 100 / lanes + "%";
     li.append(element("span", "time", span(item)), " ");
     if (kind === "busy") {
       li.dataset.connection = item.connection;
       li.append(element("span", "what", (item.title || "Busy") + " · " + nameOf(item.connection)));
+      li.title = li.textContent;
       return li;
     }
     li.dataset.booking = item.id;
@@ -286,6 +304,7 @@
       li.classList.add("conflict");
       li.append(element("strong", "overlap-warning", "⚠ Overlaps " + hits.map((b) => span(b) + " in " + nameOf(b.connection)).join(", ")));
     }
+    li.title = li.textContent;  // the whole text, where the block is too small to show it
     return li;
   }
   $("week-prev").onclick = () => { weekStart = addDays(weekStart, -7); loadWeek(true); };
