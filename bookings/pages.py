@@ -98,7 +98,9 @@ def _week(request):
     if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
         return JsonResponse({"code": "invalid", "detail": "start and end: ISO 8601 times with an offset."}, status=400)
     if not start < end <= start + timezone.timedelta(days=WEEK_MAX_DAYS):
-        return JsonResponse({"code": "invalid", "detail": f"end: after start, within {WEEK_MAX_DAYS} days."}, status=400)
+        return JsonResponse(
+            {"code": "invalid", "detail": f"end: after start, within {WEEK_MAX_DAYS} days."}, status=400
+        )
     bookings = (
         Booking.objects.filter(user=request.user, start__lt=end, end__gt=start)
         .exclude(status=Booking.Status.CANCELLED)

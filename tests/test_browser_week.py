@@ -11,6 +11,7 @@ Needs Debian's `chromium` (`.ci/run` installs it). Locally without it the test i
 """
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -51,11 +52,18 @@ def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
         browser.close()
 
 
-def screenshot(target, name, **options):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
-    target.screenshot(path=str(path), **options)
-    print(f"screenshot: {path.resolve()}")  # in the test output: CI keeps the file and names it
+@pytest.fixture
+def screenshot(capsys):
+    """Save a screenshot and name it in the run's output (past pytest's capture), so CI's log points at it."""
+
+    def save(target, name, **options):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / name
+        target.screenshot(path=str(path), **options)
+        with capsys.disabled():
+            print(f"\nscreenshot: {path.resolve()}")
+
+    return save
 
 
 def next_wednesday():
@@ -65,7 +73,9 @@ def next_wednesday():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(page, live_server, fake_google, fake_microsoft):
+def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
+    page, live_server, fake_google, fake_microsoft, screenshot
+):
     get_user_model().objects.create_user("demo", password="demo-password")
     Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
     Workspace.objects.create(name="Studio B", address="2 Quay Rd", time_zone="Europe/Lisbon")
@@ -180,3 +190,103 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(page, live_
     page.locator(f"#connection-{outlook.pk}").wait_for(state="detached")
     assert list(CalendarToken.objects.values_list("provider", flat=True)) == ["google"]
     screenshot(page.locator("#week"), "week-view-confirmed.png")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_caldav_and_ics_forms_send_the_documented_bodies(page, live_server, fake_google, fake_microsoft):
+    """The page's side of `POST connections/caldav` and `POST connections/ics` (docs/rest.md): the iCloud
+    preset sends `preset` instead of `server_url`, another server sends its address, an ICS link its
+    URL; a 400 is said in words. The browser's requests to these two addresses only are answered
+    here with the documented refusal, so this holds whether or not this server offers them."""
+    get_user_model().objects.create_user("demo", password="demo-password")
+    sent = []
+
+    def refuse(route):
+        sent.append((route.request.url.rsplit("/", 1)[1], route.request.post_data_json))
+        detail = "password: The server refused this user name and password."
+        route.fulfill(
+            status=400,
+            content_type="application/json",
+            body=json.dumps({"code": "invalid_credentials", "detail": detail}),
+        )
+
+    page.route("**/api/calendar-sync/connections/caldav", refuse)
+    page.route("**/api/calendar-sync/connections/ics", refuse)
+    sign_in(page, live_server)
+
+    def submit(form, count):
+        page.evaluate("document.getElementById('outcome').textContent = ''")
+        page.click(f"{form} button[type=submit]")
+        page.wait_for_function("document.getElementById('outcome').textContent.includes('refused')")
+        assert len(sent) == count and page.get_attribute("#outcome", "class") == "error"
+
+    page.click("#add-caldav summary")
+    assert page.is_hidden("#server-url-field")  # the iCloud preset needs no address
+    assert "app-specific password" in page.text_content("#caldav-hint")
+    page.fill("#caldav-form input[name=username]", "someone@icloud.com")
+    page.fill("#caldav-form input[name=password]", "abcd-efgh-ijkl-mnop")
+    submit("#caldav-form", 1)
+    page.check("#caldav-form input[name=preset][value='']")
+    assert page.is_visible("#server-url-field")
+    page.fill("#caldav-form input[name=server_url]", "https://caldav.fastmail.com/")
+    submit("#caldav-form", 2)
+    page.click("#add-ics summary")
+    page.fill("#ics-form input[name=url]", "webcal://p01-calendars.icloud.com/published/2/secret")
+    submit("#ics-form", 3)
+    assert sent == [
+        ("caldav", {"username": "someone@icloud.com", "password": "abcd-efgh-ijkl-mnop", "preset": "icloud"}),
+        (
+            "caldav",
+            {
+                "username": "someone@icloud.com",
+                "password": "abcd-efgh-ijkl-mnop",
+                "server_url": "https://caldav.fastmail.com/",
+            },
+        ),
+        ("ics", {"url": "webcal://p01-calendars.icloud.com/published/2/secret"}),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_member_adds_a_caldav_calendar_and_an_ics_link_and_sees_their_busy_times(
+    page, live_server, fake_google, fake_microsoft, settings, screenshot
+):
+    """A real Radicale server (CalDAV, as iCloud speaks it) and an ICS feed on loopback, connected from
+    the page's forms: their outside events show as busy in the week. Runs where the server offers the
+    CalDAV and ICS connections (their test servers are in tests/caldav_servers.py)."""
+    servers = pytest.importorskip("tests.caldav_servers", reason="needs the CalDAV and ICS connections")
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}  # loopback servers
+    get_user_model().objects.create_user("demo", password="demo-password")
+    Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
+    day, local = next_wednesday(), ZoneInfo(ZONE)
+    at = lambda hour: dt.datetime.combine(day, dt.time(hour), local).astimezone(dt.UTC)  # noqa: E731
+    stamp = lambda when: when.strftime("%Y%m%dT%H%M%SZ")  # noqa: E731
+    event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:{start}\r\nDTEND:{end}\r\nSUMMARY:{title}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    feed = servers.IcsServer(event.format(uid="gym@feed", start=stamp(at(15)), end=stamp(at(16)), title="Gym").encode())
+    with servers.Radicale() as radicale:
+        radicale.calendar().save_event(
+            event.format(uid="dentist@phone", start=stamp(at(9)), end=stamp(at(10)), title="Dentist")
+        )
+        sign_in(page, live_server)
+        page.click("#add-caldav summary")
+        page.check("#caldav-form input[name=preset][value='']")
+        page.fill("#caldav-form input[name=server_url]", radicale.url)
+        page.fill("#caldav-form input[name=username]", radicale.username)
+        page.fill("#caldav-form input[name=password]", radicale.password)
+        page.click("#caldav-form button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 1")
+        page.click("#add-ics summary")
+        page.fill("#ics-form input[name=url]", feed.url)
+        page.click("#ics-form button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 2")
+        caldav, ics = CalendarToken.objects.order_by("created_at")
+        assert (caldav.provider, ics.provider) == ("caldav", "ics")
+        assert feed.url not in page.content() and radicale.password not in page.content()  # secrets never shown
+
+        page.click("#week-next")
+        page.locator(f"#week-grid .event.busy[data-connection='{caldav.pk}']").wait_for()
+        page.locator(f"#week-grid .event.busy[data-connection='{ics.pk}']").wait_for()
+        assert "09:00–10:00" in page.text_content(f"#week-grid .event.busy[data-connection='{caldav.pk}']")
+        assert "15:00–16:00" in page.text_content(f"#week-grid .event.busy[data-connection='{ics.pk}']")
+        screenshot(page.locator("#week"), "week-view-caldav-ics.png")
+    feed.close()

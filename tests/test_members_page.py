@@ -69,10 +69,15 @@ def test_no_secret_reaches_the_page(browser, two_calendars):
 
 def test_the_connections_piece_follows_a_change(browser, two_calendars, api):
     google, outlook = two_calendars
-    assert api.patch(f"/api/calendar-sync/connections/{outlook.pk}/", {"conflicts": False}, format="json").status_code == 200
+    assert (
+        api.patch(f"/api/calendar-sync/connections/{outlook.pk}/", {"conflicts": False}, format="json").status_code
+        == 200
+    )
     piece = browser.get(PAGE + "?part=connections").content.decode()
     card = piece[piece.index(f'id="connection-{outlook.pk}"') :]
-    assert card.index('class="toggle-conflicts" name="conflicts">') < card.index("Counts for conflicts")  # unchecked now
+    assert card.index('class="toggle-conflicts" name="conflicts">') < card.index(
+        "Counts for conflicts"
+    )  # unchecked now
     assert api.delete(f"/api/calendar-sync/connections/{outlook.pk}/").status_code in (200, 204)
     piece = browser.get(PAGE + "?part=connections").content.decode()
     assert f"connection-{outlook.pk}" not in piece and f"connection-{google.pk}" in piece

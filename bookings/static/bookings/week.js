@@ -331,7 +331,11 @@
     asked = form;
     $("overlap-ask").showModal();
   });
-  function submit(form) { form.dataset.checked = "yes"; form.submit(); }
+  function submit(form) {  // the list may have been refreshed meanwhile: post the form now on the page
+    const live = [...document.forms].find((f) => f.action === form.action) || form;
+    live.dataset.checked = "yes";
+    live.submit();
+  }
   $("overlap-confirm").onclick = () => { $("overlap-ask").close(); if (asked) submit(asked); };
   $("overlap-back").onclick = () => { $("overlap-ask").close(); asked = null; };
 })();
