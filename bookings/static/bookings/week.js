@@ -76,23 +76,19 @@
     loadWeek(true);
   });
 
-  $("connections").addEventListener("change", (event) => {
-    const card = event.target.closest(".connection");
+  $("connections").addEventListener("change", async (event) => {
+    const card = event.target.closest(".connection"), toggle = event.target;
     if (!card) return;
-    const id = card.dataset.id;
-    if (event.target.classList.contains("toggle-write")) {
-      act(async () => {
-        await call("PATCH", SYNC + "connections/" + id + "/", {write: true});
-        say("Bookings now go to " + nameOf(id) + "; your upcoming bookings move there.", true);
-        changed();
-      });
-    } else if (event.target.classList.contains("toggle-conflicts")) {
-      const counts = event.target.checked;
-      act(async () => {
-        await call("PATCH", SYNC + "connections/" + id + "/", {conflicts: counts});
-        say(nameOf(id) + (counts ? " counts for conflicts." : " no longer counts for conflicts."), true);
-        changed();
-      });
+    const id = card.dataset.id, write = toggle.classList.contains("toggle-write"), on = toggle.checked;
+    if (!write && !toggle.classList.contains("toggle-conflicts")) return;
+    try {
+      await call("PATCH", SYNC + "connections/" + id + "/", write ? {write: true} : {conflicts: on});
+      say(write ? "Bookings now go to " + nameOf(id) + "; your upcoming bookings move there."
+        : nameOf(id) + (on ? " counts for conflicts." : " no longer counts for conflicts."), true);
+      changed();
+    } catch (error) {
+      toggle.checked = !on;  // refused (e.g. reconnect needed first): the box says what is true
+      say(error.message, false);
     }
   });
   $("connections").addEventListener("click", (event) => {
