@@ -4,6 +4,10 @@ and staff's Integrations → Room calendars page.
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
 Cancel, so it says the same thing and works the same way with JavaScript off."""
 
+import datetime as dt
+import zoneinfo
+
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -153,6 +157,40 @@ def calendar_integration(request):
         "workspaces": Workspace.objects.order_by("name"),
     }
     return render(request, "bookings/integrations_calendar.html", context)
+
+
+class BookingForm(forms.Form):
+    """The page's booking form. `zone` is the browser's time zone, set by the page's script."""
+
+    workspace = forms.ModelChoiceField(Workspace.objects.all())
+    title = forms.CharField(max_length=200)
+    date = forms.DateField()
+    start = forms.TimeField()
+    end = forms.TimeField()
+    zone = forms.CharField(required=False, max_length=64)
+
+
+@login_required
+@require_POST
+def new_booking(request):
+    """The booking form without JavaScript (with it, the page posts to the bookings API instead): the
+    times are read in the browser's zone when the script named it, else in the workspace's."""
+    form = BookingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Not booked: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect(f"{reverse('calendar-integration')}#book")
+    data = form.cleaned_data
+    zone = data["zone"] if data["zone"] in zoneinfo.available_timezones() else data["workspace"].time_zone
+    start, end = (dt.datetime.combine(data["date"], data[k], zoneinfo.ZoneInfo(zone)) for k in ("start", "end"))
+    try:
+        booking = services.create_booking(
+            user=request.user, workspace=data["workspace"], title=data["title"], start=start, end=end
+        )
+    except services.BookingError as exc:
+        messages.error(request, f"Not booked: {exc}")
+        return redirect(f"{reverse('calendar-integration')}#book")
+    messages.success(request, f"Booked “{booking.title}” ({zone} time): confirm it below.")
+    return _back_to(booking)
 
 
 def _back_to(booking):

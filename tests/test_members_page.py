@@ -1,7 +1,9 @@
 """The members' page's server side, without a browser: what it renders (connection cards, the add
 forms, the booking form, the week view's frame and its script), the pieces its script fetches, and no secret."""
 
+import datetime as dt
 import json
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -124,3 +126,39 @@ def test_signed_out_the_page_and_its_pieces_ask_for_sign_in(db):
     for url in (PAGE, PAGE + "?part=week", PAGE + "?part=connections"):
         answer = Client().get(url)
         assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
+
+
+def _day():
+    return (timezone.now() + timezone.timedelta(days=3)).date()
+
+
+@pytest.mark.parametrize(("zone", "read_in"), [("America/New_York", "America/New_York"), ("", "Europe/Lisbon")])
+def test_the_booking_form_books_without_javascript(browser, member, workspace, zone, read_in):
+    """The script names the browser's zone; without it the times are the workspace's (Europe/Lisbon)."""
+    form = {"workspace": workspace.pk, "title": "Focus", "date": _day().isoformat(), "start": "09:30", "end": "11:00"}
+    answer = browser.post(PAGE + "/bookings/new", {**form, "zone": zone}, follow=True)
+    booking = Booking.objects.get(user=member)
+    assert booking.start == dt.datetime.combine(_day(), dt.time(9, 30), ZoneInfo(read_in))
+    assert booking.end == dt.datetime.combine(_day(), dt.time(11), ZoneInfo(read_in))
+    assert booking.status == Booking.Status.PENDING
+    assert f"({read_in} time)" in answer.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"end": "08:00"}, "Not booked: "),  # before the start: the bookings' own rule
+        ({"workspace": "999999"}, "Not booked: workspace"),
+        ({"date": "someday"}, "Not booked: date"),
+        ({"zone": "Mars/Olympus"}, None),  # an unknown zone is not trusted: the workspace's is used
+    ],
+)
+def test_the_booking_form_refuses_bad_input_in_words(browser, member, workspace, change, said):
+    form = {"workspace": workspace.pk, "title": "Focus", "date": _day().isoformat(), "start": "09:30", "end": "11:00"}
+    answer = browser.post(PAGE + "/bookings/new", {**form, **change}, follow=True)
+    assert answer.status_code == 200
+    if said is None:
+        assert Booking.objects.get(user=member).start.utcoffset() is not None
+        assert "(Europe/Lisbon time)" in answer.content.decode()
+    else:
+        assert said in answer.content.decode() and not Booking.objects.exists()

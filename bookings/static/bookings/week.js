@@ -157,6 +157,7 @@
     form.date.value = localDate(next);
     form.start.value = pad(next.getHours()) + ":00";
     form.end.value = pad((next.getHours() + 1) % 24) + ":00";
+    form.zone.value = ZONE;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const start = new Date(form.date.value + "T" + form.start.value);  // no offset: the browser's local time
