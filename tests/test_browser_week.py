@@ -88,6 +88,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
         dt.datetime.combine(day, dt.time(12), local).astimezone(dt.UTC),
         title="Dentist",
     )
+    fake_google.add_account("personal@example.com")
     sign_in(page, live_server)
 
     # Google first: where bookings go.
@@ -107,8 +108,18 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     page.wait_for_url("**/integrations/calendar")
     page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 2")
     assert "Outlook Calendar is added" in page.text_content("#outcome")
-    google, outlook = CalendarToken.objects.order_by("created_at")
+    # And a second Google account, offered by the fake Google's consent page.
+    page.click("#add-google")
+    page.wait_for_selector("#allow")
+    page.select_option("select[name=account]", "personal@example.com")
+    page.click("#allow")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 3")
+    assert "Google Calendar is added" in page.text_content("#outcome")
+    google, outlook, personal = CalendarToken.objects.order_by("created_at")
     assert (google.provider, google.write, outlook.provider, outlook.write) == ("google", True, "microsoft", False)
+    assert (personal.provider, personal.write, personal.account) == ("google", False, "personal@example.com")
+    assert "personal@example.com" in page.text_content(f"#connection-{personal.pk}")
     outlook_card = page.locator(f"#connection-{outlook.pk}")
     assert "Outlook Calendar" in outlook_card.text_content()
     assert page.is_checked(f"#connection-{google.pk} .toggle-write")
@@ -175,6 +186,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     booking.refresh_from_db()
     assert booking.status == Booking.Status.CONFIRMED
     assert list(fake_google.events(GOOGLE_ACCOUNT)) == [get_source("booking").event_id(booking.pk)]
+    assert not fake_google.events("personal@example.com")
     assert [e["subject"] for e in fake_microsoft.events(MS_ACCOUNT).values()] == ["Dentist"]
 
     # "Counts for conflicts" off: the Outlook event leaves the week; Disconnect removes the card.
@@ -188,7 +200,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     page.click(f"#connection-{outlook.pk} .disconnect-one")
     page.click(f"#connection-{outlook.pk} .disconnect-one-confirm")
     page.locator(f"#connection-{outlook.pk}").wait_for(state="detached")
-    assert list(CalendarToken.objects.values_list("provider", flat=True)) == ["google"]
+    assert list(CalendarToken.objects.order_by("created_at").values_list("provider", flat=True)) == ["google", "google"]
     screenshot(page.locator("#week"), "week-view-confirmed.png")
 
 

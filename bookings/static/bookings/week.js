@@ -62,6 +62,7 @@
   async function startOAuth(provider, add) {
     await act(async () => {
       sessionStorage.setItem("calendar_sync.connecting", provider);  // the inline script names it on return
+      if (add) sessionStorage.setItem("calendar_sync.adding", "1"); else sessionStorage.removeItem("calendar_sync.adding");
       location.href = (await call("GET", SYNC + "auth/" + encodeURIComponent(provider) + (add ? "?add=1" : ""))).authorization_url;
     });
   }
