@@ -156,7 +156,11 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     screenshot(page.locator("#week"), "week-view-overlap.png")
     screenshot(page, "members-page.png", full_page=True)
 
-    # Navigation by week: the booking is not in the week before, and is back a week later.
+    # Navigation by week: the booking is not in the week before, and is back a week later; one busy read a week shown.
+    busy_reads = []
+    page.on(
+        "request", lambda request: busy_reads.append(request.url) if "/calendar-sync/busy?" in request.url else None
+    )
     page.click("#week-prev")
     page.wait_for_function("!document.querySelector('#week-grid .event')")
     page.click("#week-next")
@@ -165,6 +169,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     page.wait_for_function("!document.querySelector('#week-grid .event')")
     page.click("#week-next")
     block.wait_for()
+    assert len(busy_reads) == 4, busy_reads
 
     # Confirm asks first: "Go back" confirms nothing; "Confirm anyway" confirms, and only Google gets it.
     confirm = f"#booking-{booking.pk} button[data-action=confirm]"
