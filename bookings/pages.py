@@ -4,20 +4,26 @@ and staff's Integrations → Room calendars page.
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
 Cancel, so it says the same thing and works the same way with JavaScript off."""
 
+import datetime as dt
+import zoneinfo
+
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods, require_POST
 
 from calendar_sync import api as calendar_sync
 
 from . import services
-from .models import Booking
+from .models import Booking, Workspace
 
 #: What the "In your calendar" column says, by state (see `_in_calendar`).
 IN_CALENDAR = {
@@ -73,19 +79,118 @@ def _rows(user, errors):
     return rows
 
 
+#: How a connection's provider is named on its card (a provider this host does not know shows its key).
+PROVIDER_LABELS = {
+    "google": "Google Calendar",
+    "microsoft": "Outlook Calendar",
+    "caldav": "CalDAV calendar",
+    "ics": "ICS link",
+}
+#: The longest week window the page's script asks bookings for (a week, with room for a time change).
+WEEK_MAX_DAYS = 8
+
+
+def _connections(user):
+    """The member's connections for their cards (never a secret: `calendar_sync.api.connections` has none)."""
+    rows = calendar_sync.connections(calendar_sync.Owner.member(user))
+    return [{**row, "label": PROVIDER_LABELS.get(row["provider"], row["provider"])} for row in rows]
+
+
+def _week(request):
+    """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view."""
+    start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
+    if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
+        return JsonResponse({"code": "invalid", "detail": "start and end: ISO 8601 times with an offset."}, status=400)
+    if not start < end <= start + timezone.timedelta(days=WEEK_MAX_DAYS):
+        return JsonResponse(
+            {"code": "invalid", "detail": f"end: after start, within {WEEK_MAX_DAYS} days."}, status=400
+        )
+    bookings = (
+        Booking.objects.filter(user=request.user, start__lt=end, end__gt=start)
+        .exclude(status=Booking.Status.CANCELLED)
+        .select_related("workspace")
+        .order_by("start", "pk")
+    )
+    return JsonResponse(
+        {
+            "bookings": [
+                {
+                    "id": str(b.pk),
+                    "title": b.title,
+                    "workspace": b.workspace.name,
+                    "start": b.start.isoformat(),
+                    "end": b.end.isoformat(),
+                    "status": b.status,
+                }
+                for b in bookings
+            ]
+        }
+    )
+
+
+PARTS = {  # pieces of the page alone, for its script to refresh them
+    "bookings": lambda request: render(request, "bookings/_bookings.html", {"rows": _rows(request.user, {})}),
+    "connections": lambda request: render(
+        request, "bookings/_connections.html", {"connections": _connections(request.user)}
+    ),
+    "week": _week,
+}
+
+
 @login_required
 @ensure_csrf_cookie
 def calendar_integration(request):
-    if request.GET.get("part") == "bookings":  # the list alone, for the page's script to refresh it
-        return render(request, "bookings/_bookings.html", {"rows": _rows(request.user, {})})
+    part = PARTS.get(request.GET.get("part", ""))
+    if part:
+        return part(request)
     row_errors, notes = {}, []
     for message in messages.get_messages(request):
         if message.extra_tags.startswith("booking-"):
             row_errors[message.extra_tags.removeprefix("booking-")] = message.message
         else:
             notes.append(message)
-    context = {"sandbox": settings.CALENDAR_SYNC_SANDBOX, "rows": _rows(request.user, row_errors), "notes": notes}
+    context = {
+        "sandbox": settings.CALENDAR_SYNC_SANDBOX,
+        "rows": _rows(request.user, row_errors),
+        "notes": notes,
+        "connections": _connections(request.user),
+        "workspaces": Workspace.objects.order_by("name"),
+    }
     return render(request, "bookings/integrations_calendar.html", context)
+
+
+class BookingForm(forms.Form):
+    """The page's booking form. `zone` is the browser's time zone, set by the page's script."""
+
+    workspace = forms.ModelChoiceField(Workspace.objects.all())
+    title = forms.CharField(max_length=200)
+    date = forms.DateField()
+    start = forms.TimeField()
+    end = forms.TimeField()
+    zone = forms.CharField(required=False, max_length=64)
+
+
+@login_required
+@require_POST
+def new_booking(request):
+    """The booking form without JavaScript (with it, the page posts to the bookings API instead): the
+    times are read in the browser's zone when the script named it, else in the workspace's."""
+    form = BookingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Not booked: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect(f"{reverse('calendar-integration')}#book")
+    data = form.cleaned_data
+    zone = data["zone"] if data["zone"] in zoneinfo.available_timezones() else data["workspace"].time_zone
+    start, end = (dt.datetime.combine(data["date"], data[k], zoneinfo.ZoneInfo(zone)) for k in ("start", "end"))
+    try:
+        booking = services.create_booking(
+            user=request.user, workspace=data["workspace"], title=data["title"], start=start, end=end
+        )
+    except services.BookingError as exc:
+        messages.error(request, f"Not booked: {exc}")
+        return redirect(f"{reverse('calendar-integration')}#book")
+    messages.success(request, f"Booked “{booking.title}” ({zone} time): confirm it below.")
+    return _back_to(booking)
 
 
 def _back_to(booking):

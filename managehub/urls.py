@@ -36,6 +36,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("integrations/calendar", pages.calendar_integration, name="calendar-integration"),
     path("integrations/rooms", pages.rooms_integration, name="rooms-integration"),
+    path("integrations/calendar/bookings/new", pages.new_booking, name="page-booking-new"),
     path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
     path("integrations/calendar/bookings/<uuid:pk>/confirm", pages.confirm_booking, name="page-booking-confirm"),
     path("integrations/calendar/bookings/<uuid:pk>/cancel", pages.cancel_booking, name="page-booking-cancel"),
