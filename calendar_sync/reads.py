@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import tokens
+from . import quotas, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, NotConnected
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
@@ -72,6 +72,7 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
     return answer
 
 
+@quotas.bulk()
 def pull(owner, reason=Reason.SCHEDULE):
     """Read what changed in a shared calendar since the last pull and update its busy blocks.
 

@@ -6,9 +6,6 @@ one destination — so duplicate, late or reordered deliveries converge on the r
 """
 
 import logging
-import time
-from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, locks, tokens
+from . import audit, locks, quotas, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -29,16 +26,20 @@ logger = logging.getLogger(__name__)
 State = SyncRecord.State
 MEMBER_ROLE = "member"
 MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
+#: Writes for these reasons are bulk work: they use at most QUOTA_BULK_SHARE of a connection's window.
+BULK_REASONS = {AccessLog.Reason.BACKFILL, AccessLog.Reason.RESYNC, AccessLog.Reason.CALENDAR_CHANGE}
 
 
 @dataclass(frozen=True)
 class Work:
-    """One unit to enqueue: sync `object_id` of `source` in `destination`, after `countdown` seconds."""
+    """One unit to enqueue: sync `object_id` of `source` in `destination`, after `countdown` seconds,
+    for `reason` (a backfill's leftovers stay bulk work)."""
 
     source: str
     object_id: str
     destination: str = MEMBER_ROLE
     countdown: float | None = None
+    reason: str | None = None
 
 
 def mark_changed(source, obj):
@@ -94,51 +95,27 @@ def destinations(source, obj):
     return {role: owner for role, owner in destinations.items() if owner.is_member or owner in connected}
 
 
-class RateLimiter:
-    """Sliding-window limit on requests sent for one connection (Google counts batch parts too).
-
-    A request counts from the moment its response is back, so however long the provider
-    takes to process a batch, no window of its clock sees more than `limit` requests.
-    """
-
-    def __init__(self, limit=None, window=None):
-        self.limit = limit or get_setting("RATE_LIMIT_PER_MINUTE")
-        self.window = window or get_setting("RATE_LIMIT_WINDOW")
-        self.sent: deque[float] = deque()
-
-    @contextmanager
-    def slot(self, n):
-        n = min(n, self.limit)
-        while True:
-            now = time.monotonic()
-            while self.sent and now - self.sent[0] >= self.window:
-                self.sent.popleft()
-            if len(self.sent) + n <= self.limit:
-                break
-            time.sleep(self.window - (now - self.sent[len(self.sent) + n - self.limit - 1]) + 0.001)
-        try:
-            yield
-        finally:
-            self.sent.extend([time.monotonic()] * n)
-
-
-def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
+def _run(token, operations, reason, calendar_id=None, log=True):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
 
     Returns one Outcome per operation and leaves one access-log row (one insert) for them —
     with `log=False` the caller writes that row (`audit.entry_for`), in the transaction
-    that records the outcome. A lost authorization is logged here before it is raised.
+    that records the outcome. A lost authorization is logged here before it is raised. The calls
+    count against the connection's quotas (bulk ones for BULK_REASONS).
     """
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
+    with tokens.counted(token, bulk=reason in BULK_REASONS):
+        return _apply(provider, token, calendar_id, operations, reason, log)
+
+
+def _apply(provider, token, calendar_id, operations, reason, log):
     try:
-        results = provider.apply(tokens.access_token(token, reason=reason), calendar_id, operations, limiter)
+        results = provider.apply(tokens.access_token(token, reason=reason), calendar_id, operations)
         retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
         if retry:
             access = tokens.access_token(token, force=True, reason=reason)
-            for i, r in zip(
-                retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True
-            ):
+            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry]), strict=True):
                 results[i] = r
                 if isinstance(r.error, AuthorizationLost):
                     tokens.mark_needs_reauth(token, r.error)
@@ -363,8 +340,9 @@ def _roles_at(source, obj, owner):
     return [role for role, (kind, pk) in source.destinations(obj).items() if Owner.of(kind, pk) == owner]
 
 
+@quotas.bulk()
 def backfill(owner, reason=AccessLog.Reason.BACKFILL):
-    """Sync an owner's upcoming objects and anything left pending, in batches within the rate limit.
+    """Sync an owner's upcoming objects and anything left pending, in batches, as bulk work (quotas).
 
     Run on connect, reconnect and calendar change. Returns ({state: count}, [Work to enqueue]).
     """
@@ -413,7 +391,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
     work = [w for w, ok in zip(work, taken, strict=True) if ok]
     counts: dict[str, int] = {}
     try:
-        results = _run(token, [operation for _, operation in work], reason, RateLimiter())
+        results = _run(token, [operation for _, operation in work], reason)
     except AuthorizationLost as exc:
         results = [Outcome(exc)] * len(work)
     finally:
@@ -423,7 +401,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
         if isinstance(error, TransientError):
             retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
             record_transient(record, error, retry_in)
-            later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
+            later.append(Work(item.source.key, record.object_id, record.destination, retry_in, reason))
             state = State.PENDING
         else:
             state = (
@@ -436,6 +414,7 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL):
     return counts, later
 
 
+@quotas.bulk()
 def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
@@ -457,7 +436,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     if not operations:
         return 0
     try:
-        outcomes = _run(token, operations, reason, RateLimiter(), calendar_id=calendar_id)
+        outcomes = _run(token, operations, reason, calendar_id=calendar_id)
     except (AuthorizationLost, TransientError) as exc:
         outcomes = [Outcome(exc)] * len(operations)
     failed = sum(1 for o in outcomes if o.error is not None)
@@ -474,6 +453,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE):
     return failed
 
 
+@quotas.bulk()
 def move_calendar(owner, old_calendar_id):
     """The owner chose another calendar: take our events out of the old one, then backfill the new."""
     token = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, **owner.lookup()).first()

@@ -39,6 +39,12 @@ def backoff(retries, retry_after=None):
     return max(retry_after or 0, random.uniform(base / 2, base))
 
 
+def quota_delay(retry_after):
+    """When to try a sync the quota governor held back: once there is room, spread over a tenth more."""
+    wait = max(retry_after or 0.0, 0.1)
+    return wait + random.uniform(0, wait / 10)
+
+
 def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None):
     """Ask for a sync; if the broker is down the SyncRecord stays and the sweeper retries."""
     kwargs = {
@@ -65,7 +71,7 @@ def enqueue_all(source_key, object_id, destinations):
 
 def enqueue_work(work):
     for item in work:
-        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown)
+        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown, reason=item.reason)
 
 
 def resync(records):
@@ -116,6 +122,8 @@ def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None)
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
+        if exc.code == "quota":  # nothing was sent: come back when the quota has room, not a failed attempt
+            raise self.retry(countdown=quota_delay(exc.retry_after), max_retries=None) from None
         if self.request.retries >= get_setting("MAX_RETRIES"):
             sync.give_up(source_key, object_id, exc, destination)
             return SyncRecord.State.FAILED

@@ -4,6 +4,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
+from calendar_sync import quotas
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
@@ -21,8 +22,9 @@ def eager_celery():
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles():
-    """Throttle counters live in the cache: each test starts with none."""
+    """Throttle counters live in the cache, provider quotas in this process: each test starts with none."""
     cache.clear()
+    quotas.reset()
 
 
 @pytest.fixture(scope="session")
