@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond, parse
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from .conf import DEFAULTS, get_setting
@@ -197,7 +197,7 @@ def _item(spec: str, share: float) -> RateLimitItem:
 
 
 def _windows(scope: _Scope, limits_: dict[str, Any], share: float) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
-    windows = []
+    windows: list[tuple[RateLimitItem, tuple[str, ...]]] = []
     if limits_.get("connection"):
         windows.append((_item(limits_["connection"], share), (scope.provider, "connection", scope.key)))
         if _bulk.get():
@@ -318,8 +318,8 @@ class _Redis:
     share = 1.0
 
     def __init__(self, uri: str):
-        options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-        self.storage: Any = storage_from_string(uri, wrap_exceptions=True, **options)
+        # Short timeouts: a Redis that does not answer means the fallback, not a stuck worker.
+        self.storage = RedisStorage(uri, wrap_exceptions=True, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.client = self.storage.storage  # the storage's own redis client
         self.enter_script = self.client.register_script(_ENTER)

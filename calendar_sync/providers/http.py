@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from .. import quotas
 from ..types import BusyBlock, Changes
@@ -83,7 +83,7 @@ class Pages(Generic[Position]):
 
     def __init__(self, fetch: Callable[[Position], tuple[dict[str, Any], Position | None]], first: Position, what: str):
         self.fetch, self.first, self.what = fetch, first, what
-        self.complete, self.pending = False, None
+        self.complete, self.pending = False, cast(Position | None, None)
         self.last: dict[str, Any] = {}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

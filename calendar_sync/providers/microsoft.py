@@ -411,7 +411,7 @@ class MicrosoftProvider(BaseProvider):
                 if isinstance(item, dict) and item.get("id"):
                     fold.add(str(item["id"]), None if "@removed" in item else _block(item))
         # A round's nextLink is itself a state token: resuming from it continues the round.
-        cursor = pages.last["@odata.deltaLink"] if pages.complete else pages.pending
+        cursor = str(pages.last["@odata.deltaLink"] if pages.complete else pages.pending)
         if not self._on_graph(cursor, root):
             raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
         return fold.changes(cursor, full=full)
