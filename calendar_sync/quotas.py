@@ -124,7 +124,7 @@ def largest_request() -> int:
     return min((item.amount for item, _ in windows), default=1_000_000)
 
 
-def _admit(scope: _Scope, parts: int, deadline: float) -> tuple[Any, str] | None:
+def _admit(scope: _Scope, parts: int, deadline: float) -> tuple[Any, list[str]] | None:
     """Wait for the throttle mark, count in the windows, take an in-flight slot (when capped)."""
     limits_ = _limits(scope.provider)
     while True:
@@ -138,7 +138,7 @@ def _admit(scope: _Scope, parts: int, deadline: float) -> tuple[Any, str] | None
             break
         _wait_or_raise(wait, deadline, "the connection's request window is full")
     if limits_.get("concurrent"):
-        return _hold_slot(scope, int(limits_["concurrent"]), deadline)
+        return _hold_slot(scope, int(limits_["concurrent"]), parts, deadline)
     return None
 
 
@@ -226,13 +226,16 @@ def _refusal(seconds: float, why: str) -> TransientError:
     return TransientError(f"Quota: {why}; try again in {seconds:.1f} s.", code="quota", retry_after=seconds)
 
 
-def _hold_slot(scope: _Scope, limit: int, deadline: float) -> tuple[Any, str]:
-    token = uuid.uuid4().hex
+def _hold_slot(scope: _Scope, limit: int, parts: int, deadline: float) -> tuple[Any, list[str]]:
+    """Slots in the connection's in-flight cap, all or none: one per part up to the cap, since the
+    service runs a batch's parts side by side (Graph: four at a time per mailbox)."""
     while True:
         backend = _backend()
+        cap = max(1, int(limit * backend.share))
+        tokens = [uuid.uuid4().hex for _ in range(min(parts, cap))]
         try:
-            if backend.enter(scope, max(1, int(limit * backend.share)), token):
-                return backend, token
+            if backend.enter(scope, cap, tokens):
+                return backend, tokens
         except _StorageDown:
             continue
         _wait_or_raise(POLL, deadline, "the mailbox has as many requests in flight as it allows")
@@ -267,16 +270,16 @@ class _Memory:
         with self.lock:
             self.marks[scope] = max(self.marks.get(scope, 0.0), until)
 
-    def enter(self, scope: _Scope, limit: int, token: str) -> bool:
+    def enter(self, scope: _Scope, limit: int, tokens: list[str]) -> bool:
         with self.lock:
-            if self.slots.get(scope, 0) >= limit:
+            if self.slots.get(scope, 0) + len(tokens) > limit:
                 return False
-            self.slots[scope] = self.slots.get(scope, 0) + 1
+            self.slots[scope] = self.slots.get(scope, 0) + len(tokens)
             return True
 
-    def release(self, scope: _Scope, token: str) -> None:
+    def release(self, scope: _Scope, tokens: list[str]) -> None:
         with self.lock:
-            self.slots[scope] = max(0, self.slots.get(scope, 0) - 1)
+            self.slots[scope] = max(0, self.slots.get(scope, 0) - len(tokens))
 
 
 def _take(limiter: MovingWindowRateLimiter, windows: list, parts: int) -> float | None:
@@ -294,14 +297,17 @@ def _take(limiter: MovingWindowRateLimiter, windows: list, parts: int) -> float 
 
 
 # Leases for in-flight requests: a killed worker's slot frees itself when its lease ends.
+# ARGV: now, limit, lease end, lease in ms, then one member per slot wanted (all or none).
 _ENTER = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
-if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('zadd', KEYS[1], ARGV[3], ARGV[4])
-  redis.call('pexpire', KEYS[1], ARGV[5])
-  return 1
+if redis.call('zcard', KEYS[1]) + #ARGV - 4 > tonumber(ARGV[2]) then
+  return 0
 end
-return 0
+for i = 5, #ARGV do
+  redis.call('zadd', KEYS[1], ARGV[3], ARGV[i])
+end
+redis.call('pexpire', KEYS[1], ARGV[4])
+return 1
 """
 _MARK = """
 local current = tonumber(redis.call('get', KEYS[1]) or '0')
@@ -346,15 +352,16 @@ class _Redis:
         ms = max(1, int((until - time.time()) * 1000))
         self._run(self.mark_script, keys=[f"{PREFIX}:throttle:{scope.provider}:{scope.key}"], args=[until, ms])
 
-    def enter(self, scope: _Scope, limit: int, token: str) -> bool:
+    def enter(self, scope: _Scope, limit: int, tokens: list[str]) -> bool:
         lease = 2 * float(get_setting("HTTP_TIMEOUT")) + 10  # a request never outlives it
         now = time.time()
         key = f"{PREFIX}:inflight:{scope.provider}:{scope.key}"
-        return bool(self._run(self.enter_script, keys=[key], args=[now, limit, now + lease, token, int(lease * 1000)]))
+        args = [now, limit, now + lease, int(lease * 1000), *tokens]
+        return bool(self._run(self.enter_script, keys=[key], args=args))
 
-    def release(self, scope: _Scope, token: str) -> None:
+    def release(self, scope: _Scope, tokens: list[str]) -> None:
         try:
-            self._run(self.client.zrem, f"{PREFIX}:inflight:{scope.provider}:{scope.key}", token)
+            self._run(self.client.zrem, f"{PREFIX}:inflight:{scope.provider}:{scope.key}", *tokens)
         except _StorageDown:
             pass  # the lease ends on its own
 
