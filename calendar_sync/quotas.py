@@ -59,6 +59,7 @@ class _Call:
 
     scope: _Scope
     refused_until: float = 0.0
+    admitted: int = 0  # requests let through so far: 0 means nothing reached the provider
 
 
 _call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("calendar_sync_quota_call", default=None)
@@ -68,11 +69,14 @@ _unscoped = threading.local()  # throttle marks of calls made outside any connec
 
 # --- what the core and the providers call ------------------------------------------------------------
 @contextmanager
-def connection(provider_name: str, connection_key: Any) -> Iterator[None]:
-    """Provider requests made inside count against this connection's windows."""
-    reset = _call.set(_Call(_Scope(str(provider_name), str(connection_key))))
+def connection(provider_name: str, connection_key: Any) -> Iterator[_Call]:
+    """Provider requests made inside count against this connection's windows. Yields the call, whose
+    `admitted` says how many requests were let through (a block inside one for the same connection
+    is part of it)."""
+    scope, outer = _Scope(str(provider_name), str(connection_key)), _call.get()
+    reset = _call.set(outer if outer is not None and outer.scope == scope else _Call(scope))
     try:
-        yield
+        yield _call.get()  # type: ignore[misc]  # just set
     finally:
         _call.reset(reset)
 
@@ -106,6 +110,7 @@ def acquire(parts: int = 1) -> Iterator[None]:
     except TransientError as exc:
         call.refused_until = time.time() + (exc.retry_after or 0.0)
         raise
+    call.admitted += 1
     try:
         yield
     finally:

@@ -313,14 +313,18 @@ def _sync_round(source, object_id, destination, first, reason=None):
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
         return State.SYNCED if _finish(item, State.SYNCED, operation) else None
-    if not operation.is_delete and not record.remote_may_exist:
+    premarked = not operation.is_delete and not record.remote_may_exist
+    if premarked:
         # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
     reason = reason or _reason(operation)
     try:
-        outcome = _run(token, [operation], reason, log=False)[0]
+        with tokens.counted(token) as call:
+            outcome = _run(token, [operation], reason, log=False)[0]
     except AuthorizationLost as exc:  # logged by _run
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=Outcome(exc)) else None
+    if premarked and not call.admitted:  # the quota held every request back: still nothing can exist
+        SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=False)
     log = audit.entry_for(token, [operation], [outcome], reason)
     error = outcome.error
     if isinstance(error, TransientError):

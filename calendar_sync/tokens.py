@@ -103,10 +103,10 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
 def counted(token, bulk=False):
     """Provider calls made inside count against `token`'s connection quotas (and its bulk share)."""
     with ExitStack() as stack:
-        stack.enter_context(quotas.connection(token.provider, token.pk))
+        call = stack.enter_context(quotas.connection(token.provider, token.pk))
         if bulk:
             stack.enter_context(quotas.bulk())
-        yield
+        yield call
 
 
 def with_access(token, operation, reason, call):
