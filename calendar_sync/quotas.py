@@ -173,6 +173,31 @@ def throttled_until(provider_name: str, connection_key: Any) -> dt.datetime | No
     return dt.datetime.fromtimestamp(until, dt.UTC) if until > time.time() else None
 
 
+def problems() -> list[str]:
+    """What is wrong with the quota settings (for the system checks); empty when nothing."""
+    found = []
+    quotas_ = get_setting("QUOTAS")
+    if not isinstance(quotas_, dict) or not all(isinstance(v, dict) for v in quotas_.values()):
+        return ['CALENDAR_SYNC["QUOTAS"] must map provider names to {"connection", "app", "concurrent"}.']
+    for provider in set(quotas_) | set(DEFAULTS["QUOTAS"]):
+        limits_ = _limits(provider)
+        for kind in ("connection", "app"):
+            if limits_.get(kind):
+                try:
+                    _item(str(limits_[kind]), 1.0)
+                except ConfigurationError as exc:
+                    found.append(f"{exc} ({provider} {kind})")
+        concurrent = limits_.get("concurrent")
+        if concurrent is not None and (
+            isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 0
+        ):
+            found.append(f'CALENDAR_SYNC["QUOTAS"]["{provider}"]["concurrent"] must be a whole number (0: no cap).')
+    storage = str(get_setting("QUOTA_STORAGE") or "")
+    if not storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        found.append('CALENDAR_SYNC["QUOTA_STORAGE"] must be "memory://" or a redis:// URL.')
+    return found
+
+
 def reset() -> None:
     """Forget this process's in-memory counts, marks and fallback state (tests)."""
     _backends.clear()

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from calendar_sync import quotas
+from calendar_sync.checks import check_settings
 from calendar_sync.exceptions import TransientError
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.sources import Event
@@ -221,3 +222,11 @@ def test_redis_down_falls_back_to_a_share_of_the_limit(google, fake_google, sett
     assert time.monotonic() - started >= 3 - 0.2
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1  # said once per outage, not per request
+
+
+def test_a_quota_it_cannot_read_is_a_system_check_error(settings):
+    configure(settings, QUOTAS={"google": {"connection": "lots"}, "microsoft": {"concurrent": "4"}})
+    found = [e for e in check_settings(None) if e.id == "calendar_sync.E008"]
+    assert len(found) == 2 and "lots" in found[0].msg + found[1].msg
+    configure(settings, QUOTAS={"google": {"connection": "100/minute"}}, QUOTA_STORAGE="redis://127.0.0.1:6379/3")
+    assert not [e for e in check_settings(None) if e.id == "calendar_sync.E008"]
