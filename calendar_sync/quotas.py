@@ -74,9 +74,10 @@ def connection(provider_name: str, connection_key: Any) -> Iterator[_Call]:
     `admitted` says how many requests were let through (a block inside one for the same connection
     is part of it)."""
     scope, outer = _Scope(str(provider_name), str(connection_key)), _call.get()
-    reset = _call.set(outer if outer is not None and outer.scope == scope else _Call(scope))
+    call = outer if outer is not None and outer.scope == scope else _Call(scope)
+    reset = _call.set(call)
     try:
-        yield _call.get()  # type: ignore[misc]  # just set
+        yield call
     finally:
         _call.reset(reset)
 
@@ -383,7 +384,7 @@ class _Redis:
         self._run(self.mark_script, keys=[f"{PREFIX}:throttle:{scope.provider}:{scope.key}"], args=[until, ms])
 
     def enter(self, scope: _Scope, limit: int, tokens: list[str]) -> bool:
-        lease = 2 * float(get_setting("HTTP_TIMEOUT")) + 10  # a request never outlives it
+        lease = 2 * float(get_setting("HTTP_TIMEOUT")) + 2  # connecting and reading: a request never outlives it
         now = time.time()
         key = f"{PREFIX}:inflight:{scope.provider}:{scope.key}"
         args = [now, limit, now + lease, int(lease * 1000), *tokens]

@@ -230,3 +230,20 @@ def test_a_quota_it_cannot_read_is_a_system_check_error(settings):
     assert len(found) == 2 and "lots" in found[0].msg + found[1].msg
     configure(settings, QUOTAS={"google": {"connection": "100/minute"}}, QUOTA_STORAGE="redis://127.0.0.1:6379/3")
     assert not [e for e in check_settings(None) if e.id == "calendar_sync.E008"]
+
+
+@pytest.mark.parametrize("storage", [QUOTA_REDIS], indirect=True)
+def test_a_killed_workers_slots_come_back_when_their_lease_ends(storage, outlook, fake_microsoft, settings):
+    provider, access, calendar = outlook
+    configure(settings, HTTP_TIMEOUT=1, QUOTA_MAX_WAIT=10)  # a lease lasts 2 × 1 + 2 seconds
+    connection = uuid.uuid4().hex
+    held = [quotas.acquire(1) for _ in range(4)]  # four requests whose worker died mid-flight: never released
+    with quotas.connection("microsoft", connection):
+        for request in held:
+            request.__enter__()
+    quotas.reset()  # another worker
+    started = time.monotonic()
+    with quotas.connection("microsoft", connection):
+        (outcome,) = provider.apply(access, calendar, [upsert(1)])
+    assert outcome.error is None and 3.5 <= time.monotonic() - started < 6
+    assert len(held) == 4  # still held (never exited) while the request above waited
