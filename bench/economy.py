@@ -51,7 +51,10 @@ def main(n=1000):
             [
                 ("confirm -> reschedule -> cancel", f"{len(lifecycle)} calls: {' '.join(lifecycle)}"),
                 (f"backfill of {n} bookings", f"{len(http)} HTTP requests carrying {len(parts)} calls, {took:.1f} s"),
-                ("most calls in any 60 s", f"{window} (limit {get_setting('RATE_LIMIT_PER_MINUTE')}/min)"),
+                (
+                    "most calls in any 60 s",
+                    f"{window} (limit {get_setting('QUOTAS').get('google', {}).get('connection', '600/minute')})",
+                ),
             ],
         )
         print(f"\nKEY: lifecycle costs {len(lifecycle)} calls; backfill of {n} takes {len(http)} HTTP requests")

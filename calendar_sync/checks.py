@@ -10,6 +10,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
+from . import quotas
 from .conf import get_setting
 from .exceptions import ConfigurationError
 from .providers import provider_classes
@@ -45,6 +46,7 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             checks.Error(f'CALENDAR_SYNC["SYNC_MODE"] must be one of {", ".join(SYNC_MODES)}.', id="calendar_sync.E007")
         )
+    errors.extend(checks.Error(problem, id="calendar_sync.E008") for problem in quotas.problems())
     providers = [cls() for cls in provider_classes()]
     offered = any(p.is_configured() for p in providers if p.oauth)  # CalDAV and ICS need no settings: always on
     for provider in providers:

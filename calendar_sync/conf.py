@@ -21,10 +21,22 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_MARGIN": 300,
     # HTTP timeout (seconds) for every call to the provider.
     "HTTP_TIMEOUT": 15,
-    # Per-connection request budget at the provider (Google: 600/min by default).
-    "RATE_LIMIT_PER_MINUTE": 600,
-    # Length in seconds of the rate-limit window (60 for Google's per-minute quota).
-    "RATE_LIMIT_WINDOW": 60,
+    # Request limits per provider, kept for every worker by the quota governor: per connection
+    # ("connection"), per app ("app"), requests in flight per mailbox ("concurrent"). A host's entries
+    # merge over these (the providers' published limits), provider by provider.
+    "QUOTAS": {
+        "google": {"connection": "600/minute", "app": "10000/minute"},
+        "microsoft": {"connection": "10000/10 minutes", "concurrent": 4},
+    },
+    # Where the governor keeps its counts: "redis://host:6379/3" shares them between every worker;
+    # "memory://" keeps them in each process (one process, eager tasks, tests).
+    "QUOTA_STORAGE": "memory://",
+    # Longest a request waits (seconds) for room in a window or a Retry-After; longer, its task is retried later.
+    "QUOTA_MAX_WAIT": 5,
+    # Share of each connection's window that bulk work (backfill, calendar move, resync, pulls) may use.
+    "QUOTA_BULK_SHARE": 0.5,
+    # While the quota Redis is unreachable, each process keeps this share of every limit in memory.
+    "QUOTA_FALLBACK_SHARE": 0.25,
     # Task retries for transient errors: attempts and backoff (seconds, doubled, with jitter).
     "MAX_RETRIES": 8,
     "RETRY_BACKOFF": 2,

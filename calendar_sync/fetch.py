@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import quotas
 from .conf import get_setting
 from .exceptions import PermanentError, TransientError
 
@@ -197,7 +198,10 @@ class SafeSession(requests.Session):
         kwargs["allow_redirects"] = False
         for _ in range(self.max_redirects + 1):
             url = self.check(str(url))
-            response = super().request(method, url, *args, **kwargs)
+            with quotas.acquire():  # the connection's quota, throttle mark included (CalDAV, ICS)
+                response = super().request(method, url, *args, **kwargs)
+            if response.status_code in (429, 503):
+                quotas.throttle(_seconds(response.headers.get("Retry-After")) or 1.0)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECTS or not location:
                 return response
@@ -211,6 +215,14 @@ class SafeSession(requests.Session):
                 method, kwargs["data"] = "GET", None
             url = target
         raise RefusedAddress(f"More than {self.max_redirects} redirects.", code="too_many_redirects")
+
+
+def _seconds(value) -> float | None:
+    """A Retry-After in its delta-seconds form, or None."""
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def network_error(exc: Exception, what: str) -> TransientError:

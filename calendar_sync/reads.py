@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import tokens
+from . import quotas, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, TransientError, Undecryptable
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
@@ -149,6 +149,7 @@ def _error_code(exc):
     return exc.code if isinstance(exc, CalendarSyncError) else "error"
 
 
+@quotas.bulk()
 def pull(owner, reason=Reason.SCHEDULE):
     """Read what changed in a shared calendar since the last pull and update its busy blocks.
 

@@ -6,9 +6,6 @@ one destination — so duplicate, late or reordered deliveries converge on the r
 """
 
 import logging
-import time
-from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, locks, tokens
+from . import audit, locks, quotas, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -30,16 +27,20 @@ logger = logging.getLogger(__name__)
 State = SyncRecord.State
 MEMBER_ROLE = "member"
 MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
+#: Writes for these reasons are bulk work: they use at most QUOTA_BULK_SHARE of a connection's window.
+BULK_REASONS = {AccessLog.Reason.BACKFILL, AccessLog.Reason.RESYNC, AccessLog.Reason.CALENDAR_CHANGE}
 
 
 @dataclass(frozen=True)
 class Work:
-    """One unit to enqueue: sync `object_id` of `source` in `destination`, after `countdown` seconds."""
+    """One unit to enqueue: sync `object_id` of `source` in `destination`, after `countdown` seconds,
+    for `reason` (a backfill's leftovers stay bulk work)."""
 
     source: str
     object_id: str
     destination: str = MEMBER_ROLE
     countdown: float | None = None
+    reason: str | None = None
 
 
 def mark_changed(source, obj):
@@ -95,51 +96,27 @@ def destinations(source, obj):
     return {role: owner for role, owner in destinations.items() if owner.is_member or owner in connected}
 
 
-class RateLimiter:
-    """Sliding-window limit on requests sent for one connection (Google counts batch parts too).
-
-    A request counts from the moment its response is back, so however long the provider
-    takes to process a batch, no window of its clock sees more than `limit` requests.
-    """
-
-    def __init__(self, limit=None, window=None):
-        self.limit = limit or get_setting("RATE_LIMIT_PER_MINUTE")
-        self.window = window or get_setting("RATE_LIMIT_WINDOW")
-        self.sent: deque[float] = deque()
-
-    @contextmanager
-    def slot(self, n):
-        n = min(n, self.limit)
-        while True:
-            now = time.monotonic()
-            while self.sent and now - self.sent[0] >= self.window:
-                self.sent.popleft()
-            if len(self.sent) + n <= self.limit:
-                break
-            time.sleep(self.window - (now - self.sent[len(self.sent) + n - self.limit - 1]) + 0.001)
-        try:
-            yield
-        finally:
-            self.sent.extend([time.monotonic()] * n)
-
-
-def _run(token, operations, reason, limiter=None, calendar_id=None, log=True):
+def _run(token, operations, reason, calendar_id=None, log=True):
     """Apply operations with a fresh access token; one forced refresh on a 401. Raises AuthorizationLost.
 
     Returns one Outcome per operation and leaves one access-log row (one insert) for them —
     with `log=False` the caller writes that row (`audit.entry_for`), in the transaction
-    that records the outcome. A lost authorization is logged here before it is raised.
+    that records the outcome. A lost authorization is logged here before it is raised. The calls
+    count against the connection's quotas (bulk ones for BULK_REASONS).
     """
     provider = get_provider(token.provider)
     calendar_id = calendar_id or token.calendar_id
+    with tokens.counted(token, bulk=reason in BULK_REASONS):
+        return _apply(provider, token, calendar_id, operations, reason, log)
+
+
+def _apply(provider, token, calendar_id, operations, reason, log):
     try:
-        results = provider.apply(tokens.access_token(token, reason=reason), calendar_id, operations, limiter)
+        results = provider.apply(tokens.access_token(token, reason=reason), calendar_id, operations)
         retry = [i for i, r in enumerate(results) if isinstance(r.error, AuthorizationLost)]
         if retry:
             access = tokens.access_token(token, force=True, reason=reason)
-            for i, r in zip(
-                retry, provider.apply(access, calendar_id, [operations[i] for i in retry], limiter), strict=True
-            ):
+            for i, r in zip(retry, provider.apply(access, calendar_id, [operations[i] for i in retry]), strict=True):
                 results[i] = r
                 if isinstance(r.error, AuthorizationLost):
                     tokens.mark_needs_reauth(token, r.error)
@@ -348,14 +325,18 @@ def _sync_round(source, object_id, destination, first, reason=None):
     versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
     if token.writes_paused:  # the provider's usage limit: no call until it resets
         return State.PENDING if record_paused(versioned, token.paused_until) else None
-    if not operation.is_delete and not record.remote_may_exist:
+    premarked = not operation.is_delete and not record.remote_may_exist
+    if premarked:
         # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
     reason = reason or _reason(operation)
     try:
-        outcome = _run(token, [operation], reason, log=False)[0]
+        with tokens.counted(token) as call:
+            outcome = _run(token, [operation], reason, log=False)[0]
     except AuthorizationLost as exc:  # logged by _run
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=Outcome(exc)) else None
+    if premarked and not call.admitted:  # the quota held every request back: still nothing can exist
+        SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=False)
     log = audit.entry_for(token, [operation], [outcome], reason)
     error = outcome.error
     if isinstance(error, UsageLimited):
@@ -383,8 +364,9 @@ def _roles_at(source, obj, owner):
     return [role for role, (kind, pk) in source.destinations(obj).items() if Owner.of(kind, pk) == owner]
 
 
+@quotas.bulk()
 def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=None):
-    """Sync an owner's upcoming objects and anything left pending, in chunks within the rate limit.
+    """Sync an owner's upcoming objects and anything left pending, in chunks, as bulk work (quotas).
 
     Run on connect, reconnect, resync and calendar change. Its progress (`kind`, or the calendar
     move's `progress` it is part of) is on the connection while it runs. Returns ({state: count},
@@ -436,7 +418,7 @@ def _backfill(owner, token, reason, shown):
     shown.add(len(work))
     counts: dict[str, int] = {}
     later: list[Work] = []
-    limiter, lost, held, paused_until = RateLimiter(), None, None, None
+    lost, held, paused_until = None, None, None
     size = get_setting("BULK_CHUNK")
     for start in range(0, len(work), size):
         chunk = work[start : start + size]
@@ -459,7 +441,7 @@ def _backfill(owner, token, reason, shown):
             if lost is not None or not sent:
                 results = [Outcome(lost)] * len(sent)
             else:
-                results = _run(token, [operation for _, operation in sent], reason, limiter)
+                results = _run(token, [operation for _, operation in sent], reason)
         except AuthorizationLost as exc:
             lost = exc  # the rest are not sent: they are not connected either
             results = [Outcome(exc)] * len(sent)
@@ -471,8 +453,8 @@ def _backfill(owner, token, reason, shown):
                 record_paused(SyncRecord.objects.filter(pk=item.record.pk, version=item.record.version), paused_until)
                 state = State.PENDING
             else:
-                state = _record_outcome(item, operation, outcome, later)
-            counts[state] = counts.get(state, 0) + 1
+                state = _record_outcome(item, operation, outcome, later, reason)
+            counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
         shown.step(len(chunk))
     logger.info("calendar backfill for %s: %s", owner, counts)
     return counts, later
@@ -491,13 +473,13 @@ def _hold(pks, held):
     return held
 
 
-def _record_outcome(item, operation, outcome, later):
+def _record_outcome(item, operation, outcome, later, reason):
     """Write one backfilled operation's outcome; what must run again goes to `later`. Returns the state."""
     record, error = item.record, outcome.error
     if isinstance(error, TransientError):
         retry_in = error.retry_after or get_setting("RETRY_BACKOFF")
         record_transient(record, error, retry_in)
-        later.append(Work(item.source.key, record.object_id, record.destination, retry_in))
+        later.append(Work(item.source.key, record.object_id, record.destination, retry_in, reason))
         return State.PENDING
     state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
     if not _finish(item, state, operation, outcome):
@@ -505,6 +487,7 @@ def _record_outcome(item, operation, outcome, later):
     return state
 
 
+@quotas.bulk()
 def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
@@ -519,7 +502,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
         return 0
     if progress is not None:
         progress.add(len(records))
-    limiter, failed, size, lost = RateLimiter(), 0, get_setting("BULK_CHUNK"), None
+    failed, size, lost = 0, get_setting("BULK_CHUNK"), None
     for start in range(0, len(records), size):
         chunk = records[start : start + size]
         operations = [
@@ -534,7 +517,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
         try:
             if lost is not None:
                 raise lost  # the grant is gone: the rest cannot be removed either
-            outcomes = _run(token, operations, reason, limiter, calendar_id=calendar_id)
+            outcomes = _run(token, operations, reason, calendar_id=calendar_id)
         except (AuthorizationLost, TransientError) as exc:
             lost = exc if isinstance(exc, AuthorizationLost) else None
             outcomes = [Outcome(exc)] * len(operations)
@@ -559,6 +542,7 @@ def _write_token(owner):
     return CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, write=True, **owner.lookup()).first()
 
 
+@quotas.bulk()
 def move_connection(owner, old_pk, old_calendar_id):
     """The owner's events go to another connection now: take them out of the old connection's
     calendar (while it is still connected and usable), then create them in the new one (backfill).
@@ -583,6 +567,7 @@ def move_connection(owner, old_pk, old_calendar_id):
         return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE, progress=shown)
 
 
+@quotas.bulk()
 def move_calendar(owner, old_calendar_id):
     """The owner chose another calendar: take our events out of the old one, then backfill the new
     (one progress for both: the backfill's operations are added to the total once known)."""

@@ -52,6 +52,12 @@ def backoff(retries, retry_after=None):
     return max(retry_after or 0, random.uniform(base / 2, base))
 
 
+def quota_delay(retry_after):
+    """When to try a sync the quota governor held back: once there is room, spread over a tenth more."""
+    wait = max(retry_after or 0.0, 0.1)
+    return wait + random.uniform(0, wait / 10)
+
+
 def enqueue(source_key, object_id, destination=MEMBER_ROLE, countdown=None, reason=None, bulk=False):
     """Ask for a sync (on the bulk queue when bulk work asks); if the broker is down the SyncRecord
     stays and the sweeper retries."""
@@ -80,7 +86,7 @@ def enqueue_all(source_key, object_id, destinations):
 def enqueue_work(work):
     """What a bulk job (backfill, calendar move) left to do: on the bulk queue, as the job was."""
     for item in work:
-        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown, bulk=True)
+        enqueue(item.source, item.object_id, item.destination, countdown=item.countdown, reason=item.reason, bulk=True)
 
 
 def resync(records):
@@ -144,6 +150,8 @@ def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None)
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
+        if exc.code == "quota":  # nothing was sent: come back when the quota has room, not a failed attempt
+            raise self.retry(countdown=quota_delay(exc.retry_after), max_retries=None) from None
         if self.request.retries >= get_setting("MAX_RETRIES"):
             sync.give_up(source_key, object_id, exc, destination)
             return SyncRecord.State.FAILED

@@ -3,6 +3,7 @@ sends), calls with a token (`with_access`: reads, listing and channel upkeep; th
 `access_token` and `mark_needs_reauth` directly), and revoking a grant."""
 
 import logging
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, timedelta
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit
+from . import audit, quotas
 from .conf import get_setting
 from .exceptions import AuthorizationLost, CalendarSyncError, ConfigurationError, PermanentError, TransientError
 from .models import MEMBER, AccessLog, CalendarToken
@@ -101,15 +102,27 @@ def access_token(token, force=False, reason=AccessLog.Reason.MEMBER_REQUEST):
     raise error
 
 
+@contextmanager
+def counted(token, bulk=False):
+    """Provider calls made inside count against `token`'s connection quotas (and its bulk share)."""
+    with ExitStack() as stack:
+        call = stack.enter_context(quotas.connection(token.provider, token.pk))
+        if bulk:
+            stack.enter_context(quotas.bulk())
+        yield call
+
+
 def with_access(token, operation, reason, call):
     """`call(access_token)` with a fresh access token and one forced refresh on a 401; a lost grant
-    marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through here."""
+    marks the connection needs_reauth. Leaves one access-log row. Every read or watch goes through
+    here, counted against the connection's quotas."""
     error: Exception | None = None
     try:
-        try:
-            return call(access_token(token, reason=reason))
-        except AuthorizationLost:
-            return call(access_token(token, force=True, reason=reason))
+        with counted(token):
+            try:
+                return call(access_token(token, reason=reason))
+            except AuthorizationLost:
+                return call(access_token(token, force=True, reason=reason))
     except AuthorizationLost as exc:
         error = exc
         mark_needs_reauth(token, exc)

@@ -174,7 +174,14 @@ CALENDAR_SYNC = {
     "GOOGLE_OAUTH_REVOKE_URI": env.str("GOOGLE_OAUTH_REVOKE_URI", default="https://oauth2.googleapis.com/revoke"),
     "GOOGLE_API_ROOT": env.str("GOOGLE_API_ROOT", default="https://www.googleapis.com/"),
     "FRONTEND_URL": env.str("FRONTEND_URL", default="http://127.0.0.1:8000/integrations/calendar"),
-    "RATE_LIMIT_PER_MINUTE": env.int("CALENDAR_SYNC_RATE_LIMIT_PER_MINUTE", default=600),
+    # Provider request limits, as JSON merged over the published ones, e.g.
+    # {"google": {"connection": "600/minute", "app": "10000/minute"}, "microsoft": {"concurrent": 4}}.
+    "QUOTAS": env.json("CALENDAR_SYNC_QUOTAS", default={}),
+    # Where every worker counts them: the broker's Redis when the broker is Redis, else this process.
+    "QUOTA_STORAGE": env.str(
+        "CALENDAR_SYNC_QUOTA_STORAGE",
+        default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "memory://",
+    ),
     "SWEEP_STALE_AFTER": env.int("CALENDAR_SYNC_SWEEP_STALE_AFTER", default=60),
     "USAGE_LIMIT_PAUSE": env.int("CALENDAR_SYNC_USAGE_LIMIT_PAUSE", default=3 * 3600),
     "MICROSOFT_CLIENT_ID": env.str("MICROSOFT_CLIENT_ID", default=""),

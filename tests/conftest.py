@@ -8,7 +8,17 @@ from bookings.models import Booking, Workspace
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
-from tests.helpers import FRONTEND, MS_ACCOUNT, MS_REDIRECT, REDIRECT, client_for, connect, grant, landing
+from tests.helpers import (
+    FRONTEND,
+    MS_ACCOUNT,
+    MS_REDIRECT,
+    REDIRECT,
+    client_for,
+    connect,
+    forget_quotas,
+    grant,
+    landing,
+)
 
 pytest_plugins = ["tests.stack"]  # the real-stack fixtures: broker_url, stack, connected, worker
 
@@ -30,8 +40,9 @@ def fast_password_hasher():
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles():
-    """Throttle counters live in the cache: each test starts with none."""
+    """Throttle counters live in the cache, provider quotas in this process: each test starts with none."""
     cache.clear()
+    forget_quotas()
 
 
 @pytest.fixture(scope="session")

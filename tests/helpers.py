@@ -10,10 +10,12 @@ import secrets
 import urllib.parse
 from dataclasses import dataclass
 
+import redis
 from django.db.models import F
 from rest_framework.test import APIClient
 
-from calendar_sync import channels
+from calendar_sync import channels, quotas
+from calendar_sync.conf import get_setting
 from calendar_sync.models import CalendarToken, SyncRecord
 from calendar_sync.sources import get_source
 from calendar_sync.testing import FakeMicrosoft
@@ -137,3 +139,18 @@ def settled(bookings):
     """Every booking's record is synced at its latest version."""
     ids = [str(b.pk) for b in bookings]
     return SyncRecord.objects.filter(object_id__in=ids, state="synced", synced_version=F("version")).count() == len(ids)
+
+
+def forget_quotas():
+    """Start with no provider-quota counts or throttle marks: this process's, and the quota Redis's
+    (connection keys are primary keys, which a new test database hands out again)."""
+    quotas.reset()
+    uri = str(get_setting("QUOTA_STORAGE"))
+    if uri.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(uri, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            stale = [*client.scan_iter("LIMITS*calendar_sync:quota*"), *client.scan_iter("calendar_sync:quota*")]
+            if stale:
+                client.delete(*stale)
+        except redis.RedisError:
+            pass  # no quota Redis here: the governor falls back on its own

@@ -12,7 +12,7 @@ import requests
 from calendar_sync.exceptions import AuthorizationLost, TransientError
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.providers.microsoft import MicrosoftProvider
-from tests.helpers import grant
+from tests.helpers import forget_quotas, grant
 
 UTC = dt.UTC
 DAY = dt.datetime(2030, 5, 6, tzinfo=UTC)
@@ -78,8 +78,14 @@ def test_calls_are_logged_per_account_and_forgotten_on_reset_log(fake, provider)
 def test_inject_fails_the_next_calendar_api_calls(fake, provider):
     token = grant(fake, provider).access_token
     fake.inject(503, retry_after=7)
-    with pytest.raises(TransientError):
+    with pytest.raises(TransientError) as failed:
         provider.busy(token, "primary", *WEEK)
+    assert failed.value.retry_after == 7
+    calls = len(fake.calls())
+    with pytest.raises(TransientError):  # the Retry-After holds: nothing is sent before it passes
+        provider.busy(token, "primary", *WEEK)
+    assert len(fake.calls()) == calls
+    forget_quotas()  # as if the 7 s had passed
     assert provider.busy(token, "primary", *WEEK) == []  # once, then as before
     fake.inject(429, times=2)
     for _ in range(2):

@@ -12,9 +12,9 @@ import pytest
 from django.utils import timezone
 
 from bookings.models import Booking
-from calendar_sync import sync, tasks
+from calendar_sync import quotas, sync, tasks
 from calendar_sync.exceptions import AuthorizationLost, PermanentError, TransientError
-from calendar_sync.models import AccessLog, SyncRecord
+from calendar_sync.models import AccessLog, CalendarToken, SyncRecord
 from calendar_sync.providers.base import Operation
 from calendar_sync.providers.microsoft import PROP_ID
 from calendar_sync.sources import Event
@@ -115,6 +115,13 @@ def test_throttled_create_is_retried_no_sooner_than_retry_after(outlook, api, me
     assert record.state == "pending" and record.retry_at is not None
     assert (record.retry_at - timezone.now()).total_seconds() > 5  # the sweeper will not come sooner
     assert "429" in record.last_error
+    token = CalendarToken.objects.get()
+    assert (quotas.throttled_until("microsoft", token.pk) - timezone.now()).total_seconds() > 5
+    calls = len(outlook.calls())
+    with pytest.raises(TransientError) as held:  # the connection is throttled for every worker: nothing is sent
+        sync.sync_object("booking", booking.pk)
+    assert held.value.code == "quota" and held.value.retry_after > 5 and len(outlook.calls()) == calls
+    quotas.reset()  # as if the seven seconds had passed
     sync.sync_object("booking", booking.pk)
     assert len(outlook.events(MS_ACCOUNT)) == 1
 
@@ -304,25 +311,12 @@ def test_failed_batch_fails_every_operation(ms_provider, fake_microsoft, ms_toke
 
 
 # --- MicrosoftProvider.apply: batching ------------------------------------------------------------
-class CountingLimiter:
-    def __init__(self):
-        self.slots = []
-
-    def slot(self, n):
-        from contextlib import nullcontext
-
-        self.slots.append(n)
-        return nullcontext()
-
-
 def test_many_creates_go_in_batches_of_twenty(ms_provider, fake_microsoft, ms_tokens, ms_calendar):
     fake_microsoft.reset_log()
-    limiter = CountingLimiter()
-    results = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(120)], limiter)
+    results = ms_provider.apply(ms_tokens.access_token, ms_calendar, [upsert(n) for n in range(120)])
     assert all(o.error is None for o in results)
     assert len({o.remote_id for o in results}) == 120 and len(fake_microsoft.events()) == 120
     assert fake_microsoft.api_requests() <= 7 and fake_microsoft.max_batch_size <= 20
-    assert limiter.slots == [20] * 6
     for n, outcome in enumerate(results):  # outcomes line up with operations despite shuffled answers
         assert fake_microsoft.events()[outcome.remote_id]["transactionId"] == key(n)
 

@@ -187,14 +187,14 @@ class BaseProvider:
         """Calendars the member can write to."""
         raise NotImplementedError
 
-    def apply(
-        self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None
-    ) -> list[Outcome]:
+    def apply(self, access_token: str, calendar_id: str, operations: list[Operation]) -> list[Outcome]:
         """Apply Operations idempotently; return one Outcome per operation, in order.
 
         An upsert creates the event or, when it already exists (even cancelled), brings it
         back to the desired state; deleting a missing event succeeds. Several operations
-        may travel in one batch request; `limiter.slot(n)` wraps every HTTP request of n parts.
+        may travel in one batch request. Every HTTP request to the calendar API goes through
+        `providers.http.sent(parts)` (the quota governor; a batch counts its parts) and its answer
+        through `providers.http.answered` (a Retry-After marks the connection).
         """
         raise NotImplementedError
 

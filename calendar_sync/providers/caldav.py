@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import replace
 from inspect import signature
 from typing import Any, NamedTuple, cast
@@ -330,15 +330,14 @@ class CalDAVProvider(BaseProvider):
             etag = self._etag(client, href) or ""  # changed or made meanwhile (a lost answer): read it, go again
         raise TransientError("The event kept changing on the CalDAV server.", code="conflict")
 
-    def apply(self, access_token, calendar_id, operations, limiter=None):
+    def apply(self, access_token, calendar_id, operations):
         """One request per operation (CalDAV has no batch); an authorization error ends the round."""
         results: list[Outcome] = []
         with self.client(_read(access_token)) as client:
             base = self._calendar_url(client, calendar_id)
             for i, operation in enumerate(operations):
                 try:
-                    with limiter.slot(1) if limiter else nullcontext():
-                        results.append(self._write(client, base, operation))
+                    results.append(self._write(client, base, operation))
                 except AuthorizationLost as exc:
                     results.extend([Outcome(exc)] * (len(operations) - i))
                     break

@@ -9,11 +9,8 @@ environment variable, which we never set; `BaseProvider.endpoint` decides per UR
 import datetime as dt
 import json
 import logging
-import os
 import socket
-import threading
 import uuid
-from contextlib import nullcontext
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +26,8 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
-from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Outcome, retry_after
+from . import http as shared
+from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +36,10 @@ USAGE_LIMIT = ("quotaExceeded", "usageLimits")  # "Calendar usage limits exceede
 GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
-MAX_PAGES = 100  # per read: a bound, should a server page forever
 PAGE_SIZE = 2500  # events.list's maximum maxResults
 LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
 UTC = dt.UTC
+BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
 
 
@@ -105,39 +103,31 @@ def _service(api_root):
     return service
 
 
-_connections = threading.local()  # per thread: httplib2.Http is not thread-safe
+_connections = shared.PerThread(lambda timeout: httplib2.Http(timeout=timeout))  # httplib2 is not thread-safe
 
 
-def _shared_http(timeout):
-    """This thread's keep-alive `httplib2.Http` (TCP and TLS set up once, not per call); new after a fork."""
-    key = (os.getpid(), timeout)
-    if getattr(_connections, "key", None) != key:
-        _connections.key, _connections.http = key, httplib2.Http(timeout=timeout)
-    return _connections.http
+class _Http(google_auth_httplib2.AuthorizedHttp):
+    """The one door of every Calendar API request: the access token added (per request: the
+    connection underneath is this thread's, reused), the quota governor around it, a throttled
+    answer noted. `parts` is the number of calls the next request carries (a batch's)."""
+
+    parts = 1
+
+    def request(self, *args, **kwargs):
+        with shared.sent(self.parts):
+            response, content = super().request(*args, **kwargs)
+        shared.answered(int(response.status), retry_after(response.get("retry-after")))
+        return response, content
 
 
 def _reset_http(exc):
     """After a failure other than an HTTP error answer, drop this thread's connections: a timed-out
     request may still answer later, and that answer must never be read as the next request's."""
-    if not isinstance(exc, HttpError) and getattr(_connections, "http", None) is not None:
-        http, _connections.key, _connections.http = _connections.http, None, None
-        http.close()
+    if not isinstance(exc, (HttpError, CalendarSyncError)):
+        _connections.drop()
 
 
 # --- reading calendars ---------------------------------------------------------------------------
-def _aware(value):
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _rfc3339(value, ceil=False):
-    """A query bound in whole seconds, widened outwards (start floored, end ceiled)."""
-    value = _aware(value)
-    whole = value.replace(microsecond=0)
-    if ceil and whole < value:
-        whole += dt.timedelta(seconds=1)
-    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _moment(value):
     """An EventDateTime as aware UTC: `dateTime` (offset, else its `timeZone`), or all-day `date` at midnight UTC."""
     if not isinstance(value, dict):
@@ -176,10 +166,6 @@ def _block(item):
     )
 
 
-def _in_window(block, start, end):
-    return block.start < end and block.end > start
-
-
 class GoogleProvider(BaseProvider):
     name = "google"
     label = "Google Calendar"
@@ -198,7 +184,7 @@ class GoogleProvider(BaseProvider):
             "https://www.googleapis.com/auth/calendar.events",
             "https://www.googleapis.com/auth/calendar.readonly",
         ],
-        # Sub-requests per batch call (Google allows 50 for Calendar).
+        # Calls per batch request: conservative by default; the service takes at most 1,000.
         "BATCH_SIZE": 50,
     }
     required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
@@ -295,67 +281,61 @@ class GoogleProvider(BaseProvider):
 
     # --- Calendar API ----------------------------------------------------------------------
     def _http(self, access_token):
-        # The token travels per request (this wrapper); the connection underneath is reused.
-        return google_auth_httplib2.AuthorizedHttp(
+        return _Http(
             Credentials(token=access_token),
-            http=_shared_http(get_setting("HTTP_TIMEOUT")),
+            http=_connections.get(get_setting("HTTP_TIMEOUT")),
             refresh_status_codes=(),  # refreshing is ours: proactive, locked and persisted
         )
 
     def _execute(self, request, http):
         try:
-            return request.execute(http=http)
+            return request.execute(http=http)  # through `_Http.request`
         except Exception as exc:  # noqa: BLE001 - classified, unknown errors re-raised
             _reset_http(exc)
             raise classify(exc) from None
 
     def list_calendars(self, access_token):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        calendars, page = [], None
-        while True:
-            result = self._execute(service.calendarList().list(minAccessRole="writer", pageToken=page), http)
-            for item in result.get("items", []):
-                if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted"):
-                    calendars.append(
-                        Calendar(
-                            item["id"],
-                            item.get("summaryOverride") or item.get("summary", ""),
-                            bool(item.get("primary")),
-                            item["accessRole"],
-                            item["id"] if item.get("primary") else "",  # the primary calendar's id is the address
-                        )
-                    )
-            page = result.get("nextPageToken")
-            if not page:
-                return calendars
+
+        def page(token):
+            result = self._execute(service.calendarList().list(minAccessRole="writer", pageToken=token), http)
+            return result, result.get("nextPageToken")
+
+        return [
+            Calendar(
+                item["id"],
+                item.get("summaryOverride") or item.get("summary", ""),
+                bool(item.get("primary")),
+                item["accessRole"],
+                item["id"] if item.get("primary") else "",  # the primary calendar's id is the address
+            )
+            for result in shared.Pages(page, None, "Google calendarList.list")
+            for item in result.get("items", [])
+            if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted")
+        ]
 
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     def busy(self, access_token, calendar_id, start, end):
         """events.list over the window, not freeBusy: freeBusy cannot tell our own events apart."""
-        start, end = _aware(start), _aware(end)
+        start, end = shared.aware(start), shared.aware(end)
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        state, _, _ = self._read(service, http, calendar_id, start, end, sync_token=None, tracked=False)
-        return [block for block in state.values() if block is not None]
+        fold, _, _ = self._read(service, http, calendar_id, start, end, sync_token=None, tracked=False)
+        return fold.blocks()
 
     def changes(self, access_token, calendar_id, cursor, start, end):
         """syncToken reads; a 410 (fullSyncRequired) or no cursor means a full read of [start, end)."""
-        start, end = _aware(start), _aware(end)
+        start, end = shared.aware(start), shared.aware(end)
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         if cursor:
             try:
-                state, token, _ = self._read(service, http, calendar_id, start, end, sync_token=cursor)
+                fold, token, _ = self._read(service, http, calendar_id, start, end, sync_token=cursor)
             except CalendarSyncError as exc:
                 if exc.status != 410:  # 410 fullSyncRequired: the token expired, read everything again
                     raise
                 logger.info("Google sync token for a calendar expired (410): full read.")
-            else:
-                return Changes(
-                    blocks=[b for b in state.values() if b is not None],
-                    removed=[remote_id for remote_id, b in state.items() if b is None],
-                    cursor=token or cursor,  # page bound hit: keep the old token, the changes come again
-                    full=False,
-                )
-        state, token, complete = self._read(service, http, calendar_id, start, end, sync_token=None)
+            else:  # page bound hit: keep the old token, the changes come again
+                return fold.changes(token or cursor, full=False)
+        fold, token, complete = self._read(service, http, calendar_id, start, end, sync_token=None)
         if not token:
             raise TransientError(
                 "Google did not finish the calendar read within the page bound."
@@ -363,15 +343,12 @@ class GoogleProvider(BaseProvider):
                 else "Google ended the calendar read without a sync token.",
                 code="incomplete_read",
             )
-        return Changes(
-            blocks=[b for b in state.values() if b is not None],
-            removed=[remote_id for remote_id, b in state.items() if b is None],
-            cursor=token,
-            full=True,
-        )
+        return fold.changes(token, full=True)
 
-    def _read(self, service, http, calendar_id, start, end, sync_token, tracked=True):
-        """Every page of one events.list: ({remote_id: BusyBlock or None when not busy}, nextSyncToken, complete).
+    def _read(
+        self, service, http, calendar_id, start, end, sync_token, tracked=True
+    ) -> tuple[shared.Fold, str | None, bool]:
+        """Every page of one events.list: (the events folded, nextSyncToken, complete).
 
         A full read is bounded by [start, end); an incremental one (syncToken) may not carry a window
         (Google refuses), so events changed outside the window count as no longer busy there. Every
@@ -389,22 +366,18 @@ class GoogleProvider(BaseProvider):
         if sync_token:
             params.update(syncToken=sync_token)
         else:
-            params.update(timeMin=_rfc3339(start), timeMax=_rfc3339(end, ceil=True))
-        state: dict[str, BusyBlock | None] = {}
-        page = None
-        for _ in range(MAX_PAGES):
-            result = self._execute(service.events().list(pageToken=page, **params), http)
+            params.update(timeMin=shared.bound(start), timeMax=shared.bound(end, ceil=True))
+
+        def page(token):
+            result = self._execute(service.events().list(pageToken=token, **params), http)
+            return result, result.get("nextPageToken")
+
+        fold, pages = shared.Fold(start, end), shared.Pages(page, None, "Google events.list")
+        for result in pages:
             for item in result.get("items") or []:
-                if not isinstance(item, dict) or not item.get("id"):
-                    continue
-                block = _block(item)
-                state.pop(item["id"], None)  # latest state last
-                state[item["id"]] = block if block is not None and _in_window(block, start, end) else None
-            page = result.get("nextPageToken")
-            if not page:
-                return state, result.get("nextSyncToken"), True
-        logger.warning("Google events.list still paging after %s pages: stopping.", MAX_PAGES)
-        return state, None, False
+                if isinstance(item, dict) and item.get("id"):
+                    fold.add(item["id"], _block(item))
+        return fold, pages.last.get("nextSyncToken") if pages.complete else None, pages.complete
 
     # --- push notifications ----------------------------------------------------------------
     def watch(self, access_token, calendar_id, address, secret):
@@ -487,7 +460,7 @@ class GoogleProvider(BaseProvider):
             return "insert"  # gone for good: create it under the same id
         return None
 
-    def apply(self, access_token, calendar_id, operations, limiter=None):
+    def apply(self, access_token, calendar_id, operations):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         results = [Outcome()] * len(operations)
         pending = {
@@ -497,7 +470,7 @@ class GoogleProvider(BaseProvider):
         for _ in range(3):  # first attempt, repair, repair of a racing repair
             if not pending:
                 break
-            errors = self._run(service, http, calendar_id, operations, pending, limiter)
+            errors = self._run(service, http, calendar_id, operations, pending)
             next_pending = {}
             for i, step in pending.items():
                 error = errors[i]
@@ -510,20 +483,19 @@ class GoogleProvider(BaseProvider):
             pending = next_pending
         return results
 
-    def _run(self, service, http, calendar_id, operations, pending, limiter):
+    def _run(self, service, http, calendar_id, operations, pending):
         """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
         errors: dict[int, CalendarSyncError | None] = {}
         items = list(pending.items())
         if len(items) == 1:
             ((i, step),) = items
             try:
-                with limiter.slot(1) if limiter else nullcontext():
-                    self._execute(self._request(service, calendar_id, operations[i], step), http)
+                self._execute(self._request(service, calendar_id, operations[i], step), http)
                 errors[i] = None
             except CalendarSyncError as exc:
                 errors[i] = exc
             return errors
-        size = self.setting("BATCH_SIZE")
+        size = shared.batch_size(self.setting("BATCH_SIZE"), BATCH_LIMIT)
         root = self.endpoint("GOOGLE_API_ROOT")
         limited = None  # the account's usage limit: it can't write for hours, so the rest is not sent
         for start in range(0, len(items), size):
@@ -533,18 +505,22 @@ class GoogleProvider(BaseProvider):
                 continue
 
             def callback(request_id, response, exception):
+                if isinstance(exception, HttpError):
+                    shared.answered(int(exception.resp.status), retry_after(exception.resp.get("retry-after")))
                 errors[int(request_id)] = classify(exception) if exception is not None else None
 
             batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
             for i, step in chunk:
                 batch.add(self._request(service, calendar_id, operations[i], step), request_id=str(i))
             try:
-                with limiter.slot(len(chunk)) if limiter else nullcontext():
-                    batch.execute(http=http)
+                http.parts = len(chunk)  # the batch request counts as many calls as it carries
+                batch.execute(http=http)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: every item shares it
                 _reset_http(exc)
                 error = classify(exc)
                 for i, _ in chunk:
                     errors[i] = error
+            finally:
+                http.parts = 1
             limited = next((e for i, _ in chunk if isinstance(e := errors.get(i), UsageLimited)), None)
         return errors

@@ -224,7 +224,7 @@ class IcsProvider(BaseProvider):
         name = str(calendar.get("X-WR-CALNAME", "") or self.label)
         return [Calendar("primary", name, True, "reader")]
 
-    def apply(self, access_token, calendar_id, operations, limiter=None):
+    def apply(self, access_token, calendar_id, operations):
         """Refused, every one: an ICS link is never where bookings go."""
         refused = PermanentError("An ICS link is read-only: bookings cannot be written to it.", code="read_only")
         return [Outcome(refused)] * len(operations)

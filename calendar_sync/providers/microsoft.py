@@ -10,11 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
-import threading
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -26,25 +22,16 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
-_sessions = threading.local()  # per thread: one requests.Session each
-
-
-def _drop_session() -> None:
-    """After a network failure: a timed-out request may still answer later, and that answer must
-    never be read as the next request's. The thread's next call opens new connections."""
-    session, _sessions.pid = getattr(_sessions, "session", None), None
-    if session is not None:
-        session.close()
-
+_sessions = shared.PerThread(requests.Session)
 
 logger = logging.getLogger(__name__)
 
 GRAPH_SCOPE_PREFIX = "https://graph.microsoft.com/"
 PROP_ID = "String {3c9e58a4-7f21-4d6b-9b0e-5a1d2c8f6e47} Name calendar_sync_key"
 BATCH_LIMIT = 20  # Graph's documented maximum requests per $batch
-MAX_INLINE_WAIT = 30.0  # longer Retry-After: hand the error back instead of blocking a worker
 THROTTLE_ROUNDS = 3
 MAX_ROUNDS = 8  # throttle retries plus the repair chain lookup -> patch -> create
 # Refused refreshes only the member can fix, by signing in again: the grant is gone (`invalid_grant`:
@@ -63,7 +50,6 @@ REAUTH_ERRORS = frozenset(
         "unauthorized_client",
     }
 )
-MAX_PAGES = 100  # per read: a bound, should a server page forever
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
 VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay"
@@ -77,6 +63,7 @@ SYNC_RESET_CODES = {
     "errorinvalidsyncstatedata",
 }
 UTC = dt.UTC
+_aware, _iso = shared.aware, shared.bound
 FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
@@ -101,19 +88,6 @@ def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
     if status == 410:
         return PermanentError(text, status=status, code="gone")
     return PermanentError(text, status=status, code=code[:64] or "rejected")
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: dt.datetime, ceil: bool = False) -> str:
-    """A window bound in whole seconds, widened outwards (start floored, end ceiled), in UTC."""
-    value = _aware(value)
-    whole = value.replace(microsecond=0)
-    if ceil and whole < value:
-        whole += dt.timedelta(seconds=1)
-    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _zone(name: str) -> dt.tzinfo:
@@ -170,6 +144,12 @@ def _graph_zone(name: str, *instants: dt.datetime) -> tuple[str, dt.tzinfo]:
     return windows, zone
 
 
+def _owner_address(item: dict[str, Any]) -> str:
+    """The e-mail address Graph names as a calendar's owner ("" when it names none)."""
+    owner = item.get("owner")
+    return str(owner.get("address") or "") if isinstance(owner, dict) else ""
+
+
 def _block(item: dict[str, Any]) -> BusyBlock | None:
     """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere)."""
     if item.get("isCancelled") or str(item.get("showAs") or "").lower() in NOT_BUSY:
@@ -184,6 +164,13 @@ def _block(item: dict[str, Any]) -> BusyBlock | None:
         summary=str(item.get("subject") or ""),
         ours=_is_ours(item),
     )
+
+
+def _throttled(status: int, headers: Any, body: Any) -> None:
+    """Note an answer (or a batch part's) for the quota governor: Retry-After, MailboxConcurrency."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = str(error.get("code") or "") if isinstance(error, dict) else ""
+    shared.answered(status, retry_after(_header(headers, "Retry-After")), code)
 
 
 def _query(params: list[tuple[str, str]]) -> str:
@@ -299,34 +286,21 @@ class MicrosoftProvider(BaseProvider):
         return None
 
     # --- Graph HTTP --------------------------------------------------------------------------
-    @staticmethod
-    def _http() -> requests.Session:
-        """This thread's kept-alive session (TCP and TLS set up once, not per sync); new after a fork."""
-        if getattr(_sessions, "pid", None) != os.getpid():
-            _sessions.pid, _sessions.session = os.getpid(), requests.Session()
-        return _sessions.session
-
     def _call(
-        self,
-        access_token: str,
-        method: str,
-        url: str,
-        body: Any = None,
-        limiter: Any = None,
-        parts: int = 1,
-        prefer: str | None = None,
+        self, access_token: str, method: str, url: str, body: Any = None, parts: int = 1, prefer: str | None = None
     ) -> tuple[int, Any, Any]:
-        """One HTTP request to Graph: (status, headers, JSON body); network trouble raised as TransientError."""
+        """The one door of every Graph request: (status, headers, JSON body) over this thread's kept-alive
+        session, inside the quota governor (`parts` calls for a batch); network trouble raised as TransientError."""
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         if prefer:
             headers["Prefer"] = prefer
         try:
-            with limiter.slot(parts) if limiter else nullcontext():
-                response = self._http().request(
+            with shared.sent(parts):
+                response = _sessions.get().request(
                     method, url, json=body, headers=headers, timeout=get_setting("HTTP_TIMEOUT")
                 )
         except requests.RequestException as exc:
-            _drop_session()
+            _sessions.drop()
             raise TransientError(
                 f"Network error talking to Microsoft Graph: {type(exc).__name__}", code="network"
             ) from None
@@ -334,38 +308,30 @@ class MicrosoftProvider(BaseProvider):
             payload = response.json() if response.content else {}
         except ValueError:
             payload = {}
-        return response.status_code, response.headers, payload if isinstance(payload, dict) else {}
+        payload = payload if isinstance(payload, dict) else {}
+        _throttled(response.status_code, response.headers, payload)
+        return response.status_code, response.headers, payload
 
     def list_calendars(self, access_token: str) -> list[Calendar]:
         root = self.endpoint("MICROSOFT_GRAPH_ROOT")
-        url: str | None = f"{root}me/calendars?$select=id,name,canEdit,isDefaultCalendar,owner"
-        calendars: list[Calendar] = []
-        for _ in range(100):  # a bound, should a server page forever
-            if not url:
-                break
-            if urlsplit(url)[:2] != urlsplit(root)[:2]:  # never send the token anywhere but Graph
-                raise PermanentError(
-                    "Microsoft Graph returned a nextLink outside the Graph root.", code="bad_next_link"
-                )
-            status, headers, body = self._call(access_token, "GET", url)
-            error = classify(status, headers, body)
-            if error:
-                raise error
-            for item in body.get("value", []):
-                if item.get("canEdit"):
-                    default = bool(item.get("isDefaultCalendar"))
-                    owner = item.get("owner") if isinstance(item.get("owner"), dict) else {}
-                    calendars.append(
-                        Calendar(
-                            item["id"],
-                            item.get("name", ""),
-                            default,
-                            "owner" if default else "writer",
-                            str(owner.get("address") or ""),
-                        )
-                    )
-            url = body.get("@odata.nextLink")
-        return calendars
+
+        def page(url: str) -> tuple[dict[str, Any], str | None]:
+            body = self._get(access_token, url, root, None)
+            return body, body.get("@odata.nextLink")
+
+        first = f"{root}me/calendars?$select=id,name,canEdit,isDefaultCalendar,owner"
+        return [
+            Calendar(
+                item["id"],
+                item.get("name", ""),
+                bool(item.get("isDefaultCalendar")),
+                "owner" if item.get("isDefaultCalendar") else "writer",
+                _owner_address(item),
+            )
+            for body in shared.Pages(page, first, "Microsoft Graph calendars")
+            for item in body.get("value", [])
+            if item.get("canEdit")
+        ]
 
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     @staticmethod
@@ -380,7 +346,7 @@ class MicrosoftProvider(BaseProvider):
     def _calendar_path(calendar_id: str) -> str:
         return "me/calendar" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}"
 
-    def _get(self, access_token: str, url: str, root: str, prefer: str) -> dict[str, Any]:
+    def _get(self, access_token: str, url: str, root: str, prefer: str | None) -> dict[str, Any]:
         if not self._on_graph(url, root):  # never send the token anywhere but Graph
             raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
         status, headers, body = self._call(access_token, "GET", url, prefer=prefer)
@@ -400,21 +366,18 @@ class MicrosoftProvider(BaseProvider):
             ("$expand", f"singleValueExtendedProperties($filter=id eq '{PROP_ID}')"),
             ("$top", str(VIEW_PAGE_SIZE)),
         ]
-        url: str | None = f"{root}{self._calendar_path(calendar_id)}/calendarView?{_query(params)}"
-        blocks: dict[str, BusyBlock] = {}
-        for _ in range(MAX_PAGES):
-            if not url:
-                break
+        fold = shared.Fold(start, end)
+
+        def page(url: str) -> tuple[dict[str, Any], str | None]:
             body = self._get(access_token, url, root, 'outlook.timezone="UTC"')
+            return body, body.get("@odata.nextLink")
+
+        first = f"{root}{self._calendar_path(calendar_id)}/calendarView?{_query(params)}"
+        for body in shared.Pages(page, first, "Microsoft Graph calendarView"):
             for item in body.get("value") or []:
-                block = _block(item) if isinstance(item, dict) and item.get("id") else None
-                if block is not None and block.start < end and block.end > start:
-                    blocks[block.remote_id] = block
-            url = body.get("@odata.nextLink")
-        else:
-            if url:
-                logger.warning("Microsoft Graph calendarView still paging after %s pages: stopping.", MAX_PAGES)
-        return list(blocks.values())
+                if isinstance(item, dict) and item.get("id") and (block := _block(item)) is not None:
+                    fold.add(block.remote_id, block)
+        return fold.blocks()
 
     def changes(
         self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime
@@ -440,40 +403,25 @@ class MicrosoftProvider(BaseProvider):
     ) -> Changes:
         """Follow one delta round to its deltaLink (or the page bound: then the pending nextLink is the cursor)."""
         prefer = f'odata.maxpagesize={DELTA_PAGE_SIZE}, outlook.timezone="UTC"'
-        state: dict[str, BusyBlock | None] = {}
-        cursor = None
-        for _ in range(MAX_PAGES):
-            body = self._get(access_token, url, root, prefer)
-            for item in body.get("value") or []:
-                if not isinstance(item, dict) or not item.get("id"):
-                    continue
-                remote_id = str(item["id"])
-                block = None if "@removed" in item else _block(item)
-                state.pop(remote_id, None)  # latest state last
-                state[remote_id] = block if block is not None and block.start < end and block.end > start else None
-            delta, next_link = body.get("@odata.deltaLink"), body.get("@odata.nextLink")
-            if delta:
-                if not self._on_graph(delta, root):
-                    raise PermanentError(
-                        "Microsoft Graph returned a deltaLink outside the Graph root.", code="bad_next_link"
-                    )
-                cursor = delta
-                break
-            if not next_link:
+
+        def page(link: str) -> tuple[dict[str, Any], str | None]:
+            body = self._get(access_token, link, root, prefer)
+            if body.get("@odata.deltaLink"):
+                return body, None
+            if not body.get("@odata.nextLink"):
                 raise TransientError("Microsoft Graph ended a delta round without a deltaLink.", code="incomplete_read")
-            url = next_link
-        else:
-            # A round's nextLink is itself a state token: resuming from it continues the round.
-            logger.warning("Microsoft Graph delta still paging after %s pages: stopping.", MAX_PAGES)
-            if not self._on_graph(url, root):
-                raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
-            cursor = url
-        return Changes(
-            blocks=[b for b in state.values() if b is not None],
-            removed=[remote_id for remote_id, b in state.items() if b is None],
-            cursor=cursor,
-            full=full,
-        )
+            return body, body["@odata.nextLink"]
+
+        fold, pages = shared.Fold(start, end), shared.Pages(page, url, "Microsoft Graph delta")
+        for body in pages:
+            for item in body.get("value") or []:
+                if isinstance(item, dict) and item.get("id"):
+                    fold.add(str(item["id"]), None if "@removed" in item else _block(item))
+        # A round's nextLink is itself a state token: resuming from it continues the round.
+        cursor = str(pages.last["@odata.deltaLink"] if pages.complete else pages.pending)
+        if not self._on_graph(cursor, root):
+            raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
+        return fold.changes(cursor, full=full)
 
     # --- push notifications ------------------------------------------------------------------
     @staticmethod
@@ -573,9 +521,9 @@ class MicrosoftProvider(BaseProvider):
         path = f"{events}/{quote(step.remote_id or '', safe='=')}"
         return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
 
-    def apply(
-        self, access_token: str, calendar_id: str, operations: list[Operation], limiter: Any = None
-    ) -> list[Outcome]:
+    def apply(self, access_token: str, calendar_id: str, operations: list[Operation]) -> list[Outcome]:
+        """Operations step by step (see `_advance`), in batches when several. A throttled part is sent
+        again once the governor lets the connection be called (its Retry-After marked it)."""
         results: list[Outcome | None] = [None] * len(operations)
         steps: dict[int, _Step] = {}
         for i, op in enumerate(operations):
@@ -587,14 +535,11 @@ class MicrosoftProvider(BaseProvider):
                 results[i] = Outcome()  # nothing was ever made: nothing to do
             else:
                 steps[i] = _Step("create", None, op.key)
-        batched, wait = len(steps) > 1, 0.0
+        batched = len(steps) > 1
         for _ in range(MAX_ROUNDS):
             if not steps:
                 break
-            if wait:
-                time.sleep(wait)  # the longest Retry-After among throttled parts: never sooner
-                wait = 0.0
-            for i, answer in self._send(access_token, calendar_id, operations, steps, batched, limiter).items():
+            for i, answer in self._send(access_token, calendar_id, operations, steps, batched).items():
                 step = steps[i]
                 outcome = (
                     answer
@@ -604,8 +549,6 @@ class MicrosoftProvider(BaseProvider):
                 if outcome is not None:
                     results[i] = outcome
                     del steps[i]
-                elif isinstance(step.error, TransientError) and step.error.status in (429, 503):
-                    wait = max(wait, step.error.retry_after or 0.0)
         for i, step in steps.items():
             results[i] = Outcome(
                 error=step.error or TransientError("Microsoft Graph kept the operation pending.", code="unavailable")
@@ -645,8 +588,7 @@ class MicrosoftProvider(BaseProvider):
             step.kind, step.looked_up = "find", True  # a create under this transactionId exists: patch it
             return None
         if batched and status in (429, 503) and step.throttled < THROTTLE_ROUNDS:
-            wait = retry_after(_header(headers, "Retry-After"))
-            if wait is not None and wait <= MAX_INLINE_WAIT:
+            if retry_after(_header(headers, "Retry-After")) is not None:  # the connection is marked until then
                 step.throttled += 1
                 return None
         return Outcome(error=error)
@@ -658,7 +600,6 @@ class MicrosoftProvider(BaseProvider):
         operations: list[Operation],
         steps: dict[int, _Step],
         batched: bool,
-        limiter: Any,
     ) -> dict[int, Any]:
         """One round: {index: (status, headers, body)}, or an error Outcome when the request itself failed."""
         root = self.endpoint("MICROSOFT_GRAPH_ROOT")
@@ -667,11 +608,11 @@ class MicrosoftProvider(BaseProvider):
             ((i, step),) = steps.items()
             method, path, body = self._request(calendar_id, operations[i], step)
             try:
-                answers[i] = self._call(access_token, method, root + path, body, limiter)
+                answers[i] = self._call(access_token, method, root + path, body)
             except CalendarSyncError as exc:
                 answers[i] = Outcome(error=exc)
             return answers
-        size = max(1, min(int(self.setting("MICROSOFT_BATCH_SIZE") or BATCH_LIMIT), BATCH_LIMIT))
+        size = shared.batch_size(self.setting("MICROSOFT_BATCH_SIZE"), BATCH_LIMIT)
         items = list(steps.items())
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
@@ -684,7 +625,7 @@ class MicrosoftProvider(BaseProvider):
                 parts.append(part)
             try:
                 status, headers, reply = self._call(
-                    access_token, "POST", f"{root}$batch", {"requests": parts}, limiter, len(parts)
+                    access_token, "POST", f"{root}$batch", {"requests": parts}, len(parts)
                 )
                 error = classify(status, headers, reply) if status != 200 else None
             except CalendarSyncError as exc:
@@ -706,4 +647,5 @@ class MicrosoftProvider(BaseProvider):
                     )
                 else:
                     answers[i] = (int(r.get("status") or 0), r.get("headers") or {}, r.get("body"))
+                    _throttled(*answers[i])
         return answers

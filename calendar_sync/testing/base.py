@@ -10,6 +10,7 @@ test uses are the same on both:
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
+    fake.max_calls_in_window(account, seconds) / max_in_flight(account=None) -> the busiest window; most requests at once
     fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
     fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
     fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0,
@@ -116,6 +117,21 @@ class FakeService(LoopbackServer):
             while moment - times[start] >= seconds:
                 start += 1
             best = max(best, end - start + 1)
+        return best
+
+    def max_in_flight(self, account: str | None = None) -> int:
+        """The most calendar API HTTP requests of `account` this server was answering at once."""
+        with self.lock:
+            spans = [
+                (r["time"], r.get("end") or float("inf"))
+                for r in self.http_requests
+                if r["path"].startswith(self.api_prefix) and (account is None or r.get("account") == account)
+            ]
+        edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+        best = current = 0
+        for _, step in edges:  # at equal times an end sorts before a start: touching is not overlapping
+            current += step
+            best = max(best, current)
         return best
 
     # --- faults ------------------------------------------------------------------------------

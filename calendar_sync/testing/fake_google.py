@@ -433,14 +433,19 @@ class FakeGoogle(FakeService):
                 self.wfile.write(data)
 
             def _handle(self, method):
+                entry = {"time": time.time(), "method": method, "path": urllib.parse.urlsplit(self.path).path}
+                try:
+                    self._answer(method, entry)
+                finally:
+                    entry["end"] = time.time()  # answered: with "time", how long the request was in flight
+
+            def _answer(self, method, entry):
                 body = self._body()
                 parts = urllib.parse.urlsplit(self.path)
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                 with fake.lock:
-                    account = (fake.access_tokens.get(token) or {}).get("account")
-                    fake.http_requests.append(
-                        {"time": time.time(), "method": method, "path": parts.path, "account": account}
-                    )
+                    entry["account"] = (fake.access_tokens.get(token) or {}).get("account")
+                    fake.http_requests.append(entry)
                 if fake.latency:
                     time.sleep(fake.latency)
                 if parts.path == "/batch/calendar/v3" and method == "POST":

@@ -585,6 +585,13 @@ class FakeMicrosoft(FakeService):
                 self.wfile.write(data)
 
             def _handle(self, method):
+                entry = {"time": time.time(), "method": method, "client": self.client_address}
+                try:
+                    self._answer(method, entry)
+                finally:
+                    entry["end"] = time.time()  # answered: with "time", how long the request was in flight
+
+            def _answer(self, method, entry):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urllib.parse.urlsplit(self.path).path
@@ -593,15 +600,8 @@ class FakeMicrosoft(FakeService):
                     headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
                 account = fake._account_for(headers.get("authorization", ""))[0] if path.startswith("/v1.0/") else None
                 with fake.lock:
-                    fake.http_requests.append(
-                        {
-                            "time": time.time(),
-                            "method": method,
-                            "path": path,
-                            "account": account,
-                            "client": self.client_address,
-                        }
-                    )
+                    entry.update(path=path, account=account)
+                    fake.http_requests.append(entry)
                 if fake.latency:
                     time.sleep(fake.latency)
                 fault = None if path == "/" else fake._take_fault(path, batch_part=False)  # the page is always shown
