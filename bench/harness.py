@@ -212,8 +212,9 @@ class Stack:
                 raise RuntimeError(f"only {done.count()} of {count} synced")
             time.sleep(0.05)
 
-    def drain(self, n_members, per_member, concurrency, pool="prefork", *options):
-        """Confirm n bookings with no worker running, then time one worker draining the queue.
+    def drain(self, n_members, per_member, concurrency, pool="prefork", *options, latency=0.0):
+        """Confirm n bookings with no worker running, then time one worker draining the queue while
+        the fake Google answers each request `latency` seconds late.
 
         Watching costs the machine little (a count every 0.2 s over this drain's records only): a
         busy watcher would take the CPU the worker needs. The drain ends when the last record was
@@ -226,7 +227,7 @@ class Stack:
         from bookings import services
         from calendar_sync.models import SyncRecord
 
-        users = [self.member(f"m{concurrency}x{i}")[0] for i in range(n_members)]
+        users = [self.member(f"m{concurrency}l{latency * 1000:.0f}x{i}")[0] for i in range(n_members)]
         self.celery.control.purge()  # their (empty) connect-time backfills: not part of the measure
         before = SyncRecord.objects.aggregate(last=Max("pk"))["last"] or 0
         confirmed = []
@@ -237,6 +238,7 @@ class Stack:
         done = SyncRecord.objects.filter(pk__gt=before, state="synced", synced_version=F("version"))
         assert SyncRecord.objects.filter(pk__gt=before).count() == len(confirmed)
         self.google.reset_log()
+        self.google.latency = latency
         worker = self.start_worker(concurrency, pool, *options)
         # The worker starts consuming before it answers the ping: count only what is synced from here
         # on, against the time and the CPU from here on (its start-up CPU is left out too).
@@ -255,6 +257,7 @@ class Stack:
         cpu = main + pool
         fake_load = (time.process_time() - own_before) / watched  # this process serves the fake Google
         self.stop_workers()
+        self.google.latency = 0.0
         events = sum(len(self.google.events(f"{u.username}@example.com")) for u in users)
         assert events == len(confirmed), (events, len(confirmed))
         measured = len(confirmed) - already
