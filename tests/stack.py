@@ -57,8 +57,8 @@ def broker_url():
 class Worker:
     """A `celery -A managehub worker` process with the same settings, pointed at the fake Google."""
 
-    def __init__(self, env, concurrency=2):
-        self.env, self.proc, self.concurrency = env, None, concurrency
+    def __init__(self, env, concurrency=2, pool="prefork"):
+        self.env, self.proc, self.concurrency, self.pool = env, None, concurrency, pool
 
     def start(self, broker_url=None):
         """Start the worker and wait until it answers a ping on its broker."""
@@ -70,7 +70,7 @@ class Worker:
                 "-A",
                 "managehub",
                 "worker",
-                "--pool=prefork",
+                f"--pool={self.pool}",
                 f"--concurrency={self.concurrency}",
                 "-l",
                 os.environ.get("TEST_WORKER_LOGLEVEL", "warning"),
