@@ -97,6 +97,7 @@ class Stack:
         self.celery = app
         app.control.purge()
         self.workers = []
+        self.drains = 0
 
     # --- processes ------------------------------------------------------------------------
     def start_worker(self, concurrency=1, pool="prefork", *options):
@@ -227,7 +228,8 @@ class Stack:
         from bookings import services
         from calendar_sync.models import SyncRecord
 
-        users = [self.member(f"m{concurrency}l{latency * 1000:.0f}x{i}")[0] for i in range(n_members)]
+        self.drains += 1
+        users = [self.member(f"d{self.drains}m{i}")[0] for i in range(n_members)]
         self.celery.control.purge()  # their (empty) connect-time backfills: not part of the measure
         before = SyncRecord.objects.aggregate(last=Max("pk"))["last"] or 0
         confirmed = []
