@@ -242,11 +242,16 @@ class Stack:
         self.google.reset_log()
         self.google.latency = latency
         worker = self.start_worker(concurrency, pool, *options)
-        # The worker starts consuming before it answers the ping: count only what is synced from here
-        # on, against the time and the CPU from here on (its start-up CPU is left out too).
+        # The worker starts consuming before it answers the ping, and each of its threads then opens
+        # its database and HTTP connections on its first syncs: count only what is synced once a
+        # tenth of the drain is done, against the time and the CPU from then on (the steady state).
+        deadline = time.monotonic() + 600
+        while done.count() < len(confirmed) // 10:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done.count()} of {len(confirmed)} synced")
+            time.sleep(0.05)
         cpu_before, started, own_before = group_cpu(worker.pid, split=True), time.time(), time.process_time()
         already = done.count()
-        deadline = time.monotonic() + 600
         while done.count() < len(confirmed):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done.count()} of {len(confirmed)} synced")
