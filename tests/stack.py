@@ -60,12 +60,13 @@ def queues():
     return f"{get_setting('QUEUE')},{get_setting('BULK_QUEUE')}"
 
 
+
 class Worker:
     """A `celery -A managehub worker` process with the same settings, pointed at the fake Google,
     consuming the app's queues (both unless told)."""
 
-    def __init__(self, env, concurrency=2, queues=None):
-        self.env, self.proc, self.concurrency, self.queues = env, None, concurrency, queues
+    def __init__(self, env, concurrency=2, queues=None, pool="prefork"):
+        self.env, self.proc, self.concurrency, self.queues, self.pool = env, None, concurrency, queues, pool
 
     def start(self, broker_url=None):
         """Start the worker and wait until it answers a ping on its broker."""
@@ -77,7 +78,7 @@ class Worker:
                 "-A",
                 "managehub",
                 "worker",
-                "--pool=prefork",
+                f"--pool={self.pool}",
                 f"--concurrency={self.concurrency}",
                 "-l",
                 os.environ.get("TEST_WORKER_LOGLEVEL", "warning"),

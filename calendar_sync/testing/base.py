@@ -15,6 +15,7 @@ test uses are the same on both:
     fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
     fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0,
                 method=None, account=None, domain=None, message=None) / clear_faults()
+    fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
@@ -47,6 +48,11 @@ class FakeService(LoopbackServer):
     #: Path prefix of the calendar API: what `calls()` counts and `inject()` hits by default.
     api_prefix = "/"
     title = "Fake"
+    #: Seconds each HTTP request waits before it is answered, as a real service's 100–300 ms would: the
+    #: constructor's `latency`, restored by `reset()`; assign `fake.latency` to change it while serving.
+    #: Requests are served concurrently (a thread each), so waiting callers overlap as they would.
+    latency: float
+    initial_latency = 0.0
     lock: threading.RLock  # made by the subclass before its state
     accounts: dict[str, Any]
     call_log: list[dict[str, Any]]
@@ -66,7 +72,7 @@ class FakeService(LoopbackServer):
         self.faults = []
         self.call_log = []  # one dict per logical API request: time, method, path, account, batch, ...
         self.http_requests = []  # one dict per HTTP request received
-        self.latency = 0.0
+        self.latency = self.initial_latency
         self.granted_scope = None  # override the scope a consent grants
         self.add_account(self.default_account)
         self.add_account(self.room_account)
@@ -320,7 +326,9 @@ class FakeService(LoopbackServer):
         parts = [
             f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5><title>{html.escape(self.title)}</title>",
             f"<h1>{html.escape(self.title)}</h1><p>What reached each calendar (this page reloads every 5 seconds). "
-            f"Calendar API calls answered: {len(self.calls())}.</p>",
+            f"Calendar API calls answered: {len(self.calls())}."
+            + (f" Each request is answered {self.latency * 1000:.0f} ms late." if self.latency else "")
+            + "</p>",
         ]
         with self.lock:
             accounts = list(self.accounts)

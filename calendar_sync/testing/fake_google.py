@@ -163,8 +163,11 @@ class FakeGoogle(FakeService):
     api_prefix = "/calendar/"
     title = "Fake Google Calendar"
 
-    def __init__(self, port=0, client_id="test-client-id", client_secret="test-client-secret", token_lifetime=3600):
+    def __init__(
+        self, port=0, client_id="test-client-id", client_secret="test-client-secret", token_lifetime=3600, latency=0.0
+    ):
         self.client_id = client_id
+        self.initial_latency = latency
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
         self.lock = threading.RLock()

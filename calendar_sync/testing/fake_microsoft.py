@@ -234,8 +234,10 @@ class FakeMicrosoft(FakeService):
         client_secret="test-ms-client-secret",
         tenant="common",
         token_lifetime=3600,
+        latency=0.0,
     ):
         self.client_id = client_id
+        self.initial_latency = latency
         self.client_secret = client_secret
         self.tenant = tenant
         self.token_lifetime = token_lifetime
