@@ -60,7 +60,6 @@ def queues():
     return f"{get_setting('QUEUE')},{get_setting('BULK_QUEUE')}"
 
 
-
 class Worker:
     """A `celery -A managehub worker` process with the same settings, pointed at the fake Google,
     consuming the app's queues (both unless told)."""
