@@ -1,9 +1,11 @@
 """Recurring bookings: a series is one RRULE expanded in the workspace's zone into ordinary bookings."""
 
+import threading
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from bookings import recurrence
@@ -312,3 +314,34 @@ def test_the_schema_documents_the_series_endpoints(client):
     ):
         assert "404" in paths[path][method]["responses"], (path, method)
     assert "series" in schema["components"]["schemas"]["Booking"]["properties"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_series_confirm_racing_a_booking_confirm_lets_one_win(make_user, workspace):
+    """The series' confirm takes the workspace lock the single-booking confirm takes: never both."""
+    alice, bob = make_user("alice3"), make_user("bob3")
+    for round_ in range(3):
+        start = next_monday() + timedelta(days=round_ * 7 + 1)
+        series = make_series(client_for(alice), workspace, rule="FREQ=DAILY;COUNT=5", start=start)
+        clash = start + timedelta(days=2, minutes=30)
+        theirs = Booking.objects.create(
+            user=bob, workspace=workspace, title="B", start=clash, end=clash + timedelta(hours=1)
+        )
+        results, barrier = {}, threading.Barrier(2)
+
+        def post(user, url, barrier=barrier, results=results):
+            barrier.wait()
+            try:
+                results[user.username] = client_for(user).post(url)
+            finally:
+                connection.close()
+
+        threads = [
+            threading.Thread(target=post, args=(alice, URL + f"{series['id']}/confirm/")),
+            threading.Thread(target=post, args=(bob, f"/api/bookings/{theirs.pk}/confirm/")),
+        ]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert sorted(r.status_code for r in results.values()) == [200, 409], [r.content for r in results.values()]
+        confirmed = Booking.objects.filter(status=Booking.Status.CONFIRMED, start__lt=clash + timedelta(hours=1))
+        assert confirmed.filter(end__gt=clash).count() == 1
