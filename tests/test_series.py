@@ -5,7 +5,9 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from bookings import recurrence
@@ -345,3 +347,24 @@ def test_a_series_confirm_racing_a_booking_confirm_lets_one_win(make_user, works
         assert sorted(r.status_code for r in results.values()) == [200, 409], [r.content for r in results.values()]
         confirmed = Booking.objects.filter(status=Booking.Status.CONFIRMED, start__lt=clash + timedelta(hours=1))
         assert confirmed.filter(end__gt=clash).count() == 1
+
+
+def test_admin_shows_a_series_with_its_occurrences(api, workspace, make_user):
+    series = make_series(api, workspace, rule="FREQ=DAILY;COUNT=3")
+    url = f"/admin/bookings/series/{series['id']}/change/"
+    root, viewer = make_user("root", is_staff=True, is_superuser=True), make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_series", "view_booking"]))
+    for user, editable in ((root, True), (viewer, False)):
+        client = Client()
+        client.force_login(user)
+        page = client.get(url).content.decode()
+        assert page.count("/change/") >= 3  # each occurrence links to its booking
+        assert ('name="title"' in page) is editable
+    client = Client()
+    client.force_login(root)
+    form = {"title": "Renamed", "bookings-TOTAL_FORMS": "3", "bookings-INITIAL_FORMS": "3"}
+    for i, occurrence in enumerate(series["bookings"]):
+        form |= {f"bookings-{i}-id": occurrence["id"], f"bookings-{i}-series": series["id"]}
+    response = client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert set(Booking.objects.filter(series_id=series["id"]).values_list("title", flat=True)) == {"Renamed"}
