@@ -271,7 +271,7 @@ def update_series(series, *, title=None, start_time=None, end_time=None, start=N
     elif end is not None:
         end_time = end.astimezone(zone).time()
     moving = start_time is not None or end_time is not None
-    start_time = (start_time or series.local_start).replace(tzinfo=None, second=0, microsecond=0)
+    start_time = (start_time or series.local_start).replace(tzinfo=None)
     if end_time is not None and (start is None or end is None):
         day = datetime(2000, 1, 1)
         duration = datetime.combine(day, end_time.replace(tzinfo=None)) - datetime.combine(day, start_time)
