@@ -9,6 +9,8 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bookings import recurrence
 from bookings.models import Booking, Series
@@ -368,3 +370,32 @@ def test_admin_shows_a_series_with_its_occurrences(api, workspace, make_user):
     response = client.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert set(Booking.objects.filter(series_id=series["id"]).values_list("title", flat=True)) == {"Renamed"}
+
+
+PART_NAMES = st.sampled_from([*recurrence.PARTS, "WKST", "BYSETPOS", "BYHOUR", "RRULE:FREQ", "", "freq"])
+PART_VALUES = st.one_of(
+    st.sampled_from(
+        ["DAILY", "WEEKLY", "MONTHLY", "SECONDLY", "YEARLY", "MO,TU", "-1FR", "5SU", "20270101", "20991231T000000Z"]
+    ),
+    st.integers(-(10**30), 10**30).map(str),
+    st.text(max_size=12),
+)
+RULES = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.tuples(PART_NAMES, PART_VALUES).map("=".join), max_size=7).map(";".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=RULES, days=st.integers(0, 400), minutes=st.integers(0, 24 * 60))
+def test_any_rule_expands_within_the_bounds_or_is_refused(text, days, minutes):
+    """Whatever the text, the rule either expands into at most 200 starts within a year, the first being
+    `start`, or is a RuleError — never another exception."""
+    start = datetime(2027, 1, 1, tzinfo=LISBON) + timedelta(days=days, minutes=minutes)
+    try:
+        starts = recurrence.expand(recurrence.parse(text), start, "Europe/Lisbon")
+    except recurrence.RuleError as exc:
+        assert str(exc)
+        return
+    assert 1 <= len(starts) <= recurrence.MAX_OCCURRENCES and starts[0] == start
+    assert starts == sorted(starts) and starts[-1] - start <= timedelta(days=367)
