@@ -3,7 +3,8 @@ from django.contrib.admin.views.main import ChangeList
 
 from calendar_sync import api as calendar_sync
 
-from .models import Booking, Workspace
+from . import services
+from .models import Booking, Series, Workspace
 
 
 @admin.register(Workspace)
@@ -62,3 +63,37 @@ class BookingAdmin(admin.ModelAdmin):
     def resync(self, request, queryset):
         count = calendar_sync.resync("booking", queryset)
         self.message_user(request, f"Queued {count} calendar sync(s).")
+
+
+class OccurrenceInline(admin.TabularInline):
+    """A series' bookings, as they are: each changes (or is cancelled) on its own page."""
+
+    model = Booking
+    fields = ("start", "end", "status", "title", "series_start")
+    readonly_fields = fields
+    ordering = ("start",)
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False  # occurrences come from the rule
+
+
+@admin.register(Series)
+class SeriesAdmin(admin.ModelAdmin):
+    list_display = ("title", "user", "workspace", "rule", "local_start", "start")
+    list_filter = ("workspace",)
+    search_fields = ("title", "user__username")
+    list_select_related = ("user", "workspace")
+    fields = ("title", "user", "workspace", "rule", "time_zone", "start", "local_start", "duration", "created_at")
+    readonly_fields = ("user", "workspace", "rule", "time_zone", "start", "local_start", "duration", "created_at")
+    inlines = (OccurrenceInline,)
+
+    def has_add_permission(self, request):
+        return False  # a series is made through the API, where its rule is checked and expanded
+
+    def save_model(self, request, obj, form, change):
+        """A new title reaches every future occurrence, as through the API."""
+        if "title" in form.changed_data:
+            services.update_series(obj, title=obj.title)

@@ -1,6 +1,6 @@
 """REST API for workspaces and bookings. Members see and change only their own bookings."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import models
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +21,7 @@ from calendar_sync import api as calendar_sync
 from calendar_sync.api import ErrorSerializer, SyncStateSerializer
 
 from . import services
-from .models import Booking, Workspace
+from .models import Booking, Series, Workspace
 
 
 def _error(description):
@@ -122,12 +122,13 @@ class BookingSerializer(serializers.ModelSerializer):
             "start",
             "end",
             "status",
+            "series",
             "google_calendar_event_id",
             "calendar_sync",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "user", "status", "google_calendar_event_id", "created_at", "updated_at"]
+        read_only_fields = ["id", "user", "status", "series", "google_calendar_event_id", "created_at", "updated_at"]
         extra_kwargs = {
             "start": {
                 "help_text": "Between 1900-01-01 and 2999-12-31 (UTC), and within BOOKING_HORIZON_DAYS (365) from now."
@@ -135,6 +136,7 @@ class BookingSerializer(serializers.ModelSerializer):
             "end": {
                 "help_text": "After `start`, at most BOOKING_MAX_HOURS (24) after it, and within BOOKING_HORIZON_DAYS (365) from now."
             },
+            "series": {"help_text": "The series this booking is an occurrence of, or null."},
         }
 
     @extend_schema_field(
@@ -256,3 +258,176 @@ class BookingViewSet(
     def cancel(self, request, pk=None):
         booking = self._fresh(services.cancel_booking(self.get_object()))
         return Response(self.get_serializer(booking).data)
+
+
+SERIES_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="A series' id: a member gets 404 for anyone else's (staff see every series).",
+)
+SERIES_CONFLICT = _error(
+    "Code `overlap`: occurrences clash with the workspace's confirmed bookings or its room calendar; "
+    "`dates` lists each one's local date (YYYY-MM-DD) and nothing changed"
+)
+
+
+class OccurrenceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Booking
+        fields = ["id", "start", "end", "status"]
+
+
+class SeriesSerializer(serializers.ModelSerializer):
+    start_time = serializers.TimeField(source="local_start", format="%H:%M", help_text="Local start (HH:MM).")
+    end_time = serializers.SerializerMethodField(help_text="Local end (HH:MM).")
+    bookings = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Series
+        fields = ["id", "user", "workspace", "title", "rule", "time_zone", "start_time", "end_time", "bookings"]
+        read_only_fields = fields
+
+    def get_end_time(self, series) -> str:
+        return (datetime.combine(datetime(2000, 1, 1), series.local_start) + series.duration).strftime("%H:%M")
+
+    @extend_schema_field(OccurrenceSerializer(many=True))
+    def get_bookings(self, series):
+        return OccurrenceSerializer(series.bookings.order_by("start"), many=True).data
+
+
+class SeriesCreatedSerializer(SeriesSerializer):
+    skipped = serializers.SerializerMethodField(help_text="Local dates left out with `skip_conflicts`.")
+
+    class Meta(SeriesSerializer.Meta):
+        fields = [*SeriesSerializer.Meta.fields, "skipped"]
+        read_only_fields = fields
+
+    def get_skipped(self, series) -> list[str]:
+        return self.context.get("skipped", [])
+
+
+class SeriesCreateSerializer(serializers.Serializer):
+    workspace = serializers.PrimaryKeyRelatedField(queryset=Workspace.objects.all())
+    title = serializers.CharField(max_length=200)
+    start = serializers.DateTimeField(help_text="The first occurrence's start (ISO 8601 with offset).")
+    end = serializers.DateTimeField(help_text="The first occurrence's end; every occurrence lasts as long.")
+    rule = serializers.CharField(
+        max_length=500,
+        help_text="RFC 5545 RRULE: FREQ (DAILY, WEEKLY, MONTHLY), INTERVAL, BYDAY, BYMONTHDAY and COUNT or UNTIL; "
+        "at most 200 occurrences within one year, expanded in the workspace's time zone.",
+    )
+    skip_conflicts = serializers.BooleanField(
+        default=False, help_text="Leave out the occurrences that clash instead of refusing the series."
+    )
+
+    def validate_start(self, value):
+        return _calendar_date(value)
+
+    def validate_end(self, value):
+        return _calendar_date(value)
+
+
+class SeriesUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200, required=False)
+    start_time = serializers.TimeField(required=False, help_text="New local start of every future occurrence (HH:MM).")
+    end_time = serializers.TimeField(
+        required=False, help_text="New local end (HH:MM); the next day if not after the start."
+    )
+    start = serializers.DateTimeField(required=False, help_text="Its local time becomes the new start time.")
+    end = serializers.DateTimeField(required=False, help_text="Its local time becomes the new end time.")
+
+    def validate_start(self, value):
+        return _calendar_date(value)
+
+    def validate_end(self, value):
+        return _calendar_date(value)
+
+    def validate(self, attrs):
+        for exact, local in (("start", "start_time"), ("end", "end_time")):
+            if exact in attrs and local in attrs:
+                raise ValidationError({exact: [f"Give `{exact}` or `{local}`, not both."]})
+        if "start" in attrs and "end" in attrs and not timedelta(0) < attrs["end"] - attrs["start"]:
+            raise ValidationError({"end": ["End must be after start."]})
+        return attrs
+
+
+class SeriesCancelSerializer(serializers.Serializer):
+    pass
+
+
+# "from" is a Python keyword: declared by name.
+SeriesCancelSerializer._declared_fields["from"] = serializers.UUIDField(
+    required=False, help_text="An occurrence's id: cancel it and every later one (default: every future one)."
+)
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[SERIES_ID], responses={200: SeriesSerializer, **errors(401, 404)}),
+)
+class SeriesViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Recurring bookings: one rule, one ordinary Booking per occurrence (each keeps its own endpoints)."""
+
+    serializer_class = SeriesSerializer
+    queryset = Series.objects.none()
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        qs = Series.objects.select_related("workspace")
+        return qs if self.request.user.is_staff else qs.filter(user=self.request.user)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.SeriesConflict):
+            return Response({"code": exc.code, "detail": str(exc), "dates": exc.dates}, status=409)
+        return super().handle_exception(exc)
+
+    @extend_schema(
+        request=SeriesCreateSerializer,
+        responses={201: SeriesCreatedSerializer, **errors(400, 401, 403, 413, 415), 409: SERIES_CONFLICT},
+    )
+    def create(self, request):
+        data = _valid(SeriesCreateSerializer, request.data)
+        series, skipped = services.create_series(user=request.user, **data)
+        return Response(SeriesCreatedSerializer(series, context={"skipped": skipped}).data, status=201)
+
+    @extend_schema(
+        request=SeriesUpdateSerializer,
+        parameters=[SERIES_ID],
+        responses={200: SeriesSerializer, **errors(400, 401, 403, 404, 413, 415), 409: SERIES_CONFLICT},
+    )
+    def partial_update(self, request, pk=None):
+        series = services.update_series(self.get_object(), **_valid(SeriesUpdateSerializer, request.data))
+        return Response(SeriesSerializer(series).data)
+
+    @extend_schema(
+        request=None,
+        parameters=[SERIES_ID],
+        responses={200: SeriesSerializer, **errors(401, 403, 404), 409: SERIES_CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def confirm(self, request, pk=None):
+        return Response(SeriesSerializer(services.confirm_series(self.get_object())).data)
+
+    @extend_schema(
+        request=SeriesCancelSerializer,
+        parameters=[SERIES_ID],
+        responses={
+            200: OpenApiResponse(SeriesSerializer, description="Cancelled (cancelling again changes nothing)"),
+            **errors(400, 401, 403, 404, 413, 415),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        series = self.get_object()
+        occurrence = _valid(SeriesCancelSerializer, request.data).get("from")
+        if occurrence is not None:
+            occurrence = series.bookings.filter(pk=occurrence).first()
+            if occurrence is None:
+                raise ValidationError({"from": ["No such occurrence in this series."]})
+        return Response(SeriesSerializer(services.cancel_series(series, from_booking=occurrence)).data)
+
+
+def _valid(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

@@ -24,6 +24,34 @@ class Workspace(models.Model):
         return self.name
 
 
+class Series(models.Model):
+    """A booking that repeats: an RFC 5545 RRULE expanded in the workspace's zone into ordinary Bookings.
+
+    `start` is the first occurrence (DTSTART); `local_start` and `duration` say what every occurrence
+    is (09:00 local for 1 hour), so daylight-saving changes never move it; `time_zone` is the zone the
+    rule was expanded in (the workspace's, kept so a later change of the workspace does not re-read it).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="booking_series")
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="series")
+    title = models.CharField(max_length=200)
+    rule = models.CharField(max_length=500, help_text="RFC 5545 RRULE, normalized (UNTIL in UTC).")
+    time_zone = models.CharField(max_length=64, validators=[validate_time_zone])
+    start = models.DateTimeField(help_text="The first occurrence's start (DTSTART).")
+    local_start = models.TimeField(help_text="Every occurrence's start, in the series' zone.")
+    duration = models.DurationField(help_text="Every occurrence's length (exact, as calendars count it).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["start"]
+        verbose_name_plural = "series"
+
+    def __str__(self):
+        return f"{self.title} @ {self.workspace} ({self.rule})"
+
+
 class Booking(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -38,6 +66,10 @@ class Booking(models.Model):
     end = models.DateTimeField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     google_calendar_event_id = models.CharField(max_length=1024, null=True, blank=True, editable=False)
+    series = models.ForeignKey(Series, on_delete=models.SET_NULL, null=True, blank=True, related_name="bookings")
+    series_start = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="An occurrence's start as its series made it (RECURRENCE-ID)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -45,7 +77,8 @@ class Booking(models.Model):
         ordering = ["start"]
         indexes = [models.Index(fields=["workspace", "status", "start"]), models.Index(fields=["user", "start"])]
         constraints = [
-            models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="booking_end_after_start")
+            models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="booking_end_after_start"),
+            models.UniqueConstraint(fields=["series", "series_start"], name="booking_series_occurrence_unique"),
         ]
 
     def __str__(self):

@@ -2,6 +2,7 @@
 registered admin (the host's included); API tokens are stored hashed and expire."""
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
@@ -16,6 +17,7 @@ from django.test import RequestFactory
 from django.utils import timezone
 from knox.models import AuthToken
 
+from bookings import services
 from bookings.models import Booking
 from calendar_sync import tasks
 from calendar_sync.fields import SecretField
@@ -58,6 +60,15 @@ def estate(google_connected, member, make_booking, run):
     AuthToken.objects.create(user=member)
     booking = make_booking(member, status=Booking.Status.CONFIRMED)
     run(tasks.sync_task.delay, "booking", str(booking.pk))
+    later = booking.start + timedelta(days=3)
+    services.create_series(
+        user=member,
+        workspace=booking.workspace,
+        title="Weekly",
+        start=later,
+        end=later + timedelta(hours=1),
+        rule="FREQ=WEEKLY;COUNT=2",
+    )
     Group.objects.create(name="operators")
     google_connected.reset_log()
     empty = [model for model, _ in registered() if not model._base_manager.exists()]
@@ -120,7 +131,7 @@ def test_change_permission_runs_the_resync_action(estate, make_user, client, dja
     operator = make_user("operator", is_staff=True)
     operator.user_permissions.set(Permission.objects.filter(codename__in=["view_booking", "change_booking"]))
     client.force_login(operator)
-    booking = Booking.objects.get()
+    booking = Booking.objects.get(series=None)
     with estate.lock:
         estate.accounts[GOOGLE_ACCOUNT]["events"].clear()  # the calendar lost the event
     with django_capture_on_commit_callbacks(execute=True):

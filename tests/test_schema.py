@@ -45,6 +45,13 @@ include-path-regex = '^/api/bookings/(\{id\}/)?$'
 include-method = ["POST", "PATCH"]
 checks.positive_data_acceptance.expected-statuses = ACCEPTED_OR_400
 
+# A series' rule must be one the host expands (supported parts, COUNT or UNTIL, at most 200 occurrences
+# in a year, `start` its first occurrence) and every occurrence must fit the horizon: a documented 400.
+[[operations]]
+include-path-regex = '^/api/bookings/series/'
+include-method = ["POST", "PATCH"]
+checks.positive_data_acceptance.expected-statuses = ACCEPTED_OR_400
+
 # A busy window's end must be after its start and at most BUSY_MAX_DAYS later: a cross-field rule, a documented 400.
 [[operations]]
 include-path-regex = '/busy/$'
@@ -235,6 +242,10 @@ def test_schema_facts(schema):
             p for p in _op(schema, path, "post" if path.count("/") == 4 else "get")["parameters"] if p["name"] == "id"
         ]
         assert booking_id["schema"]["format"] == "uuid"
+    _documents_errors(_op(schema, "/api/bookings/series", "post"), 400, 401, 403, 409, 413)
+    _documents_errors(_op(schema, "/api/bookings/series/{id}", "patch"), 400, 401, 403, 404, 409, 413)
+    _documents_errors(_op(schema, "/api/bookings/series/{id}/confirm", "post"), 401, 403, 404, 409)
+    _documents_errors(_op(schema, "/api/bookings/series/{id}/cancel", "post"), 400, 401, 403, 404)
     _documents_errors(_op(schema, "/api/workspaces", "post"), 400, 401, 403)
     _documents_errors(_op(schema, "/api/workspaces/{id}", "get"), 401, 404)
 
