@@ -345,15 +345,15 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
                 "add",
                 OpenApiTypes.STR,
                 OpenApiParameter.QUERY,
-                enum=["1"],
-                description="`1`: connect an additional account (members only). Without it the account "
-                "replaces the write connection.",
+                enum=["1", "true", "0", "false"],
+                description="`1` (or `true`): connect an additional account (members only). Without it (or with "
+                "`0`/`false`) the account replaces the write connection. Any other value is a 400.",
             ),
             RETRY_AFTER,
         ],
         responses={
             200: AuthorizationURLSerializer,
-            **errors(401, 404, 429),
+            **errors(400, 401, 404, 429),
             409: OpenApiResponse(
                 ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"
             ),
@@ -363,7 +363,12 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         browser = request.COOKIES.get(FLOW_COOKIE, "")
         if not FLOW_COOKIE_VALUE.fullmatch(browser):
             browser = secrets.token_urlsafe(32)
-        add = request.query_params.get("add") in ("1", "true") and "kind" not in kwargs
+        flag = request.query_params.get("add", "")
+        if flag not in ("", "1", "true", "0", "false"):
+            return Response(
+                {"code": "invalid", "detail": "add: use 1 (an additional account) or leave it out."}, status=400
+            )
+        add = flag in ("1", "true") and "kind" not in kwargs
         url = oauth.start_authorization(request.user, provider, self.owner, browser=browser, add=add)
         response = Response(AuthorizationURLSerializer({"authorization_url": url}).data)
         response.set_cookie(

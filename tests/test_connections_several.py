@@ -310,3 +310,10 @@ def test_the_health_check_reaches_a_connection_the_member_does_not_write_to(thre
     call_command("calendar_sync_health")
     statuses = {r["id"]: r["status"] for r in api.get("/api/calendar-sync/connections/").json()}
     assert statuses == {three["google"]: "active", three["outlook"]: "needs_reauth", three["second"]: "active"}
+
+
+def test_add_takes_only_yes_or_no(api, fake_google):
+    for flag in ("AAA", "2", "yes please"):
+        response = api.get("/api/calendar-sync/auth/google", {"add": flag})
+        assert response.status_code == 400 and response.json()["code"] == "invalid"
+    assert api.get("/api/calendar-sync/auth/google", {"add": "0"}).status_code == 200
