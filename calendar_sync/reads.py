@@ -18,10 +18,18 @@ from django.utils.dateparse import parse_datetime
 
 from . import tokens
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, TransientError, Undecryptable
+from .exceptions import (
+    AuthorizationLost,
+    CalendarSyncError,
+    ConfigurationError,
+    NotConnected,
+    TransientError,
+    Undecryptable,
+)
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import get_provider
+from .sources import get_source
 
 logger = logging.getLogger(__name__)
 Reason, Op = AccessLog.Reason, AccessLog.Operation
@@ -43,8 +51,29 @@ def active_token(owner):
 
 
 def _ours(owner):
-    """Remote ids of the events this app wrote for `owner` (recognised even where the provider cannot say)."""
-    return set(SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
+    """What names the events this app wrote for `owner`, recognised even where the provider cannot say:
+    the remote ids we stored and our keys (an event's UID elsewhere: `<key>@google.com` in Google's
+    secret iCal address, `<key>@calendar-sync` over CalDAV)."""
+    ours = set()
+    for source, object_id, destination, remote_id in SyncRecord.objects.filter(**owner.lookup()).values_list(
+        "source", "object_id", "destination", "remote_id"
+    ):
+        if remote_id:
+            ours.add(remote_id)
+        try:
+            ours.add(get_source(source).event_id(object_id, destination))
+        except ConfigurationError:  # a source the host no longer configures: its stored ids still count
+            pass
+    return ours
+
+
+def _is_ours(remote_id, ours):
+    """Whether a block read back is one of our events: by its id, or by the key its UID starts with
+    (an ICS block's id is the event's UID, `#n` added for its later occurrences)."""
+    if not remote_id:
+        return False
+    uid = remote_id.partition("#")[0]
+    return remote_id in ours or uid in ours or uid.rpartition("@")[0] in ours
 
 
 def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
@@ -81,7 +110,7 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
             errors.append({"connection": token.pk, "code": _error_code(outcome)})
             continue
         for b_start, b_end, remote_id, summary in outcome:
-            if remote_id and remote_id in ours:
+            if _is_ours(remote_id, ours):
                 continue
             spans.append(
                 {"start": b_start, "end": b_end, "connection": token.pk, **({"title": summary} if titles else {})}
@@ -169,7 +198,9 @@ def pull(owner, reason=Reason.SCHEDULE):
     )
     ours = _ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
-    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
+    external = {
+        b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and not _is_ours(b.remote_id, ours)
+    }
     gone = set(changes.removed) | {b.remote_id for b in changes.blocks if b.remote_id not in external}
     blocks = BusyBlock.objects.filter(**owner.lookup())
     with transaction.atomic():
