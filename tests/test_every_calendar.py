@@ -8,6 +8,7 @@ CalDAV connection the write one moves the upcoming events there.
 """
 
 import datetime as dt
+import os
 import urllib.parse
 
 import icalendar
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from calendar_sync.models import CalendarToken
-from tests.caldav_servers import IcsServer, Radicale
+from tests.caldav_servers import IcsServer, Radicale, free_port
 from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, connect, event_key, landing
 
 # Busy reads run in threads with their own database connections: they must see committed rows.
@@ -185,3 +186,27 @@ def test_conflicts_off_leaves_the_caldav_and_ics_connections_unread(four, api, c
     hits = len(feed.hits)
     answer = api.get(window(at, at + 2 * HOUR)).json()  # another window: nothing cached answers it
     assert answer["busy"] == [] and answer["errors"] == [] and len(feed.hits) == hits
+
+
+@pytest.mark.slow
+def test_the_sandbox_caldav_server_connects_with_its_printed_account(api, run, settings, monkeypatch, tmp_path):
+    """`dev.py serve`'s CalDAV server (Radicale): the account it prints connects, and only the sandbox
+    allows loopback addresses."""
+    import dev
+
+    monkeypatch.setenv("CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES", "0")  # restored after the test
+    port = free_port()
+    radicale = dev.start_caldav_sandbox(port, storage=tmp_path)
+    try:
+        assert os.environ["CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES"] == "1"
+        body = {"server_url": f"http://127.0.0.1:{port}/", "username": "sandbox", "password": "sandbox"}
+        refused = api.post("/api/calendar-sync/connections/caldav", body, format="json")  # settings not yet loaded
+        assert refused.status_code == 400 and refused.json()["code"] in ("insecure_url", "private_address")
+        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}  # as the sandbox's
+        response = run(api.post, "/api/calendar-sync/connections/caldav", body, format="json")
+        assert response.status_code == 201, response.content
+        assert response.json()["calendar_id"] == f"http://127.0.0.1:{port}/sandbox/calendar/"
+        assert response.json()["write"] and "password" not in response.json()
+    finally:
+        radicale.terminate()
+        radicale.wait(10)
