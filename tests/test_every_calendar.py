@@ -16,9 +16,11 @@ import pytest
 from django.utils import timezone
 
 from bookings.models import Booking
+from calendar_sync import reads
 from calendar_sync.models import CalendarToken
+from calendar_sync.owners import Owner
 from tests.caldav_servers import IcsServer, Radicale, free_port
-from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, connect, event_key, landing
+from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, client_for, connect, event_key, landing
 
 # Busy reads run in threads with their own database connections: they must see committed rows.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -210,3 +212,37 @@ def test_the_sandbox_caldav_server_connects_with_its_printed_account(api, run, s
     finally:
         radicale.terminate()
         radicale.wait(10)
+
+
+def test_staff_connect_a_caldav_server_as_a_rooms_calendar(
+    caldav, private_ok, api, staff, workspace, member, make_booking, run, settings
+):
+    url = f"/api/calendar-sync/shared/workspace/{workspace.pk}/connections/caldav"
+    body = {"server_url": caldav.url, "username": caldav.username, "password": caldav.password}
+    assert api.post(url, body, format="json").status_code == 403  # members never connect a room's calendar
+    staff_api = client_for(staff)
+    assert staff_api.post(url.replace(str(workspace.pk), "999999"), body, format="json").status_code == 404
+    wrong = staff_api.post(url, {**body, "password": "wrong"}, format="json")
+    assert wrong.status_code == 400 and wrong.json()["code"] == "invalid_credentials"
+    response = run(staff_api.post, url, body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["provider"] == "caldav" and caldav.password not in response.content.decode()
+    status = staff_api.get(f"/api/calendar-sync/shared/workspace/{workspace.pk}/status").json()
+    assert status["provider"] == "caldav" and status["connected"]
+    assert CalendarToken.objects.filter(owner_kind="workspace").count() == 1
+    # A confirmed booking reaches the room's CalDAV calendar (the member has no calendar at all).
+    booking = confirmed(api, run, make_booking, member, 30, "Deep work")
+    held = [icalendar.Calendar.from_ical(text).walk("VEVENT")[0] for text in caldav.events()]
+    assert [str(e["UID"]) for e in held] == [f"{event_key(booking, 'workspace')}@calendar-sync"]
+    # What others put in the room's calendar is pulled for the overlap rule; ours never is.
+    at = booking.start + 3 * HOUR
+    caldav.calendar().save_event(vcalendar(("cleaning@phone", at, at + HOUR, "Cleaning")).decode())
+    owner = Owner("workspace", str(workspace.pk))
+    reads.pull(owner)
+    blocks = reads.external_busy(owner, booking.start - HOUR, at + 2 * HOUR)
+    assert [(b.start, b.end) for b in blocks] == [(at, at + HOUR)]
+    # Staff's addresses are checked like members': with private addresses not allowed, 10.0.0.1 is refused.
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": False}
+    refused = staff_api.post(url, {**body, "server_url": "https://10.0.0.1/"}, format="json")
+    assert refused.status_code == 400 and refused.json()["code"] == "private_address" and "server_url" in refused.json()
+    assert CalendarToken.objects.get(owner_kind="workspace").calendar_id.startswith(caldav.url)  # unchanged
