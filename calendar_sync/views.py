@@ -353,7 +353,7 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         ],
         responses={
             200: AuthorizationURLSerializer,
-            **errors(401, 404, 429),
+            **errors(400, 401, 404, 429),
             409: OpenApiResponse(
                 ErrorSerializer, description="The provider is not configured on this server (code `not_configured`)"
             ),
@@ -363,7 +363,11 @@ class AuthorizationURLView(ProviderMixin, OwnedView):
         browser = request.COOKIES.get(FLOW_COOKIE, "")
         if not FLOW_COOKIE_VALUE.fullmatch(browser):
             browser = secrets.token_urlsafe(32)
-        add = request.query_params.get("add") in ("1", "true") and "kind" not in kwargs
+        if request.query_params.get("add") not in (None, "1"):
+            return Response(
+                {"code": "invalid", "detail": "add: only 1 is allowed.", "add": ["Only 1 is allowed."]}, 400
+            )
+        add = request.query_params.get("add") == "1" and "kind" not in kwargs
         url = oauth.start_authorization(request.user, provider, self.owner, browser=browser, add=add)
         response = Response(AuthorizationURLSerializer({"authorization_url": url}).data)
         response.set_cookie(
