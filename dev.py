@@ -60,7 +60,14 @@ def configured(name):
 def start_caldav_sandbox(port, storage=ROOT / ".sandbox" / "radicale"):
     """A real CalDAV server for the sandbox: Radicale on loopback, one account (`sandbox` / `sandbox`)
     with one calendar, kept in `.sandbox/radicale`. Loopback addresses are allowed for this server only
-    (CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES, off in every other set-up)."""
+    (CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES, off in every other set-up). None, said on the console,
+    when it cannot start (the port is taken): the rest of the sandbox runs without it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", int(port)))
+        except OSError:
+            print(f"Sandbox: port {port} is taken, no CalDAV server (SANDBOX_CALDAV_PORT moves it)", flush=True)
+            return None
     storage.mkdir(parents=True, exist_ok=True)
     (storage / "users").write_text(f"{SANDBOX_CALDAV_USER}:{SANDBOX_CALDAV_PASSWORD}\n")
     radicale = subprocess.Popen(
@@ -79,7 +86,8 @@ def start_caldav_sandbox(port, storage=ROOT / ".sandbox" / "radicale"):
         except OSError:
             if radicale.poll() is not None or time.monotonic() > deadline:
                 radicale.terminate()
-                raise SystemExit(f"Radicale did not start on port {port} (SANDBOX_CALDAV_PORT moves it)") from None
+                print(f"Sandbox: Radicale did not start on port {port}, no CalDAV server", flush=True)
+                return None
             time.sleep(0.1)
     auth = base64.b64encode(f"{SANDBOX_CALDAV_USER}:{SANDBOX_CALDAV_PASSWORD}".encode()).decode()
     for method, path in (("PROPFIND", f"/{SANDBOX_CALDAV_USER}/"), ("MKCALENDAR", f"/{SANDBOX_CALDAV_USER}/calendar/")):
@@ -88,6 +96,11 @@ def start_caldav_sandbox(port, storage=ROOT / ".sandbox" / "radicale"):
         server.getresponse().read()
         server.close()
     os.environ["CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES"] = "1"
+    print(
+        f"Sandbox CalDAV server (Radicale): http://127.0.0.1:{port}/ user {SANDBOX_CALDAV_USER}"
+        f' password {SANDBOX_CALDAV_PASSWORD} ("Apple iCloud / CalDAV" with this address)',
+        flush=True,
+    )
     return radicale
 
 
@@ -104,23 +117,17 @@ def start_sandbox():
     )
     os.environ.update(json.loads(fake.stdout.readline()))
     os.environ["CALENDAR_SYNC_SANDBOX"] = "1"
-    caldav_port = os.environ.get("SANDBOX_CALDAV_PORT", "5232")
-    try:
-        radicale = start_caldav_sandbox(caldav_port)
-    except BaseException:
-        fake.terminate()
-        raise
     print(
         f"Sandbox: fake Google on http://127.0.0.1:{google_port}/ and fake Microsoft on http://127.0.0.1:{microsoft_port}/"
         " (set GOOGLE_CLIENT_ID or MICROSOFT_CLIENT_ID to use the real services)",
         flush=True,
     )
-    print(
-        f"Sandbox CalDAV server (Radicale): http://127.0.0.1:{caldav_port}/ user {SANDBOX_CALDAV_USER}"
-        f' password {SANDBOX_CALDAV_PASSWORD} ("Apple iCloud / CalDAV" with this address)',
-        flush=True,
-    )
-    return [fake, radicale]
+    try:
+        radicale = start_caldav_sandbox(os.environ.get("SANDBOX_CALDAV_PORT", "5232"))
+    except BaseException:
+        fake.terminate()
+        raise
+    return [fake] + ([radicale] if radicale else [])
 
 
 def serve(argv):

@@ -9,6 +9,7 @@ CalDAV connection the write one moves the upcoming events there.
 
 import datetime as dt
 import os
+import socket
 import urllib.parse
 
 import icalendar
@@ -197,6 +198,11 @@ def test_the_sandbox_caldav_server_connects_with_its_printed_account(api, run, s
     import dev
 
     monkeypatch.setenv("CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES", "0")  # restored after the test
+    with socket.socket() as taken:  # a port in use: the sandbox runs on without a CalDAV server
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert dev.start_caldav_sandbox(taken.getsockname()[1], storage=tmp_path) is None
+    assert os.environ["CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES"] == "0"
     port = free_port()
     radicale = dev.start_caldav_sandbox(port, storage=tmp_path)
     try:
