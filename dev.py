@@ -6,12 +6,16 @@ installs the pinned development requirements into it (the host's runtime plus th
 docs tools), and then runs inside it — so a fresh clone needs only Python 3.11+.
 """
 
+import base64
 import hashlib
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import venv
 from pathlib import Path
 
@@ -20,6 +24,8 @@ VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".requirements.sha256"
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")  # the second includes the first
+#: The sandbox's CalDAV account (Radicale on loopback): what a newcomer types to try iCloud-style connecting.
+SANDBOX_CALDAV_USER = SANDBOX_CALDAV_PASSWORD = "sandbox"
 
 
 def ensure_venv():
@@ -51,8 +57,56 @@ def configured(name):
     )
 
 
+def start_caldav_sandbox(port, storage=ROOT / ".sandbox" / "radicale"):
+    """A real CalDAV server for the sandbox: Radicale on loopback, one account (`sandbox` / `sandbox`)
+    with one calendar, kept in `.sandbox/radicale`. Loopback addresses are allowed for this server only
+    (CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES, off in every other set-up). None, said on the console,
+    when it cannot start (the port is taken): the rest of the sandbox runs without it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", int(port)))
+        except OSError:
+            print(f"Sandbox: port {port} is taken, no CalDAV server (SANDBOX_CALDAV_PORT moves it)", flush=True)
+            return None
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / "users").write_text(f"{SANDBOX_CALDAV_USER}:{SANDBOX_CALDAV_PASSWORD}\n")
+    radicale = subprocess.Popen(
+        [str(PY), "-m", "radicale", "--server-hosts", f"127.0.0.1:{port}", "--auth-type", "htpasswd"]
+        + ["--auth-htpasswd-filename", str(storage / "users"), "--auth-htpasswd-encryption", "plain"]
+        + ["--auth-delay", "0", "--storage-filesystem-folder", str(storage / "collections")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
+            break
+        except OSError:
+            if radicale.poll() is not None or time.monotonic() > deadline:
+                radicale.terminate()
+                print(f"Sandbox: Radicale did not start on port {port}, no CalDAV server", flush=True)
+                return None
+            time.sleep(0.1)
+    auth = base64.b64encode(f"{SANDBOX_CALDAV_USER}:{SANDBOX_CALDAV_PASSWORD}".encode()).decode()
+    for method, path in (("PROPFIND", f"/{SANDBOX_CALDAV_USER}/"), ("MKCALENDAR", f"/{SANDBOX_CALDAV_USER}/calendar/")):
+        server = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+        server.request(method, path, headers={"Authorization": f"Basic {auth}", "Depth": "0"})  # exists already: 405
+        server.getresponse().read()
+        server.close()
+    os.environ["CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES"] = "1"
+    print(
+        f"Sandbox CalDAV server (Radicale): http://127.0.0.1:{port}/ user {SANDBOX_CALDAV_USER}"
+        f' password {SANDBOX_CALDAV_PASSWORD} ("Apple iCloud / CalDAV" with this address)',
+        flush=True,
+    )
+    return radicale
+
+
 def start_sandbox():
-    """No Google or Microsoft client configured: run the bundled fakes of both and point the app at them."""
+    """No Google or Microsoft client configured: run the bundled fakes of both and a CalDAV server
+    (Radicale), and point the app at them. Returns the processes to stop."""
     google_port = os.environ.get("SANDBOX_GOOGLE_PORT", "8765")
     microsoft_port = os.environ.get("SANDBOX_MICROSOFT_PORT", "8766")
     fake = subprocess.Popen(
@@ -68,13 +122,18 @@ def start_sandbox():
         " (set GOOGLE_CLIENT_ID or MICROSOFT_CLIENT_ID to use the real services)",
         flush=True,
     )
-    return fake
+    try:
+        radicale = start_caldav_sandbox(os.environ.get("SANDBOX_CALDAV_PORT", "5232"))
+    except BaseException:
+        fake.terminate()
+        raise
+    return [fake] + ([radicale] if radicale else [])
 
 
 def serve(argv):
     os.environ.setdefault("DEBUG", "1")  # the local server: loopback http allowed, errors shown
     real = configured("GOOGLE_CLIENT_ID") or configured("MICROSOFT_CLIENT_ID")
-    sandbox = None if real else start_sandbox()
+    sandbox = [] if real else start_sandbox()
     try:
         manage("migrate", "--noinput")
         manage("seed_demo")
@@ -83,8 +142,8 @@ def serve(argv):
     except KeyboardInterrupt:
         pass
     finally:
-        if sandbox:
-            sandbox.terminate()
+        for process in sandbox:
+            process.terminate()
 
 
 def test(argv):

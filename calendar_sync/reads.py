@@ -18,10 +18,18 @@ from django.utils.dateparse import parse_datetime
 
 from . import quotas, tokens
 from .conf import get_setting
-from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, TransientError, Undecryptable
+from .exceptions import (
+    AuthorizationLost,
+    CalendarSyncError,
+    ConfigurationError,
+    NotConnected,
+    TransientError,
+    Undecryptable,
+)
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import get_provider
+from .sources import get_source
 
 logger = logging.getLogger(__name__)
 Reason, Op = AccessLog.Reason, AccessLog.Operation
@@ -42,9 +50,35 @@ def active_token(owner):
     return token
 
 
-def _ours(owner):
-    """Remote ids of the events this app wrote for `owner` (recognised even where the provider cannot say)."""
-    return set(SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
+class _Ours:
+    """What names the events this app wrote for `owner`, recognised even where the provider cannot say:
+    the remote ids we stored and, for an id that carries a UID (an ICS block's id is the event's UID,
+    `#n` added for its later occurrences), our keys: `<key>@google.com` in Google's secret iCal
+    address, `<key>@calendar-sync` over CalDAV. The keys are derived only when such an id is met."""
+
+    def __init__(self, owner):
+        self.records = SyncRecord.objects.filter(**owner.lookup())
+        self.ids = set(self.records.exclude(remote_id="").values_list("remote_id", flat=True))
+        self._keys = None
+
+    def keys(self):
+        if self._keys is None:
+            self._keys = set()
+            for source, object_id, destination in self.records.values_list("source", "object_id", "destination"):
+                try:
+                    self._keys.add(get_source(source).event_id(object_id, destination))
+                except ConfigurationError:  # a source the host no longer configures: its stored ids still count
+                    pass
+        return self._keys
+
+    def __contains__(self, remote_id):
+        if not remote_id:
+            return False
+        uid = remote_id.partition("#")[0]
+        if remote_id in self.ids or uid in self.ids:
+            return True
+        key = uid.rpartition("@")[0]
+        return bool(key) and key in self.keys()
 
 
 def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
@@ -74,14 +108,14 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
         outcomes = [_caught(_blocks, t, start, end, reason) for t in counting]
     if counting and all(isinstance(o, Exception) for o in outcomes):
         raise outcomes[0]
-    ours, titles = _ours(owner), get_setting("PULL_KEEP_TITLES")
+    ours, titles = _Ours(owner), get_setting("PULL_KEEP_TITLES")
     spans, errors = [], []
     for token, outcome in zip(counting, outcomes, strict=True):
         if isinstance(outcome, Exception):
             errors.append({"connection": token.pk, "code": _error_code(outcome)})
             continue
         for b_start, b_end, remote_id, summary in outcome:
-            if remote_id and remote_id in ours:
+            if remote_id in ours:
                 continue
             spans.append(
                 {"start": b_start, "end": b_end, "connection": token.pk, **({"title": summary} if titles else {})}
@@ -168,9 +202,9 @@ def pull(owner, reason=Reason.SCHEDULE):
     changes = tokens.with_access(
         token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end)
     )
-    ours = _ours(owner)
+    ours = _Ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
-    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id not in ours and b.remote_id}
+    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and b.remote_id not in ours}
     gone = set(changes.removed) | {b.remote_id for b in changes.blocks if b.remote_id not in external}
     blocks = BusyBlock.objects.filter(**owner.lookup())
     with transaction.atomic():

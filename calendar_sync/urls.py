@@ -17,6 +17,7 @@ SHARED = r"^shared/(?P<kind>[a-z_]+)/(?P<owner_id>[A-Za-z0-9_-]{1,64})/"
 urlpatterns = [
     re_path(r"^shared/?$", views.SharedListView.as_view(), name="shared"),
     re_path(SHARED + r"resync/?$", views.SharedResyncView.as_view(), name="shared-resync"),
+    re_path(SHARED + r"connections/caldav/?$", views.CalDAVConnectView.as_view(), name="shared-connect-caldav"),
     *[re_path(SHARED + path + "/?$", view.as_view(), name=f"shared-{name}") for path, view, name in OWNED],
     *[re_path(f"^{path}/?$", view.as_view(), name=name) for path, view, name in OWNED],
     re_path(r"^auth/(?P<provider>[a-z]+)/callback/?$", views.CallbackView.as_view(), name="callback"),

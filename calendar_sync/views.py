@@ -815,9 +815,10 @@ class ConnectionView(BaseView):
         return Response(DisconnectSerializer({"disconnected": True, "revoked": False, "reason": result.reason}).data)
 
 
-class ConnectWithAddressView(BaseView):
+class ConnectWithAddressView(OwnedView):
     """Connecting a calendar from an address the member types (CalDAV, ICS): checked by connecting,
-    so every refusal is a 400 naming the field, never a 500; the secret is never returned."""
+    so every refusal is a 400 naming the field, never a 500; the secret is never returned. Under
+    /shared/<kind>/<id>/ staff connect a host object's calendar (it replaces the one it had)."""
 
     throttle_classes = [ConnectThrottle]
     field = "url"
@@ -831,7 +832,7 @@ class ConnectWithAddressView(BaseView):
         if not serializer.is_valid():
             field, (problem, *_) = next(iter(serializer.errors.items()))
             return self.refused("invalid", str(problem), None if field == "non_field_errors" else field)
-        owner = Owner.member(request.user)
+        owner = self.owner
         try:
             token, work = flow(owner, request.user, **serializer.validated_data)
         except fetch.RefusedAddress as exc:
@@ -870,7 +871,7 @@ class CalDAVConnectView(ConnectWithAddressView):
     field = "server_url"
 
     @extend_schema(request=CalDAVConnectSerializer, parameters=[RETRY_AFTER], responses=CONNECT_ERRORS)
-    def post(self, request):
+    def post(self, request, **kwargs):
         return self.connect(request, CalDAVConnectSerializer, self.flow)
 
     @staticmethod
@@ -895,7 +896,7 @@ class IcsConnectView(ConnectWithAddressView):
     field = "url"
 
     @extend_schema(request=IcsConnectSerializer, parameters=[RETRY_AFTER], responses=CONNECT_ERRORS)
-    def post(self, request):
+    def post(self, request, **kwargs):
         return self.connect(request, IcsConnectSerializer, flows.connect_ics)
 
     def invalid_credentials(self):

@@ -16,6 +16,12 @@ PRIVATE = ["https://127.0.0.1/", "https://[::1]/", "https://10.0.0.1/", "https:/
 PUBLIC_NAME, PUBLIC_ADDRESS = "calendar.example.com", "93.184.215.14"
 
 
+@pytest.fixture(autouse=True)
+def private_addresses_off(settings):
+    """Whatever the environment says (CALENDAR_SYNC_ALLOW_PRIVATE_ADDRESSES): these tests are about it off."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": False}
+
+
 def post(api, kind, url):
     if kind == "ics":
         return api.post("/api/calendar-sync/connections/ics", {"url": url}, format="json")
@@ -86,6 +92,7 @@ def test_a_public_host_redirecting_to_a_private_address_is_refused(api, kind, ur
     assert reached  # the public host was asked
     assert response.status_code == 400
     assert response.json()["code"] == "private_address" and FIELD[kind] in response.json()
+    assert response.json()["detail"].startswith(f"{FIELD[kind]}:") and not CalendarToken.objects.exists()
 
 
 def test_redirects_are_limited(public_host_redirecting_to, settings):
