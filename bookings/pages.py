@@ -98,10 +98,14 @@ def _connections(user):
 
 def _week(request):
     """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view."""
-    start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
-    if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
+    try:  # a well-formed but impossible time (month 13, an offset past year 1 or 9999) is a ValueError/OverflowError
+        start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
+        if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
+            raise ValueError
+        start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return JsonResponse({"code": "invalid", "detail": "start and end: ISO 8601 times with an offset."}, status=400)
-    if not start < end <= start + timezone.timedelta(days=WEEK_MAX_DAYS):
+    if not dt.timedelta(0) < end - start <= dt.timedelta(days=WEEK_MAX_DAYS):
         return JsonResponse(
             {"code": "invalid", "detail": f"end: after start, within {WEEK_MAX_DAYS} days."}, status=400
         )

@@ -1,0 +1,35 @@
+"""Input an attacker might send to the new endpoints: a 4xx with `code` and `detail`, never a 500,
+never half-saved state, never a private address fetched."""
+
+import pytest
+from django.test import Client
+
+from bookings.models import Booking, Series
+from tests.test_series import body
+
+pytestmark = pytest.mark.django_db
+WEEK = "/integrations/calendar"
+
+
+@pytest.mark.parametrize(
+    "start,end",
+    [
+        ("2026-13-01T00:00:00Z", "2026-13-02T00:00:00Z"),  # well formed, no such month
+        ("2026-02-30T00:00:00+00:00", "2026-03-01T00:00:00+00:00"),
+        ("0001-01-01T00:00:00+01:00", "0001-01-01T10:00:00+01:00"),  # before year 1 in UTC
+        ("9999-12-31T20:00:00-05:00", "9999-12-31T22:00:00-05:00"),  # after year 9999 in UTC
+    ],
+)
+def test_week_with_an_impossible_time_is_a_400(member, start, end):
+    client = Client()
+    client.force_login(member)
+    response = client.get(WEEK, {"part": "week", "start": start, "end": end})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid" and response.json()["detail"]
+
+
+def test_week_at_the_end_of_the_calendar_answers(member):
+    client = Client()
+    client.force_login(member)
+    response = client.get(WEEK, {"part": "week", "start": "9999-12-31T00:00:00Z", "end": "9999-12-31T10:00:00Z"})
+    assert response.status_code == 200 and response.json() == {"bookings": []}
