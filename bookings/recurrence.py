@@ -121,9 +121,9 @@ def until_local(until, zone):
         if time is None:
             return datetime.strptime(date, "%Y%m%d") + timedelta(days=1, microseconds=-1)
         value = datetime.strptime(date + time, "%Y%m%d%H%M%S")
-    except ValueError:
+        return value.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None) if utc else value
+    except (ValueError, OverflowError):  # OverflowError: a UTC time past year 1 or 9999 in the zone
         raise RuleError(f"UNTIL={until} is not a real date.") from None
-    return value.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None) if utc else value
 
 
 def localize(naive, zone):

@@ -33,3 +33,12 @@ def test_week_at_the_end_of_the_calendar_answers(member):
     client.force_login(member)
     response = client.get(WEEK, {"part": "week", "start": "9999-12-31T00:00:00Z", "end": "9999-12-31T10:00:00Z"})
     assert response.status_code == 200 and response.json() == {"bookings": []}
+
+
+@pytest.mark.parametrize("until", ["99991231T235959Z", "00010101T000000Z"])
+def test_series_until_at_the_ends_of_the_calendar_is_a_400(api, workspace, until):
+    """Read in the workspace's zone (Lisbon), these UTC times fall outside years 1 to 9999."""
+    response = api.post("/api/bookings/series/", body(workspace, rule=f"FREQ=DAILY;UNTIL={until}"), format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and "UNTIL" in response.json()["detail"]
+    assert not Series.objects.exists() and not Booking.objects.exists()
