@@ -216,11 +216,14 @@ def create_series(*, user, workspace, title, start, end, rule, skip_conflicts=Fa
     if clashing and (not skip_conflicts or len(clashing) == len(spans)):
         raise _conflict(workspace, skipped)
     zone = ZoneInfo(workspace.time_zone)
+    text = parsed.text(zone)  # normalized: a date UNTIL grows to a UTC time
+    if len(text) > Series._meta.get_field("rule").max_length:
+        raise BookingError("The rule is too long once written out; list each day once.", field="rule")
     series = Series.objects.create(
         user=user,
         workspace=workspace,
         title=title,
-        rule=parsed.text(zone),
+        rule=text,
         time_zone=workspace.time_zone,
         start=start,
         local_start=start.astimezone(zone).time().replace(tzinfo=None),

@@ -1,11 +1,13 @@
 """Input an attacker might send to the new endpoints: a 4xx with `code` and `detail`, never a 500,
 never half-saved state, never a private address fetched."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 
 from bookings.models import Booking, Series
-from tests.test_series import body
+from tests.test_series import body, next_monday
 
 pytestmark = pytest.mark.django_db
 WEEK = "/integrations/calendar"
@@ -41,4 +43,19 @@ def test_series_until_at_the_ends_of_the_calendar_is_a_400(api, workspace, until
     response = api.post("/api/bookings/series/", body(workspace, rule=f"FREQ=DAILY;UNTIL={until}"), format="json")
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "invalid" and "UNTIL" in response.json()["detail"]
+    assert not Series.objects.exists() and not Booking.objects.exists()
+
+
+def test_series_rule_that_grows_when_normalized_is_a_400(api, workspace):
+    """A 500-character rule with a date UNTIL grows by its time and Z when stored (UNTIL in UTC):
+    refused naming the rule, nothing stored, rather than a database error."""
+    start = next_monday()
+    until = (start + timedelta(days=300)).strftime("%Y%m%d")
+    head = f"FREQ=WEEKLY;UNTIL={until};BYDAY="
+    days = ["MO"] * ((500 - len(head) + 1) // 3)
+    rule = head + ",".join(days)
+    assert len(rule) <= 500
+    response = api.post("/api/bookings/series/", body(workspace, rule=rule, start=start), format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and "rule" in response.json()
     assert not Series.objects.exists() and not Booking.objects.exists()
