@@ -3,7 +3,7 @@
 Such an address must not turn the app into a way to read this network (SSRF). So: https only;
 the host is resolved here and every address it resolves to must be public (`is_public`): no
 loopback, private, shared (CGNAT), link-local (169.254.169.254, the cloud metadata service),
-multicast, unspecified or reserved range, IPv4 or IPv6, nor IPv4 hidden inside IPv6. The
+multicast, unspecified, reserved or IPv6 site-local range, IPv4 or IPv6, nor IPv4 hidden inside IPv6. The
 connection is then made to the addresses checked, never to a second answer of the DNS (no
 rebinding between check and connect): the session sends each request to the checked address.
 Redirects are followed here, a few at most, each target checked the same way.
@@ -72,6 +72,7 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         or address.is_link_local
         or address.is_reserved
         or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)  # fec0::/10: "global" to Python
     )
 
 

@@ -1,12 +1,15 @@
 """Input an attacker might send to the new endpoints: a 4xx with `code` and `detail`, never a 500,
 never half-saved state, never a private address fetched."""
 
+import ipaddress
 from datetime import timedelta
 
 import pytest
 from django.test import Client
 
 from bookings.models import Booking, Series
+from calendar_sync import fetch
+from calendar_sync.models import CalendarToken
 from tests.test_series import body, next_monday
 
 pytestmark = pytest.mark.django_db
@@ -59,3 +62,17 @@ def test_series_rule_that_grows_when_normalized_is_a_400(api, workspace):
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "invalid" and "rule" in response.json()
     assert not Series.objects.exists() and not Booking.objects.exists()
+
+
+@pytest.fixture
+def private_addresses_off(settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": False}
+
+
+def test_ipv6_site_local_addresses_are_private(api, private_addresses_off):
+    """fec0::/10 (deprecated site-local, still routed inside some networks) is "global" to Python's ipaddress."""
+    assert not fetch.is_public(ipaddress.ip_address("fec0::1"))
+    assert not fetch.is_public(ipaddress.ip_address("feff::1"))
+    response = api.post("/api/calendar-sync/connections/ics", {"url": "https://[fec0::1]/feed.ics"}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "private_address"
+    assert not CalendarToken.objects.exists()
