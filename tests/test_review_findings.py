@@ -1,7 +1,9 @@
 """Input an attacker might send to the new endpoints: a 4xx with `code` and `detail`, never a 500,
 never half-saved state, never a private address fetched."""
 
+import datetime as dt
 import ipaddress
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,7 +11,10 @@ from django.test import Client
 
 from bookings.models import Booking, Series
 from calendar_sync import fetch
+from calendar_sync.exceptions import PermanentError
 from calendar_sync.models import CalendarToken
+from calendar_sync.providers.ics import expand, parse
+from tests.caldav_servers import IcsServer
 from tests.test_series import body, next_monday
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +81,33 @@ def test_ipv6_site_local_addresses_are_private(api, private_addresses_off):
     response = api.post("/api/calendar-sync/connections/ics", {"url": "https://[fec0::1]/feed.ics"}, format="json")
     assert response.status_code == 400 and response.json()["code"] == "private_address"
     assert not CalendarToken.objects.exists()
+
+
+SECONDLY = (
+    b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//x//EN\r\nBEGIN:VEVENT\r\nUID:flood\r\n"
+    b"DTSTART:20270101T090000Z\r\nDTEND:20270101T090001Z\r\nRRULE:FREQ=SECONDLY\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
+
+def test_a_feed_that_repeats_every_second_is_refused_quickly_not_expanded(api, member, settings, run):
+    """A member's own ICS server could otherwise make one busy read build millions of blocks (minutes of
+    CPU and memory in a web worker): the read stops at a bound and says so."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    server = IcsServer(SECONDLY)
+    try:
+        response = run(api.post, "/api/calendar-sync/connections/ics", {"url": server.url}, format="json")
+        assert response.status_code == 201, response.content
+        began = time.monotonic()
+        busy = api.get("/api/calendar-sync/busy", {"start": "2027-01-01T00:00:00Z", "end": "2027-01-08T00:00:00Z"})
+        took = time.monotonic() - began
+    finally:
+        server.close()
+    # Its only connection failed: the error itself (with others, it would be named in `errors`).
+    assert busy.status_code == 502 and busy.json()["code"] == "too_many_events", busy.content
+    assert took < 10
+
+
+def test_expansion_stops_at_its_bound():
+    with pytest.raises(PermanentError) as refused:
+        expand(parse(SECONDLY), dt.datetime(2027, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
+    assert refused.value.code == "too_many_events"

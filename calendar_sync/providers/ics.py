@@ -15,6 +15,7 @@ events never block.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -37,6 +38,8 @@ CACHE_PREFIX = "calendar_sync:ics:"
 GONE = {401, 403, 404, 410}  # a secret link that was reset or withdrawn: the member must give the new one
 UID_SUFFIX = "@calendar-sync"  # the UID of every event this app writes over CalDAV is `<key>@calendar-sync`
 MARKER = "X-CALENDAR-SYNC-SOURCE"  # and it carries this property (the object it was written for)
+#: The most occurrences one read expands (a busy week has dozens; a SECONDLY rule has 600,000).
+MAX_OCCURRENCES = 10_000
 
 
 def is_ours(component: icalendar.Component) -> bool:
@@ -62,6 +65,18 @@ def blocks_for(component: icalendar.Component) -> bool:
     )
 
 
+def _occurrences(calendar: icalendar.Calendar, start: dt.datetime, end: dt.datetime):
+    """Every occurrence overlapping [start, end) widened by a day each side (all-day events in any
+    zone; clipped later), one at a time, so that `expand` can stop counting: the library's
+    `between` builds the whole list first. Bad series are skipped, as `between` skips them."""
+    query = recurring_ical_events.of(calendar, skip_bad_series=True)
+    low, high = query.to_datetime(start - dt.timedelta(days=1)), query.to_datetime(end + dt.timedelta(days=1))
+    for series in query.series:
+        with contextlib.suppress(*query.suppressed_errors):
+            for occurrence in series.between(low, high):
+                yield occurrence.as_component(query.keep_recurrence_attributes)
+
+
 def expand(
     calendar: icalendar.Calendar,
     start: dt.datetime,
@@ -75,9 +90,9 @@ def expand(
     app wrote (`is_ours`)."""
     zone = timezone.get_current_timezone()
     occurrences: dict[str, list[tuple[dt.datetime, dt.datetime, icalendar.Component]]] = {}
-    # Widened by a day each side (all-day events in any zone), then clipped to the window.
-    query = recurring_ical_events.of(calendar, skip_bad_series=True)
-    for component in query.between(start - dt.timedelta(days=1), end + dt.timedelta(days=1)):
+    for count, component in enumerate(_occurrences(calendar, start, end)):
+        if count >= MAX_OCCURRENCES:  # FREQ=SECONDLY in a feed: millions of blocks, minutes of CPU
+            raise PermanentError("The calendar has too many events in this window.", code="too_many_events")
         if not blocks_for(component) or component.get("DTSTART") is None:
             continue
         begin = _moment(component["DTSTART"].dt, zone)
