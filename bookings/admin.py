@@ -38,7 +38,8 @@ class BookingAdmin(admin.ModelAdmin):
     list_display = ("title", "user", "workspace", "start", "end", "status", "sync_state", "sync_error")
     list_filter = ("status", "workspace")
     search_fields = ("title", "user__username")
-    readonly_fields = ("google_calendar_event_id", "sync_state", "sync_error", "created_at", "updated_at")
+    # `series`: occurrences come from a series' rule, never attached by hand.
+    readonly_fields = ("series", "google_calendar_event_id", "sync_state", "sync_error", "created_at", "updated_at")
     list_select_related = ("user", "workspace")
     actions = ("resync",)
 

@@ -111,3 +111,35 @@ def test_expansion_stops_at_its_bound():
     with pytest.raises(PermanentError) as refused:
         expand(parse(SECONDLY), dt.datetime(2027, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
     assert refused.value.code == "too_many_events"
+
+
+def test_the_booking_admin_cannot_attach_a_booking_to_a_series(api, workspace, make_user, make_booking, other):
+    """Occurrences come from the rule: a booking attached by hand (another member's, no series_start)
+    would be cancelled with that series and make moving or cancelling it from an occurrence fail."""
+    series = api.post("/api/bookings/series/", body(workspace, rule="FREQ=DAILY;COUNT=2"), format="json").json()
+    stray = make_booking(other, hours_from_now=24 * 20)
+    root = make_user("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+    url = f"/admin/bookings/booking/{stray.pk}/change/"
+    assert 'name="series"' not in client.get(url).content.decode()
+    form = {
+        "user": other.pk,
+        "workspace": workspace.pk,
+        "title": stray.title,
+        "start_0": stray.start.strftime("%Y-%m-%d"),
+        "start_1": stray.start.strftime("%H:%M:%S"),
+        "end_0": stray.end.strftime("%Y-%m-%d"),
+        "end_1": stray.end.strftime("%H:%M:%S"),
+        "status": stray.status,
+        "series": series["id"],
+    }
+    response = client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    stray.refresh_from_db()
+    assert stray.series_id is None
+    first = series["bookings"][0]["id"]
+    response = api.post(f"/api/bookings/series/{series['id']}/cancel/", {"from": first}, format="json")
+    assert response.status_code == 200
+    stray.refresh_from_db()
+    assert stray.status == Booking.Status.PENDING  # another member's booking is not touched
