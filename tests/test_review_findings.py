@@ -3,6 +3,8 @@ never half-saved state, never a private address fetched."""
 
 import datetime as dt
 import ipaddress
+import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -143,3 +145,43 @@ def test_the_booking_admin_cannot_attach_a_booking_to_a_series(api, workspace, m
     assert response.status_code == 200
     stray.refresh_from_db()
     assert stray.status == Booking.Status.PENDING  # another member's booking is not touched
+
+
+@pytest.fixture
+def trickling_link():
+    """An ICS link whose server sends its headers, then one byte every 0.3 s (about five minutes in all)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/calendar\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.3):
+                try:
+                    conn.sendall(b"B")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/feed.ics"
+    stop.set()
+    server.close()
+
+
+def test_an_ics_link_that_trickles_is_given_up_at_the_fetch_deadline(api, settings, trickling_link):
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "ALLOW_PRIVATE_ADDRESSES": True,
+        "ICS_FETCH_SECONDS": 1,
+        "HTTP_TIMEOUT": 5,
+    }
+    began = time.monotonic()
+    response = api.post("/api/calendar-sync/connections/ics", {"url": trickling_link}, format="json")
+    assert time.monotonic() - began < 4
+    assert response.status_code == 400 and response.json()["code"] == "unreachable"
+    assert not CalendarToken.objects.exists()

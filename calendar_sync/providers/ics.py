@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import icalendar
 import recurring_ical_events
 import requests
+import urllib3
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -205,7 +206,9 @@ class IcsProvider(BaseProvider):
                 if _length(response.headers.get("Content-Length")) > limit:
                     raise PermanentError("The ICS file is too large.", code="too_large")
                 body = bytearray()
-                for chunk in response.iter_content(65536):
+                # read1: whatever has arrived (iter_content waits for a whole chunk, so a link that
+                # trickles a byte at a time would never reach the deadline check).
+                for chunk in iter(lambda: response.raw.read1(65536, decode_content=True), b""):
                     body += chunk
                     if len(body) > limit:
                         raise PermanentError("The ICS file is too large.", code="too_large")
@@ -214,7 +217,7 @@ class IcsProvider(BaseProvider):
                 return bytes(body), response.headers.get("ETag", ""), response.headers.get("Last-Modified", "")
         except CalendarSyncError:
             raise
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
             raise fetch.network_error(exc, "the ICS link") from None
 
     def calendar(self, url: str) -> icalendar.Calendar:
