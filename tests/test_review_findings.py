@@ -16,7 +16,7 @@ from calendar_sync import fetch
 from calendar_sync.exceptions import PermanentError
 from calendar_sync.models import CalendarToken
 from calendar_sync.providers.ics import expand, parse
-from tests.caldav_servers import IcsServer
+from tests.caldav_servers import IcsServer, Radicale
 from tests.test_series import body, next_monday
 
 pytestmark = pytest.mark.django_db
@@ -185,3 +185,19 @@ def test_an_ics_link_that_trickles_is_given_up_at_the_fetch_deadline(api, settin
     assert time.monotonic() - began < 4
     assert response.status_code == 400 and response.json()["code"] == "unreachable"
     assert not CalendarToken.objects.exists()
+
+
+class RadicaleWithAnAccentedPassword(Radicale):
+    password = "пароль — 密码"
+
+
+def test_a_caldav_password_outside_latin_1_keeps_working_after_connecting(api, settings):
+    """Connecting signs in as the caldav client does (UTF-8); every later request must too."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    with RadicaleWithAnAccentedPassword() as server:
+        body = {"server_url": server.url, "username": server.username, "password": server.password}
+        response = api.post("/api/calendar-sync/connections/caldav", body, format="json")
+        assert response.status_code == 201, response.content
+        busy = api.get("/api/calendar-sync/busy", {"start": "2027-01-01T00:00:00Z", "end": "2027-01-08T00:00:00Z"})
+    assert busy.status_code == 200, busy.content
+    assert busy.json()["errors"] == []

@@ -52,7 +52,12 @@ ICS = {"Content-Type": "text/calendar; charset=utf-8"}
 NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
 GONE = {404, 410}
 #: The sign-in a server asked for when connecting, sent at once afterwards (no 401 round trip per call).
-AUTH_SCHEMES = {"basic": requests.auth.HTTPBasicAuth, "digest": requests.auth.HTTPDigestAuth}
+#: Basic sends the password in UTF-8 as the caldav client did when connecting (requests would send
+#: a str in Latin-1, and fail on any other character).
+AUTH_SCHEMES = {
+    "basic": lambda username, password: requests.auth.HTTPBasicAuth(username, password.encode()),
+    "digest": requests.auth.HTTPDigestAuth,
+}
 #: caldav 3 raises RateLimitError for 429 (and 503 with Retry-After); caldav 2.0 returns the answer.
 RATE_LIMITED = getattr(dav_error, "RateLimitError", ())
 #: caldav 3 would look the server up by DNS (RFC 6764) beside the checked session: never.
