@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from inspect import signature
@@ -52,10 +53,10 @@ ICS = {"Content-Type": "text/calendar; charset=utf-8"}
 NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
 GONE = {404, 410}
 #: The sign-in a server asked for when connecting, sent at once afterwards (no 401 round trip per call).
-#: Basic sends the password in UTF-8 as the caldav client did when connecting (requests would send
-#: a str in Latin-1, and fail on any other character).
-AUTH_SCHEMES = {
-    "basic": lambda username, password: requests.auth.HTTPBasicAuth(username, password.encode()),
+#: Basic sends the password in UTF-8 and the user name in Latin-1, as the caldav client did when
+#: connecting (requests would send a str password in Latin-1, and fail on any other character).
+AUTH_SCHEMES: dict[str, Callable[[str, str], requests.auth.AuthBase]] = {
+    "basic": lambda username, password: requests.auth.HTTPBasicAuth(username.encode("latin-1"), password.encode()),
     "digest": requests.auth.HTTPDigestAuth,
 }
 #: caldav 3 raises RateLimitError for 429 (and 503 with Retry-After); caldav 2.0 returns the answer.
