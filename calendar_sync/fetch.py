@@ -20,6 +20,7 @@ import socket
 from contextvars import ContextVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import idna
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -186,6 +187,7 @@ class SafeSession(requests.Session):
         if host not in self.pins:
             _, addresses = resolve(url)
             self.pins[host] = sorted(addresses, key=lambda a: ":" in a)[0]  # IPv4 first
+            self.pins[_as_sent(host)] = self.pins[host]  # requests sends an international name as xn--…
         return url
 
     def request(self, method, url, *args, **kwargs):
@@ -216,6 +218,16 @@ class SafeSession(requests.Session):
                 method, kwargs["data"] = "GET", None
             url = target
         raise RefusedAddress(f"More than {self.max_redirects} redirects.", code="too_many_redirects")
+
+
+def _as_sent(host: str) -> str:
+    """The host name as requests writes it in the URL it sends (IDNA, as `requests.models` encodes it)."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode()
+    except idna.IDNAError:
+        raise RefusedAddress("This is not a valid URL.", code="invalid_url") from None
 
 
 def _seconds(value) -> float | None:

@@ -201,3 +201,25 @@ def test_a_caldav_password_outside_latin_1_keeps_working_after_connecting(api, s
         busy = api.get("/api/calendar-sync/busy", {"start": "2027-01-01T00:00:00Z", "end": "2027-01-08T00:00:00Z"})
     assert busy.status_code == 200, busy.content
     assert busy.json()["errors"] == []
+
+
+def test_an_international_host_name_is_reached(api, settings, monkeypatch):
+    """requests sends a host name in its IDNA form (xn--…): the address checked for the name typed
+    must be the one it connects to, not "This address was not checked"."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    server = IcsServer(SECONDLY)
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("kalender.bücher.example", "kalender.xn--bcher-kva.example"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        with fetch.SafeSession() as session:
+            response = session.get(server.url.replace("127.0.0.1", "kalender.bücher.example"), timeout=5)
+    finally:
+        server.close()
+    assert response.status_code == 200 and response.content == SECONDLY
