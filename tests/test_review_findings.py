@@ -2,6 +2,7 @@
 never half-saved state, never a private address fetched."""
 
 import datetime as dt
+import http.server
 import ipaddress
 import socket
 import threading
@@ -223,3 +224,47 @@ def test_an_international_host_name_is_reached(api, settings, monkeypatch):
     finally:
         server.close()
     assert response.status_code == 200 and response.content == SECONDLY
+
+
+class _LongHrefCalDAV(http.server.BaseHTTPRequestHandler):
+    """A CalDAV server whose one calendar has an address longer than a connection can store."""
+
+    protocol_version = "HTTP/1.1"
+    calendar = "/home/" + "c" * 1100 + "/"
+
+    def log_message(self, *args):
+        pass
+
+    def do_PROPFIND(self):
+        asked = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        if "current-user-principal" in asked:
+            href, prop = self.path, "<d:current-user-principal><d:href>/p/</d:href></d:current-user-principal>"
+        elif "calendar-home-set" in asked:
+            href, prop = self.path, "<c:calendar-home-set><d:href>/home/</d:href></c:calendar-home-set>"
+        else:
+            href, prop = self.calendar, "<d:resourcetype><d:collection/><c:calendar/></d:resourcetype>"
+        body = (
+            '<?xml version="1.0"?><d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+            f"<d:response><d:href>{href}</d:href><d:propstat><d:prop>{prop}</d:prop>"
+            "<d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"
+        ).encode()
+        self.send_response(207)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_caldav_calendar_address_too_long_to_store_is_a_400_and_stores_nothing(api, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "ALLOW_PRIVATE_ADDRESSES": True}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LongHrefCalDAV)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = {"server_url": f"http://127.0.0.1:{server.server_address[1]}/", "username": "a", "password": "b"}
+        response = api.post("/api/calendar-sync/connections/caldav", body, format="json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "no_calendar" and "server_url" in response.json()
+    assert not CalendarToken.objects.exists()

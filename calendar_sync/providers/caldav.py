@@ -66,6 +66,8 @@ CLIENT_OPTIONS: dict[str, Any] = (
     {"enable_rfc6764": False} if "enable_rfc6764" in signature(DAVClient.__init__).parameters else {}
 )
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
+#: The longest calendar address a connection stores (CalendarToken.calendar_id).
+MAX_CALENDAR_URL = 1024
 LIST_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
     "<d:prop><d:resourcetype/><d:displayname/><c:supported-calendar-component-set/>"
@@ -251,6 +253,8 @@ class CalDAVProvider(BaseProvider):
             if privileges is not None and not {p.tag.split("}")[-1] for p in privileges.iter()} & WRITE_PRIVILEGES:
                 continue
             url = urljoin(home, item.findtext("d:href", "", NS))
+            if len(url) > MAX_CALENDAR_URL:
+                continue  # a connection could not store it as its calendar id
             shown = props.get("{DAV:}displayname")
             name = (shown.text if shown is not None else "") or ""
             calendars.append(Calendar(url, name or unquote(url.rstrip("/").rsplit("/", 1)[-1]), False, "writer"))
