@@ -97,7 +97,7 @@ def test_connecting_an_ics_link_keeps_it_secret_and_never_writes(
         cursor.execute("SELECT access_token, refresh_token FROM calendar_sync_calendartoken")
         assert all("secret-feed" not in column for column in cursor.fetchone())  # encrypted at rest
     shown = get_provider("ics").account(token.access_token)
-    assert "secret-feed" not in shown and shown.startswith("http://127.0.0.1/")
+    assert shown == "http://127.0.0.1/…"  # the host only: an iCloud link's path ends in its token
     booking = make_booking(member)
     run(api.post, f"/api/bookings/{booking.pk}/confirm/")
     sync.sync_object("booking", booking.pk)

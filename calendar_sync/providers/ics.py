@@ -136,10 +136,10 @@ def _length(value: str | None) -> int:
 
 
 def redact(url: str) -> str:
-    """An ICS link as people may see it again: its host and the end of its file name only."""
+    """An ICS link as people may see it again: its host only. The path is the secret (iCloud's published
+    links end in their token), so no part of it is shown."""
     parts = urlsplit(url)
-    name = parts.path.rsplit("/", 1)[-1]
-    return f"{parts.scheme}://{parts.hostname}/…{name[-8:] if len(name) > 8 else ''}"
+    return f"{parts.scheme}://{parts.hostname}/…"
 
 
 # --- the provider ------------------------------------------------------------------------------
