@@ -340,7 +340,7 @@ def run_size(stack, rows, explain=False):
         }
         with override_settings(CALENDAR_SYNC={**base, **bench}, ALLOWED_HOSTS=["testserver"]):
             results[label] = measure(fn, setup, runs=RUNS if setup else 3 * RUNS)
-        stack.celery.control.purge()
+        stack.purge()
     if explain:
         print_plans(results)
     return data, results

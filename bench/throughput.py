@@ -77,7 +77,7 @@ def main(n=2000, members=50):
         user, _ = stack.member("paced")
         first_sql, again_sql = stack.statements_per_sync(user)
         bookings = stack.bookings(user, 100)
-        stack.celery.control.purge()
+        stack.purge()
         stack.start_worker(POOL_THREADS, "threads", *WORKER_OPTIONS)
         committed = {}
         for booking in bookings:
