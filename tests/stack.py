@@ -20,7 +20,17 @@ from bookings.models import Booking
 from calendar_sync.conf import get_setting
 from calendar_sync.sources import get_source
 from managehub.celery import app as celery_app
-from tests.helpers import FRONTEND, GOOGLE_ACCOUNT, IN_CI, MS_REDIRECT, REDIRECT, client_for, connect, landing
+from tests.helpers import (
+    FRONTEND,
+    GOOGLE_ACCOUNT,
+    IN_CI,
+    MS_REDIRECT,
+    REDIRECT,
+    client_for,
+    connect,
+    forget_quotas,
+    landing,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = GOOGLE_ACCOUNT
@@ -136,6 +146,11 @@ def stack(broker_url, fake_google, fake_microsoft, settings):
         "DJANGO_SETTINGS_MODULE": "managehub.settings",
     }
     settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SWEEP_STALE_AFTER": 0}
+    if not broker_url.startswith(("redis://", "rediss://")) and not env.get("CALENDAR_SYNC_QUOTA_STORAGE"):
+        # RabbitMQ as broker, Redis for quotas (README, "Beyond one machine"): the workers share one count.
+        env["CALENDAR_SYNC_QUOTA_STORAGE"] = os.environ.get("QUOTA_TEST_REDIS", "redis://127.0.0.1:6379/1")
+        settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "QUOTA_STORAGE": env["CALENDAR_SYNC_QUOTA_STORAGE"]}
+        forget_quotas()
     w = Worker(env)
     yield w
     w.stop()
