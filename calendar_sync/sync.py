@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, locks, quotas, tokens
+from . import audit, locks, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -28,6 +28,7 @@ State = SyncRecord.State
 MEMBER_ROLE = "member"
 MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
 #: Writes for these reasons are bulk work: they use at most QUOTA_BULK_SHARE of a connection's window.
+# Writes for these reasons are bulk work (quotas.bulk): backfills, resyncs, calendar and connection moves.
 BULK_REASONS = {AccessLog.Reason.BACKFILL, AccessLog.Reason.RESYNC, AccessLog.Reason.CALENDAR_CHANGE}
 
 
@@ -364,7 +365,6 @@ def _roles_at(source, obj, owner):
     return [role for role, (kind, pk) in source.destinations(obj).items() if Owner.of(kind, pk) == owner]
 
 
-@quotas.bulk()
 def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=None):
     """Sync an owner's upcoming objects and anything left pending, in chunks, as bulk work (quotas).
 
@@ -487,7 +487,6 @@ def _record_outcome(item, operation, outcome, later, reason):
     return state
 
 
-@quotas.bulk()
 def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
@@ -542,7 +541,6 @@ def _write_token(owner):
     return CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE, write=True, **owner.lookup()).first()
 
 
-@quotas.bulk()
 def move_connection(owner, old_pk, old_calendar_id):
     """The owner's events go to another connection now: take them out of the old connection's
     calendar (while it is still connected and usable), then create them in the new one (backfill).
@@ -567,7 +565,6 @@ def move_connection(owner, old_pk, old_calendar_id):
         return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE, progress=shown)
 
 
-@quotas.bulk()
 def move_calendar(owner, old_calendar_id):
     """The owner chose another calendar: take our events out of the old one, then backfill the new
     (one progress for both: the backfill's operations are added to the total once known)."""

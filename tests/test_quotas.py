@@ -14,9 +14,12 @@ import uuid
 import pytest
 import redis
 
-from calendar_sync import quotas
+from bookings.models import Booking
+from calendar_sync import quotas, sync
 from calendar_sync.checks import check_settings
 from calendar_sync.exceptions import TransientError
+from calendar_sync.models import SyncRecord
+from calendar_sync.owners import Owner
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.sources import Event
 from calendar_sync.types import Operation
@@ -247,3 +250,16 @@ def test_a_killed_workers_slots_come_back_when_their_lease_ends(storage, outlook
         (outcome,) = provider.apply(access, calendar, [upsert(1)])
     assert outcome.error is None and 3.5 <= time.monotonic() - started < 6
     assert len(held) == 4  # still held (never exited) while the request above waited
+
+
+@pytest.mark.django_db
+def test_a_backfill_counts_as_bulk_work(google_connected, member, make_booking, settings):
+    """The core marks its backfills bulk (their reason): half the window, the rest left for members."""
+    configure(settings, QUOTAS={"google": {"connection": "10/minute"}}, QUOTA_MAX_WAIT=0, QUOTA_BULK_SHARE=0.5)
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "BULK_CHUNK": 1}
+    for i in range(8):
+        make_booking(member, hours_from_now=24 + 3 * i, status=Booking.Status.CONFIRMED)
+    SyncRecord.objects.all().delete()  # as if the member had just connected
+    google_connected.reset_log()
+    sync.backfill(Owner.member(member))
+    assert len(google_connected.calls(GOOGLE_ACCOUNT)) == 5  # the bulk share of 10
