@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 from django.urls import reverse
 from django.utils import timezone
 
-from calendar_sync.api import Event, EventSource, get_setting
+from calendar_sync.api import Event, EventSource, SeriesInfo, get_setting
 
 from .models import Booking
 
@@ -18,7 +18,7 @@ class BookingSource(EventSource):
     event_id_field = "google_calendar_event_id"
 
     def get_queryset(self):
-        return Booking.objects.select_related("workspace", "user")
+        return Booking.objects.select_related("workspace", "user", "series")
 
     def owner_id(self, obj):
         return obj.user_id
@@ -53,6 +53,20 @@ class BookingSource(EventSource):
             time_zone=workspace.time_zone,
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
+        )
+
+    def series(self, obj):
+        """A booking made by a series is one occurrence of it: its calendars hold one recurring event."""
+        series = obj.series
+        if series is None or obj.series_start is None:
+            return None
+        return SeriesInfo(
+            key=str(series.pk),
+            rule=series.rule,
+            time_zone=series.time_zone,
+            start=series.start,
+            end=series.start + series.duration,
+            original_start=obj.series_start,
         )
 
     def upcoming(self, owner):

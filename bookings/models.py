@@ -58,6 +58,12 @@ class Booking(models.Model):
         CONFIRMED = "confirmed", "Confirmed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Conference(models.TextChoices):
+        NONE = "none", "No video link"
+        AUTO = "auto", "What the calendar offers"
+        GOOGLE_MEET = "google_meet", "Google Meet"
+        TEAMS = "teams", "Microsoft Teams"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bookings")
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="bookings")
@@ -67,6 +73,18 @@ class Booking(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     google_calendar_event_id = models.CharField(max_length=1024, null=True, blank=True, editable=False)
     series = models.ForeignKey(Series, on_delete=models.SET_NULL, null=True, blank=True, related_name="bookings")
+    guests = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"email", "response"}]: attendees of the member\'s event, answers as last reported.',
+    )
+    conference = models.CharField(max_length=16, choices=Conference.choices, default=Conference.NONE)
+    conference_info = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text='{"type", "join_url", "status", "reason"} as the calendar made it.',
+    )
     series_start = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="An occurrence's start as its series made it (RECURRENCE-ID)."
     )

@@ -22,9 +22,10 @@ from .owners import Owner, label, shared_kinds
 from .reads import external_busy
 from .serializers import ErrorSerializer, SyncStateSerializer
 from .sources import EventSource, get_source
-from .types import Event
+from .types import Conference, Event, Guest, SeriesInfo
 
 __all__ = [
+    "Conference",
     "ErrorSerializer",
     "Event",
     "EventSource",
@@ -33,7 +34,9 @@ __all__ = [
     "connections",
     "external_busy",
     "get_setting",
+    "Guest",
     "resync",
+    "SeriesInfo",
     "shared_connections",
     "shared_kinds",
     "sync_states",

@@ -162,6 +162,9 @@ class SyncRecord(models.Model):
     remote_may_exist = models.BooleanField(default=False)
     # The provider's id of the event (Google: our deterministic id; Graph: the id it chose).
     remote_id = models.CharField(max_length=1024, blank=True, default="")
+    # What this app last wrote there, compared before the next write: digests of the event as written
+    # (all of it, and what guests see), the provider's version of it (ETag / changeKey), its conference.
+    written = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)

@@ -19,9 +19,17 @@ from django.utils.module_loading import import_string
 from .conf import get_setting
 from .exceptions import ConfigurationError
 from .models import MEMBER
-from .types import Event
+from .types import Conference, Event, Guest, SeriesInfo
 
-__all__ = ["Event", "EventSource", "get_source", "get_sources"]  # Event lives in `types`; importable here as before
+__all__ = [
+    "Conference",
+    "Event",
+    "EventSource",
+    "Guest",
+    "SeriesInfo",
+    "get_source",
+    "get_sources",
+]  # Event lives in `types`; importable here as before
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -81,6 +89,23 @@ class EventSource:
         time the feed's content last changed stands in.
         """
         return None
+
+    def series(self, obj: Any) -> SeriesInfo | None:
+        """The recurring series `obj` is one occurrence of, or None (a single event)."""
+        return None
+
+    # --- what happened in a calendar, reported to the host; the host's rules decide (decision 21) ---
+    def conference_changed(self, obj: Any, destination: str, conference: Conference) -> None:
+        """The event's video meeting changed (made, ready, failed); e.g. store its join link."""
+
+    def remote_deleted(self, obj: Any, destination: str) -> None:
+        """Someone deleted the object's event in the calendar of `destination` (not this app)."""
+
+    def remote_moved(self, obj: Any, destination: str, start: datetime, end: datetime) -> None:
+        """Someone moved the object's event in the calendar of `destination` to `start`–`end`."""
+
+    def responses_changed(self, obj: Any, destination: str, guests: list[Guest]) -> None:
+        """The guests' answers to the object's event changed, as the provider reports them now."""
 
     def stored_event_id(self, remote_id: str | None) -> str | None:
         """The value `event_id_field` holds for `remote_id`; for no event, None if the field is nullable, else ""."""

@@ -21,6 +21,51 @@ class Event:
     time_zone: str = "UTC"
     location: str = ""
     description: str = ""
+    #: Guests' e-mail addresses: attendees of this copy (the member's; a room's copy carries none).
+    attendees: tuple[str, ...] = ()
+    #: The video link wanted: "none", "auto" (what the calendar can make), "google_meet" or "teams".
+    conference: str = "none"
+    #: A join link made in another copy (the member's), carried in this one's text; "" when none.
+    join_url: str = ""
+    #: Set when the object is one occurrence of a recurring series (`EventSource.series`).
+    series: SeriesInfo | None = None
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """The series an occurrence belongs to: one recurring event per destination (design decision 22).
+
+    `key` is the same for every occurrence; `rule` an RFC 5545 RRULE (without the "RRULE:" prefix);
+    `start`/`end` the series' first occurrence (DTSTART/DTEND), expanded in `time_zone`;
+    `original_start` this occurrence's start as the rule makes it (its RECURRENCE-ID).
+    """
+
+    key: str
+    rule: str
+    time_zone: str
+    start: dt.datetime
+    end: dt.datetime
+    original_start: dt.datetime
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A guest of a member's event and their answer as the provider last reported it:
+    one of "needsAction", "accepted", "declined", "tentative"."""
+
+    email: str
+    response: str = "needsAction"
+
+
+@dataclass(frozen=True)
+class Conference:
+    """The video meeting of an event: `type` "google_meet" or "teams" ("" when none), its join link,
+    and `status` "none", "pending", "ready" or "failed" (with `reason`)."""
+
+    type: str = ""
+    join_url: str = ""
+    status: str = "none"
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +141,11 @@ class Outcome:
 
     error: Exception | None = None
     remote_id: str | None = None
+    #: The provider's version of what was written (Google etag, Graph changeKey, CalDAV ETag), so
+    #: our own writes are never mistaken for the member's changes.
+    version: str | None = None
+    #: The event's video meeting as the provider answered, when one was asked for.
+    conference: Conference | None = None
 
 
 @dataclass(frozen=True)
