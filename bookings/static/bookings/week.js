@@ -159,7 +159,13 @@
     form.start.value = pad(next.getHours()) + ":00";
     form.end.value = pad((next.getHours() + 1) % 24) + ":00";
     form.zone.value = ZONE;
+    // "Repeat": its options only when it repeats. A series is posted as a form (the page makes it with the
+    // same services as the series API, and answers a clash with a page naming the dates).
+    const repeats = () => { $("repeat-options").hidden = !form.repeat.value; };
+    form.repeat.addEventListener("change", repeats);
+    repeats();
     form.addEventListener("submit", (event) => {
+      if (form.repeat.value) return;
       event.preventDefault();
       const start = new Date(form.date.value + "T" + form.start.value);  // no offset: the browser's local time
       const end = new Date(form.date.value + "T" + form.end.value);
@@ -294,9 +300,17 @@
     }
     li.dataset.booking = item.id;
     li.classList.add(item.status);
+    if (item.series) {  // an occurrence of a series: ↻, and the rule in words
+      li.classList.add("series");
+      li.dataset.series = item.series.id;
+      const mark = element("span", "repeat-mark", "↻ ");
+      mark.setAttribute("aria-hidden", "true");
+      li.append(mark);
+    }
     const link = element("a", "what", item.title);
     link.href = "#booking-" + item.id;
     li.append(link, element("span", "where", " · " + item.workspace + (item.status === "pending" ? " (not confirmed)" : "")));
+    if (item.series) li.append(element("span", "repeats", "Repeats: " + item.series.rule));
     const hits = conflictsOf(item);
     if (hits.length) {
       li.classList.add("conflict");
