@@ -202,6 +202,7 @@ def _series_rows(user, errors):
             upcoming=Count("bookings", filter=upcoming),
             pending=Count("bookings", filter=upcoming & Q(bookings__status=Booking.Status.PENDING)),
             next_id=Subquery(following.values("pk")[:1]),
+            next_start=Subquery(following.values("start")[:1]),
         )
         .filter(upcoming__gt=0)
         .order_by("start", "pk")

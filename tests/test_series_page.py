@@ -76,9 +76,9 @@ def test_the_form_offers_repeat_with_labelled_fields(browser, workspace):
     form_html = page[page.index('id="booking-form"') : page.index("</form>", page.index('id="booking-form"'))]
     assert "csrfmiddlewaretoken" in form_html
     for needed in (
-        '<label for="repeat-kind">',
+        '<label for="repeat-kind" class="inline-label">',
         '<option value="weekly">Weekly</option>',
-        '<label for="repeat-interval">',
+        '<label for="repeat-interval" class="inline-label">',
         '<label for="ends-count"',
         '<label for="ends-until"',
         'aria-label="Number of times"',
@@ -87,7 +87,7 @@ def test_the_form_offers_repeat_with_labelled_fields(browser, workspace):
     ):
         assert needed in form_html, needed
     for code, name in repeat.DAY_NAMES.items():  # a checkbox per day, each inside its label
-        assert f'<input type="checkbox" name="days" value="{code}"> <abbr title="{name}">' in form_html
+        assert f'<input type="checkbox" name="days" value="{code}" aria-label="{name}"> <abbr' in form_html
 
 
 def test_weekly_on_two_days_every_other_week_from_a_wednesday(browser, member, workspace):
@@ -459,3 +459,87 @@ def test_rules_in_words(rule, said, member, workspace):
         duration=dt.timedelta(hours=1),
     )
     assert repeat.words(series) == said
+
+
+# ---- In a real browser (headless Chromium, as tests/test_browser_week.py) ------------------------------
+
+
+@pytest.fixture
+def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
+    from tests.helpers import IN_CI
+    from tests.test_browser import CHROMIUM, FLAGS
+
+    if not CHROMIUM:
+        if IN_CI:
+            pytest.fail("CI must run the browser test: Debian's chromium is missing")
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "FRONTEND_URL": f"{live_server.url}/integrations/calendar"}
+    settings.CALENDAR_SYNC_SANDBOX = True
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(
+            timezone_id="Europe/Lisbon", locale="en-GB", viewport={"width": 1280, "height": 1000}
+        )
+        yield context.new_page()
+        browser.close()
+
+
+def shot(target, name, capsys, **options):
+    """A screenshot in $BROWSER_SCREENSHOTS, named in the run's output (as tests/test_browser_week.py does)."""
+    from tests.test_browser_week import SCREENSHOTS
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(SCREENSHOTS / name), **options)
+    with capsys.disabled():
+        print(f"\nscreenshot: {(SCREENSHOTS / name).resolve()}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_member_repeats_a_booking_sees_it_in_the_week_confirms_it_and_cancels_the_rest(page, live_server, capsys):
+    from django.contrib.auth import get_user_model
+
+    from bookings.models import Workspace
+    from tests.test_browser import sign_in
+
+    get_user_model().objects.create_user("demo", password="demo-password")
+    Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
+    sign_in(page, live_server)
+
+    page.fill("#booking-form input[name=title]", "Team room")
+    page.fill("#booking-form input[name=date]", next_weekday(0).isoformat())
+    page.fill("#booking-form input[name=start]", "09:00")
+    page.fill("#booking-form input[name=end]", "10:00")
+    assert page.is_hidden("#repeat-options")
+    page.get_by_label("Repeats").select_option("weekly")
+    page.locator("#repeat-days").get_by_label("Monday", exact=True).check()
+    page.locator("#repeat-days").get_by_label("Thursday", exact=True).check()
+    page.get_by_label("Number of times").fill("4")
+    shot(page.locator("#book"), "booking-form-repeat.png", capsys)
+    page.click("#book-submit")
+    page.wait_for_selector("#series li[data-pending='4']")
+    series = Series.objects.get()
+    assert "Booked “Team room”, Every week on Monday and Thursday" in page.text_content("#outcome")
+
+    # The week of its first date: two occurrences, each marked ↻ with the rule in words.
+    page.wait_for_function("document.querySelectorAll('#week-grid .event.booking.series').length === 2")
+    block = page.locator(f"#week-grid .event.series[data-series='{series.pk}']").first
+    assert "↻" in block.text_content() and "09:00–10:00" in block.text_content()
+    assert "Repeats: Every week on Monday and Thursday, 09:00–10:00 (Europe/Lisbon), 4 times" in block.text_content()
+    shot(page.locator("#week"), "week-view-series.png", capsys)
+    shot(page, "members-page-series.png", capsys, full_page=True)
+
+    # Confirm the series in one action.
+    page.click(f"#series-{series.pk} button[data-action=confirm-series]")
+    page.wait_for_selector(f"#series-{series.pk}[data-pending='0']")
+    assert {b.status for b in occurrences(series)} == {"confirmed"}
+
+    # Cancel the second date and the ones after it.
+    second = occurrences(series)[1]
+    page.click(f"#booking-{second.pk} a[data-action=cancel]")
+    page.get_by_label("This one and every later one in the series").check()
+    page.click("#cancel-confirm")
+    page.wait_for_selector(f"#series-{series.pk}")
+    assert [b.status for b in occurrences(series)] == ["confirmed", "cancelled", "cancelled", "cancelled"]

@@ -188,7 +188,11 @@
   function addDays(d, n) { return new Date(d.getFullYear(), d.getMonth(), d.getDate() + n); }  // local days (DST-safe)
   const overlaps = (a, b) => a.start < b.end && b.start < a.end;
   let weekStart = mondayOf(new Date()), week = {bookings: [], busy: [], errors: []}, loading = 0;
-  let busyRead = {week: null, answer: null};  // the shown week's busy times (a promise): read once per week or change
+  let busyRead = {week: null, answer: null};
+  {  // back from booking a series (#series-<id>): the week of its next date
+    const series = location.hash.startsWith("#series-") && document.getElementById(location.hash.slice(1));
+    if (series && series.dataset.next) weekStart = mondayOf(new Date(series.dataset.next));
+  }  // the shown week's busy times (a promise): read once per week or change
 
   async function loadWeek(freshBusy) {
     const mine = ++loading, from = weekStart, range = {start: from.toISOString(), end: addDays(from, 7).toISOString()};
