@@ -2,7 +2,9 @@
 and staff's Integrations → Room calendars page.
 
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
-Cancel, so it says the same thing and works the same way with JavaScript off."""
+Cancel, so it says the same thing and works the same way with JavaScript off. So are repeating
+bookings: "Repeat" on the booking form, Confirm for a whole series, and "this one / this and
+following / all" on Cancel and Move — all through `services`, as the REST API."""
 
 import datetime as dt
 import zoneinfo
@@ -187,8 +189,8 @@ def calendar_integration(request):
 
 
 def _series_rows(user, errors):
-    """The member's series with an upcoming occurrence: rule in words, pending and confirmed counts,
-    and the next occurrence (its cancel page offers "all")."""
+    """The member's series with an upcoming occurrence: rule in words, how many upcoming and how many
+    of them pending, and the next occurrence (its cancel page offers "all")."""
     upcoming = Q(bookings__end__gt=timezone.now()) & ~Q(bookings__status=Booking.Status.CANCELLED)
     following = (
         Booking.objects.filter(series=OuterRef("pk"), end__gt=timezone.now())
