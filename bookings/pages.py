@@ -324,7 +324,8 @@ def _new_series(request, data, zone):
         messages.error(request, f"Not booked: {exc}")
         return redirect(f"{reverse('calendar-integration')}#book")
     count = series.bookings.count()
-    note = f"Booked “{series.title}”, {repeat.words(series)}: {count} {'date' if count == 1 else 'dates'}"
+    words = repeat.words(series)
+    note = f"Booked “{series.title}”, {words[:1].lower()}{words[1:]}: {count} {'date' if count == 1 else 'dates'}"
     if skipped:
         note += f", leaving out {', '.join(_day(date) for date in skipped)}"
     messages.success(request, note + f" ({zone} time). Confirm them below, all at once or one by one.")

@@ -110,7 +110,7 @@ def test_weekly_on_two_days_every_other_week_from_a_wednesday(browser, member, w
     assert {d.strftime("%H:%M") for d in days} == {"09:00"}
     assert {b.status for b in occurrences(series)} == {Booking.Status.PENDING}
     note = browser.get(PAGE).content.decode()
-    assert "Booked “Team room”, Every 2 weeks on Monday and Thursday, 09:00–10:00 (Europe/Lisbon), 4 times" in note
+    assert "Booked “Team room”, every 2 weeks on Monday and Thursday, 09:00–10:00 (Europe/Lisbon), 4 times" in note
 
 
 def test_until_a_date_and_no_day_chosen_repeats_on_the_dates_own_day(browser, workspace):
@@ -521,7 +521,7 @@ def test_member_repeats_a_booking_sees_it_in_the_week_confirms_it_and_cancels_th
     page.click("#book-submit")
     page.wait_for_selector("#series li[data-pending='4']")
     series = Series.objects.get()
-    assert "Booked “Team room”, Every week on Monday and Thursday" in page.text_content("#outcome")
+    assert "Booked “Team room”, every week on Monday and Thursday" in page.text_content("#outcome")
 
     # The week of its first date: two occurrences, each marked ↻ with the rule in words.
     page.wait_for_function("document.querySelectorAll('#week-grid .event.booking.series').length === 2")
