@@ -10,9 +10,10 @@ gone) and a RECURRENCE-ID override for each one moved or changed; the rule ends 
 """
 
 import hashlib
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import wraps
 from itertools import islice
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule
@@ -29,6 +30,7 @@ from icalendar import Event as VEvent
 from .models import CalendarFeed, SyncRecord
 from .owners import Owner
 from .sources import get_sources
+from .types import Event, SeriesInfo
 
 PRODID = "-//ManageHub//calendar_sync//EN"
 #: How often calendar apps should poll (RFC 7986 REFRESH-INTERVAL, and the X-PUBLISHED-TTL most apps read).
@@ -53,13 +55,14 @@ def render(feed):
     cal.add("x-wr-calname", "ManageHub bookings")
     cal.add("refresh-interval", vDuration(REFRESH_INTERVAL), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(REFRESH_INTERVAL))
-    undated = []  # events whose source can't tell when they changed
+    undated: list[VEvent] = []  # events whose source can't tell when they changed
     for source in get_sources().values():
         objects = list(
             source.get_queryset().filter(pk__in=source.upcoming(Owner.member(feed.user_id)).values("pk")).order_by("pk")
         )
         versions = _versions(source, objects)
-        series = {}  # key: (SeriesInfo, [(obj, event, original start)]) — one VEVENT per series
+        # key: (SeriesInfo, [(obj, event, original start)]) — one VEVENT per series
+        series: dict[str, tuple[SeriesInfo, list[tuple[Any, Event, datetime]]]] = {}
         for obj in objects:
             event = source.event(obj)
             info = event.series or source.series(obj)
@@ -123,7 +126,7 @@ def _series_vevents(source, info, occurrences, versions, undated):
         first = info.start.astimezone(zone)
         starts = list(islice(rrule.rrulestr(info.rule, dtstart=first, unfold=True), MAX_SERIES_OCCURRENCES))
     except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
-        starts, zone = [], UTC
+        starts = []  # nothing matches: every occurrence stays a single event
 
     held = {original.astimezone(UTC): (obj, event) for obj, event, original in occurrences}
     matched = [start for start in starts if start.astimezone(UTC) in held]
