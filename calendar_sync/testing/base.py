@@ -7,6 +7,8 @@ test uses are the same on both:
 
     fake.add_event(account, start, end, title="Standup", calendar=None, busy=True) -> event id
     fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
+    fake.add_recurring_event(account, start, end, rule, title="Busy", calendar=None, time_zone="UTC") -> master id
+    fake.change_occurrence(account, event_id, original_start, start=None, end=None, cancel=False) -> its id
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)

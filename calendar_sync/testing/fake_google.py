@@ -16,7 +16,10 @@ events as minimal cancelled items, `nextSyncToken` on the last page; 410 `fullSy
 for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like, or when
 its other parameters differ from the full read that began the sync);
 `freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
-Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
+Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`,
+and recurring events by `add_recurring_event` / `change_occurrence` (an exception event
+`<id>_<original start>`); `singleEvents=true` lists their instances (the master's fields and
+extended properties, `recurringEventId`, `originalStartTime`) with the exceptions in place.
 """
 
 import base64

@@ -17,7 +17,9 @@ rounds (`@odata.nextLink` pages, then an absolute `@odata.deltaLink`; later roun
 changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410),
 `calendar/getSchedule`, and change-notification `subscriptions` (create, get, renew, delete,
 `notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
-`delete_event`.
+`delete_event`, and a recurring series by `add_recurring_event` / `change_occurrence`: calendarView
+and delta list its occurrences and exceptions (`seriesMasterId`, `originalStart`; no extended
+properties), never the series master; a cancelled occurrence is gone.
 """
 
 import base64
