@@ -245,6 +245,14 @@ def test_a_caldav_room_pull_expands_an_outside_series_and_knows_ours(radicale, p
         assert [(b.start, b.end) for b in reads.external_busy(owner, *window)] == expected
         blocks = get_provider("caldav").busy(token.access_token, token.calendar_id, *window)
         assert {b.summary for b in blocks if b.ours} == {"Ours"} and len([b for b in blocks if b.ours]) == 9
+        # the phone cancels one more occurrence: the next (incremental) pull frees that day
+        stamp = nth(5, first).astimezone(LISBON).strftime("%Y%m%dT%H%M%S")
+        event = calendar.event_by_uid("yoga-1@phone")
+        event.data = event.data.replace("EXDATE;TZID=Europe/Lisbon:", f"EXDATE;TZID=Europe/Lisbon:{stamp},")
+        event.save()
+        assert reads.pull(owner)["full"] is False
+        later = [(b.start, b.end) for b in reads.external_busy(owner, *window)]
+        assert len(later) == 28 and nth(5, first).astimezone(UTC) not in [s for s, _ in later]
     finally:
         for obj in calendar.events():
             obj.delete()
