@@ -124,39 +124,37 @@ def _series_vevents(source, info, occurrences, versions, undated):
     try:
         zone = ZoneInfo(info.time_zone)
         first = info.start.astimezone(zone)
+        rule = vRecur.from_ical(info.rule)
         starts = list(islice(rrule.rrulestr(info.rule, dtstart=first, unfold=True), MAX_SERIES_OCCURRENCES))
     except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
         starts = []  # nothing matches: every occurrence stays a single event
-
-    held = {original.astimezone(UTC): (obj, event) for obj, event, original in occurrences}
-    matched = [start for start in starts if start.astimezone(UTC) in held]
-
-    singles = [held[k] for k in sorted(held) if k not in {s.astimezone(UTC) for s in matched}]
-    items = []
-    for obj, event in singles:
-        items.append(_vevent(source, obj, event, versions, undated, f"{source.event_id(obj.pk)}{UID_SUFFIX}"))
+    held, singles = {}, []  # {original start (UTC): (obj, event)}; the rest are single events
+    for obj, event, original in occurrences:
+        if original.astimezone(UTC) in held:
+            singles.append((obj, event))  # two objects claim one occurrence: neither is lost
+        else:
+            held[original.astimezone(UTC)] = (obj, event)
+    matched = {start: held.pop(start.astimezone(UTC)) for start in starts if start.astimezone(UTC) in held}
+    singles += [held[key] for key in sorted(held)]
+    items = [
+        _vevent(source, obj, event, versions, undated, f"{source.event_id(obj.pk)}{UID_SUFFIX}")
+        for obj, event in singles
+    ]
     if not matched:
         return items
-    length = info.end - info.start
+    length, last = info.end - info.start, max(matched)
+    usual = [event for start, (_, event) in matched.items() if event.start == start and event.end - start == length]
+    typical = usual[0] if usual else next(iter(matched.values()))[1]
     uid = f"{source.event_id(f'series:{info.key}')}{UID_SUFFIX}"
-    typical = next(
-        (
-            held[s.astimezone(UTC)][1]
-            for s in matched
-            if held[s.astimezone(UTC)][1].start == s and held[s.astimezone(UTC)][1].end - s == length
-        ),
-        held[matched[0].astimezone(UTC)][1],
-    )
     master = VEvent()
     master.add("uid", uid)
     master.add("dtstart", first)
     master.add("dtend", first + length)
-    rule = vRecur.from_ical(info.rule)
-    if matched[-1] != starts[-1] or len(starts) == MAX_SERIES_OCCURRENCES:  # ends earlier than the rule
+    if last != starts[-1] or len(starts) == MAX_SERIES_OCCURRENCES:  # it ends earlier than the rule says
         rule.pop("COUNT", None)
-        rule["UNTIL"] = [matched[-1].astimezone(UTC)]
+        rule["UNTIL"] = [last.astimezone(UTC)]
     master.add("rrule", rule)
-    missing = [s for s in starts if s <= matched[-1] and s.astimezone(UTC) not in held]
+    missing = [start for start in starts if start <= last and start not in matched]
     if missing:
         master.add("exdate", missing)
     master.add("summary", typical.summary)
@@ -165,7 +163,7 @@ def _series_vevents(source, info, occurrences, versions, undated):
     if typical.description:
         master.add("description", typical.description)
     master.add("status", "CONFIRMED")
-    objs = [held[s.astimezone(UTC)][0] for s in matched]
+    objs = [obj for obj, _ in matched.values()]
     master.add("sequence", max(max(versions.get(str(obj.pk), 1) - 1, 0) for obj in objs))
     modified = [source.modified(obj) for obj in objs]
     if None in modified:
@@ -173,8 +171,7 @@ def _series_vevents(source, info, occurrences, versions, undated):
     else:
         _stamp(master, max(modified))
     items.insert(0, master)
-    for start in matched:
-        obj, event = held[start.astimezone(UTC)]
+    for start, (obj, event) in matched.items():
         # Not the description: a host may link each occurrence to its own page; that alone is no exception.
         same = (event.summary, event.location) == (typical.summary, typical.location)
         if same and event.start == start and event.end - event.start == length:
