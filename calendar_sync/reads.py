@@ -223,6 +223,7 @@ def pull(owner, reason=Reason.SCHEDULE):
             [
                 BusyBlock(
                     remote_id=b.remote_id[:1024],
+                    series_id=b.series_id[:1024],
                     start=b.start,
                     end=b.end,
                     summary=(b.summary or "")[:255] if keep_titles else "",
@@ -238,10 +239,15 @@ def pull(owner, reason=Reason.SCHEDULE):
 def external_busy(owner, start, end):
     """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule.
 
-    Never one of our own events (imported before its id was known, e.g. after a lost answer).
+    Never one of our own events (imported before its id was known, e.g. after a lost answer), nor an
+    occurrence of our own recurring event.
     """
     ours = SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values("remote_id")
-    blocks = BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).exclude(remote_id__in=ours)
+    blocks = (
+        BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup())
+        .exclude(remote_id__in=ours)
+        .exclude(series_id__in=ours)
+    )
     return list(blocks.order_by("start"))
 
 

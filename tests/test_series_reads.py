@@ -281,3 +281,21 @@ def test_a_members_own_feed_subscribed_as_an_ics_link_is_all_ours(api, workspace
     finally:
         feed.close()
     assert len(blocks) == 10 and all(b.ours for b in blocks)
+
+
+def test_occurrences_pulled_before_our_series_id_was_known_never_block_the_room(fake_microsoft, staff, workspace):
+    """A lost answer to the create of a series: the next pull imports its occurrences as someone
+    else's; once the series' id is recorded they no longer count, before any other pull."""
+    room_on(fake_microsoft, staff, workspace)
+    owner = Owner("workspace", str(workspace.pk))
+    first = next_monday()
+    ours = fake_microsoft.add_recurring_event(
+        fake_microsoft.room_account, first, first + HOUR, "FREQ=DAILY;COUNT=5", title="Ours"
+    )
+    assert reads.pull(owner)["blocks"] == 5
+    window = (first - dt.timedelta(days=1), first + dt.timedelta(days=10))
+    assert len(reads.external_busy(owner, *window)) == 5
+    assert set(BusyBlock.objects.values_list("series_id", flat=True)) == {ours}
+    written_by_us(owner, ours)
+    assert reads.external_busy(owner, *window) == []
+    assert reads.pull(owner)["full"] is False and reads.external_busy(owner, *window) == []
