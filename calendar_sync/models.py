@@ -279,6 +279,8 @@ class BusyBlock(models.Model):
     owner_kind = models.CharField(max_length=32)
     owner_id = models.CharField(max_length=64)
     remote_id = models.CharField(max_length=1024)
+    #: The recurring event this is an occurrence of ("" when none): ours once we know that event's id.
+    series_id = models.CharField(max_length=1024, blank=True, default="")
     start = models.DateTimeField()
     end = models.DateTimeField()
     summary = models.CharField(max_length=255, blank=True)

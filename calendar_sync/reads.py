@@ -54,7 +54,8 @@ class _Ours:
     """What names the events this app wrote for `owner`, recognised even where the provider cannot say:
     the remote ids we stored and, for an id that carries a UID (an ICS block's id is the event's UID,
     `#n` added for its later occurrences), our keys: `<key>@google.com` in Google's secret iCal
-    address, `<key>@calendar-sync` over CalDAV. The keys are derived only when such an id is met."""
+    address, `<key>@calendar-sync` over CalDAV. The keys are derived only when such an id is met.
+    An occurrence of a recurring event is ours when its series is (`owns`: the master's id)."""
 
     def __init__(self, owner):
         self.records = SyncRecord.objects.filter(**owner.lookup())
@@ -79,6 +80,10 @@ class _Ours:
             return True
         key = uid.rpartition("@")[0]
         return bool(key) and key in self.keys()
+
+    def owns(self, remote_id, series_id=""):
+        """Whether the event `remote_id`, an occurrence of `series_id` when set, is one we wrote."""
+        return remote_id in self or (bool(series_id) and series_id in self)
 
 
 def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
@@ -114,8 +119,8 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
         if isinstance(outcome, Exception):
             errors.append({"connection": token.pk, "code": _error_code(outcome)})
             continue
-        for b_start, b_end, remote_id, summary in outcome:
-            if remote_id in ours:
+        for b_start, b_end, remote_id, summary, series_id in outcome:
+            if ours.owns(remote_id, series_id):
                 continue
             spans.append(
                 {"start": b_start, "end": b_end, "connection": token.pk, **({"title": summary} if titles else {})}
@@ -136,20 +141,20 @@ BUSY_PARALLEL = 8
 
 
 def _blocks(token, start, end, reason):
-    """[(start, end, remote id, title)] of one connection's calendar in the window, its events marked
+    """[(start, end, remote id, title, series id)] of one connection's calendar in the window, its events marked
     as ours left out. Cached for BUSY_CACHE_SECONDS per connection as last saved (a reconnect, a
     refresh or a setting change reads afresh), calendar and window: never another account's."""
     if not token.is_active:
         raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
     saved = token.updated_at.timestamp() if token.updated_at else ""
-    key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
+    key = f"calendar_sync:busy2:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
     blocks = cache.get(key)
     if blocks is None:
         provider = get_provider(token.provider)
         found = tokens.with_access(
             token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end)
         )
-        blocks = [(b.start, b.end, b.remote_id, b.summary or "") for b in found if not b.ours]
+        blocks = [(b.start, b.end, b.remote_id, b.summary or "", b.series_id) for b in found if not b.ours]
         cache.set(key, blocks, get_setting("BUSY_CACHE_SECONDS"))
     return blocks
 
@@ -204,7 +209,9 @@ def pull(owner, reason=Reason.SCHEDULE):
     )
     ours = _Ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
-    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and b.remote_id not in ours}
+    external = {
+        b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and not ours.owns(b.remote_id, b.series_id)
+    }
     gone = set(changes.removed) | {b.remote_id for b in changes.blocks if b.remote_id not in external}
     blocks = BusyBlock.objects.filter(**owner.lookup())
     with transaction.atomic():
@@ -216,6 +223,7 @@ def pull(owner, reason=Reason.SCHEDULE):
             [
                 BusyBlock(
                     remote_id=b.remote_id[:1024],
+                    series_id=b.series_id[:1024],
                     start=b.start,
                     end=b.end,
                     summary=(b.summary or "")[:255] if keep_titles else "",
@@ -231,10 +239,15 @@ def pull(owner, reason=Reason.SCHEDULE):
 def external_busy(owner, start, end):
     """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule.
 
-    Never one of our own events (imported before its id was known, e.g. after a lost answer).
+    Never one of our own events (imported before its id was known, e.g. after a lost answer), nor an
+    occurrence of our own recurring event.
     """
     ours = SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values("remote_id")
-    blocks = BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).exclude(remote_id__in=ours)
+    blocks = (
+        BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup())
+        .exclude(remote_id__in=ours)
+        .exclude(series_id__in=ours)
+    )
     return list(blocks.order_by("start"))
 
 

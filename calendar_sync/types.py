@@ -118,6 +118,9 @@ class BusyBlock:
     remote_id: str = ""
     summary: str = ""
     ours: bool = False
+    #: The recurring event this is an occurrence of (Google `recurringEventId`, Graph `seriesMasterId`),
+    #: so an occurrence of a series this app wrote is known as ours by the master's id.
+    series_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,10 @@ GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
 PAGE_SIZE = 2500  # events.list's maximum maxResults
-LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
+LIST_FIELDS = (
+    "nextPageToken,nextSyncToken,"
+    "items(id,status,summary,start,end,transparency,extendedProperties/private,recurringEventId)"
+)
 UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
@@ -162,7 +165,8 @@ def _block(item):
         end=end,
         remote_id=str(item.get("id") or ""),
         summary=str(item.get("summary") or ""),
-        ours=MARKER in private,
+        ours=MARKER in private,  # instances of a recurring event carry the master's properties
+        series_id=str(item.get("recurringEventId") or ""),
     )
 
 

@@ -52,7 +52,7 @@ REAUTH_ERRORS = frozenset(
 )
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
-VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay"
+VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,seriesMasterId"
 NOT_BUSY = {"free", "workingelsewhere"}
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
 SYNC_RESET_CODES = {
@@ -163,6 +163,7 @@ def _block(item: dict[str, Any]) -> BusyBlock | None:
         remote_id=str(item.get("id") or ""),
         summary=str(item.get("subject") or ""),
         ours=_is_ours(item),
+        series_id=str(item.get("seriesMasterId") or ""),  # an occurrence: ours when its series master is
     )
 
 

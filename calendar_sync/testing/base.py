@@ -7,6 +7,8 @@ test uses are the same on both:
 
     fake.add_event(account, start, end, title="Standup", calendar=None, busy=True) -> event id
     fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
+    fake.add_recurring_event(account, start, end, rule, title="Busy", calendar=None, time_zone="UTC") -> master id
+    fake.change_occurrence(account, event_id, original_start, start=None, end=None, cancel=False) -> its id
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
@@ -25,13 +27,17 @@ test uses are the same on both:
 the sandbox (`python -m calendar_sync.testing`).
 """
 
+import datetime as dt
 import html
+import itertools
 import re
 import threading
 import urllib.parse
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+from dateutil import rrule
 
 from .server import LoopbackServer
 
@@ -352,3 +358,28 @@ class FakeService(LoopbackServer):
                         )
                     parts.append("</table>")
         return 200, ("text/html; charset=utf-8", "".join(parts).encode()), {}
+
+
+#: The most occurrences a fake expands of one recurring event (a rule with no end stops here).
+MAX_EXPANDED = 1000
+
+
+def _expand_rrule(
+    recurrence: list[str], start: dt.datetime, end: dt.datetime, time_zone: str = "UTC"
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """[(start, end)] in UTC of each occurrence of a recurring event whose first one is `start`–`end`.
+
+    `recurrence` holds RFC 5545 lines ("RRULE:…", "EXDATE…", "RDATE…"; Google's `recurrence` field)
+    read in `time_zone` as wall-clock time, as both services do: 09:00 stays 09:00 across
+    daylight-saving changes. Each occurrence lasts as long as the first (exactly)."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.UTC
+    first = start.astimezone(zone)
+    rules = rrule.rrulestr("\n".join(recurrence), dtstart=first, forceset=True, unfold=True)
+    length = end - start
+    return [
+        (moment.astimezone(dt.UTC), moment.astimezone(dt.UTC) + length)
+        for moment in itertools.islice(rules, MAX_EXPANDED)
+    ]

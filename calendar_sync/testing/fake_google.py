@@ -16,7 +16,10 @@ events as minimal cancelled items, `nextSyncToken` on the last page; 410 `fullSy
 for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like, or when
 its other parameters differ from the full read that began the sync);
 `freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
-Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
+Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`,
+and recurring events by `add_recurring_event` / `change_occurrence` (an exception event
+`<id>_<original start>`); `singleEvents=true` lists their instances (the master's fields and
+extended properties, `recurringEventId`, `originalStartTime`) with the exceptions in place.
 """
 
 import base64
@@ -40,7 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from . import server
-from .base import FakeService
+from .base import FakeService, _expand_rrule
 from .server import decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
@@ -153,6 +156,48 @@ def _event_time(value, all_day=False):
 
 def _public(event):
     return {k: v for k, v in event.items() if not k.startswith("_")}
+
+
+def _instance_id(master_id, original):
+    """Google's id of one instance of a recurring event: `<master id>_<original start, UTC basic form>`."""
+    return f"{master_id}_{original.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _instances(events):
+    """`events` as `singleEvents=true` lists them: each recurring event replaced by its instances
+    (the master's fields, `recurringEventId`, `originalStartTime`, id `<master>_<time>`), with the
+    exceptions stored for it (moved, changed or cancelled instances) in their place."""
+    listed = {}
+    for event in events.values():
+        if event.get("recurringEventId") and event["recurringEventId"] in events:
+            continue  # an exception: it takes its instance's place below
+        recurrence = event.get("recurrence")
+        start, end = _span(event)
+        if not recurrence or start is None or end is None:
+            listed[event["id"]] = event
+            continue
+        zone = (event.get("start") or {}).get("timeZone") or "UTC"
+        fields = {k: v for k, v in event.items() if k not in ("recurrence", "id", "start", "end", "iCalUID")}
+        for original, finish in _expand_rrule(recurrence, start, end, zone):
+            instance_id = _instance_id(event["id"], original)
+            moment = {"dateTime": original.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone}
+            instance = {
+                **fields,
+                "id": instance_id,
+                "iCalUID": event.get("iCalUID", ""),
+                "recurringEventId": event["id"],
+                "originalStartTime": moment,
+                "start": moment,
+                "end": {"dateTime": finish.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone},
+            }
+            exception = events.get(instance_id)
+            if exception is not None:
+                instance.update({k: v for k, v in exception.items() if k != "_seq"})
+                instance["_seq"] = max(event.get("_seq", 0), exception.get("_seq", 0))
+            elif event["status"] == "cancelled":
+                instance["status"] = "cancelled"
+            listed[instance_id] = instance
+    return listed
 
 
 class FakeGoogle(FakeService):
@@ -328,6 +373,46 @@ class FakeGoogle(FakeService):
             event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
             event["status"] = "cancelled"
             self._touch(event)
+
+    def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
+        """Create a recurring event as the member would: the first occurrence `start`–`end` in
+        `time_zone`, repeating by `rule` (an RRULE, without "RRULE:"); return the master's id."""
+        event_id = self.add_event(account, start, end, title=title, calendar=calendar)
+        with self.lock:
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            for field, moment in (("start", start), ("end", end)):
+                event[field] = {"dateTime": moment.astimezone(ZoneInfo(time_zone)).isoformat(), "timeZone": time_zone}
+            event["recurrence"] = [f"RRULE:{rule}"]
+            self._touch(event)
+        return event_id
+
+    def change_occurrence(self, account, event_id, original_start, start=None, end=None, cancel=False, calendar=None):
+        """Move (`start`, `end`) or cancel one instance of a recurring event in the UI: Google keeps an
+        exception event `<id>_<original start>` with `recurringEventId` and `originalStartTime`."""
+        with self.lock:
+            events = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")]
+            master = events[event_id]
+            zone = master["start"].get("timeZone") or "UTC"
+            instance_id = _instance_id(event_id, original_start)
+            exception = events.setdefault(
+                instance_id,
+                {
+                    "kind": "calendar#event",
+                    "id": instance_id,
+                    "status": "confirmed",
+                    "recurringEventId": event_id,
+                    "originalStartTime": {
+                        "dateTime": original_start.astimezone(ZoneInfo(zone)).isoformat(),
+                        "timeZone": zone,
+                    },
+                },
+            )
+            if cancel:
+                exception["status"] = "cancelled"
+            if start is not None and end is not None:
+                exception["start"], exception["end"] = _event_time(start), _event_time(end)
+            self._touch(exception)
+        return instance_id
 
     # --- push -------------------------------------------------------------------------------------
     def notify(self, channel_id, event_id=None, secret=None, state="exists"):
@@ -773,6 +858,8 @@ class FakeGoogle(FakeService):
                 return _error(400, "badRequest", "Bad Request")
         if time_min is not None and time_max is not None and time_max <= time_min:
             return _error(400, "timeRangeEmpty", "The specified time range is empty.")
+        if query.get("singleEvents") == "true":
+            events = _instances(events)
         since = None
         if sync is not None:
             token = decode_token(sync)

@@ -17,7 +17,9 @@ rounds (`@odata.nextLink` pages, then an absolute `@odata.deltaLink`; later roun
 changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410),
 `calendar/getSchedule`, and change-notification `subscriptions` (create, get, renew, delete,
 `notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
-`delete_event`.
+`delete_event`, and a recurring series by `add_recurring_event` / `change_occurrence`: calendarView
+and delta list its occurrences and exceptions (`seriesMasterId`, `originalStart`; no extended
+properties), never the series master; a cancelled occurrence is gone.
 """
 
 import base64
@@ -38,7 +40,7 @@ import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
 from . import server
-from .base import FakeService
+from .base import FakeService, _expand_rrule
 from .server import decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
@@ -198,6 +200,43 @@ def _overlaps(span, start, end):
     if span_start == span_end:  # a zero-length event sits at an instant
         return start <= span_start < end
     return span_start < end and span_end > start
+
+
+GRAPH_DAYS = {
+    "sunday": "SU",
+    "monday": "MO",
+    "tuesday": "TU",
+    "wednesday": "WE",
+    "thursday": "TH",
+    "friday": "FR",
+    "saturday": "SA",
+}
+
+
+def _graph_rrule(recurrence):
+    """A Graph `recurrence` ({pattern, range}) as an RRULE line: daily, weekly and absoluteMonthly
+    patterns; numbered, endDate (inclusive, in the range's zone) and noEnd ranges."""
+    pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
+    kind = str(pattern.get("type", "")).lower()
+    parts = [f"FREQ={ {'daily': 'DAILY', 'weekly': 'WEEKLY', 'absolutemonthly': 'MONTHLY'}[kind] }"]
+    parts.append(f"INTERVAL={int(pattern.get('interval') or 1)}")
+    if kind == "weekly" and pattern.get("daysOfWeek"):
+        parts.append("BYDAY=" + ",".join(GRAPH_DAYS[str(d).lower()] for d in pattern["daysOfWeek"]))
+    if kind == "absolutemonthly" and pattern.get("dayOfMonth"):
+        parts.append(f"BYMONTHDAY={int(pattern['dayOfMonth'])}")
+    if str(span.get("type", "")).lower() == "numbered":
+        parts.append(f"COUNT={int(span['numberOfOccurrences'])}")
+    elif str(span.get("type", "")).lower() == "enddate":
+        last = dt.datetime.combine(dt.date.fromisoformat(span["endDate"]), dt.time(23, 59, 59))
+        zone = _tz(span.get("recurrenceTimeZone")) or UTC
+        parts.append(f"UNTIL={last.replace(tzinfo=zone).astimezone(UTC):%Y%m%dT%H%M%SZ}")
+    return "RRULE:" + ";".join(parts)
+
+
+def _occurrence_id(master_id, original):
+    """A deterministic opaque id for one occurrence of a series (Graph's are opaque too)."""
+    digest = hashlib.sha256(f"{master_id}|{original.isoformat()}".encode()).digest()
+    return "AAMkAGI2Occ" + base64.urlsafe_b64encode(digest).decode().rstrip("=") + "AAA="
 
 
 def _prefer(headers):
@@ -409,6 +448,115 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"].pop(event_id)
             mailbox["transactions"].pop(event.get("transactionId"), None)
             self._bury(mailbox, event)
+
+    def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
+        """Create a recurring series as the member would (the first occurrence `start`–`end` in
+        `time_zone`, repeating by `rule`, an RRULE of FREQ DAILY/WEEKLY/MONTHLY with INTERVAL,
+        BYDAY, BYMONTHDAY, COUNT or UNTIL); return the series master's id."""
+        parts = dict(part.split("=", 1) for part in rule.removeprefix("RRULE:").split(";"))
+        days = {v: k for k, v in GRAPH_DAYS.items()}
+        local = start.astimezone(_tz(time_zone) or UTC)
+        kind = {"DAILY": "daily", "WEEKLY": "weekly", "MONTHLY": "absoluteMonthly"}[parts["FREQ"]]
+        pattern = {"type": kind, "interval": int(parts.get("INTERVAL", 1)), "firstDayOfWeek": "monday"}
+        if kind == "weekly":
+            byday = parts.get("BYDAY") or ["MO", "TU", "WE", "TH", "FR", "SA", "SU"][local.weekday()]
+            pattern["daysOfWeek"] = [days[d] for d in byday.split(",")]
+        if kind == "absoluteMonthly":
+            pattern["dayOfMonth"] = int(parts.get("BYMONTHDAY", local.day))
+        span = {"startDate": local.date().isoformat(), "recurrenceTimeZone": time_zone}
+        if "COUNT" in parts:
+            span.update(type="numbered", numberOfOccurrences=int(parts["COUNT"]))
+        elif "UNTIL" in parts:
+            until = dt.datetime.strptime(parts["UNTIL"][:8], "%Y%m%d").date()
+            span.update(type="endDate", endDate=until.isoformat())
+        else:
+            span["type"] = "noEnd"
+        event_id = self.add_event(account, start, end, title=title, calendar=calendar, time_zone=time_zone)
+        self.update_event(account, event_id, type="seriesMaster", recurrence={"pattern": pattern, "range": span})
+        return event_id
+
+    def change_occurrence(self, account, event_id, original_start, start=None, end=None, cancel=False, calendar=None):
+        """Move (`start`, `end`) or cancel one occurrence of a series in Outlook. Moved, it becomes an
+        event of type "exception" (its `seriesMasterId`, `originalStart`); cancelled, it is gone
+        (the master remembers it). Returns the occurrence's id."""
+        with self.lock:
+            mailbox = self.accounts[account]
+            master = mailbox["events"][event_id]
+            original = original_start.astimezone(UTC)
+            occurrence_id = _occurrence_id(event_id, original)
+            if cancel:
+                master.setdefault("_cancelled", []).append(original.isoformat())
+                if occurrence_id in mailbox["events"]:
+                    self._bury(mailbox, mailbox["events"].pop(occurrence_id))
+                self._touch(master)
+                return occurrence_id
+            zone = master["start"].get("timeZone") or "UTC"
+            exception = mailbox["events"].get(occurrence_id)
+            if exception is None:
+                exception = self._occurrence(master, original, original + (_span_of(master)[1] - _span_of(master)[0]))
+                exception["type"] = "exception"
+                mailbox["events"][occurrence_id] = exception
+            exception["start"], exception["end"] = _when(start, zone), _when(end, zone)
+            self._touch(exception)
+            return occurrence_id
+
+    def _series_changes(self, master, mailbox, start, end, zone):
+        """A changed series master in a delta round: its occurrences in the window, and its
+        cancelled ones as removed."""
+        items = [
+            self._view(o, {}, zone)
+            for o in self._occurrences_of(master, list(mailbox["events"].values()))
+            if _overlaps(_span_of(o), start, end)
+        ]
+        for original in master.get("_cancelled", []):
+            gone = _occurrence_id(master["id"], dt.datetime.fromisoformat(original))
+            items.append({"@odata.type": "#microsoft.graph.event", "id": gone, "@removed": {"reason": "deleted"}})
+        return items
+
+    @staticmethod
+    def _occurrence(master, start, end):
+        """One occurrence of a series master as calendarView lists it. It carries the master's fields
+        but not its extended properties (a reader must know its series by `seriesMasterId`)."""
+        zone = master["start"].get("timeZone") or "UTC"
+        item = {
+            k: v
+            for k, v in master.items()
+            if k not in ("recurrence", "singleValueExtendedProperties", "transactionId", "_spans", "_cancelled")
+        }
+        item.update(
+            {
+                "id": _occurrence_id(master["id"], start),
+                "type": "occurrence",
+                "seriesMasterId": master["id"],
+                "originalStart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "start": _local(start, zone),
+                "end": _local(end, zone),
+            }
+        )
+        return item
+
+    def _expanded(self, events):
+        """Stored events as calendarView (and its delta) list them: each series master replaced by its
+        occurrences (those not cancelled and not made exceptions; exceptions are stored events)."""
+        listed = []
+        for event in events:
+            if event.get("type") != "seriesMaster" or not event.get("recurrence"):
+                listed.append(event)
+                continue
+            listed.extend(self._occurrences_of(event, events))
+        return listed
+
+    def _occurrences_of(self, master, events):
+        first, last = _span_of(master)
+        zone = master["start"].get("timeZone") or "UTC"
+        taken = {e["id"] for e in events if e.get("seriesMasterId") == master["id"]}
+        cancelled = set(master.get("_cancelled", []))
+        found, iana = [], getattr(_tz(zone), "key", "UTC")  # Graph may name a Windows zone
+        for start, end in _expand_rrule([_graph_rrule(master["recurrence"])], first, last, iana):
+            if start.isoformat() in cancelled or _occurrence_id(master["id"], start) in taken:
+                continue
+            found.append(self._occurrence(master, start, end))
+        return found
 
     def events(self, account=None, calendar=None):
         """{event_id: event} of one calendar (the default one by default), extended properties included."""
@@ -1206,7 +1354,9 @@ class FakeMicrosoft(FakeService):
             size = max(1, int(prefs["odata.maxpagesize"]))
             applied.append(f"odata.maxpagesize={size}")
         events = [
-            e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
+            e
+            for e in self._expanded(list(mailbox["events"].values()))
+            if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
         ]
         events.sort(key=lambda e: (_span_of(e)[0], e["createdDateTime"]))
         status, answer, extra = self._page([self._view(e, query, zone) for e in events], path, query, size)
@@ -1261,7 +1411,7 @@ class FakeMicrosoft(FakeService):
             events = sorted(
                 (
                     e
-                    for e in mailbox["events"].values()
+                    for e in self._expanded(list(mailbox["events"].values()))
                     if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
                 ),
                 key=lambda e: e.get("_seq", 0),
@@ -1271,6 +1421,9 @@ class FakeMicrosoft(FakeService):
             changed = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and e.get("_seq", 0) > since]
             changed += [t for t in mailbox["tombstones"].values() if t["_calendar"] == cal_id and t["_seq"] > since]
             for record in sorted(changed, key=lambda r: r.get("_seq", 0)):
+                if record.get("type") == "seriesMaster" and record["id"] in mailbox["events"]:
+                    items += self._series_changes(record, mailbox, start, end, zone)
+                    continue
                 before = self._span_at(record, since)
                 was_in = before is not None and _overlaps(before, start, end)
                 alive = record["id"] in mailbox["events"] and mailbox["events"][record["id"]] is record
