@@ -14,7 +14,7 @@ WORKSPACE = "workspace"
 
 class BookingSource(EventSource):
     model = "bookings.Booking"
-    watched_fields = ("status", "start", "end", "title", "workspace")
+    watched_fields = ("status", "start", "end", "title", "workspace", "guests")
     event_id_field = "google_calendar_event_id"
 
     def get_queryset(self):
@@ -53,6 +53,7 @@ class BookingSource(EventSource):
             time_zone=workspace.time_zone,
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
+            attendees=tuple(g["email"] for g in obj.guests or () if g.get("email")),  # the member's copy only
         )
 
     def series(self, obj):
