@@ -72,13 +72,14 @@ def plan(
     written: dict[str, Any] | None,
     operation: Operation,
     *,
+    exists: bool,
     bulk: bool,
     rewrite: bool = False,
     notifies_every_write: bool = False,
 ) -> Plan:
     """What to do with `operation`, given what was last `written` in that destination.
 
-    `bulk`: backfills, resyncs, calendar moves — they never notify. `rewrite`: a resync, which
+    `exists`: the event is there, under a known id (the record says so, not only the object). `bulk`: backfills, resyncs, calendar moves — they never notify. `rewrite`: a resync, which
     writes an unchanged event again. `notifies_every_write`: the provider tells attendees of every
     write whatever we ask (Graph)."""
     written = written or {}
@@ -86,7 +87,7 @@ def plan(
         return Plan(True, bool(written.get(GUEST_DIGEST)) and not bulk)
     event = operation.event
     assert event is not None
-    exists = bool(operation.remote_id)
+    exists = exists and bool(operation.remote_id)
     guests = guest_digest(event)
     seen = guests != written.get(GUEST_DIGEST)  # guests appear, go, or see another time, place or link
     if exists and not seen and event.attendees and notifies_every_write:

@@ -232,6 +232,7 @@ def _planned(item, token, operation, reason):
     plan = invitations.plan(
         item.record.written,
         operation,
+        exists=item.record.remote_may_exist,
         bulk=reason in BULK_REASONS,
         rewrite=reason in REWRITE_REASONS,
         notifies_every_write=get_provider(token.provider).notifies_every_write,
@@ -435,7 +436,12 @@ def _backfill(owner, token, reason, shown, rewrite=False):
             item = _Item(source, record, token, objects.get(_pk(source, record.object_id)))
             operation = _operation(item)
             plan = invitations.plan(
-                record.written, operation, bulk=True, rewrite=rewrite, notifies_every_write=notifies
+                record.written,
+                operation,
+                exists=record.remote_may_exist,
+                bulk=True,
+                rewrite=rewrite,
+                notifies_every_write=notifies,
             )
             if operation.is_delete and not record.remote_may_exist:
                 _finish(item, State.SYNCED, operation)
