@@ -442,6 +442,13 @@ class GoogleProvider(BaseProvider):
         events = service.events()
         # Guests hear of a write only when the sync core says so (`Operation.notify`); never otherwise.
         send = "all" if operation.notify else "none"
+        if isinstance(step, tuple):  # ("move", destination calendar)
+            return events.move(
+                calendarId=calendar_id,
+                eventId=operation.remote_id or operation.key,
+                destination=step[1],
+                sendUpdates="none",
+            )
         if step == "delete":
             return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates=send)
         body = self.event_body(operation)
@@ -452,23 +459,13 @@ class GoogleProvider(BaseProvider):
         )
 
     def move(self, access_token, calendar_id, destination, operations):
-        """events.move, one call each, telling nobody (`sendUpdates=none`): the event keeps its id, guests
-        and their answers. One already gone (404/410) is an error: the caller creates it anew."""
+        """events.move (in batches when several), telling nobody (`sendUpdates=none`): each event keeps
+        its id, guests and their answers. One already gone (404/410) is an error: the caller creates it anew."""
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        results = []
-        for operation in operations:
-            request = service.events().move(
-                calendarId=calendar_id,
-                eventId=operation.remote_id or operation.key,
-                destination=destination,
-                sendUpdates="none",
-            )
-            try:
-                self._execute(request, http)
-                results.append(Outcome(remote_id=operation.remote_id or operation.key))
-            except CalendarSyncError as exc:
-                results.append(Outcome(exc))
-        return results
+        errors = self._run(
+            service, http, calendar_id, operations, dict.fromkeys(range(len(operations)), ("move", destination))
+        )
+        return [Outcome(errors[i], None if errors[i] else op.remote_id or op.key) for i, op in enumerate(operations)]
 
     @staticmethod
     def _next_step(step, error):
