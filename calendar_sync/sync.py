@@ -456,9 +456,9 @@ def _backfill(owner, token, reason, shown, rewrite=False):
         remote_may_exist=True
     )
     if not work:
-        return ({State.SYNCED: unchanged} if unchanged else {}), []
+        return ({str(State.SYNCED): unchanged} if unchanged else {}), []
     shown.add(len(work))
-    counts: dict[str, int] = {State.SYNCED: unchanged} if unchanged else {}
+    counts: dict[str, int] = {str(State.SYNCED): unchanged} if unchanged else {}
     later: list[Work] = []
     lost, held, paused_until = None, None, None
     size = get_setting("BULK_CHUNK")

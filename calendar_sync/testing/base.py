@@ -59,6 +59,7 @@ class FakeService(LoopbackServer):
     lock: threading.RLock  # made by the subclass before its state
     accounts: dict[str, Any]
     call_log: list[dict[str, Any]]
+    sent_messages: list[dict[str, str]]
     http_requests: list[dict[str, Any]]
     faults: list[dict[str, Any]]
     access_tokens: dict[str, dict[str, Any]]
