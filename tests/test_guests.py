@@ -3,8 +3,9 @@ expect them — one on confirm, one update per change of time, place or guest li
 and nothing on a retitle, retry, resync, sweep, backfill or duplicate delivery. Over real HTTP against
 both fakes, which count what each guest was sent as their service would."""
 
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db.models import F
@@ -14,7 +15,8 @@ from bookings.models import Booking
 from calendar_sync import api as calendar_sync
 from calendar_sync import tasks
 from calendar_sync.models import SyncRecord
-from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, room_on
+from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, room_on, settled
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -226,3 +228,44 @@ def test_fifty_guests_and_duplicates_are_fine(api, workspace):
     assert answer.status_code == 201, answer.content
     assert len(answer.json()["guests"]) == 49  # the duplicate went
     assert len(book(api, workspace, guests, hours=30).json()["guests"]) == 50
+
+
+# --- the real stack: a Celery worker process, racing deliveries, a killed worker ---------------------
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_racing_deliveries_and_a_killed_worker_tell_each_guest_once(worker, member_on_worker, fake_google, workspace):
+    api = member_on_worker
+    booking = book(api, workspace, GUESTS).json()
+    url = f"/api/bookings/{booking['id']}/"
+    fake_google.latency = 1.5
+    api.post(url + "confirm/")
+    for _ in range(4):  # the same work asked for again, racing on two processes
+        tasks.enqueue("booking", booking["id"])
+    wait_until(
+        lambda: any(r["method"] == "POST" and r["path"].startswith("/calendar/") for r in fake_google.http_requests),
+        what="the insert on its way",
+    )
+    worker.kill()  # while Google works on the insert: its answer is never read
+    fake_google.latency = 0
+    time.sleep(2)  # the insert lands, guests invited
+    worker.start()
+    obj = Booking.objects.get(pk=booking["id"])
+    wait_until(lambda: settled([obj]), timeout=60, what="the sync settled after the restart")
+    guests = [e.lower() for e in STORED]
+    assert sent(fake_google) == {(g, "invitation"): 1 for g in guests}  # redelivered: never announced twice
+    assert len(fake_google.events(GOOGLE_ACCOUNT)) == 1
+
+    later = timezone.now().replace(microsecond=0) + timedelta(hours=50)
+    api.patch(url, {"start": later.isoformat(), "end": (later + timedelta(hours=1)).isoformat()}, format="json")
+    for _ in range(4):
+        tasks.enqueue("booking", booking["id"])
+    wait_until(
+        lambda: (
+            settled([obj])
+            and datetime.fromisoformat(only_event(fake_google, GOOGLE_ACCOUNT)["start"]["dateTime"]) == later
+        ),
+        timeout=60,
+        what="the reschedule",
+    )
+    time.sleep(1)  # any straggling duplicate has run
+    assert sent(fake_google) == {**{(g, "invitation"): 1 for g in guests}, **{(g, "update"): 1 for g in guests}}
