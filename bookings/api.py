@@ -148,7 +148,12 @@ class GuestsField(serializers.Field):
         return emails
 
     def to_representation(self, value):
-        return [{"email": g.get("email", ""), "response": g.get("response", "needsAction")} for g in value or []]
+        guests = value if isinstance(value, list) else []
+        return [
+            {"email": str(g["email"]), "response": str(g.get("response") or "needsAction")}
+            for g in guests
+            if isinstance(g, dict) and g.get("email")
+        ]
 
 
 class BookingSerializer(serializers.ModelSerializer):

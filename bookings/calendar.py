@@ -12,6 +12,12 @@ from .models import Booking
 WORKSPACE = "workspace"
 
 
+def guest_emails(booking):
+    """The addresses of a booking's guests (entries that are not {"email": ...} are left out)."""
+    guests = booking.guests if isinstance(booking.guests, list) else []
+    return tuple(str(g["email"]) for g in guests if isinstance(g, dict) and g.get("email"))
+
+
 class BookingSource(EventSource):
     model = "bookings.Booking"
     watched_fields = ("status", "start", "end", "title", "workspace", "guests")
@@ -53,7 +59,7 @@ class BookingSource(EventSource):
             time_zone=workspace.time_zone,
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
-            attendees=tuple(g["email"] for g in obj.guests or () if g.get("email")),  # the member's copy only
+            attendees=guest_emails(obj),  # the member's copy only: the room's would invite them twice
         )
 
     def series(self, obj):

@@ -132,7 +132,11 @@ def clean_guests(emails, member_email=""):
 
 def _guests(before, emails):
     """[{"email", "response"}] for `emails`: a guest already invited keeps their answer, a new one needsAction."""
-    answers = {g["email"].lower(): g.get("response", "needsAction") for g in before or [] if g.get("email")}
+    answers = {
+        str(g["email"]).lower(): g.get("response") or "needsAction"
+        for g in (before if isinstance(before, list) else [])
+        if isinstance(g, dict) and g.get("email")
+    }
     return [{"email": e, "response": answers.get(e.lower(), "needsAction")} for e in emails]
 
 

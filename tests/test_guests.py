@@ -230,6 +230,20 @@ def test_fifty_guests_and_duplicates_are_fine(api, workspace):
     assert len(book(api, workspace, guests, hours=30).json()["guests"]) == 50
 
 
+def test_guests_stored_by_other_means_never_break_reading_or_syncing(google_connected, api, member, workspace, run):
+    booking = book(api, workspace, []).json()
+    Booking.objects.filter(pk=booking["id"]).update(
+        guests=["ana@partner.example", {"name": "x"}, {"email": "b@p.example"}]
+    )
+    assert api.get(f"/api/bookings/{booking['id']}/").json()["guests"] == [
+        {"email": "b@p.example", "response": "needsAction"}
+    ]
+    run(api.post, f"/api/bookings/{booking['id']}/confirm/")
+    assert [a["email"] for a in google_connected.attendees(only_event(google_connected, GOOGLE_ACCOUNT))] == [
+        "b@p.example"
+    ]
+
+
 # --- the real stack: a Celery worker process, racing deliveries, a killed worker ---------------------
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
