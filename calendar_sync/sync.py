@@ -208,7 +208,9 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
                     remote_may_exist=not operation.is_delete,
                     remote_id=event_id or "",
                 )
-            changes["written"] = invitations.after(record.written, operation, outcome, outcome is not NO_CALL)
+            written = invitations.after(record.written, operation, outcome, outcome is not NO_CALL)
+            if written != (record.written or {}):  # only when ours changed: other keys stay as others wrote them
+                changes["written"] = written
             won = records.update(**changes) > 0
         if log is not None:
             log.save(force_insert=True)
@@ -218,12 +220,16 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
 def record_transient(record, error, retry_in):
     """Remember a transient failure; the record stays pending until `retry_in` seconds pass.
     An answered error forgets the marker of a notifying write (`invitations.after`)."""
+    changes = {}
+    written = invitations.after(record.written, Operation(key=""), Outcome(error), sent=True)
+    if written != (record.written or {}):
+        changes["written"] = written
     SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
         attempts=F("attempts") + 1,
         last_error=str(error)[:2000],
         retry_at=timezone.now() + timedelta(seconds=retry_in),
         updated_at=timezone.now(),
-        written=invitations.after(record.written, Operation(key=""), Outcome(error), sent=True),
+        **changes,
     )
 
 

@@ -230,6 +230,18 @@ def test_fifty_guests_and_duplicates_are_fine(api, workspace):
     assert len(book(api, workspace, guests, hours=30).json()["guests"]) == 50
 
 
+def test_a_write_the_service_refused_is_announced_when_it_goes_through(calendar, api, workspace, run):
+    fake, account = calendar
+    booking = book(api, workspace, ["ana@partner.example"]).json()
+    fake.inject(503, times=1)  # the insert (Google) / create (Graph) answered 503: nothing made
+    run(api.post, f"/api/bookings/{booking['id']}/confirm/")
+    assert fake.events(account) == {} and fake.notifications() == []
+    SyncRecord.objects.update(updated_at=timezone.now() - timedelta(hours=1), retry_at=None)
+    run(tasks.sweep.delay)  # the sweeper takes it up again
+    assert len(fake.events(account)) == 1
+    assert sent(fake) == {("ana@partner.example", "invitation"): 1}
+
+
 def test_guests_stored_by_other_means_never_break_reading_or_syncing(google_connected, api, member, workspace, run):
     booking = book(api, workspace, []).json()
     Booking.objects.filter(pk=booking["id"]).update(
