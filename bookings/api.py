@@ -108,9 +108,58 @@ class BookingSyncSerializer(SyncStateSerializer):
     workspace = SyncStateSerializer(allow_null=True, help_text="The workspace's room calendar.")
 
 
+GUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email"},
+        "response": {"type": "string", "enum": ["needsAction", "accepted", "declined", "tentative"]},
+    },
+    "required": ["email"],
+}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": services.MAX_GUESTS,
+        "items": {"oneOf": [{"type": "string", "format": "email"}, GUEST_SCHEMA]},
+        "description": "Guests: attendees of the member's own calendar event (never of the room's). Write a list "
+        f"of up to {services.MAX_GUESTS} e-mail addresses (or the objects read); each is stripped, its domain "
+        "lower-cased, duplicates dropped, and the member's own address refused. Read "
+        '`[{"email", "response"}]`, `response` one of `needsAction` (new guests), `accepted`, `declined`, '
+        "`tentative`, as the calendar last reported it; a guest kept in the list keeps their answer.",
+    }
+)
+class GuestsField(serializers.Field):
+    """Written as e-mail addresses (or the objects read back), read as [{"email", "response"}]."""
+
+    default_error_messages = {"invalid": "A list of e-mail addresses."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("invalid")
+        emails = []
+        for item in data:
+            if isinstance(item, dict):
+                item = item.get("email")
+            if not isinstance(item, str):
+                self.fail("invalid")
+            emails.append(item)
+        return emails
+
+    def to_representation(self, value):
+        guests = value if isinstance(value, list) else []
+        return [
+            {"email": str(g["email"]), "response": str(g.get("response") or "needsAction")}
+            for g in guests
+            if isinstance(g, dict) and g.get("email")
+        ]
+
+
 class BookingSerializer(serializers.ModelSerializer):
     workspace = serializers.PrimaryKeyRelatedField(queryset=Workspace.objects.all())
     calendar_sync = serializers.SerializerMethodField()
+    guests = GuestsField(required=False)
 
     class Meta:
         model = Booking
@@ -123,6 +172,7 @@ class BookingSerializer(serializers.ModelSerializer):
             "end",
             "status",
             "series",
+            "guests",
             "google_calendar_event_id",
             "calendar_sync",
             "created_at",
@@ -168,6 +218,13 @@ class BookingSerializer(serializers.ModelSerializer):
         end = attrs.get("end", getattr(self.instance, "end", None))
         if start and end and end <= start:
             raise ValidationError({"end": ["End must be after start."]})
+        if "guests" in attrs:
+            request = self.context.get("request")
+            member = self.instance.user if self.instance is not None else getattr(request, "user", None)
+            try:
+                attrs["guests"] = services.clean_guests(attrs["guests"], getattr(member, "email", "") or "")
+            except services.BookingError as exc:
+                raise ValidationError({"guests": [str(exc)]}) from None
         return attrs
 
 
@@ -229,7 +286,7 @@ class BookingViewSet(
         serializer.instance = services.create_booking(user=self.request.user, **data)
 
     def perform_update(self, serializer):
-        changes = {k: v for k, v in serializer.validated_data.items() if k in ("title", "start", "end")}
+        changes = {k: v for k, v in serializer.validated_data.items() if k in ("title", "start", "end", "guests")}
         serializer.instance = self._fresh(services.update_booking(serializer.instance, **changes))
 
     @staticmethod

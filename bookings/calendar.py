@@ -12,9 +12,15 @@ from .models import Booking
 WORKSPACE = "workspace"
 
 
+def guest_emails(booking):
+    """The addresses of a booking's guests (entries that are not {"email": ...} are left out)."""
+    guests = booking.guests if isinstance(booking.guests, list) else []
+    return tuple(str(g["email"]) for g in guests if isinstance(g, dict) and g.get("email"))
+
+
 class BookingSource(EventSource):
     model = "bookings.Booking"
-    watched_fields = ("status", "start", "end", "title", "workspace")
+    watched_fields = ("status", "start", "end", "title", "workspace", "guests")
     event_id_field = "google_calendar_event_id"
 
     def get_queryset(self):
@@ -53,6 +59,7 @@ class BookingSource(EventSource):
             time_zone=workspace.time_zone,
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
+            attendees=guest_emails(obj),  # the member's copy only: the room's would invite them twice
         )
 
     def series(self, obj):

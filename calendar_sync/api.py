@@ -15,10 +15,11 @@ from typing import Any
 
 from django.db import models
 
-from . import flows, progress, tasks, tokens
+from . import flows, invitations, progress, tasks, tokens
 from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
+from .providers import get_provider
 from .reads import external_busy
 from .serializers import ErrorSerializer, SyncStateSerializer
 from .sources import EventSource, get_source
@@ -117,8 +118,20 @@ def connection(owner: Owner) -> dict[str, Any]:
         "pending_syncs": counts[SyncRecord.State.PENDING],
         "failed_syncs": counts[SyncRecord.State.FAILED],
         "bulk": progress.of(token),
+        "resend_invitations": resend_invitations(owner, token),
         "connections": connections(owner),
     }
+
+
+def resend_invitations(owner: Owner, token: CalendarToken | None) -> int:
+    """How many events with guests a change of calendar would send again (a cancellation and a new
+    invitation each): those in the write calendar when its provider cannot move events (Graph);
+    0 where it can (Google's events.move tells nobody) or when nothing is connected."""
+    if token is None or get_provider(token.provider).can_move:
+        return 0
+    return SyncRecord.objects.filter(
+        remote_may_exist=True, written__has_key=invitations.GUEST_DIGEST, **owner.lookup()
+    ).count()
 
 
 def shared_connections(kind: str | None = None) -> list[dict[str, Any]]:

@@ -96,6 +96,9 @@ class Operation:
     the create's `transactionId`; both store it in an extended property so our events are
     always recognisable. `remote_id` is the provider's id of the event when we know it;
     `known_to_exist` says an event may exist even when its id is unknown (a lost response).
+    `notify` says whether the event's guests should hear of this write (an invitation, update or
+    cancellation): the sync core decides it (design decision 21); a provider that can choose
+    (Google's `sendUpdates`) follows it.
     """
 
     key: str
@@ -103,6 +106,7 @@ class Operation:
     object_ref: str = ""
     remote_id: str | None = None
     known_to_exist: bool = False
+    notify: bool = False
 
     @property
     def is_delete(self) -> bool:

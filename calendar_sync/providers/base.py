@@ -97,6 +97,12 @@ class BaseProvider:
     writable: ClassVar[bool] = True
     #: Whether members connect through OAuth (`auth/<name>`); if not, through their own endpoint.
     oauth: ClassVar[bool] = True
+    #: The service tells an event's attendees of every write its organizer makes, whatever we ask
+    #: (Graph): the sync core then sends no write its guests need not hear of (`invitations`).
+    notifies_every_write: ClassVar[bool] = False
+    #: Whether `move` can take an event to another calendar of the account without re-inviting its
+    #: guests (Google's events.move). If not, a calendar change deletes and creates them again.
+    can_move: ClassVar[bool] = False
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -196,6 +202,11 @@ class BaseProvider:
         `providers.http.sent(parts)` (the quota governor; a batch counts its parts) and its answer
         through `providers.http.answered` (a Retry-After marks the connection).
         """
+        raise NotImplementedError
+
+    def move(self, access_token: str, calendar_id: str, destination: str, operations: list[Operation]) -> list[Outcome]:
+        """Move each operation's event (`remote_id`, else `key`) from `calendar_id` to `destination`, telling
+        nobody; one Outcome per operation, in order. Only where `can_move`."""
         raise NotImplementedError
 
     # --- reading calendars (never on the confirm path) --------------------------------------

@@ -173,6 +173,7 @@ def _block(item):
 class GoogleProvider(BaseProvider):
     name = "google"
     label = "Google Calendar"
+    can_move = True  # events.move: the event, its guests and their answers go along, nobody is told
     settings = {
         # OAuth client registered with Google (required to connect).
         "GOOGLE_CLIENT_ID": "",
@@ -438,20 +439,37 @@ class GoogleProvider(BaseProvider):
             "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
+            "attendees": [{"email": email} for email in event.attendees],
         }
 
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
-        if step == "delete":
-            return events.delete(
-                calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none"
+        # Guests hear of a write only when the sync core says so (`Operation.notify`); never otherwise.
+        send = "all" if operation.notify else "none"
+        if isinstance(step, tuple):  # ("move", destination calendar)
+            return events.move(
+                calendarId=calendar_id,
+                eventId=operation.remote_id or operation.key,
+                destination=step[1],
+                sendUpdates="none",
             )
+        if step == "delete":
+            return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates=send)
         body = self.event_body(operation)
         if step == "insert":
-            return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
+            return events.insert(calendarId=calendar_id, body=body, sendUpdates=send)
         return events.patch(
-            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none"
+            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates=send
         )
+
+    def move(self, access_token, calendar_id, destination, operations):
+        """events.move (in batches when several), telling nobody (`sendUpdates=none`): each event keeps
+        its id, guests and their answers. One already gone (404/410) is an error: the caller creates it anew."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        errors = self._run(
+            service, http, calendar_id, operations, dict.fromkeys(range(len(operations)), ("move", destination))
+        )
+        return [Outcome(errors[i], None if errors[i] else op.remote_id or op.key) for i, op in enumerate(operations)]
 
     @staticmethod
     def _next_step(step, error):

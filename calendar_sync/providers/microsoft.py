@@ -202,6 +202,9 @@ class MicrosoftProvider(BaseProvider):
     name = "microsoft"
     label = "Outlook Calendar"
     revocable = False  # the v2.0 endpoint has no per-grant revoke; disconnect deletes locally
+    # Graph sends attendees a message on every create, update and delete by the organizer: the sync
+    # core sends no write they need not hear of. No move without re-inviting (delete and create).
+    notifies_every_write = True
     reauth_errors = REAUTH_ERRORS
     settings = {
         "MICROSOFT_CLIENT_ID": "",
@@ -505,6 +508,7 @@ class MicrosoftProvider(BaseProvider):
             "showAs": "busy",
             "isReminderOn": False,
             "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
+            "attendees": [{"emailAddress": {"address": email}, "type": "required"} for email in event.attendees],
         }
 
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:

@@ -15,6 +15,9 @@ test uses are the same on both:
     fake.max_calls_in_window(account, seconds) / max_in_flight(account=None) -> the busiest window; most requests at once
     fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
     fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
+    fake.notifications(email=None)           -> messages the service sent guests, oldest first:
+                                                [{"email", "kind": "invitation"|"update"|"cancellation", "event_id"}]
+    fake.attendees(event)                    -> [{"email", "response"}] of an event of `events()` (either fake)
     fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0,
                 method=None, account=None, domain=None, message=None) / clear_faults()
     fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
@@ -62,6 +65,7 @@ class FakeService(LoopbackServer):
     lock: threading.RLock  # made by the subclass before its state
     accounts: dict[str, Any]
     call_log: list[dict[str, Any]]
+    sent_messages: list[dict[str, str]]
     http_requests: list[dict[str, Any]]
     faults: list[dict[str, Any]]
     access_tokens: dict[str, dict[str, Any]]
@@ -80,6 +84,7 @@ class FakeService(LoopbackServer):
         self.http_requests = []  # one dict per HTTP request received
         self.latency = self.initial_latency
         self.granted_scope = None  # override the scope a consent grants
+        self.sent_messages = []  # what the service e-mailed attendees: {"email", "kind", "event_id"}
         self.add_account(self.default_account)
         self.add_account(self.room_account)
 
@@ -145,6 +150,25 @@ class FakeService(LoopbackServer):
             current += step
             best = max(best, current)
         return best
+
+    # --- what guests were sent ----------------------------------------------------------------
+    def notifications(self, email: str | None = None) -> list[dict[str, Any]]:
+        """The messages the service sent an event's attendees, oldest first (of one guest when `email`
+        is given): [{"email", "kind", "event_id"}], `kind` one of "invitation", "update", "cancellation".
+        Each fake sends them when its service does (see `_tell`); `reset()` forgets them."""
+        with self.lock:
+            return [dict(m) for m in self.sent_messages if email is None or m["email"] == email.lower()]
+
+    def attendees(self, event: dict[str, Any]) -> list[dict[str, str]]:
+        """An event's attendees (as `events()` returns it) in either fake's terms: [{"email", "response"}]."""
+        raise NotImplementedError
+
+    def _tell(self, kind: str, emails: Any, event_id: str, organizer: str = "") -> None:
+        """Send `kind` to each of `emails` (never to the organizer themself)."""
+        with self.lock:
+            for address in emails:
+                if address and address.lower() != organizer.lower():
+                    self.sent_messages.append({"email": address.lower(), "kind": kind, "event_id": event_id})
 
     # --- faults ------------------------------------------------------------------------------
     def inject(

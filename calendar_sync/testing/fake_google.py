@@ -154,6 +154,24 @@ def _event_time(value, all_day=False):
     raise TypeError(f"expected a datetime or a date, got {value!r}")
 
 
+def _attendees(wanted, before):
+    """An attendees array as Google stores it: each guest's `responseStatus` (needsAction when new; an
+    address already invited keeps its answer unless the request gives one)."""
+    answers = {str(a.get("email", "")).lower(): a.get("responseStatus") for a in before if isinstance(a, dict)}
+    stored = []
+    for attendee in wanted if isinstance(wanted, list) else []:
+        if not isinstance(attendee, dict) or not attendee.get("email"):
+            continue
+        email = str(attendee["email"])
+        stored.append(
+            {
+                **attendee,
+                "responseStatus": attendee.get("responseStatus") or answers.get(email.lower()) or "needsAction",
+            }
+        )
+    return stored
+
+
 def _public(event):
     return {k: v for k, v in event.items() if not k.startswith("_")}
 
@@ -805,9 +823,15 @@ class FakeGoogle(FakeService):
                 )
                 event.setdefault("kind", "calendar#event")
                 event.setdefault("created", _rfc3339(dt.datetime.now(UTC)))
+                event.setdefault("organizer", {"email": calendar, "self": True})
+                if "attendees" in event:
+                    event["attendees"] = _attendees(event["attendees"], [])
                 events[event_id] = event
                 self._touch(event)
+                self._tell_guests(event, query, invited=self._emails(event))
                 return 200, _public(event)
+            if len(segments) == 5 and segments[4] == "move" and method == "POST":
+                return self._move(account, calendar, events, segments[3], query)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
@@ -819,8 +843,26 @@ class FakeGoogle(FakeService):
                 patch = json.loads(body or b"{}")
                 patch.pop("id", None)
                 patch = {k: v for k, v in patch.items() if not k.startswith("_")}
+                before = {k: v for k, v in event.items() if k not in ("sendUpdates", "sequence")}
+                was_live, old_guests = event["status"] != "cancelled", self._emails(event)
+                if "attendees" in patch:  # the array replaces the old one; an address already there keeps its answer
+                    patch["attendees"] = _attendees(patch["attendees"], event.get("attendees") or [])
                 event.update(patch, sequence=event["sequence"] + 1, sendUpdates=query.get("sendUpdates"))
                 self._touch(event)
+                if event["status"] == "cancelled":
+                    self._tell_guests(event, query, cancelled=old_guests if was_live else [])
+                elif not was_live:  # restored: invited again
+                    self._tell_guests(event, query, invited=self._emails(event))
+                else:
+                    changed = {k: v for k, v in event.items() if k not in ("sendUpdates", "sequence")} != before
+                    now = self._emails(event)
+                    self._tell_guests(
+                        event,
+                        query,
+                        invited=[e for e in now if e not in old_guests],
+                        cancelled=[e for e in old_guests if e not in now],
+                        updated=[e for e in now if e in old_guests] if changed else [],
+                    )
                 return 200, _public(event)
             if method == "DELETE":
                 if event is None:
@@ -829,8 +871,53 @@ class FakeGoogle(FakeService):
                     return _error(410, "deleted", "Resource has been deleted")
                 event.update(status="cancelled")
                 self._touch(event)
+                self._tell_guests(event, query, cancelled=self._emails(event))
                 return 204, None
         return _error(405, "methodNotAllowed", "Method not allowed")
+
+    # --- guests ----------------------------------------------------------------------------------
+    def attendees(self, event):
+        return [
+            {"email": a.get("email", ""), "response": a.get("responseStatus", "needsAction")}
+            for a in event.get("attendees") or []
+        ]
+
+    @staticmethod
+    def _emails(event):
+        return [str(a.get("email", "")).lower() for a in event.get("attendees") or [] if not a.get("organizer")]
+
+    def _tell_guests(self, event, query, invited=(), updated=(), cancelled=()):
+        """Google writes to guests only when asked: `sendUpdates=all` (everyone) or `externalOnly`
+        (guests who are not Google Calendar users: here, addresses that are no account of this fake).
+        `none`, or no parameter, tells nobody."""
+        send = query.get("sendUpdates")
+        if send not in ("all", "externalOnly"):
+            return
+        organizer = str((event.get("organizer") or {}).get("email") or "")
+        for kind, emails in (("invitation", invited), ("update", updated), ("cancellation", cancelled)):
+            chosen = [e for e in emails if send == "all" or e not in self.accounts]
+            self._tell(kind, chosen, event["id"], organizer)
+
+    def _move(self, account, calendar, events, event_id, query):
+        """events.move: the event leaves this calendar for `destination` (same id, guests and answers);
+        guests hear of it only as `sendUpdates` says."""
+        event = events.get(event_id)
+        if event is None or event["status"] == "cancelled":
+            return _error(404, "notFound", "Not Found")
+        data = self.accounts[account]
+        destination = self._calendar_id(account, query.get("destination", ""))
+        if destination not in data["calendars"]:
+            return _error(404, "notFound", "Not Found")
+        if data["calendars"][destination]["accessRole"] not in ("owner", "writer"):
+            return _error(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
+        if event_id in data["events"][destination]:
+            return _error(409, "duplicate", "The requested identifier already exists.")
+        del events[event_id]
+        event["organizer"] = {"email": destination, "self": True}
+        data["events"][destination][event_id] = event
+        self._touch(event)
+        self._tell_guests(event, query, updated=self._emails(event))
+        return 200, _public(event)
 
     # --- events.list: window, paging, incremental sync -----------------------------------------
     def _list(self, calendar, events, query):

@@ -114,6 +114,42 @@ AADSTS = {
 }
 
 
+#: Graph's attendee responses in the shared vocabulary (`FakeService.attendees`).
+RESPONSES = {
+    "none": "needsAction",
+    "notResponded": "needsAction",
+    "organizer": "accepted",
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentativelyAccepted": "tentative",
+}
+
+
+def _attendees(wanted, before):
+    """An attendees collection as Graph stores it: type (required unless given), status (`none` when
+    new; an address already invited keeps its answer) and emailAddress."""
+    answers = {
+        str((a.get("emailAddress") or {}).get("address") or "").lower(): a.get("status")
+        for a in before
+        if isinstance(a, dict)
+    }
+    stored = []
+    for attendee in wanted if isinstance(wanted, list) else []:
+        address = (attendee.get("emailAddress") or {}).get("address") if isinstance(attendee, dict) else None
+        if not address:
+            continue
+        stored.append(
+            {
+                "type": attendee.get("type") or "required",
+                "status": attendee.get("status")
+                or answers.get(str(address).lower())
+                or {"response": "none", "time": "0001-01-01T00:00:00Z"},
+                "emailAddress": {"name": attendee["emailAddress"].get("name") or address, "address": address},
+            }
+        )
+    return stored
+
+
 def graph_error(status, code, message):
     return (
         status,
@@ -1122,6 +1158,7 @@ class FakeMicrosoft(FakeService):
                 if event.get("transactionId"):
                     mailbox["transactions"].pop(event["transactionId"], None)
                 self._bury(mailbox, event)
+                self._tell_guests(event, cancelled=self._emails(event))  # the organizer deleted a meeting
                 return 204, None, {}
         return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
@@ -1232,6 +1269,7 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"][mailbox["transactions"][tid]]
             return 201, self._view(event, {}), {"_created": True}
         event = self._insert(mailbox, calendar, body)
+        self._tell_guests(event, invited=self._emails(event))  # Graph invites the attendees of every new meeting
         return 201, self._view(event, {}), {"_created": True}
 
     def _insert(self, mailbox, calendar, body):
@@ -1268,6 +1306,7 @@ class FakeMicrosoft(FakeService):
                 if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") and not k.startswith("_")
             }
         )
+        event["attendees"] = _attendees(event.get("attendees"), [])
         event["_calendar"] = calendar["id"]
         mailbox["events"][event["id"]] = event
         if tid:
@@ -1282,6 +1321,9 @@ class FakeMicrosoft(FakeService):
         if "transactionId" in body and body["transactionId"] != event.get("transactionId"):
             return graph_error(400, "ErrorInvalidRequest", "The transactionId of an event can't be changed once set.")
         body = dict(body)
+        old_guests = self._emails(event)
+        if "attendees" in body:  # the collection is replaced; an address already there keeps its answer
+            body["attendees"] = _attendees(body["attendees"], event.get("attendees") or [])
         props = {p["id"].lower(): p for p in event.get("singleValueExtendedProperties", [])}
         for prop in body.pop("singleValueExtendedProperties", None) or []:
             props[prop["id"].lower()] = prop
@@ -1302,7 +1344,38 @@ class FakeMicrosoft(FakeService):
             }
         )
         self._touch(event)
+        now = self._emails(event)
+        # Graph sends the attendees of a meeting a message on every update its organizer makes, changed or not.
+        self._tell_guests(
+            event,
+            invited=[e for e in now if e not in old_guests],
+            updated=[e for e in now if e in old_guests],
+            cancelled=[e for e in old_guests if e not in now],
+        )
         return 200, self._view(event, {}), {}
+
+    # --- guests ----------------------------------------------------------------------------------
+    def attendees(self, event):
+        return [
+            {
+                "email": (a.get("emailAddress") or {}).get("address", ""),
+                "response": RESPONSES.get((a.get("status") or {}).get("response", "none"), "needsAction"),
+            }
+            for a in event.get("attendees") or []
+        ]
+
+    @staticmethod
+    def _emails(event):
+        return [
+            str((a.get("emailAddress") or {}).get("address") or "").lower()
+            for a in event.get("attendees") or []
+            if isinstance(a, dict)
+        ]
+
+    def _tell_guests(self, event, invited=(), updated=(), cancelled=()):
+        organizer = str(((event.get("organizer") or {}).get("emailAddress") or {}).get("address") or "")
+        for kind, emails in (("invitation", invited), ("update", updated), ("cancellation", cancelled)):
+            self._tell(kind, emails, event["id"], organizer)
 
     # --- calendarView, delta, getSchedule --------------------------------------------------------
     @staticmethod
