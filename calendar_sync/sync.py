@@ -206,10 +206,20 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
                     remote_may_exist=not operation.is_delete,
                     remote_id=event_id or "",
                 )
+                changes["written"] = _with_version(changes.get("written", record.written), operation, outcome)
             won = records.update(**changes) > 0
         if log is not None:
             log.save(force_insert=True)
     return won
+
+
+def _with_version(written, operation, outcome):
+    """`written` with the provider's version of what this write left (none after a delete), so a read
+    that finds that version knows the event is still as we wrote it (`remote`)."""
+    written = {key: value for key, value in (written or {}).items() if key != "version"}
+    if operation is not None and not operation.is_delete and outcome.version:
+        written["version"] = outcome.version
+    return written
 
 
 def record_transient(record, error, retry_in):

@@ -111,13 +111,20 @@ class Operation:
 
 @dataclass(frozen=True)
 class BusyBlock:
-    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
+    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote.
+
+    `version` is the provider's version of the event as read (Google etag, Graph changeKey) and
+    `guests` its attendees' answers, so a change someone made to one of our events can be told
+    from our own writes (see `remote`).
+    """
 
     start: dt.datetime
     end: dt.datetime
     remote_id: str = ""
     summary: str = ""
     ours: bool = False
+    version: str = ""
+    guests: tuple[Guest, ...] = ()
 
 
 @dataclass(frozen=True)

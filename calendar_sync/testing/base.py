@@ -6,7 +6,9 @@ injected faults, and a log of the calendar API calls it answered. The provider-s
 test uses are the same on both:
 
     fake.add_event(account, start, end, title="Standup", calendar=None, busy=True) -> event id
-    fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
+    fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)  (as the member: a new
+                                             etag / changeKey, in the next incremental read)
+    fake.respond(account, event_id, email, response) -> a guest answers ("accepted", "declined", ...)
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
@@ -234,6 +236,11 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     def delete_event(self, account: str, event_id: str, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    def respond(self, account: str, event_id: str, email: str, response: str, calendar: str | None = None) -> None:
+        """A guest of `account`'s event answers: "needsAction", "accepted", "declined" or "tentative"
+        (in the service's own words on the event); the event changes as any edit does."""
         raise NotImplementedError
 
     def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:

@@ -319,6 +319,20 @@ class FakeGoogle(FakeService):
             event["sequence"] = event.get("sequence", 0) + 1
             self._touch(event)
 
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `responseStatus` on the organizer's (`account`'s) event
+        becomes `response` ("needsAction", "accepted", "declined", "tentative"), and the event changes
+        (new etag, in the next incremental read). KeyError when `email` is not one of its attendees."""
+        with self.lock:
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            attendee = next(
+                (a for a in event.get("attendees") or [] if str(a.get("email", "")).lower() == email.lower()), None
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["responseStatus"] = response
+            self._touch(event)
+
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, calendar=calendar, transparency=None if busy else "transparent")
 

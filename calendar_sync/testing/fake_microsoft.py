@@ -399,6 +399,34 @@ class FakeMicrosoft(FakeService):
             )
             self._touch(event)
 
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `status.response` on the organizer's (`account`'s) event
+        becomes Graph's word for `response` ("needsAction" → "none", "accepted", "declined",
+        "tentative" → "tentativelyAccepted"), and the event changes (new changeKey, in the next delta
+        round). KeyError when `email` is not one of its attendees."""
+        graph = {"needsAction": "none", "tentative": "tentativelyAccepted"}.get(response, response)
+        with self.lock:
+            event = self.accounts[account]["events"][event_id]
+            attendee = next(
+                (
+                    a
+                    for a in event.get("attendees") or []
+                    if str((a.get("emailAddress") or {}).get("address", "")).lower() == email.lower()
+                ),
+                None,
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["status"] = {"response": graph, "time": _now()}
+            event.update(
+                {
+                    "lastModifiedDateTime": _now(),
+                    "changeKey": secrets.token_urlsafe(24),
+                    "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
+                }
+            )
+            self._touch(event)
+
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, showAs="busy" if busy else "free")
 
