@@ -123,8 +123,8 @@ class BusyBlock:
     remote_id: str = ""
     summary: str = ""
     ours: bool = False
-    version: str = ""
-    guests: tuple[Guest, ...] = ()
+    version: str = field(default="", compare=False)  # a block is its span and id: equal whatever version read it
+    guests: tuple[Guest, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
