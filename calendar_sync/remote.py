@@ -142,7 +142,7 @@ def _claim(record: SyncRecord, **fields: Any) -> bool:
     return SyncRecord.objects.filter(current).update(**fields) > 0
 
 
-def _report(token: CalendarToken, reason: str, ref: str, hook: Any) -> None:
+def _report(token: CalendarToken, reason: Any, ref: str, hook: Any) -> None:
     """Call the host's hook and leave one row in the member's activity with what it answered."""
     try:
         outcome = hook() or "ok"

@@ -73,7 +73,9 @@ def add_guest(fake, booking, email=GUEST):
     if fake.provider == "google":
         attendees = [{"email": email, "responseStatus": "needsAction"}]
     else:
-        attendees = [{"type": "required", "emailAddress": {"address": email, "name": ""}, "status": {"response": "none"}}]
+        attendees = [
+            {"type": "required", "emailAddress": {"address": email, "name": ""}, "status": {"response": "none"}}
+        ]
     fake.update_event(fake.default_account, event_id(booking), attendees=attendees)
 
 

@@ -4,31 +4,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calendar_sync', '0012_record_written'),
+        ("calendar_sync", "0012_record_written"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='calendartoken',
-            name='calendar_sync_token_push_idx',
+            model_name="calendartoken",
+            name="calendar_sync_token_push_idx",
         ),
         migrations.RemoveIndex(
-            model_name='calendartoken',
-            name='calendar_sync_token_pull_idx',
+            model_name="calendartoken",
+            name="calendar_sync_token_pull_idx",
         ),
         migrations.AlterField(
-            model_name='accesslog',
-            name='reason',
-            field=models.CharField(choices=[('confirmed', 'Booking confirmed'), ('rescheduled', 'Booking changed'), ('cancelled', 'Booking cancelled'), ('backfill', 'Backfill after connecting'), ('resync', 'Resync'), ('calendar_change', 'Calendar change'), ('member_request', 'Member request'), ('staff_request', 'Staff request'), ('schedule', 'Scheduled read'), ('push_notification', 'Push notification'), ('health_check', 'Health check'), ('remote_deleted', 'Event deleted in the calendar'), ('remote_moved', 'Event moved in the calendar'), ('responses', 'Guests answered')], max_length=32),
+            model_name="accesslog",
+            name="reason",
+            field=models.CharField(
+                choices=[
+                    ("confirmed", "Booking confirmed"),
+                    ("rescheduled", "Booking changed"),
+                    ("cancelled", "Booking cancelled"),
+                    ("backfill", "Backfill after connecting"),
+                    ("resync", "Resync"),
+                    ("calendar_change", "Calendar change"),
+                    ("member_request", "Member request"),
+                    ("staff_request", "Staff request"),
+                    ("schedule", "Scheduled read"),
+                    ("push_notification", "Push notification"),
+                    ("health_check", "Health check"),
+                    ("remote_deleted", "Event deleted in the calendar"),
+                    ("remote_moved", "Event moved in the calendar"),
+                    ("responses", "Guests answered"),
+                ],
+                max_length=32,
+            ),
         ),
         migrations.AddIndex(
-            model_name='calendartoken',
-            index=models.Index(condition=models.Q(models.Q(('owner_kind', 'user'), _negated=True), ('write', True), _connector='OR'), fields=['push_expires_at'], name='calendar_sync_token_push_idx'),
+            model_name="calendartoken",
+            index=models.Index(
+                condition=models.Q(models.Q(("owner_kind", "user"), _negated=True), ("write", True), _connector="OR"),
+                fields=["push_expires_at"],
+                name="calendar_sync_token_push_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='calendartoken',
-            index=models.Index(condition=models.Q(models.Q(('owner_kind', 'user'), _negated=True), ('write', True), _connector='OR'), fields=['pulled_at'], name='calendar_sync_token_pull_idx'),
+            model_name="calendartoken",
+            index=models.Index(
+                condition=models.Q(models.Q(("owner_kind", "user"), _negated=True), ("write", True), _connector="OR"),
+                fields=["pulled_at"],
+                name="calendar_sync_token_pull_idx",
+            ),
         ),
     ]

@@ -26,8 +26,8 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
-from . import http as shared
 from ..types import Guest
+from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
 logger = logging.getLogger(__name__)
@@ -410,7 +410,9 @@ class GoogleProvider(BaseProvider):
         """events.get of one event: None when it is gone (404/410, or kept as `cancelled`)."""
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         try:
-            item = self._execute(service.events().get(calendarId=calendar_id, eventId=remote_id, fields=EVENT_FIELDS), http)
+            item = self._execute(
+                service.events().get(calendarId=calendar_id, eventId=remote_id, fields=EVENT_FIELDS), http
+            )
         except CalendarSyncError as exc:
             if exc.status in GONE_STATUSES:
                 return None

@@ -22,8 +22,8 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from . import http as shared
 from ..types import Guest
+from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
 _sessions = shared.PerThread(requests.Session)
@@ -160,9 +160,9 @@ def _guests(item: dict[str, Any]) -> tuple[Guest, ...]:
     for attendee in item.get("attendees") or []:
         if not isinstance(attendee, dict) or str(attendee.get("type") or "").lower() == "resource":
             continue
-        address = (attendee.get("emailAddress") or {}).get("address") if isinstance(attendee.get("emailAddress"), dict) else ""
-        status = attendee.get("status") if isinstance(attendee.get("status"), dict) else {}
-        answer = str(status.get("response") or "none")
+        mailbox, status = attendee.get("emailAddress"), attendee.get("status")
+        address = mailbox.get("address") if isinstance(mailbox, dict) else ""
+        answer = str((status.get("response") if isinstance(status, dict) else None) or "none")
         if not address or answer == "organizer":
             continue
         guests.append(Guest(str(address).lower(), RESPONSES.get(answer, "needsAction")))
