@@ -264,6 +264,14 @@ def due_pulls():
                 yield Owner(kind, pk)
 
 
+def member_owners():
+    """Members whose write calendar is watched for changes to our events (active, a provider that reports them)."""
+    watched = CalendarToken.objects.filter(
+        owner_kind=MEMBER, write=True, status=CalendarToken.Status.ACTIVE, provider__in=reporting_providers()
+    )
+    return [Owner(MEMBER, pk) for pk in watched.values_list("owner_id", flat=True)]
+
+
 def reporting_providers():
     """Names of the providers whose reads report changes to our events (`reports_changes`)."""
     return [name for name in PROVIDERS if get_provider(name).reports_changes]

@@ -5,9 +5,11 @@ a free slot → the booking moves; to a taken one → the event goes back and on
 guest answers → the booking shows it. Our own writes never come back as the member's changes. All
 over real HTTP against the fakes, through the same pull the schedule and push notifications run."""
 
+import io
 import re
 
 import pytest
+from django.core.management import call_command
 from django.core import mail
 from django.utils import timezone
 
@@ -235,3 +237,24 @@ def test_a_calendar_change_or_another_write_connection_stops_the_old_watch(fake,
     flows.make_write(Owner("user", str(member.pk)), other.pk)
     assert fake.push_channels()[token.push_channel]["stopped"]
     assert CalendarToken.objects.get(pk=token.pk).push_channel == ""
+
+
+def test_the_pull_command_reads_a_members_calendar(fake, booked, member):
+    fake.delete_event(fake.default_account, event_id(booked))
+    out = io.StringIO()
+    call_command("calendar_sync_pull", "--user", member.username, stdout=out)
+    assert "1 change(s) to our events reported" in out.getvalue()
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CANCELLED
+    out = io.StringIO()
+    call_command("calendar_sync_pull", stdout=out)  # every watched calendar: the member's among them
+    assert f"user:{member.pk}: changes, 0 change(s)" in out.getvalue()
+
+
+def test_writes_sent_in_a_batch_keep_their_versions_too(fake, api, member, make_booking, run):
+    bookings = [make_booking(member, hours_from_now=24 + 3 * i, status=Booking.Status.CONFIRMED) for i in range(3)]
+    assert landing(run(connect, api, fake, account=fake.default_account))["calendar_sync"] == "connected"  # backfill
+    events = fake.events(fake.default_account)
+    for booking in bookings:
+        record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")
+        event = events[record.remote_id]
+        assert record.written["version"] == (event["etag"] if fake.provider == "google" else event["changeKey"])
