@@ -9,8 +9,8 @@ import io
 import re
 
 import pytest
-from django.core.management import call_command
 from django.core import mail
+from django.core.management import call_command
 from django.utils import timezone
 
 from bookings.models import Booking
