@@ -1,12 +1,13 @@
 """Push channel upkeep: a watched calendar's change is pulled at once.
 
 A shared (room) connection, and a member's write connection on a provider that reports changes to
-our events (`remote.watched`: what the member does to our events comes back), gets a Google push channel (`events.watch`) or a Microsoft Graph
-subscription (`POST /subscriptions`) whose notifications reach `webhooks.webhook` at
-`/api/calendar-sync/push/<provider>`. A notification carries no data we trust beyond "this
-channel changed": it is verified with the channel's secret (an HMAC of the connection id, so
-nothing secret is stored). The scheduled pull stays the safety net: a lost notification, an
-expired channel or an unreachable webhook only delays a change until the next pull.
+our events (`remote.watched`: what the member does to our events comes back), gets a Google push
+channel (`events.watch`) or a Microsoft Graph subscription (`POST /subscriptions`) whose
+notifications reach `webhooks.webhook` at `/api/calendar-sync/push/<provider>`. A notification
+carries no data we trust beyond "this channel changed": it is verified with the channel's secret
+(an HMAC of the connection id, so nothing secret is stored). The scheduled pull stays the safety
+net: a lost notification, an expired channel or an unreachable webhook only delays a change until
+the next pull.
 
 Only with CALENDAR_SYNC["PUSH_URL"] set: the public base URL of this site (https; plain http
 only to a loopback host with DEBUG on), e.g. "https://hub.example.com". Channels live a week
@@ -27,7 +28,7 @@ from . import remote, tokens
 from .conf import get_setting
 from .exceptions import CalendarSyncError
 from .models import MEMBER, AccessLog, CalendarToken
-from .providers import PROVIDERS, get_provider
+from .providers import get_provider
 from .providers.base import insecure_reason
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,8 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     """Make sure the watched connection `token` has a live channel; True when it has one afterwards.
 
     Nothing happens unless PUSH_URL is usable and the connection is watched (shared, or a member's
-    write connection `remote.watched`) and active. A channel
-    is made when there is none, when it expires within a day, or with `force` (its calendar
-    changed). Renewal makes the new channel first, stores it, then stops the old one, so no change
+    write connection `remote.watched`) and active. A channel is made when there is none, when it
+    expires within a day, or with `force` (its calendar changed). Renewal makes the new channel first, stores it, then stops the old one, so no change
     falls between the two. Provider errors are logged, never raised: scheduled pulls still run.
     """
     if not (token.is_shared or remote.watched(token)) or not token.is_active:
@@ -157,11 +157,6 @@ def ensure_watch(token, reason=Reason.PUSH, force=False):
     return True
 
 
-def _member_providers():
-    """Providers whose members' write calendars are watched: those with push that report changes."""
-    return [name for name in PROVIDERS if (p := get_provider(name)).reports_changes and p.supports_push]
-
-
 def stop_watch(token, reason=Reason.PUSH):
     """Forget the connection's channel and stop it at the provider (best effort). Call it before a
     shared connection is disconnected (it needs the grant) and when its calendar changes.
@@ -186,7 +181,7 @@ def renew_all(reason=Reason.PUSH, force=False):
     `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
-    members = Q(owner_kind=MEMBER, write=True, provider__in=_member_providers())
+    members = Q(owner_kind=MEMBER, write=True, provider__in=remote.providers(push=True))
     shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER) | members, status=CalendarToken.Status.ACTIVE)
     if force:
         due = [shared]

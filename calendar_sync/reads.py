@@ -28,7 +28,7 @@ from .exceptions import (
 )
 from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
 from .owners import Owner
-from .providers import PROVIDERS, get_provider
+from .providers import get_provider
 from .sources import get_source
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def due_pulls():
     PULL_STALE_AFTER seconds. Streamed, off a partial index (WATCHED): cheap when none are due."""
     recent = timezone.now() - timedelta(seconds=get_setting("PULL_STALE_AFTER"))
     active = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
-    members = active.filter(owner_kind=MEMBER, write=True, provider__in=reporting_providers())
+    members = active.filter(owner_kind=MEMBER, write=True, provider__in=remote.providers())
     for watched in (active.filter(~Q(owner_kind=MEMBER)), members):
         for due in (watched.filter(pulled_at__isnull=True), watched.filter(pulled_at__lt=recent)):  # range scans
             for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
@@ -267,14 +267,9 @@ def due_pulls():
 def member_owners():
     """Members whose write calendar is watched for changes to our events (active, a provider that reports them)."""
     watched = CalendarToken.objects.filter(
-        owner_kind=MEMBER, write=True, status=CalendarToken.Status.ACTIVE, provider__in=reporting_providers()
+        owner_kind=MEMBER, write=True, status=CalendarToken.Status.ACTIVE, provider__in=remote.providers()
     )
     return [Owner(MEMBER, pk) for pk in watched.values_list("owner_id", flat=True)]
-
-
-def reporting_providers():
-    """Names of the providers whose reads report changes to our events (`reports_changes`)."""
-    return [name for name in PROVIDERS if get_provider(name).reports_changes]
 
 
 def shared_owners():

@@ -29,7 +29,7 @@ from . import tokens
 from .exceptions import ConfigurationError, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
-from .providers import get_provider
+from .providers import PROVIDERS, get_provider
 from .sources import get_source
 from .types import BusyBlock, Changes
 
@@ -44,6 +44,16 @@ def watched(token: CalendarToken) -> bool:
     """Whether the pull of this connection reports changes to our events: a member's write one on a
     provider whose reads say enough (`reports_changes`)."""
     return not token.is_shared and token.write and get_provider(token.provider).reports_changes
+
+
+def providers(push: bool = False) -> list[str]:
+    """Names of the providers whose members' write calendars are watched (with `push`: those that can
+    also notify)."""
+    return [
+        name
+        for name in PROVIDERS
+        if (provider := get_provider(name)).reports_changes and (provider.supports_push or not push)
+    ]
 
 
 def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime, end: datetime, reason: str) -> int:
