@@ -13,6 +13,8 @@ Each function answers a word for the member's activity (what was done). A bookin
 left as it was: tidying old events away in a calendar cancels nothing.
 """
 
+import logging
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
@@ -21,6 +23,8 @@ from calendar_sync import api as calendar_sync
 
 from . import services
 from .models import Booking
+
+logger = logging.getLogger(__name__)
 
 
 def _link(booking):
@@ -32,9 +36,14 @@ def _when(booking, start=None, end=None):
 
 
 def _tell(booking, subject, body):
-    """One e-mail to the member (none when they have no address)."""
-    if booking.user.email:
+    """One e-mail to the member (none when they have no address). A mail server problem is logged:
+    what was done to the booking stands."""
+    if not booking.user.email:
+        return
+    try:
         send_mail(subject, f"{body}\n\nDetails: {_link(booking)}", settings.DEFAULT_FROM_EMAIL, [booking.user.email])
+    except Exception:  # noqa: BLE001 - any mail backend failure
+        logger.exception("e-mail to the member of booking %s not sent", booking.pk)
 
 
 def _settled(booking):

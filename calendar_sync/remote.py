@@ -23,7 +23,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db import transaction
 
 from . import tokens
 from .exceptions import ConfigurationError, PermanentError
@@ -147,9 +147,18 @@ def _second(moment: datetime) -> datetime:
 
 
 def _claim(record: SyncRecord, **fields: Any) -> bool:
-    """Note what was found on the record, unless our own write changed it meanwhile (that write decides)."""
-    current = Q(pk=record.pk, version=record.version, state=SyncRecord.State.SYNCED)
-    return SyncRecord.objects.filter(current).update(**fields) > 0
+    """Note what was found on the record, unless our own write changed it meanwhile (that write decides)
+    or a racing pull noted it first (under the row's lock: one of them reports it)."""
+    with transaction.atomic():
+        current = (
+            SyncRecord.objects.select_for_update()
+            .filter(pk=record.pk, version=record.version, state=SyncRecord.State.SYNCED)
+            .values_list("remote_id", "written")
+            .first()
+        )
+        if current is None or current != (record.remote_id, record.written):
+            return False
+        return SyncRecord.objects.filter(pk=record.pk).update(**fields) > 0
 
 
 def _report(token: CalendarToken, reason: Any, ref: str, hook: Any) -> None:
