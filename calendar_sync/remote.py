@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import tokens
+from . import audit, tokens
 from .exceptions import ConfigurationError, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
@@ -168,13 +168,6 @@ def _report(token: CalendarToken, reason: Any, ref: str, hook: Any) -> None:
     except Exception:  # noqa: BLE001 - the host's rule failed: logged, the pull goes on
         logger.exception("calendar change hook (%s) failed for %s", reason, ref)
         outcome = "error"
-    row = AccessLog(
-        user_id=token.user_id,
-        owner=f"{token.owner_kind}:{token.owner_id}",
-        provider=token.provider,
-        operation=AccessLog.Operation.PULL,
-        reason=reason,
-        outcome=str(outcome)[:64],
-        object_ref=ref[:140],
-    )
+    row = audit.entry(token, AccessLog.Operation.PULL, reason, object_ref=ref)
+    row.outcome = str(outcome)[:64]
     row.save(force_insert=True)

@@ -82,7 +82,7 @@ def add_guest(fake, booking, email=GUEST):
 
 
 # --- deleted -------------------------------------------------------------------------------------------
-def test_deleting_the_event_cancels_the_booking_and_tells_the_member_once(fake, booked, member, pull):
+def test_deleting_the_event_cancels_the_booking_and_tells_the_member_once(fake, booked, member, pull, member_api):
     fake.delete_event(fake.default_account, event_id(booked))
     assert pull()["reported"] == 1
     booking = Booking.objects.get(pk=booked.pk)
@@ -90,6 +90,10 @@ def test_deleting_the_event_cancels_the_booking_and_tells_the_member_once(fake, 
     assert len(mail.outbox) == 1 and mail.outbox[0].to == [member.email]
     assert "cancelled" in mail.outbox[0].subject.lower() and str(booked.pk) in mail.outbox[0].body
     assert activity("remote_deleted") == [("cancelled", f"booking:{booked.pk}")]
+    rows = member_api.get("/api/calendar-sync/activity").json()["results"]
+    assert {"reason": "remote_deleted", "outcome": "cancelled", "object_ref": f"booking:{booked.pk}"}.items() <= rows[
+        0
+    ].items()
     assert SyncRecord.objects.get(object_id=str(booked.pk), destination="member").state == "synced"
     assert pull()["reported"] == 0 and len(mail.outbox) == 1  # nothing reported twice
 
