@@ -263,3 +263,13 @@ def test_writes_sent_in_a_batch_keep_their_versions_too(fake, api, member, make_
         record = SyncRecord.objects.get(object_id=str(booking.pk), destination="member")
         event = events[record.remote_id]
         assert record.written["version"] == (event["etag"] if fake.provider == "google" else event["changeKey"])
+
+
+def test_tidying_away_a_booking_already_over_changes_nothing(fake, member_api, member, make_booking, run, pull):
+    booking = make_booking(member, hours_from_now=-3, duration=1)
+    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    pull()
+    fake.delete_event(fake.default_account, event_id(booking))
+    pull()
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED and not mail.outbox
+    assert activity("remote_deleted") == [("past", f"booking:{booking.pk}")]
