@@ -78,19 +78,26 @@ def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime
     return reported
 
 
-def _unlisted(records: Any, start: datetime, end: datetime) -> list[SyncRecord]:
-    """Records whose object's event lies in [start, end) though the read did not list it."""
-    found = []
-    for record in records.iterator(chunk_size=500):
-        try:
-            source = get_source(record.source)
-        except ConfigurationError:
-            continue
-        obj = _object(source, record.object_id)
-        if obj is not None and source.should_exist(obj):
-            event = source.event(obj, record.destination)
-            if event.start < end and event.end > start:
-                found.append(record)
+def _unlisted(records: Any, start: datetime, end: datetime, chunk: int = 500) -> list[SyncRecord]:
+    """Records whose object's event lies in [start, end) though the read did not list it (objects read
+    `chunk` at a time, one query per source)."""
+    found: list[SyncRecord] = []
+    rows = list(records.only("pk", "source", "object_id", "destination", "version", "remote_id", "written"))
+    for first in range(0, len(rows), chunk):
+        part = rows[first : first + chunk]
+        for key in {r.source for r in part}:
+            try:
+                source = get_source(key)
+            except ConfigurationError:
+                continue
+            model_pk = source.get_model()._meta.pk
+            objects = source.get_queryset().in_bulk([model_pk.to_python(r.object_id) for r in part if r.source == key])
+            for record in (r for r in part if r.source == key):
+                obj = objects.get(model_pk.to_python(record.object_id))
+                if obj is not None and source.should_exist(obj):
+                    event = source.event(obj, record.destination)
+                    if event.start < end and event.end > start:
+                        found.append(record)
     return found
 
 
@@ -101,6 +108,9 @@ def _object(source: Any, object_id: str) -> Any:
 
 def _review(token: CalendarToken, record: SyncRecord, block: BusyBlock | None, reason: str) -> int:
     source = get_source(record.source)
+    obj = _object(source, record.object_id)
+    if obj is None or not source.should_exist(obj):
+        return 0  # our own delete is under way
     if block is None:  # the read no longer lists it: only the event itself says it is gone
         provider = get_provider(token.provider)
         block = tokens.with_access(
@@ -109,9 +119,6 @@ def _review(token: CalendarToken, record: SyncRecord, block: BusyBlock | None, r
             reason,
             lambda access: provider.event(access, token.calendar_id, record.remote_id),
         )
-    obj = _object(source, record.object_id)
-    if obj is None or not source.should_exist(obj):
-        return 0  # our own delete is under way
     written = dict(record.written or {})
     ref, role = f"{source.key}:{record.object_id}", record.destination
     if block is None:
@@ -130,8 +137,8 @@ def _review(token: CalendarToken, record: SyncRecord, block: BusyBlock | None, r
         claimed["version"] = block.version
     if block.guests:
         claimed["responses"] = answers
-    if claimed == written or not _claim(record, written=claimed):
-        return 0
+    if (claimed == written and not moved) or not _claim(record, written=claimed):
+        return 0  # nothing new (a provider that names no version: a move is reported all the same)
     reported = 0
     if moved:
         _report(token, Reason.REMOTE_MOVED, ref, lambda: source.remote_moved(obj, role, block.start, block.end))
