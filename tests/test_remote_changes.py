@@ -13,6 +13,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
+from bookings.calendar import BookingSource
 from bookings.models import Booking
 from calendar_sync import channels, flows, reads, tasks
 from calendar_sync.models import AccessLog, CalendarToken, SyncRecord
@@ -273,3 +274,19 @@ def test_tidying_away_a_booking_already_over_changes_nothing(fake, member_api, m
     pull()
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED and not mail.outbox
     assert activity("remote_deleted") == [("past", f"booking:{booking.pk}")]
+
+
+class FailingSource(BookingSource):
+    """The host's rule for a deleted event fails."""
+
+    def remote_deleted(self, obj, destination):
+        raise RuntimeError("the host's rule broke")
+
+
+def test_a_host_rule_that_fails_is_logged_and_the_pull_goes_on(fake, booked, pull, settings):
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SOURCES": {"booking": f"{__name__}.FailingSource"}}
+    fake.delete_event(fake.default_account, event_id(booked))
+    result = pull()
+    assert result["reported"] == 1 and CalendarToken.objects.get(user=booked.user).pull_cursor  # the cursor moved on
+    assert activity("remote_deleted") == [("error", f"booking:{booked.pk}")]
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED and not mail.outbox
