@@ -290,3 +290,20 @@ def test_a_host_rule_that_fails_is_logged_and_the_pull_goes_on(fake, booked, pul
     assert result["reported"] == 1 and CalendarToken.objects.get(user=booked.user).pull_cursor  # the cursor moved on
     assert activity("remote_deleted") == [("error", f"booking:{booked.pk}")]
     assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED and not mail.outbox
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_auto_notify_the_members_move_reaches_the_booking_by_push_alone(
+    fake, member, make_booking, live_server, settings
+):
+    set_push_url(settings, live_server.url)
+    api = client_for(member)
+    assert landing(connect(api, fake, account=fake.default_account))["calendar_sync"] == "connected"
+    booking = make_booking(member, hours_from_now=52, duration=1)
+    assert api.post(f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    reads.pull(Owner("user", str(member.pk)))  # the cursor
+    fake.auto_notify = True  # the fake notifies the member's channel as the service would
+    start = booking.start + 2 * HOUR
+    fake.move_event(fake.default_account, event_id(booking), start, start + HOUR)
+    moved = Booking.objects.get(pk=booking.pk)  # no pull was asked for here: the notification did it
+    assert (moved.start, moved.end) == (start, start + HOUR)

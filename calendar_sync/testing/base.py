@@ -20,6 +20,7 @@ test uses are the same on both:
     fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
+    fake.auto_notify = True                  -> the person's changes above notify the calendar's live channels
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
     fake.reset() / reset_log() / settings() / env()
 
@@ -75,6 +76,7 @@ class FakeService(LoopbackServer):
         self.call_log = []  # one dict per logical API request: time, method, path, account, batch, ...
         self.http_requests = []  # one dict per HTTP request received
         self.latency = self.initial_latency
+        self.auto_notify = False  # True: what a person does in a calendar notifies its live channels at once
         self.granted_scope = None  # override the scope a consent grants
         self.add_account(self.default_account)
         self.add_account(self.room_account)
@@ -246,6 +248,16 @@ class FakeService(LoopbackServer):
     def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:
         """{id: event} of one calendar (the default account's default calendar by default), as the service returns it."""
         raise NotImplementedError
+
+    def _changed(self, account: str, calendar: str, event_id: str) -> None:
+        """A person changed an event of `account`'s `calendar`: with `auto_notify`, every live channel
+        on that calendar is notified, as the service does (after the change, outside the lock: the
+        receiver reads the calendar back at once)."""
+        if not self.auto_notify:
+            return
+        for channel in self.push_channels(account).values():
+            if not channel["stopped"] and channel["calendar"] == calendar:
+                self.notify(channel["id"], event_id)
 
     def notify(self, channel_id: str, event_id: str | None = None, secret: str | None = None) -> Any:
         """Deliver a change notification for a channel the way the service does; the receiver's

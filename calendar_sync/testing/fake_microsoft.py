@@ -375,14 +375,16 @@ class FakeMicrosoft(FakeService):
         }
         with self.lock:
             mailbox = self.accounts[account]
-            return self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)["id"]
+            event = self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)
+        self._changed(account, event["_calendar"], event["id"])
+        return event["id"]
 
     def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time (kept in the event's own time zone)."""
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             zone = event.get("start", {}).get("timeZone") or "UTC"
-            self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
+        self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
 
     def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `showAs="free"` (ids are unique per mailbox:
@@ -398,6 +400,7 @@ class FakeMicrosoft(FakeService):
                 }
             )
             self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
 
     def respond(self, account, event_id, email, response, calendar=None):
         """A guest answers the invitation: their `status.response` on the organizer's (`account`'s) event
@@ -426,6 +429,7 @@ class FakeMicrosoft(FakeService):
                 }
             )
             self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
 
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, showAs="busy" if busy else "free")
@@ -437,6 +441,7 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"].pop(event_id)
             mailbox["transactions"].pop(event.get("transactionId"), None)
             self._bury(mailbox, event)
+        self._changed(account, event["_calendar"], event_id)
 
     def events(self, account=None, calendar=None):
         """{event_id: event} of one calendar (the default one by default), extended properties included."""
