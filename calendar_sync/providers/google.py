@@ -38,7 +38,11 @@ GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
 PAGE_SIZE = 2500  # events.list's maximum maxResults
-EVENT_FIELDS = "id,etag,status,summary,start,end,transparency,extendedProperties/private,attendees(email,responseStatus,self,organizer,resource)"
+# What a read needs of an event: its span, whether it is ours, its version and its guests' answers.
+EVENT_FIELDS = (
+    "id,etag,status,summary,start,end,transparency,extendedProperties/private,"
+    "attendees(email,responseStatus,self,organizer,resource)"
+)
 LIST_FIELDS = f"nextPageToken,nextSyncToken,items({EVENT_FIELDS})"
 RESPONSES = {"needsAction", "accepted", "declined", "tentative"}
 UTC = dt.UTC
