@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from calendar_sync.api import Event, EventSource, SeriesInfo, get_setting
 
+from . import remote
 from .models import Booking
 
 WORKSPACE = "workspace"
@@ -75,6 +76,17 @@ class BookingSource(EventSource):
             end=series.start + series.duration,
             original_start=obj.series_start,
         )
+
+    # What the member did to the event in their own calendar: the rules are in `bookings.remote`.
+    # A room calendar's copy is the workspace's, not the member's word: nothing follows from it.
+    def remote_deleted(self, obj, destination):
+        return remote.deleted(obj) if destination == "member" else None
+
+    def remote_moved(self, obj, destination, start, end):
+        return remote.moved(obj, start, end) if destination == "member" else None
+
+    def responses_changed(self, obj, destination, guests):
+        return remote.answered(obj, guests) if destination == "member" else None
 
     def upcoming(self, owner):
         bookings = Booking.objects.filter(status=Booking.Status.CONFIRMED, end__gt=timezone.now())

@@ -65,10 +65,11 @@ def sync_states(source_key: str, objects: Iterable[models.Model]) -> dict[str, d
     return states
 
 
-def resync(source_key: str, objects: Iterable[models.Model]) -> int:
-    """Bring these objects' events up to date again in every destination. Returns how many syncs were
-    queued (enqueued when the caller's transaction commits)."""
-    work = flows.resync_objects(source_key, objects)
+def resync(source_key: str, objects: Iterable[models.Model], destination: str | None = None) -> int:
+    """Bring these objects' events up to date again in every destination (or only `destination`, e.g.
+    "member": an event someone moved there goes back). Returns how many syncs were queued (enqueued
+    when the caller's transaction commits)."""
+    work = flows.resync_objects(source_key, objects, destination)
     tasks.schedule(work)
     return len(work)
 

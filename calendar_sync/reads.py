@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import quotas, tokens
+from . import quotas, remote, tokens
 from .conf import get_setting
 from .exceptions import (
     AuthorizationLost,
@@ -190,7 +190,8 @@ def _error_code(exc):
 
 @quotas.bulk()
 def pull(owner, reason=Reason.SCHEDULE):
-    """Read what changed in a shared calendar since the last pull and update its busy blocks.
+    """Read what changed in a shared calendar since the last pull and update its busy blocks; in a
+    member's write calendar, report what the member changed in our events (`remote.review`).
 
     A first pull, or one whose cursor expired (410), reads the whole window and replaces the
     blocks. So does one whose round no longer reaches PULL_WINDOW_DAYS ahead: a cursor only
@@ -199,6 +200,8 @@ def pull(owner, reason=Reason.SCHEDULE):
     Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
     """
     token = active_token(owner)
+    if owner.is_member and not remote.watched(token):
+        return {"full": False, "blocks": 0, "removed": 0, "reported": 0}  # nothing of ours to follow there
     provider = get_provider(token.provider)
     now = timezone.now()
     start, needed = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
@@ -207,6 +210,10 @@ def pull(owner, reason=Reason.SCHEDULE):
     changes = tokens.with_access(
         token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end)
     )
+    if owner.is_member:  # a member's write calendar: only what they changed in our events
+        reported = remote.review(owner, token, changes, start, end, reason)
+        CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pull_until=end, pulled_at=now)
+        return {"full": changes.full, "blocks": 0, "removed": 0, "reported": reported}
     ours = _Ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
     external = {
@@ -258,13 +265,24 @@ def forget(owner):
 
 
 def due_pulls():
-    """The shared calendars the scheduled pull reads: active ones not read (on schedule or on a push
-    notification) for PULL_STALE_AFTER seconds. Streamed, off a partial index: cheap when none are due."""
+    """The calendars the scheduled pull reads: active shared ones, and members' write connections on a
+    provider that reports changes to our events, not read (on schedule or on a push notification) for
+    PULL_STALE_AFTER seconds. Streamed, off a partial index (WATCHED): cheap when none are due."""
     recent = timezone.now() - timedelta(seconds=get_setting("PULL_STALE_AFTER"))
-    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
-    for due in (shared.filter(pulled_at__isnull=True), shared.filter(pulled_at__lt=recent)):  # two range scans
-        for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
-            yield Owner(kind, pk)
+    active = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
+    members = active.filter(owner_kind=MEMBER, write=True, provider__in=remote.providers())
+    for watched in (active.filter(~Q(owner_kind=MEMBER)), members):
+        for due in (watched.filter(pulled_at__isnull=True), watched.filter(pulled_at__lt=recent)):  # range scans
+            for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
+                yield Owner(kind, pk)
+
+
+def member_owners():
+    """Members whose write calendar is watched for changes to our events (active, a provider that reports them)."""
+    watched = CalendarToken.objects.filter(
+        owner_kind=MEMBER, write=True, status=CalendarToken.Status.ACTIVE, provider__in=remote.providers()
+    )
+    return [Owner(MEMBER, pk) for pk in watched.values_list("owner_id", flat=True)]
 
 
 def shared_owners():

@@ -209,12 +209,23 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
                     remote_id=event_id or "",
                 )
             written = invitations.after(record.written, operation, outcome, outcome is not NO_CALL)
+            if state == State.SYNCED and outcome is not NO_CALL:  # a call left a new version of the event
+                written = _with_version(written, operation, outcome)
             if written != (record.written or {}):  # only when ours changed: other keys stay as others wrote them
                 changes["written"] = written
             won = records.update(**changes) > 0
         if log is not None:
             log.save(force_insert=True)
     return won
+
+
+def _with_version(written, operation, outcome):
+    """`written` with the provider's version of what this write left (none after a delete), so a read
+    that finds that version knows the event is still as we wrote it (`remote`)."""
+    written = {key: value for key, value in (written or {}).items() if key != "version"}
+    if operation is not None and not operation.is_delete and outcome.version:
+        written["version"] = outcome.version
+    return written
 
 
 def record_transient(record, error, retry_in):

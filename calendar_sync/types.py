@@ -115,7 +115,12 @@ class Operation:
 
 @dataclass(frozen=True)
 class BusyBlock:
-    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
+    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote.
+
+    `version` is the provider's version of the event as read (Google etag, Graph changeKey) and
+    `guests` its attendees' answers, so a change someone made to one of our events can be told
+    from our own writes (see `remote`).
+    """
 
     start: dt.datetime
     end: dt.datetime
@@ -125,6 +130,8 @@ class BusyBlock:
     #: The recurring event this is an occurrence of (Google `recurringEventId`, Graph `seriesMasterId`),
     #: so an occurrence of a series this app wrote is known as ours by the master's id.
     series_id: str = ""
+    version: str = field(default="", compare=False)  # a block is its span and id: equal whatever version read it
+    guests: tuple[Guest, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,9 @@ class BaseProvider:
     #: Whether `move` can take an event to another calendar of the account without re-inviting its
     #: guests (Google's events.move). If not, a calendar change deletes and creates them again.
     can_move: ClassVar[bool] = False
+    #: Whether reads report our own events fully (version, guests' answers) and `event` reads one:
+    #: then a member's write calendar is watched for what the member changes in it (`remote`).
+    reports_changes: ClassVar[bool] = False
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -219,6 +222,11 @@ class BaseProvider:
         self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime
     ) -> Changes:
         """Incremental read since `cursor`; a full read of [start, end) when cursor is None or expired (410)."""
+        raise NotImplementedError
+
+    def event(self, access_token: str, calendar_id: str, remote_id: str) -> BusyBlock | None:
+        """One event as it is now (with `version` and `guests`), or None when it is gone (deleted or
+        cancelled). A read that fails raises: only a definite answer says an event is gone."""
         raise NotImplementedError
 
     # --- push notifications (Google channel / Graph subscription) -----------------------------

@@ -26,6 +26,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
+from ..types import Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
@@ -37,10 +38,14 @@ GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
 PAGE_SIZE = 2500  # events.list's maximum maxResults
-LIST_FIELDS = (
-    "nextPageToken,nextSyncToken,"
-    "items(id,status,summary,start,end,transparency,extendedProperties/private,recurringEventId)"
+# What a read needs of an event: its span, whether it is ours (or an occurrence of ours), its version
+# and its guests' answers.
+EVENT_FIELDS = (
+    "id,etag,status,summary,start,end,transparency,extendedProperties/private,recurringEventId,"
+    "attendees(email,responseStatus,self,organizer,resource)"
 )
+LIST_FIELDS = f"nextPageToken,nextSyncToken,items({EVENT_FIELDS})"
+RESPONSES = {"needsAction", "accepted", "declined", "tentative"}
 UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
@@ -152,28 +157,52 @@ def _moment(value):
     return None
 
 
+def _guests(item):
+    """The attendees' answers (Google's `responseStatus`), the organizer and rooms left out."""
+    guests = []
+    for attendee in item.get("attendees") or []:
+        if not isinstance(attendee, dict) or attendee.get("self") or attendee.get("organizer"):
+            continue
+        if attendee.get("resource") or not attendee.get("email"):
+            continue
+        answer = str(attendee.get("responseStatus") or "needsAction")
+        guests.append(Guest(str(attendee["email"]).lower(), answer if answer in RESPONSES else "needsAction"))
+    return tuple(guests)
+
+
 def _block(item):
-    """A listed event as a BusyBlock, or None when it blocks no time (cancelled, transparent, no span)."""
-    if item.get("status") == "cancelled" or item.get("transparency") == "transparent":
+    """A listed event as a BusyBlock, or None when it blocks no time (cancelled, transparent, no span).
+    One of ours stays a block even when marked free: it still is the booking's event."""
+    private = (item.get("extendedProperties") or {}).get("private") or {}
+    ours = MARKER in private
+    if item.get("status") == "cancelled" or (item.get("transparency") == "transparent" and not ours):
         return None
     start, end = _moment(item.get("start")), _moment(item.get("end"))
     if start is None or end is None or end <= start:
         return None
-    private = (item.get("extendedProperties") or {}).get("private") or {}
     return BusyBlock(
         start=start,
         end=end,
         remote_id=str(item.get("id") or ""),
         summary=str(item.get("summary") or ""),
-        ours=MARKER in private,  # instances of a recurring event carry the master's properties
+        ours=ours,  # instances of a recurring event carry the master's properties
         series_id=str(item.get("recurringEventId") or ""),
+        version=str(item.get("etag") or ""),
+        guests=_guests(item),
     )
+
+
+def _etag(versions, index, answer):
+    """Note the etag Google answered a write with (a delete answers none)."""
+    if isinstance(answer, dict) and answer.get("etag"):
+        versions[index] = str(answer["etag"])
 
 
 class GoogleProvider(BaseProvider):
     name = "google"
     label = "Google Calendar"
     can_move = True  # events.move: the event, its guests and their answers go along, nobody is told
+    reports_changes = True
     settings = {
         # OAuth client registered with Google (required to connect).
         "GOOGLE_CLIENT_ID": "",
@@ -384,6 +413,19 @@ class GoogleProvider(BaseProvider):
                     fold.add(item["id"], _block(item))
         return fold, pages.last.get("nextSyncToken") if pages.complete else None, pages.complete
 
+    def event(self, access_token, calendar_id, remote_id):
+        """events.get of one event: None when it is gone (404/410, or kept as `cancelled`)."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        try:
+            item = self._execute(
+                service.events().get(calendarId=calendar_id, eventId=remote_id, fields=EVENT_FIELDS), http
+            )
+        except CalendarSyncError as exc:
+            if exc.status in GONE_STATUSES:
+                return None
+            raise
+        return _block(item) if isinstance(item, dict) and item.get("status") != "cancelled" else None
+
     # --- push notifications ----------------------------------------------------------------
     def watch(self, access_token, calendar_id, address, secret):
         """events.watch: a web_hook channel whose notifications carry `secret` as X-Goog-Channel-Token."""
@@ -466,10 +508,13 @@ class GoogleProvider(BaseProvider):
         """events.move (in batches when several), telling nobody (`sendUpdates=none`): each event keeps
         its id, guests and their answers. One already gone (404/410) is an error: the caller creates it anew."""
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        errors = self._run(
-            service, http, calendar_id, operations, dict.fromkeys(range(len(operations)), ("move", destination))
-        )
-        return [Outcome(errors[i], None if errors[i] else op.remote_id or op.key) for i, op in enumerate(operations)]
+        versions: dict[int, str] = {}  # the etag of each event as moved
+        steps = dict.fromkeys(range(len(operations)), ("move", destination))
+        errors = self._run(service, http, calendar_id, operations, steps, versions)
+        return [
+            Outcome(errors[i], None if errors[i] else op.remote_id or op.key, version=versions.get(i))
+            for i, op in enumerate(operations)
+        ]
 
     @staticmethod
     def _next_step(step, error):
@@ -485,6 +530,7 @@ class GoogleProvider(BaseProvider):
     def apply(self, access_token, calendar_id, operations):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         results = [Outcome()] * len(operations)
+        versions: dict[int, str] = {}  # the etag of each event as written
         pending = {
             i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
             for i, op in enumerate(operations)
@@ -492,27 +538,33 @@ class GoogleProvider(BaseProvider):
         for _ in range(3):  # first attempt, repair, repair of a racing repair
             if not pending:
                 break
-            errors = self._run(service, http, calendar_id, operations, pending)
+            errors = self._run(service, http, calendar_id, operations, pending, versions)
             next_pending = {}
             for i, step in pending.items():
                 error = errors[i]
                 if step == "delete" and error is not None and error.status in GONE_STATUSES:
                     error = None  # deleting what is already gone is success
-                results[i] = Outcome(error, None if error or operations[i].is_delete else operations[i].key)
+                written = error is None and not operations[i].is_delete
+                results[i] = Outcome(
+                    error,
+                    None if error or operations[i].is_delete else operations[i].key,
+                    version=versions.get(i) if written else None,
+                )
                 repair = self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
             pending = next_pending
         return results
 
-    def _run(self, service, http, calendar_id, operations, pending):
-        """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
+    def _run(self, service, http, calendar_id, operations, pending, versions):
+        """Send one round of requests: alone when single, else in batches. Returns {index: error};
+        the etag of each event written goes to `versions`."""
         errors: dict[int, CalendarSyncError | None] = {}
         items = list(pending.items())
         if len(items) == 1:
             ((i, step),) = items
             try:
-                self._execute(self._request(service, calendar_id, operations[i], step), http)
+                _etag(versions, i, self._execute(self._request(service, calendar_id, operations[i], step), http))
                 errors[i] = None
             except CalendarSyncError as exc:
                 errors[i] = exc
@@ -530,6 +582,8 @@ class GoogleProvider(BaseProvider):
                 if isinstance(exception, HttpError):
                     shared.answered(int(exception.resp.status), retry_after(exception.resp.get("retry-after")))
                 errors[int(request_id)] = classify(exception) if exception is not None else None
+                if exception is None:
+                    _etag(versions, int(request_id), response)
 
             batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
             for i, step in chunk:

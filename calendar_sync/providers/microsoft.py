@@ -22,6 +22,7 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from ..types import Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
@@ -54,6 +55,9 @@ VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
 VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,seriesMasterId"
 NOT_BUSY = {"free", "workingelsewhere"}
+# An attendee's `status.response` in the words Google and our hosts use.
+RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative"}
+EVENT_SELECT = "id,subject,start,end,showAs,isCancelled,changeKey,attendees"
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
 SYNC_RESET_CODES = {
     "syncstatenotfound",
@@ -150,9 +154,25 @@ def _owner_address(item: dict[str, Any]) -> str:
     return str(owner.get("address") or "") if isinstance(owner, dict) else ""
 
 
-def _block(item: dict[str, Any]) -> BusyBlock | None:
-    """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere)."""
-    if item.get("isCancelled") or str(item.get("showAs") or "").lower() in NOT_BUSY:
+def _guests(item: dict[str, Any]) -> tuple[Guest, ...]:
+    """The attendees' answers (`status.response`) in Google's words; the organizer and rooms left out."""
+    guests = []
+    for attendee in item.get("attendees") or []:
+        if not isinstance(attendee, dict) or str(attendee.get("type") or "").lower() == "resource":
+            continue
+        mailbox, status = attendee.get("emailAddress"), attendee.get("status")
+        address = mailbox.get("address") if isinstance(mailbox, dict) else ""
+        answer = str((status.get("response") if isinstance(status, dict) else None) or "none")
+        if not address or answer == "organizer":
+            continue
+        guests.append(Guest(str(address).lower(), RESPONSES.get(answer, "needsAction")))
+    return tuple(guests)
+
+
+def _block(item: dict[str, Any], busy_only: bool = True) -> BusyBlock | None:
+    """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere;
+    with `busy_only` False, only when cancelled or without a span)."""
+    if item.get("isCancelled") or (busy_only and str(item.get("showAs") or "").lower() in NOT_BUSY):
         return None
     start, end = _moment(item.get("start")), _moment(item.get("end"))
     if start is None or end is None or end <= start:
@@ -164,6 +184,8 @@ def _block(item: dict[str, Any]) -> BusyBlock | None:
         summary=str(item.get("subject") or ""),
         ours=_is_ours(item),
         series_id=str(item.get("seriesMasterId") or ""),  # an occurrence: ours when its series master is
+        version=str(item.get("changeKey") or ""),
+        guests=_guests(item),
     )
 
 
@@ -201,6 +223,7 @@ class _Step:
 class MicrosoftProvider(BaseProvider):
     name = "microsoft"
     label = "Outlook Calendar"
+    reports_changes = True
     revocable = False  # the v2.0 endpoint has no per-grant revoke; disconnect deletes locally
     # Graph sends attendees a message on every create, update and delete by the organizer: the sync
     # core sends no write they need not hear of. No move without re-inviting (delete and create).
@@ -427,6 +450,18 @@ class MicrosoftProvider(BaseProvider):
             raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
         return fold.changes(cursor, full=full)
 
+    def event(self, access_token: str, calendar_id: str, remote_id: str) -> BusyBlock | None:
+        """GET one event (ids are unique per mailbox): None when it is gone (404/410) or cancelled."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url = f"{root}me/events/{quote(remote_id, safe='=')}?{_query([('$select', EVENT_SELECT)])}"
+        status, headers, body = self._call(access_token, "GET", url, prefer='outlook.timezone="UTC"')
+        if status in (404, 410):
+            return None
+        error = classify(status, headers, body)
+        if error:
+            raise error
+        return _block(body, busy_only=False)
+
     # --- push notifications ------------------------------------------------------------------
     @staticmethod
     def _subscription_resource(calendar_id: str) -> str:
@@ -582,7 +617,7 @@ class MicrosoftProvider(BaseProvider):
                 return None
             if step.kind == "delete":
                 return Outcome()
-            return Outcome(remote_id=body.get("id") or step.remote_id)
+            return Outcome(remote_id=body.get("id") or step.remote_id, version=body.get("changeKey") or None)
         if status in (404, 410) and step.kind == "delete":
             return Outcome()  # already gone
         if status in (404, 410) and step.kind == "patch":

@@ -9,6 +9,9 @@ test uses are the same on both:
     fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
     fake.add_recurring_event(account, start, end, rule, title="Busy", calendar=None, time_zone="UTC") -> master id
     fake.change_occurrence(account, event_id, original_start, start=None, end=None, cancel=False) -> its id
+    fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)  (as the member: a new
+                                             etag / changeKey, in the next incremental read)
+    fake.respond(account, event_id, email, response) -> a guest answers ("accepted", "declined", ...)
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
@@ -23,6 +26,7 @@ test uses are the same on both:
     fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
+    fake.auto_notify = True                  -> the person's changes above notify the calendar's live channels
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
     fake.reset() / reset_log() / settings() / env()
 
@@ -83,6 +87,7 @@ class FakeService(LoopbackServer):
         self.call_log = []  # one dict per logical API request: time, method, path, account, batch, ...
         self.http_requests = []  # one dict per HTTP request received
         self.latency = self.initial_latency
+        self.auto_notify = False  # True: what a person does in a calendar notifies its live channels at once
         self.granted_scope = None  # override the scope a consent grants
         self.sent_messages = []  # what the service e-mailed attendees: {"email", "kind", "event_id"}
         self.add_account(self.default_account)
@@ -266,9 +271,24 @@ class FakeService(LoopbackServer):
     def delete_event(self, account: str, event_id: str, calendar: str | None = None) -> None:
         raise NotImplementedError
 
+    def respond(self, account: str, event_id: str, email: str, response: str, calendar: str | None = None) -> None:
+        """A guest of `account`'s event answers: "needsAction", "accepted", "declined" or "tentative"
+        (in the service's own words on the event); the event changes as any edit does."""
+        raise NotImplementedError
+
     def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:
         """{id: event} of one calendar (the default account's default calendar by default), as the service returns it."""
         raise NotImplementedError
+
+    def _changed(self, account: str, calendar: str, event_id: str) -> None:
+        """A person changed an event of `account`'s `calendar`: with `auto_notify`, every live channel
+        on that calendar is notified, as the service does (after the change, outside the lock: the
+        receiver reads the calendar back at once)."""
+        if not self.auto_notify:
+            return
+        for channel in self.push_channels(account).values():
+            if not channel["stopped"] and channel["calendar"] == calendar:
+                self.notify(channel["id"], event_id)
 
     def notify(self, channel_id: str, event_id: str | None = None, secret: str | None = None) -> Any:
         """Deliver a change notification for a channel the way the service does; the receiver's

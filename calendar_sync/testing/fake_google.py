@@ -364,7 +364,8 @@ class FakeGoogle(FakeService):
                 event["transparency"] = "transparent"
             events[event_id] = event
             self._touch(event)
-            return event_id
+        self._changed(account, cal, event_id)
+        return event_id
 
     def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time."""
@@ -372,8 +373,9 @@ class FakeGoogle(FakeService):
 
     def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `transparency="transparent"` (None removes a field)."""
+        cal = self._calendar_id(account, calendar or "primary")
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            event = self.accounts[account]["events"][cal][event_id]
             for key, value in fields.items():
                 if value is None:
                     event.pop(key, None)
@@ -381,16 +383,35 @@ class FakeGoogle(FakeService):
                     event[key] = value
             event["sequence"] = event.get("sequence", 0) + 1
             self._touch(event)
+        self._changed(account, cal, event_id)
+
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `responseStatus` on the organizer's (`account`'s) event
+        becomes `response` ("needsAction", "accepted", "declined", "tentative"), and the event changes
+        (new etag, in the next incremental read). KeyError when `email` is not one of its attendees."""
+        cal = self._calendar_id(account, calendar or "primary")
+        with self.lock:
+            event = self.accounts[account]["events"][cal][event_id]
+            attendee = next(
+                (a for a in event.get("attendees") or [] if str(a.get("email", "")).lower() == email.lower()), None
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["responseStatus"] = response
+            self._touch(event)
+        self._changed(account, cal, event_id)
 
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, calendar=calendar, transparency=None if busy else "transparent")
 
     def delete_event(self, account, event_id, calendar=None):
         """Delete an event in the UI: Google keeps it as cancelled (showDeleted and sync see it)."""
+        cal = self._calendar_id(account, calendar or "primary")
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            event = self.accounts[account]["events"][cal][event_id]
             event["status"] = "cancelled"
             self._touch(event)
+        self._changed(account, cal, event_id)
 
     def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
         """Create a recurring event as the member would: the first occurrence `start`–`end` in

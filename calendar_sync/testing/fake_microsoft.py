@@ -450,14 +450,16 @@ class FakeMicrosoft(FakeService):
         }
         with self.lock:
             mailbox = self.accounts[account]
-            return self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)["id"]
+            event = self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)
+        self._changed(account, event["_calendar"], event["id"])
+        return event["id"]
 
     def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time (kept in the event's own time zone)."""
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             zone = event.get("start", {}).get("timeZone") or "UTC"
-            self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
+        self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
 
     def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `showAs="free"` (ids are unique per mailbox:
@@ -473,6 +475,36 @@ class FakeMicrosoft(FakeService):
                 }
             )
             self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
+
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `status.response` on the organizer's (`account`'s) event
+        becomes Graph's word for `response` ("needsAction" → "none", "accepted", "declined",
+        "tentative" → "tentativelyAccepted"), and the event changes (new changeKey, in the next delta
+        round). KeyError when `email` is not one of its attendees."""
+        graph = {"needsAction": "none", "tentative": "tentativelyAccepted"}.get(response, response)
+        with self.lock:
+            event = self.accounts[account]["events"][event_id]
+            attendee = next(
+                (
+                    a
+                    for a in event.get("attendees") or []
+                    if str((a.get("emailAddress") or {}).get("address", "")).lower() == email.lower()
+                ),
+                None,
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["status"] = {"response": graph, "time": _now()}
+            event.update(
+                {
+                    "lastModifiedDateTime": _now(),
+                    "changeKey": secrets.token_urlsafe(24),
+                    "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
+                }
+            )
+            self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
 
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, showAs="busy" if busy else "free")
@@ -484,6 +516,7 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"].pop(event_id)
             mailbox["transactions"].pop(event.get("transactionId"), None)
             self._bury(mailbox, event)
+        self._changed(account, event["_calendar"], event_id)
 
     def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
         """Create a recurring series as the member would (the first occurrence `start`–`end` in
