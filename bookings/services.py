@@ -102,10 +102,12 @@ def _lock(booking_id):
     return booking
 
 
-def create_booking(*, user, workspace, title, start, end):
+def create_booking(*, user, workspace, title, start, end, conference=Booking.Conference.NONE):
     _check_times(start, end)
     _check_bounds(start, end)
-    return Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=end)
+    return Booking.objects.create(
+        user=user, workspace=workspace, title=title, start=start, end=end, conference=conference
+    )
 
 
 @transaction.atomic
@@ -131,20 +133,21 @@ def cancel_booking(booking):
 
 
 @transaction.atomic
-def update_booking(booking, *, title=None, start=None, end=None):
-    """Retitle and/or reschedule. A cancelled booking cannot change."""
+def update_booking(booking, *, title=None, start=None, end=None, conference=None):
+    """Retitle, reschedule and/or ask for another video link. A cancelled booking cannot change."""
     booking = _lock(booking.pk)
     if booking.status == Booking.Status.CANCELLED:
         raise BookingError("A cancelled booking cannot be changed.", code="invalid_transition")
     booking.title = booking.title if title is None else title
     booking.start = booking.start if start is None else start
     booking.end = booking.end if end is None else end
+    booking.conference = booking.conference if conference is None else conference
     _check_times(booking.start, booking.end)
     if start is not None or end is not None:
         _check_bounds(booking.start, booking.end)
     if booking.status == Booking.Status.CONFIRMED:
         _check_free(booking)
-    booking.save(update_fields=["title", "start", "end", "updated_at"])
+    booking.save(update_fields=["title", "start", "end", "conference", "updated_at"])
     return booking
 
 

@@ -320,6 +320,17 @@ def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Tas
     return resync_records(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items]))
 
 
+def sync_again(source_key: str, object_id: str, roles: Iterable[str]) -> list[Task]:
+    """Bring some destinations of one object up to date again (a new version of their records), as
+    interactive work: e.g. a room's copy that carries a meeting link made in the member's copy."""
+    records = SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination__in=list(roles))
+    rows = list(records.values_list("pk", "destination"))
+    SyncRecord.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
+    )
+    return [Task("sync", (source_key, str(object_id), role, "")) for _, role in rows]
+
+
 def resync(owner: Owner, failed_only: bool = False) -> list[Task]:
     """Push an owner's calendar again: its failed syncs, and unless `failed_only` every upcoming
     object and all unsynced work (the backfill that runs on connect). NotConnected if none."""

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, channels, flows, health, reads, sync
+from . import audit, channels, flows, health, meetings, reads, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
@@ -146,7 +146,9 @@ def schedule(work):
 )
 def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
-        return sync.sync_object(source_key, object_id, destination, reason)
+        state = sync.sync_object(source_key, object_id, destination, reason)
+        follow_conference(source_key, object_id, destination)
+        return state
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
@@ -165,7 +167,37 @@ def backfill_task(owner_kind, owner_id, kind="backfill"):
     """`kind`: what the status shows it as ("backfill" on connect, "resync")."""
     counts, later = sync.backfill(Owner(owner_kind, str(owner_id)), kind=kind)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
+
+
+def follow_conference(source_key, object_id, destination=MEMBER_ROLE):
+    """A meeting the write left pending (Google makes Meet asynchronously): read it again shortly."""
+    countdown = meetings.first_delay(source_key, str(object_id), destination)
+    if countdown is not None:
+        enqueue_conference(source_key, object_id, destination, 0, countdown)
+
+
+def follow_conferences(owner):
+    """Every pending meeting of an owner's records (after a bulk write): read each again shortly."""
+    for source_key, object_id, destination in meetings.pending(owner.lookup()):
+        enqueue_conference(source_key, object_id, destination, 0, meetings.REREAD_DELAYS[0])
+
+
+def enqueue_conference(source_key, object_id, destination, attempt, countdown):
+    try:
+        conference_task.apply_async((source_key, str(object_id), destination, attempt), countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the next sync of the object reads it again
+        logger.warning("calendar meeting read not enqueued for %s:%s (%s)", source_key, object_id, type(exc).__name__)
+
+
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.conference", acks_late=True, reject_on_worker_lost=True)
+def conference_task(source_key, object_id, destination=MEMBER_ROLE, attempt=0):
+    """Read a meeting still being made; again later while it stays pending (a bounded number of times)."""
+    countdown = meetings.reread(source_key, str(object_id), destination, int(attempt))
+    if countdown is not None:
+        enqueue_conference(source_key, object_id, destination, int(attempt) + 1, countdown)
+    return countdown
 
 
 @shared_task(
@@ -174,6 +206,7 @@ def backfill_task(owner_kind, owner_id, kind="backfill"):
 def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     counts, later = sync.move_calendar(Owner(owner_kind, str(owner_id)), old_calendar_id)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
 
 
@@ -197,6 +230,7 @@ def left_behind(now, limit):
 def move_connection_task(owner_kind, owner_id, old_pk, old_calendar_id):
     counts, later = sync.move_connection(Owner(owner_kind, str(owner_id)), old_pk, old_calendar_id)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
 
 

@@ -20,7 +20,7 @@ from django.core import checks
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, ConfigurationError, PermanentError, TransientError
-from ..types import BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet
+from ..types import BusyBlock, Calendar, Changes, Conference, Event, Notification, Operation, Outcome, TokenSet
 
 __all__ = [  # the value types stay importable from here, where the providers have always taken them
     "BaseProvider",
@@ -97,6 +97,13 @@ class BaseProvider:
     writable: ClassVar[bool] = True
     #: Whether members connect through OAuth (`auth/<name>`); if not, through their own endpoint.
     oauth: ClassVar[bool] = True
+    #: The video meetings ("google_meet", "teams") the service can make where a calendar allows it;
+    #: none: `capabilities` is never called.
+    conferences: ClassVar[tuple[str, ...]] = ()
+    #: What a member is told when their calendar can't make one (what kind of calendar could).
+    conference_note: ClassVar[str] = ""
+    #: Whether events written here can carry guests (attendees invited by the service).
+    takes_guests: ClassVar[bool] = False
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -197,6 +204,23 @@ class BaseProvider:
         through `providers.http.answered` (a Retry-After marks the connection).
         """
         raise NotImplementedError
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """Of `conferences`, the meetings `calendar_id` allows now (read when connecting and when the
+        calendar changes)."""
+        return []
+
+    def read_conference(self, access_token: str, calendar_id: str, operation: Operation) -> Conference | None:
+        """The event's meeting as the service shows it now (a pending one read again); None when unknown."""
+        return None
+
+    @staticmethod
+    def event_text(event: Event) -> str:
+        """The event's description, with the join link of a meeting made in another copy."""
+        if not event.join_url:
+            return event.description
+        return f"{event.description}\n\nJoin the video meeting: {event.join_url}".lstrip()
 
     # --- reading calendars (never on the confirm path) --------------------------------------
     def busy(self, access_token: str, calendar_id: str, start: dt.datetime, end: dt.datetime) -> list[BusyBlock]:

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import uuid
+from dataclasses import replace
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,6 +27,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
+from ..types import Conference
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
@@ -41,6 +43,34 @@ LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,tra
 UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
+MEET = "hangoutsMeet"  # conferenceSolutionKey.type of Google Meet
+MEET_STATUS = {"pending": "pending", "success": "ready", "failure": "failed"}  # createRequest.status.statusCode
+
+
+def conference_of(operation, body):
+    """The meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    data = body.get("conferenceData") if isinstance(body.get("conferenceData"), dict) else {}
+    request = data.get("createRequest") if isinstance(data.get("createRequest"), dict) else {}
+    code = str((request.get("status") or {}).get("statusCode") or "") if isinstance(request.get("status"), dict) else ""
+    video = [p for p in data.get("entryPoints") or [] if isinstance(p, dict) and p.get("entryPointType") == "video"]
+    uri = str(video[0].get("uri") or "") if video else ""
+    if code == "failure":
+        return Conference("google_meet", "", "failed", "Google could not make the Meet meeting.")
+    if code == "pending":
+        return Conference("google_meet", uri, "pending")
+    if uri:
+        return Conference("google_meet", uri, "ready")
+    if wanted.status == "none":  # asked, and the event came back without one
+        return Conference("google_meet", "", "failed", "Google made no Meet meeting for this event.")
+    return wanted
+
+
+def _conference_refused(error):
+    """Google's 400 for a conference the calendar does not allow ("Invalid conference type value.")."""
+    return error is not None and error.status == 400 and "conference" in str(error).lower()
 
 
 def classify_http_error(exc):
@@ -188,6 +218,9 @@ class GoogleProvider(BaseProvider):
         "BATCH_SIZE": 50,
     }
     required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
+    conferences = ("google_meet",)
+    conference_note = "Google Meet has to be allowed for it (a Google Workspace administrator may have turned it off)."
+    takes_guests = True
     endpoint_settings = (
         "GOOGLE_OAUTH_AUTH_URI",
         "GOOGLE_OAUTH_TOKEN_URI",
@@ -314,6 +347,26 @@ class GoogleProvider(BaseProvider):
             if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted")
         ]
 
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token, calendar_id):
+        """calendarList.get: Meet where `conferenceProperties.allowedConferenceSolutionTypes` lists it."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        entry = self._execute(service.calendarList().get(calendarId=calendar_id), http)
+        allowed = ((entry or {}).get("conferenceProperties") or {}).get("allowedConferenceSolutionTypes") or []
+        return ["google_meet"] if MEET in allowed else []
+
+    def read_conference(self, access_token, calendar_id, operation):
+        """events.get with conferenceData: a pending meeting read again."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        request = service.events().get(calendarId=calendar_id, eventId=operation.remote_id or operation.key)
+        try:
+            body = self._execute(request, http)
+        except CalendarSyncError as exc:
+            if exc.status in GONE_STATUSES:
+                return None
+            raise
+        return conference_of(operation, body)
+
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     def busy(self, access_token, calendar_id, start, end):
         """events.list over the window, not freeBusy: freeBusy cannot tell our own events apart."""
@@ -430,11 +483,21 @@ class GoogleProvider(BaseProvider):
             "status": "confirmed",
             "summary": event.summary,
             "location": event.location,
-            "description": event.description,
+            "description": self.event_text(event),
             "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
+            **self.conference_body(operation),
         }
+
+    @staticmethod
+    def conference_body(operation):
+        """A Meet to make: `conferenceData.createRequest` whose requestId is the event's own key, so a
+        retried write never makes a second meeting. Once one exists nothing is sent (a patch leaves it)."""
+        wanted = operation.conference
+        if wanted is None or wanted.status != "none" or wanted.type != "google_meet":
+            return {}
+        return {"conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}}
 
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
@@ -443,10 +506,11 @@ class GoogleProvider(BaseProvider):
                 calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none"
             )
         body = self.event_body(operation)
+        extra = {"conferenceDataVersion": 1} if operation.conference is not None else {}
         if step == "insert":
-            return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
+            return events.insert(calendarId=calendar_id, body=body, sendUpdates="none", **extra)
         return events.patch(
-            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none"
+            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none", **extra
         )
 
     @staticmethod
@@ -462,7 +526,9 @@ class GoogleProvider(BaseProvider):
 
     def apply(self, access_token, calendar_id, operations):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        operations = list(operations)  # a refused meeting is dropped from its operation (see below)
         results = [Outcome()] * len(operations)
+        answers: dict[int, dict] = {}
         pending = {
             i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
             for i, op in enumerate(operations)
@@ -470,27 +536,40 @@ class GoogleProvider(BaseProvider):
         for _ in range(3):  # first attempt, repair, repair of a racing repair
             if not pending:
                 break
-            errors = self._run(service, http, calendar_id, operations, pending)
+            errors = self._run(service, http, calendar_id, operations, pending, answers)
             next_pending = {}
             for i, step in pending.items():
                 error = errors[i]
                 if step == "delete" and error is not None and error.status in GONE_STATUSES:
                     error = None  # deleting what is already gone is success
-                results[i] = Outcome(error, None if error or operations[i].is_delete else operations[i].key)
+                results[i] = Outcome(
+                    error,
+                    None if error or operations[i].is_delete else operations[i].key,
+                    conference=None if error else conference_of(operations[i], answers.get(i)),
+                )
+                if _conference_refused(error) and self.conference_body(operations[i]):
+                    # The calendar no longer allows Meet: write the event without one, report why.
+                    why = f"This calendar doesn't allow Google Meet meetings. {self.conference_note}"
+                    refused = Conference("google_meet", "", "failed", why)
+                    operations[i] = replace(operations[i], conference=refused)
+                    next_pending[i] = step
+                    continue
                 repair = self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
             pending = next_pending
         return results
 
-    def _run(self, service, http, calendar_id, operations, pending):
-        """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
+    def _run(self, service, http, calendar_id, operations, pending, answers=None):
+        """Send one round of requests: alone when single, else in batches. Returns {index: error};
+        the answers' bodies go to `answers` {index: body}."""
         errors: dict[int, CalendarSyncError | None] = {}
+        answers = {} if answers is None else answers
         items = list(pending.items())
         if len(items) == 1:
             ((i, step),) = items
             try:
-                self._execute(self._request(service, calendar_id, operations[i], step), http)
+                answers[i] = self._execute(self._request(service, calendar_id, operations[i], step), http)
                 errors[i] = None
             except CalendarSyncError as exc:
                 errors[i] = exc
@@ -508,6 +587,7 @@ class GoogleProvider(BaseProvider):
                 if isinstance(exception, HttpError):
                     shared.answered(int(exception.resp.status), retry_after(exception.resp.get("retry-after")))
                 errors[int(request_id)] = classify(exception) if exception is not None else None
+                answers[int(request_id)] = response
 
             batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
             for i, step in chunk:

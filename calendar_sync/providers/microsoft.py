@@ -23,6 +23,7 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
 from . import http as shared
+from ..types import Conference
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
 _sessions = shared.PerThread(requests.Session)
@@ -68,6 +69,21 @@ FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
 MAX_VALIDATION_TOKEN = 2048  # the webhook handshake's validationToken echo: anything longer is refused
+TEAMS = "teamsForBusiness"  # the onlineMeetingProvider of Microsoft Teams (work or school accounts only)
+
+
+def conference_of(operation: Operation, body: Any) -> Conference | None:
+    """The Teams meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    meeting = body.get("onlineMeeting") if isinstance(body.get("onlineMeeting"), dict) else {}
+    join_url = str(meeting.get("joinUrl") or "")
+    if body.get("isOnlineMeeting") and join_url:
+        return Conference("teams", join_url, "ready")
+    if wanted.status == "none":  # asked, and Outlook made none: the calendar does not offer Teams
+        return Conference("teams", "", "failed", f"Outlook made no Teams meeting. {MicrosoftProvider.conference_note}")
+    return wanted
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -212,6 +228,12 @@ class MicrosoftProvider(BaseProvider):
         "MICROSOFT_BATCH_SIZE": 20,
     }
     required_settings = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI")
+    conferences = ("teams",)
+    conference_note = (
+        "Teams meetings need a Microsoft 365 work or school calendar: personal Microsoft accounts "
+        "(Outlook.com, Hotmail) can't create them."
+    )
+    takes_guests = True
     endpoint_settings = ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT", "MICROSOFT_REDIRECT_URI")
 
     # --- settings ----------------------------------------------------------------------------
@@ -332,6 +354,16 @@ class MicrosoftProvider(BaseProvider):
             for item in body.get("value", [])
             if item.get("canEdit")
         ]
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """GET the calendar: Teams where `allowedOnlineMeetingProviders` lists teamsForBusiness
+        (a personal account's calendars never do)."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url = f"{root}{self._calendar_path(calendar_id)}?$select=id,allowedOnlineMeetingProviders"
+        body = self._get(access_token, url, root, None)
+        allowed = body.get("allowedOnlineMeetingProviders") or []
+        return ["teams"] if isinstance(allowed, list) and TEAMS in allowed else []
 
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     @staticmethod
@@ -497,14 +529,24 @@ class MicrosoftProvider(BaseProvider):
         zone_name, zone = _graph_zone(event.time_zone, event.start, event.end)
         return {
             "subject": event.summary,
-            "body": {"contentType": "text", "content": event.description},
+            "body": {"contentType": "text", "content": self.event_text(event)},
             "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "end": {"dateTime": event.end.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "location": {"displayName": event.location},
             "showAs": "busy",
             "isReminderOn": False,
             "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
+            **self.conference_body(operation),
         }
+
+    @staticmethod
+    def conference_body(operation: Operation) -> dict[str, Any]:
+        """A Teams meeting to make (Graph makes one per event, once; a retried create is de-duplicated
+        by its transactionId). Once one exists nothing is sent: a patch leaves it."""
+        wanted = operation.conference
+        if wanted is None or wanted.status != "none" or wanted.type != "teams":
+            return {}
+        return {"isOnlineMeeting": True, "onlineMeetingProvider": TEAMS}
 
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
         """(method, path relative to the Graph root, body) for an operation's next step."""
@@ -577,7 +619,7 @@ class MicrosoftProvider(BaseProvider):
                 return None
             if step.kind == "delete":
                 return Outcome()
-            return Outcome(remote_id=body.get("id") or step.remote_id)
+            return Outcome(remote_id=body.get("id") or step.remote_id, conference=conference_of(op, body))
         if status in (404, 410) and step.kind == "delete":
             return Outcome()  # already gone
         if status in (404, 410) and step.kind == "patch":

@@ -19,6 +19,7 @@ test uses are the same on both:
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
+    fake.conferences(account=None)           -> video meetings made: [{"account", "event_id", "join_url", "live"}]
     fake.reset() / reset_log() / settings() / env()
 
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
@@ -254,6 +255,11 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
+    def conferences(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Video meetings the service made (Meet, Teams), oldest first: {"account", "event_id",
+        "join_url", "live"}; `live` while the event that has it exists."""
         raise NotImplementedError
 
     def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:
