@@ -88,6 +88,7 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
         "scopes": sorted(grant.scopes),
         "status": CalendarToken.Status.ACTIVE,
         "last_error": "",
+        "capabilities": {},  # what the calendar can make is read again when first needed
     }
     existing = None if add and owner.is_member else CalendarToken.objects.filter(write=True, **owner.lookup()).first()
     if existing is not None:
@@ -284,8 +285,9 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
     if _same_calendar(old, calendar_id, calendars):
         return []
     channels.stop_watch(token)  # it watches the old calendar
-    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
-    token.calendar_id = calendar_id
+    # What the old calendar could make (a video meeting) says nothing of the new one: read again when needed.
+    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, capabilities={}, updated_at=timezone.now())
+    token.calendar_id, token.capabilities = calendar_id, {}
     reads.forget(owner)  # busy blocks and the read cursor belong to the old calendar
     channels.ensure_watch(token)  # only for shared connections with push on
     logger.info("calendar of %s changed (%s)", owner, reason)

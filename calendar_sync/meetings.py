@@ -4,8 +4,9 @@ The sync asks `plan` before a write (make a meeting, keep the one made, or none:
 and tells `recorded` what the provider answered; the result lives in `SyncRecord.written["conference"]`
 and every change of it is reported to the host (`EventSource.conference_changed`). A Google meeting
 still being made (`pending`) is read again (`reread`) until it is ready or failed. What a calendar
-can make is read from the provider when it is connected or changed (`refresh_capabilities`) and
-kept on the connection, so deciding costs no call.
+can make is read from the provider once after it is connected or changed, when first needed (the
+capabilities endpoint, or the first write that asks for a meeting: connecting costs no extra call),
+and kept on the connection (`refresh_capabilities`), so deciding costs no call.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def conference_types(token: CalendarToken | None) -> list[str]:
     return [t for t in (token.capabilities or {}).get("conference", []) if t in TYPES]
 
 
+def known(token: CalendarToken) -> bool:
+    """Whether what the connection's calendar can make has been read since it was connected or changed."""
+    return "conference" in (token.capabilities or {})
+
+
 def refresh_capabilities(token: CalendarToken, reason: str = AccessLog.Reason.BACKFILL) -> list[str]:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
     """Ask the provider what the connection's calendar can make now and keep it on the connection.
     A provider that makes no meetings is not asked. Best effort: a failure keeps what was known."""
@@ -70,7 +76,7 @@ def capabilities(owner: Owner) -> dict:
     token = CalendarToken.objects.filter(write=True, **owner.lookup()).first()
     if token is None or not token.is_active:
         return {"conference": [], "guests": False}
-    if "conference" not in (token.capabilities or {}):
+    if not known(token):
         refresh_capabilities(token, AccessLog.Reason.MEMBER_REQUEST)
     return {"conference": conference_types(token), "guests": get_provider(token.provider).takes_guests}
 
@@ -104,7 +110,7 @@ def plan(operation: Operation, token: CalendarToken | None, record: SyncRecord) 
     made = (record.written or {}).get("conference") or {}
     if made.get("status") in MADE and made.get("type") and (record.remote_id or record.remote_may_exist):
         return replace(operation, conference=_conference(made))
-    types = conference_types(token)
+    types = conference_types(token) if known(token) else refresh_capabilities(token, AccessLog.Reason.CONFIRMED)
     requested = event.conference
     kind = (types[0] if types else "") if requested == "auto" else requested if requested in types else ""
     if kind:

@@ -377,7 +377,6 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=
     token = _write_token(owner)
     if token is None:
         return {}, []
-    meetings.refresh_capabilities(token, reason)  # the calendar may be new: what it can make now
     with tracked(token, kind, progress) as shown:
         return _backfill(owner, token, reason, shown)
 

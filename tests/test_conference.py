@@ -95,12 +95,14 @@ def test_calendar_without_meet_writes_the_event_and_says_why(fake_google, api, w
 
 
 def test_meet_turned_off_after_connecting_still_writes_the_event(google_connected, api, workspace, run):
-    google_connected.allow_meet(GOOGLE_ACCOUNT, False)  # what was read on connecting is out of date
+    assert api.get("/api/calendar-sync/capabilities").json()["conference"] == ["google_meet"]
+    google_connected.allow_meet(GOOGLE_ACCOUNT, False)  # an administrator turns Meet off: what we read is stale
     booking = book(api, workspace, "google_meet")
     conference = confirm(api, run, booking)
-    assert conference["status"] == "failed" and conference["reason"]
+    assert conference["status"] == "failed" and "doesn't allow Google Meet" in conference["reason"]
     assert list(google_connected.events(GOOGLE_ACCOUNT)) == [event_key(booking)]
     assert google_connected.conferences() == []
+    assert [c["method"] for c in google_connected.calls(GOOGLE_ACCOUNT)][-2:] == ["POST", "POST"]  # refused, then without
 
 
 def test_reschedule_keeps_the_link_and_cancel_removes_it(google_connected, api, workspace, run):
