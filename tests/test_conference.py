@@ -3,6 +3,7 @@ kept on reschedule, never made twice, gone with the event; and what each calenda
 
 import pytest
 from django.utils import timezone
+from icalendar import Calendar
 
 from bookings.models import Booking
 from calendar_sync import sync, tasks
@@ -215,3 +216,11 @@ def test_no_conference_asks_for_none(google_connected, api, workspace, run):
     [event] = google_connected.events(GOOGLE_ACCOUNT).values()
     assert "conferenceData" not in event
     assert all("conferenceDataVersion" not in c["query"] for c in google_connected.calls())
+
+
+def test_the_ical_feed_carries_the_link(google_connected, api, workspace, run):
+    booking = book(api, workspace)
+    link = confirm(api, run, booking)["join_url"]
+    url = api.post("/api/calendar-sync/ical").json()["url"].removeprefix("http://testserver")
+    [item] = Calendar.from_ical(client_for(None).get(url).content).walk("VEVENT")
+    assert link in str(item["description"]) and str(item["conference"]) == link
