@@ -286,7 +286,9 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
         return []
     channels.stop_watch(token)  # it watches the old calendar
     # What the old calendar could make (a video meeting) says nothing of the new one: read again when needed.
-    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, capabilities={}, updated_at=timezone.now())
+    CalendarToken.objects.filter(pk=token.pk).update(
+        calendar_id=calendar_id, capabilities={}, updated_at=timezone.now()
+    )
     token.calendar_id, token.capabilities = calendar_id, {}
     reads.forget(owner)  # busy blocks and the read cursor belong to the old calendar
     channels.ensure_watch(token)  # only for shared connections with push on

@@ -35,9 +35,9 @@ MAX_AGE = 300
 def render(feed):
     """The ics body of a CalendarFeed (`user_id`, `content_hash`, `content_changed_at` loaded).
 
-    Records a content change on `feed` (one UPDATE, only when the body differs from the last
-    render). Queries per source: one for the events, one for their sync records (and one for their
-video meetings when any asks for one).
+        Records a content change on `feed` (one UPDATE, only when the body differs from the last
+        render). Queries per source: one for the events, one for their sync records (and one for their
+    video meetings when any asks for one).
     """
     cal = Calendar()
     cal.add("prodid", PRODID)
@@ -122,7 +122,7 @@ def _join_urls(source, objects):
         return {}
     rows = SyncRecord.objects.filter(source=source.key, written__conference__status="ready")
     batch = (connections[rows.db].features.max_query_params or len(ids) + 1) - 1
-    links = {}
+    links: dict[str, str] = {}
     for start in range(0, len(ids), batch):
         chunk = rows.filter(object_id__in=ids[start : start + batch])
         for object_id, written in chunk.values_list("object_id", "written"):

@@ -45,7 +45,7 @@ def known(token: CalendarToken) -> bool:
     return "conference" in (token.capabilities or {})
 
 
-def refresh_capabilities(token: CalendarToken, reason: str = AccessLog.Reason.BACKFILL) -> list[str]:  # type: ignore[assignment]  # TextChoices member: a str at runtime (no django-stubs)
+def refresh_capabilities(token: CalendarToken, reason=AccessLog.Reason.BACKFILL) -> list[str]:
     """Ask the provider what the connection's calendar can make now and keep it on the connection.
     A provider that makes no meetings is not asked. Best effort: a failure keeps what was known."""
     provider = get_provider(token.provider)

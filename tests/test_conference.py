@@ -103,7 +103,10 @@ def test_meet_turned_off_after_connecting_still_writes_the_event(google_connecte
     assert conference["status"] == "failed" and "doesn't allow Google Meet" in conference["reason"]
     assert list(google_connected.events(GOOGLE_ACCOUNT)) == [event_key(booking)]
     assert google_connected.conferences() == []
-    assert [c["method"] for c in google_connected.calls(GOOGLE_ACCOUNT)][-2:] == ["POST", "POST"]  # refused, then without
+    assert [c["method"] for c in google_connected.calls(GOOGLE_ACCOUNT)][-2:] == [
+        "POST",
+        "POST",
+    ]  # refused, then without
 
 
 def test_reschedule_keeps_the_link_and_cancel_removes_it(google_connected, api, workspace, run):

@@ -4,20 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calendar_sync', '0012_record_written'),
+        ("calendar_sync", "0012_record_written"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='calendartoken',
-            name='capabilities',
+            model_name="calendartoken",
+            name="capabilities",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AlterField(
-            model_name='accesslog',
-            name='operation',
-            field=models.CharField(choices=[('refresh', 'Refresh access token'), ('revoke', 'Revoke grant'), ('list_calendars', 'List calendars'), ('create_event', 'Create event'), ('update_event', 'Update event'), ('delete_event', 'Delete event'), ('batch', 'Batch of event writes'), ('read_busy', 'Read busy times'), ('pull_changes', 'Read calendar changes'), ('test_event', 'Test event'), ('read_event', 'Read event')], max_length=32),
+            model_name="accesslog",
+            name="operation",
+            field=models.CharField(
+                choices=[
+                    ("refresh", "Refresh access token"),
+                    ("revoke", "Revoke grant"),
+                    ("list_calendars", "List calendars"),
+                    ("create_event", "Create event"),
+                    ("update_event", "Update event"),
+                    ("delete_event", "Delete event"),
+                    ("batch", "Batch of event writes"),
+                    ("read_busy", "Read busy times"),
+                    ("pull_changes", "Read calendar changes"),
+                    ("test_event", "Test event"),
+                    ("read_event", "Read event"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -52,9 +52,8 @@ def conference_of(operation, body):
     wanted = operation.conference
     if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
         return wanted
-    data = body.get("conferenceData") if isinstance(body.get("conferenceData"), dict) else {}
-    request = data.get("createRequest") if isinstance(data.get("createRequest"), dict) else {}
-    code = str((request.get("status") or {}).get("statusCode") or "") if isinstance(request.get("status"), dict) else ""
+    data = _dict(body.get("conferenceData"))
+    code = str(_dict(_dict(data.get("createRequest")).get("status")).get("statusCode") or "")
     video = [p for p in data.get("entryPoints") or [] if isinstance(p, dict) and p.get("entryPointType") == "video"]
     uri = str(video[0].get("uri") or "") if video else ""
     if code == "failure":
@@ -66,6 +65,10 @@ def conference_of(operation, body):
     if wanted.status == "none":  # asked, and the event came back without one
         return Conference("google_meet", "", "failed", "Google made no Meet meeting for this event.")
     return wanted
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _conference_refused(error):
@@ -497,7 +500,9 @@ class GoogleProvider(BaseProvider):
         wanted = operation.conference
         if wanted is None or wanted.status != "none" or wanted.type != "google_meet":
             return {}
-        return {"conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}}
+        return {
+            "conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}
+        }
 
     def _request(self, service, calendar_id, operation, step):
         events = service.events()

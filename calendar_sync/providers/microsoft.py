@@ -22,8 +22,8 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from . import http as shared
 from ..types import Conference
+from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
 _sessions = shared.PerThread(requests.Session)
@@ -77,8 +77,8 @@ def conference_of(operation: Operation, body: Any) -> Conference | None:
     wanted = operation.conference
     if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
         return wanted
-    meeting = body.get("onlineMeeting") if isinstance(body.get("onlineMeeting"), dict) else {}
-    join_url = str(meeting.get("joinUrl") or "")
+    meeting = body.get("onlineMeeting")
+    join_url = str(meeting.get("joinUrl") or "") if isinstance(meeting, dict) else ""
     if body.get("isOnlineMeeting") and join_url:
         return Conference("teams", join_url, "ready")
     if wanted.status == "none":  # asked, and Outlook made none: the calendar does not offer Teams

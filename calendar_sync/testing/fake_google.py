@@ -44,7 +44,7 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -716,6 +716,7 @@ class FakeGoogle(FakeService):
     def _calendar(self, method, path, query, body, account):
         segments = [urllib.parse.unquote(s) for s in path.split("/")]
         data = self.accounts[account]
+
         def entry(cid, c):
             return {
                 "kind": "calendar#calendarListEntry",
@@ -864,7 +865,7 @@ class FakeGoogle(FakeService):
 
     @staticmethod
     def _conference_data(meeting, pending):
-        data = {
+        data: dict[str, Any] = {
             "createRequest": {
                 "requestId": meeting["requestId"],
                 "conferenceSolutionKey": {"type": MEET},
