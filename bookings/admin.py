@@ -38,8 +38,18 @@ class BookingAdmin(admin.ModelAdmin):
     list_display = ("title", "user", "workspace", "start", "end", "status", "sync_state", "sync_error")
     list_filter = ("status", "workspace")
     search_fields = ("title", "user__username")
-    # `series`: occurrences come from a series' rule, never attached by hand.
-    readonly_fields = ("series", "google_calendar_event_id", "sync_state", "sync_error", "created_at", "updated_at")
+    # `series`: occurrences come from a series' rule, never attached by hand. The video link is the
+    # member's choice (the API's `conference`), shown with what the calendars made of it.
+    readonly_fields = (
+        "series",
+        "google_calendar_event_id",
+        "conference",
+        "conference_info",
+        "sync_state",
+        "sync_error",
+        "created_at",
+        "updated_at",
+    )
     list_select_related = ("user", "workspace")
     actions = ("resync",)
 

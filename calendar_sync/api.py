@@ -91,7 +91,8 @@ def capabilities(owner: Owner) -> dict[str, Any]:
 
 def offers_conference(owner: Owner, conference: str) -> bool:
     """Whether the owner's write calendar can make the meeting `conference` ("auto", "google_meet",
-    "teams") now, from what is known (no provider call): if not, another copy may make it."""
+    "teams") now, from what is known (read once from the provider when unknown): if not, another copy
+    may make it."""
     return meetings.offers(owner, conference)
 
 

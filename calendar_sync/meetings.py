@@ -45,9 +45,9 @@ def known(token: CalendarToken) -> bool:
     return "conference" in (token.capabilities or {})
 
 
-def refresh_capabilities(token: CalendarToken, reason=AccessLog.Reason.BACKFILL) -> list[str]:
+def refresh_capabilities(token: CalendarToken, reason=AccessLog.Reason.BACKFILL) -> list[str] | None:
     """Ask the provider what the connection's calendar can make now and keep it on the connection.
-    A provider that makes no meetings is not asked. Best effort: a failure keeps what was known."""
+    A provider that makes no meetings is not asked. None when it could not be read (nothing kept)."""
     provider = get_provider(token.provider)
     if provider.conferences:
         calendar_id = token.calendar_id
@@ -60,7 +60,7 @@ def refresh_capabilities(token: CalendarToken, reason=AccessLog.Reason.BACKFILL)
             )
         except CalendarSyncError as exc:
             logger.info("calendar capabilities of %s:%s not read: %s", token.owner_kind, token.owner_id, exc.code)
-            return conference_types(token)
+            return None
     else:
         found = []
     capabilities = {"conference": [t for t in TYPES if t in found]}
@@ -70,10 +70,22 @@ def refresh_capabilities(token: CalendarToken, reason=AccessLog.Reason.BACKFILL)
     return capabilities["conference"]
 
 
+def usable_types(token: CalendarToken | None, reason=AccessLog.Reason.CONFIRMED) -> list[str]:
+    """The meetings the calendar can make, read from the provider once when unknown. When that read
+    fails: what the service can make at all, not kept (a write then asks, and a calendar that can't
+    says so: the event is still written and the meeting reported failed)."""
+    if token is None or not token.is_active:
+        return []
+    if known(token):
+        return conference_types(token)
+    found = refresh_capabilities(token, reason)
+    return list(get_provider(token.provider).conferences) if found is None else found
+
+
 def capabilities(owner: Owner) -> dict:
     """What the owner's connected write calendar can do now: {"conference": [...], "guests": bool}.
-    Read from the provider only when it was never read (a connection older than this feature)."""
-    token = CalendarToken.objects.filter(write=True, **owner.lookup()).first()
+    Read from the provider once after connecting or changing calendar (when first needed)."""
+    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(write=True, **owner.lookup()).first()
     if token is None or not token.is_active:
         return {"conference": [], "guests": False}
     if not known(token):
@@ -82,10 +94,10 @@ def capabilities(owner: Owner) -> dict:
 
 
 def offers(owner: Owner, requested: str) -> bool:
-    """Whether the owner's write calendar can make the meeting `requested` ("auto" or a type), from
-    what is known (no provider call)."""
+    """Whether the owner's write calendar can make the meeting `requested` ("auto" or a type): from
+    what is known (read once when unknown, as `usable_types`)."""
     token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(write=True, **owner.lookup()).first()
-    types = conference_types(token)
+    types = usable_types(token)
     return bool(types) if requested == "auto" else requested in types
 
 
@@ -110,7 +122,7 @@ def plan(operation: Operation, token: CalendarToken | None, record: SyncRecord) 
     made = (record.written or {}).get("conference") or {}
     if made.get("status") in MADE and made.get("type") and (record.remote_id or record.remote_may_exist):
         return replace(operation, conference=_conference(made))
-    types = conference_types(token) if known(token) else refresh_capabilities(token, AccessLog.Reason.CONFIRMED)
+    types = usable_types(token)
     requested = event.conference
     kind = (types[0] if types else "") if requested == "auto" else requested if requested in types else ""
     if kind:
