@@ -7,6 +7,7 @@ from icalendar import Calendar
 
 from bookings.models import Booking
 from calendar_sync import sync, tasks
+from calendar_sync.api import Owner
 from calendar_sync.models import SyncRecord
 from tests.helpers import (
     GOOGLE_ACCOUNT,
@@ -227,3 +228,38 @@ def test_the_ical_feed_carries_the_link(google_connected, api, workspace, run):
     url = api.post("/api/calendar-sync/ical").json()["url"].removeprefix("http://testserver")
     [item] = Calendar.from_ical(client_for(None).get(url).content).walk("VEVENT")
     assert link in str(item["description"]) and str(item["conference"]) == link
+
+
+def test_a_pending_meeting_reaches_the_room_copy_once_ready(room, google_connected, api, workspace, run):
+    google_connected.conference_pending(1)
+    booking = book(api, workspace, "google_meet")
+    link = confirm(api, run, booking)["join_url"]
+    [room_event] = google_connected.events(ROOM_ACCOUNT).values()
+    assert link and link in room_event["description"]
+    assert len(google_connected.conferences()) == 1
+
+
+def test_resync_backfill_and_duplicate_deliveries_make_no_second_meeting(google_connected, api, workspace, run):
+    booking = book(api, workspace)
+    link = confirm(api, run, booking)["join_url"]
+    tasks.resync_objects("booking", [booking])
+    for _ in range(3):
+        tasks.sync_task.delay("booking", str(booking.pk))
+    sync.backfill(Owner("user", str(booking.user_id)))
+    [event] = google_connected.events(GOOGLE_ACCOUNT).values()
+    assert meet_uri(event) == link
+    assert [m["join_url"] for m in google_connected.conferences()] == [link]
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_connecting_backfills_each_booking_with_its_own_meeting(
+    provider, fake_google, fake_microsoft, api, member, make_booking, run
+):
+    fake = fake_google if provider == "google" else fake_microsoft
+    bookings = [make_booking(member, hours_from_now=24 * (n + 1), status=Booking.Status.CONFIRMED) for n in range(3)]
+    Booking.objects.update(conference="auto")
+    assert landing(run(connect, api, fake))["calendar_sync"] == "connected"
+    made = fake.conferences()
+    assert len(made) == 3 and len({m["join_url"] for m in made}) == 3
+    links = {Booking.objects.get(pk=b.pk).conference_info["join_url"] for b in bookings}
+    assert links == {m["join_url"] for m in made}
