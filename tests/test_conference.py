@@ -263,3 +263,15 @@ def test_connecting_backfills_each_booking_with_its_own_meeting(
     assert len(made) == 3 and len({m["join_url"] for m in made}) == 3
     links = {Booking.objects.get(pk=b.pk).conference_info["join_url"] for b in bookings}
     assert links == {m["join_url"] for m in made}
+
+
+def test_an_event_made_again_gets_a_meeting_again(google_connected, api, workspace, run):
+    booking = book(api, workspace)
+    old = confirm(api, run, booking)["join_url"]
+    with google_connected.lock:  # hard-deleted in Google: a patch answers 404, so it is made again
+        google_connected.accounts[GOOGLE_ACCOUNT]["events"][GOOGLE_ACCOUNT].clear()
+    tasks.resync_objects("booking", [booking])
+    [event] = google_connected.events(GOOGLE_ACCOUNT).values()
+    new = meet_uri(event)
+    assert new != old and api.get(f"/api/bookings/{booking.pk}/").json()["conference"]["join_url"] == new
+    assert [m["live"] for m in google_connected.conferences()] == [False, True]

@@ -490,15 +490,17 @@ class GoogleProvider(BaseProvider):
             "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
-            **self.conference_body(operation),
         }
 
     @staticmethod
-    def conference_body(operation):
+    def conference_body(operation, creating=False):
         """A Meet to make: `conferenceData.createRequest` whose requestId is the event's own key, so a
-        retried write never makes a second meeting. Once one exists nothing is sent (a patch leaves it)."""
+        retried write never makes a second meeting. Once one exists a patch sends nothing (it leaves the
+        meeting as it is); an insert (the event is new, or made again) always asks."""
         wanted = operation.conference
-        if wanted is None or wanted.status != "none" or wanted.type != "google_meet":
+        if wanted is None or wanted.status == "failed" or wanted.type != "google_meet":
+            return {}
+        if wanted.status != "none" and not creating:
             return {}
         return {
             "conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}
@@ -510,7 +512,7 @@ class GoogleProvider(BaseProvider):
             return events.delete(
                 calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none"
             )
-        body = self.event_body(operation)
+        body = {**self.event_body(operation), **self.conference_body(operation, creating=step == "insert")}
         extra = {"conferenceDataVersion": 1} if operation.conference is not None else {}
         if step == "insert":
             return events.insert(calendarId=calendar_id, body=body, sendUpdates="none", **extra)
@@ -552,7 +554,7 @@ class GoogleProvider(BaseProvider):
                     None if error or operations[i].is_delete else operations[i].key,
                     conference=None if error else conference_of(operations[i], answers.get(i)),
                 )
-                if _conference_refused(error) and self.conference_body(operations[i]):
+                if _conference_refused(error) and self.conference_body(operations[i], creating=step == "insert"):
                     # The calendar no longer allows Meet: write the event without one, report why.
                     why = f"This calendar doesn't allow Google Meet meetings. {self.conference_note}"
                     refused = Conference("google_meet", "", "failed", why)

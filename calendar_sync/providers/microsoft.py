@@ -536,15 +536,17 @@ class MicrosoftProvider(BaseProvider):
             "showAs": "busy",
             "isReminderOn": False,
             "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
-            **self.conference_body(operation),
         }
 
     @staticmethod
-    def conference_body(operation: Operation) -> dict[str, Any]:
+    def conference_body(operation: Operation, creating: bool = False) -> dict[str, Any]:
         """A Teams meeting to make (Graph makes one per event, once; a retried create is de-duplicated
-        by its transactionId). Once one exists nothing is sent: a patch leaves it."""
+        by its transactionId). Once one exists a patch sends nothing (it leaves the meeting); a create
+        (the event is new, or made again) always asks."""
         wanted = operation.conference
-        if wanted is None or wanted.status != "none" or wanted.type != "teams":
+        if wanted is None or wanted.status == "failed" or wanted.type != "teams":
+            return {}
+        if wanted.status != "none" and not creating:
             return {}
         return {"isOnlineMeeting": True, "onlineMeetingProvider": TEAMS}
 
@@ -559,9 +561,12 @@ class MicrosoftProvider(BaseProvider):
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
             return "GET", f"{events}?$filter={quote(where, safe='')}&$select=id", None
         if step.kind == "create":  # transactionId only here: Graph refuses to change it later
-            return "POST", events, {**self.event_body(op), "transactionId": step.transaction_id}
+            body = {**self.event_body(op), **self.conference_body(op, creating=True)}
+            return "POST", events, {**body, "transactionId": step.transaction_id}
         path = f"{events}/{quote(step.remote_id or '', safe='=')}"
-        return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
+        if step.kind == "delete":
+            return "DELETE", path, None
+        return "PATCH", path, {**self.event_body(op), **self.conference_body(op)}
 
     def apply(self, access_token: str, calendar_id: str, operations: list[Operation]) -> list[Outcome]:
         """Operations step by step (see `_advance`), in batches when several. A throttled part is sent

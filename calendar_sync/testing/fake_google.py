@@ -277,7 +277,7 @@ class FakeGoogle(FakeService):
                 live = bool(
                     event
                     and event["status"] != "cancelled"
-                    and (event.get("_meet") or {}).get("requestId") == meeting["request_id"]
+                    and (event.get("_meet") or {}).get("uri") == meeting["join_url"]
                 )
                 rows.append({**meeting, "live": live})
             return rows
