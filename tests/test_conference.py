@@ -275,3 +275,16 @@ def test_an_event_made_again_gets_a_meeting_again(google_connected, api, workspa
     new = meet_uri(event)
     assert new != old and api.get(f"/api/bookings/{booking.pk}/").json()["conference"]["join_url"] == new
     assert [m["live"] for m in google_connected.conferences()] == [False, True]
+
+
+def test_auto_falls_to_the_room_when_the_members_calendar_cannot(room, fake_microsoft, api, workspace, run):
+    fake_microsoft.add_account(PERSONAL, personal=True)
+    assert landing(run(connect, api, fake_microsoft, account=PERSONAL))["calendar_sync"] == "connected"
+    booking = book(api, workspace, "auto")
+    conference = confirm(api, run, booking)
+    [room_event] = room.events(ROOM_ACCOUNT).values()
+    link = meet_uri(room_event)  # the room's Google calendar made it: the first that can
+    assert conference == {"requested": "auto", "type": "google_meet", "join_url": link, "status": "ready"}
+    [mine] = fake_microsoft.events(PERSONAL).values()
+    assert link in mine["body"]["content"] and not mine["isOnlineMeeting"]  # the member's copy carries it
+    assert len(room.conferences()) == 1 and fake_microsoft.conferences() == []
