@@ -11,7 +11,6 @@ from calendar_sync.api import Event, EventSource, Owner, SeriesInfo, get_setting
 from .models import Booking
 
 WORKSPACE = "workspace"
-MEMBER = "member"
 
 
 class BookingSource(EventSource):
