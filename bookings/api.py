@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from django.db import models
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -116,7 +117,6 @@ class ConferenceStateSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, help_text="Why it failed (only when failed).")
 
 
-@extend_schema_field(ConferenceStateSerializer)
 class ConferenceField(serializers.Field):
     """In: "none" (default), "auto", "google_meet" or "teams". Out: the booking's one video meeting as
     its calendars made it: {"requested", "type", "join_url", "status"} (and "reason" when failed)."""
@@ -144,6 +144,23 @@ class ConferenceField(serializers.Field):
         if status == "failed":
             state["reason"] = info.get("reason") or ""
         return state
+
+
+class ConferenceFieldSchema(OpenApiSerializerFieldExtension):
+    """The OpenAPI shape of `ConferenceField`: a string in requests, an object in responses."""
+
+    target_class = ConferenceField
+
+    def map_serializer_field(self, auto_schema, direction):
+        if direction == "request":
+            choice = serializers.ChoiceField(
+                choices=Booking.Conference.choices,
+                default=Booking.Conference.NONE,
+                help_text="The video link asked for: none, auto (what the calendar can make), google_meet or teams.",
+            )
+            choice.bind("conference", ConferenceStateSerializer())
+            return auto_schema._map_serializer_field(choice, direction)
+        return auto_schema.resolve_serializer(ConferenceStateSerializer, direction).ref
 
 
 class BookingSerializer(serializers.ModelSerializer):
