@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from datetime import timedelta
 
 from django.db import transaction
 
@@ -228,6 +229,26 @@ def reread(source_key: str, object_id: str, destination: str, attempt: int = 0) 
     if changed:
         _report(source, source.get_queryset().filter(pk=object_id).first(), destination, found)
     return None
+
+
+def stale_pending(now, stale_after: float, limit: int) -> list[tuple[str, str, str, bool]]:
+    """Meetings still pending a while after their write (`stale_after` seconds), written within the
+    last day, oldest first, at most `limit`: (source, object id, destination, last chance) for the
+    sweeper to read again (a read whose task was lost; hosts without a broker). `last chance`: the
+    reads again are over, so one still pending now fails. Found through the (state, updated_at)
+    index: only the last day's synced records are looked at."""
+    rows = (
+        SyncRecord.objects.filter(
+            state=SyncRecord.State.SYNCED,
+            updated_at__gte=now - timedelta(days=1),
+            updated_at__lt=now - timedelta(seconds=stale_after),
+            written__conference__status="pending",
+        )
+        .order_by("updated_at")
+        .values_list("source", "object_id", "destination", "updated_at")[:limit]
+    )
+    over = now - timedelta(seconds=sum(REREAD_DELAYS))
+    return [(s, o, d, at < over) for s, o, d, at in rows]
 
 
 def first_delay(source_key: str, object_id: str, destination: str) -> float | None:

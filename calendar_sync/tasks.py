@@ -185,6 +185,10 @@ def follow_conferences(owner):
 
 
 def enqueue_conference(source_key, object_id, destination, attempt, countdown):
+    """Read a pending meeting again after `countdown` seconds. Without a broker (SYNC_MODE "inline")
+    nothing can wait: the sweeper reads it again instead (`countdown` None: now)."""
+    if countdown and get_setting("SYNC_MODE") == "inline":
+        return
     try:
         conference_task.apply_async((source_key, str(object_id), destination, attempt), countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the next sync of the object reads it again
@@ -240,7 +244,8 @@ def sweep():
 
     Each is first marked as seen (pending: updated now; failed: retry in SWEEP_STALE_AFTER), so the next run
     takes the next ones instead of the same batch again; the sync itself then updates its record.
-    Also deletes expired OAuth states and a bounded batch of old access-log rows."""
+    Also reads again video meetings still being made whose read was lost (`meetings.stale_pending`),
+    deletes expired OAuth states and a bounded batch of old access-log rows."""
     now = timezone.now()
     rows = left_behind(now, get_setting("SWEEP_BATCH"))
     for state, changes in (
@@ -252,6 +257,12 @@ def sweep():
             SyncRecord.objects.filter(pk__in=pks, state=state).update(**changes)
     for _pk, _state, source_key, object_id, destination in rows:
         enqueue(source_key, object_id, destination)
+    # Meetings still being made whose read again was lost (or never queued: no broker).
+    last = len(meetings.REREAD_DELAYS) - 1
+    for source_key, object_id, destination, over in meetings.stale_pending(
+        now, get_setting("SWEEP_STALE_AFTER"), get_setting("SWEEP_BATCH")
+    ):
+        enqueue_conference(source_key, object_id, destination, last if over else 0, None)
     OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
     audit.prune()
     if rows:

@@ -2,6 +2,7 @@
 kept on reschedule, never made twice, gone with the event; and what each calendar can make."""
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 from icalendar import Calendar
 
@@ -9,6 +10,7 @@ from bookings.models import Booking
 from calendar_sync import sync, tasks
 from calendar_sync.api import Owner
 from calendar_sync.models import SyncRecord
+from managehub.celery import app as celery_app
 from tests.helpers import (
     GOOGLE_ACCOUNT,
     MS_ACCOUNT,
@@ -288,3 +290,32 @@ def test_auto_falls_to_the_room_when_the_members_calendar_cannot(room, fake_micr
     [mine] = fake_microsoft.events(PERSONAL).values()
     assert link in mine["body"]["content"] and not mine["isOnlineMeeting"]  # the member's copy carries it
     assert len(room.conferences()) == 1 and fake_microsoft.conferences() == []
+
+
+@pytest.fixture
+def no_worker(settings):
+    """A host without Celery workers (SYNC_MODE "inline"): nothing can wait for a countdown."""
+    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "SYNC_MODE": "inline"}
+    celery_app.conf.task_always_eager = False
+    yield
+    celery_app.conf.task_always_eager = True
+
+
+def test_without_a_broker_the_sweep_reads_a_pending_meeting_again(google_connected, no_worker, api, workspace, run):
+    google_connected.conference_pending(1)
+    booking = book(api, workspace, "google_meet")
+    assert confirm(api, run, booking)["status"] == "pending"  # nothing is read again in the request
+    SyncRecord.objects.update(updated_at=timezone.now() - timezone.timedelta(minutes=5))
+    call_command("calendar_sync_sweep")  # what cron runs where there is no beat
+    [event] = google_connected.events(GOOGLE_ACCOUNT).values()
+    assert api.get(f"/api/bookings/{booking.pk}/").json()["conference"]["join_url"] == meet_uri(event)
+
+
+def test_a_meeting_never_made_ready_fails_at_last(google_connected, no_worker, api, workspace, run):
+    google_connected.conference_pending(100)
+    booking = book(api, workspace, "google_meet")
+    confirm(api, run, booking)
+    SyncRecord.objects.update(updated_at=timezone.now() - timezone.timedelta(hours=1))
+    call_command("calendar_sync_sweep")
+    conference = api.get(f"/api/bookings/{booking.pk}/").json()["conference"]
+    assert conference["status"] == "failed" and conference["reason"]
