@@ -2,6 +2,7 @@
 kept on reschedule, never made twice, gone with the event; and what each calendar can make."""
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.utils import timezone
 from icalendar import Calendar
@@ -10,6 +11,7 @@ from bookings.models import Booking
 from calendar_sync import sync, tasks
 from calendar_sync.api import Owner
 from calendar_sync.models import SyncRecord
+from calendar_sync.providers.google import GoogleProvider
 from managehub.celery import app as celery_app
 from tests.helpers import (
     GOOGLE_ACCOUNT,
@@ -19,6 +21,7 @@ from tests.helpers import (
     connect,
     connect_room,
     event_key,
+    grant,
     landing,
 )
 
@@ -319,3 +322,22 @@ def test_a_meeting_never_made_ready_fails_at_last(google_connected, no_worker, a
     call_command("calendar_sync_sweep")
     conference = api.get(f"/api/bookings/{booking.pk}/").json()["conference"]
     assert conference["status"] == "failed" and conference["reason"]
+
+
+def test_the_fake_google_reads_conference_data_only_with_its_version(fake_google):
+    access = grant(fake_google, GoogleProvider()).access_token
+    url = f"{fake_google.url}calendar/v3/calendars/primary/events"
+    start = timezone.now().replace(microsecond=0) + timezone.timedelta(days=1)
+    body = {
+        "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + timezone.timedelta(hours=1)).isoformat()},
+        "conferenceData": {"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}},
+    }
+    headers = {"Authorization": f"Bearer {access}"}
+    assert "conferenceData" not in requests.post(url, json=body, headers=headers, timeout=10).json()
+    made = requests.post(f"{url}?conferenceDataVersion=1", json=body, headers=headers, timeout=10).json()
+    assert made["conferenceData"]["createRequest"]["status"]["statusCode"] == "success"
+    fake_google.allow_meet(GOOGLE_ACCOUNT, False)
+    refused = requests.post(f"{url}?conferenceDataVersion=1", json=body, headers=headers, timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == "Invalid conference type value."
+    assert len(fake_google.conferences()) == 1
