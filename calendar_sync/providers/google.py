@@ -44,7 +44,6 @@ UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
 MEET = "hangoutsMeet"  # conferenceSolutionKey.type of Google Meet
-MEET_STATUS = {"pending": "pending", "success": "ready", "failure": "failed"}  # createRequest.status.statusCode
 
 
 def conference_of(operation, body):
