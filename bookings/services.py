@@ -146,11 +146,13 @@ def _lock(booking_id):
     return booking
 
 
-def create_booking(*, user, workspace, title, start, end, guests=()):
+def create_booking(*, user, workspace, title, start, end, guests=(), conference=Booking.Conference.NONE):
     _check_times(start, end)
     _check_bounds(start, end)
     guests = _guests([], clean_guests(list(guests), user.email))
-    return Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=end, guests=guests)
+    return Booking.objects.create(
+        user=user, workspace=workspace, title=title, start=start, end=end, guests=guests, conference=conference
+    )
 
 
 @transaction.atomic
@@ -176,8 +178,9 @@ def cancel_booking(booking):
 
 
 @transaction.atomic
-def update_booking(booking, *, title=None, start=None, end=None, guests=None):
-    """Retitle, reschedule and/or change the guests (their answers kept). A cancelled booking cannot change."""
+def update_booking(booking, *, title=None, start=None, end=None, guests=None, conference=None):
+    """Retitle, reschedule, change the guests (their answers kept) and/or ask for another video link.
+    A cancelled booking cannot change."""
     booking = _lock(booking.pk)
     if booking.status == Booking.Status.CANCELLED:
         raise BookingError("A cancelled booking cannot be changed.", code="invalid_transition")
@@ -186,12 +189,13 @@ def update_booking(booking, *, title=None, start=None, end=None, guests=None):
     booking.title = booking.title if title is None else title
     booking.start = booking.start if start is None else start
     booking.end = booking.end if end is None else end
+    booking.conference = booking.conference if conference is None else conference
     _check_times(booking.start, booking.end)
     if start is not None or end is not None:
         _check_bounds(booking.start, booking.end)
     if booking.status == Booking.Status.CONFIRMED:
         _check_free(booking)
-    booking.save(update_fields=["title", "start", "end", "guests", "updated_at"])
+    booking.save(update_fields=["title", "start", "end", "guests", "conference", "updated_at"])
     return booking
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models
 
-from . import flows, invitations, progress, tasks, tokens
+from . import flows, invitations, meetings, progress, tasks, tokens
 from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
@@ -31,15 +31,18 @@ __all__ = [
     "Event",
     "EventSource",
     "Owner",
+    "capabilities",
     "connection",
     "connections",
     "external_busy",
     "get_setting",
     "Guest",
+    "offers_conference",
     "resync",
     "SeriesInfo",
     "shared_connections",
     "shared_kinds",
+    "sync_again",
     "sync_states",
     "SyncStateSerializer",
 ]
@@ -72,6 +75,27 @@ def resync(source_key: str, objects: Iterable[models.Model], destination: str | 
     work = flows.resync_objects(source_key, objects, destination)
     tasks.schedule(work)
     return len(work)
+
+
+def sync_again(source_key: str, obj: models.Model, destinations: Iterable[str]) -> int:
+    """Bring these destinations of one object up to date again (not the others): e.g. the room's copy
+    once the member's copy has its meeting link. Enqueued when the caller's transaction commits."""
+    work = flows.sync_again(source_key, str(obj.pk), destinations)
+    tasks.schedule(work)
+    return len(work)
+
+
+def capabilities(owner: Owner) -> dict[str, Any]:
+    """What the owner's connected write calendar can do now: {"conference": ["google_meet"] |
+    ["teams"] | [], "guests": bool}; not connected: nothing."""
+    return meetings.capabilities(owner)
+
+
+def offers_conference(owner: Owner, conference: str) -> bool:
+    """Whether the owner's write calendar can make the meeting `conference` ("auto", "google_meet",
+    "teams") now, from what is known (read once from the provider when unknown): if not, another copy
+    may make it."""
+    return meetings.offers(owner, conference)
 
 
 def connections(owner: Owner) -> list[dict[str, Any]]:

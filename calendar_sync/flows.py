@@ -88,6 +88,7 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
         "scopes": sorted(grant.scopes),
         "status": CalendarToken.Status.ACTIVE,
         "last_error": "",
+        "capabilities": {},  # what the calendar can make is read again when first needed
     }
     existing = None if add and owner.is_member else CalendarToken.objects.filter(write=True, **owner.lookup()).first()
     if existing is not None:
@@ -290,8 +291,11 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
     if _same_calendar(old, calendar_id, calendars):
         return []
     channels.stop_watch(token)  # it watches the old calendar
-    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
-    token.calendar_id = calendar_id
+    # What the old calendar could make (a video meeting) says nothing of the new one: read again when needed.
+    CalendarToken.objects.filter(pk=token.pk).update(
+        calendar_id=calendar_id, capabilities={}, updated_at=timezone.now()
+    )
+    token.calendar_id, token.capabilities = calendar_id, {}
     reads.forget(owner)  # busy blocks and the read cursor belong to the old calendar
     channels.ensure_watch(token)  # only for shared connections with push on
     logger.info("calendar of %s changed (%s)", owner, reason)
@@ -327,6 +331,17 @@ def resync_objects(source_key: str, objects: Iterable[models.Model], destination
     )
     records = SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items])
     return resync_records(records if destination is None else records.filter(destination=destination))
+
+
+def sync_again(source_key: str, object_id: str, roles: Iterable[str]) -> list[Task]:
+    """Bring some destinations of one object up to date again (a new version of their records), as
+    interactive work: e.g. a room's copy that carries a meeting link made in the member's copy."""
+    records = SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination__in=list(roles))
+    rows = list(records.values_list("pk", "destination"))
+    SyncRecord.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
+    )
+    return [Task("sync", (source_key, str(object_id), role, "")) for _, role in rows]
 
 
 def resync(owner: Owner, failed_only: bool = False) -> list[Task]:

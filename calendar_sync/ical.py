@@ -10,6 +10,7 @@ gone) and a RECURRENCE-ID override for each one moved or changed; the rule ends 
 """
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
 from itertools import islice
@@ -29,6 +30,7 @@ from icalendar import Event as VEvent
 
 from .models import CalendarFeed, SyncRecord
 from .owners import Owner
+from .providers.base import BaseProvider
 from .sources import get_sources
 from .types import Event, SeriesInfo
 
@@ -45,8 +47,9 @@ UID_SUFFIX = "@calendar-sync"
 def render(feed):
     """The ics body of a CalendarFeed (`user_id`, `content_hash`, `content_changed_at` loaded).
 
-    Records a content change on `feed` (one UPDATE, only when the body differs from the last
-    render). Queries per source: one for the events, one for their sync records.
+        Records a content change on `feed` (one UPDATE, only when the body differs from the last
+        render). Queries per source: one for the events, one for their sync records (and one for their
+    video meetings when any asks for one).
     """
     cal = Calendar()
     cal.add("prodid", PRODID)
@@ -63,8 +66,14 @@ def render(feed):
         versions = _versions(source, objects)
         # key: (SeriesInfo, [(obj, event, original start)]) — one VEVENT per series
         series: dict[str, tuple[SeriesInfo, list[tuple[Any, Event, datetime]]]] = {}
+        links = None  # read once, only when an event asks for a video meeting
         for obj in objects:
             event = source.event(obj)
+            if event.conference not in ("", "none") and not event.join_url and links is None:
+                links = _join_urls(source, objects)
+            join_url = event.join_url or (links or {}).get(str(obj.pk), "")
+            if join_url:  # the object's one video meeting, wherever it was made (RFC 7986 CONFERENCE too)
+                event = replace(event, join_url=join_url)
             info = event.series or source.series(obj)
             if info is not None:
                 series.setdefault(info.key, (info, []))[1].append((obj, event, info.original_start))
@@ -99,8 +108,10 @@ def _vevent(source, obj, event, versions, undated, uid, zone=UTC):
     item.add("summary", event.summary)
     if event.location:
         item.add("location", event.location)
-    if event.description:
-        item.add("description", event.description)
+    if event.description or event.join_url:
+        item.add("description", BaseProvider.event_text(event))
+    if event.join_url:
+        item.add("conference", event.join_url, parameters={"VALUE": "URI", "FEATURE": "VIDEO"})
     item.add("status", "CONFIRMED")
     # Revisions so far: the sync record's version starts at 1 and grows with each change.
     item.add("sequence", max(versions.get(str(obj.pk), 1) - 1, 0))
@@ -221,6 +232,21 @@ def _versions(source, objects):
         chunk = records.filter(object_id__in=ids[start : start + batch])
         versions.update(chunk.values_list("object_id", "version"))
     return versions
+
+
+def _join_urls(source, objects):
+    """{object_id: join link} of the video meetings these objects' copies have: one query."""
+    ids = [str(obj.pk) for obj in objects]
+    if not ids:
+        return {}
+    rows = SyncRecord.objects.filter(source=source.key, written__conference__status="ready")
+    batch = (connections[rows.db].features.max_query_params or len(ids) + 1) - 1
+    links: dict[str, str] = {}
+    for start in range(0, len(ids), batch):
+        chunk = rows.filter(object_id__in=ids[start : start + batch])
+        for object_id, written in chunk.values_list("object_id", "written"):
+            links.setdefault(object_id, (written.get("conference") or {}).get("join_url") or "")
+    return {k: v for k, v in links.items() if v}
 
 
 # --- HTTP ------------------------------------------------------------------------------------

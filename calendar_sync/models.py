@@ -49,6 +49,9 @@ class CalendarToken(models.Model):
     conflicts = models.BooleanField(default=True, help_text="Its busy times count for conflicts.")
     account = models.CharField(max_length=320, blank=True, help_text="The account's e-mail or user name, as shown.")
     scopes = models.JSONField(default=list, blank=True)
+    # What the write calendar can do, as its provider last said (read on connect and calendar change):
+    # {"conference": ["google_meet"] | ["teams"] | []}; {} when never read.
+    capabilities = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     last_error = models.TextField(blank=True)
     # Writes wait until then: the provider's usage limit for this account (reads go on). Past = not paused.
@@ -235,6 +238,7 @@ class AccessLog(models.Model):
         READ_BUSY = "read_busy", "Read busy times"
         PULL = "pull_changes", "Read calendar changes"
         TEST = "test_event", "Test event"
+        READ_EVENT = "read_event", "Read event"
 
     class Reason(models.TextChoices):
         CONFIRMED = "confirmed", "Booking confirmed"

@@ -198,6 +198,14 @@ class TestPushSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
 
 
+class CapabilitiesSerializer(serializers.Serializer):
+    conference = serializers.ListField(
+        child=serializers.ChoiceField(choices=["google_meet", "teams"]),
+        help_text="Video meetings the connected write calendar can make now ([] when none, or not connected).",
+    )
+    guests = serializers.BooleanField(help_text="Whether its events can carry guests (attendees).")
+
+
 APP_PASSWORD_HINT = (
     "For Apple iCloud use an app-specific password (appleid.apple.com → Sign-In and Security → "
     "App-Specific Passwords), not your Apple ID password."

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, invitations, locks, tokens
+from . import audit, invitations, locks, meetings, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -151,13 +151,14 @@ def _operation(item):
     remote_id = record.remote_id or None
     if remote_id is None and role == MEMBER_ROLE and obj is not None and source.event_id_field:
         remote_id = getattr(obj, source.event_id_field) or None
-    return Operation(
+    operation = Operation(
         key=source.event_id(object_id, role),
         event=source.event(obj, role) if wanted else None,
         object_ref=f"{source.key}:{object_id}",
         remote_id=remote_id,
         known_to_exist=record.remote_may_exist or bool(remote_id),
     )
+    return meetings.plan(operation, item.token, record)  # the video meeting this copy is to have
 
 
 def _reason(operation):
@@ -401,6 +402,7 @@ def _sync_round(source, object_id, destination, first, reason=None):
     state = State.FAILED if error is not None else State.SYNCED
     if not _finish(item, state, operation, outcome, log):
         return None
+    meetings.recorded(item, operation, outcome)
     if token.paused_until is not None and error is None:
         tokens.resume_writes(token)  # the pause is over and writes go through again
     if error is not None:
@@ -543,6 +545,8 @@ def _record_outcome(item, operation, outcome, later, reason):
     state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
     if not _finish(item, state, operation, outcome):
         later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
+    else:
+        meetings.recorded(item, operation, outcome)
     return state
 
 

@@ -107,6 +107,10 @@ class Operation:
     remote_id: str | None = None
     known_to_exist: bool = False
     notify: bool = False
+    #: The video meeting this copy is to have, as the sync decided from the calendar's capabilities
+    #: (None: none wanted). Status "none": make one; "pending"/"ready": it exists, never ask again;
+    #: "failed": the calendar can't, write the event without one and report this as the outcome's.
+    conference: Conference | None = None
 
     @property
     def is_delete(self) -> bool:

@@ -20,7 +20,7 @@ from django.core import checks
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, ConfigurationError, PermanentError, TransientError
-from ..types import BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet
+from ..types import BusyBlock, Calendar, Changes, Conference, Event, Notification, Operation, Outcome, TokenSet
 
 __all__ = [  # the value types stay importable from here, where the providers have always taken them
     "BaseProvider",
@@ -106,6 +106,13 @@ class BaseProvider:
     #: Whether reads report our own events fully (version, guests' answers) and `event` reads one:
     #: then a member's write calendar is watched for what the member changes in it (`remote`).
     reports_changes: ClassVar[bool] = False
+    #: The video meetings ("google_meet", "teams") the service can make where a calendar allows it;
+    #: none: `capabilities` is never called.
+    conferences: ClassVar[tuple[str, ...]] = ()
+    #: What a member is told when their calendar can't make one (what kind of calendar could).
+    conference_note: ClassVar[str] = ""
+    #: Whether events written here can carry guests (attendees invited by the service).
+    takes_guests: ClassVar[bool] = False
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -211,6 +218,23 @@ class BaseProvider:
         """Move each operation's event (`remote_id`, else `key`) from `calendar_id` to `destination`, telling
         nobody; one Outcome per operation, in order. Only where `can_move`."""
         raise NotImplementedError
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """Of `conferences`, the meetings `calendar_id` allows now (read when connecting and when the
+        calendar changes)."""
+        return []
+
+    def read_conference(self, access_token: str, calendar_id: str, operation: Operation) -> Conference | None:
+        """The event's meeting as the service shows it now (a pending one read again); None when unknown."""
+        return None
+
+    @staticmethod
+    def event_text(event: Event) -> str:
+        """The event's description, with the join link of a meeting made in another copy."""
+        if not event.join_url:
+            return event.description
+        return f"{event.description}\n\nJoin the video meeting: {event.join_url}".lstrip()
 
     # --- reading calendars (never on the confirm path) --------------------------------------
     def busy(self, access_token: str, calendar_id: str, start: dt.datetime, end: dt.datetime) -> list[BusyBlock]:

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import uuid
+from dataclasses import replace
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,7 +27,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
-from ..types import Guest
+from ..types import Conference, Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
@@ -49,6 +50,36 @@ RESPONSES = {"needsAction", "accepted", "declined", "tentative"}
 UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
+MEET = "hangoutsMeet"  # conferenceSolutionKey.type of Google Meet
+
+
+def conference_of(operation, body):
+    """The meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    data = _dict(body.get("conferenceData"))
+    code = str(_dict(_dict(data.get("createRequest")).get("status")).get("statusCode") or "")
+    video = [p for p in data.get("entryPoints") or [] if isinstance(p, dict) and p.get("entryPointType") == "video"]
+    uri = str(video[0].get("uri") or "") if video else ""
+    if code == "failure":
+        return Conference("google_meet", "", "failed", "Google could not make the Meet meeting.")
+    if code == "pending":
+        return Conference("google_meet", uri, "pending")
+    if uri:
+        return Conference("google_meet", uri, "ready")
+    if wanted.status == "none":  # asked, and the event came back without one
+        return Conference("google_meet", "", "failed", "Google made no Meet meeting for this event.")
+    return wanted
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _conference_refused(error):
+    """Google's 400 for a conference the calendar does not allow ("Invalid conference type value.")."""
+    return error is not None and error.status == 400 and "conference" in str(error).lower()
 
 
 def classify_http_error(exc):
@@ -192,10 +223,9 @@ def _block(item):
     )
 
 
-def _etag(versions, index, answer):
-    """Note the etag Google answered a write with (a delete answers none)."""
-    if isinstance(answer, dict) and answer.get("etag"):
-        versions[index] = str(answer["etag"])
+def _etag(answer):
+    """The etag Google answered a write with (a delete answers none)."""
+    return str(answer["etag"]) if isinstance(answer, dict) and answer.get("etag") else None
 
 
 class GoogleProvider(BaseProvider):
@@ -222,6 +252,9 @@ class GoogleProvider(BaseProvider):
         "BATCH_SIZE": 50,
     }
     required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
+    conferences = ("google_meet",)
+    conference_note = "Google Meet has to be allowed for it (a Google Workspace administrator may have turned it off)."
+    takes_guests = True
     endpoint_settings = (
         "GOOGLE_OAUTH_AUTH_URI",
         "GOOGLE_OAUTH_TOKEN_URI",
@@ -347,6 +380,26 @@ class GoogleProvider(BaseProvider):
             for item in result.get("items", [])
             if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted")
         ]
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token, calendar_id):
+        """calendarList.get: Meet where `conferenceProperties.allowedConferenceSolutionTypes` lists it."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        entry = self._execute(service.calendarList().get(calendarId=calendar_id), http)
+        allowed = ((entry or {}).get("conferenceProperties") or {}).get("allowedConferenceSolutionTypes") or []
+        return ["google_meet"] if MEET in allowed else []
+
+    def read_conference(self, access_token, calendar_id, operation):
+        """events.get with conferenceData: a pending meeting read again."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        request = service.events().get(calendarId=calendar_id, eventId=operation.remote_id or operation.key)
+        try:
+            body = self._execute(request, http)
+        except CalendarSyncError as exc:
+            if exc.status in GONE_STATUSES:
+                return None
+            raise
+        return conference_of(operation, body)
 
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     def busy(self, access_token, calendar_id, start, end):
@@ -477,11 +530,25 @@ class GoogleProvider(BaseProvider):
             "status": "confirmed",
             "summary": event.summary,
             "location": event.location,
-            "description": event.description,
+            "description": self.event_text(event),
             "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
             "attendees": [{"email": email} for email in event.attendees],
+        }
+
+    @staticmethod
+    def conference_body(operation, creating=False):
+        """A Meet to make: `conferenceData.createRequest` whose requestId is the event's own key, so a
+        retried write never makes a second meeting. Once one exists a patch sends nothing (it leaves the
+        meeting as it is); an insert (the event is new, or made again) always asks."""
+        wanted = operation.conference
+        if wanted is None or wanted.status == "failed" or wanted.type != "google_meet":
+            return {}
+        if wanted.status != "none" and not creating:
+            return {}
+        return {
+            "conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}
         }
 
     def _request(self, service, calendar_id, operation, step):
@@ -497,22 +564,23 @@ class GoogleProvider(BaseProvider):
             )
         if step == "delete":
             return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates=send)
-        body = self.event_body(operation)
+        body = {**self.event_body(operation), **self.conference_body(operation, creating=step == "insert")}
+        extra = {"conferenceDataVersion": 1} if operation.conference is not None else {}
         if step == "insert":
-            return events.insert(calendarId=calendar_id, body=body, sendUpdates=send)
+            return events.insert(calendarId=calendar_id, body=body, sendUpdates=send, **extra)
         return events.patch(
-            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates=send
+            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates=send, **extra
         )
 
     def move(self, access_token, calendar_id, destination, operations):
         """events.move (in batches when several), telling nobody (`sendUpdates=none`): each event keeps
         its id, guests and their answers. One already gone (404/410) is an error: the caller creates it anew."""
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
-        versions: dict[int, str] = {}  # the etag of each event as moved
+        answers: dict[int, dict] = {}  # the events as moved (their etags)
         steps = dict.fromkeys(range(len(operations)), ("move", destination))
-        errors = self._run(service, http, calendar_id, operations, steps, versions)
+        errors = self._run(service, http, calendar_id, operations, steps, answers)
         return [
-            Outcome(errors[i], None if errors[i] else op.remote_id or op.key, version=versions.get(i))
+            Outcome(errors[i], None if errors[i] else op.remote_id or op.key, version=_etag(answers.get(i)))
             for i, op in enumerate(operations)
         ]
 
@@ -529,8 +597,9 @@ class GoogleProvider(BaseProvider):
 
     def apply(self, access_token, calendar_id, operations):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        operations = list(operations)  # a refused meeting is dropped from its operation (see below)
         results = [Outcome()] * len(operations)
-        versions: dict[int, str] = {}  # the etag of each event as written
+        answers: dict[int, dict] = {}  # the body of each answer: the event as written (its etag, its meeting)
         pending = {
             i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
             for i, op in enumerate(operations)
@@ -538,7 +607,7 @@ class GoogleProvider(BaseProvider):
         for _ in range(3):  # first attempt, repair, repair of a racing repair
             if not pending:
                 break
-            errors = self._run(service, http, calendar_id, operations, pending, versions)
+            errors = self._run(service, http, calendar_id, operations, pending, answers)
             next_pending = {}
             for i, step in pending.items():
                 error = errors[i]
@@ -548,23 +617,32 @@ class GoogleProvider(BaseProvider):
                 results[i] = Outcome(
                     error,
                     None if error or operations[i].is_delete else operations[i].key,
-                    version=versions.get(i) if written else None,
+                    version=_etag(answers.get(i)) if written else None,
+                    conference=None if error else conference_of(operations[i], answers.get(i)),
                 )
+                if _conference_refused(error) and self.conference_body(operations[i], creating=step == "insert"):
+                    # The calendar no longer allows Meet: write the event without one, report why.
+                    why = f"This calendar doesn't allow Google Meet meetings. {self.conference_note}"
+                    refused = Conference("google_meet", "", "failed", why)
+                    operations[i] = replace(operations[i], conference=refused)
+                    next_pending[i] = step
+                    continue
                 repair = self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
             pending = next_pending
         return results
 
-    def _run(self, service, http, calendar_id, operations, pending, versions):
+    def _run(self, service, http, calendar_id, operations, pending, answers=None):
         """Send one round of requests: alone when single, else in batches. Returns {index: error};
-        the etag of each event written goes to `versions`."""
+        the answers' bodies go to `answers` {index: body}."""
         errors: dict[int, CalendarSyncError | None] = {}
+        answers = {} if answers is None else answers
         items = list(pending.items())
         if len(items) == 1:
             ((i, step),) = items
             try:
-                _etag(versions, i, self._execute(self._request(service, calendar_id, operations[i], step), http))
+                answers[i] = self._execute(self._request(service, calendar_id, operations[i], step), http)
                 errors[i] = None
             except CalendarSyncError as exc:
                 errors[i] = exc
@@ -582,8 +660,7 @@ class GoogleProvider(BaseProvider):
                 if isinstance(exception, HttpError):
                     shared.answered(int(exception.resp.status), retry_after(exception.resp.get("retry-after")))
                 errors[int(request_id)] = classify(exception) if exception is not None else None
-                if exception is None:
-                    _etag(versions, int(request_id), response)
+                answers[int(request_id)] = response
 
             batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
             for i, step in chunk:

@@ -22,7 +22,7 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
-from ..types import Guest
+from ..types import Conference, Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
@@ -72,6 +72,21 @@ FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
 MAX_VALIDATION_TOKEN = 2048  # the webhook handshake's validationToken echo: anything longer is refused
+TEAMS = "teamsForBusiness"  # the onlineMeetingProvider of Microsoft Teams (work or school accounts only)
+
+
+def conference_of(operation: Operation, body: Any) -> Conference | None:
+    """The Teams meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    meeting = body.get("onlineMeeting")
+    join_url = str(meeting.get("joinUrl") or "") if isinstance(meeting, dict) else ""
+    if body.get("isOnlineMeeting") and join_url:
+        return Conference("teams", join_url, "ready")
+    if wanted.status == "none":  # asked, and Outlook made none: the calendar does not offer Teams
+        return Conference("teams", "", "failed", f"Outlook made no Teams meeting. {MicrosoftProvider.conference_note}")
+    return wanted
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -239,6 +254,12 @@ class MicrosoftProvider(BaseProvider):
         "MICROSOFT_BATCH_SIZE": 20,
     }
     required_settings = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI")
+    conferences = ("teams",)
+    conference_note = (
+        "Teams meetings need a Microsoft 365 work or school calendar: personal Microsoft accounts "
+        "(Outlook.com, Hotmail) can't create them."
+    )
+    takes_guests = True
     endpoint_settings = ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT", "MICROSOFT_REDIRECT_URI")
 
     # --- settings ----------------------------------------------------------------------------
@@ -359,6 +380,16 @@ class MicrosoftProvider(BaseProvider):
             for item in body.get("value", [])
             if item.get("canEdit")
         ]
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """GET the calendar: Teams where `allowedOnlineMeetingProviders` lists teamsForBusiness
+        (a personal account's calendars never do)."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url = f"{root}{self._calendar_path(calendar_id)}?$select=id,allowedOnlineMeetingProviders"
+        body = self._get(access_token, url, root, None)
+        allowed = body.get("allowedOnlineMeetingProviders") or []
+        return ["teams"] if isinstance(allowed, list) and TEAMS in allowed else []
 
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     @staticmethod
@@ -536,7 +567,7 @@ class MicrosoftProvider(BaseProvider):
         zone_name, zone = _graph_zone(event.time_zone, event.start, event.end)
         return {
             "subject": event.summary,
-            "body": {"contentType": "text", "content": event.description},
+            "body": {"contentType": "text", "content": self.event_text(event)},
             "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "end": {"dateTime": event.end.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "location": {"displayName": event.location},
@@ -545,6 +576,18 @@ class MicrosoftProvider(BaseProvider):
             "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
             "attendees": [{"emailAddress": {"address": email}, "type": "required"} for email in event.attendees],
         }
+
+    @staticmethod
+    def conference_body(operation: Operation, creating: bool = False) -> dict[str, Any]:
+        """A Teams meeting to make (Graph makes one per event, once; a retried create is de-duplicated
+        by its transactionId). Once one exists a patch sends nothing (it leaves the meeting); a create
+        (the event is new, or made again) always asks."""
+        wanted = operation.conference
+        if wanted is None or wanted.status == "failed" or wanted.type != "teams":
+            return {}
+        if wanted.status != "none" and not creating:
+            return {}
+        return {"isOnlineMeeting": True, "onlineMeetingProvider": TEAMS}
 
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
         """(method, path relative to the Graph root, body) for an operation's next step."""
@@ -557,9 +600,12 @@ class MicrosoftProvider(BaseProvider):
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
             return "GET", f"{events}?$filter={quote(where, safe='')}&$select=id", None
         if step.kind == "create":  # transactionId only here: Graph refuses to change it later
-            return "POST", events, {**self.event_body(op), "transactionId": step.transaction_id}
+            body = {**self.event_body(op), **self.conference_body(op, creating=True)}
+            return "POST", events, {**body, "transactionId": step.transaction_id}
         path = f"{events}/{quote(step.remote_id or '', safe='=')}"
-        return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
+        if step.kind == "delete":
+            return "DELETE", path, None
+        return "PATCH", path, {**self.event_body(op), **self.conference_body(op)}
 
     def apply(self, access_token: str, calendar_id: str, operations: list[Operation]) -> list[Outcome]:
         """Operations step by step (see `_advance`), in batches when several. A throttled part is sent
@@ -617,7 +663,11 @@ class MicrosoftProvider(BaseProvider):
                 return None
             if step.kind == "delete":
                 return Outcome()
-            return Outcome(remote_id=body.get("id") or step.remote_id, version=body.get("changeKey") or None)
+            return Outcome(
+                remote_id=body.get("id") or step.remote_id,
+                version=body.get("changeKey") or None,
+                conference=conference_of(op, body),
+            )
         if status in (404, 410) and step.kind == "delete":
             return Outcome()  # already gone
         if status in (404, 410) and step.kind == "patch":

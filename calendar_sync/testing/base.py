@@ -28,6 +28,7 @@ test uses are the same on both:
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.auto_notify = True                  -> the person's changes above notify the calendar's live channels
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
+    fake.conferences(account=None)           -> video meetings made: [{"account", "event_id", "join_url", "live"}]
     fake.reset() / reset_log() / settings() / env()
 
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
@@ -304,6 +305,11 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
+    def conferences(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Video meetings the service made (Meet, Teams), oldest first: {"account", "event_id",
+        "join_url", "live"}; `live` while the event that has it exists."""
         raise NotImplementedError
 
     def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:

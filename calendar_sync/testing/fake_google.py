@@ -20,6 +20,16 @@ Google Calendar's own UI is played by `add_event` / `move_event` / `update_event
 and recurring events by `add_recurring_event` / `change_occurrence` (an exception event
 `<id>_<original start>`); `singleEvents=true` lists their instances (the master's fields and
 extended properties, `recurringEventId`, `originalStartTime`) with the exceptions in place.
+Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
+
+Video meetings: calendars carry `conferenceProperties.allowedConferenceSolutionTypes` (["hangoutsMeet"]
+unless `allow_meet(account, False)`; calendarList.get answers one entry). With `conferenceDataVersion=1`,
+an insert or patch carrying `conferenceData.createRequest` makes one Meet per requestId (the same
+requestId again changes nothing, as Google ignores a repeated request), answered `pending` the next
+`conference_pending(n)` times an event answer shows it, then `success` with a meet.google.com video
+entry point; without `conferenceDataVersion` conference data is ignored; on a calendar that does
+not allow Meet the write is refused, 400 "Invalid conference type value.". `conferences()` lists
+the meetings made.
 """
 
 import base64
@@ -30,6 +40,7 @@ import html
 import json
 import re
 import secrets
+import string
 import threading
 import time
 import urllib.parse
@@ -37,7 +48,7 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -71,6 +82,7 @@ NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyP
 LIST_DEFAULTS = {"showDeleted": "false", "singleEvents": "false", "showHiddenInvitations": "false"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 EVENT_CREATE = re.compile(r"/calendar/v3/calendars/[^/]+/events")  # events.insert (POST)
+MEET = "hangoutsMeet"
 DEFAULT_ACCOUNT = "member@example.com"
 ROOM_ACCOUNT = "rooms@example.com"
 UTC = dt.UTC
@@ -239,6 +251,8 @@ class FakeGoogle(FakeService):
 
     def _init_state(self):
         self._init_common()  # accounts: email -> {"calendars": {id: cal}, "events": {calendar id: {id: event}}}
+        self.meetings = []  # one per Meet made: {"account", "calendar", "event_id", "request_id", "join_url"}
+        self.pending_answers = 0  # `conference_pending(n)`: the next n answers show a new meeting pending
         self.revocations = []  # one per revoke request: {"client_id", "client_authenticated"}
         self.change_counter = 0  # global change counter: every event carries the value of its last change
         self.sync_epoch = secrets.token_hex(4)  # sync tokens of another epoch answer 410
@@ -269,6 +283,8 @@ class FakeGoogle(FakeService):
                     "holidays@group.v.calendar.google.com": {"summary": "Holidays", "accessRole": "reader"},
                 }
             )
+            for cal in cals.values():
+                cal.setdefault("conferenceProperties", {"allowedConferenceSolutionTypes": [MEET]})
             self.accounts[email] = {"calendars": cals, "events": defaultdict(dict)}
         return email
 
@@ -300,6 +316,35 @@ class FakeGoogle(FakeService):
             domain="usageLimits",
             message="Calendar usage limits exceeded.",
         )
+
+    def allow_meet(self, account, allowed=True, calendar=None):
+        """Whether the calendar (the primary one by default) allows Google Meet (an administrator
+        may turn it off): its `conferenceProperties.allowedConferenceSolutionTypes`."""
+        with self.lock:
+            cal = self.accounts[account]["calendars"][self._calendar_id(account, calendar or "primary")]
+            cal["conferenceProperties"] = {"allowedConferenceSolutionTypes": [MEET] if allowed else []}
+
+    def conference_pending(self, n=1):
+        """The next `n` event answers that show a newly made meeting say `pending` (no entry point yet)."""
+        with self.lock:
+            self.pending_answers = n
+
+    def conferences(self, account=None):
+        """Meetings made, each {"account", "calendar", "event_id", "request_id", "join_url", "live"}:
+        `live` while its event exists (cancelling the event removes its meeting)."""
+        with self.lock:
+            rows = []
+            for meeting in self.meetings:
+                if account is not None and meeting["account"] != account:
+                    continue
+                event = self.accounts[meeting["account"]]["events"][meeting["calendar"]].get(meeting["event_id"])
+                live = bool(
+                    event
+                    and event["status"] != "cancelled"
+                    and (event.get("_meet") or {}).get("uri") == meeting["join_url"]
+                )
+                rows.append({**meeting, "live": live})
+            return rows
 
     def revoke_grants(self, account):
         with self.lock:
@@ -796,12 +841,25 @@ class FakeGoogle(FakeService):
     def _calendar(self, method, path, query, body, account):
         segments = [urllib.parse.unquote(s) for s in path.split("/")]
         data = self.accounts[account]
+
+        def entry(cid, c):
+            return {
+                "kind": "calendar#calendarListEntry",
+                "id": cid,
+                "summary": c["summary"],
+                "accessRole": c["accessRole"],
+                "primary": c.get("primary", False),
+                "conferenceProperties": c.get("conferenceProperties") or {"allowedConferenceSolutionTypes": []},
+            }
+
         if segments == ["users", "me", "calendarList"] and method == "GET":
-            items = [
-                {"id": cid, "summary": c["summary"], "accessRole": c["accessRole"], "primary": c.get("primary", False)}
-                for cid, c in data["calendars"].items()
-            ]
+            items = [entry(cid, c) for cid, c in data["calendars"].items()]
             return 200, {"kind": "calendar#calendarList", "items": items}
+        if segments[:3] == ["users", "me", "calendarList"] and len(segments) == 4 and method == "GET":
+            cid = self._calendar_id(account, segments[3])
+            if cid not in data["calendars"]:
+                return _error(404, "notFound", "Not Found")
+            return 200, entry(cid, data["calendars"][cid])
         if segments == ["freeBusy"]:
             return (
                 self._free_busy(account, body)
@@ -836,6 +894,10 @@ class FakeGoogle(FakeService):
                 if not event.get("start") or not event.get("end"):
                     return _error(400, "required", "Missing time range.")
                 event = {k: v for k, v in event.items() if not k.startswith("_")}
+                asked = event.pop("conferenceData", None)
+                refused = self._meet_refused(data["calendars"][calendar], asked, query)
+                if refused:
+                    return refused
                 event.update(
                     id=event_id,
                     status=event.get("status", "confirmed"),
@@ -848,16 +910,17 @@ class FakeGoogle(FakeService):
                 if "attendees" in event:
                     event["attendees"] = _attendees(event["attendees"], [])
                 events[event_id] = event
+                self._meet(account, calendar, event, asked, query)
                 self._touch(event)
                 self._tell_guests(event, query, invited=self._emails(event))
-                return 200, _public(event)
+                return 200, self._shown(event)
             if len(segments) == 5 and segments[4] == "move" and method == "POST":
                 return self._move(account, calendar, events, segments[3], query)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
             if method == "GET":
-                return (200, _public(event)) if event else _error(404, "notFound", "Not Found")
+                return (200, self._shown(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
@@ -868,7 +931,12 @@ class FakeGoogle(FakeService):
                 was_live, old_guests = event["status"] != "cancelled", self._emails(event)
                 if "attendees" in patch:  # the array replaces the old one; an address already there keeps its answer
                     patch["attendees"] = _attendees(patch["attendees"], event.get("attendees") or [])
+                asked = patch.pop("conferenceData", None)
+                refused = self._meet_refused(data["calendars"][calendar], asked, query)
+                if refused:
+                    return refused
                 event.update(patch, sequence=event["sequence"] + 1, sendUpdates=query.get("sendUpdates"))
+                self._meet(account, calendar, event, asked, query)
                 self._touch(event)
                 if event["status"] == "cancelled":
                     self._tell_guests(event, query, cancelled=old_guests if was_live else [])
@@ -884,7 +952,7 @@ class FakeGoogle(FakeService):
                         cancelled=[e for e in old_guests if e not in now],
                         updated=[e for e in now if e in old_guests] if changed else [],
                     )
-                return 200, _public(event)
+                return 200, self._shown(event)
             if method == "DELETE":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
@@ -939,6 +1007,81 @@ class FakeGoogle(FakeService):
         self._touch(event)
         self._tell_guests(event, query, updated=self._emails(event))
         return 200, _public(event)
+
+    # --- conference data (Google Meet) -----------------------------------------------------------
+    @staticmethod
+    def _create_request(asked, query):
+        """The createRequest of a write, when conference data counts (conferenceDataVersion=1)."""
+        if str(query.get("conferenceDataVersion") or "0") != "1" or not isinstance(asked, dict):
+            return None
+        request = asked.get("createRequest")
+        return request if isinstance(request, dict) else None
+
+    def _meet_refused(self, calendar, asked, query):
+        """Google's 400 for a conference type the calendar does not allow (the write is not made)."""
+        request = self._create_request(asked, query)
+        if request is None:
+            return None
+        kind = (request.get("conferenceSolutionKey") or {}).get("type")
+        allowed = (calendar.get("conferenceProperties") or {}).get("allowedConferenceSolutionTypes") or []
+        if kind not in allowed or not request.get("requestId"):
+            return _error(400, "invalid", "Invalid conference type value.")
+        return None
+
+    def _meet(self, account, calendar, event, asked, query):
+        """Make the Meet a createRequest asks for: one per requestId (a repeated one is ignored)."""
+        request = self._create_request(asked, query)
+        if request is None:
+            return
+        request_id = str(request["requestId"])
+        if (event.get("_meet") or {}).get("requestId") == request_id:
+            return
+        letters = "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+        code = f"{letters[:3]}-{letters[3:7]}-{letters[7:]}"  # as Meet's codes look: abc-defg-hij
+        meeting = {
+            "requestId": request_id,
+            "conferenceId": code,
+            "uri": f"https://meet.google.com/{code}",
+            "pending": self.pending_answers,
+        }
+        self.pending_answers = 0
+        event["_meet"] = meeting
+        event["conferenceData"] = self._conference_data(meeting, pending=False)
+        self.meetings.append(
+            {
+                "account": account,
+                "calendar": calendar,
+                "event_id": event["id"],
+                "request_id": request_id,
+                "join_url": meeting["uri"],
+            }
+        )
+
+    @staticmethod
+    def _conference_data(meeting, pending):
+        data: dict[str, Any] = {
+            "createRequest": {
+                "requestId": meeting["requestId"],
+                "conferenceSolutionKey": {"type": MEET},
+                "status": {"statusCode": "pending" if pending else "success"},
+            },
+            "conferenceSolution": {"key": {"type": MEET}, "name": "Google Meet"},
+        }
+        if not pending:
+            data["conferenceId"] = meeting["conferenceId"]
+            data["entryPoints"] = [
+                {"entryPointType": "video", "uri": meeting["uri"], "label": meeting["uri"].removeprefix("https://")}
+            ]
+        return data
+
+    def _shown(self, event):
+        """An event answer: a meeting still pending shows as such (and counts down)."""
+        shown = _public(event)
+        meeting = event.get("_meet")
+        if meeting and meeting["pending"] > 0:
+            meeting["pending"] -= 1
+            shown["conferenceData"] = self._conference_data(meeting, pending=True)
+        return shown
 
     # --- events.list: window, paging, incremental sync -----------------------------------------
     def _list(self, calendar, events, query):

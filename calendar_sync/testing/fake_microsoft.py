@@ -20,6 +20,12 @@ changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410
 `delete_event`, and a recurring series by `add_recurring_event` / `change_occurrence`: calendarView
 and delta list its occurrences and exceptions (`seriesMasterId`, `originalStart`; no extended
 properties), never the series master; a cancelled occurrence is gone.
+
+Teams: a work or school mailbox's calendars list `allowedOnlineMeetingProviders: ["teamsForBusiness"]`;
+a personal account's (`add_account(email, personal=True)`, as Outlook.com) only "skypeForConsumer".
+`isOnlineMeeting: true` with `onlineMeetingProvider: "teamsForBusiness"` makes one meeting per event
+(`onlineMeeting.joinUrl`, kept on later writes); where the calendar does not list the provider the
+event is written without one (`isOnlineMeeting` false). `conferences()` lists the meetings made.
 """
 
 import base64
@@ -333,6 +339,7 @@ class FakeMicrosoft(FakeService):
         self.delta_generation = secrets.token_hex(4)  # delta tokens of another generation answer 410
         self.delta_expired_code = "SyncStateNotFound"
         self.subscriptions = {}  # id -> the subscription as Graph returns it, plus account and deleted
+        self.meetings = []  # one per Teams meeting made: {"account", "event_id", "join_url"}
         self.validate_subscriptions = False  # True: POST the validationToken handshake to notificationUrl
 
     # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
@@ -358,8 +365,10 @@ class FakeMicrosoft(FakeService):
             super().reset_log()
             self.max_batch_size = 0
 
-    def add_account(self, email, calendars=None):
-        """Add a mailbox. `calendars`: list of {"name", "canEdit", "isDefaultCalendar"?, "id"?}; the first is default if none says so."""
+    def add_account(self, email, calendars=None, personal=False):
+        """Add a mailbox. `calendars`: list of {"name", "canEdit", "isDefaultCalendar"?, "id"?}; the first is
+        default if none says so. `personal`: a personal Microsoft account (Outlook.com), which can't make Teams meetings."""
+        providers = ["skypeForConsumer"] if personal else ["teamsForBusiness"]
         specs = [dict(c) for c in (calendars or DEFAULT_CALENDARS)]
         if not any(c.get("isDefaultCalendar") for c in specs):
             specs[0]["isDefaultCalendar"] = True
@@ -376,8 +385,8 @@ class FakeMicrosoft(FakeService):
                 "canShare": bool(spec.get("canEdit", True)),
                 "canViewPrivateItems": True,
                 "canEdit": bool(spec.get("canEdit", True)),
-                "allowedOnlineMeetingProviders": ["teamsForBusiness"],
-                "defaultOnlineMeetingProvider": "teamsForBusiness",
+                "allowedOnlineMeetingProviders": list(spec.get("allowedOnlineMeetingProviders", providers)),
+                "defaultOnlineMeetingProvider": providers[0],
                 "isTallyingResponses": True,
                 "isRemovable": not spec.get("isDefaultCalendar"),
                 "owner": {"name": email.split("@")[0].title(), "address": email},
@@ -398,6 +407,15 @@ class FakeMicrosoft(FakeService):
         with self.lock:
             cals = sorted(self.accounts[account]["calendars"].values(), key=lambda c: not c["isDefaultCalendar"])
             return [(c["id"], c["name"]) for c in cals]
+
+    def conferences(self, account=None):
+        """Teams meetings made, each {"account", "event_id", "join_url", "live"} (`live` while its event exists)."""
+        with self.lock:
+            return [
+                {**m, "live": m["event_id"] in self.accounts[m["account"]]["events"]}
+                for m in self.meetings
+                if account is None or m["account"] == account
+            ]
 
     def lose_response(self, times=1):
         """The next `times` HTTP requests that create an event are committed, then the connection drops unanswered."""
@@ -1301,9 +1319,34 @@ class FakeMicrosoft(FakeService):
         ):  # a retried create: answer with the event already made
             event = mailbox["events"][mailbox["transactions"][tid]]
             return 201, self._view(event, {}), {"_created": True}
+        body = dict(body)
+        asked = self._asked_meeting(body)
         event = self._insert(mailbox, calendar, body)
         self._tell_guests(event, invited=self._emails(event))  # Graph invites the attendees of every new meeting
+        self._meeting(mailbox, event, asked)
         return 201, self._view(event, {}), {"_created": True}
+
+    @staticmethod
+    def _asked_meeting(body):
+        """Take the online-meeting fields out of a write body: the provider asked for, or None."""
+        online = body.pop("isOnlineMeeting", None)
+        provider = body.pop("onlineMeetingProvider", None)
+        body.pop("onlineMeeting", None)
+        return (provider or "teamsForBusiness") if online is True else None
+
+    def _meeting(self, mailbox, event, provider):
+        """Make the event's online meeting once, where its calendar allows the provider."""
+        event.setdefault("isOnlineMeeting", False)
+        event.setdefault("onlineMeetingProvider", "unknown")
+        event.setdefault("onlineMeeting", None)
+        allowed = mailbox["calendars"][event["_calendar"]].get("allowedOnlineMeetingProviders") or []
+        if provider is None or provider not in allowed or event["isOnlineMeeting"]:
+            return
+        thread = secrets.token_hex(16)
+        join_url = f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{thread}%40thread.v2/0"
+        event.update(isOnlineMeeting=True, onlineMeetingProvider=provider, onlineMeeting={"joinUrl": join_url})
+        account = event["organizer"]["emailAddress"]["address"]
+        self.meetings.append({"account": account, "event_id": event["id"], "join_url": join_url})
 
     def _insert(self, mailbox, calendar, body):
         """Store a new event from a create body (no checks): the stored event."""
@@ -1357,6 +1400,7 @@ class FakeMicrosoft(FakeService):
         old_guests = self._emails(event)
         if "attendees" in body:  # the collection is replaced; an address already there keeps its answer
             body["attendees"] = _attendees(body["attendees"], event.get("attendees") or [])
+        asked = self._asked_meeting(body)
         props = {p["id"].lower(): p for p in event.get("singleValueExtendedProperties", [])}
         for prop in body.pop("singleValueExtendedProperties", None) or []:
             props[prop["id"].lower()] = prop
@@ -1376,6 +1420,7 @@ class FakeMicrosoft(FakeService):
                 "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
             }
         )
+        self._meeting(self._mailbox_of(event), event, asked)
         self._touch(event)
         now = self._emails(event)
         # Graph sends the attendees of a meeting a message on every update its organizer makes, changed or not.
@@ -1409,6 +1454,9 @@ class FakeMicrosoft(FakeService):
         organizer = str(((event.get("organizer") or {}).get("emailAddress") or {}).get("address") or "")
         for kind, emails in (("invitation", invited), ("update", updated), ("cancellation", cancelled)):
             self._tell(kind, emails, event["id"], organizer)
+
+    def _mailbox_of(self, event):
+        return next(m for m in self.accounts.values() if m["events"].get(event["id"]) is event)
 
     # --- calendarView, delta, getSchedule --------------------------------------------------------
     @staticmethod
