@@ -4,9 +4,12 @@ and staff's Integrations → Room calendars page.
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
 Cancel, so it says the same thing and works the same way with JavaScript off. So are repeating
 bookings: "Repeat" on the booking form, Confirm for a whole series, and "this one / this and
-following / all" on Cancel and Move — all through `services`, as the REST API."""
+following / all" on Cancel and Move — all through `services`, as the REST API. A booking is a
+meeting too: guests and a video link on the form (only the links the member's calendar can make
+now), and each guest's answer and the join link on the booking's row."""
 
 import datetime as dt
+import re
 import zoneinfo
 
 from django import forms
@@ -59,6 +62,49 @@ def _in_calendar(booking, state, connection):
     return "unconfirmed" if booking.status == Booking.Status.PENDING else "removed"
 
 
+#: A guest's answer as the page says it (the calendars' `needsAction` is "invited").
+RESPONSES = {"needsAction": "invited", "accepted": "accepted", "declined": "declined", "tentative": "tentative"}
+#: The video links a booking can have, by type, as the form and the rows name them.
+VIDEO_NAMES = {"google_meet": "Google Meet", "teams": "Microsoft Teams"}
+
+
+def _guests(booking):
+    """The booking's guests, each with their answer in words."""
+    stored = booking.guests if isinstance(booking.guests, list) else []
+    return [
+        {"email": str(g["email"]), "response": RESPONSES.get(str(g.get("response") or "needsAction"), "invited")}
+        for g in stored
+        if isinstance(g, dict) and g.get("email")
+    ]
+
+
+def _answers(guests):
+    """ "3 guests: 1 accepted, 2 invited" (answers in a fixed order)."""
+    counts = {word: sum(g["response"] == word for g in guests) for word in RESPONSES.values()}
+    said = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+    return f"{len(guests)} {'guest' if len(guests) == 1 else 'guests'}: {said}"
+
+
+def _video_link(booking):
+    """The booking's video link as its row says it: ready (a web link to join), pending, made once
+    confirmed, or failed with the calendar's reason; None when it has none and asked for none."""
+    info = booking.conference_info if isinstance(booking.conference_info, dict) else {}
+    status = info.get("status") or "none"
+    requested = booking.conference or Booking.Conference.NONE
+    if booking.status == Booking.Status.CANCELLED or (requested == Booking.Conference.NONE and status == "none"):
+        return None
+    name = VIDEO_NAMES.get(info.get("type") or requested, "Video link")
+    url = str(info.get("join_url") or "")
+    if status == "ready" and url.startswith("https://"):  # never another scheme (javascript:, data:…) in a link
+        return {"state": "ready", "name": name, "url": url}
+    if status in ("failed", "ready"):
+        reason = str(info.get("reason") or "") if status == "failed" else "the calendar gave no web link."
+        return {"state": "failed", "text": f"No video link: {reason or 'the calendar could not make one.'}"}
+    if booking.status == Booking.Status.PENDING:
+        return {"state": "unconfirmed", "text": f"{name}: made once confirmed"}
+    return {"state": "pending", "text": f"{name}: pending…"}
+
+
 def _series_words(bookings):
     """Each series' rule in words, once per series (by id)."""
     return {b.series_id: repeat.words(b.series) for b in bookings if b.series_id}
@@ -78,6 +124,7 @@ def _rows(user, errors):
         state = (states.get(str(booking.pk)) or {}).get("member")
         key = _in_calendar(booking, state, connection)
         error = state["last_error"] if state and key == "failed" else ""
+        guests = _guests(booking)
         rows.append(
             {
                 "booking": booking,
@@ -86,6 +133,9 @@ def _rows(user, errors):
                 "sync_state": key,
                 "in_calendar": IN_CALENDAR[key] + (f" — {error}" if error else ""),
                 "error": errors.get(str(booking.pk)),  # what went wrong with the last action on it
+                "guests": guests,
+                "answers": _answers(guests) if guests else "",
+                "video": _video_link(booking),
             }
         )
     return rows
@@ -174,12 +224,19 @@ def calendar_integration(request):
             series_errors[message.extra_tags.removeprefix("series-")] = message.message
         else:
             notes.append(message)
+    connections = _connections(request.user)
+    refused = request.session.pop(FORM_KEY, None) or {}  # the booking form, refused: its errors and values
     context = {
         "sandbox": settings.CALENDAR_SYNC_SANDBOX,
         "rows": _rows(request.user, row_errors),
         "series_rows": _series_rows(request.user, series_errors),
         "notes": notes,
-        "connections": _connections(request.user),
+        "connections": connections,
+        "video": _video(request.user, connections),
+        "max_guests": services.MAX_GUESTS,
+        "guests_max_chars": GUESTS_MAX_CHARS,
+        "form_errors": refused.get("errors", {}),
+        "form_values": refused.get("values", {}),
         "workspaces": Workspace.objects.order_by("name"),
         "days": DAY_CHOICES,
         "max_interval": recurrence.MAX_INTERVAL,
@@ -220,6 +277,16 @@ def _calendar_date(value):
 
 
 DAY_CHOICES = list(repeat.DAY_NAMES.items())  # (MO, Monday)…
+#: The longest guests text the form reads: 50 addresses of up to 254 characters, a name beside each.
+GUESTS_MAX_CHARS = 20_000
+_NAMED = re.compile(r"[^<>]*<([^<>]*)>")  # "Ada Lovelace <ada@example.com>", as mail programs copy it
+
+
+def guest_list(text):
+    """The addresses in the form's guests text: separated by commas, semicolons or new lines, blanks
+    skipped, "Name <address>" read as its address. Checked by `services.clean_guests`, as the API's."""
+    entries = (entry.strip() for entry in re.split(r"[,;\r\n]+", text))
+    return [(named.group(1).strip() if (named := _NAMED.fullmatch(e)) else e) for e in entries if e]
 
 
 class BookingForm(forms.Form):
@@ -241,6 +308,16 @@ class BookingForm(forms.Form):
     count = forms.IntegerField(min_value=1, max_value=9999, required=False)
     until = forms.DateField(required=False)
     skip_conflicts = forms.BooleanField(required=False)
+    guests = forms.CharField(
+        required=False,
+        max_length=GUESTS_MAX_CHARS,
+        strip=False,
+        error_messages={"max_length": f"Too long: at most {services.MAX_GUESTS} e-mail addresses."},
+    )
+    conference = forms.ChoiceField(choices=Booking.Conference.choices, required=False)
+
+    def clean_guests(self):
+        return guest_list(self.cleaned_data["guests"])
 
     def clean_date(self):
         return _calendar_date(self.cleaned_data["date"])
@@ -266,25 +343,84 @@ def new_booking(request):
     """The booking form without JavaScript, and with "Repeat" always (without it, the page's script posts
     to the bookings API instead): the times are read in the browser's zone when the script named it,
     else in the workspace's. A series clashing with other bookings gets a page of its own naming the
-    dates, from which the member books the other dates."""
+    dates, from which the member books the other dates. Refused: nothing is saved, and the form comes
+    back with what was typed and each error next to its field."""
     form = BookingForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Not booked: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect(f"{reverse('calendar-integration')}#book")
+        errors = {k: " ".join(v) for k, v in form.errors.items()}
+        return _not_booked(request, "; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
     data = form.cleaned_data
     zone = data["zone"] if data["zone"] in zoneinfo.available_timezones() else data["workspace"].time_zone
+    conference = data["conference"] or Booking.Conference.NONE
+    if conference not in dict(_video(request.user)["choices"]):  # only what the member's calendar can make now
+        return _not_booked(request, "Choose a video link your calendar can make.", {"conference": VIDEO_REFUSED})
     if data["repeat"] == "weekly":
+        if data["guests"] or conference != Booking.Conference.NONE:  # `services.create_series` takes neither
+            field = "guests" if data["guests"] else "conference"
+            return _not_booked(request, SERIES_MEETING, {field: SERIES_MEETING})
         return _new_series(request, data, zone)
     start, end = (dt.datetime.combine(data["date"], data[k], zoneinfo.ZoneInfo(zone)) for k in ("start", "end"))
     try:
         booking = services.create_booking(
-            user=request.user, workspace=data["workspace"], title=data["title"], start=start, end=end
+            user=request.user,
+            workspace=data["workspace"],
+            title=data["title"],
+            start=start,
+            end=end,
+            guests=data["guests"],
+            conference=conference,
         )
     except services.BookingError as exc:
-        messages.error(request, f"Not booked: {exc}")
-        return redirect(f"{reverse('calendar-integration')}#book")
+        return _not_booked(request, str(exc), {exc.field or "form": str(exc)})
     messages.success(request, f"Booked “{booking.title}” ({zone} time): confirm it below.")
     return _back_to(booking)
+
+
+#: Where a refused booking form's errors and values wait for the page (read once).
+FORM_KEY = "bookings.booking_form"
+#: What a refused form shows again, each at most this long (guests: their field's own bound).
+KEPT = {"workspace": 64, "title": 200, "date": 32, "start": 16, "end": 16, "guests": GUESTS_MAX_CHARS, "conference": 16}
+VIDEO_REFUSED = "Choose one of the video links offered: your calendar can't make that one now."
+SERIES_MEETING = (
+    "A repeating booking can't have guests or a video link yet: book one date with them, or repeat without."
+)
+
+
+def _not_booked(request, said, errors):
+    """Back to the form: why in the page's outcome line, and next to each field (`errors`, by field),
+    with what was typed (bounded) in the fields again."""
+    messages.error(request, f"Not booked: {said}")
+    values = {k: request.POST.get(k, "")[:limit] for k, limit in KEPT.items()}
+    request.session[FORM_KEY] = {"errors": {k: v[:500] for k, v in errors.items()}, "values": values}
+    return redirect(f"{reverse('calendar-integration')}#book")
+
+
+def _video(user, connections=None):
+    """The video links the booking form offers: "No video link" always, then each one the member's
+    calendar can make now (`calendar_sync.api.capabilities`); when none, why, in a sentence."""
+    owner = calendar_sync.Owner.member(user)
+    types = [t for t in calendar_sync.capabilities(owner)["conference"] if t in VIDEO_NAMES]
+    choices = [(Booking.Conference.NONE.value, "No video link"), *((t, VIDEO_NAMES[t]) for t in types)]
+    if types:
+        return {"choices": choices, "why": ""}
+    rows = calendar_sync.connections(owner) if connections is None else connections
+    write = next((row for row in rows if row["write"]), None)
+    return {"choices": choices, "why": _no_video(write)}
+
+
+def _no_video(write):
+    """Why the member's calendar can make no video link (`write`: their write connection, or None)."""
+    if write is None:
+        return "Connect Google Calendar or a Microsoft 365 work or school calendar to add a video link."
+    if write["status"] != "active":
+        return "Reconnect your calendar to add a video link."
+    if write["provider"] == "google":
+        return "Google Meet is not allowed on this calendar (a Google Workspace administrator may have turned it off)."
+    if write["provider"] == "microsoft":
+        return (
+            "Teams meetings need a Microsoft 365 work or school calendar: personal Microsoft accounts can't make them."
+        )
+    return f"Your {PROVIDER_LABELS.get(write['provider'], 'calendar')} can't make video links."
 
 
 def _new_series(request, data, zone):
