@@ -85,24 +85,33 @@ def _answers(guests):
     return f"{len(guests)} {'guest' if len(guests) == 1 else 'guests'}: {said}"
 
 
+def _meeting(booking):
+    """What the page shows of the booking as a meeting: its guests and answers, and its video link."""
+    guests = _guests(booking)
+    return {"guests": guests, "answers": _answers(guests) if guests else "", "video": _video_link(booking)}
+
+
 def _video_link(booking):
     """The booking's video link as its row says it: ready (a web link to join), pending, made once
-    confirmed, or failed with the calendar's reason; None when it has none and asked for none."""
+    confirmed (or once in a calendar), or failed with the calendar's reason; None when none was asked
+    for (or the booking is cancelled: its meeting went with the event)."""
     info = booking.conference_info if isinstance(booking.conference_info, dict) else {}
     status = info.get("status") or "none"
     requested = booking.conference or Booking.Conference.NONE
     if booking.status == Booking.Status.CANCELLED or (requested == Booking.Conference.NONE and status == "none"):
         return None
-    name = VIDEO_NAMES.get(info.get("type") or requested, "Video link")
+    name = VIDEO_NAMES.get(str(info.get("type") or requested), "Video link")
     url = str(info.get("join_url") or "")
     if status == "ready" and url.startswith("https://"):  # never another scheme (javascript:, data:…) in a link
         return {"state": "ready", "name": name, "url": url}
     if status in ("failed", "ready"):
         reason = str(info.get("reason") or "") if status == "failed" else "the calendar gave no web link."
         return {"state": "failed", "text": f"No video link: {reason or 'the calendar could not make one.'}"}
+    if status == "pending":  # being made: the list is fetched again until it is ready or failed
+        return {"state": "pending", "text": f"{name}: pending…"}
     if booking.status == Booking.Status.PENDING:
         return {"state": "unconfirmed", "text": f"{name}: made once confirmed"}
-    return {"state": "pending", "text": f"{name}: pending…"}
+    return {"state": "waiting", "text": f"{name}: made once the booking is in a calendar"}
 
 
 def _series_words(bookings):
@@ -124,7 +133,6 @@ def _rows(user, errors):
         state = (states.get(str(booking.pk)) or {}).get("member")
         key = _in_calendar(booking, state, connection)
         error = state["last_error"] if state and key == "failed" else ""
-        guests = _guests(booking)
         rows.append(
             {
                 "booking": booking,
@@ -133,9 +141,7 @@ def _rows(user, errors):
                 "sync_state": key,
                 "in_calendar": IN_CALENDAR[key] + (f" — {error}" if error else ""),
                 "error": errors.get(str(booking.pk)),  # what went wrong with the last action on it
-                "guests": guests,
-                "answers": _answers(guests) if guests else "",
-                "video": _video_link(booking),
+                **_meeting(booking),
             }
         )
     return rows
@@ -544,6 +550,7 @@ def cancel_booking(request, pk):
         context = {
             "booking": booking,
             "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+            **_meeting(booking),
             "series": series,
             "repeats": repeat.words(series) if series else "",
             "scopes": CANCEL_SCOPES,
@@ -602,6 +609,7 @@ def move_booking(request, pk):
     context = {
         "booking": booking,
         "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+        **_meeting(booking),
         "series": series,
         "repeats": repeat.words(series) if series else "",
         "scopes": MOVE_SCOPES,

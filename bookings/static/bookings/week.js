@@ -155,9 +155,11 @@
   const form = $("booking-form");
   if (form) {
     const next = new Date(); next.setHours(next.getHours() + 1, 0, 0, 0);
-    form.date.value = localDate(next);
-    form.start.value = pad(next.getHours()) + ":00";
-    form.end.value = pad((next.getHours() + 1) % 24) + ":00";
+    if (!form.date.value) {  // else: a refused form, back with what was typed
+      form.date.value = localDate(next);
+      form.start.value = pad(next.getHours()) + ":00";
+      form.end.value = pad((next.getHours() + 1) % 24) + ":00";
+    }
     form.zone.value = ZONE;
     // "Repeat": its options only when it repeats. A series is posted as a form (the page makes it with the
     // same services as the series API, and answers a clash with a page naming the dates).
@@ -170,17 +172,38 @@
       const start = new Date(form.date.value + "T" + form.start.value);  // no offset: the browser's local time
       const end = new Date(form.date.value + "T" + form.end.value);
       if (!(end > start)) { say("The end must be after the start (on the same day).", false, "booking-outcome"); return; }
+      showFieldErrors({});
+      const body = {workspace: form.workspace.value, title: form.title.value, start: start.toISOString(), end: end.toISOString(),
+                    guests: guestList(form.guests.value), conference: form.conference ? form.conference.value : "none"};
       act(async () => {
-        const booking = await call("POST", "/api/bookings/",
-          {workspace: form.workspace.value, title: form.title.value, start: start.toISOString(), end: end.toISOString()});
+        let booking;
+        try { booking = await call("POST", "/api/bookings/", body); } catch (error) { showFieldErrors((error.data) || {}); throw error; }
         say("Booked “" + booking.title + "”, " + DAY.format(start) + " " + TIME.format(start) + "–" + TIME.format(end) +
             " " + ZONE + ". Not confirmed yet: see it in your week, then confirm it.", true, "booking-outcome");
-        form.title.value = "";
+        form.title.value = form.guests.value = "";
         weekStart = mondayOf(start);
         changed();
         loadWeek(true);
       }, "booking-outcome");
     });
+  }
+
+  // Guests as the form takes them (the server reads them the same way without JavaScript): separated by
+  // commas, semicolons or new lines; "Name <address>" is its address. The API checks each one.
+  function guestList(text) {
+    return text.split(/[,;\r\n]+/).map((e) => e.trim()).filter(Boolean)
+      .map((e) => { const named = e.match(/^[^<>]*<([^<>]*)>$/); return named ? named[1].trim() : e; });
+  }
+  // An API refusal's words next to each field at fault ({field: [message]}); {} clears them.
+  function showFieldErrors(data) {
+    for (const span of form.querySelectorAll(".field-error")) {
+      const field = span.id.replace(/-error$/, ""), said = data[field];
+      span.textContent = Array.isArray(said) ? said.join(" ") : "";
+      const input = form.elements[field];
+      if (input && input.setAttribute) {
+        if (span.textContent) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+      }
+    }
   }
 
   // ---- The week ----------------------------------------------------------------------------------
