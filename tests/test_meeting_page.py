@@ -11,8 +11,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from bookings.models import Booking, Series
-from tests.helpers import GOOGLE_ACCOUNT, connect, landing
+from bookings.models import Booking, Series, Workspace
+from tests.helpers import GOOGLE_ACCOUNT, IN_CI, connect, landing
+from tests.test_browser import CHROMIUM, FLAGS, sign_in
 
 pytestmark = pytest.mark.django_db
 PAGE = "/integrations/calendar"
@@ -233,3 +234,69 @@ def test_another_members_guests_and_link_are_never_shown(browser, member, worksp
         assert "secret@example.org" not in body and "abc-defg-hij" not in body
     for action in ("move", "cancel"):
         assert browser.get(f"{PAGE}/bookings/{theirs.pk}/{action}").status_code == 404
+
+
+# --- with JavaScript: the form posts to the bookings API, and says a refusal next to its field -----------
+@pytest.fixture
+def chromium(live_server, fake_google, fake_microsoft, settings, monkeypatch):
+    """Headless Chromium, as tests/test_browser_week.py runs it (skipped locally without Debian's chromium)."""
+    if not CHROMIUM:
+        if IN_CI:
+            pytest.fail("CI must run the browser test: Debian's chromium is missing")
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    settings.CALENDAR_SYNC = {
+        **settings.CALENDAR_SYNC,
+        "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
+        "MICROSOFT_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/microsoft/callback",
+        "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
+    }
+    settings.CALENDAR_SYNC_SANDBOX = True
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(
+            timezone_id="Europe/Lisbon", locale="en-GB", viewport={"width": 1280, "height": 1000}
+        )
+        yield context.new_page()
+        browser.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(chromium, live_server, fake_google):
+    page = chromium
+    get_user_model().objects.create_user("demo", password="demo-password")
+    Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
+    sign_in(page, live_server)
+    page.click("#connect-google")
+    page.wait_for_selector("#allow")
+    page.select_option("select[name=account]", GOOGLE_ACCOUNT)
+    page.click("#allow")
+    page.wait_for_url("**/integrations/calendar")
+    page.wait_for_selector("#status[data-state=active]")
+    assert page.eval_on_selector_all("#booking-conference option", "os => os.map((o) => o.value)") == [
+        "none",
+        "google_meet",
+    ]
+
+    page.fill("#booking-form input[name=title]", "Planning")
+    page.fill("#booking-guests", "ada@example.com\nnot an address")
+    page.click("#book-submit")
+    page.wait_for_function("document.getElementById('guests-error').textContent.includes('is not an e-mail address')")
+    assert page.get_attribute("#booking-guests", "aria-invalid") == "true" and not Booking.objects.exists()
+
+    page.fill("#booking-guests", "Ada <ada@example.com>; grace@example.org")
+    page.select_option("#booking-conference", "google_meet")
+    page.click("#book-submit")
+    page.wait_for_function("document.getElementById('booking-outcome').textContent.includes('Booked')")
+    assert page.text_content("#guests-error") == "" and page.get_attribute("#booking-guests", "aria-invalid") is None
+    booking = Booking.objects.get(title="Planning")
+    assert [g["email"] for g in booking.guests] == ["ada@example.com", "grace@example.org"]
+    assert booking.conference == "google_meet"
+
+    page.wait_for_selector(f"#booking-{booking.pk} button[data-action=confirm]").click()
+    join = page.wait_for_selector(f"#booking-{booking.pk} a.join")
+    assert join.get_attribute("href").startswith("https://meet.google.com/")
+    assert (join.get_attribute("target"), join.get_attribute("rel")) == ("_blank", "noopener")
+    assert "2 guests: 2 invited" in page.text_content(f"#booking-{booking.pk}")
