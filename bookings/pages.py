@@ -166,7 +166,8 @@ def _connections(user):
 
 def _week(request):
     """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view; an
-    occurrence of a series also has `series` (its id, title and rule in words)."""
+    occurrence of a series also has `series` (its id, title and rule in words), a meeting its
+    `guests` and `video` (`_week_meeting`)."""
     try:  # a well-formed but impossible time (month 13, an offset past year 1 or 9999) is a ValueError/OverflowError
         start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
         if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
@@ -200,11 +201,20 @@ def _week(request):
                         if b.series_id
                         else {}
                     ),
+                    **_week_meeting(b),
                 }
                 for b in bookings
             ]
         }
     )
+
+
+def _week_meeting(booking):
+    """A week block's meeting, when it is one: `guests` ("2 guests: 1 accepted, 1 invited") and
+    `video` (`url` and `name` when it is ready, else `text`), as the booking's row says them."""
+    meeting = _meeting(booking)
+    shown = {"guests": meeting["answers"]} if meeting["answers"] else {}
+    return shown | ({"video": meeting["video"]} if meeting["video"] else {})
 
 
 PARTS = {  # pieces of the page alone, for its script to refresh them

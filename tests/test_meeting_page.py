@@ -156,6 +156,22 @@ def test_a_meeting_pending_or_failed_says_so_and_only_https_is_a_link(browser, m
     assert 'data-state="pending"' in browser.get(PAGE + "?part=bookings").content.decode()  # the script polls it
 
 
+def test_the_week_shows_the_guests_and_the_join_link(browser, member, make_booking):
+    booking = make_booking(member, status=Booking.Status.CONFIRMED)
+    link = "https://meet.google.com/abc-defg-hij"
+    Booking.objects.filter(pk=booking.pk).update(
+        guests=[{"email": "ada@example.com", "response": "accepted"}],
+        conference="google_meet",
+        conference_info={"type": "google_meet", "join_url": link, "status": "ready"},
+    )
+    plain = make_booking(member, hours_from_now=30, title="Alone")
+    window = {"start": booking.start.isoformat(), "end": (booking.start + timezone.timedelta(days=1)).isoformat()}
+    shown = {b["id"]: b for b in browser.get(PAGE, {"part": "week", **window}).json()["bookings"]}
+    assert shown[str(booking.pk)]["guests"] == "1 guest: 1 accepted"
+    assert shown[str(booking.pk)]["video"] == {"state": "ready", "name": "Google Meet", "url": link}
+    assert "guests" not in shown[str(plain.pk)] and "video" not in shown[str(plain.pk)]
+
+
 # --- refusals: next to the field, what was typed kept, nothing saved -------------------------------------
 @pytest.mark.parametrize(
     ("guests", "said"),
@@ -300,3 +316,5 @@ def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(c
     assert join.get_attribute("href").startswith("https://meet.google.com/")
     assert (join.get_attribute("target"), join.get_attribute("rel")) == ("_blank", "noopener")
     assert "2 guests: 2 invited" in page.text_content(f"#booking-{booking.pk}")
+    in_week = page.wait_for_selector(f"#week-grid .event[data-booking='{booking.pk}'] a.join")
+    assert in_week.get_attribute("href") == join.get_attribute("href") and in_week.get_attribute("rel") == "noopener"

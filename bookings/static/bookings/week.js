@@ -338,6 +338,13 @@
     link.href = "#booking-" + item.id;
     li.append(link, element("span", "where", " · " + item.workspace + (item.status === "pending" ? " (not confirmed)" : "")));
     if (item.series) li.append(element("span", "repeats", "Repeats: " + item.series.rule));
+    if (item.video) {  // the join link once ready (the server only sends an https one), else where it stands
+      const video = item.video.url ? element("a", "video join", "Join " + item.video.name) : element("span", "video", item.video.text);
+      if (item.video.url) { video.href = item.video.url; video.target = "_blank"; video.rel = "noopener"; }
+      video.dataset.state = item.video.state;
+      li.append(video);
+    }
+    if (item.guests) li.append(element("span", "guests", item.guests));
     const hits = conflictsOf(item);
     if (hits.length) {
       li.classList.add("conflict");
