@@ -642,6 +642,53 @@ def _move(booking, series, scope, data, zone):
     return f"Moved “{booking.title}” to {services.when(booking.start, booking.end, booking.workspace.time_zone)}."
 
 
+class GuestsForm(forms.Form):
+    """The guests of a booking, as the booking form takes them."""
+
+    guests = BookingForm.base_fields["guests"]
+
+    def clean_guests(self):
+        return guest_list(self.cleaned_data["guests"])
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def booking_guests(request, pk):
+    """GET shows the booking's guests, one per line; POST sets them (`services.update_booking`: a
+    guest kept keeps their answer, and the calendar tells those added or removed). Refused: said on
+    the page with what was typed (400, or 409 for a cancelled booking), nothing changes. An occurrence
+    of a series is not changed here (a series takes no guests yet)."""
+    booking, series = _occurrence(request, pk)
+    text = "\n".join(g["email"] for g in _guests(booking))
+    error, status = "", 200
+    if request.method == "POST":
+        form = GuestsForm(request.POST)
+        text = request.POST.get("guests", "")[:GUESTS_MAX_CHARS]
+        try:
+            if series:
+                raise services.BookingError(SERIES_MEETING, field="guests")
+            if not form.is_valid():
+                raise services.BookingError(" ".join(form.errors["guests"]), field="guests")
+            booking = services.update_booking(booking, guests=form.cleaned_data["guests"])
+        except services.BookingError as exc:
+            error, status = f"Not saved: {exc}", 409 if exc.code == "invalid_transition" else 400
+        else:
+            count = len(booking.guests)
+            messages.success(request, f"Saved: “{booking.title}” has {count} {'guest' if count == 1 else 'guests'}.")
+            return _back_to(booking)
+    context = {
+        "booking": booking,
+        "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+        **_meeting(booking),
+        "series": series,
+        "text": text,
+        "error": error,
+        "max_guests": services.MAX_GUESTS,
+        "guests_max_chars": GUESTS_MAX_CHARS,
+    }
+    return render(request, "bookings/booking_guests.html", context, status=status)
+
+
 @login_required  # signed out: the site's sign-in page
 @staff_member_required  # signed in but not staff: the admin sign-in page ("not authorized to access this page")
 @ensure_csrf_cookie

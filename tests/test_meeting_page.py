@@ -221,6 +221,69 @@ def test_a_repeating_booking_with_guests_is_refused_and_without_still_books(goog
     assert not Series.objects.exists() and not Booking.objects.exists()
     assert browser.post(NEW, form(workspace, conference="none", **repeating)).status_code == 302
     assert Series.objects.count() == 1 and Booking.objects.count() == 3
+    occurrence = Booking.objects.order_by("start").first()
+    assert 'data-action="guests"' not in row_of(browser.get(PAGE).content.decode(), occurrence)
+    answer = browser.post(f"{PAGE}/bookings/{occurrence.pk}/guests", {"guests": "ada@example.com"})
+    assert answer.status_code == 400 and Booking.objects.get(pk=occurrence.pk).guests == []
+
+
+# --- changing the guests of a booking --------------------------------------------------------------------
+def test_changing_guests_keeps_answers_and_reaches_the_calendar(google_connected, browser, member, workspace, run):
+    browser.post(NEW, form(workspace, guests="ada@example.com, grace@example.org"))
+    booking = Booking.objects.get(user=member)
+    run(browser.post, f"{PAGE}/bookings/{booking.pk}/confirm")
+    Booking.objects.filter(pk=booking.pk).update(
+        guests=[
+            {"email": "ada@example.com", "response": "accepted"},
+            {"email": "grace@example.org", "response": "declined"},
+        ]
+    )
+    shown = browser.get(f"{PAGE}/bookings/{booking.pk}/guests").content.decode()
+    assert "ada@example.com\ngrace@example.org</textarea>" in shown and 'data-action="guests"' in row_of(
+        browser.get(PAGE).content.decode(), booking
+    )
+    answer = run(browser.post, f"{PAGE}/bookings/{booking.pk}/guests", {"guests": "ada@example.com\nlin@example.net"})
+    assert answer.status_code == 302 and answer["Location"].endswith(f"#booking-{booking.pk}")
+    assert Booking.objects.get(pk=booking.pk).guests == [
+        {"email": "ada@example.com", "response": "accepted"},
+        {"email": "lin@example.net", "response": "needsAction"},
+    ]
+    [event] = google_connected.events(GOOGLE_ACCOUNT).values()
+    assert sorted(a["email"] for a in event["attendees"]) == ["ada@example.com", "lin@example.net"]
+
+
+@pytest.mark.parametrize(
+    ("guests", "said"),
+    [
+        ("ada@example.com, nope", "'nope' is not an e-mail address."),
+        ("alice@example.com", "You are the organizer"),
+        ("<script>x</script>@example.org", "is not an e-mail address."),
+        ("a@example.org;" * 5_000, "Too long: at most 50 e-mail addresses."),
+    ],
+)
+def test_bad_guests_of_a_booking_are_refused_on_its_page(browser, member, make_booking, guests, said):
+    booking = make_booking(member)
+    Booking.objects.filter(pk=booking.pk).update(guests=[{"email": "ada@example.com", "response": "accepted"}])
+    answer = browser.post(f"{PAGE}/bookings/{booking.pk}/guests", {"guests": guests})
+    page = answer.content.decode()
+    assert answer.status_code == 400 and said in field_error(page, "guests") and "<script>" not in page
+    assert Booking.objects.get(pk=booking.pk).guests == [{"email": "ada@example.com", "response": "accepted"}]
+
+
+def test_guests_of_a_cancelled_or_someone_elses_booking_are_not_changed(browser, member, make_booking):
+    cancelled = make_booking(member, status=Booking.Status.CANCELLED)
+    answer = browser.post(f"{PAGE}/bookings/{cancelled.pk}/guests", {"guests": "ada@example.com"})
+    assert answer.status_code == 409 and "A cancelled booking cannot be changed." in html.unescape(
+        answer.content.decode()
+    )
+    someone = get_user_model().objects.create_user("mallory", email="mallory@example.com")
+    theirs = make_booking(someone)
+    for method in ("get", "post"):
+        assert (
+            getattr(browser, method)(f"{PAGE}/bookings/{theirs.pk}/guests", {"guests": "x@example.org"}).status_code
+            == 404
+        )
+    assert Booking.objects.get(pk=theirs.pk).guests == [] and Booking.objects.get(pk=cancelled.pk).guests == []
 
 
 # --- privilege and CSRF ---------------------------------------------------------------------------------
