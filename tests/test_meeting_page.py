@@ -14,6 +14,7 @@ from django.utils import timezone
 from bookings.models import Booking, Series, Workspace
 from tests.helpers import GOOGLE_ACCOUNT, IN_CI, connect, landing
 from tests.test_browser import CHROMIUM, FLAGS, sign_in
+from tests.test_browser_week import SCREENSHOTS
 
 pytestmark = pytest.mark.django_db
 PAGE = "/integrations/calendar"
@@ -287,11 +288,15 @@ def test_guests_of_a_cancelled_or_someone_elses_booking_are_not_changed(browser,
 
 
 # --- privilege and CSRF ---------------------------------------------------------------------------------
-def test_the_form_needs_its_csrf_token(member, workspace):
+def test_the_forms_need_their_csrf_token(member, workspace, make_booking):
     client = Client(enforce_csrf_checks=True)
     client.force_login(member)
     assert client.post(NEW, form(workspace, guests="ada@example.com")).status_code == 403
     assert not Booking.objects.exists()
+    booking = make_booking(member)
+    assert client.post(f"{PAGE}/bookings/{booking.pk}/guests", {"guests": "ada@example.com"}).status_code == 403
+    assert Booking.objects.get(pk=booking.pk).guests == []
+    assert 'name="csrfmiddlewaretoken"' in client.get(f"{PAGE}/bookings/{booking.pk}/guests").content.decode()
 
 
 def test_signed_out_nothing_is_booked(db, workspace):
@@ -343,8 +348,17 @@ def chromium(live_server, fake_google, fake_microsoft, settings, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(chromium, live_server, fake_google):
+def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(
+    chromium, live_server, fake_google, capsys
+):
     page = chromium
+
+    def shoot(target, name):  # in $BROWSER_SCREENSHOTS, named in the run's output (as test_browser_week.py)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(SCREENSHOTS / name))
+        with capsys.disabled():
+            print(f"\nscreenshot: {(SCREENSHOTS / name).resolve()}")
+
     get_user_model().objects.create_user("demo", password="demo-password")
     Workspace.objects.create(name="The Loft", address="1 Harbour St", time_zone="Europe/Lisbon")
     sign_in(page, live_server)
@@ -364,7 +378,9 @@ def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(c
     page.click("#book-submit")
     page.wait_for_function("document.getElementById('guests-error').textContent.includes('is not an e-mail address')")
     assert page.get_attribute("#booking-guests", "aria-invalid") == "true" and not Booking.objects.exists()
+    assert page.text_content("#booking-outcome") == "Not booked: 'not an address' is not an e-mail address."
 
+    shoot(page.locator("#book"), "booking-form-guests.png")
     page.fill("#booking-guests", "Ada <ada@example.com>; grace@example.org")
     page.select_option("#booking-conference", "google_meet")
     page.click("#book-submit")
@@ -379,5 +395,7 @@ def test_in_a_browser_guests_and_meet_are_booked_and_the_row_links_the_meeting(c
     assert join.get_attribute("href").startswith("https://meet.google.com/")
     assert (join.get_attribute("target"), join.get_attribute("rel")) == ("_blank", "noopener")
     assert "2 guests: 2 invited" in page.text_content(f"#booking-{booking.pk}")
+    page.click(f"#booking-{booking.pk} details.guests summary")
+    shoot(page.locator("#bookings"), "booking-row-meeting.png")
     in_week = page.wait_for_selector(f"#week-grid .event[data-booking='{booking.pk}'] a.join")
     assert in_week.get_attribute("href") == join.get_attribute("href") and in_week.get_attribute("rel") == "noopener"

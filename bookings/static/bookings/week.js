@@ -177,7 +177,10 @@
                     guests: guestList(form.guests.value), conference: form.conference ? form.conference.value : "none"};
       act(async () => {
         let booking;
-        try { booking = await call("POST", "/api/bookings/", body); } catch (error) { showFieldErrors((error.data) || {}); throw error; }
+        try { booking = await call("POST", "/api/bookings/", body); } catch (error) {
+          const said = showFieldErrors(error.data || {});  // beside their fields, and in the outcome line
+          throw said ? new Error("Not booked: " + said) : error;
+        }
         say("Booked “" + booking.title + "”, " + DAY.format(start) + " " + TIME.format(start) + "–" + TIME.format(end) +
             " " + ZONE + ". Not confirmed yet: see it in your week, then confirm it.", true, "booking-outcome");
         form.title.value = form.guests.value = "";
@@ -194,16 +197,19 @@
     return text.split(/[,;\r\n]+/).map((e) => e.trim()).filter(Boolean)
       .map((e) => { const named = e.match(/^[^<>]*<([^<>]*)>$/); return named ? named[1].trim() : e; });
   }
-  // An API refusal's words next to each field at fault ({field: [message]}); {} clears them.
+  // An API refusal's words next to each field at fault ({field: [message]}); {} clears them. Returns what it said.
   function showFieldErrors(data) {
+    const said = [];
     for (const span of form.querySelectorAll(".field-error")) {
-      const field = span.id.replace(/-error$/, ""), said = data[field];
-      span.textContent = Array.isArray(said) ? said.join(" ") : "";
+      const field = span.id.replace(/-error$/, "");
+      span.textContent = Array.isArray(data[field]) ? data[field].join(" ") : "";
+      if (span.textContent) said.push(span.textContent);
       const input = form.elements[field];
       if (input && input.setAttribute) {
         if (span.textContent) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
       }
     }
+    return said.join(" ");
   }
 
   // ---- The week ----------------------------------------------------------------------------------
