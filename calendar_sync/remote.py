@@ -1,7 +1,9 @@
 """What someone changed in our events in a member's own calendar, reported to the host (decision 21).
 
 A pull of a member's write calendar (`reads.pull`) hands its changes here. Only our events count:
-those whose remote id a synced record of that member holds. The app decides nothing about them; it
+those whose remote id a synced record of that member holds, written to that very connection and
+calendar (`sync.written_in`): while a calendar change or a new write connection is still moving
+the events, the new calendar not holding them yet says nothing. The app decides nothing about them; it
 tells the host's `EventSource` through its hooks and leaves one access-log row each, with the word
 the hook answered (what the host did) as its outcome:
 
@@ -31,6 +33,7 @@ from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import PROVIDERS, get_provider
 from .sources import get_source
+from .sync import WRITTEN_IN, written_in
 from .types import BusyBlock, Changes
 
 logger = logging.getLogger(__name__)
@@ -61,9 +64,14 @@ def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime
     Returns how many changes were reported."""
     seen = {b.remote_id: b for b in changes.blocks if b.remote_id}
     ids = set(seen) | set(changes.removed)
-    synced = SyncRecord.objects.filter(state=SyncRecord.State.SYNCED, remote_may_exist=True, **owner.lookup()).exclude(
-        remote_id=""
-    )
+    # Only events written to this very calendar: after a calendar change or a new write connection, the
+    # events not moved yet are elsewhere, and a read of this calendar says nothing of them.
+    synced = SyncRecord.objects.filter(
+        state=SyncRecord.State.SYNCED,
+        remote_may_exist=True,
+        **{f"written__{WRITTEN_IN}": written_in(token)},
+        **owner.lookup(),
+    ).exclude(remote_id="")
     records = list(synced.filter(remote_id__in=ids)) if ids else []
     if changes.full:  # a full read names no deletion: ours it should have shown are looked up
         records += _unlisted(synced.exclude(remote_id__in=ids), start, end)

@@ -1,0 +1,72 @@
+"""Review of issue #22 (guests, one video link, the member's changes coming back): defects found."""
+
+import pytest
+from django.core import mail
+
+from bookings.models import Booking
+from calendar_sync import flows, tasks
+from calendar_sync.models import AccessLog, CalendarToken
+from calendar_sync.owners import Owner
+from tests.helpers import connect, landing
+
+pytestmark = pytest.mark.django_db
+TEAM = "team@group.calendar.google.com"
+
+
+@pytest.fixture
+def member_api(fake_google, api, run, member):
+    assert landing(run(connect, api, fake_google, account=fake_google.default_account))["calendar_sync"] == "connected"
+    fake_google.reset_log()
+    return api
+
+
+@pytest.fixture
+def pull(run, member):
+    def go():
+        return run(tasks.pull_task.delay, "user", str(member.pk)).get()
+
+    return go
+
+
+@pytest.fixture
+def booked(member_api, member, make_booking, run, pull):
+    booking = make_booking(member, hours_from_now=48, duration=2)
+    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    assert pull()["reported"] == 0
+    mail.outbox.clear()
+    return Booking.objects.get(pk=booking.pk)
+
+
+def test_a_pull_racing_a_calendar_change_cancels_nothing(fake_google, booked, member, pull):
+    """The member picks another calendar; before the move of their events runs (a bulk task), the
+    scheduled pull reads the new calendar, which does not hold the events yet: nothing was deleted."""
+    work = flows.change_calendar(Owner.member(member.pk), TEAM)  # the move is queued, not run yet
+    assert [t.name for t in work] == ["move_calendar"]
+    pull()
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED
+    assert not mail.outbox
+    assert not AccessLog.objects.filter(reason="remote_deleted").exists()
+
+
+def test_a_pull_racing_a_new_write_connection_cancels_nothing(fake_google, booked, member, api, run, pull):
+    """The member makes another account their write connection; before the move of their events runs,
+    the pull reads the new account's calendar, which does not hold them: nothing was deleted."""
+    assert (
+        landing(run(connect, api, fake_google, account="second@example.com", add=True))["calendar_sync"] == "connected"
+    )
+    second = CalendarToken.objects.get(owner_id=str(member.pk), write=False)
+    work = flows.make_write(Owner.member(member.pk), second.pk)  # the move is queued, not run yet
+    assert "move_connection" in [t.name for t in work]
+    pull()
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED
+    assert not mail.outbox
+    assert not AccessLog.objects.filter(reason="remote_deleted").exists()
+
+
+def test_once_moved_to_the_new_calendar_a_deletion_there_is_reported(fake_google, booked, member, run, pull):
+    run(tasks.schedule, flows.change_calendar(Owner.member(member.pk), TEAM))  # events.move: same id, new calendar
+    pull()
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED
+    fake_google.delete_event(fake_google.default_account, booked.google_calendar_event_id, calendar=TEAM)
+    assert pull()["reported"] == 1
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CANCELLED and len(mail.outbox) == 1
