@@ -40,6 +40,7 @@ def _tell(booking, subject, body):
     what was done to the booking stands."""
     if not booking.user.email:
         return
+    subject = " ".join(subject.split())  # a title typed with line breaks: one line (a header never takes two)
     try:
         send_mail(subject, f"{body}\n\nDetails: {_link(booking)}", settings.DEFAULT_FROM_EMAIL, [booking.user.email])
     except Exception:  # noqa: BLE001 - any mail backend failure

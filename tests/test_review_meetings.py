@@ -70,3 +70,18 @@ def test_once_moved_to_the_new_calendar_a_deletion_there_is_reported(fake_google
     fake_google.delete_event(fake_google.default_account, booked.google_calendar_event_id, calendar=TEAM)
     assert pull()["reported"] == 1
     assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CANCELLED and len(mail.outbox) == 1
+
+
+def test_a_title_with_a_line_break_still_reaches_the_member(fake_google, member_api, member, make_booking, run, pull):
+    """The e-mail's subject names the booking: a title typed with a line break never loses the e-mail
+    (nor becomes another header)."""
+    booking = make_booking(member, hours_from_now=48, duration=2, title="Deep work\r\nBcc: someone@example.org")
+    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    pull()
+    fake_google.delete_event(fake_google.default_account, Booking.objects.get(pk=booking.pk).google_calendar_event_id)
+    assert pull()["reported"] == 1
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == [member.email] and not message.bcc
+    assert "\n" not in message.subject and "\r" not in message.subject
+    assert message.message()["Bcc"] is None
