@@ -2,12 +2,14 @@
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from bookings.models import Booking
 from calendar_sync import flows, tasks
 from calendar_sync.models import AccessLog, CalendarToken
 from calendar_sync.owners import Owner
-from tests.helpers import connect, landing
+from tests.helpers import GOOGLE_ACCOUNT, client_for, connect, landing
+from tests.test_conference import book, confirm
 
 pytestmark = pytest.mark.django_db
 TEAM = "team@group.calendar.google.com"
@@ -85,3 +87,25 @@ def test_a_title_with_a_line_break_still_reaches_the_member(fake_google, member_
     assert message.to == [member.email] and not message.bcc
     assert "\n" not in message.subject and "\r" not in message.subject
     assert message.message()["Bcc"] is None
+
+
+def test_a_join_link_that_is_not_https_is_never_kept_nor_passed_on(google_connected, api, workspace, run):
+    """The member can rewrite their event's conference data in their own calendar: a link that is not a
+    web address (javascript:, data:) never reaches the booking, the room's copy or the iCal feed."""
+    booking = book(api, workspace)
+    assert confirm(api, run, booking)["join_url"].startswith("https://meet.google.com/")
+    hostile = "javascript:alert(document.cookie)//"
+    [event] = google_connected.events(GOOGLE_ACCOUNT).values()
+    with google_connected.lock:
+        cal = google_connected._calendar_id(GOOGLE_ACCOUNT, "primary")
+        stored = google_connected.accounts[GOOGLE_ACCOUNT]["events"][cal][event["id"]]
+        stored["_meet"]["uri"] = hostile
+        stored["conferenceData"]["entryPoints"][0]["uri"] = hostile
+    later = booking.start + timezone.timedelta(days=1)
+    change = {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=1)).isoformat()}
+    assert run(api.patch, f"/api/bookings/{booking.pk}/", change, format="json").status_code == 200
+    conference = api.get(f"/api/bookings/{booking.pk}/").json()["conference"]
+    assert not conference["join_url"].startswith("javascript:")
+    assert "javascript:" not in str(Booking.objects.get(pk=booking.pk).conference_info)
+    url = api.post("/api/calendar-sync/ical").json()["url"].removeprefix("http://testserver")
+    assert b"javascript:" not in client_for(None).get(url).content
