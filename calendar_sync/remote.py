@@ -14,6 +14,7 @@ the hook answered (what the host did) as its outcome:
 
 Our own writes never come back as changes: a record keeps the provider's version of what our last
 write left (`SyncRecord.written["version"]`), and an event still at that version is as we wrote it.
+A record synced after the read began is left to the next pull (the read may show our older write).
 A change is claimed on the record (its version noted, compare-and-set on the record's version)
 before the host hears of it, so a repeated read, or our own write racing the read, reports nothing
 twice; a record with our write still pending is left alone (that write decides).
@@ -59,9 +60,20 @@ def providers(push: bool = False) -> list[str]:
     ]
 
 
-def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime, end: datetime, reason: str) -> int:
-    """Report what the member changed in our events, as `changes` (a read of [start, end)) shows it.
-    Returns how many changes were reported."""
+def review(
+    owner: Owner,
+    token: CalendarToken,
+    changes: Changes,
+    start: datetime,
+    end: datetime,
+    reason: str,
+    read_at: datetime | None = None,
+) -> int:
+    """Report what the member changed in our events, as `changes` (a read of [start, end) begun at
+    `read_at`) shows it. Returns how many changes were reported.
+
+    An event we wrote again after the read began is left to the next pull: the read may show our own
+    older write, never the member's change."""
     seen = {b.remote_id: b for b in changes.blocks if b.remote_id}
     ids = set(seen) | set(changes.removed)
     # Only events written to this very calendar: after a calendar change or a new write connection, the
@@ -72,6 +84,8 @@ def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime
         **{f"written__{WRITTEN_IN}": written_in(token)},
         **owner.lookup(),
     ).exclude(remote_id="")
+    if read_at is not None:
+        synced = synced.filter(synced_at__lt=read_at)
     records = list(synced.filter(remote_id__in=ids)) if ids else []
     if changes.full:  # a full read names no deletion: ours it should have shown are looked up
         records += _unlisted(synced.exclude(remote_id__in=ids), start, end)

@@ -109,3 +109,30 @@ def test_a_join_link_that_is_not_https_is_never_kept_nor_passed_on(google_connec
     assert "javascript:" not in str(Booking.objects.get(pk=booking.pk).conference_info)
     url = api.post("/api/calendar-sync/ical").json()["url"].removeprefix("http://testserver")
     assert b"javascript:" not in client_for(None).get(url).content
+
+
+def test_our_reschedule_racing_a_pull_is_not_reported_as_the_members_move(
+    fake_google, booked, member_api, run, pull, monkeypatch
+):
+    """The pull reads the calendar; before it looks at what it read, the booking is rescheduled through
+    the API and written. What the read saw is our own older write: nothing moves back."""
+    from calendar_sync.providers.google import GoogleProvider
+
+    later = booked.start + timezone.timedelta(days=1)
+    change = {"start": later.isoformat(), "end": (later + timezone.timedelta(hours=2)).isoformat()}
+    read = GoogleProvider.changes
+
+    def read_then_reschedule(self, *args, **kwargs):
+        found = read(self, *args, **kwargs)
+        monkeypatch.setattr(GoogleProvider, "changes", read)
+        assert run(member_api.patch, f"/api/bookings/{booked.pk}/", change, format="json").status_code == 200
+        return found
+
+    fake_google.update_event(
+        fake_google.default_account, booked.google_calendar_event_id, summary="Renamed"
+    )  # a change to read
+    monkeypatch.setattr(GoogleProvider, "changes", read_then_reschedule)
+    pull()
+    booking = Booking.objects.get(pk=booked.pk)
+    assert (booking.start, booking.status) == (later, Booking.Status.CONFIRMED)
+    assert not AccessLog.objects.filter(reason="remote_moved").exists() and not mail.outbox
