@@ -188,3 +188,20 @@ def test_the_docs_name_the_migration_and_the_event_fields_as_they_are():
         if line.startswith("| `event(obj, destination)`")
     ]
     assert len(rows) == 1 and "attendees=()" in rows[0] and 'join_url=""' in rows[0]
+
+
+def test_answers_stored_from_a_stale_read_never_drop_a_guest_added_meanwhile(member, make_booking):
+    """A pull reports answers for the booking as it read it; the member added a guest in between: the
+    answers are stored, and the new guest stays (else the next write would uninvite them)."""
+    from bookings import remote, services
+    from calendar_sync.api import Guest
+
+    booking = make_booking(member, hours_from_now=48, status=Booking.Status.CONFIRMED)
+    booking = services.update_booking(booking, guests=["ana@partner.example"])
+    stale = Booking.objects.get(pk=booking.pk)
+    services.update_booking(booking, guests=["ana@partner.example", "bo@partner.example"])
+    assert remote.answered(stale, [Guest("ana@partner.example", "accepted")]) == "stored"
+    assert Booking.objects.get(pk=booking.pk).guests == [
+        {"email": "ana@partner.example", "response": "accepted"},
+        {"email": "bo@partner.example", "response": "needsAction"},
+    ]
