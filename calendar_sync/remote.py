@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import audit, tokens
+from . import audit, invitations, tokens
 from .exceptions import ConfigurationError, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 Reason = AccessLog.Reason
 #: Keys of `SyncRecord.written` that describe the event as we wrote it: dropped once the calendar
 #: holds something else, so the next write is sent whatever it compares with.
-WRITTEN_DIGESTS = ("digest", "guest_digest")
+WRITTEN_DIGESTS = (invitations.DIGEST, invitations.GUEST_DIGEST)
 
 
 def watched(token: CalendarToken) -> bool:
