@@ -230,6 +230,15 @@ def written_in(token):
     return f"{token.pk}:{token.calendar_id}"
 
 
+def forget_written_in(owner):
+    """The owner's connection was granted again, maybe for another account: where its events were
+    written is no longer known, so no read reports them gone or moved until they are written again."""
+    records = SyncRecord.objects.filter(**owner.lookup(), written__has_key=WRITTEN_IN)
+    with transaction.atomic():
+        for pk, written in records.select_for_update().values_list("pk", "written"):
+            SyncRecord.objects.filter(pk=pk).update(written={k: v for k, v in written.items() if k != WRITTEN_IN})
+
+
 def _with_version(written, operation, outcome, token=None):
     """`written` with the provider's version of what this write left and the calendar it is in (neither
     after a delete), so a read that finds that version knows the event is still as we wrote it (`remote`)."""

@@ -205,3 +205,13 @@ def test_answers_stored_from_a_stale_read_never_drop_a_guest_added_meanwhile(mem
         {"email": "ana@partner.example", "response": "accepted"},
         {"email": "bo@partner.example", "response": "needsAction"},
     ]
+
+
+def test_reconnecting_with_another_account_cancels_nothing(fake_google, booked, member, api, run, pull):
+    """The member connects again, choosing another Google account: the bookings' events are in the
+    first account's calendar, and a read of the new one says nothing of them."""
+    assert landing(run(connect, api, fake_google, account="second@example.com"))["calendar_sync"] == "connected"
+    pull()
+    assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED
+    assert not mail.outbox
+    assert not AccessLog.objects.filter(reason="remote_deleted").exists()
