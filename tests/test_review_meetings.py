@@ -215,3 +215,19 @@ def test_reconnecting_with_another_account_cancels_nothing(fake_google, booked, 
     assert Booking.objects.get(pk=booked.pk).status == Booking.Status.CONFIRMED
     assert not mail.outbox
     assert not AccessLog.objects.filter(reason="remote_deleted").exists()
+
+
+def test_connecting_after_the_room_made_the_meeting_makes_no_second_one(fake_google, staff, api, workspace, run):
+    """Booked with a video link before the member connected a calendar: the room's calendar made it.
+    Connecting then carries that link into the member's event; it makes no second meeting."""
+    from tests.helpers import ROOM_ACCOUNT, connect_room
+
+    run(connect_room, client_for(staff), fake_google, workspace, ROOM_ACCOUNT)
+    booking = book(api, workspace, "auto")
+    link = confirm(api, run, booking)["join_url"]
+    assert link.startswith("https://") and [m["account"] for m in fake_google.conferences()] == [ROOM_ACCOUNT]
+    assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
+    assert len(fake_google.conferences()) == 1
+    assert api.get(f"/api/bookings/{booking.pk}/").json()["conference"]["join_url"] == link
+    [mine] = fake_google.events(GOOGLE_ACCOUNT).values()
+    assert link in mine["description"]
