@@ -67,14 +67,23 @@ class BookingSource(EventSource):
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
             attendees=guest_emails(obj),  # the member's copy only: the room's would invite them twice
-            conference=obj.conference,
+            # A meeting the room's copy made already stays the one: the member's copy carries its link.
+            conference=Booking.Conference.NONE if self._room_made_conference(obj) else obj.conference,
             join_url="" if member_makes else join_url,  # a link the room's copy made
         )
+
+    @staticmethod
+    def _room_made_conference(obj):
+        """Whether the room's copy made the booking's meeting (before the member had a calendar that can)."""
+        info = obj.conference_info or {}
+        return info.get("maker") == WORKSPACE and info.get("status") in ("pending", "ready")
 
     @staticmethod
     def _member_makes_conference(obj):
         """Whether the member's own calendar makes the booking's meeting (then the room's copy carries its link)."""
         wanted = obj.conference or Booking.Conference.NONE
+        if BookingSource._room_made_conference(obj):
+            return False  # one meeting per booking: not a second one once the member connects
         return wanted == Booking.Conference.NONE or api.offers_conference(Owner("user", str(obj.user_id)), wanted)
 
     def conference_changed(self, obj, destination, conference):

@@ -17,6 +17,7 @@ import logging
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import transaction
 from django.utils import timezone
 
 from calendar_sync import api as calendar_sync
@@ -40,6 +41,7 @@ def _tell(booking, subject, body):
     what was done to the booking stands."""
     if not booking.user.email:
         return
+    subject = " ".join(subject.split())  # a title typed with line breaks: one line (a header never takes two)
     try:
         send_mail(subject, f"{body}\n\nDetails: {_link(booking)}", settings.DEFAULT_FROM_EMAIL, [booking.user.email])
     except Exception:  # noqa: BLE001 - any mail backend failure
@@ -89,11 +91,14 @@ def moved(booking, start, end):
     return "rescheduled"
 
 
+@transaction.atomic
 def answered(booking, guests):
     """Store the guests' answers on the booking (only for its guests; a queryset update, so no
-    calendar write follows)."""
+    calendar write follows). The guest list is read again under the booking's lock: a guest the
+    member added since the pull read the booking stays."""
     answers = {guest.email.lower(): guest.response for guest in guests}
-    current = list(booking.guests or [])
+    stored = Booking.objects.select_for_update().filter(pk=booking.pk).values_list("guests", flat=True).first()
+    current = list(stored if isinstance(stored, list) else [])
     updated = [
         {**guest, "response": answers.get(str(guest.get("email", "")).lower(), guest.get("response"))}
         if isinstance(guest, dict)
@@ -103,4 +108,5 @@ def answered(booking, guests):
     if updated == current:
         return "unchanged"
     Booking.objects.filter(pk=booking.pk).update(guests=updated)
+    booking.guests = updated
     return "stored"

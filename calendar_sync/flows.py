@@ -102,6 +102,7 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
             setattr(existing, name, value)
         existing.save()
         token = existing
+        sync.forget_written_in(owner)  # the grant may be another account's: its events are not known there
     else:
         token = _create(owner, fields)
     if owner.is_member and owner.connections().count() > 1:

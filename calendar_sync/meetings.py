@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, replace
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.db import transaction
 
@@ -132,6 +133,24 @@ def plan(operation: Operation, token: CalendarToken | None, record: SyncRecord) 
     return replace(operation, conference=failed)
 
 
+MAX_LINK = 2048
+
+
+def _checked(conference: Conference | None) -> Conference | None:
+    """A meeting as it may be kept and passed on: its join link a plain https address, or none at all
+    (the member can rewrite their event's conference data: a javascript: or data: link never reaches
+    the booking, the room's copy or the iCal feed)."""
+    if conference is None or not conference.join_url:
+        return conference
+    link = conference.join_url
+    parts = urlsplit(link)
+    if parts.scheme == "https" and parts.netloc and len(link) <= MAX_LINK and link.isprintable() and " " not in link:
+        return conference
+    return replace(
+        conference, join_url="", status="failed", reason="The calendar gave a meeting link that is not a web address."
+    )
+
+
 def _conference(value: dict) -> Conference:
     return Conference(**{k: str(value.get(k) or "") for k in ("type", "join_url", "status", "reason")})
 
@@ -149,6 +168,7 @@ def recorded(item, operation: Operation, outcome) -> None:
         new = outcome.conference or operation.conference
         if new.status == "none":  # asked for, and the provider answered without one
             new = replace(new, status="failed", reason="The calendar made no meeting for this event.")
+        new = _checked(new)
     if _store(item.record.pk, new):
         _report(item.source, item.obj, item.record.destination, new)
 
@@ -225,6 +245,7 @@ def reread(source_key: str, object_id: str, destination: str, attempt: int = 0) 
             found = replace(
                 operation.conference or Conference(), status="failed", reason="The meeting was never made ready."
             )
+        found = _checked(found)
         changed = _store(record.pk, found)
     if changed:
         _report(source, source.get_queryset().filter(pk=object_id).first(), destination, found)

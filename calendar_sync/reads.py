@@ -211,7 +211,7 @@ def pull(owner, reason=Reason.SCHEDULE):
         token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end)
     )
     if owner.is_member:  # a member's write calendar: only what they changed in our events
-        reported = remote.review(owner, token, changes, start, end, reason)
+        reported = remote.review(owner, token, changes, start, end, reason, read_at=now)
         CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pull_until=end, pulled_at=now)
         return {"full": changes.full, "blocks": 0, "removed": 0, "reported": reported}
     ours = _Ours(owner)

@@ -1,7 +1,9 @@
 """What someone changed in our events in a member's own calendar, reported to the host (decision 21).
 
 A pull of a member's write calendar (`reads.pull`) hands its changes here. Only our events count:
-those whose remote id a synced record of that member holds. The app decides nothing about them; it
+those whose remote id a synced record of that member holds, written to that very connection and
+calendar (`sync.written_in`): while a calendar change or a new write connection is still moving
+the events, the new calendar not holding them yet says nothing. The app decides nothing about them; it
 tells the host's `EventSource` through its hooks and leaves one access-log row each, with the word
 the hook answered (what the host did) as its outcome:
 
@@ -12,6 +14,7 @@ the hook answered (what the host did) as its outcome:
 
 Our own writes never come back as changes: a record keeps the provider's version of what our last
 write left (`SyncRecord.written["version"]`), and an event still at that version is as we wrote it.
+A record synced after the read began is left to the next pull (the read may show our older write).
 A change is claimed on the record (its version noted, compare-and-set on the record's version)
 before the host hears of it, so a repeated read, or our own write racing the read, reports nothing
 twice; a record with our write still pending is left alone (that write decides).
@@ -25,19 +28,20 @@ from typing import Any
 
 from django.db import transaction
 
-from . import audit, tokens
+from . import audit, invitations, tokens
 from .exceptions import ConfigurationError, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
 from .providers import PROVIDERS, get_provider
 from .sources import get_source
+from .sync import WRITTEN_IN, written_in
 from .types import BusyBlock, Changes
 
 logger = logging.getLogger(__name__)
 Reason = AccessLog.Reason
 #: Keys of `SyncRecord.written` that describe the event as we wrote it: dropped once the calendar
 #: holds something else, so the next write is sent whatever it compares with.
-WRITTEN_DIGESTS = ("digest", "guest_digest")
+WRITTEN_DIGESTS = (invitations.DIGEST, invitations.GUEST_DIGEST)
 
 
 def watched(token: CalendarToken) -> bool:
@@ -56,14 +60,32 @@ def providers(push: bool = False) -> list[str]:
     ]
 
 
-def review(owner: Owner, token: CalendarToken, changes: Changes, start: datetime, end: datetime, reason: str) -> int:
-    """Report what the member changed in our events, as `changes` (a read of [start, end)) shows it.
-    Returns how many changes were reported."""
+def review(
+    owner: Owner,
+    token: CalendarToken,
+    changes: Changes,
+    start: datetime,
+    end: datetime,
+    reason: str,
+    read_at: datetime | None = None,
+) -> int:
+    """Report what the member changed in our events, as `changes` (a read of [start, end) begun at
+    `read_at`) shows it. Returns how many changes were reported.
+
+    An event we wrote again after the read began is left to the next pull: the read may show our own
+    older write, never the member's change."""
     seen = {b.remote_id: b for b in changes.blocks if b.remote_id}
     ids = set(seen) | set(changes.removed)
-    synced = SyncRecord.objects.filter(state=SyncRecord.State.SYNCED, remote_may_exist=True, **owner.lookup()).exclude(
-        remote_id=""
-    )
+    # Only events written to this very calendar: after a calendar change or a new write connection, the
+    # events not moved yet are elsewhere, and a read of this calendar says nothing of them.
+    synced = SyncRecord.objects.filter(
+        state=SyncRecord.State.SYNCED,
+        remote_may_exist=True,
+        **{f"written__{WRITTEN_IN}": written_in(token)},
+        **owner.lookup(),
+    ).exclude(remote_id="")
+    if read_at is not None:
+        synced = synced.filter(synced_at__lt=read_at)
     records = list(synced.filter(remote_id__in=ids)) if ids else []
     if changes.full:  # a full read names no deletion: ours it should have shown are looked up
         records += _unlisted(synced.exclude(remote_id__in=ids), start, end)

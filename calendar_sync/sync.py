@@ -211,7 +211,7 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
                 )
             written = invitations.after(record.written, operation, outcome, outcome is not NO_CALL)
             if state == State.SYNCED and outcome is not NO_CALL:  # a call left a new version of the event
-                written = _with_version(written, operation, outcome)
+                written = _with_version(written, operation, outcome, item.token)
             if written != (record.written or {}):  # only when ours changed: other keys stay as others wrote them
                 changes["written"] = written
             won = records.update(**changes) > 0
@@ -220,12 +220,34 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
     return won
 
 
-def _with_version(written, operation, outcome):
-    """`written` with the provider's version of what this write left (none after a delete), so a read
-    that finds that version knows the event is still as we wrote it (`remote`)."""
-    written = {key: value for key, value in (written or {}).items() if key != "version"}
-    if operation is not None and not operation.is_delete and outcome.version:
-        written["version"] = outcome.version
+WRITTEN_IN = "calendar"  # `SyncRecord.written` key: the connection and calendar the event was written to
+
+
+def written_in(token):
+    """Where a write of `token` puts its events: its connection and calendar (`SyncRecord.written["calendar"]`).
+    A read of another calendar (a calendar change or a new write connection whose move has not run
+    yet) says nothing of that event (`remote`)."""
+    return f"{token.pk}:{token.calendar_id}"
+
+
+def forget_written_in(owner):
+    """The owner's connection was granted again, maybe for another account: where its events were
+    written is no longer known, so no read reports them gone or moved until they are written again."""
+    records = SyncRecord.objects.filter(**owner.lookup(), written__has_key=WRITTEN_IN)
+    with transaction.atomic():
+        for pk, written in records.select_for_update().values_list("pk", "written"):
+            SyncRecord.objects.filter(pk=pk).update(written={k: v for k, v in written.items() if k != WRITTEN_IN})
+
+
+def _with_version(written, operation, outcome, token=None):
+    """`written` with the provider's version of what this write left and the calendar it is in (neither
+    after a delete), so a read that finds that version knows the event is still as we wrote it (`remote`)."""
+    written = {key: value for key, value in (written or {}).items() if key not in ("version", WRITTEN_IN)}
+    if operation is not None and not operation.is_delete:
+        if outcome.version:
+            written["version"] = outcome.version
+        if token is not None:
+            written[WRITTEN_IN] = written_in(token)
     return written
 
 
@@ -576,12 +598,21 @@ def move_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, pro
         except (AuthorizationLost, TransientError) as exc:
             outcomes = [Outcome(exc)] * len(operations)
         audit.log_operations(token, operations, outcomes, reason)
-        moved.update(r.pk for r, o in zip(chunk, outcomes, strict=True) if o.error is None)
+        done = [r.pk for r, o in zip(chunk, outcomes, strict=True) if o.error is None]
+        _moved_to(token, done)
+        moved.update(done)
         if progress is not None:
             progress.step(len(chunk))
         if any(isinstance(o.error, AuthorizationLost) for o in outcomes):
             break  # the grant is gone: nothing more can be moved
     return moved
+
+
+def _moved_to(token, pks):
+    """The records `pks` name events now in the token's calendar (`written_in`)."""
+    with transaction.atomic():
+        for pk, written in SyncRecord.objects.select_for_update().filter(pk__in=pks).values_list("pk", "written"):
+            SyncRecord.objects.filter(pk=pk).update(written={**(written or {}), WRITTEN_IN: written_in(token)})
 
 
 def _known(record):
