@@ -1,5 +1,6 @@
 """The reference integration: how a Booking becomes an event in its member's calendar and its room's."""
 
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from django.urls import reverse
@@ -68,6 +69,29 @@ class BookingSource(EventSource):
             end=series.start + series.duration,
             original_start=obj.series_start,
         )
+
+    def series_event(self, obj, destination="member"):
+        """The series' own event: its title (a retitled series retitles it), its room, a link to it."""
+        series, workspace = obj.series, obj.workspace
+        event = self.event(obj, destination)
+        if series is None:
+            return event
+        if destination == WORKSPACE:
+            who = obj.user.get_full_name() or obj.user.get_username()
+            summary = f"{series.title} — {who}" if get_setting("SHARED_SHOW_OWNER") else series.title
+            text = f"ManageHub series of bookings of {workspace.name}."
+        else:
+            summary = f"{series.title} — {workspace.name}"
+            frontend = get_setting("FRONTEND_URL").rstrip("/")
+            text = f"ManageHub series of bookings at {workspace.name}.\nDetails: {frontend}/bookings/series/{series.pk}"
+        info = self.series(obj)
+        return replace(
+            event, summary=summary, description=text, start=info.start, end=info.end, time_zone=info.time_zone
+        )
+
+    def series_members(self, obj):
+        """Every occurrence of the booking's series (cancelled ones too)."""
+        return self.get_queryset().filter(series_id=obj.series_id).order_by("series_start")
 
     def upcoming(self, owner):
         bookings = Booking.objects.filter(status=Booking.Status.CONFIRMED, end__gt=timezone.now())

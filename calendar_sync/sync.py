@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, locks, tokens
+from . import audit, locks, series, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -320,6 +320,8 @@ def _sync_round(source, object_id, destination, first, reason=None):
     if token is None or not token.is_active:
         outcome = Outcome(None if token is None else AuthorizationLost("Reconnect the calendar to resume syncing."))
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=outcome) else None
+    if series.is_occurrence(source, item.obj):  # one recurring event per series (series.py)
+        return series.sync_round(item, source.series(item.obj), reason, _run)
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
         return State.SYNCED if _finish(item, State.SYNCED, operation) else None
@@ -397,11 +399,15 @@ def _backfill(owner, token, reason, shown):
             )
     records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
     work = []  # (item, operation)
+    deferred: list[Work] = []  # occurrences of series, each its own sync (series.py)
     for key, source in get_sources().items():
         mine = [r for r in records if r.source == key]
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
         for record in mine:
             item = _Item(source, record, token, objects.get(_pk(source, record.object_id)))
+            if series.is_occurrence(source, item.obj):  # synced one by one: its series' event is shared
+                deferred.append(Work(key, record.object_id, record.destination, reason=reason))
+                continue
             operation = _operation(item)
             if operation.is_delete and not record.remote_may_exist:
                 _finish(item, State.SYNCED, operation)
@@ -409,12 +415,12 @@ def _backfill(owner, token, reason, shown):
                 work.append((item, operation))  # past events are not created after the fact
     if work and token.writes_paused:  # the provider's usage limit: nothing is sent, all of it waits
         record_paused(SyncRecord.objects.filter(pk__in=[item.record.pk for item, _ in work]), token.paused_until)
-        return {State.PENDING: len(work)}, []
+        return {State.PENDING: len(work)}, deferred
     SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(
         remote_may_exist=True
     )
     if not work:
-        return {}, []
+        return {}, deferred
     shown.add(len(work))
     counts: dict[str, int] = {}
     later: list[Work] = []
@@ -457,7 +463,7 @@ def _backfill(owner, token, reason, shown):
             counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
         shown.step(len(chunk))
     logger.info("calendar backfill for %s: %s", owner, counts)
-    return counts, later
+    return counts, later + deferred
 
 
 def _hold(pks, held):

@@ -103,6 +103,10 @@ class Operation:
     object_ref: str = ""
     remote_id: str | None = None
     known_to_exist: bool = False
+    #: Set for a write to one instance of the recurring event `key` (`remote_id` when known): the
+    #: instance the rule starts at this moment (its original start, aware). With `event` the instance
+    #: becomes that exception; without, the instance is cancelled. Never creates the recurring event.
+    occurrence: dt.datetime | None = None
 
     @property
     def is_delete(self) -> bool:

@@ -166,6 +166,30 @@ def _block(item):
     )
 
 
+# --- recurring events (one per series, design decision 22) ---------------------------------------
+def _recurrence(event):
+    """A series' event repeats by its rule, from its local start in its zone (`start.timeZone`)."""
+    return {"recurrence": [f"RRULE:{event.series.rule}"]} if event.series is not None else {}
+
+
+def _instance_id(operation):
+    """The event to write: an instance's id is the recurring event's id and its original start in UTC."""
+    event_id = operation.remote_id or operation.key
+    if operation.occurrence is None:
+        return event_id
+    return f"{event_id}_{operation.occurrence.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _instance_body(event, zone):
+    """An exception: the instance's own time and title (the rest follows the recurring event)."""
+    return {
+        "status": "confirmed",
+        "summary": event.summary,
+        "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+        "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+    }
+
+
 class GoogleProvider(BaseProvider):
     name = "google"
     label = "Google Calendar"
@@ -424,8 +448,10 @@ class GoogleProvider(BaseProvider):
     def event_body(self, operation):
         event = operation.event
         zone = ZoneInfo(event.time_zone)
+        if operation.occurrence is not None:
+            return _instance_body(event, zone)
         source, _, object_id = operation.object_ref.partition(":")
-        return {
+        return _recurrence(event) | {
             "id": operation.key,
             "status": "confirmed",
             "summary": event.summary,
@@ -438,16 +464,13 @@ class GoogleProvider(BaseProvider):
 
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
+        event_id = _instance_id(operation)
         if step == "delete":
-            return events.delete(
-                calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates="none"
-            )
+            return events.delete(calendarId=calendar_id, eventId=event_id, sendUpdates="none")
         body = self.event_body(operation)
         if step == "insert":
             return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
-        return events.patch(
-            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates="none"
-        )
+        return events.patch(calendarId=calendar_id, eventId=event_id, body=body, sendUpdates="none")
 
     @staticmethod
     def _next_step(step, error):
@@ -464,7 +487,7 @@ class GoogleProvider(BaseProvider):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
         results = [Outcome()] * len(operations)
         pending = {
-            i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
+            i: ("delete" if op.is_delete else "patch" if op.known_to_exist or op.occurrence else "insert")
             for i, op in enumerate(operations)
         }
         for _ in range(3):  # first attempt, repair, repair of a racing repair
@@ -477,7 +500,8 @@ class GoogleProvider(BaseProvider):
                 if step == "delete" and error is not None and error.status in GONE_STATUSES:
                     error = None  # deleting what is already gone is success
                 results[i] = Outcome(error, None if error or operations[i].is_delete else operations[i].key)
-                repair = self._next_step(step, error)
+                # An instance of a recurring event is only ever patched or cancelled, never made.
+                repair = None if operations[i].occurrence else self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
             pending = next_pending

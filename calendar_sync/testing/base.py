@@ -19,21 +19,55 @@ test uses are the same on both:
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
+    fake.expand(account, event_id, calendar=None) -> [(start, end, title)] of a recurring event's
+                                                     instances as they are now (exceptions applied,
+                                                     cancelled ones left out), aware UTC, by start
     fake.reset() / reset_log() / settings() / env()
 
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
 the sandbox (`python -m calendar_sync.testing`).
 """
 
+import datetime as dt
 import html
 import re
 import threading
 import urllib.parse
+from itertools import islice
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
+from dateutil import rrule
 
 from .server import LoopbackServer
+
+
+MAX_INSTANCES = 1000  # a recurring event is never expanded further
+
+
+def expand_rule(rule: str, start: dt.datetime, zone_name: str) -> list[dt.datetime]:
+    """The starts (aware UTC) an RFC 5545 RRULE makes from `start`, in wall-clock time of `zone_name`,
+    as both services expand a recurring event: 09:00 stays 09:00 across daylight-saving changes."""
+    zone = ZoneInfo(zone_name)
+    local = start.astimezone(zone).replace(tzinfo=None)
+    parts = dict(p.split("=", 1) for p in rule.upper().removeprefix("RRULE:").split(";") if "=" in p)
+    until = parts.pop("UNTIL", None)
+    recurrence = rrule.rrulestr(";".join(f"{k}={v}" for k, v in parts.items()), dtstart=local, cache=False)
+    if until:
+        if "T" not in until:
+            limit = dt.datetime.strptime(until[:8], "%Y%m%d") + dt.timedelta(days=1, microseconds=-1)
+        else:
+            limit = dt.datetime.strptime(until[:15], "%Y%m%dT%H%M%S")
+            if until.endswith("Z"):
+                limit = limit.replace(tzinfo=dt.UTC).astimezone(zone).replace(tzinfo=None)
+        recurrence = recurrence.replace(until=limit)
+    return [m.replace(tzinfo=zone, fold=0).astimezone(dt.UTC) for m in islice(recurrence, MAX_INSTANCES)]
+
+
+def stamp(moment: dt.datetime) -> str:
+    """An original start as instance ids carry it: YYYYMMDDTHHMMSSZ (UTC)."""
+    return moment.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class FakeService(LoopbackServer):
@@ -254,6 +288,12 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
+    def expand(
+        self, account: str | None, event_id: str, calendar: str | None = None
+    ) -> list[tuple[dt.datetime, dt.datetime, str]]:
+        """A recurring event's instances as the service shows them now: [(start, end, title)] by start."""
         raise NotImplementedError
 
     def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:

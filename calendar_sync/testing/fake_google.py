@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from . import server
-from .base import FakeService
+from .base import FakeService, expand_rule, stamp
 from .server import decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
@@ -256,11 +256,17 @@ class FakeGoogle(FakeService):
             items = self.accounts[account]["events"].get(cal, {})
             return {k: _public(v) for k, v in items.items() if include_cancelled or v["status"] != "cancelled"}
 
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            cal = self._calendar_id(account or DEFAULT_ACCOUNT, calendar or "primary")
+            master = self.accounts[account or DEFAULT_ACCOUNT]["events"][cal][event_id]
+            rows = [(*_span(item), item.get("summary") or "") for item in self._instances(master)]
+            return sorted(rows, key=lambda row: row[0])
+
     def _agenda(self, account, calendar):
         rows = []
-        for event in (
-            self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {}).values()
-        ):
+        stored = self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {})
+        for event in [i for e in stored.values() for i in (self._instances(e) if e.get("recurrence") else [e])]:
             if event["status"] != "cancelled":
                 start, end = _span(event)
                 rows.append(
@@ -723,9 +729,13 @@ class FakeGoogle(FakeService):
                 events[event_id] = event
                 self._touch(event)
                 return 200, _public(event)
+            if len(segments) == 5 and segments[4] == "instances" and method == "GET":
+                return self._list_instances(events.get(segments[3]), query)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
+            if event is None and (found := self._instance_of(events, segments[3])) is not None:
+                return self._write_instance(method, *found, body, query)
             if method == "GET":
                 return (200, _public(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
@@ -807,6 +817,12 @@ class FakeGoogle(FakeService):
             ):
                 return _error(400, "invalid", "Invalid page token value.")
             offset, snapshot = page["o"], page["n"]
+        if query.get("singleEvents") == "true":  # recurring events as their instances
+            events = {
+                i["id"]: {**i, "_seq": e.get("_seq", 0)}
+                for e in events.values()
+                for i in (self._instances(e, show_deleted=True) if e.get("recurrence") else [e])
+            }
         if since is not None:  # changes since the token, deletions included (minimal items)
             changed = sorted((e for e in events.values() if e.get("_seq", 0) > since), key=lambda e: e["_seq"])
             items = [
@@ -846,6 +862,75 @@ class FakeGoogle(FakeService):
                 }
             )
         return 200, answer
+
+    # --- recurring events: one stored event, instances expanded from its RRULE ---------------
+    def _instances(self, master, show_deleted=False):
+        """A recurring event's instances in its start's time zone, its exceptions applied (Google's
+        instance id: the event's id, "_", the original start in UTC); none when it is cancelled."""
+        rule = next((str(r)[6:] for r in master.get("recurrence") or [] if str(r).upper().startswith("RRULE:")), None)
+        start, end = _span(master)
+        if rule is None or start is None or end is None or master.get("status") == "cancelled":
+            return []
+        zone_name = (master.get("start") or {}).get("timeZone") or "UTC"
+        zone = ZoneInfo(zone_name)
+        items = []
+        for moment in expand_rule(rule, start, zone_name):
+            key = stamp(moment)
+            local = {"dateTime": moment.astimezone(zone).isoformat(), "timeZone": zone_name}
+            item = {k: v for k, v in master.items() if k not in ("recurrence", "_exceptions")}
+            item.update(
+                id=f"{master['id']}_{key}",
+                recurringEventId=master["id"],
+                originalStartTime=local,
+                start=local,
+                end={"dateTime": (moment + (end - start)).astimezone(zone).isoformat(), "timeZone": zone_name},
+            )
+            item.update(master.get("_exceptions", {}).get(key, {}))
+            if show_deleted or item.get("status") != "cancelled":
+                items.append(item)
+        return items
+
+    def _instance_of(self, events, event_id):
+        """(recurring event, original start stamp, instance) when `event_id` names an instance, else None."""
+        master_id, sep, key = event_id.rpartition("_")
+        master = events.get(master_id) if sep else None
+        if master is None or not master.get("recurrence"):
+            return None
+        found = [i for i in self._instances(master, show_deleted=True) if i["id"] == event_id]
+        return (master, key, found[0]) if found else None
+
+    def _write_instance(self, method, master, key, instance, body, query):
+        """events.get / patch / delete on an instance id: a patch makes (or changes) an exception, a
+        delete cancels the instance (410 when it is cancelled already)."""
+        if method == "GET":
+            return 200, _public(instance)
+        exceptions = master.setdefault("_exceptions", {})
+        if method == "PATCH":
+            patch = {k: v for k, v in json.loads(body or b"{}").items() if k not in ("id", "recurrence")}
+            exceptions[key] = {**exceptions.get(key, {}), **{k: v for k, v in patch.items() if not k.startswith("_")}}
+        elif method == "DELETE":
+            if instance.get("status") == "cancelled":
+                return _error(410, "deleted", "Resource has been deleted")
+            exceptions[key] = {**exceptions.get(key, {}), "status": "cancelled"}
+        else:
+            return _error(405, "methodNotAllowed", "Method not allowed")
+        master["sendUpdates"] = query.get("sendUpdates")
+        self._touch(master)
+        if method == "DELETE":
+            return 204, None
+        return 200, _public(next(i for i in self._instances(master, show_deleted=True) if i["id"] == instance["id"]))
+
+    def _list_instances(self, master, query):
+        """events.instances: a recurring event's instances (cancelled ones with showDeleted), in a window."""
+        if master is None:
+            return _error(404, "notFound", "Not Found")
+        time_min, time_max = _parse_rfc3339(query.get("timeMin") or ""), _parse_rfc3339(query.get("timeMax") or "")
+        items = [
+            _public(i)
+            for i in (self._instances(master, show_deleted=query.get("showDeleted") == "true") or [master])
+            if _overlaps(i, time_min, time_max)
+        ]
+        return 200, {"kind": "calendar#events", "items": items}
 
     # --- freeBusy.query ----------------------------------------------------------------------
     def _free_busy(self, account, body):

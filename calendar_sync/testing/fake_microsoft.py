@@ -38,7 +38,7 @@ import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
 from . import server
-from .base import FakeService
+from .base import FakeService, expand_rule, stamp
 from .server import decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
@@ -208,6 +208,32 @@ def _prefer(headers):
         if name.strip():
             found[name.strip().lower()] = value.strip().strip('"')
     return found
+
+
+GRAPH_DAYS = {"monday": "MO", "tuesday": "TU", "wednesday": "WE", "thursday": "TH", "friday": "FR"}
+GRAPH_DAYS.update(saturday="SA", sunday="SU")
+GRAPH_INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+
+
+def _rule(recurrence):
+    """A Graph patternedRecurrence as the RFC 5545 RRULE it means (daily, weekly, absolute and
+    relative monthly; numbered, endDate or noEnd ranges)."""
+    pattern, window = recurrence.get("pattern") or {}, recurrence.get("range") or {}
+    kind = str(pattern.get("type") or "daily")
+    days = [GRAPH_DAYS[d] for d in pattern.get("daysOfWeek") or [] if d in GRAPH_DAYS]
+    freq = {"daily": "DAILY", "weekly": "WEEKLY"}.get(kind, "MONTHLY")
+    parts = [f"FREQ={freq}", f"INTERVAL={int(pattern.get('interval') or 1)}"]
+    if kind == "weekly" and days:
+        parts.append("BYDAY=" + ",".join(days))
+    if kind == "absoluteMonthly":
+        parts.append(f"BYMONTHDAY={int(pattern.get('dayOfMonth') or 1)}")
+    if kind == "relativeMonthly" and days:
+        parts.append(f"BYDAY={GRAPH_INDEX.get(str(pattern.get('index') or 'first'), 1)}{days[0]}")
+    if window.get("type") == "numbered":
+        parts.append(f"COUNT={int(window.get('numberOfOccurrences') or 1)}")
+    elif window.get("type") == "endDate" and window.get("endDate"):
+        parts.append("UNTIL=" + str(window["endDate"]).replace("-", ""))
+    return ";".join(parts)
 
 
 def _when(value, zone_name):
@@ -422,10 +448,16 @@ class FakeMicrosoft(FakeService):
                 if e["_calendar"] == cal
             }
 
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            master = self.accounts[account or DEFAULT_ACCOUNT]["events"][event_id]
+            rows = [(*_span_of(item), item.get("subject") or "") for item in self._instances(master)]
+            return sorted(rows, key=lambda row: row[0])
+
     def _agenda(self, account, calendar):
         cal = calendar or self.calendar_id(account)
         rows = []
-        for event in self.accounts[account]["events"].values():
+        for event in self._expanded(self.accounts[account]["events"].values()):
             if event["_calendar"] == cal:
                 start, end = _span_of(event)
                 busy = str(event.get("showAs", "busy")).lower() != "free" and not event.get("isCancelled")
@@ -952,6 +984,8 @@ class FakeMicrosoft(FakeService):
                 if len(rest) == 4 and rest[3].lower() == "delta":
                     return self._delta(mailbox, cal_id, path.strip("/"), query, headers or {})
                 return graph_error(400, "BadRequest", "Unsupported segment.")
+            if len(rest) == 5 and rest[2] == "events" and rest[4] == "instances" and method == "GET":
+                return self._list_instances(mailbox, rest[3], path.strip("/"), query)
             if len(rest) < 3 or rest[2] != "events" or len(rest) > 4:
                 return graph_error(400, "BadRequest", "Unsupported segment.")
             if len(rest) == 3:
@@ -961,6 +995,9 @@ class FakeMicrosoft(FakeService):
                     return self._create(mailbox, calendar, body)
                 return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
             event = mailbox["events"].get(rest[3])
+            found = self._instance_of(mailbox, rest[3]) if event is None else None
+            if found is not None and not (scoped and found[0]["_calendar"] != cal_id):
+                return self._write_instance(mailbox, method, *found, body, query)
             if event is None or (scoped and event["_calendar"] != cal_id):
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             if method == "GET":
@@ -1156,6 +1193,83 @@ class FakeMicrosoft(FakeService):
         self._touch(event)
         return 200, self._view(event, {}), {}
 
+    # --- recurring events: one series master, occurrences expanded from its pattern --------------
+    def _instances(self, master, deleted=False):
+        """A series master's occurrences in its recurrence time zone, exceptions applied (a deleted
+        occurrence is gone, as in Outlook); none for a single event."""
+        recurrence = master.get("recurrence")
+        start, end = _span_of(master)
+        if not isinstance(recurrence, dict) or start is None or end is None:
+            return []
+        window = recurrence.get("range") or {}
+        zone_name = window.get("recurrenceTimeZone") or (master.get("start") or {}).get("timeZone") or "UTC"
+        zone = _tz(zone_name) or UTC
+        items = []
+        for moment in expand_rule(_rule(recurrence), start, getattr(zone, "key", "UTC")):
+            key = stamp(moment)
+            change = master.get("_exceptions", {}).get(key, {})
+            if change.get("_deleted") and not deleted:
+                continue
+            item = {k: v for k, v in master.items() if k not in ("recurrence", "_exceptions", "id", "type")}
+            item.update(
+                id=f"{master['id']}_{key}",
+                type="exception" if change else "occurrence",
+                seriesMasterId=master["id"],
+                originalStart=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                originalStartTimeZone=zone_name,
+                start=_local(moment, zone_name),
+                end=_local(moment + (end - start), zone_name),
+            )
+            item.update({k: v for k, v in change.items() if not k.startswith("_")})
+            items.append(item)
+        return items
+
+    def _expanded(self, events):
+        """Events as calendarView shows them: a series master as its occurrences."""
+        return [i for e in events for i in (self._instances(e) if e.get("recurrence") else [e])]
+
+    def _instance_of(self, mailbox, event_id):
+        """(master, original start stamp, occurrence) when `event_id` names a live occurrence, else None."""
+        master_id, sep, key = event_id.rpartition("_")
+        master = mailbox["events"].get(master_id) if sep else None
+        if master is None or not master.get("recurrence"):
+            return None
+        found = [i for i in self._instances(master) if i["id"] == event_id]
+        return (master, key, found[0]) if found else None
+
+    def _write_instance(self, mailbox, method, master, key, instance, body, query):
+        """GET / PATCH / DELETE of one occurrence: a patch makes it an exception, a delete removes it."""
+        if method == "GET":
+            return 200, self._view(instance, query), {}
+        if not mailbox["calendars"][master["_calendar"]]["canEdit"]:
+            return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+        exceptions = master.setdefault("_exceptions", {})
+        if method == "DELETE":
+            exceptions[key] = {"_deleted": True}
+            self._touch(master)
+            return 204, None, {}
+        if method != "PATCH":
+            return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
+        problem = self._check_event(body, creating=False)
+        if problem:
+            return problem
+        change = {k: v for k, v in body.items() if k not in ("id", "recurrence", "transactionId") and k[:1] != "_"}
+        exceptions[key] = {**exceptions.get(key, {}), **change}
+        self._touch(master)
+        return 200, self._view(next(i for i in self._instances(master) if i["id"] == instance["id"]), {}), {}
+
+    def _list_instances(self, mailbox, master_id, path, query):
+        """GET events/{id}/instances: the occurrences of a series master in a window (required)."""
+        master = mailbox["events"].get(master_id)
+        if master is None:
+            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        window = self._window(query)
+        if len(window) == 3:
+            return window
+        start, end = window
+        items = [i for i in self._instances(master) if _overlaps(_span_of(i), start, end)]
+        return self._page([self._view(i, query) for i in items], path, query, self.events_page_size)
+
     # --- calendarView, delta, getSchedule --------------------------------------------------------
     @staticmethod
     def _window(query):
@@ -1206,7 +1320,9 @@ class FakeMicrosoft(FakeService):
             size = max(1, int(prefs["odata.maxpagesize"]))
             applied.append(f"odata.maxpagesize={size}")
         events = [
-            e for e in mailbox["events"].values() if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
+            e
+            for e in self._expanded(mailbox["events"].values())
+            if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
         ]
         events.sort(key=lambda e: (_span_of(e)[0], e["createdDateTime"]))
         status, answer, extra = self._page([self._view(e, query, zone) for e in events], path, query, size)

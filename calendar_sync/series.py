@@ -1,0 +1,340 @@
+"""A series is one event (design decision 22): one recurring event per series and destination, with
+exceptions for the occurrences that differ from what its rule makes.
+
+The level-triggered unit stays the sync of one object in one destination; for an occurrence it is
+"make the series' event and this occurrence's instance match the series as it is now". The series'
+event is brought up to date first (under a lock per series and destination, so racing occurrences
+write it once): made once under a deterministic key, patched when its title, text or rule changes,
+ended (UNTIL) after its last occurrence that should exist, deleted when none should. Then the
+occurrence's own instance: nothing when the rule makes it as it is, else one write (moved, retitled
+or cancelled). What was written is kept (`SeriesRecord.written`, the occurrence's
+`SyncRecord.written["series"]`), so a sync that would write the same thing again calls nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from zoneinfo import ZoneInfo
+
+from dateutil import rrule
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import audit, locks, tokens
+from .conf import get_setting
+from .exceptions import AuthorizationLost, PermanentError, TransientError, UsageLimited
+from .models import AccessLog, SeriesRecord, SyncRecord
+from .types import Event, Operation, Outcome
+
+State = SyncRecord.State
+MAX_INSTANCES = 1000  # a rule is never expanded further (a series has at most a few hundred)
+PLAIN, CANCELLED, NONE = "plain", "cancelled", "none"
+
+
+# --- the rule --------------------------------------------------------------------------------
+def _parts(rule):
+    return [p.strip() for p in rule.strip().removeprefix("RRULE:").split(";") if "=" in p]
+
+
+def _until_local(value, zone):
+    """An UNTIL as a naive local time: a UTC time converted, a floating one as is, a date its whole day."""
+    if "T" not in value:
+        return datetime.strptime(value[:8], "%Y%m%d") + timedelta(days=1, microseconds=-1)
+    moment = datetime.strptime(value.rstrip("Z")[:15], "%Y%m%dT%H%M%S")
+    return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None) if value.endswith("Z") else moment
+
+
+def expand(rule, start, zone_name, limit=MAX_INSTANCES):
+    """The starts (aware, UTC) the rule makes from `start`, expanded in wall-clock time of `zone_name`
+    (09:00 stays 09:00 across daylight-saving changes; a time in the spring gap is read with the offset
+    before it, RFC 5545 §3.3.5)."""
+    zone = ZoneInfo(zone_name)
+    local = start.astimezone(zone).replace(tzinfo=None)
+    parts = dict(p.split("=", 1) for p in _parts(rule))
+    until = parts.pop("UNTIL", None)
+    recurrence = rrule.rrulestr(";".join(f"{k}={v}" for k, v in parts.items()), dtstart=local, cache=False)
+    if until:
+        recurrence = recurrence.replace(until=_until_local(until, zone))
+    starts = list(islice(recurrence, limit))
+    return [
+        start.astimezone(UTC) if moment == local else moment.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        for moment in starts
+    ]
+
+
+def ended(rule, last):
+    """The rule ending with the occurrence that starts at `last` (UNTIL in UTC, as calendars require)."""
+    kept = [p for p in _parts(rule) if p.split("=", 1)[0].upper() not in ("COUNT", "UNTIL")]
+    return ";".join([*kept, f"UNTIL={stamp(last)}"])
+
+
+def stamp(moment):
+    """RFC 5545's UTC form, YYYYMMDDTHHMMSSZ (also the tail of a Google instance id)."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- what the calendar should hold -------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """The series' event wanted in one destination (None: no event), and this occurrence's instance:
+    NONE (the event has no such instance), PLAIN (as the rule makes it), CANCELLED, or the digest of
+    the exception it must be; `instance_event` is what to write for it."""
+
+    master: Event | None
+    instance: str
+    instance_event: Event | None = None
+
+
+def _digest(*values):
+    return hashlib.sha256(json.dumps(values, default=str).encode()).hexdigest()[:32]
+
+
+def master_digest(event):
+    return _digest(
+        event.summary,
+        event.location,
+        event.description,
+        event.start.astimezone(UTC).isoformat(),
+        event.end.astimezone(UTC).isoformat(),
+        event.time_zone,
+        event.series.rule if event.series else "",
+    )
+
+
+def _wanted(source, obj, role):
+    return source.should_exist(obj) and role in source.destinations(obj)
+
+
+def plan(source, obj, info, role):
+    """What the destination `role` should hold for the series of `obj` and for `obj`'s instance."""
+    wanted = [
+        member_info.original_start
+        for member in source.series_members(obj)
+        if (member_info := source.series(member)) is not None
+        and member_info.key == info.key
+        and _wanted(source, member, role)
+    ]
+    if not wanted:
+        return Plan(None, NONE)
+    starts = expand(info.rule, info.start, info.time_zone)
+    last, rule = max(wanted), info.rule
+    if any(s > last for s in starts):
+        rule, starts = ended(info.rule, last), [s for s in starts if s <= last]
+    master = replace(
+        source.series_event(obj, role),
+        start=info.start,
+        end=info.end,
+        time_zone=info.time_zone,
+        series=replace(info, rule=rule),
+    )
+    original = info.original_start.astimezone(UTC)
+    if original not in starts:
+        return Plan(master, NONE)
+    if not _wanted(source, obj, role):
+        return Plan(master, CANCELLED)
+    event = source.event(obj, role)
+    ruled = (original, original + (info.end - info.start))
+    if (event.start, event.end) == ruled and event.summary == master.summary:
+        return Plan(master, PLAIN, Event(summary=master.summary, start=ruled[0], end=ruled[1], time_zone=info.time_zone))
+    moved = replace(event, time_zone=info.time_zone, series=None)
+    return Plan(master, _digest(event.start.isoformat(), event.end.isoformat(), event.summary), moved)
+
+
+# --- one occurrence's sync ---------------------------------------------------------------------
+def is_occurrence(source, obj):
+    return obj is not None and source.series(obj) is not None
+
+
+def _master_record(source, info, record, token):
+    """The series' record in this destination; forgotten when the event went to another calendar."""
+    fields = {"owner_kind": record.owner_kind, "owner_id": record.owner_id}
+    try:
+        with transaction.atomic():
+            master, _ = SeriesRecord.objects.get_or_create(
+                source=source.key, series_key=info.key, destination=record.destination, defaults=fields
+            )
+    except IntegrityError:
+        master = SeriesRecord.objects.get(source=source.key, series_key=info.key, destination=record.destination)
+    where = (str(token.pk), token.calendar_id)
+    if (master.connection, master.calendar_id) != where:
+        master.connection, master.calendar_id = where
+        master.remote_id, master.remote_may_exist, master.written = "", False, {}
+        master.save()
+    return master
+
+
+def _reason(operation):
+    if operation.is_delete:
+        return AccessLog.Reason.CANCELLED
+    return AccessLog.Reason.RESCHEDULED if operation.known_to_exist else AccessLog.Reason.CONFIRMED
+
+
+class _Stop(Exception):
+    """The round ends with this state (None: go again) after a call that did not succeed."""
+
+    def __init__(self, state):
+        self.state = state
+
+
+def sync_round(item, info, reason, run):
+    """One round of an occurrence's sync (see the module); `run` applies operations with the
+    connection's token (the core's). Returns the record's state, or None when the object changed
+    meanwhile (go again). Raises TransientError for the caller to retry."""
+    source, record, token = item.source, item.record, item.token
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    if token.writes_paused:  # the provider's usage limit: no call until it resets
+        note = tokens.pause_note(token.paused_until)
+        return State.PENDING if versioned.update(retry_at=token.paused_until, last_error=note) else None
+    logs = []
+    with locks.held(source.key, f"series:{info.key}", record.destination):
+        master = _master_record(source, info, record, token)
+        wanted = plan(source, item.obj, info, record.destination)
+        try:
+            _sync_master(source, info, record, token, master, wanted, reason, run, logs)
+            done = _sync_instance(source, info, record, token, master, wanted, reason, run, logs)
+        except _Stop as stop:
+            return _end(versioned, stop.state, logs)
+        except TransientError:
+            _save(logs)
+            raise
+        return _end(versioned, State.SYNCED, logs, written=done)
+
+
+def _call(token, operation, reason, run, logs, versioned):
+    """Apply one operation; its outcome on success, else _Stop (or TransientError) with the record written."""
+    reason = reason or _reason(operation)
+    try:
+        outcome = run(token, [operation], reason, log=False)[0]
+    except AuthorizationLost as exc:  # logged by `run`
+        raise _Stop(_failed(versioned, State.NOT_CONNECTED, exc)) from None
+    logs.append(audit.entry_for(token, [operation], [outcome], reason))
+    error = outcome.error
+    if isinstance(error, UsageLimited):
+        until = tokens.pause_writes(token, error)
+        _save(logs)
+        logs.clear()
+        versioned.update(retry_at=until, last_error=tokens.pause_note(until) if until else "")
+        raise _Stop(State.PENDING)
+    if isinstance(error, TransientError):
+        _save(logs)
+        logs.clear()
+        versioned.update(
+            attempts=F("attempts") + 1,
+            last_error=str(error)[:2000],
+            retry_at=timezone.now() + timedelta(seconds=error.retry_after or get_setting("RETRY_BACKOFF")),
+        )
+        raise error
+    return outcome
+
+
+def _sync_master(source, info, record, token, master, wanted, reason, run, logs):
+    """Bring the series' event to `wanted.master`: nothing when it is as written (or gone and unwanted)."""
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    if wanted.master is None:
+        if not master.remote_may_exist:
+            return
+        digest = None
+    else:
+        digest = master_digest(wanted.master)
+        if master.remote_may_exist and master.written.get("digest") == digest:
+            return
+    operation = Operation(
+        key=source.event_id(f"series:{info.key}", record.destination),
+        event=wanted.master,
+        object_ref=f"{source.key}:series:{info.key}"[:140],
+        remote_id=master.remote_id or None,
+        known_to_exist=master.remote_may_exist or bool(master.remote_id),
+    )
+    if not operation.is_delete and not master.remote_may_exist:
+        # Committed before the call: a create whose answer is lost still leaves "it may exist".
+        SeriesRecord.objects.filter(pk=master.pk).update(remote_may_exist=True)
+        master.remote_may_exist = True
+    outcome = _call(token, operation, reason, run, logs, versioned)
+    if outcome.error is not None:
+        raise _Stop(_failed(versioned, State.FAILED, outcome.error, logs))
+    if operation.is_delete:
+        master.remote_id, master.remote_may_exist, master.written = "", False, {}
+    else:
+        same = operation.known_to_exist and (outcome.remote_id or "") in ("", master.remote_id, operation.key)
+        generation = master.written.get("generation") if same else None
+        master.remote_id = outcome.remote_id or master.remote_id
+        master.written = {"digest": digest, "generation": generation or secrets.token_hex(8)}
+    master.save(update_fields=["remote_id", "remote_may_exist", "written", "updated_at"])
+
+
+def _sync_instance(source, info, record, token, master, wanted, reason, run, logs):
+    """Write this occurrence's instance when it differs from what was written; returns what it holds now."""
+    generation = master.written.get("generation")
+    before = record.written.get("series") or {}
+    held = before.get("instance") if before.get("generation") == generation else PLAIN
+    target = PLAIN if wanted.instance == NONE else wanted.instance
+    if wanted.master is None or wanted.instance == NONE or target == held:
+        return {"generation": generation, "instance": target} if generation else {}
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    operation = Operation(
+        key=source.event_id(f"series:{info.key}", record.destination),
+        event=None if target == CANCELLED else wanted.instance_event,
+        object_ref=f"{source.key}:{record.object_id}",
+        remote_id=master.remote_id or None,
+        known_to_exist=True,
+        occurrence=info.original_start.astimezone(UTC),
+    )
+    outcome = _call(token, operation, reason, run, logs, versioned)
+    error = outcome.error
+    if isinstance(error, PermanentError) and error.status in (404, 410):
+        # The series' event is not there as written (deleted in the calendar?): write it again next round.
+        SeriesRecord.objects.filter(pk=master.pk).update(written={}, remote_may_exist=True)
+        _save(logs)
+        logs.clear()
+        raise _Stop(None)
+    if error is not None:
+        raise _Stop(_failed(versioned, State.FAILED, error, logs))
+    return {"generation": generation, "instance": target}
+
+
+def _save(logs):
+    for log in logs:
+        log.save(force_insert=True)
+
+
+def _failed(versioned, state, error, logs=()):
+    with transaction.atomic():
+        _save(logs)
+        won = versioned.update(
+            state=state, last_error=str(error)[:2000], retry_at=None, updated_at=timezone.now()
+        )
+    if isinstance(logs, list):
+        logs.clear()
+    return state if won else None
+
+
+def _end(versioned, state, logs, written=None):
+    """Record how the round ended (compare-and-set on the version read); None when it changed meanwhile."""
+    if state is None or state != State.SYNCED:
+        _save(logs)
+        return state
+    record = next(iter(versioned), None)
+    now = timezone.now()
+    with transaction.atomic():
+        _save(logs)
+        if record is None:
+            return None
+        kept = {**record.written, "series": written or {}}
+        won = versioned.update(
+            state=State.SYNCED,
+            synced_version=record.version,
+            synced_at=now,
+            attempts=0,
+            last_error="",
+            retry_at=None,
+            updated_at=now,
+            remote_may_exist=False,  # the occurrence has no event of its own: the series' event holds it
+            written=kept,
+        )
+    return State.SYNCED if won else None

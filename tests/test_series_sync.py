@@ -1,0 +1,191 @@
+"""A series is one recurring event per calendar (design decision 22): one create for 52 occurrences,
+one call per moved or cancelled occurrence, one per series-wide change, none on a re-run; 09:00 stays
+09:00 Lisbon across both daylight-saving changes. Real HTTP against both fakes."""
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.utils import timezone
+
+from bookings.models import Booking
+from calendar_sync import sync
+from calendar_sync.models import SeriesRecord, SyncRecord
+from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, landing
+
+pytestmark = pytest.mark.django_db
+LISBON = ZoneInfo("Europe/Lisbon")
+URL = "/api/bookings/series/"
+
+
+def next_monday(at=time(9)):
+    day = (timezone.now().astimezone(LISBON) + timedelta(days=1)).date()
+    day += timedelta(days=(7 - day.weekday()) % 7)
+    return datetime.combine(day, at, tzinfo=LISBON)
+
+
+@pytest.fixture(params=["google", "microsoft"])
+def calendar(request, api, run):
+    """The member connected to Google or Outlook: (fake, account), the call log empty."""
+    fake = request.getfixturevalue("fake_google" if request.param == "google" else "fake_microsoft")
+    assert landing(run(connect, api, fake))["calendar_sync"] == "connected"
+    fake.reset_log()
+    return fake, GOOGLE_ACCOUNT if request.param == "google" else MS_ACCOUNT
+
+
+def make_series(api, workspace, run, count=52):
+    start = next_monday()
+    body = {
+        "workspace": workspace.pk,
+        "title": "Team room",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "rule": f"FREQ=WEEKLY;COUNT={count}",
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 201, response.content
+    series = response.json()
+    assert run(api.post, f"{URL}{series['id']}/confirm/").status_code == 200
+    return series
+
+
+def writes(fake, account):
+    """Calendar writes (reads of instances to find one are lookups, not counted as writes)."""
+    return [c for c in fake.calls(account) if c["method"] != "GET"]
+
+
+def the_event(fake, account):
+    events = fake.events(account)
+    assert len(events) == 1, events
+    return next(iter(events))
+
+
+def local_times(rows):
+    return {(s.astimezone(LISBON).strftime("%a %H:%M"), e.astimezone(LISBON).strftime("%H:%M")) for s, e, _ in rows}
+
+
+def test_a_weekly_series_of_52_is_one_event_at_nine_lisbon_made_by_one_call(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    assert len(writes(fake, account)) == 1  # one create; the other 51 occurrences cost nothing
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 52
+    assert local_times(rows) == {("Mon 09:00", "10:00")}
+    assert {s.astimezone(LISBON).utcoffset() for s, _, _ in rows} == {timedelta(0), timedelta(hours=1)}
+    assert [s for s, _, _ in rows] == sorted(
+        datetime.fromisoformat(b["start"]).astimezone(UTC) for b in series["bookings"]
+    )
+    assert {title for _, _, title in rows} == {"Team room — The Loft"}
+    # The agenda (what the member sees) shows the 52 occurrences too.
+    assert len(fake.agenda(account)) == 52
+    states = {r.state for r in SyncRecord.objects.filter(destination="member")}
+    assert states == {"synced"} and SyncRecord.objects.filter(destination="member").count() == 52
+
+
+def test_re_running_every_task_calls_nothing(calendar, api, workspace, run):
+    fake, account = calendar
+    make_series(api, workspace, run)
+    fake.reset_log()
+    SyncRecord.objects.update(state="pending", version=1000)
+    for record in SyncRecord.objects.filter(destination="member"):
+        assert sync.sync_object("booking", record.object_id, "member") == "synced"
+    assert fake.calls(account) == []
+
+
+def test_moving_one_occurrence_is_one_write_and_shows_in_the_expansion(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    fake.reset_log()
+    tenth = series["bookings"][9]
+    start = datetime.fromisoformat(tenth["start"]) + timedelta(hours=2)
+    moved = run(
+        api.patch,
+        f"/api/bookings/{tenth['id']}/",
+        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    assert len(writes(fake, account)) == 1
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 52 and rows[9][0] == start.astimezone(UTC)
+    assert local_times(rows[:9] + rows[10:]) == {("Mon 09:00", "10:00")}
+    assert the_event(fake, account) == event_id
+
+
+def test_cancelling_one_occurrence_is_one_write(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    fake.reset_log()
+    eleventh = series["bookings"][10]
+    assert run(api.post, f"/api/bookings/{eleventh['id']}/cancel/").status_code == 200
+    assert len(writes(fake, account)) == 1
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 51
+    assert datetime.fromisoformat(eleventh["start"]).astimezone(UTC) not in {s for s, _, _ in rows}
+
+
+def test_retitling_the_series_is_one_write(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    fake.reset_log()
+    response = run(api.patch, f"{URL}{series['id']}/", {"title": "Board room"}, format="json")
+    assert response.status_code == 200, response.content
+    assert len(writes(fake, account)) == 1
+    assert {title for _, _, title in fake.expand(account, event_id)} == {"Board room — The Loft"}
+
+
+def test_cancelling_from_the_fortieth_ends_the_series_in_one_write(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    fake.reset_log()
+    fortieth = series["bookings"][39]
+    response = run(api.post, f"{URL}{series['id']}/cancel/", {"from": fortieth["id"]}, format="json")
+    assert response.status_code == 200, response.content
+    assert len(writes(fake, account)) == 1
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 39
+    assert rows[-1][0] == datetime.fromisoformat(series["bookings"][38]["start"]).astimezone(UTC)
+
+
+def test_cancelling_every_occurrence_deletes_the_event_in_one_write(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    fake.reset_log()
+    assert run(api.post, f"{URL}{series['id']}/cancel/").status_code == 200
+    assert len(writes(fake, account)) == 1
+    assert fake.events(account) == {}
+    assert fake.agenda(account) == []
+    assert not SeriesRecord.objects.get(destination="member").remote_may_exist
+
+
+def test_a_lost_answer_to_the_create_still_leaves_one_series(calendar, api, workspace, run):
+    fake, account = calendar
+    if fake.provider == "microsoft":
+        fake.lose_response()  # Graph made it; the answer never arrived
+    else:
+        fake.inject(503, times=1, path="/calendar/v3/calendars/", method="POST", delay=0)
+    make_series(api, workspace, run)
+    the_event(fake, account)
+    assert {r.state for r in SyncRecord.objects.filter(destination="member")} == {"synced"}
+    assert len(fake.expand(account, the_event(fake, account))) == 52
+
+
+def test_a_room_calendar_gets_the_series_as_one_event(fake_google, api, staff, workspace, run):
+    fake_google.add_account(ROOM_ACCOUNT)
+    response = run(connect_room, client_for(staff), fake_google, workspace, ROOM_ACCOUNT)
+    assert "calendar_sync=connected" in response["Location"]
+    fake_google.reset_log()
+    make_series(api, workspace, run)
+    rooms = fake_google.events(ROOM_ACCOUNT)
+    assert len(rooms) == 1
+    rows = fake_google.expand(ROOM_ACCOUNT, next(iter(rooms)))
+    assert len(rows) == 52 and local_times(rows) == {("Mon 09:00", "10:00")}
+    assert {title for _, _, title in rows} == {"Team room — alice"}
+    assert len(writes(fake_google, ROOM_ACCOUNT)) == 1
+    # The room's pull does not take its own series for outside bookings.
+    assert not Booking.objects.filter(status="confirmed").exclude(series=None).count() == 0
