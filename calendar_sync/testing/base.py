@@ -17,6 +17,7 @@ test uses are the same on both:
                 method=None, account=None, domain=None, message=None) / clear_faults()
     fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
+    fake.lose_response(times=1)             -> the next event creates are made, their answers lost
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
     fake.expand(account, event_id, calendar=None) -> [(start, end, title)] of a recurring event's

@@ -182,6 +182,7 @@ class FakeGoogle(FakeService):
         self.max_page_size = MAX_PAGE  # lower it to make events.list page sooner (Google may)
         self.channels = {}  # channel id -> {address, token, resourceId, expiration, stopped, ...}
         self._resource_ids = {}  # (account, calendar) -> resourceId of its events collection
+        self.lost = 0  # creates still to commit without answering (`lose_response`)
 
     # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
     def settings(self):
@@ -237,6 +238,18 @@ class FakeGoogle(FakeService):
             domain="usageLimits",
             message="Calendar usage limits exceeded.",
         )
+
+    def lose_response(self, times=1):
+        """The next `times` event creates (not in a batch) are committed, then the connection drops unanswered."""
+        with self.lock:
+            self.lost += times
+
+    def _lose(self):
+        with self.lock:
+            if self.lost > 0:
+                self.lost -= 1
+                return True
+        return False
 
     def revoke_grants(self, account):
         with self.lock:
@@ -461,6 +474,9 @@ class FakeGoogle(FakeService):
                     return self._batch(body)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, payload, extra = fake.dispatch(method, self.path, headers, body)
+                if method == "POST" and status == 200 and EVENT_CREATE.fullmatch(parts.path) and fake._lose():
+                    self.close_connection = True  # committed, but the client never hears back
+                    return None
                 if isinstance(payload, tuple):  # (content type, raw bytes)
                     return self._send(status, raw=payload[1], content_type=payload[0], headers=extra)
                 self._send(status, payload, headers=extra)
