@@ -26,7 +26,7 @@ from .exceptions import (
     TransientError,
     Undecryptable,
 )
-from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
+from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SeriesRecord, SyncRecord
 from .owners import Owner
 from .providers import get_provider
 from .sources import get_source
@@ -59,6 +59,7 @@ class _Ours:
     def __init__(self, owner):
         self.records = SyncRecord.objects.filter(**owner.lookup())
         self.ids = set(self.records.exclude(remote_id="").values_list("remote_id", flat=True))
+        self.ids |= _series_ids(owner)
         self._keys = None
 
     def keys(self):
@@ -75,8 +76,8 @@ class _Ours:
         if not remote_id:
             return False
         uid = remote_id.partition("#")[0]
-        if remote_id in self.ids or uid in self.ids:
-            return True
+        if remote_id in self.ids or uid in self.ids or remote_id.rpartition("_")[0] in self.ids:
+            return True  # ...or an instance of our series' event (Google: "<event id>_<original start>")
         key = uid.rpartition("@")[0]
         return bool(key) and key in self.keys()
 
@@ -235,7 +236,13 @@ def external_busy(owner, start, end):
     """
     ours = SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values("remote_id")
     blocks = BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).exclude(remote_id__in=ours)
+    blocks = blocks.exclude(remote_id__in=_series_ids(owner))
     return list(blocks.order_by("start"))
+
+
+def _series_ids(owner):
+    """The remote ids of the series' events we wrote in the owner's calendar (one per series)."""
+    return set(SeriesRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
 
 
 def forget(owner):

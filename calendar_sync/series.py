@@ -30,6 +30,7 @@ from . import audit, locks, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, PermanentError, TransientError, UsageLimited
 from .models import AccessLog, SeriesRecord, SyncRecord
+from .sources import get_source
 from .types import Event, Operation, Outcome
 
 State = SyncRecord.State
@@ -338,3 +339,42 @@ def _end(versioned, state, logs, written=None):
             written=kept,
         )
     return State.SYNCED if won else None
+
+
+def remove(token, calendar_id, run, reason):
+    """Delete the series' events we wrote with `token` in `calendar_id` (the owner moves to another
+    calendar or connection); each is forgotten once gone. Returns how many could not be removed."""
+    masters = list(
+        SeriesRecord.objects.filter(
+            owner_kind=token.owner_kind,
+            owner_id=token.owner_id,
+            connection=str(token.pk),
+            calendar_id=calendar_id,
+            remote_may_exist=True,
+        )
+    )
+    failed = 0
+    for master in masters:
+        source_key = master.source
+        operation = Operation(
+            key=_key(source_key, master),
+            object_ref=f"{source_key}:series:{master.series_key}"[:140],
+            remote_id=master.remote_id or None,
+            known_to_exist=True,
+        )
+        try:
+            outcome = run(token, [operation], reason, calendar_id=calendar_id)[0]
+        except (AuthorizationLost, TransientError) as exc:
+            outcome = Outcome(exc)
+        if outcome.error is None:
+            SeriesRecord.objects.filter(pk=master.pk).update(
+                remote_id="", remote_may_exist=False, written={}, connection="", calendar_id=""
+            )
+        else:
+            failed += 1
+    return failed
+
+
+def _key(source_key, master):
+    """The source's deterministic key for the series' event."""
+    return get_source(source_key).event_id(f"series:{master.series_key}", master.destination)

@@ -500,11 +500,12 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
     every booking twice. Sent in chunks, counted in `progress` when given (a calendar move's).
     Returns how many could not be removed.
     """
+    failed_series = series.remove(token, calendar_id, _run, reason)  # one event per series (series.py)
     records = list(
         SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True)
     )
     if not records:
-        return 0
+        return failed_series
     if progress is not None:
         progress.add(len(records))
     failed, size, lost = 0, get_setting("BULK_CHUNK"), None
@@ -539,7 +540,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
             token.owner_id,
             failed,
         )
-    return failed
+    return failed + failed_series
 
 
 def _write_token(owner):

@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from bookings.models import Booking
-from calendar_sync import sync
-from calendar_sync.models import SeriesRecord, SyncRecord
+from calendar_sync import reads, sync
+from calendar_sync.models import BusyBlock, SeriesRecord, SyncRecord
+from calendar_sync.owners import Owner
+from calendar_sync.reads import external_busy
 from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, landing
 
 pytestmark = pytest.mark.django_db
@@ -189,5 +190,33 @@ def test_a_room_calendar_gets_the_series_as_one_event(fake_google, api, staff, w
     assert len(rows) == 52 and local_times(rows) == {("Mon 09:00", "10:00")}
     assert {title for _, _, title in rows} == {"Team room — alice"}
     assert len(writes(fake_google, ROOM_ACCOUNT)) == 1
-    # The room's pull does not take its own series for outside bookings.
-    assert not Booking.objects.filter(status="confirmed").exclude(series=None).count() == 0
+    # The room's pull never takes the series' own instances for bookings made outside.
+    reads.pull(Owner("workspace", workspace.pk))
+    assert not BusyBlock.objects.exists()
+
+
+def test_a_series_in_an_outlook_room_is_one_event_and_never_blocks_the_room(
+    fake_microsoft, api, staff, workspace, run
+):
+    room = "rooms@contoso.com"
+    response = run(connect_room, client_for(staff), fake_microsoft, workspace, room)
+    assert "calendar_sync=connected" in response["Location"]
+    fake_microsoft.reset_log()
+    make_series(api, workspace, run)
+    events = fake_microsoft.events(room)
+    assert len(events) == 1 and len(writes(fake_microsoft, room)) == 1
+    rows = fake_microsoft.expand(room, next(iter(events)))
+    assert len(rows) == 52 and local_times(rows) == {("Mon 09:00", "10:00")}
+    reads.pull(Owner("workspace", workspace.pk))
+    assert not external_busy(Owner("workspace", workspace.pk), rows[0][0], rows[-1][1])
+
+
+def test_a_calendar_move_takes_the_series_along(fake_google, api, workspace, run):
+    assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
+    make_series(api, workspace, run)
+    team = "team@group.calendar.google.com"
+    response = run(api.put, "/api/calendar-sync/calendar", {"calendar_id": team}, format="json")
+    assert response.status_code == 200, response.content
+    assert fake_google.events(GOOGLE_ACCOUNT) == {}
+    moved = fake_google.events(GOOGLE_ACCOUNT, team)
+    assert len(moved) == 1 and len(fake_google.expand(GOOGLE_ACCOUNT, next(iter(moved)), team)) == 52
