@@ -1,6 +1,8 @@
 """The reference integration: how a Booking becomes an event in its member's calendar and its room's."""
 
 from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from urllib.parse import urlsplit
 
 from django.urls import reverse
@@ -8,9 +10,20 @@ from django.utils import timezone
 
 from calendar_sync.api import Event, EventSource, SeriesInfo, get_setting
 
+from . import recurrence
 from .models import Booking
 
 WORKSPACE = "workspace"
+
+
+def _first_start(series):
+    """DTSTART: the first occurrence's date at the series' time of day now (a new time of day moves
+    the whole rule, as the occurrences' original starts moved with it)."""
+    zone = ZoneInfo(series.time_zone)
+    first = series.start.astimezone(zone)
+    if first.time().replace(tzinfo=None) == series.local_start:
+        return series.start
+    return recurrence.localize(datetime.combine(first.date(), series.local_start), zone)
 
 
 class BookingSource(EventSource):
@@ -65,8 +78,8 @@ class BookingSource(EventSource):
             key=str(series.pk),
             rule=series.rule,
             time_zone=series.time_zone,
-            start=series.start,
-            end=series.start + series.duration,
+            start=(start := _first_start(series)),
+            end=start + series.duration,
             original_start=obj.series_start,
         )
 

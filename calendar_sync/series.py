@@ -142,7 +142,9 @@ def plan(source, obj, info, role):
     event = source.event(obj, role)
     ruled = (original, original + (info.end - info.start))
     if (event.start, event.end) == ruled and event.summary == master.summary:
-        return Plan(master, PLAIN, Event(summary=master.summary, start=ruled[0], end=ruled[1], time_zone=info.time_zone))
+        return Plan(
+            master, PLAIN, Event(summary=master.summary, start=ruled[0], end=ruled[1], time_zone=info.time_zone)
+        )
     moved = replace(event, time_zone=info.time_zone, series=None)
     return Plan(master, _digest(event.start.isoformat(), event.end.isoformat(), event.summary), moved)
 
@@ -192,7 +194,7 @@ def sync_round(item, info, reason, run):
     if token.writes_paused:  # the provider's usage limit: no call until it resets
         note = tokens.pause_note(token.paused_until)
         return State.PENDING if versioned.update(retry_at=token.paused_until, last_error=note) else None
-    logs = []
+    logs: list[AccessLog] = []
     with locks.held(source.key, f"series:{info.key}", record.destination):
         master = _master_record(source, info, record, token)
         wanted = plan(source, item.obj, info, record.destination)
@@ -307,9 +309,7 @@ def _save(logs):
 def _failed(versioned, state, error, logs=()):
     with transaction.atomic():
         _save(logs)
-        won = versioned.update(
-            state=state, last_error=str(error)[:2000], retry_at=None, updated_at=timezone.now()
-        )
+        won = versioned.update(state=state, last_error=str(error)[:2000], retry_at=None, updated_at=timezone.now())
     if isinstance(logs, list):
         logs.clear()
     return state if won else None

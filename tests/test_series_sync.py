@@ -139,6 +139,18 @@ def test_retitling_the_series_is_one_write(calendar, api, workspace, run):
     assert {title for _, _, title in fake.expand(account, event_id)} == {"Board room — The Loft"}
 
 
+def test_a_new_time_of_day_for_the_series_is_one_write(calendar, api, workspace, run):
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    event_id = the_event(fake, account)
+    fake.reset_log()
+    response = run(api.patch, f"{URL}{series['id']}/", {"start_time": "14:00", "end_time": "15:30"}, format="json")
+    assert response.status_code == 200, response.content
+    assert len(writes(fake, account)) == 1
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 52 and local_times(rows) == {("Mon 14:00", "15:30")}
+
+
 def test_cancelling_from_the_fortieth_ends_the_series_in_one_write(calendar, api, workspace, run):
     fake, account = calendar
     series = make_series(api, workspace, run)
@@ -175,7 +187,9 @@ def test_a_lost_answer_to_the_create_still_leaves_one_series(calendar, api, work
     assert {r.state for r in SyncRecord.objects.filter(destination="member")} == {"synced"}
     assert len(fake.expand(account, the_event(fake, account))) == 52
     creates = [c for c in fake.calls(account) if c["method"] == "POST"]
-    assert fake.lost == 0 and len(creates) <= 2  # the lost one, and at most one retried create the service de-duplicated
+    assert (
+        fake.lost == 0 and len(creates) <= 2
+    )  # the lost one, and at most one retried create the service de-duplicated
 
 
 def test_a_room_calendar_gets_the_series_as_one_event(fake_google, api, staff, workspace, run):
@@ -195,9 +209,7 @@ def test_a_room_calendar_gets_the_series_as_one_event(fake_google, api, staff, w
     assert not BusyBlock.objects.exists()
 
 
-def test_a_series_in_an_outlook_room_is_one_event_and_never_blocks_the_room(
-    fake_microsoft, api, staff, workspace, run
-):
+def test_a_series_in_an_outlook_room_is_one_event_and_never_blocks_the_room(fake_microsoft, api, staff, workspace, run):
     room = "rooms@contoso.com"
     response = run(connect_room, client_for(staff), fake_microsoft, workspace, room)
     assert "calendar_sync=connected" in response["Location"]

@@ -72,7 +72,9 @@ def test_racing_deliveries_and_a_lost_answer_give_one_google_series(member_on_wo
     race(member_on_worker, fake_google, GOOGLE_ACCOUNT, workspace)
 
 
-def test_racing_deliveries_and_a_lost_answer_give_one_outlook_series(outlook_member_on_worker, fake_microsoft, workspace):
+def test_racing_deliveries_and_a_lost_answer_give_one_outlook_series(
+    outlook_member_on_worker, fake_microsoft, workspace
+):
     race(outlook_member_on_worker, fake_microsoft, MS_ACCOUNT, workspace)
 
 

@@ -4,31 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calendar_sync', '0012_record_written'),
+        ("calendar_sync", "0012_record_written"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SeriesRecord',
+            name="SeriesRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=64)),
-                ('series_key', models.CharField(max_length=64)),
-                ('destination', models.CharField(default='member', max_length=32)),
-                ('owner_kind', models.CharField(default='user', max_length=32)),
-                ('owner_id', models.CharField(max_length=64)),
-                ('connection', models.CharField(blank=True, max_length=64)),
-                ('calendar_id', models.CharField(blank=True, max_length=1024)),
-                ('remote_may_exist', models.BooleanField(default=False)),
-                ('remote_id', models.CharField(blank=True, default='', max_length=1024)),
-                ('written', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("source", models.CharField(max_length=64)),
+                ("series_key", models.CharField(max_length=64)),
+                ("destination", models.CharField(default="member", max_length=32)),
+                ("owner_kind", models.CharField(default="user", max_length=32)),
+                ("owner_id", models.CharField(max_length=64)),
+                ("connection", models.CharField(blank=True, max_length=64)),
+                ("calendar_id", models.CharField(blank=True, max_length=1024)),
+                ("remote_may_exist", models.BooleanField(default=False)),
+                ("remote_id", models.CharField(blank=True, default="", max_length=1024)),
+                ("written", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('source', 'series_key', 'destination'), name='calendar_sync_series_record_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("source", "series_key", "destination"), name="calendar_sync_series_record_unique"
+                    )
+                ],
             },
         ),
     ]

@@ -251,10 +251,10 @@ def _pattern(rule: str, local_start: dt.datetime) -> tuple[dict[str, Any], dict[
         until = parts["UNTIL"]
         if until.endswith("Z"):
             moment = dt.datetime.strptime(until[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-            day = moment.astimezone(local_start.tzinfo).date()
+            last = moment.astimezone(local_start.tzinfo).date()
         else:
-            day = dt.datetime.strptime(until[:8], "%Y%m%d").date()
-        return pattern, {"type": "endDate", "endDate": day.isoformat()}
+            last = dt.datetime.strptime(until[:8], "%Y%m%d").date()
+        return pattern, {"type": "endDate", "endDate": last.isoformat()}
     return pattern, {"type": "noEnd"}
 
 

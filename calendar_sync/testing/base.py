@@ -43,7 +43,6 @@ from dateutil import rrule
 
 from .server import LoopbackServer
 
-
 MAX_INSTANCES = 1000  # a recurring event is never expanded further
 
 

@@ -751,7 +751,7 @@ class FakeGoogle(FakeService):
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
             if event is None and (found := self._instance_of(events, segments[3])) is not None:
-                return self._write_instance(method, *found, body, query)
+                return self._write_instance(method, found, body, query)
             if method == "GET":
                 return (200, _public(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
@@ -915,9 +915,10 @@ class FakeGoogle(FakeService):
         found = [i for i in self._instances(master, show_deleted=True) if i["id"] == event_id]
         return (master, key, found[0]) if found else None
 
-    def _write_instance(self, method, master, key, instance, body, query):
+    def _write_instance(self, method, found, body, query):
         """events.get / patch / delete on an instance id: a patch makes (or changes) an exception, a
         delete cancels the instance (410 when it is cancelled already)."""
+        master, key, instance = found
         if method == "GET":
             return 200, _public(instance)
         exceptions = master.setdefault("_exceptions", {})

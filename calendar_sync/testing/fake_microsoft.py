@@ -997,7 +997,7 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"].get(rest[3])
             found = self._instance_of(mailbox, rest[3]) if event is None else None
             if found is not None and not (scoped and found[0]["_calendar"] != cal_id):
-                return self._write_instance(mailbox, method, *found, body, query)
+                return self._write_instance(mailbox, method, found, body, query)
             if event is None or (scoped and event["_calendar"] != cal_id):
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             if method == "GET":
@@ -1237,8 +1237,9 @@ class FakeMicrosoft(FakeService):
         found = [i for i in self._instances(master) if i["id"] == event_id]
         return (master, key, found[0]) if found else None
 
-    def _write_instance(self, mailbox, method, master, key, instance, body, query):
+    def _write_instance(self, mailbox, method, found, body, query):
         """GET / PATCH / DELETE of one occurrence: a patch makes it an exception, a delete removes it."""
+        master, key, instance = found
         if method == "GET":
             return 200, self._view(instance, query), {}
         if not mailbox["calendars"][master["_calendar"]]["canEdit"]:
