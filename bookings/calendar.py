@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 from datetime import datetime
-from zoneinfo import ZoneInfo
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from django.urls import reverse
 from django.utils import timezone

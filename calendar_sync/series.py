@@ -30,6 +30,7 @@ from . import audit, locks, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, PermanentError, TransientError, UsageLimited
 from .models import AccessLog, SeriesRecord, SyncRecord
+from .providers import get_provider
 from .sources import get_source
 from .types import Event, Operation, Outcome
 
@@ -150,8 +151,12 @@ def plan(source, obj, info, role):
 
 
 # --- one occurrence's sync ---------------------------------------------------------------------
-def is_occurrence(source, obj):
-    return obj is not None and source.series(obj) is not None
+def applies(source, obj, token):
+    """Whether `obj` syncs as an occurrence of its series' one event: it is one, and the token's
+    provider writes series (`supports_series`; else each occurrence is an event of its own)."""
+    if obj is None or token is None or source.series(obj) is None:
+        return False
+    return get_provider(token.provider).supports_series
 
 
 def _master_record(source, info, record, token):
@@ -199,6 +204,7 @@ def sync_round(item, info, reason, run):
         master = _master_record(source, info, record, token)
         wanted = plan(source, item.obj, info, record.destination)
         try:
+            _drop_single(source, record, token, reason, run, logs)
             _sync_master(source, info, record, token, master, wanted, reason, run, logs)
             done = _sync_instance(source, info, record, token, master, wanted, reason, run, logs)
         except _Stop as stop:
@@ -234,6 +240,24 @@ def _call(token, operation, reason, run, logs, versioned):
         )
         raise error
     return outcome
+
+
+def _drop_single(source, record, token, reason, run, logs):
+    """An event of the occurrence's own (written before it synced as part of its series, or by a
+    provider that writes no series) is deleted once: the series' event holds the occurrence now."""
+    if not record.remote_may_exist:
+        return
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    operation = Operation(
+        key=source.event_id(record.object_id, record.destination),
+        object_ref=f"{source.key}:{record.object_id}",
+        remote_id=record.remote_id or None,
+        known_to_exist=True,
+    )
+    outcome = _call(token, operation, reason or AccessLog.Reason.CANCELLED, run, logs, versioned)
+    if outcome.error is not None:
+        raise _Stop(_failed(versioned, State.FAILED, outcome.error, logs))
+    SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=False, remote_id="")
 
 
 def _sync_master(source, info, record, token, master, wanted, reason, run, logs):

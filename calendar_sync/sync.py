@@ -320,7 +320,7 @@ def _sync_round(source, object_id, destination, first, reason=None):
     if token is None or not token.is_active:
         outcome = Outcome(None if token is None else AuthorizationLost("Reconnect the calendar to resume syncing."))
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=outcome) else None
-    if series.is_occurrence(source, item.obj):  # one recurring event per series (series.py)
+    if series.applies(source, item.obj, token):  # one recurring event per series (series.py)
         return series.sync_round(item, source.series(item.obj), reason, _run)
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
@@ -405,7 +405,7 @@ def _backfill(owner, token, reason, shown):
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
         for record in mine:
             item = _Item(source, record, token, objects.get(_pk(source, record.object_id)))
-            if series.is_occurrence(source, item.obj):  # synced one by one: its series' event is shared
+            if series.applies(source, item.obj, token):  # synced one by one: its series' event is shared
                 deferred.append(Work(key, record.object_id, record.destination, reason=reason))
                 continue
             operation = _operation(item)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from calendar_sync import reads, sync
 from calendar_sync.models import BusyBlock, SeriesRecord, SyncRecord
 from calendar_sync.owners import Owner
+from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.reads import external_busy
 from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, landing
 
@@ -232,3 +233,20 @@ def test_a_calendar_move_takes_the_series_along(fake_google, api, workspace, run
     assert fake_google.events(GOOGLE_ACCOUNT) == {}
     moved = fake_google.events(GOOGLE_ACCOUNT, team)
     assert len(moved) == 1 and len(fake_google.expand(GOOGLE_ACCOUNT, next(iter(moved)), team)) == 52
+
+
+def test_occurrences_synced_one_by_one_before_become_the_one_series(fake_google, api, workspace, run, monkeypatch):
+    """A calendar that got each occurrence as an event of its own (a provider that writes no series, or
+    a release before series) gets the one series on the next sync: each old event deleted once."""
+    assert landing(run(connect, api, fake_google))["calendar_sync"] == "connected"
+    monkeypatch.setattr(GoogleProvider, "supports_series", False)
+    make_series(api, workspace, run, count=5)
+    assert len(fake_google.events(GOOGLE_ACCOUNT)) == 5
+    monkeypatch.undo()
+    fake_google.reset_log()
+    for record in SyncRecord.objects.filter(destination="member"):
+        SyncRecord.objects.filter(pk=record.pk).update(version=record.version + 1, state="pending")
+        assert sync.sync_object("booking", record.object_id, "member") == "synced"
+    events = fake_google.events(GOOGLE_ACCOUNT)
+    assert len(events) == 1 and len(fake_google.expand(GOOGLE_ACCOUNT, next(iter(events)))) == 5
+    assert sorted(c["method"] for c in writes(fake_google, GOOGLE_ACCOUNT)) == ["DELETE"] * 5 + ["POST"]

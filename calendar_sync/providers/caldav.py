@@ -168,6 +168,7 @@ class CalDAVProvider(BaseProvider):
     revocable = False  # the member removes an app-specific password in their account
     refreshable = False
     supports_push = False
+    supports_series = False  # each occurrence of a series is an event of its own (for now)
     oauth = False
 
     # --- the connection ------------------------------------------------------------------------
