@@ -288,11 +288,20 @@ def _sync_master(source, info, record, token, master, wanted, reason, run, logs)
     if operation.is_delete:
         master.remote_id, master.remote_may_exist, master.written = "", False, {}
     else:
-        same = operation.known_to_exist and (outcome.remote_id or "") in ("", master.remote_id, operation.key)
+        # The same event when it was there and its id is unchanged (a CalDAV id's "#<ETag>" aside).
+        same = operation.known_to_exist and _resource(outcome.remote_id) in (
+            "",
+            _resource(master.remote_id),
+            operation.key,
+        )
         generation = master.written.get("generation") if same else None
         master.remote_id = outcome.remote_id or master.remote_id
         master.written = {"digest": digest, "generation": generation or secrets.token_hex(8)}
     master.save(update_fields=["remote_id", "remote_may_exist", "written", "updated_at"])
+
+
+def _resource(remote_id):
+    return (remote_id or "").partition("#")[0]
 
 
 def _sync_instance(source, info, record, token, master, wanted, reason, run, logs):
