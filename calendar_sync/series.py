@@ -91,6 +91,8 @@ class Plan:
     master: Event | None
     instance: str
     instance_event: Event | None = None
+    #: Starts the rule makes that no occurrence has (left out when the series was made): cancelled.
+    missing: tuple[datetime, ...] = ()
 
 
 def _digest(*values):
@@ -115,19 +117,21 @@ def _wanted(source, obj, role):
 
 def plan(source, obj, info, role):
     """What the destination `role` should hold for the series of `obj` and for `obj`'s instance."""
-    wanted = [
-        member_info.original_start
-        for member in source.series_members(obj)
-        if (member_info := source.series(member)) is not None
-        and member_info.key == info.key
-        and _wanted(source, member, role)
-    ]
+    known, wanted = set(), []
+    for member in source.series_members(obj):
+        member_info = source.series(member)
+        if member_info is None or member_info.key != info.key:
+            continue
+        known.add(member_info.original_start.astimezone(UTC))
+        if _wanted(source, member, role):
+            wanted.append(member_info.original_start)
     if not wanted:
         return Plan(None, NONE)
     starts = expand(info.rule, info.start, info.time_zone)
     last, rule = max(wanted), info.rule
     if any(s > last for s in starts):
         rule, starts = ended(info.rule, last), [s for s in starts if s <= last]
+    missing = tuple(s for s in starts if s not in known)
     master = replace(
         source.series_event(obj, role),
         start=info.start,
@@ -137,17 +141,16 @@ def plan(source, obj, info, role):
     )
     original = info.original_start.astimezone(UTC)
     if original not in starts:
-        return Plan(master, NONE)
+        return Plan(master, NONE, missing=missing)
     if not _wanted(source, obj, role):
-        return Plan(master, CANCELLED)
+        return Plan(master, CANCELLED, missing=missing)
     event = source.event(obj, role)
     ruled = (original, original + (info.end - info.start))
     if (event.start, event.end) == ruled and event.summary == master.summary:
-        return Plan(
-            master, PLAIN, Event(summary=master.summary, start=ruled[0], end=ruled[1], time_zone=info.time_zone)
-        )
+        plain = Event(summary=master.summary, start=ruled[0], end=ruled[1], time_zone=info.time_zone)
+        return Plan(master, PLAIN, plain, missing)
     moved = replace(event, time_zone=info.time_zone, series=None)
-    return Plan(master, _digest(event.start.isoformat(), event.end.isoformat(), event.summary), moved)
+    return Plan(master, _digest(event.start.isoformat(), event.end.isoformat(), event.summary), moved, missing)
 
 
 # --- one occurrence's sync ---------------------------------------------------------------------
@@ -206,6 +209,7 @@ def sync_round(item, info, reason, run):
         try:
             _drop_single(source, record, token, reason, run, logs)
             _sync_master(source, info, record, token, master, wanted, reason, run, logs)
+            _sync_missing(source, info, record, token, master, wanted, reason, run, logs)
             done = _sync_instance(source, info, record, token, master, wanted, reason, run, logs)
         except _Stop as stop:
             return _end(versioned, stop.state, logs)
@@ -258,6 +262,9 @@ def _drop_single(source, record, token, reason, run, logs):
     if outcome.error is not None:
         raise _Stop(_failed(versioned, State.FAILED, outcome.error, logs))
     SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=False, remote_id="")
+    field = source.event_id_field
+    if field and record.destination == "member":  # the object no longer names that event
+        source.get_queryset().filter(pk=record.object_id).update(**{field: source.stored_event_id(None)})
 
 
 def _sync_master(source, info, record, token, master, wanted, reason, run, logs):
@@ -296,8 +303,32 @@ def _sync_master(source, info, record, token, master, wanted, reason, run, logs)
         )
         generation = master.written.get("generation") if same else None
         master.remote_id = outcome.remote_id or master.remote_id
-        master.written = {"digest": digest, "generation": generation or secrets.token_hex(8)}
+        kept = master.written if generation else {}  # what else was written to this very event
+        master.written = {**kept, "digest": digest, "generation": generation or secrets.token_hex(8)}
     master.save(update_fields=["remote_id", "remote_may_exist", "written", "updated_at"])
+
+
+def _sync_missing(source, info, record, token, master, wanted, reason, run, logs):
+    """Cancel the instances the rule makes on dates the series has no occurrence for (left out when it
+    was made, e.g. taken): one call each, once per event (`written["missing"]`)."""
+    done = set(master.written.get("missing") or [])
+    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    for moment in wanted.missing if wanted.master is not None else ():
+        if stamp(moment) in done:
+            continue
+        operation = Operation(
+            key=source.event_id(f"series:{info.key}", record.destination),
+            object_ref=f"{source.key}:series:{info.key}"[:140],
+            remote_id=master.remote_id or None,
+            known_to_exist=True,
+            occurrence=moment,
+        )
+        outcome = _call(token, operation, reason or AccessLog.Reason.CANCELLED, run, logs, versioned)
+        if outcome.error is not None:
+            raise _Stop(_failed(versioned, State.FAILED, outcome.error, logs))
+        done.add(stamp(moment))
+        master.written = {**master.written, "missing": sorted(done)}
+        SeriesRecord.objects.filter(pk=master.pk).update(written=master.written)
 
 
 def _resource(remote_id):

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
+from bookings.models import Booking
 from calendar_sync import reads, sync
 from calendar_sync.models import BusyBlock, SeriesRecord, SyncRecord
 from calendar_sync.owners import Owner
@@ -35,7 +36,7 @@ def calendar(request, api, run):
     return fake, GOOGLE_ACCOUNT if request.param == "google" else MS_ACCOUNT
 
 
-def make_series(api, workspace, run, count=52):
+def make_series(api, workspace, run, count=52, **extra):
     start = next_monday()
     body = {
         "workspace": workspace.pk,
@@ -43,6 +44,7 @@ def make_series(api, workspace, run, count=52):
         "start": start.isoformat(),
         "end": (start + timedelta(hours=1)).isoformat(),
         "rule": f"FREQ=WEEKLY;COUNT={count}",
+        **extra,
     }
     response = api.post(URL, body, format="json")
     assert response.status_code == 201, response.content
@@ -250,3 +252,39 @@ def test_occurrences_synced_one_by_one_before_become_the_one_series(fake_google,
     events = fake_google.events(GOOGLE_ACCOUNT)
     assert len(events) == 1 and len(fake_google.expand(GOOGLE_ACCOUNT, next(iter(events)))) == 5
     assert sorted(c["method"] for c in writes(fake_google, GOOGLE_ACCOUNT)) == ["DELETE"] * 5 + ["POST"]
+
+
+def test_dates_left_out_of_a_series_are_cancelled_instances(calendar, api, workspace, run, other):
+    fake, account = calendar
+    taken = [next_monday() + timedelta(weeks=week) for week in (3, 7)]
+    for start in taken:
+        Booking.objects.create(
+            user=other,
+            workspace=workspace,
+            title="Theirs",
+            start=start,
+            end=start + timedelta(hours=1),
+            status="confirmed",
+        )
+    series = make_series(api, workspace, run, skip_conflicts=True)
+    assert len(series["bookings"]) == 50
+    event_id = the_event(fake, account)
+    rows = fake.expand(account, event_id)
+    assert len(rows) == 50 and not {t.astimezone(UTC) for t in taken} & {s for s, _, _ in rows}
+    assert len(writes(fake, account)) == 3  # the series' event, and each date left out cancelled once
+    fake.reset_log()
+    SyncRecord.objects.update(state="pending", version=1000)
+    for booking in series["bookings"]:
+        assert sync.sync_object("booking", booking["id"], "member") == "synced"
+    assert fake.calls(account) == []
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_connecting_after_the_series_was_confirmed_writes_it_once(provider, request, api, workspace, run):
+    fake = request.getfixturevalue("fake_google" if provider == "google" else "fake_microsoft")
+    account = GOOGLE_ACCOUNT if provider == "google" else MS_ACCOUNT
+    make_series(api, workspace, run)
+    assert landing(run(connect, api, fake))["calendar_sync"] == "connected"  # the backfill
+    assert len(writes(fake, account)) == 1
+    assert len(fake.expand(account, the_event(fake, account))) == 52
+    assert {r.state for r in SyncRecord.objects.filter(destination="member")} == {"synced"}
