@@ -208,9 +208,9 @@ def sync_round(item, info, reason, run):
         wanted = plan(source, item.obj, info, record.destination)
         try:
             _drop_single(source, record, token, reason, run, logs)
-            _sync_master(source, info, record, token, master, wanted, reason, run, logs)
+            fresh = _sync_master(source, info, record, token, master, wanted, reason, run, logs)
             _sync_missing(source, info, record, token, master, wanted, reason, run, logs)
-            done = _sync_instance(source, info, record, token, master, wanted, reason, run, logs)
+            done = _sync_instance(source, info, record, token, master, wanted, reason, run, logs, fresh)
         except _Stop as stop:
             return _end(versioned, stop.state, logs)
         except TransientError:
@@ -268,16 +268,17 @@ def _drop_single(source, record, token, reason, run, logs):
 
 
 def _sync_master(source, info, record, token, master, wanted, reason, run, logs):
-    """Bring the series' event to `wanted.master`: nothing when it is as written (or gone and unwanted)."""
+    """Bring the series' event to `wanted.master`: nothing when it is as written (or gone and unwanted).
+    Returns whether it was written now."""
     versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
     if wanted.master is None:
         if not master.remote_may_exist:
-            return
+            return False
         digest = None
     else:
         digest = master_digest(wanted.master)
         if master.remote_may_exist and master.written.get("digest") == digest:
-            return
+            return False
     operation = Operation(
         key=source.event_id(f"series:{info.key}", record.destination),
         event=wanted.master,
@@ -306,6 +307,7 @@ def _sync_master(source, info, record, token, master, wanted, reason, run, logs)
         kept = master.written if generation else {}  # what else was written to this very event
         master.written = {**kept, "digest": digest, "generation": generation or secrets.token_hex(8)}
     master.save(update_fields=["remote_id", "remote_may_exist", "written", "updated_at"])
+    return True
 
 
 def _sync_missing(source, info, record, token, master, wanted, reason, run, logs):
@@ -335,14 +337,20 @@ def _resource(remote_id):
     return (remote_id or "").partition("#")[0]
 
 
-def _sync_instance(source, info, record, token, master, wanted, reason, run, logs):
-    """Write this occurrence's instance when it differs from what was written; returns what it holds now."""
+def _sync_instance(source, info, record, token, master, wanted, reason, run, logs, fresh=False):
+    """Write this occurrence's instance when it differs from what was written; returns what it holds now.
+    An instance that is not there (404/410) means the series' event is not as written: it is written
+    again next round, unless it was just written (then the occurrence's sync fails, visibly)."""
     generation = master.written.get("generation")
     before = record.written.get("series") or {}
     held = before.get("instance") if before.get("generation") == generation else PLAIN
-    target = PLAIN if wanted.instance == NONE else wanted.instance
-    if wanted.master is None or wanted.instance == NONE or target == held:
-        return {"generation": generation, "instance": target} if generation else {}
+    if wanted.master is None:
+        return {}  # no series' event: no instance either
+    target = wanted.instance
+    if target == NONE:  # the rule no longer makes it: an exception written to it is cancelled once
+        target = held if held in (PLAIN, CANCELLED) else CANCELLED
+    if target == held:
+        return {"generation": generation, "instance": target}
     versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
     operation = Operation(
         key=source.event_id(f"series:{info.key}", record.destination),
@@ -354,7 +362,10 @@ def _sync_instance(source, info, record, token, master, wanted, reason, run, log
     )
     outcome = _call(token, operation, reason, run, logs, versioned)
     error = outcome.error
-    if isinstance(error, PermanentError) and error.status in (404, 410):
+    gone = isinstance(error, PermanentError) and error.status in (404, 410)
+    if gone and operation.is_delete:
+        error = None  # cancelling an instance that is not there: done
+    elif gone and not fresh:
         # The series' event is not there as written (deleted in the calendar?): write it again next round.
         SeriesRecord.objects.filter(pk=master.pk).update(written={}, remote_may_exist=True)
         _save(logs)

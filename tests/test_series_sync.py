@@ -288,3 +288,24 @@ def test_connecting_after_the_series_was_confirmed_writes_it_once(provider, requ
     assert len(writes(fake, account)) == 1
     assert len(fake.expand(account, the_event(fake, account))) == 52
     assert {r.state for r in SyncRecord.objects.filter(destination="member")} == {"synced"}
+
+
+def test_a_series_event_deleted_in_the_calendar_comes_back_with_the_next_change(calendar, api, workspace, run):
+    """A 404 on an instance means the series' event is not as written: it is written again, then the instance."""
+    fake, account = calendar
+    series = make_series(api, workspace, run)
+    fake.delete_event(account, the_event(fake, account))
+    fake.reset_log()
+    tenth = series["bookings"][9]
+    start = datetime.fromisoformat(tenth["start"]) + timedelta(hours=2)
+    moved = run(
+        api.patch,
+        f"/api/bookings/{tenth['id']}/",
+        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    rows = fake.expand(account, the_event(fake, account))
+    assert len(rows) == 52 and rows[9][0] == start.astimezone(UTC)
+    assert SyncRecord.objects.get(object_id=tenth["id"], destination="member").state == "synced"
+    assert len(writes(fake, account)) <= 4  # the refused instance, the series' event again, the instance
