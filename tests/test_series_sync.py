@@ -309,3 +309,41 @@ def test_a_series_event_deleted_in_the_calendar_comes_back_with_the_next_change(
     assert len(rows) == 52 and rows[9][0] == start.astimezone(UTC)
     assert SyncRecord.objects.get(object_id=tenth["id"], destination="member").state == "synced"
     assert len(writes(fake, account)) <= 4  # the refused instance, the series' event again, the instance
+
+
+@pytest.mark.parametrize(
+    "rule, first",
+    [
+        ("FREQ=WEEKLY;BYDAY=MO,TH;COUNT=20", 0),
+        ("FREQ=WEEKLY;INTERVAL=2;UNTIL={until}", 0),
+        ("FREQ=DAILY;INTERVAL=3;COUNT=30", 0),
+        ("FREQ=MONTHLY;BYDAY=1MO;COUNT=12", "1MO"),
+        ("FREQ=MONTHLY;COUNT=12", 0),
+    ],
+)
+def test_every_kind_of_rule_expands_as_the_series_does(calendar, api, workspace, run, rule, first):
+    """The rule as each calendar says it (Google's RRULE, Graph's pattern and range) makes exactly the
+    occurrences the series made, at their local times."""
+    fake, account = calendar
+    start = next_monday()
+    if first == "1MO":  # the first Monday of a month
+        day = start.date().replace(day=1)
+        start = datetime.combine(day + timedelta(days=(7 - day.weekday()) % 7), time(9), tzinfo=LISBON)
+        if start <= timezone.now():
+            day = (start.date().replace(day=28) + timedelta(days=4)).replace(day=1)
+            start = datetime.combine(day + timedelta(days=(7 - day.weekday()) % 7), time(9), tzinfo=LISBON)
+    until = (start + timedelta(weeks=30)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    body = {
+        "workspace": workspace.pk,
+        "title": "Team room",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "rule": rule.format(until=until),
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 201, response.content
+    series = response.json()
+    assert run(api.post, f"{URL}{series['id']}/confirm/").status_code == 200
+    rows = fake.expand(account, the_event(fake, account))
+    assert [s for s, _, _ in rows] == [datetime.fromisoformat(b["start"]).astimezone(UTC) for b in series["bookings"]]
+    assert len(writes(fake, account)) == 1
