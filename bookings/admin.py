@@ -38,8 +38,19 @@ class BookingAdmin(admin.ModelAdmin):
     list_display = ("title", "user", "workspace", "start", "end", "status", "sync_state", "sync_error")
     list_filter = ("status", "workspace")
     search_fields = ("title", "user__username")
-    # `series`: occurrences come from a series' rule, never attached by hand.
-    readonly_fields = ("series", "google_calendar_event_id", "sync_state", "sync_error", "created_at", "updated_at")
+    # `series`: occurrences come from a series' rule, never attached by hand. Guests and the video link
+    # are the member's (validated by the API, invitations sent from their calendar): shown, not edited.
+    readonly_fields = (
+        "series",
+        "guests",
+        "conference",
+        "conference_info",
+        "google_calendar_event_id",
+        "sync_state",
+        "sync_error",
+        "created_at",
+        "updated_at",
+    )
     list_select_related = ("user", "workspace")
     actions = ("resync",)
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from django.db import models
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -108,9 +109,113 @@ class BookingSyncSerializer(SyncStateSerializer):
     workspace = SyncStateSerializer(allow_null=True, help_text="The workspace's room calendar.")
 
 
+GUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email"},
+        "response": {"type": "string", "enum": ["needsAction", "accepted", "declined", "tentative"]},
+    },
+    "required": ["email"],
+}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": services.MAX_GUESTS,
+        "items": {"oneOf": [{"type": "string", "format": "email"}, GUEST_SCHEMA]},
+        "description": "Guests: attendees of the member's own calendar event (never of the room's). Write a list "
+        f"of up to {services.MAX_GUESTS} e-mail addresses (or the objects read); each is stripped, its domain "
+        "lower-cased, duplicates dropped, and the member's own address refused. Read "
+        '`[{"email", "response"}]`, `response` one of `needsAction` (new guests), `accepted`, `declined`, '
+        "`tentative`, as the calendar last reported it; a guest kept in the list keeps their answer.",
+    }
+)
+class GuestsField(serializers.Field):
+    """Written as e-mail addresses (or the objects read back), read as [{"email", "response"}]."""
+
+    default_error_messages = {"invalid": "A list of e-mail addresses."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("invalid")
+        emails = []
+        for item in data:
+            if isinstance(item, dict):
+                item = item.get("email")
+            if not isinstance(item, str):
+                self.fail("invalid")
+            emails.append(item)
+        return emails
+
+    def to_representation(self, value):
+        guests = value if isinstance(value, list) else []
+        return [
+            {"email": str(g["email"]), "response": str(g.get("response") or "needsAction")}
+            for g in guests
+            if isinstance(g, dict) and g.get("email")
+        ]
+
+
+class ConferenceStateSerializer(serializers.Serializer):
+    requested = serializers.ChoiceField(choices=Booking.Conference.choices, help_text="The video link asked for.")
+    type = serializers.CharField(help_text='"google_meet" or "teams" as made; "" when none.')
+    join_url = serializers.CharField(help_text='The meeting\'s join link; "" until it is ready.')
+    status = serializers.ChoiceField(choices=["none", "pending", "ready", "failed"])
+    reason = serializers.CharField(required=False, help_text="Why it failed (only when failed).")
+
+
+class ConferenceField(serializers.Field):
+    """In: "none" (default), "auto", "google_meet" or "teams". Out: the booking's one video meeting as
+    its calendars made it: {"requested", "type", "join_url", "status"} (and "reason" when failed)."""
+
+    default_error_messages = {"invalid_choice": '"{input}" is not one of: none, auto, google_meet, teams.'}
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or data not in Booking.Conference.values:
+            self.fail("invalid_choice", input=str(data)[:50])
+        return {"conference": data}
+
+    def to_representation(self, booking):
+        info = booking.conference_info or {}
+        requested = booking.conference or Booking.Conference.NONE
+        status = info.get("status") or "none"
+        state = {
+            "requested": requested,
+            "type": info.get("type") or "",
+            "join_url": info.get("join_url") or "",
+            "status": status,
+        }
+        if status == "failed":
+            state["reason"] = info.get("reason") or ""
+        return state
+
+
+class ConferenceFieldSchema(OpenApiSerializerFieldExtension):
+    """The OpenAPI shape of `ConferenceField`: a string in requests, an object in responses."""
+
+    target_class = ConferenceField
+
+    def map_serializer_field(self, auto_schema, direction):
+        if direction == "request":
+            choice = serializers.ChoiceField(
+                choices=Booking.Conference.choices,
+                default=Booking.Conference.NONE,
+                help_text="The video link asked for: none, auto (what the calendar can make), google_meet or teams.",
+            )
+            choice.bind("conference", ConferenceStateSerializer())
+            return auto_schema._map_serializer_field(choice, direction)
+        return auto_schema.resolve_serializer(ConferenceStateSerializer, direction).ref
+
+
 class BookingSerializer(serializers.ModelSerializer):
     workspace = serializers.PrimaryKeyRelatedField(queryset=Workspace.objects.all())
     calendar_sync = serializers.SerializerMethodField()
+    guests = GuestsField(required=False)
+    conference = ConferenceField(required=False)
 
     class Meta:
         model = Booking
@@ -123,7 +228,9 @@ class BookingSerializer(serializers.ModelSerializer):
             "end",
             "status",
             "series",
+            "guests",
             "google_calendar_event_id",
+            "conference",
             "calendar_sync",
             "created_at",
             "updated_at",
@@ -168,6 +275,13 @@ class BookingSerializer(serializers.ModelSerializer):
         end = attrs.get("end", getattr(self.instance, "end", None))
         if start and end and end <= start:
             raise ValidationError({"end": ["End must be after start."]})
+        if "guests" in attrs:
+            request = self.context.get("request")
+            member = self.instance.user if self.instance is not None else getattr(request, "user", None)
+            try:
+                attrs["guests"] = services.clean_guests(attrs["guests"], getattr(member, "email", "") or "")
+            except services.BookingError as exc:
+                raise ValidationError({"guests": [str(exc)]}) from None
         return attrs
 
 
@@ -229,13 +343,14 @@ class BookingViewSet(
         serializer.instance = services.create_booking(user=self.request.user, **data)
 
     def perform_update(self, serializer):
-        changes = {k: v for k, v in serializer.validated_data.items() if k in ("title", "start", "end")}
+        fields = ("title", "start", "end", "guests", "conference")
+        changes = {k: v for k, v in serializer.validated_data.items() if k in fields}
         serializer.instance = self._fresh(services.update_booking(serializer.instance, **changes))
 
     @staticmethod
     def _fresh(booking):
         # With eager tasks (no broker) the sync already ran on commit: show its result.
-        booking.refresh_from_db(fields=["google_calendar_event_id"])
+        booking.refresh_from_db(fields=["google_calendar_event_id", "conference_info"])
         return booking
 
     @extend_schema(

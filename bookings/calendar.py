@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 from django.urls import reverse
 from django.utils import timezone
 
-from calendar_sync.api import Event, EventSource, SeriesInfo, get_setting
+from calendar_sync import api
+from calendar_sync.api import Event, EventSource, Owner, SeriesInfo, get_setting
 
 from . import recurrence
+from . import remote
 from .models import Booking
 
 WORKSPACE = "workspace"
@@ -26,9 +28,15 @@ def _first_start(series):
     return recurrence.localize(datetime.combine(first.date(), series.local_start), zone)
 
 
+def guest_emails(booking):
+    """The addresses of a booking's guests (entries that are not {"email": ...} are left out)."""
+    guests = booking.guests if isinstance(booking.guests, list) else []
+    return tuple(str(g["email"]) for g in guests if isinstance(g, dict) and g.get("email"))
+
+
 class BookingSource(EventSource):
     model = "bookings.Booking"
-    watched_fields = ("status", "start", "end", "title", "workspace")
+    watched_fields = ("status", "start", "end", "title", "workspace", "guests", "conference")
     event_id_field = "google_calendar_event_id"
 
     def get_queryset(self):
@@ -48,6 +56,8 @@ class BookingSource(EventSource):
         workspace = obj.workspace
         location = ", ".join(p for p in (workspace.name, workspace.address) if p)
         frontend = get_setting("FRONTEND_URL").rstrip("/")
+        member_makes = self._member_makes_conference(obj)
+        join_url = (obj.conference_info or {}).get("join_url") or ""
         if destination == WORKSPACE:  # the room's calendar: who booked it (unless turned off), a staff link
             scheme, host = urlsplit(frontend)[:2]
             origin = f"{scheme}://{host}" if frontend else ""
@@ -59,6 +69,9 @@ class BookingSource(EventSource):
                 time_zone=workspace.time_zone,
                 location=location,
                 description=f"ManageHub booking of {workspace.name}.\nStaff: {origin}{reverse('admin:bookings_booking_change', args=[obj.pk])}",
+                # One meeting per booking: the member's copy makes it; the room's only when the member can't.
+                conference="none" if member_makes else obj.conference,
+                join_url=join_url if member_makes else "",
             )
         return Event(
             summary=f"{obj.title} — {workspace.name}",
@@ -67,7 +80,32 @@ class BookingSource(EventSource):
             time_zone=workspace.time_zone,
             location=location,
             description=f"ManageHub booking at {workspace.name}.\nDetails: {frontend}/bookings/{obj.pk}",
+            attendees=guest_emails(obj),  # the member's copy only: the room's would invite them twice
+            conference=obj.conference,
+            join_url="" if member_makes else join_url,  # a link the room's copy made
         )
+
+    @staticmethod
+    def _member_makes_conference(obj):
+        """Whether the member's own calendar makes the booking's meeting (then the room's copy carries its link)."""
+        wanted = obj.conference or Booking.Conference.NONE
+        return wanted == Booking.Conference.NONE or api.offers_conference(Owner("user", str(obj.user_id)), wanted)
+
+    def conference_changed(self, obj, destination, conference):
+        """Keep the meeting on the booking; the other copy then carries its link. A failure in one copy
+        never replaces a link the other copy made."""
+        info = {"type": conference.type, "join_url": conference.join_url, "status": conference.status}
+        if conference.reason:
+            info["reason"] = conference.reason
+        current = Booking.objects.filter(pk=obj.pk).values_list("conference_info", flat=True).first() or {}
+        if conference.status in ("failed", "none") and current.get("join_url") and current.get("maker") != destination:
+            return
+        info["maker"] = destination
+        Booking.objects.filter(pk=obj.pk).update(conference_info=info)
+        obj.conference_info = info
+        if info["join_url"] != current.get("join_url", ""):
+            others = [role for role in self.destinations(obj) if role != destination]
+            api.sync_again(self.key, obj, others)
 
     def series(self, obj):
         """A booking made by a series is one occurrence of it: its calendars hold one recurring event."""
@@ -105,6 +143,17 @@ class BookingSource(EventSource):
     def series_members(self, obj):
         """Every occurrence of the booking's series (cancelled ones too)."""
         return self.get_queryset().filter(series_id=obj.series_id).order_by("series_start")
+
+    # What the member did to the event in their own calendar: the rules are in `bookings.remote`.
+    # A room calendar's copy is the workspace's, not the member's word: nothing follows from it.
+    def remote_deleted(self, obj, destination):
+        return remote.deleted(obj) if destination == "member" else None
+
+    def remote_moved(self, obj, destination, start, end):
+        return remote.moved(obj, start, end) if destination == "member" else None
+
+    def responses_changed(self, obj, destination, guests):
+        return remote.answered(obj, guests) if destination == "member" else None
 
     def upcoming(self, owner):
         bookings = Booking.objects.filter(status=Booking.Status.CONFIRMED, end__gt=timezone.now())

@@ -2,7 +2,9 @@
 and staff's Integrations → Room calendars page.
 
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
-Cancel, so it says the same thing and works the same way with JavaScript off."""
+Cancel, so it says the same thing and works the same way with JavaScript off. So are repeating
+bookings: "Repeat" on the booking form, Confirm for a whole series, and "this one / this and
+following / all" on Cancel and Move — all through `services`, as the REST API."""
 
 import datetime as dt
 import zoneinfo
@@ -12,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,8 +25,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from calendar_sync import api as calendar_sync
 
-from . import services
-from .models import Booking, Workspace
+from . import recurrence, repeat, services
+from .models import Booking, Series, Workspace
 
 #: What the "In your calendar" column says, by state (see `_in_calendar`).
 IN_CALENDAR = {
@@ -56,10 +59,18 @@ def _in_calendar(booking, state, connection):
     return "unconfirmed" if booking.status == Booking.Status.PENDING else "removed"
 
 
+def _series_words(bookings):
+    """Each series' rule in words, once per series (by id)."""
+    return {b.series_id: repeat.words(b.series) for b in bookings if b.series_id}
+
+
 def _rows(user, errors):
     bookings = list(
-        Booking.objects.filter(user=user, end__gt=timezone.now()).select_related("workspace").order_by("start", "pk")
+        Booking.objects.filter(user=user, end__gt=timezone.now())
+        .select_related("workspace", "series")
+        .order_by("start", "pk")
     )
+    words = _series_words(bookings)
     states = calendar_sync.sync_states("booking", bookings)
     connection = calendar_sync.connection(calendar_sync.Owner.member(user))
     rows = []
@@ -71,6 +82,7 @@ def _rows(user, errors):
             {
                 "booking": booking,
                 "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+                "repeats": words.get(booking.series_id, ""),
                 "sync_state": key,
                 "in_calendar": IN_CALENDAR[key] + (f" — {error}" if error else ""),
                 "error": errors.get(str(booking.pk)),  # what went wrong with the last action on it
@@ -97,7 +109,8 @@ def _connections(user):
 
 
 def _week(request):
-    """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view."""
+    """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view; an
+    occurrence of a series also has `series` (its id, title and rule in words)."""
     try:  # a well-formed but impossible time (month 13, an offset past year 1 or 9999) is a ValueError/OverflowError
         start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
         if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
@@ -112,9 +125,10 @@ def _week(request):
     bookings = (
         Booking.objects.filter(user=request.user, start__lt=end, end__gt=start)
         .exclude(status=Booking.Status.CANCELLED)
-        .select_related("workspace")
+        .select_related("workspace", "series")
         .order_by("start", "pk")
     )
+    words = _series_words(bookings)
     return JsonResponse(
         {
             "bookings": [
@@ -125,6 +139,11 @@ def _week(request):
                     "start": b.start.isoformat(),
                     "end": b.end.isoformat(),
                     "status": b.status,
+                    **(
+                        {"series": {"id": str(b.series_id), "title": b.series.title, "rule": words[b.series_id]}}
+                        if b.series_id
+                        else {}
+                    ),
                 }
                 for b in bookings
             ]
@@ -147,24 +166,67 @@ def calendar_integration(request):
     part = PARTS.get(request.GET.get("part", ""))
     if part:
         return part(request)
-    row_errors, notes = {}, []
+    row_errors, series_errors, notes = {}, {}, []
     for message in messages.get_messages(request):
         if message.extra_tags.startswith("booking-"):
             row_errors[message.extra_tags.removeprefix("booking-")] = message.message
+        elif message.extra_tags.startswith("series-"):
+            series_errors[message.extra_tags.removeprefix("series-")] = message.message
         else:
             notes.append(message)
     context = {
         "sandbox": settings.CALENDAR_SYNC_SANDBOX,
         "rows": _rows(request.user, row_errors),
+        "series_rows": _series_rows(request.user, series_errors),
         "notes": notes,
         "connections": _connections(request.user),
         "workspaces": Workspace.objects.order_by("name"),
+        "days": DAY_CHOICES,
+        "max_interval": recurrence.MAX_INTERVAL,
+        "max_occurrences": recurrence.MAX_OCCURRENCES,
     }
     return render(request, "bookings/integrations_calendar.html", context)
 
 
+def _series_rows(user, errors):
+    """The member's series with an upcoming occurrence: rule in words, how many upcoming and how many
+    of them pending, and the next occurrence (its cancel page offers "all")."""
+    upcoming = Q(bookings__end__gt=timezone.now()) & ~Q(bookings__status=Booking.Status.CANCELLED)
+    following = (
+        Booking.objects.filter(series=OuterRef("pk"), end__gt=timezone.now())
+        .exclude(status=Booking.Status.CANCELLED)
+        .order_by("start")
+    )
+    series = (
+        Series.objects.filter(user=user)
+        .select_related("workspace")
+        .annotate(
+            upcoming=Count("bookings", filter=upcoming),
+            pending=Count("bookings", filter=upcoming & Q(bookings__status=Booking.Status.PENDING)),
+            next_id=Subquery(following.values("pk")[:1]),
+            next_start=Subquery(following.values("start")[:1]),
+        )
+        .filter(upcoming__gt=0)
+        .order_by("start", "pk")
+    )
+    return [{"series": s, "words": repeat.words(s), "error": errors.get(str(s.pk))} for s in series]
+
+
+def _calendar_date(value):
+    """A date no calendar (nor a time zone) overflows on: the API's bounds, 1900 to 2999."""
+    if value is not None and not 1900 <= value.year <= 2999:
+        raise forms.ValidationError("Must be between 1900-01-01 and 2999-12-31.")
+    return value
+
+
+DAY_CHOICES = list(repeat.DAY_NAMES.items())  # (MO, Monday)…
+
+
 class BookingForm(forms.Form):
-    """The page's booking form. `zone` is the browser's time zone, set by the page's script."""
+    """The page's booking form. `zone` is the browser's time zone, set by the page's script.
+
+    "Repeat" (weekly) makes it a series: on `days` (none: the date's own weekday), every `interval`
+    weeks, ending after `count` times or on `until` (`ends` says which)."""
 
     workspace = forms.ModelChoiceField(Workspace.objects.all())
     title = forms.CharField(max_length=200)
@@ -172,19 +234,47 @@ class BookingForm(forms.Form):
     start = forms.TimeField()
     end = forms.TimeField()
     zone = forms.CharField(required=False, max_length=64)
+    repeat = forms.ChoiceField(choices=[("", "Does not repeat"), ("weekly", "Weekly")], required=False)
+    days = forms.MultipleChoiceField(choices=DAY_CHOICES, required=False)
+    interval = forms.IntegerField(min_value=1, max_value=recurrence.MAX_INTERVAL, required=False)
+    ends = forms.ChoiceField(choices=[("count", "After"), ("until", "On")], required=False)
+    count = forms.IntegerField(min_value=1, max_value=9999, required=False)
+    until = forms.DateField(required=False)
+    skip_conflicts = forms.BooleanField(required=False)
+
+    def clean_date(self):
+        return _calendar_date(self.cleaned_data["date"])
+
+    def clean_until(self):
+        return _calendar_date(self.cleaned_data["until"])
+
+    def clean(self):
+        data = super().clean()
+        if data.get("repeat") == "weekly":
+            ends = data.get("ends") or "count"
+            if ends == "count" and data.get("count") is None:
+                self.add_error("count", "How many times: a number.")
+            if ends == "until" and data.get("until") is None:
+                self.add_error("until", "The last date, or choose “after … times”.")
+            data["ends"] = ends
+        return data
 
 
 @login_required
 @require_POST
 def new_booking(request):
-    """The booking form without JavaScript (with it, the page posts to the bookings API instead): the
-    times are read in the browser's zone when the script named it, else in the workspace's."""
+    """The booking form without JavaScript, and with "Repeat" always (without it, the page's script posts
+    to the bookings API instead): the times are read in the browser's zone when the script named it,
+    else in the workspace's. A series clashing with other bookings gets a page of its own naming the
+    dates, from which the member books the other dates."""
     form = BookingForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Not booked: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
         return redirect(f"{reverse('calendar-integration')}#book")
     data = form.cleaned_data
     zone = data["zone"] if data["zone"] in zoneinfo.available_timezones() else data["workspace"].time_zone
+    if data["repeat"] == "weekly":
+        return _new_series(request, data, zone)
     start, end = (dt.datetime.combine(data["date"], data[k], zoneinfo.ZoneInfo(zone)) for k in ("start", "end"))
     try:
         booking = services.create_booking(
@@ -195,6 +285,61 @@ def new_booking(request):
         return redirect(f"{reverse('calendar-integration')}#book")
     messages.success(request, f"Booked “{booking.title}” ({zone} time): confirm it below.")
     return _back_to(booking)
+
+
+def _new_series(request, data, zone):
+    workspace = data["workspace"]
+    start, end, rule = repeat.weekly(
+        date=data["date"],
+        start=data["start"],
+        end=data["end"],
+        zone=zone,
+        workspace_zone=workspace.time_zone,
+        days=data["days"],
+        interval=data["interval"] or 1,
+        count=data["count"] if data["ends"] == "count" else None,
+        until=data["until"] if data["ends"] == "until" else None,
+    )
+    try:
+        series, skipped = services.create_series(
+            user=request.user,
+            workspace=workspace,
+            title=data["title"],
+            start=start,
+            end=end,
+            rule=rule,
+            skip_conflicts=data["skip_conflicts"],
+        )
+    except services.SeriesConflict as exc:
+        resend = [(k, v) for k, values in request.POST.lists() for v in values if k not in IGNORED_FIELDS]
+        context = {
+            "workspace": workspace,
+            "detail": str(exc),
+            "dates": [_day(date) for date in exc.dates],
+            "resend": resend,
+            "skipped_already": data["skip_conflicts"],  # then every date clashes: nothing left to book
+        }
+        return render(request, "bookings/series_conflict.html", context, status=409)
+    except services.BookingError as exc:
+        messages.error(request, f"Not booked: {exc}")
+        return redirect(f"{reverse('calendar-integration')}#book")
+    count = series.bookings.count()
+    words = repeat.words(series)
+    note = f"Booked “{series.title}”, {words[:1].lower()}{words[1:]}: {count} {'date' if count == 1 else 'dates'}"
+    if skipped:
+        note += f", leaving out {', '.join(_day(date) for date in skipped)}"
+    messages.success(request, note + f" ({zone} time). Confirm them below, all at once or one by one.")
+    return redirect(f"{reverse('calendar-integration')}#series-{series.pk}")
+
+
+#: Fields of a refused series that its "book the other dates" form does not send again.
+IGNORED_FIELDS = {"csrfmiddlewaretoken", "skip_conflicts"}
+
+
+def _day(iso_date):
+    """ "2026-12-07" as "Mon 7 Dec 2026"."""
+    day = dt.date.fromisoformat(iso_date)
+    return f"{day:%a} {day.day} {day:%b %Y}"
 
 
 def _back_to(booking):
@@ -213,16 +358,134 @@ def confirm_booking(request, pk):
 
 
 @login_required
+@require_POST
+def confirm_series(request, pk):
+    """Every pending occurrence at once, or none: a clash is said by the series, naming the dates."""
+    series = get_object_or_404(Series, pk=pk, user=request.user)
+    try:
+        services.confirm_series(series)
+    except services.BookingError as exc:
+        messages.error(request, f"Not confirmed: {exc}", extra_tags=f"series-{series.pk}")
+    else:
+        messages.success(request, f"Confirmed every date of “{series.title}”.")
+    return redirect(f"{reverse('calendar-integration')}#series-{series.pk}")
+
+
+#: "This one / this and following / all" of a series, as the cancel page offers them.
+CANCEL_SCOPES = {
+    "one": "Only this one",
+    "following": "This one and every later one in the series",
+    "all": "Every upcoming one in the series",
+}
+#: And as the move page offers them: a series changes its time of day as a whole (see README).
+MOVE_SCOPES = {
+    "one": "Only this one (to another date or time)",
+    "all": "Every upcoming one in the series (to another time of day, each on its own date)",
+}
+
+
+def _occurrence(request, pk):
+    """The member's booking and, if it is an occurrence of one of their series, the series (else None)."""
+    booking = get_object_or_404(Booking.objects.select_related("workspace", "series"), pk=pk, user=request.user)
+    series = booking.series if booking.series and booking.series.user_id == request.user.pk else None
+    return booking, series
+
+
+def _scope(request, series, scopes):
+    """The scope asked for: "one" for a booking on its own; None when it is not one offered."""
+    scope = request.POST.get("scope", request.GET.get("scope", "one")) or "one"
+    return scope if scope == "one" or (series and scope in scopes) else None
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def cancel_booking(request, pk):
-    """GET asks "are you sure?" (a page of its own: it works without JavaScript); POST cancels."""
-    booking = get_object_or_404(Booking.objects.select_related("workspace"), pk=pk, user=request.user)
-    if request.method == "GET":
-        when = services.when(booking.start, booking.end, booking.workspace.time_zone)
-        return render(request, "bookings/cancel_booking.html", {"booking": booking, "when": when})
-    services.cancel_booking(booking)
-    messages.success(request, f"Cancelled “{booking.title}”.")
+    """GET asks "are you sure?" (a page of its own: it works without JavaScript); POST cancels. For an
+    occurrence of a series it asks which: this one, this and the following ones, or all upcoming ones."""
+    booking, series = _occurrence(request, pk)
+    scope = _scope(request, series, CANCEL_SCOPES)
+    if request.method == "GET" or scope is None:
+        context = {
+            "booking": booking,
+            "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+            "series": series,
+            "repeats": repeat.words(series) if series else "",
+            "scopes": CANCEL_SCOPES,
+            "scope": scope or "one",
+            "error": "" if scope else "Choose one of the options.",
+        }
+        return render(request, "bookings/cancel_booking.html", context, status=200 if scope else 400)
+    if scope == "one":
+        services.cancel_booking(booking)
+        messages.success(request, f"Cancelled “{booking.title}”.")
+    else:
+        services.cancel_series(series, from_booking=booking if scope == "following" else None)
+        which = "from " + _day(booking.start.astimezone(zoneinfo.ZoneInfo(series.time_zone)).date().isoformat())
+        messages.success(
+            request, f"Cancelled “{series.title}” {which if scope == 'following' else 'on every date ahead'}."
+        )
     return _back_to(booking)
+
+
+class MoveForm(forms.Form):
+    """Where to: times in the workspace's zone (the page says so); `date` only for "this one"."""
+
+    date = forms.DateField(required=False)
+    start = forms.TimeField()
+    end = forms.TimeField()
+
+    def clean_date(self):
+        return _calendar_date(self.cleaned_data["date"])
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def move_booking(request, pk):
+    """GET shows where the booking is; POST moves it (`services.update_booking`) or, for "all", gives
+    its series another time of day (`services.update_series`). Errors are said on the page (400, or
+    409 for an overlap) and nothing changes."""
+    booking, series = _occurrence(request, pk)
+    zone = zoneinfo.ZoneInfo(booking.workspace.time_zone)
+    start, end = booking.start.astimezone(zone), booking.end.astimezone(zone)
+    scope = _scope(request, series, MOVE_SCOPES)
+    form = MoveForm(request.POST or None)
+    shown = {"date": start.date().isoformat(), "start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            if scope is None:
+                raise services.BookingError("Choose one of the options.")
+            if not form.is_valid():
+                raise services.BookingError("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+            moved = _move(booking, series, scope, form.cleaned_data, zone)
+        except services.BookingError as exc:
+            error, status = f"Not moved: {exc}", 409 if exc.code == "overlap" else 400
+        else:
+            messages.success(request, moved)
+            return _back_to(booking)
+    context = {
+        "booking": booking,
+        "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+        "series": series,
+        "repeats": repeat.words(series) if series else "",
+        "scopes": MOVE_SCOPES,
+        "scope": scope or "one",
+        "values": {k: request.POST.get(k, v) for k, v in shown.items()},
+        "error": error,
+    }
+    return render(request, "bookings/move_booking.html", context, status=status)
+
+
+def _move(booking, series, scope, data, zone):
+    """Move, and say what moved."""
+    if scope == "all":
+        series = services.update_series(series, start_time=data["start"], end_time=data["end"])
+        return f"Moved every upcoming date of “{series.title}”: {repeat.words(series)}."
+    if data["date"] is None:
+        raise services.BookingError("date: the new date of this one.", field="date")
+    start, end = (dt.datetime.combine(data["date"], data[k], zone) for k in ("start", "end"))
+    booking = services.update_booking(booking, start=start, end=end)
+    return f"Moved “{booking.title}” to {services.when(booking.start, booking.end, booking.workspace.time_zone)}."
 
 
 @login_required  # signed out: the site's sign-in page

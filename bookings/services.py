@@ -10,6 +10,8 @@ from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
 from django.db import transaction
 from django.utils import timezone
 
@@ -96,16 +98,61 @@ def _check_free(booking):
         )
 
 
+MAX_GUESTS = 50
+_email = EmailValidator()
+
+
+def clean_guests(emails, member_email=""):
+    """Guests as a booking keeps them: each address stripped, its domain lower-cased, each once (the
+    first spelling kept), at most MAX_GUESTS, never the member themself. BookingError (field `guests`)
+    naming the first address at fault."""
+    if not isinstance(emails, (list, tuple)):
+        raise BookingError("Guests are a list of e-mail addresses.", field="guests")
+    if len(emails) > MAX_GUESTS:
+        raise BookingError(f"A booking has at most {MAX_GUESTS} guests.", field="guests")
+    cleaned, seen = [], set()
+    for raw in emails:
+        if not isinstance(raw, str):
+            raise BookingError("Guests are a list of e-mail addresses.", field="guests")
+        local, _, domain = raw.strip().rpartition("@")
+        address = f"{local}@{domain.lower()}" if local else raw.strip()
+        try:
+            _email(address)
+        except ValidationError:
+            raise BookingError(f"{address[:100]!r} is not an e-mail address.", field="guests") from None
+        if len(address) > 254:
+            raise BookingError("An e-mail address has at most 254 characters.", field="guests")
+        if member_email and address.lower() == member_email.strip().lower():
+            raise BookingError("You are the organizer: leave your own address out of the guests.", field="guests")
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            cleaned.append(address)
+    return cleaned
+
+
+def _guests(before, emails):
+    """[{"email", "response"}] for `emails`: a guest already invited keeps their answer, a new one needsAction."""
+    answers = {
+        str(g["email"]).lower(): g.get("response") or "needsAction"
+        for g in (before if isinstance(before, list) else [])
+        if isinstance(g, dict) and g.get("email")
+    }
+    return [{"email": e, "response": answers.get(e.lower(), "needsAction")} for e in emails]
+
+
 def _lock(booking_id):
     booking = Booking.objects.select_for_update().get(pk=booking_id)
     Workspace.objects.select_for_update().get(pk=booking.workspace_id)
     return booking
 
 
-def create_booking(*, user, workspace, title, start, end):
+def create_booking(*, user, workspace, title, start, end, guests=(), conference=Booking.Conference.NONE):
     _check_times(start, end)
     _check_bounds(start, end)
-    return Booking.objects.create(user=user, workspace=workspace, title=title, start=start, end=end)
+    guests = _guests([], clean_guests(list(guests), user.email))
+    return Booking.objects.create(
+        user=user, workspace=workspace, title=title, start=start, end=end, guests=guests, conference=conference
+    )
 
 
 @transaction.atomic
@@ -131,20 +178,24 @@ def cancel_booking(booking):
 
 
 @transaction.atomic
-def update_booking(booking, *, title=None, start=None, end=None):
-    """Retitle and/or reschedule. A cancelled booking cannot change."""
+def update_booking(booking, *, title=None, start=None, end=None, guests=None, conference=None):
+    """Retitle, reschedule, change the guests (their answers kept) and/or ask for another video link.
+    A cancelled booking cannot change."""
     booking = _lock(booking.pk)
     if booking.status == Booking.Status.CANCELLED:
         raise BookingError("A cancelled booking cannot be changed.", code="invalid_transition")
+    if guests is not None:
+        booking.guests = _guests(booking.guests, clean_guests(list(guests), booking.user.email))
     booking.title = booking.title if title is None else title
     booking.start = booking.start if start is None else start
     booking.end = booking.end if end is None else end
+    booking.conference = booking.conference if conference is None else conference
     _check_times(booking.start, booking.end)
     if start is not None or end is not None:
         _check_bounds(booking.start, booking.end)
     if booking.status == Booking.Status.CONFIRMED:
         _check_free(booking)
-    booking.save(update_fields=["title", "start", "end", "updated_at"])
+    booking.save(update_fields=["title", "start", "end", "guests", "conference", "updated_at"])
     return booking
 
 

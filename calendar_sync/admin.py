@@ -80,6 +80,7 @@ class CalendarTokenAdmin(SecretSafeAdmin):
         "conflicts",
         "status",
         "scopes",
+        "capabilities",
         "expires_at",
         "paused_until",
         "last_error",

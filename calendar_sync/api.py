@@ -15,10 +15,11 @@ from typing import Any
 
 from django.db import models
 
-from . import flows, progress, tasks, tokens
+from . import flows, invitations, meetings, progress, tasks, tokens
 from .conf import get_setting
 from .models import CalendarToken, SyncRecord
 from .owners import Owner, label, shared_kinds
+from .providers import get_provider
 from .reads import external_busy
 from .serializers import ErrorSerializer, SyncStateSerializer
 from .sources import EventSource, get_source
@@ -30,15 +31,18 @@ __all__ = [
     "Event",
     "EventSource",
     "Owner",
+    "capabilities",
     "connection",
     "connections",
     "external_busy",
     "get_setting",
     "Guest",
+    "offers_conference",
     "resync",
     "SeriesInfo",
     "shared_connections",
     "shared_kinds",
+    "sync_again",
     "sync_states",
     "SyncStateSerializer",
 ]
@@ -64,12 +68,34 @@ def sync_states(source_key: str, objects: Iterable[models.Model]) -> dict[str, d
     return states
 
 
-def resync(source_key: str, objects: Iterable[models.Model]) -> int:
-    """Bring these objects' events up to date again in every destination. Returns how many syncs were
-    queued (enqueued when the caller's transaction commits)."""
-    work = flows.resync_objects(source_key, objects)
+def resync(source_key: str, objects: Iterable[models.Model], destination: str | None = None) -> int:
+    """Bring these objects' events up to date again in every destination (or only `destination`, e.g.
+    "member": an event someone moved there goes back). Returns how many syncs were queued (enqueued
+    when the caller's transaction commits)."""
+    work = flows.resync_objects(source_key, objects, destination)
     tasks.schedule(work)
     return len(work)
+
+
+def sync_again(source_key: str, obj: models.Model, destinations: Iterable[str]) -> int:
+    """Bring these destinations of one object up to date again (not the others): e.g. the room's copy
+    once the member's copy has its meeting link. Enqueued when the caller's transaction commits."""
+    work = flows.sync_again(source_key, str(obj.pk), destinations)
+    tasks.schedule(work)
+    return len(work)
+
+
+def capabilities(owner: Owner) -> dict[str, Any]:
+    """What the owner's connected write calendar can do now: {"conference": ["google_meet"] |
+    ["teams"] | [], "guests": bool}; not connected: nothing."""
+    return meetings.capabilities(owner)
+
+
+def offers_conference(owner: Owner, conference: str) -> bool:
+    """Whether the owner's write calendar can make the meeting `conference` ("auto", "google_meet",
+    "teams") now, from what is known (read once from the provider when unknown): if not, another copy
+    may make it."""
+    return meetings.offers(owner, conference)
 
 
 def connections(owner: Owner) -> list[dict[str, Any]]:
@@ -117,8 +143,20 @@ def connection(owner: Owner) -> dict[str, Any]:
         "pending_syncs": counts[SyncRecord.State.PENDING],
         "failed_syncs": counts[SyncRecord.State.FAILED],
         "bulk": progress.of(token),
+        "resend_invitations": resend_invitations(owner, token),
         "connections": connections(owner),
     }
+
+
+def resend_invitations(owner: Owner, token: CalendarToken | None) -> int:
+    """How many events with guests a change of calendar would send again (a cancellation and a new
+    invitation each): those in the write calendar when its provider cannot move events (Graph);
+    0 where it can (Google's events.move tells nobody) or when nothing is connected."""
+    if token is None or get_provider(token.provider).can_move:
+        return 0
+    return SyncRecord.objects.filter(
+        remote_may_exist=True, written__has_key=invitations.GUEST_DIGEST, **owner.lookup()
+    ).count()
 
 
 def shared_connections(kind: str | None = None) -> list[dict[str, Any]]:

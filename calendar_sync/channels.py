@@ -1,11 +1,13 @@
-"""Push channel upkeep: a shared calendar is watched, so a change there is pulled at once.
+"""Push channel upkeep: a watched calendar's change is pulled at once.
 
-A shared (room) connection gets a Google push channel (`events.watch`) or a Microsoft Graph
-subscription (`POST /subscriptions`) whose notifications reach `webhooks.webhook` at
-`/api/calendar-sync/push/<provider>`. A notification carries no data we trust beyond "this
-channel changed": it is verified with the channel's secret (an HMAC of the connection id, so
-nothing secret is stored). The scheduled pull stays the safety net: a lost notification, an
-expired channel or an unreachable webhook only delays a change until the next pull.
+A shared (room) connection, and a member's write connection on a provider that reports changes to
+our events (`remote.watched`: what the member does to our events comes back), gets a Google push
+channel (`events.watch`) or a Microsoft Graph subscription (`POST /subscriptions`) whose
+notifications reach `webhooks.webhook` at `/api/calendar-sync/push/<provider>`. A notification
+carries no data we trust beyond "this channel changed": it is verified with the channel's secret
+(an HMAC of the connection id, so nothing secret is stored). The scheduled pull stays the safety
+net: a lost notification, an expired channel or an unreachable webhook only delays a change until
+the next pull.
 
 Only with CALENDAR_SYNC["PUSH_URL"] set: the public base URL of this site (https; plain http
 only to a loopback host with DEBUG on), e.g. "https://hub.example.com". Channels live a week
@@ -22,7 +24,7 @@ from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import tokens
+from . import remote, tokens
 from .conf import get_setting
 from .exceptions import CalendarSyncError
 from .models import MEMBER, AccessLog, CalendarToken
@@ -101,14 +103,16 @@ def _unwatch(token, channel_id, resource_id, reason):
 
 
 def ensure_watch(token, reason=Reason.PUSH, force=False):
-    """Make sure the shared connection `token` has a live channel; True when it has one afterwards.
+    """Make sure the watched connection `token` has a live channel; True when it has one afterwards.
 
-    Nothing happens unless PUSH_URL is usable and the connection is shared and active. A channel
-    is made when there is none, when it expires within a day, or with `force` (its calendar
-    changed). Renewal makes the new channel first, stores it, then stops the old one, so no change
+    Nothing happens unless PUSH_URL is usable and the connection is watched (shared, or a member's
+    write connection `remote.watched`) and active. A channel is made when there is none, when it
+    expires within a day, or with `force` (its calendar changed). Renewal makes the new channel first, stores it, then stops the old one, so no change
     falls between the two. Provider errors are logged, never raised: scheduled pulls still run.
     """
-    if not token.is_shared or not token.is_active or not get_provider(token.provider).supports_push:
+    if not (token.is_shared or remote.watched(token)) or not token.is_active:
+        return False  # a member's other connections are only read for conflicts, on demand
+    if not get_provider(token.provider).supports_push:
         return False  # a provider without push (CalDAV, ICS) is only pulled
     address = push_address(token.provider)
     if address is None:
@@ -170,13 +174,15 @@ def stop_watch(token, reason=Reason.PUSH):
 
 
 def renew_all(reason=Reason.PUSH, force=False):
-    """Beat: `ensure_watch` on every active shared connection with no channel or one expiring within
-    RENEW_BEFORE (found off a partial index, streamed). Returns how many channels were made or renewed.
+    """Beat: `ensure_watch` on every active watched connection (shared, or a member's write one) with no
+    channel or one expiring within RENEW_BEFORE (found off a partial index, streamed). Returns how many
+    channels were made or renewed.
 
     `force` remakes every channel (after PUSH_URL changed: the old ones still call the old address)."""
     if _push_base() is None:
         return 0
-    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
+    members = Q(owner_kind=MEMBER, write=True, provider__in=remote.providers(push=True))
+    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER) | members, status=CalendarToken.Status.ACTIVE)
     if force:
         due = [shared]
     else:  # two plain range scans of the partial index (an OR of them may read all of it)

@@ -24,7 +24,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import channels, fetch, reads, sync, tokens
+from . import channels, fetch, reads, remote, sync, tokens
 from .exceptions import AuthorizationLost, CalendarSyncError, NotConnected, PermanentError
 from .models import AccessLog, CalendarToken, SyncRecord
 from .owners import Owner
@@ -88,6 +88,7 @@ def store(owner: Owner, user, provider_name: str, grant: TokenSet, add: bool = F
         "scopes": sorted(grant.scopes),
         "status": CalendarToken.Status.ACTIVE,
         "last_error": "",
+        "capabilities": {},  # what the calendar can make is read again when first needed
     }
     existing = None if add and owner.is_member else CalendarToken.objects.filter(write=True, **owner.lookup()).first()
     if existing is not None:
@@ -166,6 +167,8 @@ def connect(token: CalendarToken) -> list[Task]:
     if token.is_shared:
         reads.forget(owner)
         work += [Task("pull", (owner.kind, owner.id)), Task("renew_push")]
+    elif remote.watched(token):
+        work.append(Task("renew_push"))  # what the member changes in our events comes back sooner
     return work
 
 
@@ -245,12 +248,16 @@ def make_write(owner: Owner, pk) -> list[Task]:
         old = next((t for t in rows if t.write), None)
         now = timezone.now()
         if old is not None:
-            CalendarToken.objects.filter(pk=old.pk).update(write=False, updated_at=now)
+            CalendarToken.objects.filter(pk=old.pk).update(
+                write=False, pull_cursor="", pull_until=None, pulled_at=None, updated_at=now
+            )
         CalendarToken.objects.filter(pk=token.pk).update(write=True, updated_at=now)
     logger.info("bookings of %s go to another connection now", owner)
+    if old is not None and old.push_channel:
+        channels.stop_watch(old)  # only the write connection is watched
     if old is None:
-        return [Task("backfill", (owner.kind, owner.id))]
-    return [Task("move_connection", (owner.kind, owner.id, str(old.pk), old.calendar_id))]
+        return [Task("backfill", (owner.kind, owner.id)), Task("renew_push")]
+    return [Task("move_connection", (owner.kind, owner.id, str(old.pk), old.calendar_id)), Task("renew_push")]
 
 
 def set_conflicts(owner: Owner, pk, conflicts: bool) -> CalendarToken:
@@ -284,8 +291,11 @@ def change_calendar(owner: Owner, calendar_id: str, reason: str = Reason.MEMBER_
     if _same_calendar(old, calendar_id, calendars):
         return []
     channels.stop_watch(token)  # it watches the old calendar
-    CalendarToken.objects.filter(pk=token.pk).update(calendar_id=calendar_id, updated_at=timezone.now())
-    token.calendar_id = calendar_id
+    # What the old calendar could make (a video meeting) says nothing of the new one: read again when needed.
+    CalendarToken.objects.filter(pk=token.pk).update(
+        calendar_id=calendar_id, capabilities={}, updated_at=timezone.now()
+    )
+    token.calendar_id, token.capabilities = calendar_id, {}
     reads.forget(owner)  # busy blocks and the read cursor belong to the old calendar
     channels.ensure_watch(token)  # only for shared connections with push on
     logger.info("calendar of %s changed (%s)", owner, reason)
@@ -305,8 +315,9 @@ def resync_records(records: QuerySet[SyncRecord]) -> list[Task]:
     return [Task("sync", (source, object_id, destination, reason)) for _, source, object_id, destination in rows]
 
 
-def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Task]:
-    """Resync these objects of one source in every destination, creating records for any never synced."""
+def resync_objects(source_key: str, objects: Iterable[models.Model], destination: str | None = None) -> list[Task]:
+    """Resync these objects of one source in every destination (or only `destination`), creating
+    records for any never synced."""
     source = get_source(source_key)
     items = list(objects)
     SyncRecord.objects.bulk_create(
@@ -314,10 +325,23 @@ def resync_objects(source_key: str, objects: Iterable[models.Model]) -> list[Tas
             SyncRecord(source=source_key, object_id=str(o.pk), destination=role, **owner.lookup())
             for o in items
             for role, owner in destinations(source, o).items()
+            if destination in (None, role)
         ],
         ignore_conflicts=True,
     )
-    return resync_records(SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items]))
+    records = SyncRecord.objects.filter(source=source_key, object_id__in=[str(o.pk) for o in items])
+    return resync_records(records if destination is None else records.filter(destination=destination))
+
+
+def sync_again(source_key: str, object_id: str, roles: Iterable[str]) -> list[Task]:
+    """Bring some destinations of one object up to date again (a new version of their records), as
+    interactive work: e.g. a room's copy that carries a meeting link made in the member's copy."""
+    records = SyncRecord.objects.filter(source=source_key, object_id=str(object_id), destination__in=list(roles))
+    rows = list(records.values_list("pk", "destination"))
+    SyncRecord.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+        version=F("version") + 1, state=SyncRecord.State.PENDING, attempts=0, retry_at=None, updated_at=timezone.now()
+    )
+    return [Task("sync", (source_key, str(object_id), role, "")) for _, role in rows]
 
 
 def resync(owner: Owner, failed_only: bool = False) -> list[Task]:

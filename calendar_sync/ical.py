@@ -3,12 +3,21 @@
 `render` builds the feed and keeps the feed's revision (`content_hash`, `content_changed_at`)
 up to date; `feed_view` serves it with Django's conditional-request machinery, so weak and
 listed `If-None-Match` values, `*` and `If-Modified-Since` all answer 304.
+
+The occurrences of a recurring series (`EventSource.series`) are one VEVENT with the series' RRULE in
+its zone (with a VTIMEZONE), EXDATE for every occurrence the feed does not hold (cancelled, past or
+gone) and a RECURRENCE-ID override for each one moved or changed; the rule ends at the last one held.
 """
 
 import hashlib
-from datetime import UTC, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from functools import wraps
+from itertools import islice
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dateutil import rrule
 from django.db import connections
 from django.http import Http404, HttpResponse
 from django.http.response import ResponseHeaders
@@ -16,25 +25,31 @@ from django.utils import timezone
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import condition, require_safe
-from icalendar import Calendar, vDuration
+from icalendar import Calendar, Timezone, vDuration, vRecur
 from icalendar import Event as VEvent
 
 from .models import CalendarFeed, SyncRecord
 from .owners import Owner
+from .providers.base import BaseProvider
 from .sources import get_sources
+from .types import Event, SeriesInfo
 
 PRODID = "-//ManageHub//calendar_sync//EN"
 #: How often calendar apps should poll (RFC 7986 REFRESH-INTERVAL, and the X-PUBLISHED-TTL most apps read).
 REFRESH_INTERVAL = timedelta(minutes=15)
 #: How long a fetched copy may be reused without asking (private: the URL is a credential).
 MAX_AGE = 300
+#: The most occurrences of one series' rule the feed expands (to match its occurrences against).
+MAX_SERIES_OCCURRENCES = 1000
+UID_SUFFIX = "@calendar-sync"
 
 
 def render(feed):
     """The ics body of a CalendarFeed (`user_id`, `content_hash`, `content_changed_at` loaded).
 
-    Records a content change on `feed` (one UPDATE, only when the body differs from the last
-    render). Queries per source: one for the events, one for their sync records.
+        Records a content change on `feed` (one UPDATE, only when the body differs from the last
+        render). Queries per source: one for the events, one for their sync records (and one for their
+    video meetings when any asks for one).
     """
     cal = Calendar()
     cal.add("prodid", PRODID)
@@ -43,32 +58,33 @@ def render(feed):
     cal.add("x-wr-calname", "ManageHub bookings")
     cal.add("refresh-interval", vDuration(REFRESH_INTERVAL), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(REFRESH_INTERVAL))
-    undated = []  # events whose source can't tell when they changed
+    undated: list[VEvent] = []  # events whose source can't tell when they changed
     for source in get_sources().values():
         objects = list(
             source.get_queryset().filter(pk__in=source.upcoming(Owner.member(feed.user_id)).values("pk")).order_by("pk")
         )
         versions = _versions(source, objects)
+        # key: (SeriesInfo, [(obj, event, original start)]) — one VEVENT per series
+        series: dict[str, tuple[SeriesInfo, list[tuple[Any, Event, datetime]]]] = {}
+        links = None  # read once, only when an event asks for a video meeting
         for obj in objects:
             event = source.event(obj)
-            item = VEvent()
-            item.add("uid", f"{source.event_id(obj.pk)}@calendar-sync")  # stable: clients update, never duplicate
-            item.add("dtstart", event.start.astimezone(UTC))
-            item.add("dtend", event.end.astimezone(UTC))
-            item.add("summary", event.summary)
-            if event.location:
-                item.add("location", event.location)
-            if event.description:
-                item.add("description", event.description)
-            item.add("status", "CONFIRMED")
-            # Revisions so far: the sync record's version starts at 1 and grows with each change.
-            item.add("sequence", max(versions.get(str(obj.pk), 1) - 1, 0))
-            modified = source.modified(obj)
-            if modified is None:
-                undated.append(item)
-            else:
-                _stamp(item, modified)
-            cal.add_component(item)
+            if event.conference not in ("", "none") and not event.join_url and links is None:
+                links = _join_urls(source, objects)
+            join_url = event.join_url or (links or {}).get(str(obj.pk), "")
+            if join_url:  # the object's one video meeting, wherever it was made (RFC 7986 CONFERENCE too)
+                event = replace(event, join_url=join_url)
+            info = event.series or source.series(obj)
+            if info is not None:
+                series.setdefault(info.key, (info, []))[1].append((obj, event, info.original_start))
+                continue
+            # The UID is stable: clients update, never duplicate.
+            cal.add_component(_vevent(source, obj, event, versions, undated, f"{source.event_id(obj.pk)}{UID_SUFFIX}"))
+        for key in sorted(series):
+            info, occurrences = series[key]
+            for item in _series_vevents(source, info, occurrences, versions, undated):
+                cal.add_component(item)
+    _add_timezones(cal)
     body = cal.to_ical()
     digest = hashlib.sha256(body).hexdigest()
     if digest != feed.content_hash or feed.content_changed_at is None:
@@ -81,6 +97,120 @@ def render(feed):
     for item in undated:
         _stamp(item, feed.content_changed_at)
     return cal.to_ical()
+
+
+def _vevent(source, obj, event, versions, undated, uid, zone=UTC):
+    """The VEVENT of one object: times in `zone` (UTC, or a series' zone with TZID)."""
+    item = VEvent()
+    item.add("uid", uid)
+    item.add("dtstart", event.start.astimezone(zone))
+    item.add("dtend", event.end.astimezone(zone))
+    item.add("summary", event.summary)
+    if event.location:
+        item.add("location", event.location)
+    if event.description or event.join_url:
+        item.add("description", BaseProvider.event_text(event))
+    if event.join_url:
+        item.add("conference", event.join_url, parameters={"VALUE": "URI", "FEATURE": "VIDEO"})
+    item.add("status", "CONFIRMED")
+    # Revisions so far: the sync record's version starts at 1 and grows with each change.
+    item.add("sequence", max(versions.get(str(obj.pk), 1) - 1, 0))
+    modified = source.modified(obj)
+    if modified is None:
+        undated.append(item)
+    else:
+        _stamp(item, modified)
+    return item
+
+
+def _series_vevents(source, info, occurrences, versions, undated):
+    """One recurring VEVENT for a series' occurrences in the feed, and its RECURRENCE-ID overrides.
+
+    The rule is expanded in the series' zone (wall-clock: 09:00 stays 09:00) and matched to the
+    occurrences by their original start: a rule start without one is an EXDATE, the rule ends
+    (UNTIL) at the last one held, and one whose times, title or place differ from the rest is an
+    override. The description is the first usual occurrence's.
+    An occurrence the rule does not make (or that it cannot read) stays a single event.
+    """
+    try:
+        zone = ZoneInfo(info.time_zone)
+        first = info.start.astimezone(zone)
+        rule = vRecur.from_ical(info.rule)
+        starts = list(islice(rrule.rrulestr(info.rule, dtstart=first, unfold=True), MAX_SERIES_OCCURRENCES))
+    except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
+        starts = []  # nothing matches: every occurrence stays a single event
+    held, singles = {}, []  # {original start (UTC): (obj, event)}; the rest are single events
+    for obj, event, original in occurrences:
+        if original.astimezone(UTC) in held:
+            singles.append((obj, event))  # two objects claim one occurrence: neither is lost
+        else:
+            held[original.astimezone(UTC)] = (obj, event)
+    matched = {start: held.pop(start.astimezone(UTC)) for start in starts if start.astimezone(UTC) in held}
+    singles += [held[key] for key in sorted(held)]
+    items = [
+        _vevent(source, obj, event, versions, undated, f"{source.event_id(obj.pk)}{UID_SUFFIX}")
+        for obj, event in singles
+    ]
+    if not matched:
+        return items
+    length, last = info.end - info.start, max(matched)
+    usual = [event for start, (_, event) in matched.items() if event.start == start and event.end - start == length]
+    typical = usual[0] if usual else next(iter(matched.values()))[1]
+    uid = f"{source.event_id(f'series:{info.key}')}{UID_SUFFIX}"
+    master = VEvent()
+    master.add("uid", uid)
+    master.add("dtstart", first)
+    master.add("dtend", first + length)
+    if last != starts[-1] or len(starts) == MAX_SERIES_OCCURRENCES:  # it ends earlier than the rule says
+        rule.pop("COUNT", None)
+        rule["UNTIL"] = [last.astimezone(UTC)]
+    master.add("rrule", rule)
+    missing = [start for start in starts if start <= last and start not in matched]
+    if missing:
+        master.add("exdate", missing)
+    master.add("summary", typical.summary)
+    if typical.location:
+        master.add("location", typical.location)
+    if typical.description:
+        master.add("description", typical.description)
+    master.add("status", "CONFIRMED")
+    objs = [obj for obj, _ in matched.values()]
+    master.add("sequence", max(max(versions.get(str(obj.pk), 1) - 1, 0) for obj in objs))
+    modified = [source.modified(obj) for obj in objs]
+    if None in modified:
+        undated.append(master)
+    else:
+        _stamp(master, max(modified))
+    items.insert(0, master)
+    for start, (obj, event) in matched.items():
+        # Not the description: a host may link each occurrence to its own page; that alone is no exception.
+        same = (event.summary, event.location) == (typical.summary, typical.location)
+        if same and event.start == start and event.end - event.start == length:
+            continue
+        item = _vevent(source, obj, event, versions, undated, uid, zone)
+        item.add("recurrence-id", start)
+        items.append(item)
+    return items
+
+
+def _add_timezones(cal):
+    """A VTIMEZONE for every zone a TZID names (RFC 5545 §3.6.5), covering the feed's years."""
+    missing = cal.get_missing_tzids()
+    if not missing:
+        return
+    years = [
+        moment.dt.year
+        for item in cal.walk("VEVENT")
+        for name in ("DTSTART", "DTEND", "RECURRENCE-ID")
+        if (moment := item.get(name)) is not None
+    ]
+    first, last = date(min(years) - 1, 1, 1), date(max(years) + 2, 1, 1)
+    for tzid in sorted(missing, reverse=True):
+        try:
+            zone = Timezone.from_tzid(tzid, first_date=first, last_date=last)
+        except (ValueError, KeyError, ZoneInfoNotFoundError):
+            continue
+        cal.subcomponents.insert(0, zone)  # before the events that name it
 
 
 def _stamp(item, modified):
@@ -102,6 +232,21 @@ def _versions(source, objects):
         chunk = records.filter(object_id__in=ids[start : start + batch])
         versions.update(chunk.values_list("object_id", "version"))
     return versions
+
+
+def _join_urls(source, objects):
+    """{object_id: join link} of the video meetings these objects' copies have: one query."""
+    ids = [str(obj.pk) for obj in objects]
+    if not ids:
+        return {}
+    rows = SyncRecord.objects.filter(source=source.key, written__conference__status="ready")
+    batch = (connections[rows.db].features.max_query_params or len(ids) + 1) - 1
+    links: dict[str, str] = {}
+    for start in range(0, len(ids), batch):
+        chunk = rows.filter(object_id__in=ids[start : start + batch])
+        for object_id, written in chunk.values_list("object_id", "written"):
+            links.setdefault(object_id, (written.get("conference") or {}).get("join_url") or "")
+    return {k: v for k, v in links.items() if v}
 
 
 # --- HTTP ------------------------------------------------------------------------------------

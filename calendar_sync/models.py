@@ -10,6 +10,9 @@ from django.utils import timezone
 from .fields import SecretField
 
 MEMBER = "user"  # the owner kind of a member's own connection; shared kinds come from SHARED_OWNERS
+#: Connections the app reads in the background: shared ones, and members' write connections (what
+#: the member changes in our events comes back).
+WATCHED = ~Q(owner_kind=MEMBER) | Q(write=True)
 
 
 class CalendarToken(models.Model):
@@ -46,11 +49,14 @@ class CalendarToken(models.Model):
     conflicts = models.BooleanField(default=True, help_text="Its busy times count for conflicts.")
     account = models.CharField(max_length=320, blank=True, help_text="The account's e-mail or user name, as shown.")
     scopes = models.JSONField(default=list, blank=True)
+    # What the write calendar can do, as its provider last said (read on connect and calendar change):
+    # {"conference": ["google_meet"] | ["teams"] | []}; {} when never read.
+    capabilities = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     last_error = models.TextField(blank=True)
     # Writes wait until then: the provider's usage limit for this account (reads go on). Past = not paused.
     paused_until = models.DateTimeField(null=True, blank=True)
-    # Incremental reads of a shared calendar: the provider's cursor (syncToken / deltaLink) and when.
+    # Incremental reads of a watched calendar (WATCHED): the provider's cursor (syncToken / deltaLink) and when.
     pull_cursor = models.TextField(blank=True)
     pull_until = models.DateTimeField(null=True, blank=True)  # how far ahead the cursor's round reads
     pulled_at = models.DateTimeField(null=True, blank=True)
@@ -81,13 +87,12 @@ class CalendarToken(models.Model):
             ),
         ]
         # What the periodic jobs look for, so a tick with nothing due reads no table: idle connections
-        # (health), shared ones whose channel expires (renewal) or not pulled lately (scheduled pull).
+        # (health), watched ones (shared, and members' write connections) whose channel expires
+        # (renewal) or not pulled lately (scheduled pull).
         indexes = [
             models.Index(fields=["status", "updated_at"], name="calendar_sync_token_idle_idx"),
-            models.Index(
-                fields=["push_expires_at"], condition=~Q(owner_kind=MEMBER), name="calendar_sync_token_push_idx"
-            ),
-            models.Index(fields=["pulled_at"], condition=~Q(owner_kind=MEMBER), name="calendar_sync_token_pull_idx"),
+            models.Index(fields=["push_expires_at"], condition=WATCHED, name="calendar_sync_token_push_idx"),
+            models.Index(fields=["pulled_at"], condition=WATCHED, name="calendar_sync_token_pull_idx"),
         ]
 
     def __str__(self):
@@ -233,6 +238,7 @@ class AccessLog(models.Model):
         READ_BUSY = "read_busy", "Read busy times"
         PULL = "pull_changes", "Read calendar changes"
         TEST = "test_event", "Test event"
+        READ_EVENT = "read_event", "Read event"
 
     class Reason(models.TextChoices):
         CONFIRMED = "confirmed", "Booking confirmed"
@@ -246,6 +252,10 @@ class AccessLog(models.Model):
         SCHEDULE = "schedule", "Scheduled read"
         PUSH = "push_notification", "Push notification"
         HEALTH = "health_check", "Health check"
+        # What someone changed in the member's own calendar, and what the host did about it.
+        REMOTE_DELETED = "remote_deleted", "Event deleted in the calendar"
+        REMOTE_MOVED = "remote_moved", "Event moved in the calendar"
+        RESPONSES = "responses", "Guests answered"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     owner = models.CharField(max_length=100, blank=True)  # "user:5" or "workspace:3": whose connection
@@ -279,6 +289,8 @@ class BusyBlock(models.Model):
     owner_kind = models.CharField(max_length=32)
     owner_id = models.CharField(max_length=64)
     remote_id = models.CharField(max_length=1024)
+    #: The recurring event this is an occurrence of ("" when none): ours once we know that event's id.
+    series_id = models.CharField(max_length=1024, blank=True, default="")
     start = models.DateTimeField()
     end = models.DateTimeField()
     summary = models.CharField(max_length=255, blank=True)

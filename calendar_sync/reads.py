@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import quotas, tokens
+from . import quotas, remote, tokens
 from .conf import get_setting
 from .exceptions import (
     AuthorizationLost,
@@ -54,7 +54,8 @@ class _Ours:
     """What names the events this app wrote for `owner`, recognised even where the provider cannot say:
     the remote ids we stored and, for an id that carries a UID (an ICS block's id is the event's UID,
     `#n` added for its later occurrences), our keys: `<key>@google.com` in Google's secret iCal
-    address, `<key>@calendar-sync` over CalDAV. The keys are derived only when such an id is met."""
+    address, `<key>@calendar-sync` over CalDAV. The keys are derived only when such an id is met.
+    An occurrence of a recurring event is ours when its series is (`owns`: the master's id)."""
 
     def __init__(self, owner):
         self.records = SyncRecord.objects.filter(**owner.lookup())
@@ -80,6 +81,10 @@ class _Ours:
             return True  # ...or an instance of our series' event (Google: "<event id>_<original start>")
         key = uid.rpartition("@")[0]
         return bool(key) and key in self.keys()
+
+    def owns(self, remote_id, series_id=""):
+        """Whether the event `remote_id`, an occurrence of `series_id` when set, is one we wrote."""
+        return remote_id in self or (bool(series_id) and series_id in self)
 
 
 def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
@@ -115,8 +120,8 @@ def busy(owner, start, end, reason=Reason.MEMBER_REQUEST):
         if isinstance(outcome, Exception):
             errors.append({"connection": token.pk, "code": _error_code(outcome)})
             continue
-        for b_start, b_end, remote_id, summary in outcome:
-            if remote_id in ours:
+        for b_start, b_end, remote_id, summary, series_id in outcome:
+            if ours.owns(remote_id, series_id):
                 continue
             spans.append(
                 {"start": b_start, "end": b_end, "connection": token.pk, **({"title": summary} if titles else {})}
@@ -137,20 +142,20 @@ BUSY_PARALLEL = 8
 
 
 def _blocks(token, start, end, reason):
-    """[(start, end, remote id, title)] of one connection's calendar in the window, its events marked
+    """[(start, end, remote id, title, series id)] of one connection's calendar in the window, its events marked
     as ours left out. Cached for BUSY_CACHE_SECONDS per connection as last saved (a reconnect, a
     refresh or a setting change reads afresh), calendar and window: never another account's."""
     if not token.is_active:
         raise AuthorizationLost("The calendar connection needs reauthorization.", code="needs_reauth")
     saved = token.updated_at.timestamp() if token.updated_at else ""
-    key = f"calendar_sync:busy:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
+    key = f"calendar_sync:busy2:{token.pk}:{saved}:{token.provider}:{token.calendar_id}:{start.isoformat()}:{end.isoformat()}"
     blocks = cache.get(key)
     if blocks is None:
         provider = get_provider(token.provider)
         found = tokens.with_access(
             token, Op.READ_BUSY, reason, lambda access: provider.busy(access, token.calendar_id, start, end)
         )
-        blocks = [(b.start, b.end, b.remote_id, b.summary or "") for b in found if not b.ours]
+        blocks = [(b.start, b.end, b.remote_id, b.summary or "", b.series_id) for b in found if not b.ours]
         cache.set(key, blocks, get_setting("BUSY_CACHE_SECONDS"))
     return blocks
 
@@ -186,7 +191,8 @@ def _error_code(exc):
 
 @quotas.bulk()
 def pull(owner, reason=Reason.SCHEDULE):
-    """Read what changed in a shared calendar since the last pull and update its busy blocks.
+    """Read what changed in a shared calendar since the last pull and update its busy blocks; in a
+    member's write calendar, report what the member changed in our events (`remote.review`).
 
     A first pull, or one whose cursor expired (410), reads the whole window and replaces the
     blocks. So does one whose round no longer reaches PULL_WINDOW_DAYS ahead: a cursor only
@@ -195,6 +201,8 @@ def pull(owner, reason=Reason.SCHEDULE):
     Events this app wrote are never imported. Returns {"full", "blocks", "removed"}.
     """
     token = active_token(owner)
+    if owner.is_member and not remote.watched(token):
+        return {"full": False, "blocks": 0, "removed": 0, "reported": 0}  # nothing of ours to follow there
     provider = get_provider(token.provider)
     now = timezone.now()
     start, needed = now - timedelta(days=1), now + timedelta(days=get_setting("PULL_WINDOW_DAYS"))
@@ -203,9 +211,15 @@ def pull(owner, reason=Reason.SCHEDULE):
     changes = tokens.with_access(
         token, Op.PULL, reason, lambda access: provider.changes(access, token.calendar_id, cursor or None, start, end)
     )
+    if owner.is_member:  # a member's write calendar: only what they changed in our events
+        reported = remote.review(owner, token, changes, start, end, reason)
+        CalendarToken.objects.filter(pk=token.pk).update(pull_cursor=changes.cursor, pull_until=end, pulled_at=now)
+        return {"full": changes.full, "blocks": 0, "removed": 0, "reported": reported}
     ours = _Ours(owner)
     keep_titles = get_setting("PULL_KEEP_TITLES")
-    external = {b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and b.remote_id not in ours}
+    external = {
+        b.remote_id: b for b in changes.blocks if not b.ours and b.remote_id and not ours.owns(b.remote_id, b.series_id)
+    }
     gone = set(changes.removed) | {b.remote_id for b in changes.blocks if b.remote_id not in external}
     blocks = BusyBlock.objects.filter(**owner.lookup())
     with transaction.atomic():
@@ -217,6 +231,7 @@ def pull(owner, reason=Reason.SCHEDULE):
             [
                 BusyBlock(
                     remote_id=b.remote_id[:1024],
+                    series_id=b.series_id[:1024],
                     start=b.start,
                     end=b.end,
                     summary=(b.summary or "")[:255] if keep_titles else "",
@@ -232,11 +247,17 @@ def pull(owner, reason=Reason.SCHEDULE):
 def external_busy(owner, start, end):
     """Busy blocks of `owner`'s shared calendar overlapping [start, end) — for the host's overlap rule.
 
-    Never one of our own events (imported before its id was known, e.g. after a lost answer).
+    Never one of our own events (imported before its id was known, e.g. after a lost answer), nor an
+    occurrence of our own recurring event.
     """
     ours = SyncRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values("remote_id")
-    blocks = BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup()).exclude(remote_id__in=ours)
-    blocks = blocks.exclude(remote_id__in=_series_ids(owner))
+    blocks = (
+        BusyBlock.objects.filter(start__lt=end, end__gt=start, **owner.lookup())
+        .exclude(remote_id__in=ours)
+        .exclude(series_id__in=ours)
+    )
+    series = _series_ids(owner)  # our series' events, and the occurrences of each
+    blocks = blocks.exclude(remote_id__in=series).exclude(series_id__in=series)
     return list(blocks.order_by("start"))
 
 
@@ -252,13 +273,24 @@ def forget(owner):
 
 
 def due_pulls():
-    """The shared calendars the scheduled pull reads: active ones not read (on schedule or on a push
-    notification) for PULL_STALE_AFTER seconds. Streamed, off a partial index: cheap when none are due."""
+    """The calendars the scheduled pull reads: active shared ones, and members' write connections on a
+    provider that reports changes to our events, not read (on schedule or on a push notification) for
+    PULL_STALE_AFTER seconds. Streamed, off a partial index (WATCHED): cheap when none are due."""
     recent = timezone.now() - timedelta(seconds=get_setting("PULL_STALE_AFTER"))
-    shared = CalendarToken.objects.filter(~Q(owner_kind=MEMBER), status=CalendarToken.Status.ACTIVE)
-    for due in (shared.filter(pulled_at__isnull=True), shared.filter(pulled_at__lt=recent)):  # two range scans
-        for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
-            yield Owner(kind, pk)
+    active = CalendarToken.objects.filter(status=CalendarToken.Status.ACTIVE)
+    members = active.filter(owner_kind=MEMBER, write=True, provider__in=remote.providers())
+    for watched in (active.filter(~Q(owner_kind=MEMBER)), members):
+        for due in (watched.filter(pulled_at__isnull=True), watched.filter(pulled_at__lt=recent)):  # range scans
+            for kind, pk in due.values_list("owner_kind", "owner_id").iterator(chunk_size=1000):
+                yield Owner(kind, pk)
+
+
+def member_owners():
+    """Members whose write calendar is watched for changes to our events (active, a provider that reports them)."""
+    watched = CalendarToken.objects.filter(
+        owner_kind=MEMBER, write=True, status=CalendarToken.Status.ACTIVE, provider__in=remote.providers()
+    )
+    return [Owner(MEMBER, pk) for pk in watched.values_list("owner_id", flat=True)]
 
 
 def shared_owners():

@@ -94,6 +94,11 @@ class StatusSerializer(serializers.Serializer):
     bulk = BulkProgressSerializer(
         allow_null=True, help_text="The backfill, calendar move or resync under way (null when none)."
     )
+    resend_invitations = serializers.IntegerField(
+        help_text="Bookings with guests that a change of calendar would send again (each guest gets a "
+        "cancellation and a new invitation): the provider cannot move events between calendars (Microsoft 365). "
+        "0 when events move silently (Google) or there is none. Show it before the member changes calendar."
+    )
     providers = ProviderSerializer(
         many=True,
         help_text="OAuth providers a member can connect on this server (`auth/{provider}`); Apple iCloud / CalDAV "
@@ -191,6 +196,14 @@ class BusySerializer(serializers.Serializer):
 
 class TestPushSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
+
+
+class CapabilitiesSerializer(serializers.Serializer):
+    conference = serializers.ListField(
+        child=serializers.ChoiceField(choices=["google_meet", "teams"]),
+        help_text="Video meetings the connected write calendar can make now ([] when none, or not connected).",
+    )
+    guests = serializers.BooleanField(help_text="Whether its events can carry guests (attendees).")
 
 
 APP_PASSWORD_HINT = (

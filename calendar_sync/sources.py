@@ -113,17 +113,22 @@ class EventSource:
         return [obj]
 
     # --- what happened in a calendar, reported to the host; the host's rules decide (decision 21) ---
+    # The three remote-change hooks may answer a word saying what the host did ("cancelled",
+    # "put_back"...): it is the outcome of the change's row in the member's activity (None: "ok").
     def conference_changed(self, obj: Any, destination: str, conference: Conference) -> None:
         """The event's video meeting changed (made, ready, failed); e.g. store its join link."""
 
-    def remote_deleted(self, obj: Any, destination: str) -> None:
+    def remote_deleted(self, obj: Any, destination: str) -> str | None:
         """Someone deleted the object's event in the calendar of `destination` (not this app)."""
+        return None
 
-    def remote_moved(self, obj: Any, destination: str, start: datetime, end: datetime) -> None:
+    def remote_moved(self, obj: Any, destination: str, start: datetime, end: datetime) -> str | None:
         """Someone moved the object's event in the calendar of `destination` to `start`–`end`."""
+        return None
 
-    def responses_changed(self, obj: Any, destination: str, guests: list[Guest]) -> None:
+    def responses_changed(self, obj: Any, destination: str, guests: list[Guest]) -> str | None:
         """The guests' answers to the object's event changed, as the provider reports them now."""
+        return None
 
     def stored_event_id(self, remote_id: str | None) -> str | None:
         """The value `event_id_field` holds for `remote_id`; for no event, None if the field is nullable, else ""."""

@@ -6,14 +6,14 @@ one destination — so duplicate, late or reordered deliveries converge on the r
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, locks, series, tokens
+from . import audit, invitations, locks, meetings, series, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -30,6 +30,8 @@ MAX_ROUNDS = 5  # re-reads when the object changes while a sync is under way
 #: Writes for these reasons are bulk work: they use at most QUOTA_BULK_SHARE of a connection's window.
 # Writes for these reasons are bulk work (quotas.bulk): backfills, resyncs, calendar and connection moves.
 BULK_REASONS = {AccessLog.Reason.BACKFILL, AccessLog.Reason.RESYNC, AccessLog.Reason.CALENDAR_CHANGE}
+# A resync writes events again even when they look unchanged: it repairs what someone did in the calendar.
+REWRITE_REASONS = {AccessLog.Reason.RESYNC}
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,14 @@ def _operation(item):
     remote_id = record.remote_id or None
     if remote_id is None and role == MEMBER_ROLE and obj is not None and source.event_id_field:
         remote_id = getattr(obj, source.event_id_field) or None
-    return Operation(
+    operation = Operation(
         key=source.event_id(object_id, role),
         event=source.event(obj, role) if wanted else None,
         object_ref=f"{source.key}:{object_id}",
         remote_id=remote_id,
         known_to_exist=record.remote_may_exist or bool(remote_id),
     )
+    return meetings.plan(operation, item.token, record)  # the video meeting this copy is to have
 
 
 def _reason(operation):
@@ -206,20 +209,61 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
                     remote_may_exist=not operation.is_delete,
                     remote_id=event_id or "",
                 )
+            written = invitations.after(record.written, operation, outcome, outcome is not NO_CALL)
+            if state == State.SYNCED and outcome is not NO_CALL:  # a call left a new version of the event
+                written = _with_version(written, operation, outcome)
+            if written != (record.written or {}):  # only when ours changed: other keys stay as others wrote them
+                changes["written"] = written
             won = records.update(**changes) > 0
         if log is not None:
             log.save(force_insert=True)
     return won
 
 
+def _with_version(written, operation, outcome):
+    """`written` with the provider's version of what this write left (none after a delete), so a read
+    that finds that version knows the event is still as we wrote it (`remote`)."""
+    written = {key: value for key, value in (written or {}).items() if key != "version"}
+    if operation is not None and not operation.is_delete and outcome.version:
+        written["version"] = outcome.version
+    return written
+
+
 def record_transient(record, error, retry_in):
-    """Remember a transient failure; the record stays pending until `retry_in` seconds pass."""
+    """Remember a transient failure; the record stays pending until `retry_in` seconds pass.
+    An answered error forgets the marker of a notifying write (`invitations.after`)."""
+    changes = {}
+    written = invitations.after(record.written, Operation(key=""), Outcome(error), sent=True)
+    if written != (record.written or {}):
+        changes["written"] = written
     SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
         attempts=F("attempts") + 1,
         last_error=str(error)[:2000],
         retry_at=timezone.now() + timedelta(seconds=retry_in),
         updated_at=timezone.now(),
+        **changes,
     )
+
+
+def _planned(item, token, operation, reason):
+    """The operation with `notify` decided, and whether to send it at all (`invitations.plan`)."""
+    plan = invitations.plan(
+        item.record.written,
+        operation,
+        exists=item.record.remote_may_exist,
+        bulk=reason in BULK_REASONS,
+        rewrite=reason in REWRITE_REASONS,
+        notifies_every_write=get_provider(token.provider).notifies_every_write,
+    )
+    return replace(operation, notify=plan.notify), plan.send
+
+
+def _announce(record, operation):
+    """Before a notifying write, commit that it is under way (`invitations`): never announced twice."""
+    written = invitations.announcing(record.written, operation)
+    if written is not None:
+        SyncRecord.objects.filter(pk=record.pk).update(written=written)
+        record.written = written
 
 
 def record_paused(records, until):
@@ -328,11 +372,15 @@ def _sync_round(source, object_id, destination, first, reason=None):
     versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
     if token.writes_paused:  # the provider's usage limit: no call until it resets
         return State.PENDING if record_paused(versioned, token.paused_until) else None
+    reason = reason or _reason(operation)
+    operation, send = _planned(item, token, operation, reason)
+    if not send:  # already written as it should be, or a write its guests must not hear of
+        return State.SYNCED if _finish(item, State.SYNCED, operation) else None
+    _announce(record, operation)
     premarked = not operation.is_delete and not record.remote_may_exist
     if premarked:
         # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
         SyncRecord.objects.filter(pk=record.pk).update(remote_may_exist=True)
-    reason = reason or _reason(operation)
     try:
         with tokens.counted(token) as call:
             outcome = _run(token, [operation], reason, log=False)[0]
@@ -356,6 +404,7 @@ def _sync_round(source, object_id, destination, first, reason=None):
     state = State.FAILED if error is not None else State.SYNCED
     if not _finish(item, state, operation, outcome, log):
         return None
+    meetings.recorded(item, operation, outcome)
     if token.paused_until is not None and error is None:
         tokens.resume_writes(token)  # the pause is over and writes go through again
     if error is not None:
@@ -378,10 +427,10 @@ def backfill(owner, reason=AccessLog.Reason.BACKFILL, kind="backfill", progress=
     if token is None:
         return {}, []
     with tracked(token, kind, progress) as shown:
-        return _backfill(owner, token, reason, shown)
+        return _backfill(owner, token, reason, shown, rewrite=kind == "resync" or reason in REWRITE_REASONS)
 
 
-def _backfill(owner, token, reason, shown):
+def _backfill(owner, token, reason, shown, rewrite=False):
     upcoming: set[tuple[str, str, str]] = set()
     for source in get_sources().values():
         objects = list(source.get_queryset().filter(pk__in=source.upcoming(owner).values("pk")))
@@ -400,6 +449,8 @@ def _backfill(owner, token, reason, shown):
     records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
     work = []  # (item, operation)
     deferred: list[Work] = []  # occurrences of series, each its own sync (series.py)
+    unchanged = 0
+    notifies = get_provider(token.provider).notifies_every_write
     for key, source in get_sources().items():
         mine = [r for r in records if r.source == key]
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
@@ -409,8 +460,18 @@ def _backfill(owner, token, reason, shown):
                 deferred.append(Work(key, record.object_id, record.destination, reason=reason))
                 continue
             operation = _operation(item)
+            plan = invitations.plan(
+                record.written,
+                operation,
+                exists=record.remote_may_exist,
+                bulk=True,
+                rewrite=rewrite,
+                notifies_every_write=notifies,
+            )
             if operation.is_delete and not record.remote_may_exist:
                 _finish(item, State.SYNCED, operation)
+            elif not plan.send:  # already there as it should be: no call
+                unchanged += _finish(item, State.SYNCED, operation)
             elif operation.is_delete or (key, record.object_id, record.destination) in upcoming:
                 work.append((item, operation))  # past events are not created after the fact
     if work and token.writes_paused:  # the provider's usage limit: nothing is sent, all of it waits
@@ -420,9 +481,9 @@ def _backfill(owner, token, reason, shown):
         remote_may_exist=True
     )
     if not work:
-        return {}, deferred
+        return ({str(State.SYNCED): unchanged} if unchanged else {}), deferred
     shown.add(len(work))
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {str(State.SYNCED): unchanged} if unchanged else {}
     later: list[Work] = []
     lost, held, paused_until = None, None, None
     size = get_setting("BULK_CHUNK")
@@ -490,19 +551,68 @@ def _record_outcome(item, operation, outcome, later, reason):
     state = State.NOT_CONNECTED if isinstance(error, AuthorizationLost) else State.FAILED if error else State.SYNCED
     if not _finish(item, state, operation, outcome):
         later.append(Work(item.source.key, record.object_id, record.destination))  # changed meanwhile
+    else:
+        meetings.recorded(item, operation, outcome)
     return state
 
 
-def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None):
+def move_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None):
+    """Move every event we may have written for the token's owner from `calendar_id` to the token's
+    calendar, where the provider `can_move` (Google's events.move): the events keep their ids, guests
+    and answers, and nobody is told. Returns the pks of the records moved; the rest are for
+    `remove_events` (deleted, then created again by the backfill)."""
+    provider = get_provider(token.provider)
+    if not provider.can_move:
+        return set()
+    records = list(
+        SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True)
+    )
+    if progress is not None and records:
+        progress.add(len(records))
+    moved: set = set()
+    size = get_setting("BULK_CHUNK")
+    for start in range(0, len(records), size):
+        chunk = records[start : start + size]
+        operations = [_known(r) for r in chunk]
+        try:
+            with tokens.counted(token, bulk=True):
+                outcomes = provider.move(
+                    tokens.access_token(token, reason=reason), calendar_id, token.calendar_id, operations
+                )
+        except (AuthorizationLost, TransientError) as exc:
+            outcomes = [Outcome(exc)] * len(operations)
+        audit.log_operations(token, operations, outcomes, reason)
+        moved.update(r.pk for r, o in zip(chunk, outcomes, strict=True) if o.error is None)
+        if progress is not None:
+            progress.step(len(chunk))
+        if any(isinstance(o.error, AuthorizationLost) for o in outcomes):
+            break  # the grant is gone: nothing more can be moved
+    return moved
+
+
+def _known(record):
+    """The operation naming a record's event as it exists (for a move or a delete)."""
+    return Operation(
+        key=get_source(record.source).event_id(record.object_id, record.destination),
+        object_ref=f"{record.source}:{record.object_id}",
+        remote_id=record.remote_id or None,
+        known_to_exist=True,
+    )
+
+
+def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, progress=None, keep=()):
     """Delete every event we may have written for the token's owner from `calendar_id` (best effort).
 
     Used when the owner picks another calendar or connects another provider, so nobody sees
-    every booking twice. Sent in chunks, counted in `progress` when given (a calendar move's).
+    every booking twice. Sent in chunks, counted in `progress` when given (a calendar move's);
+    the records in `keep` (moved already) are left alone. Never tells guests (bulk work).
     Returns how many could not be removed.
     """
     failed_series = series.remove(token, calendar_id, _run, reason)  # one event per series (series.py)
     records = list(
-        SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True)
+        SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True).exclude(
+            pk__in=list(keep)
+        )
     )
     if not records:
         return failed_series
@@ -511,15 +621,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
     failed, size, lost = 0, get_setting("BULK_CHUNK"), None
     for start in range(0, len(records), size):
         chunk = records[start : start + size]
-        operations = [
-            Operation(
-                key=get_source(r.source).event_id(r.object_id, r.destination),
-                object_ref=f"{r.source}:{r.object_id}",
-                remote_id=r.remote_id or None,
-                known_to_exist=True,
-            )
-            for r in chunk
-        ]
+        operations = [_known(r) for r in chunk]
         try:
             if lost is not None:
                 raise lost  # the grant is gone: the rest cannot be removed either
@@ -573,13 +675,15 @@ def move_connection(owner, old_pk, old_calendar_id):
 
 
 def move_calendar(owner, old_calendar_id):
-    """The owner chose another calendar: take our events out of the old one, then backfill the new
-    (one progress for both: the backfill's operations are added to the total once known)."""
+    """The owner chose another calendar: move our events there where the provider can (nobody is
+    told), take the rest out of the old one, then backfill the new — which writes only what is not
+    there yet (one progress for all: the backfill's operations are added to the total once known)."""
     token = _write_token(owner)
     if token is None or token.calendar_id == old_calendar_id:
         return {}, []
     with tracked(token, "calendar_move") as shown:
-        remove_events(token, old_calendar_id, progress=shown)
+        moved = move_events(token, old_calendar_id, progress=shown)
+        remove_events(token, old_calendar_id, progress=shown, keep=moved)
         return backfill(owner, AccessLog.Reason.CALENDAR_CHANGE, progress=shown)
 
 

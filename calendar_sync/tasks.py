@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, channels, flows, health, reads, sync
+from . import audit, channels, flows, health, meetings, reads, sync
 from .conf import get_setting
 from .exceptions import TransientError
 from .models import AccessLog, OAuthState, SyncRecord
@@ -146,7 +146,9 @@ def schedule(work):
 )
 def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
-        return sync.sync_object(source_key, object_id, destination, reason)
+        state = sync.sync_object(source_key, object_id, destination, reason)
+        follow_conference(source_key, object_id, destination)
+        return state
     except TransientError as exc:
         if self.request.is_eager:
             return SyncRecord.State.PENDING  # no background retries in eager mode: the sweeper has it
@@ -165,7 +167,41 @@ def backfill_task(owner_kind, owner_id, kind="backfill"):
     """`kind`: what the status shows it as ("backfill" on connect, "resync")."""
     counts, later = sync.backfill(Owner(owner_kind, str(owner_id)), kind=kind)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
+
+
+def follow_conference(source_key, object_id, destination=MEMBER_ROLE):
+    """A meeting the write left pending (Google makes Meet asynchronously): read it again shortly."""
+    countdown = meetings.first_delay(source_key, str(object_id), destination)
+    if countdown is not None:
+        enqueue_conference(source_key, object_id, destination, 0, countdown)
+
+
+def follow_conferences(owner):
+    """Every pending meeting of an owner's records (after a bulk write): read each again shortly."""
+    for source_key, object_id, destination in meetings.pending(owner.lookup()):
+        enqueue_conference(source_key, object_id, destination, 0, meetings.REREAD_DELAYS[0])
+
+
+def enqueue_conference(source_key, object_id, destination, attempt, countdown):
+    """Read a pending meeting again after `countdown` seconds. Without a broker (SYNC_MODE "inline")
+    nothing can wait: the sweeper reads it again instead (`countdown` None: now)."""
+    if countdown and get_setting("SYNC_MODE") == "inline":
+        return
+    try:
+        conference_task.apply_async((source_key, str(object_id), destination, attempt), countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the next sync of the object reads it again
+        logger.warning("calendar meeting read not enqueued for %s:%s (%s)", source_key, object_id, type(exc).__name__)
+
+
+@shared_task(base=CalendarTask, name="calendar_sync.tasks.conference", acks_late=True, reject_on_worker_lost=True)
+def conference_task(source_key, object_id, destination=MEMBER_ROLE, attempt=0):
+    """Read a meeting still being made; again later while it stays pending (a bounded number of times)."""
+    countdown = meetings.reread(source_key, str(object_id), destination, int(attempt))
+    if countdown is not None:
+        enqueue_conference(source_key, object_id, destination, int(attempt) + 1, countdown)
+    return countdown
 
 
 @shared_task(
@@ -174,6 +210,7 @@ def backfill_task(owner_kind, owner_id, kind="backfill"):
 def move_calendar_task(owner_kind, owner_id, old_calendar_id):
     counts, later = sync.move_calendar(Owner(owner_kind, str(owner_id)), old_calendar_id)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
 
 
@@ -197,6 +234,7 @@ def left_behind(now, limit):
 def move_connection_task(owner_kind, owner_id, old_pk, old_calendar_id):
     counts, later = sync.move_connection(Owner(owner_kind, str(owner_id)), old_pk, old_calendar_id)
     enqueue_work(later)
+    follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
 
 
@@ -206,7 +244,8 @@ def sweep():
 
     Each is first marked as seen (pending: updated now; failed: retry in SWEEP_STALE_AFTER), so the next run
     takes the next ones instead of the same batch again; the sync itself then updates its record.
-    Also deletes expired OAuth states and a bounded batch of old access-log rows."""
+    Also reads again video meetings still being made whose read was lost (`meetings.stale_pending`),
+    deletes expired OAuth states and a bounded batch of old access-log rows."""
     now = timezone.now()
     rows = left_behind(now, get_setting("SWEEP_BATCH"))
     for state, changes in (
@@ -218,6 +257,12 @@ def sweep():
             SyncRecord.objects.filter(pk__in=pks, state=state).update(**changes)
     for _pk, _state, source_key, object_id, destination in rows:
         enqueue(source_key, object_id, destination)
+    # Meetings still being made whose read again was lost (or never queued: no broker).
+    last = len(meetings.REREAD_DELAYS) - 1
+    for source_key, object_id, destination, over in meetings.stale_pending(
+        now, get_setting("SWEEP_STALE_AFTER"), get_setting("SWEEP_BATCH")
+    ):
+        enqueue_conference(source_key, object_id, destination, last if over else 0, None)
     OAuthState.objects.filter(created_at__lt=now - timezone.timedelta(seconds=get_setting("STATE_MAX_AGE"))).delete()
     audit.prune()
     if rows:

@@ -96,6 +96,9 @@ class Operation:
     the create's `transactionId`; both store it in an extended property so our events are
     always recognisable. `remote_id` is the provider's id of the event when we know it;
     `known_to_exist` says an event may exist even when its id is unknown (a lost response).
+    `notify` says whether the event's guests should hear of this write (an invitation, update or
+    cancellation): the sync core decides it (design decision 21); a provider that can choose
+    (Google's `sendUpdates`) follows it.
     """
 
     key: str
@@ -103,6 +106,11 @@ class Operation:
     object_ref: str = ""
     remote_id: str | None = None
     known_to_exist: bool = False
+    notify: bool = False
+    #: The video meeting this copy is to have, as the sync decided from the calendar's capabilities
+    #: (None: none wanted). Status "none": make one; "pending"/"ready": it exists, never ask again;
+    #: "failed": the calendar can't, write the event without one and report this as the outcome's.
+    conference: Conference | None = None
     #: Set for a write to one instance of the recurring event `key` (`remote_id` when known): the
     #: instance the rule starts at this moment (its original start, aware). With `event` the instance
     #: becomes that exception; without, the instance is cancelled. Never creates the recurring event.
@@ -115,13 +123,23 @@ class Operation:
 
 @dataclass(frozen=True)
 class BusyBlock:
-    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote."""
+    """An event as a span of busy time. `ours` when it is recognisably an event this app wrote.
+
+    `version` is the provider's version of the event as read (Google etag, Graph changeKey) and
+    `guests` its attendees' answers, so a change someone made to one of our events can be told
+    from our own writes (see `remote`).
+    """
 
     start: dt.datetime
     end: dt.datetime
     remote_id: str = ""
     summary: str = ""
     ours: bool = False
+    #: The recurring event this is an occurrence of (Google `recurringEventId`, Graph `seriesMasterId`),
+    #: so an occurrence of a series this app wrote is known as ours by the master's id.
+    series_id: str = ""
+    version: str = field(default="", compare=False)  # a block is its span and id: equal whatever version read it
+    guests: tuple[Guest, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

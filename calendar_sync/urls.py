@@ -11,6 +11,7 @@ OWNED = [  # the member's own connection at /, a host object's shared one at /sh
     ("calendar", views.SelectCalendarView, "select-calendar"),
     ("disconnect", views.DisconnectView, "disconnect"),
     ("test", views.TestPushView, "test"),
+    ("capabilities", views.CapabilitiesView, "capabilities"),
 ]
 SHARED = r"^shared/(?P<kind>[a-z_]+)/(?P<owner_id>[A-Za-z0-9_-]{1,64})/"
 

@@ -26,7 +26,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from . import fetch, flows, oauth, reads, tasks, tokens
-from .api import connection, connections, shared_connections
+from .api import capabilities, connection, connections, shared_connections
 from .conf import get_setting
 from .exceptions import (
     AuthorizationLost,
@@ -47,6 +47,7 @@ from .serializers import (
     BusySerializer,
     CalDAVConnectSerializer,
     CalendarSerializer,
+    CapabilitiesSerializer,
     CompleteSerializer,
     ConnectionChangeSerializer,
     ConnectionSerializer,
@@ -743,6 +744,17 @@ class TestPushView(OwnedView):
     @extend_schema(request=None, responses={200: TestPushSerializer, **errors(401, 403, 404, 409, 502, 503)})
     def post(self, request, **kwargs):
         return Response(TestPushSerializer(flows.test(self.owner, self.reason)).data)
+
+
+class CapabilitiesView(OwnedView):
+    """What the connected write calendar can do now, for the booking form to offer only what will work:
+    {"conference": ["google_meet"] | ["teams"] | [], "guests": bool}. Not connected: nothing."""
+
+    serializer_class = CapabilitiesSerializer
+
+    @extend_schema(responses={200: CapabilitiesSerializer, **errors(401, 403)})
+    def get(self, request, **kwargs):
+        return Response(CapabilitiesSerializer(capabilities(self.owner)).data)
 
 
 class ConnectionsView(BaseView):

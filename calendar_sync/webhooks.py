@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CHANNEL_ID = 255  # CalendarToken.push_channel's length: a longer id cannot be ours
 MAX_CHANNELS = 100  # distinct channels (Graph subscriptions) looked up per notification request
-LOOKUP_FIELDS = ("id", "owner_kind", "owner_id", "provider", "status", "push_channel", "push_resource")
+LOOKUP_FIELDS = ("id", "owner_kind", "owner_id", "provider", "status", "write", "push_channel", "push_resource")
 
 
 def _json(status, body=None):
@@ -34,12 +34,13 @@ def _json(status, body=None):
 
 
 def _lookup(provider_name, channel_ids):
-    """{push_channel: CalendarToken} of shared connections with these channel ids (no secrets loaded)."""
+    """{push_channel: CalendarToken} of watched connections (shared ones, members' write ones) with these
+    channel ids (no secrets loaded)."""
     ids = {c for c in channel_ids if isinstance(c, str) and 0 < len(c) <= MAX_CHANNEL_ID}
     if not ids:
         return {}
     tokens = CalendarToken.objects.only(*LOOKUP_FIELDS).filter(
-        ~Q(owner_kind=MEMBER), provider=provider_name, push_channel__in=ids
+        ~Q(owner_kind=MEMBER) | Q(write=True), provider=provider_name, push_channel__in=ids
     )
     return {t.push_channel: t for t in tokens}
 

@@ -127,7 +127,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Request bodies get their own components: read-only fields left out, non-blank strings minLength 1.
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"BookingStatusEnum": "bookings.models.Booking.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "BookingStatusEnum": "bookings.models.Booking.Status",
+        "BookingConferenceEnum": "bookings.models.Booking.Conference",
+        "ConferenceStatusEnum": ["none", "pending", "ready", "failed"],
+        "ConnectionStatusEnum": ["active", "needs_reauth", "disconnected"],
+    },
     # /api/docs/ works offline and sends no visitor to a CDN: drf-spectacular-sidecar's copies.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -40,6 +40,8 @@ urlpatterns = [
     path("integrations/calendar/bookings/<uuid:pk>", pages.booking_link, name="booking-link"),
     path("integrations/calendar/bookings/<uuid:pk>/confirm", pages.confirm_booking, name="page-booking-confirm"),
     path("integrations/calendar/bookings/<uuid:pk>/cancel", pages.cancel_booking, name="page-booking-cancel"),
+    path("integrations/calendar/bookings/<uuid:pk>/move", pages.move_booking, name="page-booking-move"),
+    path("integrations/calendar/series/<uuid:pk>/confirm", pages.confirm_series, name="page-series-confirm"),
     path("admin/login/", throttle_sign_in(admin.site.login)),  # before admin.site.urls, which has the same path
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainToken.as_view(), name="api-token"),

@@ -20,7 +20,7 @@ from django.core import checks
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, ConfigurationError, PermanentError, TransientError
-from ..types import BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet
+from ..types import BusyBlock, Calendar, Changes, Conference, Event, Notification, Operation, Outcome, TokenSet
 
 __all__ = [  # the value types stay importable from here, where the providers have always taken them
     "BaseProvider",
@@ -100,6 +100,22 @@ class BaseProvider:
     supports_series: ClassVar[bool] = True
     #: Whether members connect through OAuth (`auth/<name>`); if not, through their own endpoint.
     oauth: ClassVar[bool] = True
+    #: The service tells an event's attendees of every write its organizer makes, whatever we ask
+    #: (Graph): the sync core then sends no write its guests need not hear of (`invitations`).
+    notifies_every_write: ClassVar[bool] = False
+    #: Whether `move` can take an event to another calendar of the account without re-inviting its
+    #: guests (Google's events.move). If not, a calendar change deletes and creates them again.
+    can_move: ClassVar[bool] = False
+    #: Whether reads report our own events fully (version, guests' answers) and `event` reads one:
+    #: then a member's write calendar is watched for what the member changes in it (`remote`).
+    reports_changes: ClassVar[bool] = False
+    #: The video meetings ("google_meet", "teams") the service can make where a calendar allows it;
+    #: none: `capabilities` is never called.
+    conferences: ClassVar[tuple[str, ...]] = ()
+    #: What a member is told when their calendar can't make one (what kind of calendar could).
+    conference_note: ClassVar[str] = ""
+    #: Whether events written here can carry guests (attendees invited by the service).
+    takes_guests: ClassVar[bool] = False
 
     # --- settings and checks -----------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -201,6 +217,28 @@ class BaseProvider:
         """
         raise NotImplementedError
 
+    def move(self, access_token: str, calendar_id: str, destination: str, operations: list[Operation]) -> list[Outcome]:
+        """Move each operation's event (`remote_id`, else `key`) from `calendar_id` to `destination`, telling
+        nobody; one Outcome per operation, in order. Only where `can_move`."""
+        raise NotImplementedError
+
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """Of `conferences`, the meetings `calendar_id` allows now (read when connecting and when the
+        calendar changes)."""
+        return []
+
+    def read_conference(self, access_token: str, calendar_id: str, operation: Operation) -> Conference | None:
+        """The event's meeting as the service shows it now (a pending one read again); None when unknown."""
+        return None
+
+    @staticmethod
+    def event_text(event: Event) -> str:
+        """The event's description, with the join link of a meeting made in another copy."""
+        if not event.join_url:
+            return event.description
+        return f"{event.description}\n\nJoin the video meeting: {event.join_url}".lstrip()
+
     # --- reading calendars (never on the confirm path) --------------------------------------
     def busy(self, access_token: str, calendar_id: str, start: dt.datetime, end: dt.datetime) -> list[BusyBlock]:
         """Busy spans overlapping [start, end): confirmed events that block time (not free/transparent,
@@ -211,6 +249,11 @@ class BaseProvider:
         self, access_token: str, calendar_id: str, cursor: str | None, start: dt.datetime, end: dt.datetime
     ) -> Changes:
         """Incremental read since `cursor`; a full read of [start, end) when cursor is None or expired (410)."""
+        raise NotImplementedError
+
+    def event(self, access_token: str, calendar_id: str, remote_id: str) -> BusyBlock | None:
+        """One event as it is now (with `version` and `guests`), or None when it is gone (deleted or
+        cancelled). A read that fails raises: only a definite answer says an event is gone."""
         raise NotImplementedError
 
     # --- push notifications (Google channel / Graph subscription) -----------------------------

@@ -404,7 +404,7 @@ class CalDAVProvider(BaseProvider):
             response = self.send(client, "PUT", href, body, {**ICS, **condition})
             if response.status < 300:
                 new = _strong(response.headers.get("ETag"))
-                return Outcome(remote_id=f"{href}#{new}" if new else href)
+                return Outcome(remote_id=f"{href}#{new}" if new else href, version=new or None)
             if response.status != 412 and not (etag and response.status in GONE):
                 raise _status_error(response.status, "PUT")
             etag = self._etag(client, href) or ""  # changed or made meanwhile (a lost answer): read it, go again

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import uuid
+from dataclasses import replace
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,6 +27,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError, UsageLimited
+from ..types import Conference, Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Notification, Outcome, retry_after
 
@@ -37,10 +39,47 @@ GONE_STATUSES = {404, 410}
 WRITABLE_ROLES = {"owner", "writer"}
 MARKER = "calendar_sync_source"  # private extended property every event we write carries
 PAGE_SIZE = 2500  # events.list's maximum maxResults
-LIST_FIELDS = "nextPageToken,nextSyncToken,items(id,status,summary,start,end,transparency,extendedProperties/private)"
+# What a read needs of an event: its span, whether it is ours (or an occurrence of ours), its version
+# and its guests' answers.
+EVENT_FIELDS = (
+    "id,etag,status,summary,start,end,transparency,extendedProperties/private,recurringEventId,"
+    "attendees(email,responseStatus,self,organizer,resource)"
+)
+LIST_FIELDS = f"nextPageToken,nextSyncToken,items({EVENT_FIELDS})"
+RESPONSES = {"needsAction", "accepted", "declined", "tentative"}
 UTC = dt.UTC
 BATCH_LIMIT = 1000  # calls per batch request the service accepts
 CHANNEL_TTL = 7 * 24 * 3600  # seconds a push channel is asked to live (Google's default, a week)
+MEET = "hangoutsMeet"  # conferenceSolutionKey.type of Google Meet
+
+
+def conference_of(operation, body):
+    """The meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    data = _dict(body.get("conferenceData"))
+    code = str(_dict(_dict(data.get("createRequest")).get("status")).get("statusCode") or "")
+    video = [p for p in data.get("entryPoints") or [] if isinstance(p, dict) and p.get("entryPointType") == "video"]
+    uri = str(video[0].get("uri") or "") if video else ""
+    if code == "failure":
+        return Conference("google_meet", "", "failed", "Google could not make the Meet meeting.")
+    if code == "pending":
+        return Conference("google_meet", uri, "pending")
+    if uri:
+        return Conference("google_meet", uri, "ready")
+    if wanted.status == "none":  # asked, and the event came back without one
+        return Conference("google_meet", "", "failed", "Google made no Meet meeting for this event.")
+    return wanted
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _conference_refused(error):
+    """Google's 400 for a conference the calendar does not allow ("Invalid conference type value.")."""
+    return error is not None and error.status == 400 and "conference" in str(error).lower()
 
 
 def classify_http_error(exc):
@@ -149,20 +188,38 @@ def _moment(value):
     return None
 
 
+def _guests(item):
+    """The attendees' answers (Google's `responseStatus`), the organizer and rooms left out."""
+    guests = []
+    for attendee in item.get("attendees") or []:
+        if not isinstance(attendee, dict) or attendee.get("self") or attendee.get("organizer"):
+            continue
+        if attendee.get("resource") or not attendee.get("email"):
+            continue
+        answer = str(attendee.get("responseStatus") or "needsAction")
+        guests.append(Guest(str(attendee["email"]).lower(), answer if answer in RESPONSES else "needsAction"))
+    return tuple(guests)
+
+
 def _block(item):
-    """A listed event as a BusyBlock, or None when it blocks no time (cancelled, transparent, no span)."""
-    if item.get("status") == "cancelled" or item.get("transparency") == "transparent":
+    """A listed event as a BusyBlock, or None when it blocks no time (cancelled, transparent, no span).
+    One of ours stays a block even when marked free: it still is the booking's event."""
+    private = (item.get("extendedProperties") or {}).get("private") or {}
+    ours = MARKER in private
+    if item.get("status") == "cancelled" or (item.get("transparency") == "transparent" and not ours):
         return None
     start, end = _moment(item.get("start")), _moment(item.get("end"))
     if start is None or end is None or end <= start:
         return None
-    private = (item.get("extendedProperties") or {}).get("private") or {}
     return BusyBlock(
         start=start,
         end=end,
         remote_id=str(item.get("id") or ""),
         summary=str(item.get("summary") or ""),
-        ours=MARKER in private,
+        ours=ours,  # instances of a recurring event carry the master's properties
+        series_id=str(item.get("recurringEventId") or ""),
+        version=str(item.get("etag") or ""),
+        guests=_guests(item),
     )
 
 
@@ -190,9 +247,16 @@ def _instance_body(event, zone):
     }
 
 
+def _etag(answer):
+    """The etag Google answered a write with (a delete answers none)."""
+    return str(answer["etag"]) if isinstance(answer, dict) and answer.get("etag") else None
+
+
 class GoogleProvider(BaseProvider):
     name = "google"
     label = "Google Calendar"
+    can_move = True  # events.move: the event, its guests and their answers go along, nobody is told
+    reports_changes = True
     settings = {
         # OAuth client registered with Google (required to connect).
         "GOOGLE_CLIENT_ID": "",
@@ -212,6 +276,9 @@ class GoogleProvider(BaseProvider):
         "BATCH_SIZE": 50,
     }
     required_settings = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_REDIRECT_URI")
+    conferences = ("google_meet",)
+    conference_note = "Google Meet has to be allowed for it (a Google Workspace administrator may have turned it off)."
+    takes_guests = True
     endpoint_settings = (
         "GOOGLE_OAUTH_AUTH_URI",
         "GOOGLE_OAUTH_TOKEN_URI",
@@ -338,6 +405,26 @@ class GoogleProvider(BaseProvider):
             if item.get("accessRole") in WRITABLE_ROLES and not item.get("deleted")
         ]
 
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token, calendar_id):
+        """calendarList.get: Meet where `conferenceProperties.allowedConferenceSolutionTypes` lists it."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        entry = self._execute(service.calendarList().get(calendarId=calendar_id), http)
+        allowed = ((entry or {}).get("conferenceProperties") or {}).get("allowedConferenceSolutionTypes") or []
+        return ["google_meet"] if MEET in allowed else []
+
+    def read_conference(self, access_token, calendar_id, operation):
+        """events.get with conferenceData: a pending meeting read again."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        request = service.events().get(calendarId=calendar_id, eventId=operation.remote_id or operation.key)
+        try:
+            body = self._execute(request, http)
+        except CalendarSyncError as exc:
+            if exc.status in GONE_STATUSES:
+                return None
+            raise
+        return conference_of(operation, body)
+
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     def busy(self, access_token, calendar_id, start, end):
         """events.list over the window, not freeBusy: freeBusy cannot tell our own events apart."""
@@ -403,6 +490,19 @@ class GoogleProvider(BaseProvider):
                     fold.add(item["id"], _block(item))
         return fold, pages.last.get("nextSyncToken") if pages.complete else None, pages.complete
 
+    def event(self, access_token, calendar_id, remote_id):
+        """events.get of one event: None when it is gone (404/410, or kept as `cancelled`)."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        try:
+            item = self._execute(
+                service.events().get(calendarId=calendar_id, eventId=remote_id, fields=EVENT_FIELDS), http
+            )
+        except CalendarSyncError as exc:
+            if exc.status in GONE_STATUSES:
+                return None
+            raise
+        return _block(item) if isinstance(item, dict) and item.get("status") != "cancelled" else None
+
     # --- push notifications ----------------------------------------------------------------
     def watch(self, access_token, calendar_id, address, secret):
         """events.watch: a web_hook channel whose notifications carry `secret` as X-Goog-Channel-Token."""
@@ -456,21 +556,59 @@ class GoogleProvider(BaseProvider):
             "status": "confirmed",
             "summary": event.summary,
             "location": event.location,
-            "description": event.description,
+            "description": self.event_text(event),
             "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
             "extendedProperties": {"private": {"calendar_sync_source": source, "calendar_sync_id": object_id}},
+            "attendees": [{"email": email} for email in event.attendees],
+        }
+
+    @staticmethod
+    def conference_body(operation, creating=False):
+        """A Meet to make: `conferenceData.createRequest` whose requestId is the event's own key, so a
+        retried write never makes a second meeting. Once one exists a patch sends nothing (it leaves the
+        meeting as it is); an insert (the event is new, or made again) always asks."""
+        wanted = operation.conference
+        if wanted is None or wanted.status == "failed" or wanted.type != "google_meet":
+            return {}
+        if wanted.status != "none" and not creating:
+            return {}
+        return {
+            "conferenceData": {"createRequest": {"requestId": operation.key, "conferenceSolutionKey": {"type": MEET}}}
         }
 
     def _request(self, service, calendar_id, operation, step):
         events = service.events()
-        event_id = _instance_id(operation)
+        # Guests hear of a write only when the sync core says so (`Operation.notify`); never otherwise.
+        send = "all" if operation.notify else "none"
+        if isinstance(step, tuple):  # ("move", destination calendar)
+            return events.move(
+                calendarId=calendar_id,
+                eventId=operation.remote_id or operation.key,
+                destination=step[1],
+                sendUpdates="none",
+            )
         if step == "delete":
-            return events.delete(calendarId=calendar_id, eventId=event_id, sendUpdates="none")
-        body = self.event_body(operation)
+            return events.delete(calendarId=calendar_id, eventId=_instance_id(operation), sendUpdates=send)
+        body = {**self.event_body(operation), **self.conference_body(operation, creating=step == "insert")}
+        extra = {"conferenceDataVersion": 1} if operation.conference is not None else {}
         if step == "insert":
-            return events.insert(calendarId=calendar_id, body=body, sendUpdates="none")
-        return events.patch(calendarId=calendar_id, eventId=event_id, body=body, sendUpdates="none")
+            return events.insert(calendarId=calendar_id, body=body, sendUpdates=send, **extra)
+        return events.patch(
+            calendarId=calendar_id, eventId=_instance_id(operation), body=body, sendUpdates=send, **extra
+        )
+
+    def move(self, access_token, calendar_id, destination, operations):
+        """events.move (in batches when several), telling nobody (`sendUpdates=none`): each event keeps
+        its id, guests and their answers. One already gone (404/410) is an error: the caller creates it anew."""
+        service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        answers: dict[int, dict] = {}  # the events as moved (their etags)
+        steps = dict.fromkeys(range(len(operations)), ("move", destination))
+        errors = self._run(service, http, calendar_id, operations, steps, answers)
+        return [
+            Outcome(errors[i], None if errors[i] else op.remote_id or op.key, version=_etag(answers.get(i)))
+            for i, op in enumerate(operations)
+        ]
 
     @staticmethod
     def _next_step(step, error):
@@ -485,7 +623,9 @@ class GoogleProvider(BaseProvider):
 
     def apply(self, access_token, calendar_id, operations):
         service, http = _service(self.endpoint("GOOGLE_API_ROOT")), self._http(access_token)
+        operations = list(operations)  # a refused meeting is dropped from its operation (see below)
         results = [Outcome()] * len(operations)
+        answers: dict[int, dict] = {}  # the body of each answer: the event as written (its etag, its meeting)
         pending = {
             i: ("delete" if op.is_delete else "patch" if op.known_to_exist or op.occurrence else "insert")
             for i, op in enumerate(operations)
@@ -493,13 +633,26 @@ class GoogleProvider(BaseProvider):
         for _ in range(3):  # first attempt, repair, repair of a racing repair
             if not pending:
                 break
-            errors = self._run(service, http, calendar_id, operations, pending)
+            errors = self._run(service, http, calendar_id, operations, pending, answers)
             next_pending = {}
             for i, step in pending.items():
                 error = errors[i]
                 if step == "delete" and error is not None and error.status in GONE_STATUSES:
                     error = None  # deleting what is already gone is success
-                results[i] = Outcome(error, None if error or operations[i].is_delete else operations[i].key)
+                written = error is None and not operations[i].is_delete
+                results[i] = Outcome(
+                    error,
+                    None if error or operations[i].is_delete else operations[i].key,
+                    version=_etag(answers.get(i)) if written else None,
+                    conference=None if error else conference_of(operations[i], answers.get(i)),
+                )
+                if _conference_refused(error) and self.conference_body(operations[i], creating=step == "insert"):
+                    # The calendar no longer allows Meet: write the event without one, report why.
+                    why = f"This calendar doesn't allow Google Meet meetings. {self.conference_note}"
+                    refused = Conference("google_meet", "", "failed", why)
+                    operations[i] = replace(operations[i], conference=refused)
+                    next_pending[i] = step
+                    continue
                 # An instance of a recurring event is only ever patched or cancelled, never made.
                 repair = None if operations[i].occurrence else self._next_step(step, error)
                 if repair:
@@ -507,14 +660,16 @@ class GoogleProvider(BaseProvider):
             pending = next_pending
         return results
 
-    def _run(self, service, http, calendar_id, operations, pending):
-        """Send one round of requests: alone when single, else in batches. Returns {index: error}."""
+    def _run(self, service, http, calendar_id, operations, pending, answers=None):
+        """Send one round of requests: alone when single, else in batches. Returns {index: error};
+        the answers' bodies go to `answers` {index: body}."""
         errors: dict[int, CalendarSyncError | None] = {}
+        answers = {} if answers is None else answers
         items = list(pending.items())
         if len(items) == 1:
             ((i, step),) = items
             try:
-                self._execute(self._request(service, calendar_id, operations[i], step), http)
+                answers[i] = self._execute(self._request(service, calendar_id, operations[i], step), http)
                 errors[i] = None
             except CalendarSyncError as exc:
                 errors[i] = exc
@@ -532,6 +687,7 @@ class GoogleProvider(BaseProvider):
                 if isinstance(exception, HttpError):
                     shared.answered(int(exception.resp.status), retry_after(exception.resp.get("retry-after")))
                 errors[int(request_id)] = classify(exception) if exception is not None else None
+                answers[int(request_id)] = response
 
             batch = BatchHttpRequest(callback=callback, batch_uri=f"{root}batch/calendar/v3")
             for i, step in chunk:

@@ -107,11 +107,11 @@ class Fold:
         self.state: dict[str, BusyBlock | None] = {}
 
     def add(self, remote_id: str, block: BusyBlock | None) -> None:
-        """The event's latest state (a later page repeats an event that changed meanwhile)."""
+        """The event's latest state (a later page repeats an event that changed meanwhile). One of our
+        own events stays itself outside the window: moved there, it was moved, not deleted."""
         self.state.pop(remote_id, None)
-        self.state[remote_id] = (
-            block if block is not None and block.start < self.end and block.end > self.start else None
-        )
+        inside = block is not None and (block.ours or (block.start < self.end and block.end > self.start))
+        self.state[remote_id] = block if inside else None
 
     def blocks(self) -> list[BusyBlock]:
         return [b for b in self.state.values() if b is not None]

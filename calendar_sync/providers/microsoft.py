@@ -22,6 +22,7 @@ from tzlocal.windows_tz import tz_win, win_tz  # CLDR's IANA <-> Windows zone na
 
 from ..conf import get_setting
 from ..exceptions import AuthorizationLost, CalendarSyncError, PermanentError, TransientError
+from ..types import Conference, Guest
 from . import http as shared
 from .base import BaseProvider, BusyBlock, Calendar, Changes, Notification, Operation, Outcome, TokenSet, retry_after
 
@@ -52,8 +53,11 @@ REAUTH_ERRORS = frozenset(
 )
 VIEW_PAGE_SIZE = 100  # calendarView $top
 DELTA_PAGE_SIZE = 100  # delta Prefer: odata.maxpagesize
-VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay"
+VIEW_SELECT = "id,subject,start,end,showAs,isCancelled,isAllDay,seriesMasterId"
 NOT_BUSY = {"free", "workingelsewhere"}
+# An attendee's `status.response` in the words Google and our hosts use.
+RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative"}
+EVENT_SELECT = "id,subject,start,end,showAs,isCancelled,changeKey,attendees"
 # 410 is Graph's answer to an expired delta token; these codes mean the same on any 4xx.
 SYNC_RESET_CODES = {
     "syncstatenotfound",
@@ -68,6 +72,21 @@ FRACTION = re.compile(r"(\.\d{6})\d+")
 SUBSCRIPTION_MINUTES = 4200  # Graph allows at most 4230 minutes for Outlook event subscriptions
 SUBSCRIPTION_CHANGES = "created,updated,deleted"
 MAX_VALIDATION_TOKEN = 2048  # the webhook handshake's validationToken echo: anything longer is refused
+TEAMS = "teamsForBusiness"  # the onlineMeetingProvider of Microsoft Teams (work or school accounts only)
+
+
+def conference_of(operation: Operation, body: Any) -> Conference | None:
+    """The Teams meeting an event answer shows, as the operation asked for one (Outcome.conference)."""
+    wanted = operation.conference
+    if wanted is None or wanted.status == "failed" or not isinstance(body, dict):
+        return wanted
+    meeting = body.get("onlineMeeting")
+    join_url = str(meeting.get("joinUrl") or "") if isinstance(meeting, dict) else ""
+    if body.get("isOnlineMeeting") and join_url:
+        return Conference("teams", join_url, "ready")
+    if wanted.status == "none":  # asked, and Outlook made none: the calendar does not offer Teams
+        return Conference("teams", "", "failed", f"Outlook made no Teams meeting. {MicrosoftProvider.conference_note}")
+    return wanted
 
 
 def classify(status: int, headers: Any, body: Any) -> CalendarSyncError | None:
@@ -150,9 +169,25 @@ def _owner_address(item: dict[str, Any]) -> str:
     return str(owner.get("address") or "") if isinstance(owner, dict) else ""
 
 
-def _block(item: dict[str, Any]) -> BusyBlock | None:
-    """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere)."""
-    if item.get("isCancelled") or str(item.get("showAs") or "").lower() in NOT_BUSY:
+def _guests(item: dict[str, Any]) -> tuple[Guest, ...]:
+    """The attendees' answers (`status.response`) in Google's words; the organizer and rooms left out."""
+    guests = []
+    for attendee in item.get("attendees") or []:
+        if not isinstance(attendee, dict) or str(attendee.get("type") or "").lower() == "resource":
+            continue
+        mailbox, status = attendee.get("emailAddress"), attendee.get("status")
+        address = mailbox.get("address") if isinstance(mailbox, dict) else ""
+        answer = str((status.get("response") if isinstance(status, dict) else None) or "none")
+        if not address or answer == "organizer":
+            continue
+        guests.append(Guest(str(address).lower(), RESPONSES.get(answer, "needsAction")))
+    return tuple(guests)
+
+
+def _block(item: dict[str, Any], busy_only: bool = True) -> BusyBlock | None:
+    """A Graph event as a BusyBlock, or None when it blocks no time (cancelled, free, working elsewhere;
+    with `busy_only` False, only when cancelled or without a span)."""
+    if item.get("isCancelled") or (busy_only and str(item.get("showAs") or "").lower() in NOT_BUSY):
         return None
     start, end = _moment(item.get("start")), _moment(item.get("end"))
     if start is None or end is None or end <= start:
@@ -163,6 +198,9 @@ def _block(item: dict[str, Any]) -> BusyBlock | None:
         remote_id=str(item.get("id") or ""),
         summary=str(item.get("subject") or ""),
         ours=_is_ours(item),
+        series_id=str(item.get("seriesMasterId") or ""),  # an occurrence: ours when its series master is
+        version=str(item.get("changeKey") or ""),
+        guests=_guests(item),
     )
 
 
@@ -314,7 +352,11 @@ def _missing_instance() -> PermanentError:
 class MicrosoftProvider(BaseProvider):
     name = "microsoft"
     label = "Outlook Calendar"
+    reports_changes = True
     revocable = False  # the v2.0 endpoint has no per-grant revoke; disconnect deletes locally
+    # Graph sends attendees a message on every create, update and delete by the organizer: the sync
+    # core sends no write they need not hear of. No move without re-inviting (delete and create).
+    notifies_every_write = True
     reauth_errors = REAUTH_ERRORS
     settings = {
         "MICROSOFT_CLIENT_ID": "",
@@ -326,6 +368,12 @@ class MicrosoftProvider(BaseProvider):
         "MICROSOFT_BATCH_SIZE": 20,
     }
     required_settings = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "MICROSOFT_REDIRECT_URI")
+    conferences = ("teams",)
+    conference_note = (
+        "Teams meetings need a Microsoft 365 work or school calendar: personal Microsoft accounts "
+        "(Outlook.com, Hotmail) can't create them."
+    )
+    takes_guests = True
     endpoint_settings = ("MICROSOFT_LOGIN_ROOT", "MICROSOFT_GRAPH_ROOT", "MICROSOFT_REDIRECT_URI")
 
     # --- settings ----------------------------------------------------------------------------
@@ -447,6 +495,16 @@ class MicrosoftProvider(BaseProvider):
             if item.get("canEdit")
         ]
 
+    # --- video meetings ----------------------------------------------------------------------
+    def capabilities(self, access_token: str, calendar_id: str) -> list[str]:
+        """GET the calendar: Teams where `allowedOnlineMeetingProviders` lists teamsForBusiness
+        (a personal account's calendars never do)."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url = f"{root}{self._calendar_path(calendar_id)}?$select=id,allowedOnlineMeetingProviders"
+        body = self._get(access_token, url, root, None)
+        allowed = body.get("allowedOnlineMeetingProviders") or []
+        return ["teams"] if isinstance(allowed, list) and TEAMS in allowed else []
+
     # --- reading calendars (busy time and incremental sync) ----------------------------------
     @staticmethod
     def _on_graph(url: str, root: str) -> bool:
@@ -537,6 +595,18 @@ class MicrosoftProvider(BaseProvider):
             raise PermanentError("Microsoft Graph returned a link outside the Graph root.", code="bad_next_link")
         return fold.changes(cursor, full=full)
 
+    def event(self, access_token: str, calendar_id: str, remote_id: str) -> BusyBlock | None:
+        """GET one event (ids are unique per mailbox): None when it is gone (404/410) or cancelled."""
+        root = self.endpoint("MICROSOFT_GRAPH_ROOT")
+        url = f"{root}me/events/{quote(remote_id, safe='=')}?{_query([('$select', EVENT_SELECT)])}"
+        status, headers, body = self._call(access_token, "GET", url, prefer='outlook.timezone="UTC"')
+        if status in (404, 410):
+            return None
+        error = classify(status, headers, body)
+        if error:
+            raise error
+        return _block(body, busy_only=False)
+
     # --- push notifications ------------------------------------------------------------------
     @staticmethod
     def _subscription_resource(calendar_id: str) -> str:
@@ -613,14 +683,27 @@ class MicrosoftProvider(BaseProvider):
             return _instance_body(event, zone_name, zone)
         return _recurrence(event, zone_name, zone) | {
             "subject": event.summary,
-            "body": {"contentType": "text", "content": event.description},
+            "body": {"contentType": "text", "content": self.event_text(event)},
             "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "end": {"dateTime": event.end.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
             "location": {"displayName": event.location},
             "showAs": "busy",
             "isReminderOn": False,
             "singleValueExtendedProperties": [{"id": PROP_ID, "value": operation.key}],
+            "attendees": [{"emailAddress": {"address": email}, "type": "required"} for email in event.attendees],
         }
+
+    @staticmethod
+    def conference_body(operation: Operation, creating: bool = False) -> dict[str, Any]:
+        """A Teams meeting to make (Graph makes one per event, once; a retried create is de-duplicated
+        by its transactionId). Once one exists a patch sends nothing (it leaves the meeting); a create
+        (the event is new, or made again) always asks."""
+        wanted = operation.conference
+        if wanted is None or wanted.status == "failed" or wanted.type != "teams":
+            return {}
+        if wanted.status != "none" and not creating:
+            return {}
+        return {"isOnlineMeeting": True, "onlineMeetingProvider": TEAMS}
 
     def _request(self, calendar_id: str, op: Operation, step: _Step) -> tuple[str, str, Any]:
         """(method, path relative to the Graph root, body) for an operation's next step."""
@@ -635,9 +718,12 @@ class MicrosoftProvider(BaseProvider):
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
             return "GET", f"{events}?$filter={quote(where, safe='')}&$select=id", None
         if step.kind == "create":  # transactionId only here: Graph refuses to change it later
-            return "POST", events, {**self.event_body(op), "transactionId": step.transaction_id}
+            body = {**self.event_body(op), **self.conference_body(op, creating=True)}
+            return "POST", events, {**body, "transactionId": step.transaction_id}
         path = f"{events}/{quote(step.remote_id or '', safe='=')}"
-        return ("DELETE", path, None) if step.kind == "delete" else ("PATCH", path, self.event_body(op))
+        if step.kind == "delete":
+            return "DELETE", path, None
+        return "PATCH", path, {**self.event_body(op), **self.conference_body(op)}
 
     def apply(self, access_token: str, calendar_id: str, operations: list[Operation]) -> list[Outcome]:
         """Operations step by step (see `_advance`), in batches when several. A throttled part is sent
@@ -699,7 +785,11 @@ class MicrosoftProvider(BaseProvider):
                 return None
             if step.kind == "delete":
                 return Outcome()
-            return Outcome(remote_id=body.get("id") or step.remote_id)
+            return Outcome(
+                remote_id=body.get("id") or step.remote_id,
+                version=body.get("changeKey") or None,
+                conference=conference_of(op, body),
+            )
         if status in (404, 410) and step.kind == "delete":
             return Outcome()  # already gone
         if status in (404, 410) and op.occurrence is not None:

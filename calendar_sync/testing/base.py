@@ -7,22 +7,32 @@ test uses are the same on both:
 
     fake.add_event(account, start, end, title="Standup", calendar=None, busy=True) -> event id
     fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)
+    fake.add_recurring_event(account, start, end, rule, title="Busy", calendar=None, time_zone="UTC") -> master id
+    fake.change_occurrence(account, event_id, original_start, start=None, end=None, cancel=False) -> its id
+    fake.move_event / update_event / set_busy / delete_event(account, event_id, ...)  (as the member: a new
+                                             etag / changeKey, in the next incremental read)
+    fake.respond(account, event_id, email, response) -> a guest answers ("accepted", "declined", ...)
     fake.events(account=None, calendar=None) -> {id: event as the service returns it}
     fake.agenda(account=None, calendar=None) -> [{"id", "title", "start", "end", "busy"}] (either fake)
     fake.calls(account=None)                 -> calendar API calls answered (batch parts each count)
     fake.max_calls_in_window(account, seconds) / max_in_flight(account=None) -> the busiest window; most requests at once
     fake.api_requests(account=None)          -> HTTP requests that reached the calendar API (a batch once)
     fake.calendar_id(account=None, name=None) -> the id of a calendar by name (None: the default one)
+    fake.notifications(email=None)           -> messages the service sent guests, oldest first:
+                                                [{"email", "kind": "invitation"|"update"|"cancellation", "event_id"}]
+    fake.attendees(event)                    -> [{"email", "response"}] of an event of `events()` (either fake)
     fake.inject(status, times=1, path=None, retry_after=None, code=None, delay=0.0,
                 method=None, account=None, domain=None, message=None) / clear_faults()
     fake.latency = 0.15                      -> every request answered 150 ms late (the constructor's `latency=`)
     fake.expire_cursors() / expire_access_tokens() / revoke_grants(account)
-    fake.lose_response(times=1)             -> the next event creates are made, their answers lost
     fake.notify(channel_id, event_id=None, secret=None) / push_channels(account=None) / drop_channel(id)
+    fake.auto_notify = True                  -> the person's changes above notify the calendar's live channels
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
+    fake.conferences(account=None)           -> video meetings made: [{"account", "event_id", "join_url", "live"}]
     fake.expand(account, event_id, calendar=None) -> [(start, end, title)] of a recurring event's
                                                      instances as they are now (exceptions applied,
                                                      cancelled ones left out), aware UTC, by start
+    fake.lose_response(times=1)             -> the next event creates are made, their answers lost
     fake.reset() / reset_log() / settings() / env()
 
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
@@ -31,43 +41,17 @@ the sandbox (`python -m calendar_sync.testing`).
 
 import datetime as dt
 import html
+import itertools
 import re
 import threading
 import urllib.parse
-from itertools import islice
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from dateutil import rrule
 
 from .server import LoopbackServer
-
-MAX_INSTANCES = 1000  # a recurring event is never expanded further
-
-
-def expand_rule(rule: str, start: dt.datetime, zone_name: str) -> list[dt.datetime]:
-    """The starts (aware UTC) an RFC 5545 RRULE makes from `start`, in wall-clock time of `zone_name`,
-    as both services expand a recurring event: 09:00 stays 09:00 across daylight-saving changes."""
-    zone = ZoneInfo(zone_name)
-    local = start.astimezone(zone).replace(tzinfo=None)
-    parts = dict(p.split("=", 1) for p in rule.upper().removeprefix("RRULE:").split(";") if "=" in p)
-    until = parts.pop("UNTIL", None)
-    recurrence = rrule.rrulestr(";".join(f"{k}={v}" for k, v in parts.items()), dtstart=local, cache=False)
-    if until:
-        if "T" not in until:
-            limit = dt.datetime.strptime(until[:8], "%Y%m%d") + dt.timedelta(days=1, microseconds=-1)
-        else:
-            limit = dt.datetime.strptime(until[:15], "%Y%m%dT%H%M%S")
-            if until.endswith("Z"):
-                limit = limit.replace(tzinfo=dt.UTC).astimezone(zone).replace(tzinfo=None)
-        recurrence = recurrence.replace(until=limit)
-    return [m.replace(tzinfo=zone, fold=0).astimezone(dt.UTC) for m in islice(recurrence, MAX_INSTANCES)]
-
-
-def stamp(moment: dt.datetime) -> str:
-    """An original start as instance ids carry it: YYYYMMDDTHHMMSSZ (UTC)."""
-    return moment.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class FakeService(LoopbackServer):
@@ -90,6 +74,7 @@ class FakeService(LoopbackServer):
     lock: threading.RLock  # made by the subclass before its state
     accounts: dict[str, Any]
     call_log: list[dict[str, Any]]
+    sent_messages: list[dict[str, str]]
     http_requests: list[dict[str, Any]]
     faults: list[dict[str, Any]]
     access_tokens: dict[str, dict[str, Any]]
@@ -107,7 +92,9 @@ class FakeService(LoopbackServer):
         self.call_log = []  # one dict per logical API request: time, method, path, account, batch, ...
         self.http_requests = []  # one dict per HTTP request received
         self.latency = self.initial_latency
+        self.auto_notify = False  # True: what a person does in a calendar notifies its live channels at once
         self.granted_scope = None  # override the scope a consent grants
+        self.sent_messages = []  # what the service e-mailed attendees: {"email", "kind", "event_id"}
         self.add_account(self.default_account)
         self.add_account(self.room_account)
 
@@ -173,6 +160,25 @@ class FakeService(LoopbackServer):
             current += step
             best = max(best, current)
         return best
+
+    # --- what guests were sent ----------------------------------------------------------------
+    def notifications(self, email: str | None = None) -> list[dict[str, Any]]:
+        """The messages the service sent an event's attendees, oldest first (of one guest when `email`
+        is given): [{"email", "kind", "event_id"}], `kind` one of "invitation", "update", "cancellation".
+        Each fake sends them when its service does (see `_tell`); `reset()` forgets them."""
+        with self.lock:
+            return [dict(m) for m in self.sent_messages if email is None or m["email"] == email.lower()]
+
+    def attendees(self, event: dict[str, Any]) -> list[dict[str, str]]:
+        """An event's attendees (as `events()` returns it) in either fake's terms: [{"email", "response"}]."""
+        raise NotImplementedError
+
+    def _tell(self, kind: str, emails: Any, event_id: str, organizer: str = "") -> None:
+        """Send `kind` to each of `emails` (never to the organizer themself)."""
+        with self.lock:
+            for address in emails:
+                if address and address.lower() != organizer.lower():
+                    self.sent_messages.append({"email": address.lower(), "kind": kind, "event_id": event_id})
 
     # --- faults ------------------------------------------------------------------------------
     def inject(
@@ -270,9 +276,24 @@ class FakeService(LoopbackServer):
     def delete_event(self, account: str, event_id: str, calendar: str | None = None) -> None:
         raise NotImplementedError
 
+    def respond(self, account: str, event_id: str, email: str, response: str, calendar: str | None = None) -> None:
+        """A guest of `account`'s event answers: "needsAction", "accepted", "declined" or "tentative"
+        (in the service's own words on the event); the event changes as any edit does."""
+        raise NotImplementedError
+
     def events(self, account: str | None = None, calendar: str | None = None) -> dict[str, dict[str, Any]]:
         """{id: event} of one calendar (the default account's default calendar by default), as the service returns it."""
         raise NotImplementedError
+
+    def _changed(self, account: str, calendar: str, event_id: str) -> None:
+        """A person changed an event of `account`'s `calendar`: with `auto_notify`, every live channel
+        on that calendar is notified, as the service does (after the change, outside the lock: the
+        receiver reads the calendar back at once)."""
+        if not self.auto_notify:
+            return
+        for channel in self.push_channels(account).values():
+            if not channel["stopped"] and channel["calendar"] == calendar:
+                self.notify(channel["id"], event_id)
 
     def notify(self, channel_id: str, event_id: str | None = None, secret: str | None = None) -> Any:
         """Deliver a change notification for a channel the way the service does; the receiver's
@@ -294,6 +315,11 @@ class FakeService(LoopbackServer):
         self, account: str | None, event_id: str, calendar: str | None = None
     ) -> list[tuple[dt.datetime, dt.datetime, str]]:
         """A recurring event's instances as the service shows them now: [(start, end, title)] by start."""
+        raise NotImplementedError
+
+    def conferences(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Video meetings the service made (Meet, Teams), oldest first: {"account", "event_id",
+        "join_url", "live"}; `live` while the event that has it exists."""
         raise NotImplementedError
 
     def set_busy(self, account: str, event_id: str, busy: bool, calendar: str | None = None) -> None:
@@ -392,3 +418,28 @@ class FakeService(LoopbackServer):
                         )
                     parts.append("</table>")
         return 200, ("text/html; charset=utf-8", "".join(parts).encode()), {}
+
+
+#: The most occurrences a fake expands of one recurring event (a rule with no end stops here).
+MAX_EXPANDED = 1000
+
+
+def _expand_rrule(
+    recurrence: list[str], start: dt.datetime, end: dt.datetime, time_zone: str = "UTC"
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """[(start, end)] in UTC of each occurrence of a recurring event whose first one is `start`–`end`.
+
+    `recurrence` holds RFC 5545 lines ("RRULE:…", "EXDATE…", "RDATE…"; Google's `recurrence` field)
+    read in `time_zone` as wall-clock time, as both services do: 09:00 stays 09:00 across
+    daylight-saving changes. Each occurrence lasts as long as the first (exactly)."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.UTC
+    first = start.astimezone(zone)
+    rules = rrule.rrulestr("\n".join(recurrence), dtstart=first, forceset=True, unfold=True)
+    length = end - start
+    return [
+        (moment.astimezone(dt.UTC), moment.astimezone(dt.UTC) + length)
+        for moment in itertools.islice(rules, MAX_EXPANDED)
+    ]

@@ -16,7 +16,20 @@ events as minimal cancelled items, `nextSyncToken` on the last page; 410 `fullSy
 for an unknown or expired token; 400 when combined with `timeMin`/`timeMax` and the like, or when
 its other parameters differ from the full read that began the sync);
 `freeBusy.query`; push channels (`events.watch`, `channels.stop`, `notify()`). A person using
+Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`,
+and recurring events by `add_recurring_event` / `change_occurrence` (an exception event
+`<id>_<original start>`); `singleEvents=true` lists their instances (the master's fields and
+extended properties, `recurringEventId`, `originalStartTime`) with the exceptions in place.
 Google Calendar's own UI is played by `add_event` / `move_event` / `update_event` / `delete_event`.
+
+Video meetings: calendars carry `conferenceProperties.allowedConferenceSolutionTypes` (["hangoutsMeet"]
+unless `allow_meet(account, False)`; calendarList.get answers one entry). With `conferenceDataVersion=1`,
+an insert or patch carrying `conferenceData.createRequest` makes one Meet per requestId (the same
+requestId again changes nothing, as Google ignores a repeated request), answered `pending` the next
+`conference_pending(n)` times an event answer shows it, then `success` with a meet.google.com video
+entry point; without `conferenceDataVersion` conference data is ignored; on a calendar that does
+not allow Meet the write is refused, 400 "Invalid conference type value.". `conferences()` lists
+the meetings made.
 """
 
 import base64
@@ -27,6 +40,7 @@ import html
 import json
 import re
 import secrets
+import string
 import threading
 import time
 import urllib.parse
@@ -34,13 +48,13 @@ from collections import defaultdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
 from . import server
-from .base import FakeService, expand_rule, stamp
+from .base import FakeService, _expand_rrule
 from .server import decode_token, encode_token
 
 EVENT_ID = re.compile(r"^[0-9a-v]{5,1024}$")
@@ -68,6 +82,7 @@ NOT_FILTERS = ("syncToken", "pageToken", "maxResults", "fields", "alt", "prettyP
 LIST_DEFAULTS = {"showDeleted": "false", "singleEvents": "false", "showHiddenInvitations": "false"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 EVENT_CREATE = re.compile(r"/calendar/v3/calendars/[^/]+/events")  # events.insert (POST)
+MEET = "hangoutsMeet"
 DEFAULT_ACCOUNT = "member@example.com"
 ROOM_ACCOUNT = "rooms@example.com"
 UTC = dt.UTC
@@ -151,8 +166,68 @@ def _event_time(value, all_day=False):
     raise TypeError(f"expected a datetime or a date, got {value!r}")
 
 
+def _attendees(wanted, before):
+    """An attendees array as Google stores it: each guest's `responseStatus` (needsAction when new; an
+    address already invited keeps its answer unless the request gives one)."""
+    answers = {str(a.get("email", "")).lower(): a.get("responseStatus") for a in before if isinstance(a, dict)}
+    stored = []
+    for attendee in wanted if isinstance(wanted, list) else []:
+        if not isinstance(attendee, dict) or not attendee.get("email"):
+            continue
+        email = str(attendee["email"])
+        stored.append(
+            {
+                **attendee,
+                "responseStatus": attendee.get("responseStatus") or answers.get(email.lower()) or "needsAction",
+            }
+        )
+    return stored
+
+
 def _public(event):
     return {k: v for k, v in event.items() if not k.startswith("_")}
+
+
+def _instance_id(master_id, original):
+    """Google's id of one instance of a recurring event: `<master id>_<original start, UTC basic form>`."""
+    return f"{master_id}_{original.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _instances(events):
+    """`events` as `singleEvents=true` lists them: each recurring event replaced by its instances
+    (the master's fields, `recurringEventId`, `originalStartTime`, id `<master>_<time>`), with the
+    exceptions stored for it (moved, changed or cancelled instances) in their place."""
+    listed = {}
+    for event in events.values():
+        if event.get("recurringEventId") and event["recurringEventId"] in events:
+            continue  # an exception: it takes its instance's place below
+        recurrence = event.get("recurrence")
+        start, end = _span(event)
+        if not recurrence or start is None or end is None:
+            listed[event["id"]] = event
+            continue
+        zone = (event.get("start") or {}).get("timeZone") or "UTC"
+        fields = {k: v for k, v in event.items() if k not in ("recurrence", "id", "start", "end", "iCalUID")}
+        for original, finish in _expand_rrule(recurrence, start, end, zone):
+            instance_id = _instance_id(event["id"], original)
+            moment = {"dateTime": original.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone}
+            instance = {
+                **fields,
+                "id": instance_id,
+                "iCalUID": event.get("iCalUID", ""),
+                "recurringEventId": event["id"],
+                "originalStartTime": moment,
+                "start": moment,
+                "end": {"dateTime": finish.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone},
+            }
+            exception = events.get(instance_id)
+            if exception is not None:
+                instance.update({k: v for k, v in exception.items() if k != "_seq"})
+                instance["_seq"] = max(event.get("_seq", 0), exception.get("_seq", 0))
+            elif event["status"] == "cancelled":
+                instance["status"] = "cancelled"
+            listed[instance_id] = instance
+    return listed
 
 
 class FakeGoogle(FakeService):
@@ -176,6 +251,8 @@ class FakeGoogle(FakeService):
 
     def _init_state(self):
         self._init_common()  # accounts: email -> {"calendars": {id: cal}, "events": {calendar id: {id: event}}}
+        self.meetings = []  # one per Meet made: {"account", "calendar", "event_id", "request_id", "join_url"}
+        self.pending_answers = 0  # `conference_pending(n)`: the next n answers show a new meeting pending
         self.revocations = []  # one per revoke request: {"client_id", "client_authenticated"}
         self.change_counter = 0  # global change counter: every event carries the value of its last change
         self.sync_epoch = secrets.token_hex(4)  # sync tokens of another epoch answer 410
@@ -207,6 +284,8 @@ class FakeGoogle(FakeService):
                     "holidays@group.v.calendar.google.com": {"summary": "Holidays", "accessRole": "reader"},
                 }
             )
+            for cal in cals.values():
+                cal.setdefault("conferenceProperties", {"allowedConferenceSolutionTypes": [MEET]})
             self.accounts[email] = {"calendars": cals, "events": defaultdict(dict)}
         return email
 
@@ -239,6 +318,18 @@ class FakeGoogle(FakeService):
             message="Calendar usage limits exceeded.",
         )
 
+    def allow_meet(self, account, allowed=True, calendar=None):
+        """Whether the calendar (the primary one by default) allows Google Meet (an administrator
+        may turn it off): its `conferenceProperties.allowedConferenceSolutionTypes`."""
+        with self.lock:
+            cal = self.accounts[account]["calendars"][self._calendar_id(account, calendar or "primary")]
+            cal["conferenceProperties"] = {"allowedConferenceSolutionTypes": [MEET] if allowed else []}
+
+    def conference_pending(self, n=1):
+        """The next `n` event answers that show a newly made meeting say `pending` (no entry point yet)."""
+        with self.lock:
+            self.pending_answers = n
+
     def lose_response(self, times=1):
         """The next `times` event creates (not in a batch) are committed, then the connection drops unanswered."""
         with self.lock:
@@ -250,6 +341,30 @@ class FakeGoogle(FakeService):
                 self.lost -= 1
                 return True
         return False
+
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            account = account or DEFAULT_ACCOUNT
+            events = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")]
+            rows = [(*_span(i), i.get("summary") or "") for i in self._expansion(events, event_id)]
+            return sorted(rows, key=lambda row: row[0])
+
+    def conferences(self, account=None):
+        """Meetings made, each {"account", "calendar", "event_id", "request_id", "join_url", "live"}:
+        `live` while its event exists (cancelling the event removes its meeting)."""
+        with self.lock:
+            rows = []
+            for meeting in self.meetings:
+                if account is not None and meeting["account"] != account:
+                    continue
+                event = self.accounts[meeting["account"]]["events"][meeting["calendar"]].get(meeting["event_id"])
+                live = bool(
+                    event
+                    and event["status"] != "cancelled"
+                    and (event.get("_meet") or {}).get("uri") == meeting["join_url"]
+                )
+                rows.append({**meeting, "live": live})
+            return rows
 
     def revoke_grants(self, account):
         with self.lock:
@@ -269,17 +384,11 @@ class FakeGoogle(FakeService):
             items = self.accounts[account]["events"].get(cal, {})
             return {k: _public(v) for k, v in items.items() if include_cancelled or v["status"] != "cancelled"}
 
-    def expand(self, account, event_id, calendar=None):
-        with self.lock:
-            cal = self._calendar_id(account or DEFAULT_ACCOUNT, calendar or "primary")
-            master = self.accounts[account or DEFAULT_ACCOUNT]["events"][cal][event_id]
-            rows = [(*_span(item), item.get("summary") or "") for item in self._instances(master)]
-            return sorted(rows, key=lambda row: row[0])
-
     def _agenda(self, account, calendar):
         rows = []
-        stored = self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {})
-        for event in [i for e in stored.values() for i in (self._instances(e) if e.get("recurrence") else [e])]:
+        for event in (
+            self.accounts[account]["events"].get(self._calendar_id(account, calendar or "primary"), {}).values()
+        ):
             if event["status"] != "cancelled":
                 start, end = _span(event)
                 rows.append(
@@ -320,7 +429,8 @@ class FakeGoogle(FakeService):
                 event["transparency"] = "transparent"
             events[event_id] = event
             self._touch(event)
-            return event_id
+        self._changed(account, cal, event_id)
+        return event_id
 
     def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time."""
@@ -328,8 +438,9 @@ class FakeGoogle(FakeService):
 
     def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `transparency="transparent"` (None removes a field)."""
+        cal = self._calendar_id(account, calendar or "primary")
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            event = self.accounts[account]["events"][cal][event_id]
             for key, value in fields.items():
                 if value is None:
                     event.pop(key, None)
@@ -337,16 +448,75 @@ class FakeGoogle(FakeService):
                     event[key] = value
             event["sequence"] = event.get("sequence", 0) + 1
             self._touch(event)
+        self._changed(account, cal, event_id)
+
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `responseStatus` on the organizer's (`account`'s) event
+        becomes `response` ("needsAction", "accepted", "declined", "tentative"), and the event changes
+        (new etag, in the next incremental read). KeyError when `email` is not one of its attendees."""
+        cal = self._calendar_id(account, calendar or "primary")
+        with self.lock:
+            event = self.accounts[account]["events"][cal][event_id]
+            attendee = next(
+                (a for a in event.get("attendees") or [] if str(a.get("email", "")).lower() == email.lower()), None
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["responseStatus"] = response
+            self._touch(event)
+        self._changed(account, cal, event_id)
 
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, calendar=calendar, transparency=None if busy else "transparent")
 
     def delete_event(self, account, event_id, calendar=None):
         """Delete an event in the UI: Google keeps it as cancelled (showDeleted and sync see it)."""
+        cal = self._calendar_id(account, calendar or "primary")
         with self.lock:
-            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            event = self.accounts[account]["events"][cal][event_id]
             event["status"] = "cancelled"
             self._touch(event)
+        self._changed(account, cal, event_id)
+
+    def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
+        """Create a recurring event as the member would: the first occurrence `start`–`end` in
+        `time_zone`, repeating by `rule` (an RRULE, without "RRULE:"); return the master's id."""
+        event_id = self.add_event(account, start, end, title=title, calendar=calendar)
+        with self.lock:
+            event = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")][event_id]
+            for field, moment in (("start", start), ("end", end)):
+                event[field] = {"dateTime": moment.astimezone(ZoneInfo(time_zone)).isoformat(), "timeZone": time_zone}
+            event["recurrence"] = [f"RRULE:{rule}"]
+            self._touch(event)
+        return event_id
+
+    def change_occurrence(self, account, event_id, original_start, start=None, end=None, cancel=False, calendar=None):
+        """Move (`start`, `end`) or cancel one instance of a recurring event in the UI: Google keeps an
+        exception event `<id>_<original start>` with `recurringEventId` and `originalStartTime`."""
+        with self.lock:
+            events = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")]
+            master = events[event_id]
+            zone = master["start"].get("timeZone") or "UTC"
+            instance_id = _instance_id(event_id, original_start)
+            exception = events.setdefault(
+                instance_id,
+                {
+                    "kind": "calendar#event",
+                    "id": instance_id,
+                    "status": "confirmed",
+                    "recurringEventId": event_id,
+                    "originalStartTime": {
+                        "dateTime": original_start.astimezone(ZoneInfo(zone)).isoformat(),
+                        "timeZone": zone,
+                    },
+                },
+            )
+            if cancel:
+                exception["status"] = "cancelled"
+            if start is not None and end is not None:
+                exception["start"], exception["end"] = _event_time(start), _event_time(end)
+            self._touch(exception)
+        return instance_id
 
     # --- push -------------------------------------------------------------------------------------
     def notify(self, channel_id, event_id=None, secret=None, state="exists"):
@@ -694,12 +864,25 @@ class FakeGoogle(FakeService):
     def _calendar(self, method, path, query, body, account):
         segments = [urllib.parse.unquote(s) for s in path.split("/")]
         data = self.accounts[account]
+
+        def entry(cid, c):
+            return {
+                "kind": "calendar#calendarListEntry",
+                "id": cid,
+                "summary": c["summary"],
+                "accessRole": c["accessRole"],
+                "primary": c.get("primary", False),
+                "conferenceProperties": c.get("conferenceProperties") or {"allowedConferenceSolutionTypes": []},
+            }
+
         if segments == ["users", "me", "calendarList"] and method == "GET":
-            items = [
-                {"id": cid, "summary": c["summary"], "accessRole": c["accessRole"], "primary": c.get("primary", False)}
-                for cid, c in data["calendars"].items()
-            ]
+            items = [entry(cid, c) for cid, c in data["calendars"].items()]
             return 200, {"kind": "calendar#calendarList", "items": items}
+        if segments[:3] == ["users", "me", "calendarList"] and len(segments) == 4 and method == "GET":
+            cid = self._calendar_id(account, segments[3])
+            if cid not in data["calendars"]:
+                return _error(404, "notFound", "Not Found")
+            return 200, entry(cid, data["calendars"][cid])
         if segments == ["freeBusy"]:
             return (
                 self._free_busy(account, body)
@@ -734,6 +917,10 @@ class FakeGoogle(FakeService):
                 if not event.get("start") or not event.get("end"):
                     return _error(400, "required", "Missing time range.")
                 event = {k: v for k, v in event.items() if not k.startswith("_")}
+                asked = event.pop("conferenceData", None)
+                refused = self._meet_refused(data["calendars"][calendar], asked, query)
+                if refused:
+                    return refused
                 event.update(
                     id=event_id,
                     status=event.get("status", "confirmed"),
@@ -742,27 +929,61 @@ class FakeGoogle(FakeService):
                 )
                 event.setdefault("kind", "calendar#event")
                 event.setdefault("created", _rfc3339(dt.datetime.now(UTC)))
+                event.setdefault("organizer", {"email": calendar, "self": True})
+                if "attendees" in event:
+                    event["attendees"] = _attendees(event["attendees"], [])
                 events[event_id] = event
+                self._meet(account, calendar, event, asked, query)
                 self._touch(event)
-                return 200, _public(event)
+                self._tell_guests(event, query, invited=self._emails(event))
+                return 200, self._shown(event)
+            if len(segments) == 5 and segments[4] == "move" and method == "POST":
+                return self._move(account, calendar, events, segments[3], query)
             if len(segments) == 5 and segments[4] == "instances" and method == "GET":
-                return self._list_instances(events.get(segments[3]), query)
+                return self._list_instances(events, segments[3], query)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
-            if event is None and (found := self._instance_of(events, segments[3])) is not None:
-                return self._write_instance(method, found, body, query)
+            if event is None and method in ("GET", "PATCH", "DELETE") and self._is_instance(events, segments[3]):
+                if method == "GET":  # an instance is addressable by its id
+                    master_id = segments[3].rpartition("_")[0]
+                    found = [i for i in self._expansion(events, master_id, deleted=True) if i["id"] == segments[3]]
+                    return 200, _public(found[0])
+                event = self._exception(events, segments[3])  # its patch or delete changes it alone
             if method == "GET":
-                return (200, _public(event)) if event else _error(404, "notFound", "Not Found")
+                return (200, self._shown(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
                 patch = json.loads(body or b"{}")
                 patch.pop("id", None)
                 patch = {k: v for k, v in patch.items() if not k.startswith("_")}
+                before = {k: v for k, v in event.items() if k not in ("sendUpdates", "sequence")}
+                was_live, old_guests = event["status"] != "cancelled", self._emails(event)
+                if "attendees" in patch:  # the array replaces the old one; an address already there keeps its answer
+                    patch["attendees"] = _attendees(patch["attendees"], event.get("attendees") or [])
+                asked = patch.pop("conferenceData", None)
+                refused = self._meet_refused(data["calendars"][calendar], asked, query)
+                if refused:
+                    return refused
                 event.update(patch, sequence=event["sequence"] + 1, sendUpdates=query.get("sendUpdates"))
+                self._meet(account, calendar, event, asked, query)
                 self._touch(event)
-                return 200, _public(event)
+                if event["status"] == "cancelled":
+                    self._tell_guests(event, query, cancelled=old_guests if was_live else [])
+                elif not was_live:  # restored: invited again
+                    self._tell_guests(event, query, invited=self._emails(event))
+                else:
+                    changed = {k: v for k, v in event.items() if k not in ("sendUpdates", "sequence")} != before
+                    now = self._emails(event)
+                    self._tell_guests(
+                        event,
+                        query,
+                        invited=[e for e in now if e not in old_guests],
+                        cancelled=[e for e in old_guests if e not in now],
+                        updated=[e for e in now if e in old_guests] if changed else [],
+                    )
+                return 200, self._shown(event)
             if method == "DELETE":
                 if event is None:
                     return _error(404, "notFound", "Not Found")
@@ -770,8 +991,128 @@ class FakeGoogle(FakeService):
                     return _error(410, "deleted", "Resource has been deleted")
                 event.update(status="cancelled")
                 self._touch(event)
+                self._tell_guests(event, query, cancelled=self._emails(event))
                 return 204, None
         return _error(405, "methodNotAllowed", "Method not allowed")
+
+    # --- guests ----------------------------------------------------------------------------------
+    def attendees(self, event):
+        return [
+            {"email": a.get("email", ""), "response": a.get("responseStatus", "needsAction")}
+            for a in event.get("attendees") or []
+        ]
+
+    @staticmethod
+    def _emails(event):
+        return [str(a.get("email", "")).lower() for a in event.get("attendees") or [] if not a.get("organizer")]
+
+    def _tell_guests(self, event, query, invited=(), updated=(), cancelled=()):
+        """Google writes to guests only when asked: `sendUpdates=all` (everyone) or `externalOnly`
+        (guests who are not Google Calendar users: here, addresses that are no account of this fake).
+        `none`, or no parameter, tells nobody."""
+        send = query.get("sendUpdates")
+        if send not in ("all", "externalOnly"):
+            return
+        organizer = str((event.get("organizer") or {}).get("email") or "")
+        for kind, emails in (("invitation", invited), ("update", updated), ("cancellation", cancelled)):
+            chosen = [e for e in emails if send == "all" or e not in self.accounts]
+            self._tell(kind, chosen, event["id"], organizer)
+
+    def _move(self, account, calendar, events, event_id, query):
+        """events.move: the event leaves this calendar for `destination` (same id, guests and answers);
+        guests hear of it only as `sendUpdates` says."""
+        event = events.get(event_id)
+        if event is None or event["status"] == "cancelled":
+            return _error(404, "notFound", "Not Found")
+        data = self.accounts[account]
+        destination = self._calendar_id(account, query.get("destination", ""))
+        if destination not in data["calendars"]:
+            return _error(404, "notFound", "Not Found")
+        if data["calendars"][destination]["accessRole"] not in ("owner", "writer"):
+            return _error(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
+        if event_id in data["events"][destination]:
+            return _error(409, "duplicate", "The requested identifier already exists.")
+        del events[event_id]
+        event["organizer"] = {"email": destination, "self": True}
+        data["events"][destination][event_id] = event
+        self._touch(event)
+        self._tell_guests(event, query, updated=self._emails(event))
+        return 200, _public(event)
+
+    # --- conference data (Google Meet) -----------------------------------------------------------
+    @staticmethod
+    def _create_request(asked, query):
+        """The createRequest of a write, when conference data counts (conferenceDataVersion=1)."""
+        if str(query.get("conferenceDataVersion") or "0") != "1" or not isinstance(asked, dict):
+            return None
+        request = asked.get("createRequest")
+        return request if isinstance(request, dict) else None
+
+    def _meet_refused(self, calendar, asked, query):
+        """Google's 400 for a conference type the calendar does not allow (the write is not made)."""
+        request = self._create_request(asked, query)
+        if request is None:
+            return None
+        kind = (request.get("conferenceSolutionKey") or {}).get("type")
+        allowed = (calendar.get("conferenceProperties") or {}).get("allowedConferenceSolutionTypes") or []
+        if kind not in allowed or not request.get("requestId"):
+            return _error(400, "invalid", "Invalid conference type value.")
+        return None
+
+    def _meet(self, account, calendar, event, asked, query):
+        """Make the Meet a createRequest asks for: one per requestId (a repeated one is ignored)."""
+        request = self._create_request(asked, query)
+        if request is None:
+            return
+        request_id = str(request["requestId"])
+        if (event.get("_meet") or {}).get("requestId") == request_id:
+            return
+        letters = "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+        code = f"{letters[:3]}-{letters[3:7]}-{letters[7:]}"  # as Meet's codes look: abc-defg-hij
+        meeting = {
+            "requestId": request_id,
+            "conferenceId": code,
+            "uri": f"https://meet.google.com/{code}",
+            "pending": self.pending_answers,
+        }
+        self.pending_answers = 0
+        event["_meet"] = meeting
+        event["conferenceData"] = self._conference_data(meeting, pending=False)
+        self.meetings.append(
+            {
+                "account": account,
+                "calendar": calendar,
+                "event_id": event["id"],
+                "request_id": request_id,
+                "join_url": meeting["uri"],
+            }
+        )
+
+    @staticmethod
+    def _conference_data(meeting, pending):
+        data: dict[str, Any] = {
+            "createRequest": {
+                "requestId": meeting["requestId"],
+                "conferenceSolutionKey": {"type": MEET},
+                "status": {"statusCode": "pending" if pending else "success"},
+            },
+            "conferenceSolution": {"key": {"type": MEET}, "name": "Google Meet"},
+        }
+        if not pending:
+            data["conferenceId"] = meeting["conferenceId"]
+            data["entryPoints"] = [
+                {"entryPointType": "video", "uri": meeting["uri"], "label": meeting["uri"].removeprefix("https://")}
+            ]
+        return data
+
+    def _shown(self, event):
+        """An event answer: a meeting still pending shows as such (and counts down)."""
+        shown = _public(event)
+        meeting = event.get("_meet")
+        if meeting and meeting["pending"] > 0:
+            meeting["pending"] -= 1
+            shown["conferenceData"] = self._conference_data(meeting, pending=True)
+        return shown
 
     # --- events.list: window, paging, incremental sync -----------------------------------------
     def _list(self, calendar, events, query):
@@ -799,6 +1140,8 @@ class FakeGoogle(FakeService):
                 return _error(400, "badRequest", "Bad Request")
         if time_min is not None and time_max is not None and time_max <= time_min:
             return _error(400, "timeRangeEmpty", "The specified time range is empty.")
+        if query.get("singleEvents") == "true":
+            events = _instances(events)
         since = None
         if sync is not None:
             token = decode_token(sync)
@@ -833,12 +1176,6 @@ class FakeGoogle(FakeService):
             ):
                 return _error(400, "invalid", "Invalid page token value.")
             offset, snapshot = page["o"], page["n"]
-        if query.get("singleEvents") == "true":  # recurring events as their instances
-            events = {
-                i["id"]: {**i, "_seq": e.get("_seq", 0)}
-                for e in events.values()
-                for i in (self._instances(e, show_deleted=True) if e.get("recurrence") else [e])
-            }
         if since is not None:  # changes since the token, deletions included (minimal items)
             changed = sorted((e for e in events.values() if e.get("_seq", 0) > since), key=lambda e: e["_seq"])
             items = [
@@ -879,72 +1216,46 @@ class FakeGoogle(FakeService):
             )
         return 200, answer
 
-    # --- recurring events: one stored event, instances expanded from its RRULE ---------------
-    def _instances(self, master, show_deleted=False):
-        """A recurring event's instances in its start's time zone, its exceptions applied (Google's
-        instance id: the event's id, "_", the original start in UTC); none when it is cancelled."""
-        rule = next((str(r)[6:] for r in master.get("recurrence") or [] if str(r).upper().startswith("RRULE:")), None)
-        start, end = _span(master)
-        if rule is None or start is None or end is None or master.get("status") == "cancelled":
-            return []
-        zone_name = (master.get("start") or {}).get("timeZone") or "UTC"
-        zone = ZoneInfo(zone_name)
-        items = []
-        for moment in expand_rule(rule, start, zone_name):
-            key = stamp(moment)
-            local = {"dateTime": moment.astimezone(zone).isoformat(), "timeZone": zone_name}
-            item = {k: v for k, v in master.items() if k not in ("recurrence", "_exceptions")}
-            item.update(
-                id=f"{master['id']}_{key}",
-                recurringEventId=master["id"],
-                originalStartTime=local,
-                start=local,
-                end={"dateTime": (moment + (end - start)).astimezone(zone).isoformat(), "timeZone": zone_name},
-            )
-            item.update(master.get("_exceptions", {}).get(key, {}))
-            if show_deleted or item.get("status") != "cancelled":
-                items.append(item)
-        return items
+    # --- a recurring event's instances (events.instances; instance ids) ------------------------
+    def _expansion(self, events, master_id, deleted=False):
+        """The instances of the recurring event `master_id`, its exceptions in place, by start."""
+        items = [i for i in _instances(events).values() if i.get("recurringEventId") == master_id]
+        items = [i for i in items if deleted or i.get("status") != "cancelled"]
+        return sorted(items, key=lambda i: _span(i)[0] or dt.datetime.min.replace(tzinfo=UTC))
 
-    def _instance_of(self, events, event_id):
-        """(recurring event, original start stamp, instance) when `event_id` names an instance, else None."""
-        master_id, sep, key = event_id.rpartition("_")
+    def _is_instance(self, events, event_id):
+        master_id, sep, _ = event_id.rpartition("_")
         master = events.get(master_id) if sep else None
         if master is None or not master.get("recurrence"):
-            return None
-        found = [i for i in self._instances(master, show_deleted=True) if i["id"] == event_id]
-        return (master, key, found[0]) if found else None
+            return False
+        return any(i["id"] == event_id for i in self._expansion(events, master_id, deleted=True))
 
-    def _write_instance(self, method, found, body, query):
-        """events.get / patch / delete on an instance id: a patch makes (or changes) an exception, a
-        delete cancels the instance (410 when it is cancelled already)."""
-        master, key, instance = found
-        if method == "GET":
-            return 200, _public(instance)
-        exceptions = master.setdefault("_exceptions", {})
-        if method == "PATCH":
-            patch = {k: v for k, v in json.loads(body or b"{}").items() if k not in ("id", "recurrence")}
-            exceptions[key] = {**exceptions.get(key, {}), **{k: v for k, v in patch.items() if not k.startswith("_")}}
-        elif method == "DELETE":
-            if instance.get("status") == "cancelled":
-                return _error(410, "deleted", "Resource has been deleted")
-            exceptions[key] = {**exceptions.get(key, {}), "status": "cancelled"}
-        else:
-            return _error(405, "methodNotAllowed", "Method not allowed")
-        master["sendUpdates"] = query.get("sendUpdates")
-        self._touch(master)
-        if method == "DELETE":
-            return 204, None
-        return 200, _public(next(i for i in self._instances(master, show_deleted=True) if i["id"] == instance["id"]))
+    def _exception(self, events, instance_id):
+        """The stored exception of an instance, made (as the instance is now) when it has none yet:
+        a patch or a delete of an instance id changes that one instance only."""
+        master_id = instance_id.rpartition("_")[0]
+        instance = next(i for i in self._expansion(events, master_id, deleted=True) if i["id"] == instance_id)
+        exception = {
+            "kind": "calendar#event",
+            "id": instance_id,
+            "status": instance.get("status", "confirmed"),
+            "recurringEventId": master_id,
+            "originalStartTime": instance["originalStartTime"],
+            "sequence": 0,
+        }
+        events[instance_id] = exception
+        self._touch(exception)
+        return exception
 
-    def _list_instances(self, master, query):
+    def _list_instances(self, events, master_id, query):
         """events.instances: a recurring event's instances (cancelled ones with showDeleted), in a window."""
+        master = events.get(master_id)
         if master is None:
             return _error(404, "notFound", "Not Found")
         time_min, time_max = _parse_rfc3339(query.get("timeMin") or ""), _parse_rfc3339(query.get("timeMax") or "")
         items = [
             _public(i)
-            for i in (self._instances(master, show_deleted=query.get("showDeleted") == "true") or [master])
+            for i in self._expansion(events, master_id, deleted=query.get("showDeleted") == "true")
             if _overlaps(i, time_min, time_max)
         ]
         return 200, {"kind": "calendar#events", "items": items}

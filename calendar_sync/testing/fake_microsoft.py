@@ -17,7 +17,15 @@ rounds (`@odata.nextLink` pages, then an absolute `@odata.deltaLink`; later roun
 changes, deletions as `@removed`; `expire_cursors()` makes old tokens answer 410),
 `calendar/getSchedule`, and change-notification `subscriptions` (create, get, renew, delete,
 `notify()`). A person using Outlook is played by `add_event` / `move_event` / `update_event` /
-`delete_event`.
+`delete_event`, and a recurring series by `add_recurring_event` / `change_occurrence`: calendarView
+and delta list its occurrences and exceptions (`seriesMasterId`, `originalStart`; no extended
+properties), never the series master; a cancelled occurrence is gone.
+
+Teams: a work or school mailbox's calendars list `allowedOnlineMeetingProviders: ["teamsForBusiness"]`;
+a personal account's (`add_account(email, personal=True)`, as Outlook.com) only "skypeForConsumer".
+`isOnlineMeeting: true` with `onlineMeetingProvider: "teamsForBusiness"` makes one meeting per event
+(`onlineMeeting.joinUrl`, kept on later writes); where the calendar does not list the provider the
+event is written without one (`isOnlineMeeting` false). `conferences()` lists the meetings made.
 """
 
 import base64
@@ -38,7 +46,7 @@ import requests
 from tzlocal.windows_tz import win_tz  # Windows zone names -> IANA
 
 from . import server
-from .base import FakeService, expand_rule, stamp
+from .base import FakeService, _expand_rrule
 from .server import decode_token, encode_token
 
 GRAPH = "https://graph.microsoft.com/"
@@ -110,6 +118,42 @@ AADSTS = {
     "consent_required": 65001,
     "login_required": 50058,
 }
+
+
+#: Graph's attendee responses in the shared vocabulary (`FakeService.attendees`).
+RESPONSES = {
+    "none": "needsAction",
+    "notResponded": "needsAction",
+    "organizer": "accepted",
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentativelyAccepted": "tentative",
+}
+
+
+def _attendees(wanted, before):
+    """An attendees collection as Graph stores it: type (required unless given), status (`none` when
+    new; an address already invited keeps its answer) and emailAddress."""
+    answers = {
+        str((a.get("emailAddress") or {}).get("address") or "").lower(): a.get("status")
+        for a in before
+        if isinstance(a, dict)
+    }
+    stored = []
+    for attendee in wanted if isinstance(wanted, list) else []:
+        address = (attendee.get("emailAddress") or {}).get("address") if isinstance(attendee, dict) else None
+        if not address:
+            continue
+        stored.append(
+            {
+                "type": attendee.get("type") or "required",
+                "status": attendee.get("status")
+                or answers.get(str(address).lower())
+                or {"response": "none", "time": "0001-01-01T00:00:00Z"},
+                "emailAddress": {"name": attendee["emailAddress"].get("name") or address, "address": address},
+            }
+        )
+    return stored
 
 
 def graph_error(status, code, message):
@@ -200,6 +244,47 @@ def _overlaps(span, start, end):
     return span_start < end and span_end > start
 
 
+GRAPH_DAYS = {
+    "sunday": "SU",
+    "monday": "MO",
+    "tuesday": "TU",
+    "wednesday": "WE",
+    "thursday": "TH",
+    "friday": "FR",
+    "saturday": "SA",
+}
+
+
+def _graph_rrule(recurrence):
+    """A Graph `recurrence` ({pattern, range}) as an RRULE line: daily, weekly and absoluteMonthly
+    patterns; numbered, endDate (inclusive, in the range's zone) and noEnd ranges."""
+    pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
+    kind = str(pattern.get("type", "")).lower()
+    freq = {"daily": "DAILY", "weekly": "WEEKLY", "absolutemonthly": "MONTHLY", "relativemonthly": "MONTHLY"}[kind]
+    parts = [f"FREQ={freq}"]
+    parts.append(f"INTERVAL={int(pattern.get('interval') or 1)}")
+    if kind == "weekly" and pattern.get("daysOfWeek"):
+        parts.append("BYDAY=" + ",".join(GRAPH_DAYS[str(d).lower()] for d in pattern["daysOfWeek"]))
+    if kind == "absolutemonthly" and pattern.get("dayOfMonth"):
+        parts.append(f"BYMONTHDAY={int(pattern['dayOfMonth'])}")
+    if kind == "relativemonthly" and pattern.get("daysOfWeek"):
+        index = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}[str(pattern.get("index", "first"))]
+        parts.append(f"BYDAY={index}{GRAPH_DAYS[str(pattern['daysOfWeek'][0]).lower()]}")
+    if str(span.get("type", "")).lower() == "numbered":
+        parts.append(f"COUNT={int(span['numberOfOccurrences'])}")
+    elif str(span.get("type", "")).lower() == "enddate":
+        last = dt.datetime.combine(dt.date.fromisoformat(span["endDate"]), dt.time(23, 59, 59))
+        zone = _tz(span.get("recurrenceTimeZone")) or UTC
+        parts.append(f"UNTIL={last.replace(tzinfo=zone).astimezone(UTC):%Y%m%dT%H%M%SZ}")
+    return "RRULE:" + ";".join(parts)
+
+
+def _occurrence_id(master_id, original):
+    """A deterministic opaque id for one occurrence of a series (Graph's are opaque too)."""
+    digest = hashlib.sha256(f"{master_id}|{original.isoformat()}".encode()).digest()
+    return "AAMkAGI2Occ" + base64.urlsafe_b64encode(digest).decode().rstrip("=") + "AAA="
+
+
 def _prefer(headers):
     """Prefer header preferences (comma-separated, possibly repeated): {name: value}."""
     found = {}
@@ -208,32 +293,6 @@ def _prefer(headers):
         if name.strip():
             found[name.strip().lower()] = value.strip().strip('"')
     return found
-
-
-GRAPH_DAYS = {"monday": "MO", "tuesday": "TU", "wednesday": "WE", "thursday": "TH", "friday": "FR"}
-GRAPH_DAYS.update(saturday="SA", sunday="SU")
-GRAPH_INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
-
-
-def _rule(recurrence):
-    """A Graph patternedRecurrence as the RFC 5545 RRULE it means (daily, weekly, absolute and
-    relative monthly; numbered, endDate or noEnd ranges)."""
-    pattern, window = recurrence.get("pattern") or {}, recurrence.get("range") or {}
-    kind = str(pattern.get("type") or "daily")
-    days = [GRAPH_DAYS[d] for d in pattern.get("daysOfWeek") or [] if d in GRAPH_DAYS]
-    freq = {"daily": "DAILY", "weekly": "WEEKLY"}.get(kind, "MONTHLY")
-    parts = [f"FREQ={freq}", f"INTERVAL={int(pattern.get('interval') or 1)}"]
-    if kind == "weekly" and days:
-        parts.append("BYDAY=" + ",".join(days))
-    if kind == "absoluteMonthly":
-        parts.append(f"BYMONTHDAY={int(pattern.get('dayOfMonth') or 1)}")
-    if kind == "relativeMonthly" and days:
-        parts.append(f"BYDAY={GRAPH_INDEX.get(str(pattern.get('index') or 'first'), 1)}{days[0]}")
-    if window.get("type") == "numbered":
-        parts.append(f"COUNT={int(window.get('numberOfOccurrences') or 1)}")
-    elif window.get("type") == "endDate" and window.get("endDate"):
-        parts.append("UNTIL=" + str(window["endDate"]).replace("-", ""))
-    return ";".join(parts)
 
 
 def _when(value, zone_name):
@@ -284,6 +343,7 @@ class FakeMicrosoft(FakeService):
         self.delta_generation = secrets.token_hex(4)  # delta tokens of another generation answer 410
         self.delta_expired_code = "SyncStateNotFound"
         self.subscriptions = {}  # id -> the subscription as Graph returns it, plus account and deleted
+        self.meetings = []  # one per Teams meeting made: {"account", "event_id", "join_url"}
         self.validate_subscriptions = False  # True: POST the validationToken handshake to notificationUrl
 
     # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
@@ -309,8 +369,10 @@ class FakeMicrosoft(FakeService):
             super().reset_log()
             self.max_batch_size = 0
 
-    def add_account(self, email, calendars=None):
-        """Add a mailbox. `calendars`: list of {"name", "canEdit", "isDefaultCalendar"?, "id"?}; the first is default if none says so."""
+    def add_account(self, email, calendars=None, personal=False):
+        """Add a mailbox. `calendars`: list of {"name", "canEdit", "isDefaultCalendar"?, "id"?}; the first is
+        default if none says so. `personal`: a personal Microsoft account (Outlook.com), which can't make Teams meetings."""
+        providers = ["skypeForConsumer"] if personal else ["teamsForBusiness"]
         specs = [dict(c) for c in (calendars or DEFAULT_CALENDARS)]
         if not any(c.get("isDefaultCalendar") for c in specs):
             specs[0]["isDefaultCalendar"] = True
@@ -327,8 +389,8 @@ class FakeMicrosoft(FakeService):
                 "canShare": bool(spec.get("canEdit", True)),
                 "canViewPrivateItems": True,
                 "canEdit": bool(spec.get("canEdit", True)),
-                "allowedOnlineMeetingProviders": ["teamsForBusiness"],
-                "defaultOnlineMeetingProvider": "teamsForBusiness",
+                "allowedOnlineMeetingProviders": list(spec.get("allowedOnlineMeetingProviders", providers)),
+                "defaultOnlineMeetingProvider": providers[0],
                 "isTallyingResponses": True,
                 "isRemovable": not spec.get("isDefaultCalendar"),
                 "owner": {"name": email.split("@")[0].title(), "address": email},
@@ -349,6 +411,15 @@ class FakeMicrosoft(FakeService):
         with self.lock:
             cals = sorted(self.accounts[account]["calendars"].values(), key=lambda c: not c["isDefaultCalendar"])
             return [(c["id"], c["name"]) for c in cals]
+
+    def conferences(self, account=None):
+        """Teams meetings made, each {"account", "event_id", "join_url", "live"} (`live` while its event exists)."""
+        with self.lock:
+            return [
+                {**m, "live": m["event_id"] in self.accounts[m["account"]]["events"]}
+                for m in self.meetings
+                if account is None or m["account"] == account
+            ]
 
     def lose_response(self, times=1):
         """The next `times` HTTP requests that create an event are committed, then the connection drops unanswered."""
@@ -401,14 +472,16 @@ class FakeMicrosoft(FakeService):
         }
         with self.lock:
             mailbox = self.accounts[account]
-            return self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)["id"]
+            event = self._insert(mailbox, mailbox["calendars"][calendar or self.calendar_id(account)], body)
+        self._changed(account, event["_calendar"], event["id"])
+        return event["id"]
 
     def move_event(self, account, event_id, start, end, calendar=None):
         """Drag an event to a new time (kept in the event's own time zone)."""
         with self.lock:
             event = self.accounts[account]["events"][event_id]
             zone = event.get("start", {}).get("timeZone") or "UTC"
-            self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
+        self.update_event(account, event_id, start=_when(start, zone), end=_when(end, zone))
 
     def update_event(self, account, event_id, calendar=None, **fields):
         """Edit an event's fields as the member would, e.g. `showAs="free"` (ids are unique per mailbox:
@@ -424,6 +497,36 @@ class FakeMicrosoft(FakeService):
                 }
             )
             self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
+
+    def respond(self, account, event_id, email, response, calendar=None):
+        """A guest answers the invitation: their `status.response` on the organizer's (`account`'s) event
+        becomes Graph's word for `response` ("needsAction" → "none", "accepted", "declined",
+        "tentative" → "tentativelyAccepted"), and the event changes (new changeKey, in the next delta
+        round). KeyError when `email` is not one of its attendees."""
+        graph = {"needsAction": "none", "tentative": "tentativelyAccepted"}.get(response, response)
+        with self.lock:
+            event = self.accounts[account]["events"][event_id]
+            attendee = next(
+                (
+                    a
+                    for a in event.get("attendees") or []
+                    if str((a.get("emailAddress") or {}).get("address", "")).lower() == email.lower()
+                ),
+                None,
+            )
+            if attendee is None:
+                raise KeyError(email)
+            attendee["status"] = {"response": graph, "time": _now()}
+            event.update(
+                {
+                    "lastModifiedDateTime": _now(),
+                    "changeKey": secrets.token_urlsafe(24),
+                    "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
+                }
+            )
+            self._touch(event)
+        self._changed(account, event["_calendar"], event_id)
 
     def set_busy(self, account, event_id, busy, calendar=None):
         self.update_event(account, event_id, showAs="busy" if busy else "free")
@@ -435,6 +538,165 @@ class FakeMicrosoft(FakeService):
             event = mailbox["events"].pop(event_id)
             mailbox["transactions"].pop(event.get("transactionId"), None)
             self._bury(mailbox, event)
+        self._changed(account, event["_calendar"], event_id)
+
+    def add_recurring_event(self, account, start, end, rule, title="Busy", calendar=None, time_zone="UTC"):
+        """Create a recurring series as the member would (the first occurrence `start`–`end` in
+        `time_zone`, repeating by `rule`, an RRULE of FREQ DAILY/WEEKLY/MONTHLY with INTERVAL,
+        BYDAY, BYMONTHDAY, COUNT or UNTIL); return the series master's id."""
+        parts = dict(part.split("=", 1) for part in rule.removeprefix("RRULE:").split(";"))
+        days = {v: k for k, v in GRAPH_DAYS.items()}
+        local = start.astimezone(_tz(time_zone) or UTC)
+        kind = {"DAILY": "daily", "WEEKLY": "weekly", "MONTHLY": "absoluteMonthly"}[parts["FREQ"]]
+        pattern = {"type": kind, "interval": int(parts.get("INTERVAL", 1)), "firstDayOfWeek": "monday"}
+        if kind == "weekly":
+            byday = parts.get("BYDAY") or ["MO", "TU", "WE", "TH", "FR", "SA", "SU"][local.weekday()]
+            pattern["daysOfWeek"] = [days[d] for d in byday.split(",")]
+        if kind == "absoluteMonthly":
+            pattern["dayOfMonth"] = int(parts.get("BYMONTHDAY", local.day))
+        span = {"startDate": local.date().isoformat(), "recurrenceTimeZone": time_zone}
+        if "COUNT" in parts:
+            span.update(type="numbered", numberOfOccurrences=int(parts["COUNT"]))
+        elif "UNTIL" in parts:
+            until = dt.datetime.strptime(parts["UNTIL"][:8], "%Y%m%d").date()
+            span.update(type="endDate", endDate=until.isoformat())
+        else:
+            span["type"] = "noEnd"
+        event_id = self.add_event(account, start, end, title=title, calendar=calendar, time_zone=time_zone)
+        self.update_event(account, event_id, type="seriesMaster", recurrence={"pattern": pattern, "range": span})
+        return event_id
+
+    def change_occurrence(self, account, event_id, original_start, start=None, end=None, cancel=False, calendar=None):
+        """Move (`start`, `end`) or cancel one occurrence of a series in Outlook. Moved, it becomes an
+        event of type "exception" (its `seriesMasterId`, `originalStart`); cancelled, it is gone
+        (the master remembers it). Returns the occurrence's id."""
+        with self.lock:
+            mailbox = self.accounts[account]
+            master = mailbox["events"][event_id]
+            original = original_start.astimezone(UTC)
+            occurrence_id = _occurrence_id(event_id, original)
+            if cancel:
+                master.setdefault("_cancelled", []).append(original.isoformat())
+                if occurrence_id in mailbox["events"]:
+                    self._bury(mailbox, mailbox["events"].pop(occurrence_id))
+                self._touch(master)
+                return occurrence_id
+            zone = master["start"].get("timeZone") or "UTC"
+            exception = mailbox["events"].get(occurrence_id)
+            if exception is None:
+                exception = self._occurrence(master, original, original + (_span_of(master)[1] - _span_of(master)[0]))
+                exception["type"] = "exception"
+                mailbox["events"][occurrence_id] = exception
+            exception["start"], exception["end"] = _when(start, zone), _when(end, zone)
+            self._touch(exception)
+            return occurrence_id
+
+    def _series_changes(self, master, mailbox, start, end, zone):
+        """A changed series master in a delta round: its occurrences in the window, and its
+        cancelled ones as removed."""
+        items = [
+            self._view(o, {}, zone)
+            for o in self._occurrences_of(master, list(mailbox["events"].values()))
+            if _overlaps(_span_of(o), start, end)
+        ]
+        for original in master.get("_cancelled", []):
+            gone = _occurrence_id(master["id"], dt.datetime.fromisoformat(original))
+            items.append({"@odata.type": "#microsoft.graph.event", "id": gone, "@removed": {"reason": "deleted"}})
+        return items
+
+    @staticmethod
+    def _occurrence(master, start, end):
+        """One occurrence of a series master as calendarView lists it. It carries the master's fields
+        but not its extended properties (a reader must know its series by `seriesMasterId`)."""
+        zone = master["start"].get("timeZone") or "UTC"
+        item = {
+            k: v
+            for k, v in master.items()
+            if k not in ("recurrence", "singleValueExtendedProperties", "transactionId", "_spans", "_cancelled")
+        }
+        item.update(
+            {
+                "id": _occurrence_id(master["id"], start),
+                "type": "occurrence",
+                "seriesMasterId": master["id"],
+                "originalStart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "start": _local(start, zone),
+                "end": _local(end, zone),
+            }
+        )
+        return item
+
+    def _expanded(self, events):
+        """Stored events as calendarView (and its delta) list them: each series master replaced by its
+        occurrences (those not cancelled and not made exceptions; exceptions are stored events)."""
+        listed = []
+        for event in events:
+            if event.get("type") != "seriesMaster" or not event.get("recurrence"):
+                listed.append(event)
+                continue
+            listed.extend(self._occurrences_of(event, events))
+        return listed
+
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            mailbox = self.accounts[account or DEFAULT_ACCOUNT]
+            rows = [(*_span_of(o), o.get("subject") or "") for o in self._series(mailbox, event_id)]
+            return sorted(rows, key=lambda row: row[0])
+
+    def _series(self, mailbox, master_id):
+        """A series' occurrences and exceptions as they are now (cancelled ones are gone)."""
+        master = mailbox["events"].get(master_id)
+        if master is None or master.get("type") != "seriesMaster":
+            return []
+        events = list(mailbox["events"].values())
+        exceptions = [e for e in events if e.get("seriesMasterId") == master_id]
+        return self._occurrences_of(master, events) + exceptions
+
+    def _occurrence_by_id(self, mailbox, occurrence_id, store=False):
+        """The occurrence an id names (None if none); with `store`, kept as an exception to change."""
+        for master in [e for e in mailbox["events"].values() if e.get("type") == "seriesMaster"]:
+            for occurrence in self._occurrences_of(master, list(mailbox["events"].values())):
+                if occurrence["id"] == occurrence_id:
+                    if store:
+                        occurrence["type"] = "exception"
+                        mailbox["events"][occurrence_id] = occurrence
+                    return occurrence
+        return None
+
+    def _cancel_occurrence(self, mailbox, occurrence):
+        master = mailbox["events"].get(occurrence["seriesMasterId"])
+        if master is not None:
+            master.setdefault("_cancelled", []).append(
+                _instant({"dateTime": occurrence["originalStart"].rstrip("Z"), "timeZone": "UTC"}).isoformat()
+            )
+            self._touch(master)
+        if occurrence["id"] in mailbox["events"]:
+            self._bury(mailbox, mailbox["events"].pop(occurrence["id"]))
+        return 204, None, {}
+
+    def _list_instances(self, mailbox, master_id, path, query):
+        """GET events/{id}/instances: a series' occurrences and exceptions in a window (required)."""
+        if mailbox["events"].get(master_id) is None:
+            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        window = self._window(query)
+        if len(window) == 3:
+            return window
+        start, end = window
+        items = [o for o in self._series(mailbox, master_id) if _overlaps(_span_of(o), start, end)]
+        items.sort(key=lambda o: _span_of(o)[0])
+        return self._page([self._view(o, query) for o in items], path, query, self.events_page_size)
+
+    def _occurrences_of(self, master, events):
+        first, last = _span_of(master)
+        zone = master["start"].get("timeZone") or "UTC"
+        taken = {e["id"] for e in events if e.get("seriesMasterId") == master["id"]}
+        cancelled = set(master.get("_cancelled", []))
+        found, iana = [], getattr(_tz(zone), "key", "UTC")  # Graph may name a Windows zone
+        for start, end in _expand_rrule([_graph_rrule(master["recurrence"])], first, last, iana):
+            if start.isoformat() in cancelled or _occurrence_id(master["id"], start) in taken:
+                continue
+            found.append(self._occurrence(master, start, end))
+        return found
 
     def events(self, account=None, calendar=None):
         """{event_id: event} of one calendar (the default one by default), extended properties included."""
@@ -448,16 +710,10 @@ class FakeMicrosoft(FakeService):
                 if e["_calendar"] == cal
             }
 
-    def expand(self, account, event_id, calendar=None):
-        with self.lock:
-            master = self.accounts[account or DEFAULT_ACCOUNT]["events"][event_id]
-            rows = [(*_span_of(item), item.get("subject") or "") for item in self._instances(master)]
-            return sorted(rows, key=lambda row: row[0])
-
     def _agenda(self, account, calendar):
         cal = calendar or self.calendar_id(account)
         rows = []
-        for event in self._expanded(self.accounts[account]["events"].values()):
+        for event in self.accounts[account]["events"].values():
             if event["_calendar"] == cal:
                 start, end = _span_of(event)
                 busy = str(event.get("showAs", "busy")).lower() != "free" and not event.get("isCancelled")
@@ -995,13 +1251,14 @@ class FakeMicrosoft(FakeService):
                     return self._create(mailbox, calendar, body)
                 return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
             event = mailbox["events"].get(rest[3])
-            found = self._instance_of(mailbox, rest[3]) if event is None else None
-            if found is not None and not (scoped and found[0]["_calendar"] != cal_id):
-                return self._write_instance(mailbox, method, found, body, query)
+            if event is None and method in ("GET", "PATCH", "DELETE"):
+                event = self._occurrence_by_id(mailbox, rest[3], store=method == "PATCH")  # addressable by its id
             if event is None or (scoped and event["_calendar"] != cal_id):
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             if method == "GET":
                 return 200, self._view(event, query), {}
+            if method == "DELETE" and event.get("seriesMasterId"):  # one occurrence: gone, the master remembers
+                return self._cancel_occurrence(mailbox, event)
             if method in ("PATCH", "DELETE") and not mailbox["calendars"][event["_calendar"]]["canEdit"]:
                 return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             if method == "PATCH":
@@ -1011,6 +1268,9 @@ class FakeMicrosoft(FakeService):
                 if event.get("transactionId"):
                     mailbox["transactions"].pop(event["transactionId"], None)
                 self._bury(mailbox, event)
+                for exception in [e for e in mailbox["events"].values() if e.get("seriesMasterId") == event["id"]]:
+                    self._bury(mailbox, mailbox["events"].pop(exception["id"]))  # a series goes with its exceptions
+                self._tell_guests(event, cancelled=self._emails(event))  # the organizer deleted a meeting
                 return 204, None, {}
         return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
@@ -1120,8 +1380,34 @@ class FakeMicrosoft(FakeService):
         ):  # a retried create: answer with the event already made
             event = mailbox["events"][mailbox["transactions"][tid]]
             return 201, self._view(event, {}), {"_created": True}
+        body = dict(body)
+        asked = self._asked_meeting(body)
         event = self._insert(mailbox, calendar, body)
+        self._tell_guests(event, invited=self._emails(event))  # Graph invites the attendees of every new meeting
+        self._meeting(mailbox, event, asked)
         return 201, self._view(event, {}), {"_created": True}
+
+    @staticmethod
+    def _asked_meeting(body):
+        """Take the online-meeting fields out of a write body: the provider asked for, or None."""
+        online = body.pop("isOnlineMeeting", None)
+        provider = body.pop("onlineMeetingProvider", None)
+        body.pop("onlineMeeting", None)
+        return (provider or "teamsForBusiness") if online is True else None
+
+    def _meeting(self, mailbox, event, provider):
+        """Make the event's online meeting once, where its calendar allows the provider."""
+        event.setdefault("isOnlineMeeting", False)
+        event.setdefault("onlineMeetingProvider", "unknown")
+        event.setdefault("onlineMeeting", None)
+        allowed = mailbox["calendars"][event["_calendar"]].get("allowedOnlineMeetingProviders") or []
+        if provider is None or provider not in allowed or event["isOnlineMeeting"]:
+            return
+        thread = secrets.token_hex(16)
+        join_url = f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{thread}%40thread.v2/0"
+        event.update(isOnlineMeeting=True, onlineMeetingProvider=provider, onlineMeeting={"joinUrl": join_url})
+        account = event["organizer"]["emailAddress"]["address"]
+        self.meetings.append({"account": account, "event_id": event["id"], "join_url": join_url})
 
     def _insert(self, mailbox, calendar, body):
         """Store a new event from a create body (no checks): the stored event."""
@@ -1157,7 +1443,10 @@ class FakeMicrosoft(FakeService):
                 if k not in ("id", "@odata.etag", "createdDateTime", "lastModifiedDateTime") and not k.startswith("_")
             }
         )
+        event["attendees"] = _attendees(event.get("attendees"), [])
         event["_calendar"] = calendar["id"]
+        if isinstance(event.get("recurrence"), dict):
+            event["type"] = "seriesMaster"  # Graph's type of an event with a recurrence
         mailbox["events"][event["id"]] = event
         if tid:
             mailbox["transactions"][tid] = event["id"]
@@ -1171,6 +1460,10 @@ class FakeMicrosoft(FakeService):
         if "transactionId" in body and body["transactionId"] != event.get("transactionId"):
             return graph_error(400, "ErrorInvalidRequest", "The transactionId of an event can't be changed once set.")
         body = dict(body)
+        old_guests = self._emails(event)
+        if "attendees" in body:  # the collection is replaced; an address already there keeps its answer
+            body["attendees"] = _attendees(body["attendees"], event.get("attendees") or [])
+        asked = self._asked_meeting(body)
         props = {p["id"].lower(): p for p in event.get("singleValueExtendedProperties", [])}
         for prop in body.pop("singleValueExtendedProperties", None) or []:
             props[prop["id"].lower()] = prop
@@ -1190,86 +1483,43 @@ class FakeMicrosoft(FakeService):
                 "@odata.etag": f'W/"{secrets.token_urlsafe(24)}"',
             }
         )
+        self._meeting(self._mailbox_of(event), event, asked)
         self._touch(event)
+        now = self._emails(event)
+        # Graph sends the attendees of a meeting a message on every update its organizer makes, changed or not.
+        self._tell_guests(
+            event,
+            invited=[e for e in now if e not in old_guests],
+            updated=[e for e in now if e in old_guests],
+            cancelled=[e for e in old_guests if e not in now],
+        )
         return 200, self._view(event, {}), {}
 
-    # --- recurring events: one series master, occurrences expanded from its pattern --------------
-    def _instances(self, master, deleted=False):
-        """A series master's occurrences in its recurrence time zone, exceptions applied (a deleted
-        occurrence is gone, as in Outlook); none for a single event."""
-        recurrence = master.get("recurrence")
-        start, end = _span_of(master)
-        if not isinstance(recurrence, dict) or start is None or end is None:
-            return []
-        window = recurrence.get("range") or {}
-        zone_name = window.get("recurrenceTimeZone") or (master.get("start") or {}).get("timeZone") or "UTC"
-        zone = _tz(zone_name) or UTC
-        items = []
-        for moment in expand_rule(_rule(recurrence), start, getattr(zone, "key", "UTC")):
-            key = stamp(moment)
-            change = master.get("_exceptions", {}).get(key, {})
-            if change.get("_deleted") and not deleted:
-                continue
-            item = {k: v for k, v in master.items() if k not in ("recurrence", "_exceptions", "id", "type")}
-            item.update(
-                id=f"{master['id']}_{key}",
-                type="exception" if change else "occurrence",
-                seriesMasterId=master["id"],
-                originalStart=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                originalStartTimeZone=zone_name,
-                start=_local(moment, zone_name),
-                end=_local(moment + (end - start), zone_name),
-            )
-            item.update({k: v for k, v in change.items() if not k.startswith("_")})
-            items.append(item)
-        return items
+    # --- guests ----------------------------------------------------------------------------------
+    def attendees(self, event):
+        return [
+            {
+                "email": (a.get("emailAddress") or {}).get("address", ""),
+                "response": RESPONSES.get((a.get("status") or {}).get("response", "none"), "needsAction"),
+            }
+            for a in event.get("attendees") or []
+        ]
 
-    def _expanded(self, events):
-        """Events as calendarView shows them: a series master as its occurrences."""
-        return [i for e in events for i in (self._instances(e) if e.get("recurrence") else [e])]
+    @staticmethod
+    def _emails(event):
+        return [
+            str((a.get("emailAddress") or {}).get("address") or "").lower()
+            for a in event.get("attendees") or []
+            if isinstance(a, dict)
+        ]
 
-    def _instance_of(self, mailbox, event_id):
-        """(master, original start stamp, occurrence) when `event_id` names a live occurrence, else None."""
-        master_id, sep, key = event_id.rpartition("_")
-        master = mailbox["events"].get(master_id) if sep else None
-        if master is None or not master.get("recurrence"):
-            return None
-        found = [i for i in self._instances(master) if i["id"] == event_id]
-        return (master, key, found[0]) if found else None
+    def _tell_guests(self, event, invited=(), updated=(), cancelled=()):
+        organizer = str(((event.get("organizer") or {}).get("emailAddress") or {}).get("address") or "")
+        for kind, emails in (("invitation", invited), ("update", updated), ("cancellation", cancelled)):
+            self._tell(kind, emails, event["id"], organizer)
 
-    def _write_instance(self, mailbox, method, found, body, query):
-        """GET / PATCH / DELETE of one occurrence: a patch makes it an exception, a delete removes it."""
-        master, key, instance = found
-        if method == "GET":
-            return 200, self._view(instance, query), {}
-        if not mailbox["calendars"][master["_calendar"]]["canEdit"]:
-            return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
-        exceptions = master.setdefault("_exceptions", {})
-        if method == "DELETE":
-            exceptions[key] = {"_deleted": True}
-            self._touch(master)
-            return 204, None, {}
-        if method != "PATCH":
-            return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
-        problem = self._check_event(body, creating=False)
-        if problem:
-            return problem
-        change = {k: v for k, v in body.items() if k not in ("id", "recurrence", "transactionId") and k[:1] != "_"}
-        exceptions[key] = {**exceptions.get(key, {}), **change}
-        self._touch(master)
-        return 200, self._view(next(i for i in self._instances(master) if i["id"] == instance["id"]), {}), {}
-
-    def _list_instances(self, mailbox, master_id, path, query):
-        """GET events/{id}/instances: the occurrences of a series master in a window (required)."""
-        master = mailbox["events"].get(master_id)
-        if master is None:
-            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
-        window = self._window(query)
-        if len(window) == 3:
-            return window
-        start, end = window
-        items = [i for i in self._instances(master) if _overlaps(_span_of(i), start, end)]
-        return self._page([self._view(i, query) for i in items], path, query, self.events_page_size)
+    def _mailbox_of(self, event):
+        return next(m for m in self.accounts.values() if m["events"].get(event["id"]) is event)
 
     # --- calendarView, delta, getSchedule --------------------------------------------------------
     @staticmethod
@@ -1322,7 +1572,7 @@ class FakeMicrosoft(FakeService):
             applied.append(f"odata.maxpagesize={size}")
         events = [
             e
-            for e in self._expanded(mailbox["events"].values())
+            for e in self._expanded(list(mailbox["events"].values()))
             if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
         ]
         events.sort(key=lambda e: (_span_of(e)[0], e["createdDateTime"]))
@@ -1378,7 +1628,7 @@ class FakeMicrosoft(FakeService):
             events = sorted(
                 (
                     e
-                    for e in mailbox["events"].values()
+                    for e in self._expanded(list(mailbox["events"].values()))
                     if e["_calendar"] == cal_id and _overlaps(_span_of(e), start, end)
                 ),
                 key=lambda e: e.get("_seq", 0),
@@ -1388,6 +1638,9 @@ class FakeMicrosoft(FakeService):
             changed = [e for e in mailbox["events"].values() if e["_calendar"] == cal_id and e.get("_seq", 0) > since]
             changed += [t for t in mailbox["tombstones"].values() if t["_calendar"] == cal_id and t["_seq"] > since]
             for record in sorted(changed, key=lambda r: r.get("_seq", 0)):
+                if record.get("type") == "seriesMaster" and record["id"] in mailbox["events"]:
+                    items += self._series_changes(record, mailbox, start, end, zone)
+                    continue
                 before = self._span_at(record, since)
                 was_in = before is not None and _overlaps(before, start, end)
                 alive = record["id"] in mailbox["events"] and mailbox["events"][record["id"]] is record

@@ -159,7 +159,13 @@
     form.start.value = pad(next.getHours()) + ":00";
     form.end.value = pad((next.getHours() + 1) % 24) + ":00";
     form.zone.value = ZONE;
+    // "Repeat": its options only when it repeats. A series is posted as a form (the page makes it with the
+    // same services as the series API, and answers a clash with a page naming the dates).
+    const repeats = () => { $("repeat-options").hidden = !form.repeat.value; };
+    form.repeat.addEventListener("change", repeats);
+    repeats();
     form.addEventListener("submit", (event) => {
+      if (form.repeat.value) return;
       event.preventDefault();
       const start = new Date(form.date.value + "T" + form.start.value);  // no offset: the browser's local time
       const end = new Date(form.date.value + "T" + form.end.value);
@@ -182,7 +188,11 @@
   function addDays(d, n) { return new Date(d.getFullYear(), d.getMonth(), d.getDate() + n); }  // local days (DST-safe)
   const overlaps = (a, b) => a.start < b.end && b.start < a.end;
   let weekStart = mondayOf(new Date()), week = {bookings: [], busy: [], errors: []}, loading = 0;
-  let busyRead = {week: null, answer: null};  // the shown week's busy times (a promise): read once per week or change
+  let busyRead = {week: null, answer: null};
+  {  // back from booking a series (#series-<id>): the week of its next date
+    const series = location.hash.startsWith("#series-") && document.getElementById(location.hash.slice(1));
+    if (series && series.dataset.next) weekStart = mondayOf(new Date(series.dataset.next));
+  }  // the shown week's busy times (a promise): read once per week or change
 
   async function loadWeek(freshBusy) {
     const mine = ++loading, from = weekStart, range = {start: from.toISOString(), end: addDays(from, 7).toISOString()};
@@ -294,9 +304,17 @@
     }
     li.dataset.booking = item.id;
     li.classList.add(item.status);
+    if (item.series) {  // an occurrence of a series: ↻, and the rule in words
+      li.classList.add("series");
+      li.dataset.series = item.series.id;
+      const mark = element("span", "repeat-mark", "↻ ");
+      mark.setAttribute("aria-hidden", "true");
+      li.append(mark);
+    }
     const link = element("a", "what", item.title);
     link.href = "#booking-" + item.id;
     li.append(link, element("span", "where", " · " + item.workspace + (item.status === "pending" ? " (not confirmed)" : "")));
+    if (item.series) li.append(element("span", "repeats", "Repeats: " + item.series.rule));
     const hits = conflictsOf(item);
     if (hits.length) {
       li.classList.add("conflict");

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("calendar_sync", "0012_record_written"),
+        ("calendar_sync", "0015_conference_capabilities"),
     ]
 
     operations = [
