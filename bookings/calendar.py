@@ -11,8 +11,7 @@ from django.utils import timezone
 from calendar_sync import api
 from calendar_sync.api import Event, EventSource, Owner, SeriesInfo, get_setting
 
-from . import recurrence
-from . import remote
+from . import recurrence, remote
 from .models import Booking
 
 WORKSPACE = "workspace"

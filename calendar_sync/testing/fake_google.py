@@ -1226,8 +1226,8 @@ class FakeGoogle(FakeService):
     def _is_instance(self, events, event_id):
         master_id, sep, _ = event_id.rpartition("_")
         master = events.get(master_id) if sep else None
-        if master is None or not master.get("recurrence"):
-            return False
+        if master is None or not master.get("recurrence") or master.get("status") == "cancelled":
+            return False  # a deleted recurring event's instances are gone with it
         return any(i["id"] == event_id for i in self._expansion(events, master_id, deleted=True))
 
     def _exception(self, events, instance_id):
