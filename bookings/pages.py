@@ -4,9 +4,12 @@ and staff's Integrations → Room calendars page.
 The member's bookings list is rendered here, with plain forms for Confirm and a confirmation step for
 Cancel, so it says the same thing and works the same way with JavaScript off. So are repeating
 bookings: "Repeat" on the booking form, Confirm for a whole series, and "this one / this and
-following / all" on Cancel and Move — all through `services`, as the REST API."""
+following / all" on Cancel and Move — all through `services`, as the REST API. A booking is a
+meeting too: guests and a video link on the form (only the links the member's calendar can make
+now), and each guest's answer and the join link on the booking's row."""
 
 import datetime as dt
+import re
 import zoneinfo
 
 from django import forms
@@ -59,6 +62,58 @@ def _in_calendar(booking, state, connection):
     return "unconfirmed" if booking.status == Booking.Status.PENDING else "removed"
 
 
+#: A guest's answer as the page says it (the calendars' `needsAction` is "invited").
+RESPONSES = {"needsAction": "invited", "accepted": "accepted", "declined": "declined", "tentative": "tentative"}
+#: The video links a booking can have, by type, as the form and the rows name them.
+VIDEO_NAMES = {"google_meet": "Google Meet", "teams": "Microsoft Teams"}
+
+
+def _guests(booking):
+    """The booking's guests, each with their answer in words."""
+    stored = booking.guests if isinstance(booking.guests, list) else []
+    return [
+        {"email": str(g["email"]), "response": RESPONSES.get(str(g.get("response") or "needsAction"), "invited")}
+        for g in stored
+        if isinstance(g, dict) and g.get("email")
+    ]
+
+
+def _answers(guests):
+    """ "3 guests: 1 accepted, 2 invited" (answers in a fixed order)."""
+    counts = {word: sum(g["response"] == word for g in guests) for word in RESPONSES.values()}
+    said = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+    return f"{len(guests)} {'guest' if len(guests) == 1 else 'guests'}: {said}"
+
+
+def _meeting(booking):
+    """What the page shows of the booking as a meeting: its guests and answers, and its video link."""
+    guests = _guests(booking)
+    return {"guests": guests, "answers": _answers(guests) if guests else "", "video": _video_link(booking)}
+
+
+def _video_link(booking):
+    """The booking's video link as its row says it: ready (a web link to join), pending, made once
+    confirmed (or once in a calendar), or failed with the calendar's reason; None when none was asked
+    for (or the booking is cancelled: its meeting went with the event)."""
+    info = booking.conference_info if isinstance(booking.conference_info, dict) else {}
+    status = info.get("status") or "none"
+    requested = booking.conference or Booking.Conference.NONE
+    if booking.status == Booking.Status.CANCELLED or (requested == Booking.Conference.NONE and status == "none"):
+        return None
+    name = VIDEO_NAMES.get(str(info.get("type") or requested), "Video link")
+    url = str(info.get("join_url") or "")
+    if status == "ready" and url.startswith("https://"):  # never another scheme (javascript:, data:…) in a link
+        return {"state": "ready", "name": name, "url": url}
+    if status in ("failed", "ready"):
+        reason = str(info.get("reason") or "") if status == "failed" else "the calendar gave no web link."
+        return {"state": "failed", "text": f"No video link: {reason or 'the calendar could not make one.'}"}
+    if status == "pending":  # being made: the list is fetched again until it is ready or failed
+        return {"state": "pending", "text": f"{name}: pending…"}
+    if booking.status == Booking.Status.PENDING:
+        return {"state": "unconfirmed", "text": f"{name}: made once confirmed"}
+    return {"state": "waiting", "text": f"{name}: made once the booking is in a calendar"}
+
+
 def _series_words(bookings):
     """Each series' rule in words, once per series (by id)."""
     return {b.series_id: repeat.words(b.series) for b in bookings if b.series_id}
@@ -86,6 +141,7 @@ def _rows(user, errors):
                 "sync_state": key,
                 "in_calendar": IN_CALENDAR[key] + (f" — {error}" if error else ""),
                 "error": errors.get(str(booking.pk)),  # what went wrong with the last action on it
+                **_meeting(booking),
             }
         )
     return rows
@@ -110,7 +166,8 @@ def _connections(user):
 
 def _week(request):
     """The member's bookings (not cancelled) overlapping [start, end), as JSON for the week view; an
-    occurrence of a series also has `series` (its id, title and rule in words)."""
+    occurrence of a series also has `series` (its id, title and rule in words), a meeting its
+    `guests` and `video` (`_week_meeting`)."""
     try:  # a well-formed but impossible time (month 13, an offset past year 1 or 9999) is a ValueError/OverflowError
         start, end = (parse_datetime(request.GET.get(k) or "") for k in ("start", "end"))
         if not start or not end or timezone.is_naive(start) or timezone.is_naive(end):
@@ -144,11 +201,20 @@ def _week(request):
                         if b.series_id
                         else {}
                     ),
+                    **_week_meeting(b),
                 }
                 for b in bookings
             ]
         }
     )
+
+
+def _week_meeting(booking):
+    """A week block's meeting, when it is one: `guests` ("2 guests: 1 accepted, 1 invited") and
+    `video` (`url` and `name` when it is ready, else `text`), as the booking's row says them."""
+    meeting = _meeting(booking)
+    shown = {"guests": meeting["answers"]} if meeting["answers"] else {}
+    return shown | ({"video": meeting["video"]} if meeting["video"] else {})
 
 
 PARTS = {  # pieces of the page alone, for its script to refresh them
@@ -174,12 +240,19 @@ def calendar_integration(request):
             series_errors[message.extra_tags.removeprefix("series-")] = message.message
         else:
             notes.append(message)
+    connections = _connections(request.user)
+    refused = request.session.pop(FORM_KEY, None) or {}  # the booking form, refused: its errors and values
     context = {
         "sandbox": settings.CALENDAR_SYNC_SANDBOX,
         "rows": _rows(request.user, row_errors),
         "series_rows": _series_rows(request.user, series_errors),
         "notes": notes,
-        "connections": _connections(request.user),
+        "connections": connections,
+        "video": _video(request.user, connections),
+        "max_guests": services.MAX_GUESTS,
+        "guests_max_chars": GUESTS_MAX_CHARS,
+        "form_errors": refused.get("errors", {}),
+        "form_values": refused.get("values", {}),
         "workspaces": Workspace.objects.order_by("name"),
         "days": DAY_CHOICES,
         "max_interval": recurrence.MAX_INTERVAL,
@@ -220,6 +293,16 @@ def _calendar_date(value):
 
 
 DAY_CHOICES = list(repeat.DAY_NAMES.items())  # (MO, Monday)…
+#: The longest guests text the form reads: 50 addresses of up to 254 characters, a name beside each.
+GUESTS_MAX_CHARS = 20_000
+_NAMED = re.compile(r"[^<>]*<([^<>]*)>")  # "Ada Lovelace <ada@example.com>", as mail programs copy it
+
+
+def guest_list(text):
+    """The addresses in the form's guests text: separated by commas, semicolons or new lines, blanks
+    skipped, "Name <address>" read as its address. Checked by `services.clean_guests`, as the API's."""
+    entries = (entry.strip() for entry in re.split(r"[,;\r\n]+", text))
+    return [(named.group(1).strip() if (named := _NAMED.fullmatch(e)) else e) for e in entries if e]
 
 
 class BookingForm(forms.Form):
@@ -241,6 +324,16 @@ class BookingForm(forms.Form):
     count = forms.IntegerField(min_value=1, max_value=9999, required=False)
     until = forms.DateField(required=False)
     skip_conflicts = forms.BooleanField(required=False)
+    guests = forms.CharField(
+        required=False,
+        max_length=GUESTS_MAX_CHARS,
+        strip=False,
+        error_messages={"max_length": f"Too long: at most {services.MAX_GUESTS} e-mail addresses."},
+    )
+    conference = forms.ChoiceField(choices=Booking.Conference.choices, required=False)
+
+    def clean_guests(self):
+        return guest_list(self.cleaned_data["guests"])
 
     def clean_date(self):
         return _calendar_date(self.cleaned_data["date"])
@@ -266,25 +359,84 @@ def new_booking(request):
     """The booking form without JavaScript, and with "Repeat" always (without it, the page's script posts
     to the bookings API instead): the times are read in the browser's zone when the script named it,
     else in the workspace's. A series clashing with other bookings gets a page of its own naming the
-    dates, from which the member books the other dates."""
+    dates, from which the member books the other dates. Refused: nothing is saved, and the form comes
+    back with what was typed and each error next to its field."""
     form = BookingForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Not booked: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect(f"{reverse('calendar-integration')}#book")
+        errors = {k: " ".join(v) for k, v in form.errors.items()}
+        return _not_booked(request, "; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
     data = form.cleaned_data
     zone = data["zone"] if data["zone"] in zoneinfo.available_timezones() else data["workspace"].time_zone
+    conference = data["conference"] or Booking.Conference.NONE
+    if conference not in dict(_video(request.user)["choices"]):  # only what the member's calendar can make now
+        return _not_booked(request, "Choose a video link your calendar can make.", {"conference": VIDEO_REFUSED})
     if data["repeat"] == "weekly":
+        if data["guests"] or conference != Booking.Conference.NONE:  # `services.create_series` takes neither
+            field = "guests" if data["guests"] else "conference"
+            return _not_booked(request, SERIES_MEETING, {field: SERIES_MEETING})
         return _new_series(request, data, zone)
     start, end = (dt.datetime.combine(data["date"], data[k], zoneinfo.ZoneInfo(zone)) for k in ("start", "end"))
     try:
         booking = services.create_booking(
-            user=request.user, workspace=data["workspace"], title=data["title"], start=start, end=end
+            user=request.user,
+            workspace=data["workspace"],
+            title=data["title"],
+            start=start,
+            end=end,
+            guests=data["guests"],
+            conference=conference,
         )
     except services.BookingError as exc:
-        messages.error(request, f"Not booked: {exc}")
-        return redirect(f"{reverse('calendar-integration')}#book")
+        return _not_booked(request, str(exc), {exc.field or "form": str(exc)})
     messages.success(request, f"Booked “{booking.title}” ({zone} time): confirm it below.")
     return _back_to(booking)
+
+
+#: Where a refused booking form's errors and values wait for the page (read once).
+FORM_KEY = "bookings.booking_form"
+#: What a refused form shows again, each at most this long (guests: their field's own bound).
+KEPT = {"workspace": 64, "title": 200, "date": 32, "start": 16, "end": 16, "guests": GUESTS_MAX_CHARS, "conference": 16}
+VIDEO_REFUSED = "Choose one of the video links offered: your calendar can't make that one now."
+SERIES_MEETING = (
+    "A repeating booking can't have guests or a video link yet: book one date with them, or repeat without."
+)
+
+
+def _not_booked(request, said, errors):
+    """Back to the form: why in the page's outcome line, and next to each field (`errors`, by field),
+    with what was typed (bounded) in the fields again."""
+    messages.error(request, f"Not booked: {said}")
+    values = {k: request.POST.get(k, "")[:limit] for k, limit in KEPT.items()}
+    request.session[FORM_KEY] = {"errors": {k: v[:500] for k, v in errors.items()}, "values": values}
+    return redirect(f"{reverse('calendar-integration')}#book")
+
+
+def _video(user, connections=None):
+    """The video links the booking form offers: "No video link" always, then each one the member's
+    calendar can make now (`calendar_sync.api.capabilities`); when none, why, in a sentence."""
+    owner = calendar_sync.Owner.member(user)
+    types = [t for t in calendar_sync.capabilities(owner)["conference"] if t in VIDEO_NAMES]
+    choices = [(Booking.Conference.NONE.value, "No video link"), *((t, VIDEO_NAMES[t]) for t in types)]
+    if types:
+        return {"choices": choices, "why": ""}
+    rows = calendar_sync.connections(owner) if connections is None else connections
+    write = next((row for row in rows if row["write"]), None)
+    return {"choices": choices, "why": _no_video(write)}
+
+
+def _no_video(write):
+    """Why the member's calendar can make no video link (`write`: their write connection, or None)."""
+    if write is None:
+        return "Connect Google Calendar or a Microsoft 365 work or school calendar to add a video link."
+    if write["status"] != "active":
+        return "Reconnect your calendar to add a video link."
+    if write["provider"] == "google":
+        return "Google Meet is not allowed on this calendar (a Google Workspace administrator may have turned it off)."
+    if write["provider"] == "microsoft":
+        return (
+            "Teams meetings need a Microsoft 365 work or school calendar: personal Microsoft accounts can't make them."
+        )
+    return f"Your {PROVIDER_LABELS.get(write['provider'], 'calendar')} can't make video links."
 
 
 def _new_series(request, data, zone):
@@ -408,6 +560,7 @@ def cancel_booking(request, pk):
         context = {
             "booking": booking,
             "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+            **_meeting(booking),
             "series": series,
             "repeats": repeat.words(series) if series else "",
             "scopes": CANCEL_SCOPES,
@@ -466,6 +619,7 @@ def move_booking(request, pk):
     context = {
         "booking": booking,
         "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+        **_meeting(booking),
         "series": series,
         "repeats": repeat.words(series) if series else "",
         "scopes": MOVE_SCOPES,
@@ -486,6 +640,53 @@ def _move(booking, series, scope, data, zone):
     start, end = (dt.datetime.combine(data["date"], data[k], zone) for k in ("start", "end"))
     booking = services.update_booking(booking, start=start, end=end)
     return f"Moved “{booking.title}” to {services.when(booking.start, booking.end, booking.workspace.time_zone)}."
+
+
+class GuestsForm(forms.Form):
+    """The guests of a booking, as the booking form takes them."""
+
+    guests = BookingForm.base_fields["guests"]
+
+    def clean_guests(self):
+        return guest_list(self.cleaned_data["guests"])
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def booking_guests(request, pk):
+    """GET shows the booking's guests, one per line; POST sets them (`services.update_booking`: a
+    guest kept keeps their answer, and the calendar tells those added or removed). Refused: said on
+    the page with what was typed (400, or 409 for a cancelled booking), nothing changes. An occurrence
+    of a series is not changed here (a series takes no guests yet)."""
+    booking, series = _occurrence(request, pk)
+    text = "\n".join(g["email"] for g in _guests(booking))
+    error, status = "", 200
+    if request.method == "POST":
+        form = GuestsForm(request.POST)
+        text = request.POST.get("guests", "")[:GUESTS_MAX_CHARS]
+        try:
+            if series:
+                raise services.BookingError(SERIES_MEETING, field="guests")
+            if not form.is_valid():
+                raise services.BookingError(" ".join(form.errors["guests"]), field="guests")
+            booking = services.update_booking(booking, guests=form.cleaned_data["guests"])
+        except services.BookingError as exc:
+            error, status = f"Not saved: {exc}", 409 if exc.code == "invalid_transition" else 400
+        else:
+            count = len(booking.guests)
+            messages.success(request, f"Saved: “{booking.title}” has {count} {'guest' if count == 1 else 'guests'}.")
+            return _back_to(booking)
+    context = {
+        "booking": booking,
+        "when": services.when(booking.start, booking.end, booking.workspace.time_zone),
+        **_meeting(booking),
+        "series": series,
+        "text": text,
+        "error": error,
+        "max_guests": services.MAX_GUESTS,
+        "guests_max_chars": GUESTS_MAX_CHARS,
+    }
+    return render(request, "bookings/booking_guests.html", context, status=status)
 
 
 @login_required  # signed out: the site's sign-in page

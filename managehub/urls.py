@@ -41,6 +41,7 @@ urlpatterns = [
     path("integrations/calendar/bookings/<uuid:pk>/confirm", pages.confirm_booking, name="page-booking-confirm"),
     path("integrations/calendar/bookings/<uuid:pk>/cancel", pages.cancel_booking, name="page-booking-cancel"),
     path("integrations/calendar/bookings/<uuid:pk>/move", pages.move_booking, name="page-booking-move"),
+    path("integrations/calendar/bookings/<uuid:pk>/guests", pages.booking_guests, name="page-booking-guests"),
     path("integrations/calendar/series/<uuid:pk>/confirm", pages.confirm_series, name="page-series-confirm"),
     path("admin/login/", throttle_sign_in(admin.site.login)),  # before admin.site.urls, which has the same path
     path("admin/", admin.site.urls),

@@ -83,7 +83,8 @@ def test_retention_deletes_one_batch_per_run_oldest_first(settings, member):
     assert tasks.sweep() == 0 and AccessLog.objects.count() == 0  # the sweeper prunes as it runs
 
 
-def test_scheduled_pulls_skip_rooms_read_lately_and_members(settings, member):
+def test_scheduled_pulls_skip_rooms_read_lately_and_take_members_write_calendars(settings, member):
+    """A member's write calendar is pulled for what the member changes in our events; rooms read lately are not."""
     settings_with(settings, PULL_STALE_AFTER=240)
     now = timezone.now()
     rows = {
@@ -97,4 +98,5 @@ def test_scheduled_pulls_skip_rooms_read_lately_and_members(settings, member):
             owner_kind="workspace", owner_id=owner_id, provider="google", pulled_at=pulled_at, status=status, **GRANT
         )
     CalendarToken.objects.create(user=member, provider="google", **GRANT)
-    assert sorted(o.id for o in reads.due_pulls()) == ["1", "2"]
+    due = sorted((o.kind, o.id) for o in reads.due_pulls())
+    assert due == [("user", str(member.pk)), ("workspace", "1"), ("workspace", "2")]

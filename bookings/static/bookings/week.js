@@ -155,9 +155,11 @@
   const form = $("booking-form");
   if (form) {
     const next = new Date(); next.setHours(next.getHours() + 1, 0, 0, 0);
-    form.date.value = localDate(next);
-    form.start.value = pad(next.getHours()) + ":00";
-    form.end.value = pad((next.getHours() + 1) % 24) + ":00";
+    if (!form.date.value) {  // else: a refused form, back with what was typed
+      form.date.value = localDate(next);
+      form.start.value = pad(next.getHours()) + ":00";
+      form.end.value = pad((next.getHours() + 1) % 24) + ":00";
+    }
     form.zone.value = ZONE;
     // "Repeat": its options only when it repeats. A series is posted as a form (the page makes it with the
     // same services as the series API, and answers a clash with a page naming the dates).
@@ -170,17 +172,44 @@
       const start = new Date(form.date.value + "T" + form.start.value);  // no offset: the browser's local time
       const end = new Date(form.date.value + "T" + form.end.value);
       if (!(end > start)) { say("The end must be after the start (on the same day).", false, "booking-outcome"); return; }
+      showFieldErrors({});
+      const body = {workspace: form.workspace.value, title: form.title.value, start: start.toISOString(), end: end.toISOString(),
+                    guests: guestList(form.guests.value), conference: form.conference ? form.conference.value : "none"};
       act(async () => {
-        const booking = await call("POST", "/api/bookings/",
-          {workspace: form.workspace.value, title: form.title.value, start: start.toISOString(), end: end.toISOString()});
+        let booking;
+        try { booking = await call("POST", "/api/bookings/", body); } catch (error) {
+          const said = showFieldErrors(error.data || {});  // beside their fields, and in the outcome line
+          throw said ? new Error("Not booked: " + said) : error;
+        }
         say("Booked “" + booking.title + "”, " + DAY.format(start) + " " + TIME.format(start) + "–" + TIME.format(end) +
             " " + ZONE + ". Not confirmed yet: see it in your week, then confirm it.", true, "booking-outcome");
-        form.title.value = "";
+        form.title.value = form.guests.value = "";
         weekStart = mondayOf(start);
         changed();
         loadWeek(true);
       }, "booking-outcome");
     });
+  }
+
+  // Guests as the form takes them (the server reads them the same way without JavaScript): separated by
+  // commas, semicolons or new lines; "Name <address>" is its address. The API checks each one.
+  function guestList(text) {
+    return text.split(/[,;\r\n]+/).map((e) => e.trim()).filter(Boolean)
+      .map((e) => { const named = e.match(/^[^<>]*<([^<>]*)>$/); return named ? named[1].trim() : e; });
+  }
+  // An API refusal's words next to each field at fault ({field: [message]}); {} clears them. Returns what it said.
+  function showFieldErrors(data) {
+    const said = [];
+    for (const span of form.querySelectorAll(".field-error")) {
+      const field = span.id.replace(/-error$/, "");
+      span.textContent = Array.isArray(data[field]) ? data[field].join(" ") : "";
+      if (span.textContent) said.push(span.textContent);
+      const input = form.elements[field];
+      if (input && input.setAttribute) {
+        if (span.textContent) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+      }
+    }
+    return said.join(" ");
   }
 
   // ---- The week ----------------------------------------------------------------------------------
@@ -315,6 +344,13 @@
     link.href = "#booking-" + item.id;
     li.append(link, element("span", "where", " · " + item.workspace + (item.status === "pending" ? " (not confirmed)" : "")));
     if (item.series) li.append(element("span", "repeats", "Repeats: " + item.series.rule));
+    if (item.video) {  // the join link once ready (the server only sends an https one), else where it stands
+      const video = item.video.url ? element("a", "video join", "Join " + item.video.name) : element("span", "video", item.video.text);
+      if (item.video.url) { video.href = item.video.url; video.target = "_blank"; video.rel = "noopener"; }
+      video.dataset.state = item.video.state;
+      li.append(video);
+    }
+    if (item.guests) li.append(element("span", "guests", item.guests));
     const hits = conflictsOf(item);
     if (hits.length) {
       li.classList.add("conflict");
