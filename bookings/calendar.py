@@ -1,6 +1,9 @@
 """The reference integration: how a Booking becomes an event in its member's calendar and its room's."""
 
+from dataclasses import replace
+from datetime import datetime
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from django.urls import reverse
 from django.utils import timezone
@@ -8,10 +11,20 @@ from django.utils import timezone
 from calendar_sync import api
 from calendar_sync.api import Event, EventSource, Owner, SeriesInfo, get_setting
 
-from . import remote
+from . import recurrence, remote
 from .models import Booking
 
 WORKSPACE = "workspace"
+
+
+def _first_start(series):
+    """DTSTART: the first occurrence's date at the series' time of day now (a new time of day moves
+    the whole rule, as the occurrences' original starts moved with it)."""
+    zone = ZoneInfo(series.time_zone)
+    first = series.start.astimezone(zone)
+    if first.time().replace(tzinfo=None) == series.local_start:
+        return series.start
+    return recurrence.localize(datetime.combine(first.date(), series.local_start), zone)
 
 
 def guest_emails(booking):
@@ -111,10 +124,33 @@ class BookingSource(EventSource):
             key=str(series.pk),
             rule=series.rule,
             time_zone=series.time_zone,
-            start=series.start,
-            end=series.start + series.duration,
+            start=(start := _first_start(series)),
+            end=start + series.duration,
             original_start=obj.series_start,
         )
+
+    def series_event(self, obj, destination="member"):
+        """The series' own event: its title (a retitled series retitles it), its room, a link to it."""
+        series, workspace = obj.series, obj.workspace
+        event = self.event(obj, destination)
+        if series is None:
+            return event
+        if destination == WORKSPACE:
+            who = obj.user.get_full_name() or obj.user.get_username()
+            summary = f"{series.title} — {who}" if get_setting("SHARED_SHOW_OWNER") else series.title
+            text = f"ManageHub series of bookings of {workspace.name}."
+        else:
+            summary = f"{series.title} — {workspace.name}"
+            frontend = get_setting("FRONTEND_URL").rstrip("/")
+            text = f"ManageHub series of bookings at {workspace.name}.\nDetails: {frontend}/bookings/series/{series.pk}"
+        info = self.series(obj)
+        return replace(
+            event, summary=summary, description=text, start=info.start, end=info.end, time_zone=info.time_zone
+        )
+
+    def series_members(self, obj):
+        """Every occurrence of the booking's series (cancelled ones too)."""
+        return self.get_queryset().filter(series_id=obj.series_id).order_by("series_start")
 
     # What the member did to the event in their own calendar: the rules are in `bookings.remote`.
     # A room calendar's copy is the workspace's, not the member's word: nothing follows from it.

@@ -304,3 +304,35 @@ class BusyBlock(models.Model):
 
     def __str__(self):
         return f"{self.owner_kind}:{self.owner_id} busy {self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M}"
+
+
+class SeriesRecord(models.Model):
+    """The recurring event of one series in one destination (design decision 22): one per (source,
+    series key, destination). No outbox of its own: the syncs of the series' occurrences bring it up
+    to date, one at a time (a lock per series and destination). `written` holds what we last wrote
+    there (a digest of the event and its rule) and `generation`, renewed whenever the event is made
+    anew, so exceptions written to an older one are never taken as still there."""
+
+    source = models.CharField(max_length=64)
+    series_key = models.CharField(max_length=64)
+    destination = models.CharField(max_length=32, default="member")
+    owner_kind = models.CharField(max_length=32, default=MEMBER)
+    owner_id = models.CharField(max_length=64)
+    # The connection and calendar the event was written to: another one means it is not there.
+    connection = models.CharField(max_length=64, blank=True)
+    calendar_id = models.CharField(max_length=1024, blank=True)
+    remote_may_exist = models.BooleanField(default=False)
+    remote_id = models.CharField(max_length=1024, blank=True, default="")
+    written = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "series_key", "destination"], name="calendar_sync_series_record_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.source}:series:{self.series_key} → {self.destination}"

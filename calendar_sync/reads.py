@@ -26,7 +26,7 @@ from .exceptions import (
     TransientError,
     Undecryptable,
 )
-from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SyncRecord
+from .models import MEMBER, AccessLog, BusyBlock, CalendarToken, SeriesRecord, SyncRecord
 from .owners import Owner
 from .providers import get_provider
 from .sources import get_source
@@ -60,6 +60,7 @@ class _Ours:
     def __init__(self, owner):
         self.records = SyncRecord.objects.filter(**owner.lookup())
         self.ids = set(self.records.exclude(remote_id="").values_list("remote_id", flat=True))
+        self.ids |= _series_ids(owner)
         self._keys = None
 
     def keys(self):
@@ -76,8 +77,8 @@ class _Ours:
         if not remote_id:
             return False
         uid = remote_id.partition("#")[0]
-        if remote_id in self.ids or uid in self.ids:
-            return True
+        if remote_id in self.ids or uid in self.ids or remote_id.rpartition("_")[0] in self.ids:
+            return True  # ...or an instance of our series' event (Google: "<event id>_<original start>")
         key = uid.rpartition("@")[0]
         return bool(key) and key in self.keys()
 
@@ -255,7 +256,14 @@ def external_busy(owner, start, end):
         .exclude(remote_id__in=ours)
         .exclude(series_id__in=ours)
     )
+    series = _series_ids(owner)  # our series' events, and the occurrences of each
+    blocks = blocks.exclude(remote_id__in=series).exclude(series_id__in=series)
     return list(blocks.order_by("start"))
+
+
+def _series_ids(owner):
+    """The remote ids of the series' events we wrote in the owner's calendar (one per series)."""
+    return set(SeriesRecord.objects.filter(**owner.lookup()).exclude(remote_id="").values_list("remote_id", flat=True))
 
 
 def forget(owner):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -93,6 +95,22 @@ class EventSource:
     def series(self, obj: Any) -> SeriesInfo | None:
         """The recurring series `obj` is one occurrence of, or None (a single event)."""
         return None
+
+    def series_event(self, obj: Any, destination: str = "member") -> Event:
+        """The recurring event of `obj`'s series in `destination`: its title, place and text as the
+        series has them (not one occurrence's). Start and end are the series' first occurrence; the
+        sync sets `series` itself. The default: the occurrence's event moved to the series' start."""
+        info = self.series(obj)
+        event = self.event(obj, destination)
+        if info is None:
+            return event
+        return replace(event, start=info.start, end=info.end, time_zone=info.time_zone, series=info)
+
+    def series_members(self, obj: Any) -> Iterable[Any]:
+        """Every occurrence of `obj`'s series, `obj` included (cancelled ones too). The sync reads which
+        of them should exist: the series' event ends after the last one (UNTIL) and is deleted when none
+        should. The default knows only `obj`."""
+        return [obj]
 
     # --- what happened in a calendar, reported to the host; the host's rules decide (decision 21) ---
     # The three remote-change hooks may answer a word saying what the host did ("cancelled",

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
-from . import audit, invitations, locks, meetings, tokens
+from . import audit, invitations, locks, meetings, series, tokens
 from .conf import get_setting
 from .exceptions import AuthorizationLost, TransientError, UsageLimited
 from .models import AccessLog, CalendarToken, SyncRecord
@@ -386,6 +386,8 @@ def _sync_round(source, object_id, destination, first, reason=None):
     if token is None or not token.is_active:
         outcome = Outcome(None if token is None else AuthorizationLost("Reconnect the calendar to resume syncing."))
         return State.NOT_CONNECTED if _finish(item, State.NOT_CONNECTED, outcome=outcome) else None
+    if series.applies(source, item.obj, token):  # one recurring event per series (series.py)
+        return series.sync_round(item, source.series(item.obj), reason, _run)
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
         return State.SYNCED if _finish(item, State.SYNCED, operation) else None
@@ -468,6 +470,7 @@ def _backfill(owner, token, reason, shown, rewrite=False):
             )
     records = list(SyncRecord.objects.filter(Q(**owner.lookup()) & ~Q(state=State.SYNCED)).order_by("created_at"))
     work = []  # (item, operation)
+    deferred: list[Work] = []  # occurrences of series, each its own sync (series.py)
     unchanged = 0
     notifies = get_provider(token.provider).notifies_every_write
     for key, source in get_sources().items():
@@ -475,6 +478,9 @@ def _backfill(owner, token, reason, shown, rewrite=False):
         objects = source.get_queryset().in_bulk([r.object_id for r in mine])
         for record in mine:
             item = _Item(source, record, token, objects.get(_pk(source, record.object_id)))
+            if series.applies(source, item.obj, token):  # synced one by one: its series' event is shared
+                deferred.append(Work(key, record.object_id, record.destination, reason=reason))
+                continue
             operation = _operation(item)
             plan = invitations.plan(
                 record.written,
@@ -492,12 +498,12 @@ def _backfill(owner, token, reason, shown, rewrite=False):
                 work.append((item, operation))  # past events are not created after the fact
     if work and token.writes_paused:  # the provider's usage limit: nothing is sent, all of it waits
         record_paused(SyncRecord.objects.filter(pk__in=[item.record.pk for item, _ in work]), token.paused_until)
-        return {State.PENDING: len(work)}, []
+        return {State.PENDING: len(work)}, deferred
     SyncRecord.objects.filter(pk__in=[item.record.pk for item, operation in work if not operation.is_delete]).update(
         remote_may_exist=True
     )
     if not work:
-        return ({str(State.SYNCED): unchanged} if unchanged else {}), []
+        return ({str(State.SYNCED): unchanged} if unchanged else {}), deferred
     shown.add(len(work))
     counts: dict[str, int] = {str(State.SYNCED): unchanged} if unchanged else {}
     later: list[Work] = []
@@ -540,7 +546,7 @@ def _backfill(owner, token, reason, shown, rewrite=False):
             counts[state] = counts.get(state, 0) + 1  # type: ignore[index, call-overload]  # TextChoices member: a str at runtime (no django-stubs)
         shown.step(len(chunk))
     logger.info("calendar backfill for %s: %s", owner, counts)
-    return counts, later
+    return counts, later + deferred
 
 
 def _hold(pks, held):
@@ -633,13 +639,14 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
     the records in `keep` (moved already) are left alone. Never tells guests (bulk work).
     Returns how many could not be removed.
     """
+    failed_series = series.remove(token, calendar_id, _run, reason)  # one event per series (series.py)
     records = list(
         SyncRecord.objects.filter(owner_kind=token.owner_kind, owner_id=token.owner_id, remote_may_exist=True).exclude(
             pk__in=list(keep)
         )
     )
     if not records:
-        return 0
+        return failed_series
     if progress is not None:
         progress.add(len(records))
     failed, size, lost = 0, get_setting("BULK_CHUNK"), None
@@ -666,7 +673,7 @@ def remove_events(token, calendar_id, reason=AccessLog.Reason.CALENDAR_CHANGE, p
             token.owner_id,
             failed,
         )
-    return failed
+    return failed + failed_series
 
 
 def _write_token(owner):

@@ -111,6 +111,10 @@ class Operation:
     #: (None: none wanted). Status "none": make one; "pending"/"ready": it exists, never ask again;
     #: "failed": the calendar can't, write the event without one and report this as the outcome's.
     conference: Conference | None = None
+    #: Set for a write to one instance of the recurring event `key` (`remote_id` when known): the
+    #: instance the rule starts at this moment (its original start, aware). With `event` the instance
+    #: becomes that exception; without, the instance is cancelled. Never creates the recurring event.
+    occurrence: dt.datetime | None = None
 
     @property
     def is_delete(self) -> bool:

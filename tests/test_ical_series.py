@@ -154,13 +154,14 @@ def test_an_unconfirmed_series_is_not_in_the_feed(api, feed, workspace):
 
 
 def test_a_series_whose_time_of_day_changed_still_shows_each_occurrence_once(api, feed, series):
-    """After a series-wide move the occurrences no longer fall on the rule's times: each is its own event."""
+    """After a series-wide move the rule starts at the new time of day (`BookingSource.series`: DTSTART
+    follows the series' time), so the series stays one recurring event, each occurrence once."""
     moved = api.patch(URL + f"{series['id']}/", {"start_time": "11:00", "end_time": "12:00"}, format="json")
     assert moved.status_code == 200, moved.content
     _, cal = read(feed)
     occurrences = expand(cal)
     assert len(occurrences) == 52
     assert {e.decoded("DTSTART").astimezone(LISBON).time() for e in occurrences} == {time(11)}
-    assert masters(cal) == []  # the rule (09:00) makes none of them: no recurring event claims them
+    assert len(masters(cal)) == 1  # the rule now makes them at 11:00: still one recurring event
     starts = sorted(b.start for b in Booking.objects.filter(series_id=series["id"]))
     assert [e.decoded("DTSTART") for e in occurrences] == starts

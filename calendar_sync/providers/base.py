@@ -95,6 +95,9 @@ class BaseProvider:
     supports_push: ClassVar[bool] = True
     #: Whether events can be written (`apply`); a read-only source only counts for conflicts.
     writable: ClassVar[bool] = True
+    #: Whether `apply` writes a series as one recurring event (an Event with `series`, and Operations
+    #: with `occurrence` for its instances); if not, each occurrence of a series is an event of its own.
+    supports_series: ClassVar[bool] = True
     #: Whether members connect through OAuth (`auth/<name>`); if not, through their own endpoint.
     oauth: ClassVar[bool] = True
     #: The service tells an event's attendees of every write its organizer makes, whatever we ask

@@ -162,6 +162,72 @@ def _props(response) -> dict[str, Any]:
     return found
 
 
+# --- a series' event: RRULE, EXDATE and RECURRENCE-ID in one resource (RFC 5545) -------------------
+def _parts(calendar: icalendar.Calendar) -> tuple[icalendar.Component | None, list[icalendar.Component]]:
+    """(the series' VEVENT, its exceptions: the VEVENTs with a RECURRENCE-ID)."""
+    events = [c for c in calendar.walk("VEVENT")]
+    master = next((e for e in events if e.get("RECURRENCE-ID") is None), None)
+    return master, [e for e in events if e.get("RECURRENCE-ID") is not None]
+
+
+def _exdates(vevent: icalendar.Component) -> list[Any]:
+    found = vevent.get("EXDATE")
+    lists = found if isinstance(found, list) else [found] if found is not None else []
+    return [d.dt for item in lists for d in item.dts]
+
+
+def _with_exceptions(body: bytes, current: icalendar.Calendar | None) -> bytes:
+    """The series' new VEVENT keeping the cancelled occurrences and exceptions `current` holds."""
+    if current is None:
+        return body
+    calendar = icalendar.Calendar.from_ical(body)
+    master, _ = _parts(calendar)
+    old, exceptions = _parts(current)
+    if master is None:
+        return body
+    for moment in _exdates(old) if old is not None else []:
+        master.add("exdate", moment)
+    for exception in exceptions:
+        calendar.add_component(exception)
+    return calendar.to_ical()
+
+
+def _with_instance(current: icalendar.Calendar, operation) -> bytes:
+    """`current` with the occurrence at `operation.occurrence` cancelled (EXDATE) or made the
+    exception `operation.event` (a VEVENT with its RECURRENCE-ID), whatever it was before."""
+    master, exceptions = _parts(current)
+    if master is None or master.get("DTSTART") is None:
+        raise PermanentError("The series' event on the CalDAV server has no start.", code="not_found", status=404)
+    first = cast(Any, master["DTSTART"]).dt
+    zone = first.tzinfo if isinstance(first, dt.datetime) and first.tzinfo else UTC
+    moment = operation.occurrence.astimezone(zone)
+    kept = [m for m in _exdates(master) if not (isinstance(m, dt.datetime) and m == moment)]
+    master.pop("EXDATE", None)
+    for other in kept:
+        master.add("exdate", other)
+    current.subcomponents = [
+        c
+        for c in current.subcomponents
+        if not (any(c is e for e in exceptions) and cast(Any, c["RECURRENCE-ID"]).dt == moment)
+    ]
+    event = operation.event
+    if event is None:
+        master.add("exdate", moment)
+    else:
+        exception = icalendar.Event()
+        exception.add("uid", master["UID"])
+        exception.add("recurrence-id", moment)
+        exception.add("dtstamp", dt.datetime.now(UTC))
+        exception.add("dtstart", event.start.astimezone(zone))
+        exception.add("dtend", event.end.astimezone(zone))
+        exception.add("summary", event.summary)
+        exception.add("status", "CONFIRMED")
+        exception.add("transp", "OPAQUE")
+        exception.add(MARKER, operation.object_ref or operation.key)
+        current.add_component(exception)
+    return current.to_ical()
+
+
 class CalDAVProvider(BaseProvider):
     name = "caldav"
     label = "Apple iCloud / CalDAV"
@@ -298,6 +364,8 @@ class CalDAVProvider(BaseProvider):
         vevent.add("status", "CONFIRMED")
         vevent.add("transp", "OPAQUE")
         vevent.add(MARKER, operation.object_ref or operation.key)
+        if event.series is not None:  # a series' event: its rule, from DTSTART in the series' zone
+            vevent.add("rrule", icalendar.vRecur.from_ical(event.series.rule))
         calendar.add_component(vevent)
         if zone is not UTC:
             calendar.add_missing_timezones()
@@ -322,6 +390,8 @@ class CalDAVProvider(BaseProvider):
         return _strong(response.headers.get("ETag")) or "*"
 
     def _write(self, client, base: str, operation) -> Outcome:
+        if operation.occurrence is not None or (operation.event is not None and operation.event.series is not None):
+            return self._write_series(client, base, operation)
         href, etag = self._target(base, operation)
         if operation.is_delete:
             response = self.send(client, "DELETE", href)
@@ -338,6 +408,37 @@ class CalDAVProvider(BaseProvider):
             if response.status != 412 and not (etag and response.status in GONE):
                 raise _status_error(response.status, "PUT")
             etag = self._etag(client, href) or ""  # changed or made meanwhile (a lost answer): read it, go again
+        raise TransientError("The event kept changing on the CalDAV server.", code="conflict")
+
+    def _write_series(self, client, base: str, operation) -> Outcome:
+        """A series' event is one resource: its VEVENT with RRULE and EXDATEs (cancelled occurrences),
+        and a VEVENT per exception (RECURRENCE-ID). Read, changed, written back on its ETag; a 412
+        (changed meanwhile) reads it again. The series' own write keeps its exceptions."""
+        href, _ = self._target(base, operation)
+        for _ in range(3):
+            response = self.send(client, "GET", href)
+            if response.status in GONE:
+                current, etag = None, ""
+            elif response.status >= 300:
+                raise _status_error(response.status, "GET")
+            else:
+                current, etag = parse(response.raw), _strong(response.headers.get("ETag")) or "*"
+            if operation.occurrence is not None and current is None:
+                if operation.is_delete:
+                    return Outcome()  # no series' event: the occurrence is not there either
+                raise PermanentError("The series' event is not on the CalDAV server.", status=404, code="not_found")
+            if operation.occurrence is not None:
+                assert current is not None
+                body = _with_instance(current, operation)
+            else:
+                body = _with_exceptions(self.ical(operation), current)
+            condition = {"If-Match": etag} if current is not None else {"If-None-Match": "*"}
+            response = self.send(client, "PUT", href, body, {**ICS, **condition})
+            if response.status < 300:
+                new = _strong(response.headers.get("ETag"))
+                return Outcome(remote_id=f"{href}#{new}" if new else href)
+            if response.status != 412 and response.status not in GONE:
+                raise _status_error(response.status, "PUT")
         raise TransientError("The event kept changing on the CalDAV server.", code="conflict")
 
     def apply(self, access_token, calendar_id, operations):

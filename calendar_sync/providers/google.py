@@ -223,6 +223,30 @@ def _block(item):
     )
 
 
+# --- recurring events (one per series, design decision 22) ---------------------------------------
+def _recurrence(event):
+    """A series' event repeats by its rule, from its local start in its zone (`start.timeZone`)."""
+    return {"recurrence": [f"RRULE:{event.series.rule}"]} if event.series is not None else {}
+
+
+def _instance_id(operation):
+    """The event to write: an instance's id is the recurring event's id and its original start in UTC."""
+    event_id = operation.remote_id or operation.key
+    if operation.occurrence is None:
+        return event_id
+    return f"{event_id}_{operation.occurrence.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _instance_body(event, zone):
+    """An exception: the instance's own time and title (the rest follows the recurring event)."""
+    return {
+        "status": "confirmed",
+        "summary": event.summary,
+        "start": {"dateTime": event.start.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+        "end": {"dateTime": event.end.astimezone(zone).isoformat(), "timeZone": event.time_zone},
+    }
+
+
 def _etag(answer):
     """The etag Google answered a write with (a delete answers none)."""
     return str(answer["etag"]) if isinstance(answer, dict) and answer.get("etag") else None
@@ -524,8 +548,10 @@ class GoogleProvider(BaseProvider):
     def event_body(self, operation):
         event = operation.event
         zone = ZoneInfo(event.time_zone)
+        if operation.occurrence is not None:
+            return _instance_body(event, zone)
         source, _, object_id = operation.object_ref.partition(":")
-        return {
+        return _recurrence(event) | {
             "id": operation.key,
             "status": "confirmed",
             "summary": event.summary,
@@ -563,13 +589,13 @@ class GoogleProvider(BaseProvider):
                 sendUpdates="none",
             )
         if step == "delete":
-            return events.delete(calendarId=calendar_id, eventId=operation.remote_id or operation.key, sendUpdates=send)
+            return events.delete(calendarId=calendar_id, eventId=_instance_id(operation), sendUpdates=send)
         body = {**self.event_body(operation), **self.conference_body(operation, creating=step == "insert")}
         extra = {"conferenceDataVersion": 1} if operation.conference is not None else {}
         if step == "insert":
             return events.insert(calendarId=calendar_id, body=body, sendUpdates=send, **extra)
         return events.patch(
-            calendarId=calendar_id, eventId=operation.remote_id or operation.key, body=body, sendUpdates=send, **extra
+            calendarId=calendar_id, eventId=_instance_id(operation), body=body, sendUpdates=send, **extra
         )
 
     def move(self, access_token, calendar_id, destination, operations):
@@ -601,7 +627,7 @@ class GoogleProvider(BaseProvider):
         results = [Outcome()] * len(operations)
         answers: dict[int, dict] = {}  # the body of each answer: the event as written (its etag, its meeting)
         pending = {
-            i: ("delete" if op.is_delete else "patch" if op.known_to_exist else "insert")
+            i: ("delete" if op.is_delete else "patch" if op.known_to_exist or op.occurrence else "insert")
             for i, op in enumerate(operations)
         }
         for _ in range(3):  # first attempt, repair, repair of a racing repair
@@ -627,7 +653,8 @@ class GoogleProvider(BaseProvider):
                     operations[i] = replace(operations[i], conference=refused)
                     next_pending[i] = step
                     continue
-                repair = self._next_step(step, error)
+                # An instance of a recurring event is only ever patched or cancelled, never made.
+                repair = None if operations[i].occurrence else self._next_step(step, error)
                 if repair:
                     next_pending[i] = repair
             pending = next_pending

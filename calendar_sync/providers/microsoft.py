@@ -235,6 +235,120 @@ class _Step:
     error: CalendarSyncError | None = None
 
 
+# --- recurring events (one per series, design decision 22) ---------------------------------------
+GRAPH_DAYS = {
+    "MO": "monday",
+    "TU": "tuesday",
+    "WE": "wednesday",
+    "TH": "thursday",
+    "FR": "friday",
+    "SA": "saturday",
+    "SU": "sunday",
+}
+GRAPH_INDEX = {1: "first", 2: "second", 3: "third", 4: "fourth", -1: "last"}
+INSTANCE_WINDOW = dt.timedelta(days=8)  # around an occurrence's original start, to find its instance
+
+
+def _unsupported(rule: str) -> PermanentError:
+    return PermanentError(f"Outlook cannot repeat by {rule[:100]!r}.", code="unsupported_rule")
+
+
+def _pattern(rule: str, local_start: dt.datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An RFC 5545 RRULE (FREQ DAILY/WEEKLY/MONTHLY, INTERVAL, BYDAY, BYMONTHDAY, COUNT/UNTIL) as Graph's
+    recurrence pattern and the range's end; PermanentError for what Graph cannot say."""
+    parts = dict(p.split("=", 1) for p in rule.upper().removeprefix("RRULE:").split(";") if "=" in p)
+    interval = int(parts.get("INTERVAL") or 1)
+    days = [d for d in parts.get("BYDAY", "").split(",") if d]
+    weekday = list(GRAPH_DAYS.values())[local_start.weekday()]
+    freq = parts.get("FREQ")
+    if freq == "DAILY" and not days and "BYMONTHDAY" not in parts:
+        pattern: dict[str, Any] = {"type": "daily", "interval": interval}
+    elif freq == "WEEKLY" and "BYMONTHDAY" not in parts and all(d in GRAPH_DAYS for d in days):
+        wanted = [GRAPH_DAYS[d] for d in days] or [weekday]
+        pattern = {"type": "weekly", "interval": interval, "daysOfWeek": wanted, "firstDayOfWeek": "monday"}
+    elif freq == "MONTHLY" and not days and "," not in parts.get("BYMONTHDAY", ""):
+        day = int(parts.get("BYMONTHDAY") or local_start.day)
+        if day < 1:
+            raise _unsupported(rule)
+        pattern = {"type": "absoluteMonthly", "interval": interval, "dayOfMonth": day}
+    elif freq == "MONTHLY" and len(days) == 1 and "BYMONTHDAY" not in parts:
+        match = re.fullmatch(r"([+-]?\d)([A-Z]{2})", days[0])
+        if not match or int(match[1]) not in GRAPH_INDEX or match[2] not in GRAPH_DAYS:
+            raise _unsupported(rule)
+        pattern = {
+            "type": "relativeMonthly",
+            "interval": interval,
+            "daysOfWeek": [GRAPH_DAYS[match[2]]],
+            "index": GRAPH_INDEX[int(match[1])],
+        }
+    else:
+        raise _unsupported(rule)
+    if "COUNT" in parts:
+        return pattern, {"type": "numbered", "numberOfOccurrences": int(parts["COUNT"])}
+    if "UNTIL" in parts:
+        until = parts["UNTIL"]
+        if until.endswith("Z"):
+            moment = dt.datetime.strptime(until[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            last = moment.astimezone(local_start.tzinfo).date()
+        else:
+            last = dt.datetime.strptime(until[:8], "%Y%m%d").date()
+        return pattern, {"type": "endDate", "endDate": last.isoformat()}
+    return pattern, {"type": "noEnd"}
+
+
+def _recurrence(event: Any, zone_name: str, zone: dt.tzinfo) -> dict[str, Any]:
+    """A series' event repeats by its rule in its zone (`recurrenceTimeZone`), from its local start."""
+    if event.series is None:
+        return {}
+    local_start = event.start.astimezone(zone)
+    pattern, end = _pattern(event.series.rule, local_start)
+    window = {"startDate": local_start.date().isoformat(), "recurrenceTimeZone": zone_name}
+    return {"recurrence": {"pattern": pattern, "range": {**window, **end}}}
+
+
+def _instance_body(event: Any, zone_name: str, zone: dt.tzinfo) -> dict[str, Any]:
+    """An exception: the instance's own time and title (the rest follows the series' event)."""
+    return {
+        "subject": event.summary,
+        "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
+        "end": {"dateTime": event.end.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
+    }
+
+
+def _instances_path(op: Operation, master_id: str) -> str:
+    """GET the series' instances around the occurrence's original start (an instance is found by it)."""
+    assert op.occurrence is not None
+    window = [
+        ("startDateTime", _iso(op.occurrence - INSTANCE_WINDOW)),
+        ("endDateTime", _iso(op.occurrence + INSTANCE_WINDOW, ceil=True)),
+        ("$select", "id,originalStart,start,end"),
+        ("$top", "100"),
+    ]
+    return f"me/events/{quote(master_id, safe='=')}/instances?{_query(window)}"
+
+
+def _instance_step(op: Operation, step: _Step, body: dict[str, Any]) -> Outcome | None:
+    """After a lookup: the series' event found (look up its instances), or the instance found (write it)."""
+    assert op.occurrence is not None
+    if step.kind == "find":
+        found = [item.get("id") for item in body.get("value", []) if item.get("id")]
+        if not found:  # no series' event: nothing to cancel; nothing to patch either
+            return Outcome() if op.is_delete else Outcome(error=_missing_instance())
+        step.kind, step.remote_id = "instances", found[0]
+        return None
+    wanted = op.occurrence.astimezone(UTC)
+    for item in body.get("value", []):
+        original = _moment({"dateTime": str(item.get("originalStart") or ""), "timeZone": "UTC"})
+        if isinstance(item, dict) and item.get("id") and original == wanted:
+            step.kind, step.remote_id = ("delete" if op.is_delete else "patch"), str(item["id"])
+            return None
+    return Outcome() if op.is_delete else Outcome(error=_missing_instance())  # cancelled already, or never there
+
+
+def _missing_instance() -> PermanentError:
+    return PermanentError("Microsoft Graph has no such instance of the series.", status=404, code="not_found")
+
+
 class MicrosoftProvider(BaseProvider):
     name = "microsoft"
     label = "Outlook Calendar"
@@ -565,7 +679,9 @@ class MicrosoftProvider(BaseProvider):
         event = operation.event
         assert event is not None  # only a create or an update has a body
         zone_name, zone = _graph_zone(event.time_zone, event.start, event.end)
-        return {
+        if operation.occurrence is not None:
+            return _instance_body(event, zone_name, zone)
+        return _recurrence(event, zone_name, zone) | {
             "subject": event.summary,
             "body": {"contentType": "text", "content": self.event_text(event)},
             "start": {"dateTime": event.start.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": zone_name},
@@ -595,6 +711,8 @@ class MicrosoftProvider(BaseProvider):
         events = (
             "me/calendar/events" if calendar_id == "primary" else f"me/calendars/{quote(calendar_id, safe='=')}/events"
         )
+        if step.kind == "instances":
+            return "GET", _instances_path(op, step.remote_id or ""), None
         if step.kind == "find":
             key = op.key.replace("'", "''")
             where = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
@@ -613,7 +731,9 @@ class MicrosoftProvider(BaseProvider):
         results: list[Outcome | None] = [None] * len(operations)
         steps: dict[int, _Step] = {}
         for i, op in enumerate(operations):
-            if op.remote_id:
+            if op.occurrence is not None:  # an instance of a recurring event: look it up, then write it
+                steps[i] = _Step("instances" if op.remote_id else "find", op.remote_id, op.key)
+            elif op.remote_id:
                 steps[i] = _Step("delete" if op.is_delete else "patch", op.remote_id, op.key)
             elif op.known_to_exist:
                 steps[i] = _Step("find", None, op.key)
@@ -649,6 +769,8 @@ class MicrosoftProvider(BaseProvider):
         body = body if isinstance(body, dict) else {}
         step.error = error
         if error is None:
+            if op.occurrence is not None and step.kind in ("find", "instances"):
+                return _instance_step(op, step, body)
             if step.kind == "find":
                 found = [item.get("id") for item in body.get("value", []) if item.get("id")]
                 if found:
@@ -670,6 +792,8 @@ class MicrosoftProvider(BaseProvider):
             )
         if status in (404, 410) and step.kind == "delete":
             return Outcome()  # already gone
+        if status in (404, 410) and op.occurrence is not None:
+            return Outcome(error=error)  # an instance is never made: the series' event is not as we wrote it
         if status in (404, 410) and step.kind == "patch":
             step.kind, step.gone_id, step.remote_id = "create", step.remote_id, None
             return None

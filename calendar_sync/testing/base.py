@@ -29,6 +29,10 @@ test uses are the same on both:
     fake.auto_notify = True                  -> the person's changes above notify the calendar's live channels
     fake.consent(authorization_url, account=None, allow=True) -> the redirect Location
     fake.conferences(account=None)           -> video meetings made: [{"account", "event_id", "join_url", "live"}]
+    fake.expand(account, event_id, calendar=None) -> [(start, end, title)] of a recurring event's
+                                                     instances as they are now (exceptions applied,
+                                                     cancelled ones left out), aware UTC, by start
+    fake.lose_response(times=1)             -> the next event creates are made, their answers lost
     fake.reset() / reset_log() / settings() / env()
 
 `GET /` on either fake is an HTML page of its accounts, calendars and events, for a person trying
@@ -305,6 +309,12 @@ class FakeService(LoopbackServer):
         raise NotImplementedError
 
     def api_requests(self, account: str | None = None) -> int:
+        raise NotImplementedError
+
+    def expand(
+        self, account: str | None, event_id: str, calendar: str | None = None
+    ) -> list[tuple[dt.datetime, dt.datetime, str]]:
+        """A recurring event's instances as the service shows them now: [(start, end, title)] by start."""
         raise NotImplementedError
 
     def conferences(self, account: str | None = None) -> list[dict[str, Any]]:

@@ -259,6 +259,7 @@ class FakeGoogle(FakeService):
         self.max_page_size = MAX_PAGE  # lower it to make events.list page sooner (Google may)
         self.channels = {}  # channel id -> {address, token, resourceId, expiration, stopped, ...}
         self._resource_ids = {}  # (account, calendar) -> resourceId of its events collection
+        self.lost = 0  # creates still to commit without answering (`lose_response`)
 
     # --- settings (start, stop, with: LoopbackServer; env, reset, reset_log, calls: FakeService) ----
     def settings(self):
@@ -328,6 +329,25 @@ class FakeGoogle(FakeService):
         """The next `n` event answers that show a newly made meeting say `pending` (no entry point yet)."""
         with self.lock:
             self.pending_answers = n
+
+    def lose_response(self, times=1):
+        """The next `times` event creates (not in a batch) are committed, then the connection drops unanswered."""
+        with self.lock:
+            self.lost += times
+
+    def _lose(self):
+        with self.lock:
+            if self.lost > 0:
+                self.lost -= 1
+                return True
+        return False
+
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            account = account or DEFAULT_ACCOUNT
+            events = self.accounts[account]["events"][self._calendar_id(account, calendar or "primary")]
+            rows = [(*_span(i), i.get("summary") or "") for i in self._expansion(events, event_id)]
+            return sorted(rows, key=lambda row: row[0])
 
     def conferences(self, account=None):
         """Meetings made, each {"account", "calendar", "event_id", "request_id", "join_url", "live"}:
@@ -624,6 +644,9 @@ class FakeGoogle(FakeService):
                     return self._batch(body)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, payload, extra = fake.dispatch(method, self.path, headers, body)
+                if method == "POST" and status == 200 and EVENT_CREATE.fullmatch(parts.path) and fake._lose():
+                    self.close_connection = True  # committed, but the client never hears back
+                    return None
                 if isinstance(payload, tuple):  # (content type, raw bytes)
                     return self._send(status, raw=payload[1], content_type=payload[0], headers=extra)
                 self._send(status, payload, headers=extra)
@@ -916,9 +939,17 @@ class FakeGoogle(FakeService):
                 return 200, self._shown(event)
             if len(segments) == 5 and segments[4] == "move" and method == "POST":
                 return self._move(account, calendar, events, segments[3], query)
+            if len(segments) == 5 and segments[4] == "instances" and method == "GET":
+                return self._list_instances(events, segments[3], query)
             if len(segments) != 4:
                 return _error(404, "notFound", "Not Found")
             event = events.get(segments[3])
+            if event is None and method in ("GET", "PATCH", "DELETE") and self._is_instance(events, segments[3]):
+                if method == "GET":  # an instance is addressable by its id
+                    master_id = segments[3].rpartition("_")[0]
+                    found = [i for i in self._expansion(events, master_id, deleted=True) if i["id"] == segments[3]]
+                    return 200, _public(found[0])
+                event = self._exception(events, segments[3])  # its patch or delete changes it alone
             if method == "GET":
                 return (200, self._shown(event)) if event else _error(404, "notFound", "Not Found")
             if method == "PATCH":
@@ -1184,6 +1215,50 @@ class FakeGoogle(FakeService):
                 }
             )
         return 200, answer
+
+    # --- a recurring event's instances (events.instances; instance ids) ------------------------
+    def _expansion(self, events, master_id, deleted=False):
+        """The instances of the recurring event `master_id`, its exceptions in place, by start."""
+        items = [i for i in _instances(events).values() if i.get("recurringEventId") == master_id]
+        items = [i for i in items if deleted or i.get("status") != "cancelled"]
+        return sorted(items, key=lambda i: _span(i)[0] or dt.datetime.min.replace(tzinfo=UTC))
+
+    def _is_instance(self, events, event_id):
+        master_id, sep, _ = event_id.rpartition("_")
+        master = events.get(master_id) if sep else None
+        if master is None or not master.get("recurrence") or master.get("status") == "cancelled":
+            return False  # a deleted recurring event's instances are gone with it
+        return any(i["id"] == event_id for i in self._expansion(events, master_id, deleted=True))
+
+    def _exception(self, events, instance_id):
+        """The stored exception of an instance, made (as the instance is now) when it has none yet:
+        a patch or a delete of an instance id changes that one instance only."""
+        master_id = instance_id.rpartition("_")[0]
+        instance = next(i for i in self._expansion(events, master_id, deleted=True) if i["id"] == instance_id)
+        exception = {
+            "kind": "calendar#event",
+            "id": instance_id,
+            "status": instance.get("status", "confirmed"),
+            "recurringEventId": master_id,
+            "originalStartTime": instance["originalStartTime"],
+            "sequence": 0,
+        }
+        events[instance_id] = exception
+        self._touch(exception)
+        return exception
+
+    def _list_instances(self, events, master_id, query):
+        """events.instances: a recurring event's instances (cancelled ones with showDeleted), in a window."""
+        master = events.get(master_id)
+        if master is None:
+            return _error(404, "notFound", "Not Found")
+        time_min, time_max = _parse_rfc3339(query.get("timeMin") or ""), _parse_rfc3339(query.get("timeMax") or "")
+        items = [
+            _public(i)
+            for i in self._expansion(events, master_id, deleted=query.get("showDeleted") == "true")
+            if _overlaps(i, time_min, time_max)
+        ]
+        return 200, {"kind": "calendar#events", "items": items}
 
     # --- freeBusy.query ----------------------------------------------------------------------
     def _free_busy(self, account, body):

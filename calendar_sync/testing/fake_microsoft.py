@@ -260,12 +260,16 @@ def _graph_rrule(recurrence):
     patterns; numbered, endDate (inclusive, in the range's zone) and noEnd ranges."""
     pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
     kind = str(pattern.get("type", "")).lower()
-    parts = [f"FREQ={ {'daily': 'DAILY', 'weekly': 'WEEKLY', 'absolutemonthly': 'MONTHLY'}[kind] }"]
+    freq = {"daily": "DAILY", "weekly": "WEEKLY", "absolutemonthly": "MONTHLY", "relativemonthly": "MONTHLY"}[kind]
+    parts = [f"FREQ={freq}"]
     parts.append(f"INTERVAL={int(pattern.get('interval') or 1)}")
     if kind == "weekly" and pattern.get("daysOfWeek"):
         parts.append("BYDAY=" + ",".join(GRAPH_DAYS[str(d).lower()] for d in pattern["daysOfWeek"]))
     if kind == "absolutemonthly" and pattern.get("dayOfMonth"):
         parts.append(f"BYMONTHDAY={int(pattern['dayOfMonth'])}")
+    if kind == "relativemonthly" and pattern.get("daysOfWeek"):
+        index = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}[str(pattern.get("index", "first"))]
+        parts.append(f"BYDAY={index}{GRAPH_DAYS[str(pattern['daysOfWeek'][0]).lower()]}")
     if str(span.get("type", "")).lower() == "numbered":
         parts.append(f"COUNT={int(span['numberOfOccurrences'])}")
     elif str(span.get("type", "")).lower() == "enddate":
@@ -632,6 +636,55 @@ class FakeMicrosoft(FakeService):
                 continue
             listed.extend(self._occurrences_of(event, events))
         return listed
+
+    def expand(self, account, event_id, calendar=None):
+        with self.lock:
+            mailbox = self.accounts[account or DEFAULT_ACCOUNT]
+            rows = [(*_span_of(o), o.get("subject") or "") for o in self._series(mailbox, event_id)]
+            return sorted(rows, key=lambda row: row[0])
+
+    def _series(self, mailbox, master_id):
+        """A series' occurrences and exceptions as they are now (cancelled ones are gone)."""
+        master = mailbox["events"].get(master_id)
+        if master is None or master.get("type") != "seriesMaster":
+            return []
+        events = list(mailbox["events"].values())
+        exceptions = [e for e in events if e.get("seriesMasterId") == master_id]
+        return self._occurrences_of(master, events) + exceptions
+
+    def _occurrence_by_id(self, mailbox, occurrence_id, store=False):
+        """The occurrence an id names (None if none); with `store`, kept as an exception to change."""
+        for master in [e for e in mailbox["events"].values() if e.get("type") == "seriesMaster"]:
+            for occurrence in self._occurrences_of(master, list(mailbox["events"].values())):
+                if occurrence["id"] == occurrence_id:
+                    if store:
+                        occurrence["type"] = "exception"
+                        mailbox["events"][occurrence_id] = occurrence
+                    return occurrence
+        return None
+
+    def _cancel_occurrence(self, mailbox, occurrence):
+        master = mailbox["events"].get(occurrence["seriesMasterId"])
+        if master is not None:
+            master.setdefault("_cancelled", []).append(
+                _instant({"dateTime": occurrence["originalStart"].rstrip("Z"), "timeZone": "UTC"}).isoformat()
+            )
+            self._touch(master)
+        if occurrence["id"] in mailbox["events"]:
+            self._bury(mailbox, mailbox["events"].pop(occurrence["id"]))
+        return 204, None, {}
+
+    def _list_instances(self, mailbox, master_id, path, query):
+        """GET events/{id}/instances: a series' occurrences and exceptions in a window (required)."""
+        if mailbox["events"].get(master_id) is None:
+            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        window = self._window(query)
+        if len(window) == 3:
+            return window
+        start, end = window
+        items = [o for o in self._series(mailbox, master_id) if _overlaps(_span_of(o), start, end)]
+        items.sort(key=lambda o: _span_of(o)[0])
+        return self._page([self._view(o, query) for o in items], path, query, self.events_page_size)
 
     def _occurrences_of(self, master, events):
         first, last = _span_of(master)
@@ -1187,6 +1240,8 @@ class FakeMicrosoft(FakeService):
                 if len(rest) == 4 and rest[3].lower() == "delta":
                     return self._delta(mailbox, cal_id, path.strip("/"), query, headers or {})
                 return graph_error(400, "BadRequest", "Unsupported segment.")
+            if len(rest) == 5 and rest[2] == "events" and rest[4] == "instances" and method == "GET":
+                return self._list_instances(mailbox, rest[3], path.strip("/"), query)
             if len(rest) < 3 or rest[2] != "events" or len(rest) > 4:
                 return graph_error(400, "BadRequest", "Unsupported segment.")
             if len(rest) == 3:
@@ -1196,10 +1251,14 @@ class FakeMicrosoft(FakeService):
                     return self._create(mailbox, calendar, body)
                 return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
             event = mailbox["events"].get(rest[3])
+            if event is None and method in ("GET", "PATCH", "DELETE"):
+                event = self._occurrence_by_id(mailbox, rest[3], store=method == "PATCH")  # addressable by its id
             if event is None or (scoped and event["_calendar"] != cal_id):
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             if method == "GET":
                 return 200, self._view(event, query), {}
+            if method == "DELETE" and event.get("seriesMasterId"):  # one occurrence: gone, the master remembers
+                return self._cancel_occurrence(mailbox, event)
             if method in ("PATCH", "DELETE") and not mailbox["calendars"][event["_calendar"]]["canEdit"]:
                 return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             if method == "PATCH":
@@ -1209,6 +1268,8 @@ class FakeMicrosoft(FakeService):
                 if event.get("transactionId"):
                     mailbox["transactions"].pop(event["transactionId"], None)
                 self._bury(mailbox, event)
+                for exception in [e for e in mailbox["events"].values() if e.get("seriesMasterId") == event["id"]]:
+                    self._bury(mailbox, mailbox["events"].pop(exception["id"]))  # a series goes with its exceptions
                 self._tell_guests(event, cancelled=self._emails(event))  # the organizer deleted a meeting
                 return 204, None, {}
         return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
@@ -1384,6 +1445,8 @@ class FakeMicrosoft(FakeService):
         )
         event["attendees"] = _attendees(event.get("attendees"), [])
         event["_calendar"] = calendar["id"]
+        if isinstance(event.get("recurrence"), dict):
+            event["type"] = "seriesMaster"  # Graph's type of an event with a recurrence
         mailbox["events"][event["id"]] = event
         if tid:
             mailbox["transactions"][tid] = event["id"]
