@@ -178,7 +178,7 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
     the calendar now holds, and a newer version's sync starts from there.
     """
     source, record, obj = item.source, item.record, item.obj
-    records = SyncRecord.objects.filter(pk=record.pk, version=record.version)
+    records = _at_version(record)
     error = outcome.error
     with transaction.atomic():
         if state == State.SYNCED and obj is None:
@@ -212,9 +212,14 @@ def _finish(item, state, operation=None, outcome=NO_CALL, log=None):
     return won
 
 
+def _at_version(record):
+    """The record as long as its version is the one read (a compare-and-set's target)."""
+    return SyncRecord.objects.filter(pk=record.pk, version=record.version)
+
+
 def record_transient(record, error, retry_in):
     """Remember a transient failure; the record stays pending until `retry_in` seconds pass."""
-    SyncRecord.objects.filter(pk=record.pk, version=record.version).update(
+    _at_version(record).update(
         attempts=F("attempts") + 1,
         last_error=str(error)[:2000],
         retry_at=timezone.now() + timedelta(seconds=retry_in),
@@ -323,9 +328,8 @@ def _sync_round(source, object_id, destination, first, reason=None):
     operation = _operation(item)
     if operation.is_delete and not record.remote_may_exist and first:
         return State.SYNCED if _finish(item, State.SYNCED, operation) else None
-    versioned = SyncRecord.objects.filter(pk=record.pk, version=record.version)
     if token.writes_paused:  # the provider's usage limit: no call until it resets
-        return State.PENDING if record_paused(versioned, token.paused_until) else None
+        return State.PENDING if record_paused(_at_version(record), token.paused_until) else None
     premarked = not operation.is_delete and not record.remote_may_exist
     if premarked:
         # Committed before the call: a create whose answer is lost still leaves the record saying an event may exist.
@@ -344,7 +348,7 @@ def _sync_round(source, object_id, destination, first, reason=None):
         until = tokens.pause_writes(token, error)
         with transaction.atomic():
             log.save(force_insert=True)
-            record_paused(versioned, until)
+            record_paused(_at_version(record), until)
         return State.PENDING
     if isinstance(error, TransientError):
         with transaction.atomic():
@@ -450,7 +454,7 @@ def _backfill(owner, token, reason, shown):
         for (item, operation), outcome in zip(sent, results, strict=True):
             if isinstance(outcome.error, UsageLimited):
                 paused_until = paused_until or tokens.pause_writes(token, outcome.error)
-                record_paused(SyncRecord.objects.filter(pk=item.record.pk, version=item.record.version), paused_until)
+                record_paused(_at_version(item.record), paused_until)
                 state = State.PENDING
             else:
                 state = _record_outcome(item, operation, outcome, later, reason)
