@@ -142,7 +142,8 @@ def _admit(scope: _Scope, parts: int, deadline: float) -> tuple[Any, list[str]] 
             continue  # `_backend()` now answers with this process's fallback
         if wait is None:
             break
-        _wait_or_raise(*wait, deadline)
+        seconds, why = wait
+        _wait_or_raise(seconds, why, deadline)
     if limits_.get("concurrent"):
         return _hold_slot(scope, int(limits_["concurrent"]), parts, deadline)
     return None
