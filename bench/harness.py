@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,7 +323,8 @@ class Stack:
         "blocks": [(cpu, rate)], "cpu_collection_kept": CPU seconds per insert when `events()` is built once}.
 
         CPU is this thread's only (`thread_time`): the fake Google serves from other threads of
-        this process, and its work is no more counted here than in a worker's CPU.
+        this process, and its work is no more counted here than in a worker's CPU. Each insert sends
+        what a sync's create sends (`_bare_body`), so both sides serialize and send the same.
         """
         import google_auth_httplib2
         import httplib2
@@ -340,18 +342,14 @@ class Stack:
             static_discovery=True,
             client_options={"api_endpoint": f"{self.google.url}calendar/v3/"},
         )
-        body = {
-            "summary": "bare",
-            "start": {"dateTime": "2030-01-01T10:00:00Z"},
-            "end": {"dateTime": "2030-01-01T11:00:00Z"},
-        }
+        bodies = iter([_bare_body() for _ in range(20 + n + n // 3)])  # made before any timing
         for _ in range(20):  # warm: connection, imports, caches
-            service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
+            service.events().insert(calendarId="primary", body=next(bodies), sendUpdates="none").execute()
         cpus, rates = [], []
         for _ in range(3):  # the median of three runs: one stray stall on a shared machine moves neither figure
             cpu, started = time.thread_time(), time.monotonic()
             for _ in range(n // 3):
-                service.events().insert(calendarId="primary", body=body, sendUpdates="none").execute()
+                service.events().insert(calendarId="primary", body=next(bodies), sendUpdates="none").execute()
             cpus.append((time.thread_time() - cpu) / (n // 3))
             rates.append((n // 3) / (time.monotonic() - started))
         # For scale, not the floor: the same insert with the `events()` collection built once, as the
@@ -359,13 +357,29 @@ class Stack:
         events = service.events()
         cpu = time.thread_time()
         for _ in range(n // 3):
-            events.insert(calendarId="primary", body=body, sendUpdates="none").execute()
+            events.insert(calendarId="primary", body=next(bodies), sendUpdates="none").execute()
         return {
             "cpu": statistics.median(cpus),
             "per_second": statistics.median(rates),
             "blocks": list(zip(cpus, rates, strict=True)),
             "cpu_collection_kept": (time.thread_time() - cpu) / (n // 3),
         }
+
+
+def _bare_body():
+    """An event as a sync creates one for a booking (calendar_sync.providers.google `event_body`): its own
+    client-chosen id (base32hex: a second insert of the same id would be a 409, not an insert), the
+    booking's title, place, times in its zone, a deep link and the private marker."""
+    return {
+        "id": uuid.uuid4().hex,
+        "status": "confirmed",
+        "summary": "B7 — Desk of bare",
+        "location": "Desk of bare, 1 Bench St",
+        "description": "ManageHub booking at Desk of bare.\nDetails: https://app.example.com/integrations/calendar/bookings/7",
+        "start": {"dateTime": "2030-01-01T10:00:00+00:00", "timeZone": "Europe/Lisbon"},
+        "end": {"dateTime": "2030-01-01T10:30:00+00:00", "timeZone": "Europe/Lisbon"},
+        "extendedProperties": {"private": {"calendar_sync_source": "booking", "calendar_sync_id": "7"}},
+    }
 
 
 def summary(values):

@@ -3,9 +3,10 @@ many worker processes and machines send them.
 
 The core names the connection a provider call is for (`connection`) and whether it is bulk work
 (`bulk`); the providers' HTTP layer wraps every request in `acquire(parts)`. Limits are sliding
-windows (`CALENDAR_SYNC["QUOTAS"]`, defaults the providers' published figures) kept by the `limits`
-library in `CALENDAR_SYNC["QUOTA_STORAGE"]` (Redis, shared by every worker; or memory://, this
-process only), plus Graph's cap on requests in flight per mailbox (a leased semaphore) and a
+windows (`CALENDAR_SYNC["QUOTAS"]`, defaults the providers' published figures) kept in
+`CALENDAR_SYNC["QUOTA_STORAGE"]` (Redis, shared by every worker: the `limits` library's moving windows,
+tested and counted in one round trip per request with the throttle mark; or memory://, this process
+only, by `limits` itself), plus Graph's cap on requests in flight per mailbox (a leased semaphore) and a
 per-connection "throttled until" mark set from a Retry-After (`throttle`).
 
 A request that would exceed a window waits for room, at most QUOTA_MAX_WAIT seconds; past that it
@@ -136,13 +137,13 @@ def _admit(scope: _Scope, parts: int, deadline: float) -> tuple[Any, list[str]] 
     while True:
         backend = _backend()
         try:
-            _wait_until(backend.throttled_until(scope), deadline)
-            wait = backend.take(scope, _windows(scope, limits_, backend.share), parts)
+            wait = backend.admit(scope, _windows(scope, limits_, backend.share), parts)
         except _StorageDown:
             continue  # `_backend()` now answers with this process's fallback
         if wait is None:
             break
-        _wait_or_raise(wait, deadline, "the connection's request window is full")
+        seconds, why = wait
+        _wait_or_raise(seconds, why, deadline)
     if limits_.get("concurrent"):
         return _hold_slot(scope, int(limits_["concurrent"]), parts, deadline)
     return None
@@ -243,10 +244,14 @@ def _windows(scope: _Scope, limits_: dict[str, Any], share: float) -> list[tuple
 def _wait_until(until: float, deadline: float) -> None:
     """Sleep until a throttle mark (epoch seconds) passes, or raise when it lasts past the deadline."""
     while until > (now := time.time()):
-        _wait_or_raise(until - now, deadline, "the provider asked us to wait (Retry-After)")
+        _wait_or_raise(until - now, THROTTLED, deadline)
 
 
-def _wait_or_raise(seconds: float, deadline: float, why: str) -> None:
+THROTTLED = "the provider asked us to wait (Retry-After)"
+FULL = "the connection's request window is full"
+
+
+def _wait_or_raise(seconds: float, why: str, deadline: float) -> None:
     seconds = max(seconds, 0.001)
     if time.monotonic() + seconds > deadline:
         raise _refusal(seconds, why)
@@ -269,7 +274,7 @@ def _hold_slot(scope: _Scope, limit: int, parts: int, deadline: float) -> tuple[
                 return backend, tokens
         except _StorageDown:
             continue
-        _wait_or_raise(POLL, deadline, "the mailbox has as many requests in flight as it allows")
+        _wait_or_raise(POLL, "the mailbox has as many requests in flight as it allows", deadline)
 
 
 # --- storage: Redis (shared) or memory (this process), with the fallback ------------------------------------
@@ -287,15 +292,18 @@ class _Memory:
         self.marks: dict[_Scope, float] = {}
         self.slots: dict[_Scope, int] = {}
 
-    def take(self, scope: _Scope, windows: list, parts: int) -> float | None:
-        """None when `parts` were counted in every window; else seconds until one has room."""
+    def admit(self, scope: _Scope, windows: list, parts: int) -> tuple[float, str] | None:
+        """None when the connection is not throttled and `parts` were counted in every window; else
+        (seconds to wait, why)."""
         with self.lock:
-            return _take(self.limiter, windows, parts)
+            until = self.marks.get(scope, 0.0)
+            if until > time.time():
+                return until - time.time(), THROTTLED
+            wait = _take(self.limiter, windows, parts)
+        return None if wait is None else (wait, FULL)
 
-    def throttled_until(self, scope: _Scope) -> float:
+    def marked_until(self, scope: _Scope) -> float:
         return self.marks.get(scope, 0.0)
-
-    marked_until = throttled_until
 
     def mark(self, scope: _Scope, until: float) -> None:
         with self.lock:
@@ -314,9 +322,8 @@ class _Memory:
 
 
 def _take(limiter: MovingWindowRateLimiter, windows: list, parts: int) -> float | None:
-    """Test every window, then count in each: None when counted, else the seconds until one has room.
-    Two workers racing past the test may count in an earlier window before a later one refuses: that
-    only over-counts (the request waits), it never sends more than the limit."""
+    """Test every window, then count in each (the memory store's lock held: all or none): None when
+    counted, else the seconds until one has room. Redis does the same in one script (`_ADMIT`)."""
     for item, ids in windows:
         cost = min(parts, item.amount)
         if not limiter.test(item, *ids, cost=cost):
@@ -340,6 +347,35 @@ end
 redis.call('pexpire', KEYS[1], ARGV[4])
 return 1
 """
+# One round trip per provider request: the connection's throttle mark, then room for the request in
+# every window (all or none), then one entry per part in each. The windows are the `limits` library's
+# moving windows in Redis, kept as it keeps them (a list of timestamps per key, newest first, at most
+# `limit` long): its own scripts would take a round trip per window to test and one more to count.
+# KEYS: the throttle mark, then one key per window. ARGV: now, parts, then (limit, seconds) per window.
+# Returns {0} when counted, else {1, seconds} (throttled) or {2, seconds} (a window is full).
+_ADMIT = """
+local now, parts = tonumber(ARGV[1]), tonumber(ARGV[2])
+local throttled = tonumber(redis.call('get', KEYS[1]) or '0')
+if throttled > now then
+  return {1, tostring(throttled - now)}
+end
+for i = 2, #KEYS do
+  local limit, expiry = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local oldest = tonumber(redis.call('lindex', KEYS[i], limit - math.min(parts, limit)) or '0')
+  if oldest >= now - expiry then
+    return {2, tostring(oldest + expiry - now)}
+  end
+end
+for i = 2, #KEYS do
+  local limit, expiry = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  for _ = 1, math.min(parts, limit) do
+    redis.call('lpush', KEYS[i], now)
+  end
+  redis.call('ltrim', KEYS[i], 0, limit - 1)
+  redis.call('expire', KEYS[i], expiry)
+end
+return {0}
+"""
 _MARK = """
 local current = tonumber(redis.call('get', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
@@ -357,8 +393,8 @@ class _Redis:
     def __init__(self, uri: str):
         # Short timeouts: a Redis that does not answer means the fallback, not a stuck worker.
         self.storage = RedisStorage(uri, wrap_exceptions=True, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self.limiter = MovingWindowRateLimiter(self.storage)
         self.client = self.storage.storage  # the storage's own redis client
+        self.admit_script = self.client.register_script(_ADMIT)
         self.enter_script = self.client.register_script(_ENTER)
         self.mark_script = self.client.register_script(_MARK)
 
@@ -371,17 +407,23 @@ class _Redis:
         _storage_ok()
         return result
 
-    def take(self, scope: _Scope, windows: list, parts: int) -> float | None:
-        return self._run(_take, self.limiter, windows, parts)
+    def admit(self, scope: _Scope, windows: list, parts: int) -> tuple[float, str] | None:
+        keys = [self._throttle_key(scope), *(self.storage.prefixed_key(item.key_for(*ids)) for item, ids in windows)]
+        args = [time.time(), parts, *(value for item, _ in windows for value in (item.amount, item.get_expiry()))]
+        answer = self._run(self.admit_script, keys=keys, args=args)
+        if answer[0] == 0:
+            return None
+        return max(float(answer[1]), POLL), THROTTLED if answer[0] == 1 else FULL
 
-    def throttled_until(self, scope: _Scope) -> float:
-        return float(self._run(self.client.get, f"{PREFIX}:throttle:{scope.provider}:{scope.key}") or 0.0)
+    def _throttle_key(self, scope: _Scope) -> str:
+        return f"{PREFIX}:throttle:{scope.provider}:{scope.key}"
 
-    marked_until = throttled_until
+    def marked_until(self, scope: _Scope) -> float:
+        return float(self._run(self.client.get, self._throttle_key(scope)) or 0.0)
 
     def mark(self, scope: _Scope, until: float) -> None:
         ms = max(1, int((until - time.time()) * 1000))
-        self._run(self.mark_script, keys=[f"{PREFIX}:throttle:{scope.provider}:{scope.key}"], args=[until, ms])
+        self._run(self.mark_script, keys=[self._throttle_key(scope)], args=[until, ms])
 
     def enter(self, scope: _Scope, limit: int, tokens: list[str]) -> bool:
         lease = 2 * float(get_setting("HTTP_TIMEOUT")) + 2  # connecting and reading: a request never outlives it
