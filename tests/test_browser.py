@@ -6,7 +6,6 @@ in CI it fails instead.
 """
 
 import os
-import shutil
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,43 +13,13 @@ from django.contrib.auth import get_user_model
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarToken
 from calendar_sync.sources import get_source
-from tests.helpers import IN_CI
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import open_page
 
 
 @pytest.fixture
 def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
-    if not CHROMIUM:
-        if IN_CI:
-            pytest.fail("CI must run the browser test: Debian's chromium is missing")
-        pytest.skip("needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    settings.CALENDAR_SYNC = {
-        **settings.CALENDAR_SYNC,
-        "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
-        "MICROSOFT_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/microsoft/callback",
-        "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
-        "SHARED_FRONTEND_URL": f"{live_server.url}/integrations/rooms",
-    }
-    settings.CALENDAR_SYNC_SANDBOX = True
-    monkeypatch.setenv(
-        "DJANGO_ALLOW_ASYNC_UNSAFE", "true"
-    )  # the live server runs beside Playwright's loop (this test only)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser.new_page()
-        browser.close()
+    with open_page(live_server, settings, monkeypatch) as page:
+        yield page
 
 
 def member_with_booking(title="Deep work"):

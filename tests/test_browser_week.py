@@ -22,8 +22,9 @@ from django.contrib.auth import get_user_model
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarToken
 from calendar_sync.sources import get_source
-from tests.helpers import GOOGLE_ACCOUNT, IN_CI, MS_ACCOUNT
-from tests.test_browser import CHROMIUM, FLAGS, sign_in
+from tests.browser import open_page
+from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT
+from tests.test_browser import sign_in
 
 ZONE = "America/New_York"
 SCREENSHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS", "artifacts/screenshots"))
@@ -31,25 +32,10 @@ SCREENSHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS", "artifacts/screenshots"
 
 @pytest.fixture
 def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
-    if not CHROMIUM:
-        if IN_CI:
-            pytest.fail("CI must run the browser test: Debian's chromium is missing")
-        pytest.skip("needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    settings.CALENDAR_SYNC = {
-        **settings.CALENDAR_SYNC,
-        "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
-        "MICROSOFT_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/microsoft/callback",
-        "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
-    }
-    settings.CALENDAR_SYNC_SANDBOX = True
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(timezone_id=ZONE, locale="en-GB", viewport={"width": 1280, "height": 1000})
-        yield context.new_page()
-        browser.close()
+    with open_page(
+        live_server, settings, monkeypatch, timezone_id=ZONE, locale="en-GB", viewport={"width": 1280, "height": 1000}
+    ) as page:
+        yield page
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from django.test import Client
 from django.utils import timezone
 
 from bookings.models import Booking, Series, Workspace
-from tests.helpers import GOOGLE_ACCOUNT, IN_CI, connect, landing
-from tests.test_browser import CHROMIUM, FLAGS, sign_in
+from tests.browser import open_page
+from tests.helpers import GOOGLE_ACCOUNT, connect, landing
+from tests.test_browser import sign_in
 from tests.test_browser_week import SCREENSHOTS
 
 pytestmark = pytest.mark.django_db
@@ -323,28 +324,16 @@ def test_another_members_guests_and_link_are_never_shown(browser, member, worksp
 # --- with JavaScript: the form posts to the bookings API, and says a refusal next to its field -----------
 @pytest.fixture
 def chromium(live_server, fake_google, fake_microsoft, settings, monkeypatch):
-    """Headless Chromium, as tests/test_browser_week.py runs it (skipped locally without Debian's chromium)."""
-    if not CHROMIUM:
-        if IN_CI:
-            pytest.fail("CI must run the browser test: Debian's chromium is missing")
-        pytest.skip("needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    settings.CALENDAR_SYNC = {
-        **settings.CALENDAR_SYNC,
-        "GOOGLE_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/google/callback",
-        "MICROSOFT_REDIRECT_URI": f"{live_server.url}/api/calendar-sync/auth/microsoft/callback",
-        "FRONTEND_URL": f"{live_server.url}/integrations/calendar",
-    }
-    settings.CALENDAR_SYNC_SANDBOX = True
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(
-            timezone_id="Europe/Lisbon", locale="en-GB", viewport={"width": 1280, "height": 1000}
-        )
-        yield context.new_page()
-        browser.close()
+    """Headless Chromium in Lisbon's time, as the week view's browser test runs it."""
+    with open_page(
+        live_server,
+        settings,
+        monkeypatch,
+        timezone_id="Europe/Lisbon",
+        locale="en-GB",
+        viewport={"width": 1280, "height": 1000},
+    ) as page:
+        yield page
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from bookings import repeat
 from bookings.models import Booking, Series
+from tests.browser import open_page
 
 pytestmark = pytest.mark.django_db
 PAGE = "/integrations/calendar"
@@ -466,25 +467,15 @@ def test_rules_in_words(rule, said, member, workspace):
 
 @pytest.fixture
 def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
-    from tests.helpers import IN_CI
-    from tests.test_browser import CHROMIUM, FLAGS
-
-    if not CHROMIUM:
-        if IN_CI:
-            pytest.fail("CI must run the browser test: Debian's chromium is missing")
-        pytest.skip("needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    settings.CALENDAR_SYNC = {**settings.CALENDAR_SYNC, "FRONTEND_URL": f"{live_server.url}/integrations/calendar"}
-    settings.CALENDAR_SYNC_SANDBOX = True
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(
-            timezone_id="Europe/Lisbon", locale="en-GB", viewport={"width": 1280, "height": 1000}
-        )
-        yield context.new_page()
-        browser.close()
+    with open_page(
+        live_server,
+        settings,
+        monkeypatch,
+        timezone_id="Europe/Lisbon",
+        locale="en-GB",
+        viewport={"width": 1280, "height": 1000},
+    ) as page:
+        yield page
 
 
 def shot(target, name, capsys, **options):
