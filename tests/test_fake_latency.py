@@ -38,7 +38,9 @@ def test_waiting_requests_overlap(fake_class):
         waits = list(pool.map(timed_get, [fake.url] * 8))
         elapsed = time.monotonic() - started
     assert min(waits) >= 0.3
-    assert elapsed < 1.2, elapsed  # one after another would take 2.4 s
+    # One after another could not take less than 8 x 0.3 = 2.4 s; together they take about 0.3 s plus
+    # whatever a loaded machine adds to starting eight threads (the bound is that, not a timing budget).
+    assert elapsed < 2.0, elapsed
 
 
 def test_sandbox_takes_its_latency_from_the_environment():
