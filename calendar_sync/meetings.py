@@ -87,7 +87,7 @@ def usable_types(token: CalendarToken | None, reason=AccessLog.Reason.CONFIRMED)
 def capabilities(owner: Owner) -> dict:
     """What the owner's connected write calendar can do now: {"conference": [...], "guests": bool}.
     Read from the provider once after connecting or changing calendar (when first needed)."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(write=True, **owner.lookup()).first()
+    token = owner.token()
     if token is None or not token.is_active:
         return {"conference": [], "guests": False}
     if not known(token):
@@ -98,7 +98,7 @@ def capabilities(owner: Owner) -> dict:
 def offers(owner: Owner, requested: str) -> bool:
     """Whether the owner's write calendar can make the meeting `requested` ("auto" or a type): from
     what is known (read once when unknown, as `usable_types`)."""
-    token = CalendarToken.objects.defer(*CalendarToken.SECRET_FIELDS).filter(write=True, **owner.lookup()).first()
+    token = owner.token()
     types = usable_types(token)
     return bool(types) if requested == "auto" else requested in types
 
@@ -217,7 +217,7 @@ def reread(source_key: str, object_id: str, destination: str, attempt: int = 0) 
         made = ((record.written or {}).get("conference") or {}) if record else {}
         if record is None or made.get("status") != "pending":
             return None
-        token = CalendarToken.objects.filter(owner_kind=record.owner_kind, owner_id=record.owner_id, write=True).first()
+        token = Owner(record.owner_kind, record.owner_id).token()
         if token is None or not token.is_active:
             return None
         provider = get_provider(token.provider)
