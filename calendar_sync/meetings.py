@@ -155,15 +155,16 @@ def _conference(value: dict) -> Conference:
     return Conference(**{k: str(value.get(k) or "") for k in ("type", "join_url", "status", "reason")})
 
 
-def recorded(item, operation: Operation, outcome) -> None:
+def recorded(item, operation: Operation, outcome) -> bool:
     """After a write that succeeded: keep the copy's meeting as the provider made it (a cancel takes
-    it away with the event) and tell the host when it changed."""
+    it away with the event) and tell the host when it changed. Returns whether the meeting is still
+    being made (to read again)."""
     if outcome.error is not None:
-        return
+        return False
     if operation.is_delete:
         new = None
     elif operation.conference is None:
-        return
+        return False
     else:
         new = outcome.conference or operation.conference
         if new.status == "none":  # asked for, and the provider answered without one
@@ -171,6 +172,7 @@ def recorded(item, operation: Operation, outcome) -> None:
         new = _checked(new)
     if _store(item.record.pk, new):
         _report(item.source, item.obj, item.record.destination, new)
+    return new is not None and new.status == "pending"
 
 
 def _store(record_pk, new: Conference | None) -> bool:
@@ -270,10 +272,3 @@ def stale_pending(now, stale_after: float, limit: int) -> list[tuple[str, str, s
     )
     over = now - timedelta(seconds=sum(REREAD_DELAYS))
     return [(s, o, d, at < over) for s, o, d, at in rows]
-
-
-def first_delay(source_key: str, object_id: str, destination: str) -> float | None:
-    """Seconds until the first read of the record's meeting when it is still being made, else None."""
-    if pending({"source": source_key, "object_id": str(object_id), "destination": destination}):
-        return REREAD_DELAYS[0]
-    return None

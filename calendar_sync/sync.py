@@ -340,8 +340,11 @@ def fail_unexpected(source_key, object_id, exc, destination=MEMBER_ROLE):
     )
 
 
-def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
+def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None, reread=None):
     """Bring one object's event in one destination up to date. Returns the record state.
+
+    `reread`: a list this sync appends True to when its write left the copy's video meeting still
+    being made (Google makes Meet asynchronously), for the caller to read it again shortly.
 
     Raises TransientError for the caller to retry later; every other outcome is recorded,
     including errors nothing classified (as failed, with the error). Syncs of the same object in
@@ -353,7 +356,7 @@ def sync_object(source_key, object_id, destination=MEMBER_ROLE, reason=None):
     with locks.held(source_key, object_id, destination):
         try:
             for round_ in range(MAX_ROUNDS):
-                state = _sync_round(source, object_id, destination, first=round_ == 0, reason=reason)
+                state = _sync_round(source, object_id, destination, round_ == 0, reason, reread)
                 if state is not None:
                     return state
         except TransientError:
@@ -377,7 +380,7 @@ def _read(source, object_id, destination, first):
     return _Item(source, record, token, obj)
 
 
-def _sync_round(source, object_id, destination, first, reason=None):
+def _sync_round(source, object_id, destination, first, reason=None, reread=None):
     """One read-apply-compare round; None when the object changed meanwhile (go again)."""
     item = _read(source, object_id, destination, first)
     if item is None:
@@ -426,7 +429,8 @@ def _sync_round(source, object_id, destination, first, reason=None):
     state = State.FAILED if error is not None else State.SYNCED
     if not _finish(item, state, operation, outcome, log):
         return None
-    meetings.recorded(item, operation, outcome)
+    if meetings.recorded(item, operation, outcome) and reread is not None:
+        reread.append(True)
     if token.paused_until is not None and error is None:
         tokens.resume_writes(token)  # the pause is over and writes go through again
     if error is not None:

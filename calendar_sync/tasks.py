@@ -146,8 +146,10 @@ def schedule(work):
 )
 def sync_task(self, source_key, object_id, destination=MEMBER_ROLE, reason=None):
     try:
-        state = sync.sync_object(source_key, object_id, destination, reason)
-        follow_conference(source_key, object_id, destination)
+        reread: list[bool] = []
+        state = sync.sync_object(source_key, object_id, destination, reason, reread)
+        if reread:  # the write left a meeting being made (Google makes Meet asynchronously): read it shortly
+            enqueue_conference(source_key, object_id, destination, 0, meetings.REREAD_DELAYS[0])
         return state
     except TransientError as exc:
         if self.request.is_eager:
@@ -169,13 +171,6 @@ def backfill_task(owner_kind, owner_id, kind="backfill"):
     enqueue_work(later)
     follow_conferences(Owner(owner_kind, str(owner_id)))
     return counts
-
-
-def follow_conference(source_key, object_id, destination=MEMBER_ROLE):
-    """A meeting the write left pending (Google makes Meet asynchronously): read it again shortly."""
-    countdown = meetings.first_delay(source_key, str(object_id), destination)
-    if countdown is not None:
-        enqueue_conference(source_key, object_id, destination, 0, countdown)
 
 
 def follow_conferences(owner):
