@@ -146,9 +146,27 @@ def serve(argv):
             process.terminate()
 
 
+def _whole_suite(argv):
+    """Whether pytest `argv` runs the whole suite (perhaps narrowed by `-m`): no test named, and
+    nothing that wants one process (`-k`, `-n`, `-p`, `--pdb`, `--trace`)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "-m":
+            next(args, None)  # its expression, not a test
+        elif arg.startswith(("-k", "-n", "--numprocesses", "-p", "--pdb", "--trace")) or not arg.startswith("-"):
+            return False
+    return True
+
+
 def test(argv):
-    result = subprocess.call([str(PY), "-m", "pytest", *argv], cwd=ROOT)
-    sys.exit(result)
+    """`python3 dev.py test [pytest args]`. The whole suite without a broker (eager tasks, SQLite or a
+    database: the quick local run) runs on every core (pytest-xdist, one test file per process). With
+    CELERY_BROKER_URL set it runs in one process: the worker tests' Celery workers share the broker's
+    queues, and two test processes would take each other's tasks."""
+    parallel = (
+        ["-n", "auto", "--dist", "loadfile"] if _whole_suite(argv) and not configured("CELERY_BROKER_URL") else []
+    )
+    sys.exit(subprocess.call([str(PY), "-m", "pytest", *parallel, *argv], cwd=ROOT))
 
 
 def bench(argv):

@@ -621,15 +621,17 @@ class FakeGoogle(FakeService):
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
+                self._entry["end"] = time.time()  # before the client can have the answer (max_in_flight)
                 self.end_headers()
                 self.wfile.write(data)
 
             def _handle(self, method):
                 entry = {"time": time.time(), "method": method, "path": urllib.parse.urlsplit(self.path).path}
+                self._entry = entry
                 try:
                     self._answer(method, entry)
                 finally:
-                    entry["end"] = time.time()  # answered: with "time", how long the request was in flight
+                    entry.setdefault("end", time.time())  # answered: with "time", how long the request was in flight
 
             def _answer(self, method, entry):
                 body = self._body()

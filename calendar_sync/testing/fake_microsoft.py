@@ -871,15 +871,17 @@ class FakeMicrosoft(FakeService):
                 self.send_header("request-id", str(uuid.uuid4()))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
+                self._entry["end"] = time.time()  # before the client can have the answer (max_in_flight)
                 self.end_headers()
                 self.wfile.write(data)
 
             def _handle(self, method):
                 entry = {"time": time.time(), "method": method, "client": self.client_address}
+                self._entry = entry
                 try:
                     self._answer(method, entry)
                 finally:
-                    entry["end"] = time.time()  # answered: with "time", how long the request was in flight
+                    entry.setdefault("end", time.time())  # answered: with "time", how long the request was in flight
 
             def _answer(self, method, entry):
                 length = int(self.headers.get("Content-Length") or 0)
