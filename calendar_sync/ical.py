@@ -13,11 +13,9 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
-from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil import rrule
 from django.db import connections
 from django.http import Http404, HttpResponse
 from django.http.response import ResponseHeaders
@@ -31,6 +29,7 @@ from icalendar import Event as VEvent
 from .models import CalendarFeed, SyncRecord
 from .owners import Owner
 from .providers.base import BaseProvider
+from .series import MAX_INSTANCES, expand
 from .sources import get_sources
 from .types import Event, SeriesInfo
 
@@ -39,8 +38,6 @@ PRODID = "-//ManageHub//calendar_sync//EN"
 REFRESH_INTERVAL = timedelta(minutes=15)
 #: How long a fetched copy may be reused without asking (private: the URL is a credential).
 MAX_AGE = 300
-#: The most occurrences of one series' rule the feed expands (to match its occurrences against).
-MAX_SERIES_OCCURRENCES = 1000
 UID_SUFFIX = "@calendar-sync"
 
 
@@ -136,7 +133,7 @@ def _series_vevents(source, info, occurrences, versions, undated):
         zone = ZoneInfo(info.time_zone)
         first = info.start.astimezone(zone)
         rule = vRecur.from_ical(info.rule)
-        starts = list(islice(rrule.rrulestr(info.rule, dtstart=first, unfold=True), MAX_SERIES_OCCURRENCES))
+        starts = [start.astimezone(zone) for start in expand(info.rule, info.start, info.time_zone)]
     except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
         starts = []  # nothing matches: every occurrence stays a single event
     held, singles = {}, []  # {original start (UTC): (obj, event)}; the rest are single events
@@ -161,7 +158,7 @@ def _series_vevents(source, info, occurrences, versions, undated):
     master.add("uid", uid)
     master.add("dtstart", first)
     master.add("dtend", first + length)
-    if last != starts[-1] or len(starts) == MAX_SERIES_OCCURRENCES:  # it ends earlier than the rule says
+    if last != starts[-1] or len(starts) == MAX_INSTANCES:  # it ends earlier than the rule says
         rule.pop("COUNT", None)
         rule["UNTIL"] = [last.astimezone(UTC)]
     master.add("rrule", rule)
