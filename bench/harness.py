@@ -317,6 +317,30 @@ class Stack:
         self.purge()  # the tasks those two changes enqueued: already done here
         return len(first.captured_queries), len(again.captured_queries)
 
+    def syncs_here(self, members=10, per_member=60):
+        """CPU of one first sync run in this process, one thread, no Celery and no other thread
+        (`sync.sync_object` on confirmed bookings, members taken in turn so no connection's quota
+        holds a sync back): the median of blocks of `members` syncs, after a warm-up block."""
+        from bookings import services
+        from calendar_sync import sync
+
+        per_user = []
+        for i in range(members):
+            user, _ = self.member(f"here{self.drains}m{i}")
+            per_user.append(self.bookings(user, per_member))
+        self.purge()
+        for bookings in per_user:
+            for booking in bookings:
+                services.confirm_booking(booking)
+        self.purge()  # their sync tasks: run here instead
+        blocks = []
+        for round_ in zip(*per_user, strict=True):
+            cpu = time.thread_time()
+            for booking in round_:
+                sync.sync_object("booking", booking.pk)
+            blocks.append((time.thread_time() - cpu) / len(round_))
+        return statistics.median(blocks[1:])
+
     def bare_insert(self, n=300):
         """The floor: events.insert made directly with google-api-python-client, one kept-alive
         connection, against the same fake. Returns {"cpu": CPU seconds per insert, "per_second": inserts/s,

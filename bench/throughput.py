@@ -3,7 +3,8 @@
 1. Drain: N confirmed bookings across many members are queued, then one worker process
    (a pool of threads) syncs them: syncs per second, and the worker's CPU time per sync, beside
    a bare google-api-python-client insert loop against the same fake Google (the floor):
-   its CPU per insert and its inserts per second. Also the SQL statements of one sync.
+   its CPU per insert and its inserts per second. Also the SQL statements of one sync, and where
+   the CPU goes: the same drain in one thread (--pool=solo) and one sync alone in this process.
 2. Provider latency: the same drain again with the fake Google answering every request 150 ms
    late, as the real one does in 100–300 ms: syncs per second against the first drain's.
 3. Latency: bookings confirmed at a steady pace while the worker runs: time from commit to
@@ -67,6 +68,10 @@ def main(n=2000, members=50):
                 stack.drain(members, per_member, POOL_THREADS, "threads", *WORKER_OPTIONS, latency=latency)
             )
         drain, slow = _combined(drains[0.0]), _combined(drains[PROVIDER_LATENCY])
+        # Where a sync's CPU goes beyond the sync itself: the same drain in one thread (--pool=solo: Celery
+        # without the threads' hand-overs of the interpreter lock), and the sync alone in this process.
+        solo = stack.drain(members, n // 2 // members, 1, "solo")
+        here = stack.syncs_here()
         after = stack.bare_insert()
         blocks = before["blocks"] + after["blocks"]
         bare = {"cpu": statistics.median(c for c, _ in blocks), "per_second": statistics.median(r for _, r in blocks)}
@@ -114,6 +119,14 @@ def main(n=2000, members=50):
                     f"{drain['cpu_per_sync'] * 1000:.2f} ms"
                     f" (main process {drain['main_cpu_per_sync'] * 1000:.2f}, pool process {drain['pool_cpu_per_sync'] * 1000:.2f})",
                 ),
+                (
+                    "  the same drain, one thread (--pool=solo)",
+                    f"{solo['cpu_per_sync'] * 1000:.2f} ms ({solo['cpu_per_sync'] / bare['cpu']:.2f}x the floor)",
+                ),
+                (
+                    "  one sync in this process, no Celery, one thread",
+                    f"{here * 1000:.2f} ms ({here / bare['cpu']:.2f}x the floor)",
+                ),
                 ("bare client insert CPU (floor)", f"{bare['cpu'] * 1000:.2f} ms"),
                 ("  the same with events() built once (not the floor)", f"{kept * 1000:.2f} ms"),
                 ("CPU ratio sync/floor", f"{cpu_ratio:.2f}x"),
@@ -133,6 +146,7 @@ def main(n=2000, members=50):
             f" syncs_per_s={drain['per_second']:.1f} syncs_per_s_at_{PROVIDER_LATENCY * 1000:.0f}ms={slow['per_second']:.1f}"
             f" bare_inserts_per_s={bare['per_second']:.1f}"
             f" cpu_per_sync_ms={drain['cpu_per_sync'] * 1000:.2f} bare_insert_cpu_ms={bare['cpu'] * 1000:.2f}"
+            f" solo_cpu_per_sync_ms={solo['cpu_per_sync'] * 1000:.2f} in_process_cpu_per_sync_ms={here * 1000:.2f}"
             f" statements_per_sync={first_sql} statements_per_resync={again_sql} latency_p50_ms={pct(latency, 50) * 1000:.1f}"
         )
     finally:
