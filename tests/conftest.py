@@ -1,10 +1,12 @@
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
 from bookings.models import Booking, Workspace
+from calendar_sync import tasks
 from calendar_sync.providers.microsoft import MicrosoftProvider
 from calendar_sync.testing import FakeGoogle, FakeMicrosoft
 from managehub.celery import app as celery_app
@@ -159,6 +161,27 @@ def outlook(fake_microsoft, api, run):
     assert landing(run(connect, api, fake_microsoft))["calendar_sync"] == "connected"
     fake_microsoft.reset_log()
     return fake_microsoft
+
+
+@pytest.fixture
+def pull(run, member):
+    """Run the pull of the member's write calendar, as beat or a notification enqueues it."""
+
+    def go():
+        return run(tasks.pull_task.delay, "user", str(member.pk)).get()
+
+    return go
+
+
+@pytest.fixture
+def booked(member_api, member, make_booking, run, pull):
+    """A confirmed booking in the member's calendar (`member_api`: the test module's connected member's
+    client), pulled once (the cursor is set); no mail yet."""
+    booking = make_booking(member, hours_from_now=48, duration=2)
+    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
+    assert pull()["reported"] == 0
+    mail.outbox.clear()
+    return Booking.objects.get(pk=booking.pk)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from bookings.calendar import BookingSource
 from bookings.models import Booking
-from calendar_sync import channels, flows, reads, tasks
+from calendar_sync import channels, flows, reads
 from calendar_sync.models import AccessLog, CalendarToken, SyncRecord
 from calendar_sync.owners import Owner
 from tests.helpers import client_for, connect, landing, set_push_url
@@ -36,26 +36,6 @@ def member_api(fake, api, run, member):
     assert landing(run(connect, api, fake, account=fake.default_account))["calendar_sync"] == "connected"
     fake.reset_log()
     return api
-
-
-@pytest.fixture
-def pull(run, member):
-    """Run the pull of the member's write calendar, as beat or a notification enqueues it."""
-
-    def go():
-        return run(tasks.pull_task.delay, "user", str(member.pk)).get()
-
-    return go
-
-
-@pytest.fixture
-def booked(member_api, member, make_booking, run, pull):
-    """A confirmed booking in the member's calendar, pulled once (the cursor is set); no mail yet."""
-    booking = make_booking(member, hours_from_now=48, duration=2)
-    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
-    assert pull()["reported"] == 0
-    mail.outbox.clear()
-    return Booking.objects.get(pk=booking.pk)
 
 
 def event_id(booking):

@@ -16,27 +16,8 @@ TEAM = "team@group.calendar.google.com"
 
 
 @pytest.fixture
-def member_api(fake_google, api, run, member):
-    assert landing(run(connect, api, fake_google, account=fake_google.default_account))["calendar_sync"] == "connected"
-    fake_google.reset_log()
+def member_api(google_connected, api):
     return api
-
-
-@pytest.fixture
-def pull(run, member):
-    def go():
-        return run(tasks.pull_task.delay, "user", str(member.pk)).get()
-
-    return go
-
-
-@pytest.fixture
-def booked(member_api, member, make_booking, run, pull):
-    booking = make_booking(member, hours_from_now=48, duration=2)
-    assert run(member_api.post, f"/api/bookings/{booking.pk}/confirm/").status_code == 200
-    assert pull()["reported"] == 0
-    mail.outbox.clear()
-    return Booking.objects.get(pk=booking.pk)
 
 
 def test_a_pull_racing_a_calendar_change_cancels_nothing(fake_google, booked, member, pull):
