@@ -53,6 +53,19 @@ def make_series(api, workspace, run, count=52, **extra):
     return series
 
 
+def move_later(api, run, occurrence, hours):
+    """Move one occurrence `hours` later through the API (an hour long); its new start."""
+    start = datetime.fromisoformat(occurrence["start"]) + timedelta(hours=hours)
+    moved = run(
+        api.patch,
+        f"/api/bookings/{occurrence['id']}/",
+        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    return start
+
+
 def writes(fake, account):
     """Calendar writes (reads of instances to find one are lookups, not counted as writes)."""
     return [c for c in fake.calls(account) if c["method"] != "GET"]
@@ -107,14 +120,7 @@ def test_moving_one_occurrence_is_one_write_and_shows_in_the_expansion(calendar,
     event_id = the_event(fake, account)
     fake.reset_log()
     tenth = series["bookings"][9]
-    start = datetime.fromisoformat(tenth["start"]) + timedelta(hours=2)
-    moved = run(
-        api.patch,
-        f"/api/bookings/{tenth['id']}/",
-        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
-        format="json",
-    )
-    assert moved.status_code == 200, moved.content
+    start = move_later(api, run, tenth, hours=2)
     assert len(writes(fake, account)) == 1
     rows = fake.expand(account, event_id)
     assert len(rows) == 52 and rows[9][0] == start.astimezone(UTC)
@@ -300,14 +306,7 @@ def test_a_series_event_deleted_in_the_calendar_comes_back_with_the_next_change(
     fake.delete_event(account, the_event(fake, account))
     fake.reset_log()
     tenth = series["bookings"][9]
-    start = datetime.fromisoformat(tenth["start"]) + timedelta(hours=2)
-    moved = run(
-        api.patch,
-        f"/api/bookings/{tenth['id']}/",
-        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
-        format="json",
-    )
-    assert moved.status_code == 200, moved.content
+    start = move_later(api, run, tenth, hours=2)
     rows = fake.expand(account, the_event(fake, account))
     assert len(rows) == 52 and rows[9][0] == start.astimezone(UTC)
     assert SyncRecord.objects.get(object_id=tenth["id"], destination="member").state == "synced"
