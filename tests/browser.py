@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import IN_CI
 
+#: A member's desktop in Lisbon: the page tests' browser context (`open_page(..., **LISBON_DESKTOP)`).
+LISBON_DESKTOP = {"timezone_id": "Europe/Lisbon", "locale": "en-GB", "viewport": {"width": 1280, "height": 1000}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--no-sandbox",

@@ -9,9 +9,12 @@ import os
 import secrets
 import urllib.parse
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import redis
 from django.db.models import F
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calendar_sync import channels, quotas
@@ -27,6 +30,7 @@ GOOGLE_ACCOUNT = "member@example.com"
 MS_REDIRECT = "https://testserver/api/calendar-sync/auth/microsoft/callback"
 MS_ACCOUNT = "member@contoso.com"
 ROOM_ACCOUNT = "rooms@example.com"
+LISBON = ZoneInfo("Europe/Lisbon")
 GOOGLE_PATH = "/api/calendar-sync/push/google"
 GRAPH_PATH = "/api/calendar-sync/push/microsoft"
 
@@ -154,3 +158,10 @@ def forget_quotas():
                 client.delete(*stale)
         except redis.RedisError:
             pass  # no quota Redis here: the governor falls back on its own
+
+
+def next_monday(at=time(9)):
+    """The first Monday at least a day ahead, at `at` Lisbon time (a series' first occurrence)."""
+    day = (timezone.now().astimezone(LISBON) + timedelta(days=1)).date()
+    day += timedelta(days=(7 - day.weekday()) % 7)
+    return datetime.combine(day, at, tzinfo=LISBON)

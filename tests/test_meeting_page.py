@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from bookings.models import Booking, Series, Workspace
-from tests.browser import open_page
+from tests.browser import LISBON_DESKTOP, open_page
 from tests.helpers import GOOGLE_ACCOUNT, connect, landing
 from tests.test_browser import sign_in
 from tests.test_browser_week import SCREENSHOTS
@@ -325,14 +325,7 @@ def test_another_members_guests_and_link_are_never_shown(browser, member, worksp
 @pytest.fixture
 def chromium(live_server, fake_google, fake_microsoft, settings, monkeypatch):
     """Headless Chromium in Lisbon's time, as the week view's browser test runs it."""
-    with open_page(
-        live_server,
-        settings,
-        monkeypatch,
-        timezone_id="Europe/Lisbon",
-        locale="en-GB",
-        viewport={"width": 1280, "height": 1000},
-    ) as page:
+    with open_page(live_server, settings, monkeypatch, **LISBON_DESKTOP) as page:
         yield page
 
 

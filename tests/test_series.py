@@ -2,7 +2,6 @@
 
 import threading
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -15,18 +14,10 @@ from hypothesis import strategies as st
 from bookings import recurrence
 from bookings.models import Booking, Series
 from calendar_sync.models import BusyBlock
-from tests.helpers import ROOM_ACCOUNT, client_for, connect_room
+from tests.helpers import LISBON, ROOM_ACCOUNT, client_for, connect_room, next_monday
 
 pytestmark = pytest.mark.django_db
-LISBON = ZoneInfo("Europe/Lisbon")
 URL = "/api/bookings/series/"
-
-
-def next_monday(at=time(9)):
-    """The first Monday at least a day ahead, at `at` Lisbon time."""
-    day = (timezone.now().astimezone(LISBON) + timedelta(days=1)).date()
-    day += timedelta(days=(7 - day.weekday()) % 7)
-    return datetime.combine(day, at, tzinfo=LISBON)
 
 
 def body(workspace, rule="FREQ=WEEKLY;COUNT=52", start=None, hours=1, **extra):

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bookings import repeat
 from bookings.models import Booking, Series
-from tests.browser import open_page
+from tests.browser import LISBON_DESKTOP, open_page
 
 pytestmark = pytest.mark.django_db
 PAGE = "/integrations/calendar"
@@ -467,14 +467,7 @@ def test_rules_in_words(rule, said, member, workspace):
 
 @pytest.fixture
 def page(live_server, fake_google, fake_microsoft, settings, monkeypatch):
-    with open_page(
-        live_server,
-        settings,
-        monkeypatch,
-        timezone_id="Europe/Lisbon",
-        locale="en-GB",
-        viewport={"width": 1280, "height": 1000},
-    ) as page:
+    with open_page(live_server, settings, monkeypatch, **LISBON_DESKTOP) as page:
         yield page
 
 

@@ -3,7 +3,6 @@ one call per moved or cancelled occurrence, one per series-wide change, none on 
 09:00 Lisbon across both daylight-saving changes. Real HTTP against both fakes."""
 
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -14,17 +13,20 @@ from calendar_sync.models import BusyBlock, SeriesRecord, SyncRecord
 from calendar_sync.owners import Owner
 from calendar_sync.providers.google import GoogleProvider
 from calendar_sync.reads import external_busy
-from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT, ROOM_ACCOUNT, client_for, connect, connect_room, landing
+from tests.helpers import (
+    GOOGLE_ACCOUNT,
+    LISBON,
+    MS_ACCOUNT,
+    ROOM_ACCOUNT,
+    client_for,
+    connect,
+    connect_room,
+    landing,
+    next_monday,
+)
 
 pytestmark = pytest.mark.django_db
-LISBON = ZoneInfo("Europe/Lisbon")
 URL = "/api/bookings/series/"
-
-
-def next_monday(at=time(9)):
-    day = (timezone.now().astimezone(LISBON) + timedelta(days=1)).date()
-    day += timedelta(days=(7 - day.weekday()) % 7)
-    return datetime.combine(day, at, tzinfo=LISBON)
 
 
 @pytest.fixture(params=["google", "microsoft"])
