@@ -1,7 +1,7 @@
 """A series on a CalDAV server (Radicale and Xandikos) is one resource: one VEVENT with RRULE, EXDATE
 for cancelled occurrences and a RECURRENCE-ID VEVENT per exception. Writes counted by a proxy."""
 
-from datetime import UTC, timedelta
+from datetime import UTC
 
 import icalendar
 import pytest
@@ -10,7 +10,8 @@ import recurring_ical_events
 from calendar_sync import sync
 from calendar_sync.models import SyncRecord
 from tests import test_caldav
-from tests.test_series_sync import LISBON, URL, make_series
+from tests.helpers import LISBON
+from tests.test_series_sync import URL, make_series, move_later
 
 pytestmark = pytest.mark.django_db
 server, proxy, private_ok, connected = (  # CalDAV's fixtures: Radicale and Xandikos, a counting proxy
@@ -41,14 +42,7 @@ def test_a_series_is_one_resource_with_its_exceptions(server, connected, api, wo
     } == {("Mon 09:00", "10:00")}
     proxy.reset()
     tenth, eleventh = series["bookings"][9], series["bookings"][10]
-    start = rows[9][0] + timedelta(hours=2)
-    moved = run(
-        api.patch,
-        f"/api/bookings/{tenth['id']}/",
-        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
-        format="json",
-    )
-    assert moved.status_code == 200, moved.content
+    start = move_later(api, run, tenth, hours=2)
     assert run(api.post, f"/api/bookings/{eleventh['id']}/cancel/").status_code == 200
     assert [m for m, _ in proxy.writes()] == ["PUT", "PUT"]
     text, after = expanded(server)
