@@ -47,3 +47,11 @@ def open_page(live_server, settings, monkeypatch, **context):
             yield browser.new_context(**context).new_page()
         finally:
             browser.close()
+
+
+def said(page, text):
+    """Wait until the page's outcome line says `text`: the page says it once it has read the status,
+    after what the server rendered is already there."""
+    from playwright.sync_api import expect  # as in open_page: only where a browser test runs
+
+    expect(page.locator("#outcome")).to_contain_text(text)

@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from bookings.models import Booking, Workspace
 from calendar_sync.models import CalendarToken
 from calendar_sync.sources import get_source
-from tests.browser import open_page
+from tests.browser import open_page, said
 from tests.helpers import GOOGLE_ACCOUNT, MS_ACCOUNT
 from tests.test_browser import sign_in
 
@@ -93,7 +93,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     page.click("#allow")
     page.wait_for_url("**/integrations/calendar")
     page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 2")
-    assert "Outlook Calendar is added" in page.text_content("#outcome")
+    said(page, "Outlook Calendar is added")
     # And a second Google account, offered by the fake Google's consent page.
     page.click("#add-google")
     page.wait_for_selector("#allow")
@@ -101,7 +101,7 @@ def test_member_adds_a_calendar_books_and_is_warned_over_a_busy_time(
     page.click("#allow")
     page.wait_for_url("**/integrations/calendar")
     page.wait_for_function("document.querySelectorAll('#connection-list .connection').length === 3")
-    assert "Google Calendar is added" in page.text_content("#outcome")
+    said(page, "Google Calendar is added")
     google, outlook, personal = CalendarToken.objects.order_by("created_at")
     assert (google.provider, google.write, outlook.provider, outlook.write) == ("google", True, "microsoft", False)
     assert (personal.provider, personal.write, personal.account) == ("google", False, "personal@example.com")

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bookings import repeat
 from bookings.models import Booking, Series
-from tests.browser import LISBON_DESKTOP, open_page
+from tests.browser import LISBON_DESKTOP, open_page, said
 
 pytestmark = pytest.mark.django_db
 PAGE = "/integrations/calendar"
@@ -505,7 +505,7 @@ def test_member_repeats_a_booking_sees_it_in_the_week_confirms_it_and_cancels_th
     page.click("#book-submit")
     page.wait_for_selector("#series li[data-pending='4']")
     series = Series.objects.get()
-    assert "Booked “Team room”, every week on Monday and Thursday" in page.text_content("#outcome")
+    said(page, "Booked “Team room”, every week on Monday and Thursday")
 
     # The week of its first date: two occurrences, each marked ↻ with the rule in words.
     page.wait_for_function("document.querySelectorAll('#week-grid .event.booking.series').length === 2")
